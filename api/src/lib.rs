@@ -1,0 +1,188 @@
+//! The wire types of stacklab's HTTP API.
+//!
+//! Both the axum server and the Leptos frontend depend on this crate, so a
+//! field renamed here is renamed on both sides of the wire at once. Keep it
+//! small and free of heavy dependencies: it is compiled into the WASM bundle.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// The built-in live demos. A learner can only ever pick one of these; the
+/// server maps each to a fixed, vetted specification (no image names or
+/// commands travel over the wire).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DemoId {
+    /// A PostgreSQL 15 container started through the Docker engine.
+    PostgresContainer,
+    /// A tiny guest kernel booted by stacklab's own KVM-based VMM.
+    MicroVm,
+}
+
+impl DemoId {
+    /// Every demo, in the order lessons introduce them.
+    pub const ALL: [DemoId; 2] = [DemoId::PostgresContainer, DemoId::MicroVm];
+
+    /// The identifier used in lessons (```` ```demo <id> ````) and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DemoId::PostgresContainer => "postgres-container",
+            DemoId::MicroVm => "micro-vm",
+        }
+    }
+
+    /// A short human title for cards and buttons.
+    pub fn title(self) -> &'static str {
+        match self {
+            DemoId::PostgresContainer => "PostgreSQL 15 in a container",
+            DemoId::MicroVm => "A tiny guest in a micro-VM",
+        }
+    }
+}
+
+impl fmt::Display for DemoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Returned when a string names no built-in demo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownDemo(pub String);
+
+impl fmt::Display for UnknownDemo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let known: Vec<&str> = DemoId::ALL.iter().map(|d| d.as_str()).collect();
+        write!(
+            f,
+            "unknown demo {:?}; the built-in demos are: {}",
+            self.0,
+            known.join(", ")
+        )
+    }
+}
+
+impl std::error::Error for UnknownDemo {}
+
+impl FromStr for DemoId {
+    type Err = UnknownDemo;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        DemoId::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownDemo(s.to_owned()))
+    }
+}
+
+/// The JSON body of every API error (4xx and 5xx).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable, machine-readable code such as `not_found`.
+    pub error: String,
+    /// A sentence for a person: what was wrong and, where possible, what to do.
+    pub message: String,
+}
+
+/// `GET /api/health`: what this server can run, as measured at request time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// The stacklab version (the server crate's version).
+    pub version: String,
+    /// The Docker engine, as seen through its API socket.
+    pub docker: DockerStatus,
+    /// The PostgreSQL 15 image the container demo would run.
+    pub postgres_image: ImageStatus,
+    /// `/dev/kvm` and what kind of virtualisation backs it.
+    pub kvm: KvmStatus,
+}
+
+/// Whether the Docker engine answers, and its version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DockerStatus {
+    /// The engine answered `GET /version`.
+    Reachable {
+        /// Engine version, e.g. `20.10.24+dfsg1`.
+        version: String,
+        /// Storage driver, e.g. `overlay2`.
+        storage_driver: String,
+        /// `1` or `2`.
+        cgroup_version: String,
+    },
+    /// The engine could not be reached; `reason` says why and how to fix it.
+    Unreachable { reason: String },
+}
+
+/// Which PostgreSQL 15 image is present in the engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// The official image from a registry.
+    Official { reference: String, size_bytes: u64 },
+    /// stacklab's own image, built offline from Debian's `postgresql-15`.
+    OfflineBuilt { reference: String, size_bytes: u64 },
+    /// Neither is present (or the engine is unreachable, so nobody knows).
+    Missing { reason: String },
+}
+
+/// What `/dev/kvm` offers on this host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum KvmStatus {
+    /// `/dev/kvm` opened and answered `KVM_GET_API_VERSION`.
+    Available {
+        /// The KVM API version (12 on every Linux since 2.6.22).
+        api_version: i32,
+        /// How guest code is executed.
+        backing: KvmBacking,
+        /// One sentence for a learner explaining `backing`.
+        explanation: String,
+    },
+    /// `/dev/kvm` is missing or could not be opened.
+    Unavailable { reason: String },
+}
+
+/// How KVM runs guest code on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmBacking {
+    /// The CPU's own virtualisation extensions (Intel VT-x or AMD-V).
+    HardwareAssisted,
+    /// This host is itself a VM and KVM is provided by a nested,
+    /// paravirtual module (`kvm_pvm`): guest kernel code is emulated.
+    NestedPvm,
+    /// `/dev/kvm` works but neither of the above could be confirmed.
+    Unknown,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_ids_round_trip_through_json_and_strings() {
+        for demo in DemoId::ALL {
+            let json = serde_json::to_string(&demo).unwrap();
+            assert_eq!(json, format!("\"{}\"", demo.as_str()));
+            assert_eq!(serde_json::from_str::<DemoId>(&json).unwrap(), demo);
+            assert_eq!(demo.as_str().parse::<DemoId>().unwrap(), demo);
+        }
+    }
+
+    #[test]
+    fn unknown_demo_lists_the_known_ones() {
+        let err = "bash".parse::<DemoId>().unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("\"bash\""), "{text}");
+        assert!(text.contains("postgres-container") && text.contains("micro-vm"));
+    }
+
+    #[test]
+    fn health_status_enums_are_tagged() {
+        let s = serde_json::to_value(DockerStatus::Unreachable { reason: "x".into() }).unwrap();
+        assert_eq!(s["state"], "unreachable");
+        let k = serde_json::to_value(KvmBacking::NestedPvm).unwrap();
+        assert_eq!(k, "nested_pvm");
+    }
+}

@@ -1,0 +1,375 @@
+//! Build-time rendering: Markdown + front matter → [`Lesson`] → Rust source.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
+use serde::Deserialize;
+
+use crate::{Block, DemoId, Lesson, Section, StackFocus};
+
+/// Words a learner reads per minute, for the reading-time estimate.
+const WORDS_PER_MINUTE: usize = 200;
+
+/// Everything that can be wrong with a lesson file. Each variant names the
+/// file, so a broken lesson fails the build with a message that says where.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// The lessons folder or a file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file does not start with a `---` front-matter block.
+    #[error("{path}: missing front matter (the file must start with a line `---`, YAML, then `---`)")]
+    MissingFrontMatter { path: PathBuf },
+    /// The front matter is not valid YAML or lacks a field.
+    #[error("{path}: bad front matter: {source}")]
+    FrontMatter {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    /// A fenced directive block could not be understood.
+    #[error("{path}: {message}")]
+    Directive { path: PathBuf, message: String },
+    /// Two lessons share a slug or an order.
+    #[error("lessons {first} and {second} both use {what}")]
+    Duplicate {
+        first: String,
+        second: String,
+        what: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontMatter {
+    title: String,
+    summary: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    order: u32,
+}
+
+/// Reads every `*.md` file in `dir` and returns the lessons sorted by order.
+pub fn load_dir(dir: &Path) -> Result<Vec<Lesson>, ContentError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ContentError::Io { path, source }
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    files.sort();
+    let mut lessons = Vec::with_capacity(files.len());
+    for path in files {
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+        lessons.push(parse_lesson(&path, &slug_from_file_stem(&stem), &text)?);
+    }
+    lessons.sort_by_key(|l| l.order);
+    for pair in lessons.windows(2) {
+        if pair[0].order == pair[1].order {
+            return Err(ContentError::Duplicate {
+                first: pair[0].slug.to_string(),
+                second: pair[1].slug.to_string(),
+                what: format!("order {}", pair[0].order),
+            });
+        }
+    }
+    for (i, a) in lessons.iter().enumerate() {
+        if let Some(b) = lessons[i + 1..].iter().find(|b| b.slug == a.slug) {
+            return Err(ContentError::Duplicate {
+                first: a.slug.to_string(),
+                second: b.slug.to_string(),
+                what: "the same slug".into(),
+            });
+        }
+    }
+    Ok(lessons)
+}
+
+/// `03-containers` → `containers`.
+fn slug_from_file_stem(stem: &str) -> String {
+    stem.trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start_matches('-')
+        .to_owned()
+}
+
+/// Parses one lesson file. `path` is only used in error messages.
+pub fn parse_lesson(path: &Path, slug: &str, text: &str) -> Result<Lesson, ContentError> {
+    let (front, body) = split_front_matter(text)
+        .ok_or_else(|| ContentError::MissingFrontMatter { path: path.into() })?;
+    let meta: FrontMatter = serde_yaml::from_str(front).map_err(|source| ContentError::FrontMatter {
+        path: path.into(),
+        source,
+    })?;
+    let rendered = render_body(body).map_err(|message| ContentError::Directive {
+        path: path.into(),
+        message,
+    })?;
+    let words = body.split_whitespace().count();
+    Ok(Lesson {
+        slug: slug.to_owned().into(),
+        title: meta.title.into(),
+        summary: meta.summary.into(),
+        tags: meta.tags.into_iter().map(Cow::Owned).collect(),
+        order: meta.order,
+        reading_minutes: words.div_ceil(WORDS_PER_MINUTE).max(1) as u32,
+        sections: rendered.sections.into(),
+        blocks: rendered.blocks.into(),
+    })
+}
+
+fn split_front_matter(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n"))?;
+    let end = rest.find("\n---")?;
+    let front = &rest[..end];
+    let after = &rest[end + 4..];
+    let body = after.split_once('\n').map_or("", |(_, b)| b);
+    Some((front, body))
+}
+
+struct Rendered {
+    sections: Vec<Section>,
+    blocks: Vec<Block>,
+}
+
+/// Parses a directive's fence info string, or `None` for an ordinary code block.
+fn parse_directive(info: &str) -> Option<Result<Block, String>> {
+    let mut words = info.split_whitespace();
+    let kind = words.next()?;
+    let arg = words.next();
+    let extra = words.next();
+    let result = match (kind, arg, extra) {
+        ("stack-diagram", None | Some("both"), None) => Ok(Block::StackDiagram(StackFocus::Both)),
+        ("stack-diagram", Some("vm"), None) => Ok(Block::StackDiagram(StackFocus::Vm)),
+        ("stack-diagram", Some("container"), None) => {
+            Ok(Block::StackDiagram(StackFocus::Container))
+        }
+        ("stack-diagram", _, _) => Err(format!(
+            "```{info}: a stack diagram takes at most one of: both, vm, container"
+        )),
+        ("demo", Some(id), None) => id.parse::<DemoId>().map(Block::Demo).map_err(|e| e.to_string()),
+        ("demo", _, _) => Err(format!("```{info}: write ```demo <demo-id>")),
+        ("compare", None, None) => Ok(Block::Compare),
+        ("compare", _, _) => Err(format!("```{info}: compare takes no arguments")),
+        _ => return None,
+    };
+    Some(result)
+}
+
+/// Lower-case, ASCII letters and digits joined by `-`: `When to use which?` → `when-to-use-which`.
+pub fn anchor_id(text: &str) -> String {
+    let mut id = String::new();
+    for word in text
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !id.is_empty() {
+            id.push('-');
+        }
+        id.push_str(&word.to_ascii_lowercase());
+    }
+    id
+}
+
+fn render_body(body: &str) -> Result<Rendered, String> {
+    let mut options = Options::empty();
+    options.insert(Options::ENABLE_TABLES);
+    options.insert(Options::ENABLE_STRIKETHROUGH);
+    options.insert(Options::ENABLE_SMART_PUNCTUATION);
+
+    let mut sections = Vec::new();
+    let mut blocks = Vec::new();
+    // Events of the HTML fragment being collected.
+    let mut pending: Vec<Event> = Vec::new();
+    // Inside a directive fence: ignore its body until the fence ends.
+    let mut in_directive = false;
+    // Inside a heading: its events are buffered to compute its anchor id.
+    let mut heading: Option<(HeadingLevel, Vec<Event>)> = None;
+
+    let flush = |pending: &mut Vec<Event>, blocks: &mut Vec<Block>| {
+        if pending.is_empty() {
+            return;
+        }
+        let mut html = String::new();
+        pulldown_cmark::html::push_html(&mut html, pending.drain(..));
+        if !html.trim().is_empty() {
+            blocks.push(Block::Html(html.into()));
+        }
+    };
+
+    for event in Parser::new_ext(body, options) {
+        if in_directive {
+            match event {
+                Event::End(TagEnd::CodeBlock) => in_directive = false,
+                Event::Text(t) if !t.trim().is_empty() => {
+                    return Err(format!("directive blocks take no body, found {:?}", t.trim()))
+                }
+                _ => {}
+            }
+            continue;
+        }
+        if let Some((level, events)) = heading.as_mut() {
+            if let Event::End(TagEnd::Heading(_)) = event {
+                let level = *level;
+                let events = std::mem::take(events);
+                heading = None;
+                let text: String = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        Event::Text(t) | Event::Code(t) => Some(t.as_ref()),
+                        _ => None,
+                    })
+                    .collect();
+                let id = anchor_id(&text);
+                if level == HeadingLevel::H2 {
+                    sections.push(Section {
+                        title: text.clone().into(),
+                        id: id.clone().into(),
+                    });
+                }
+                let mut inner = String::new();
+                pulldown_cmark::html::push_html(&mut inner, events.into_iter());
+                pending.push(Event::Html(
+                    format!("<{level} id=\"{id}\">{inner}</{level}>\n").into(),
+                ));
+            } else {
+                events.push(event);
+            }
+            continue;
+        }
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => heading = Some((level, Vec::new())),
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(ref info))) => {
+                match parse_directive(info) {
+                    Some(directive) => {
+                        let block = directive?;
+                        flush(&mut pending, &mut blocks);
+                        blocks.push(block);
+                        in_directive = true;
+                    }
+                    None => pending.push(event),
+                }
+            }
+            other => pending.push(other),
+        }
+    }
+    flush(&mut pending, &mut blocks);
+    Ok(Rendered { sections, blocks })
+}
+
+/// Emits Rust source defining `pub static LESSONS: &[Lesson]`, for the
+/// frontend's build script to `include!`. The including module must have
+/// `Lesson`, `Section`, `Block`, `StackFocus`, `DemoId` and `Cow` in scope.
+pub fn to_rust_source(lessons: &[Lesson]) -> String {
+    let s = |text: &str| format!("Cow::Borrowed({text:?})");
+    let mut out = String::from("pub static LESSONS: &[Lesson] = &[\n");
+    for l in lessons {
+        let tags: Vec<String> = l.tags.iter().map(|t| s(t)).collect();
+        let sections: Vec<String> = l
+            .sections
+            .iter()
+            .map(|x| format!("Section {{ title: {}, id: {} }}", s(&x.title), s(&x.id)))
+            .collect();
+        let blocks: Vec<String> = l
+            .blocks
+            .iter()
+            .map(|b| match b {
+                Block::Html(h) => format!("Block::Html({})", s(h)),
+                Block::StackDiagram(f) => format!("Block::StackDiagram(StackFocus::{f:?})"),
+                Block::Demo(d) => format!("Block::Demo(DemoId::{d:?})"),
+                Block::Compare => "Block::Compare".to_owned(),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "    Lesson {{ slug: {}, title: {}, summary: {}, tags: Cow::Borrowed(&[{}]), order: {}, reading_minutes: {}, sections: Cow::Borrowed(&[{}]), blocks: Cow::Borrowed(&[{}]) }},",
+            s(&l.slug),
+            s(&l.title),
+            s(&l.summary),
+            tags.join(", "),
+            l.order,
+            l.reading_minutes,
+            sections.join(", "),
+            blocks.join(",\n        "),
+        );
+    }
+    out.push_str("];\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LESSON: &str = "---\ntitle: Test\nsummary: A test.\ntags: [a, b]\norder: 3\n---\n\n## First *part*\n\nSome words.\n\n```stack-diagram vm\n```\n\n```bash\necho hi\n```\n\n```demo micro-vm\n```\n\n## Second: `code`\n";
+
+    fn parse(text: &str) -> Result<Lesson, ContentError> {
+        parse_lesson(Path::new("t.md"), "t", text)
+    }
+
+    #[test]
+    fn splits_markdown_into_html_and_directive_blocks() {
+        let l = parse(LESSON).unwrap();
+        assert_eq!(l.title, "Test");
+        assert_eq!(l.order, 3);
+        assert_eq!(l.tags.len(), 2);
+        let titles: Vec<&str> = l.sections.iter().map(|s| s.title.as_ref()).collect();
+        assert_eq!(titles, ["First part", "Second: code"]);
+        assert_eq!(l.sections[1].id, "second-code");
+        assert_eq!(l.blocks.len(), 5, "{:#?}", l.blocks);
+        let Block::Html(first) = &l.blocks[0] else { panic!() };
+        assert!(first.contains("<h2 id=\"first-part\">First <em>part</em></h2>"), "{first}");
+        assert_eq!(l.blocks[1], Block::StackDiagram(StackFocus::Vm));
+        let Block::Html(code) = &l.blocks[2] else { panic!() };
+        assert!(code.contains("language-bash") && code.contains("echo hi"), "{code}");
+        assert_eq!(l.blocks[3], Block::Demo(DemoId::MicroVm));
+        let Block::Html(last) = &l.blocks[4] else { panic!() };
+        assert!(last.contains("<h2 id=\"second-code\">Second: <code>code</code></h2>"), "{last}");
+    }
+
+    #[test]
+    fn rejects_unknown_demos_and_bad_front_matter() {
+        let bad_demo = LESSON.replace("demo micro-vm", "demo rm-rf");
+        let err = parse(&bad_demo).unwrap_err().to_string();
+        assert!(err.contains("t.md") && err.contains("rm-rf"), "{err}");
+        let err = parse("## no front matter").unwrap_err();
+        assert!(matches!(err, ContentError::MissingFrontMatter { .. }));
+        let err = parse(&LESSON.replace("order: 3", "order: three")).unwrap_err();
+        assert!(matches!(err, ContentError::FrontMatter { .. }), "{err}");
+        let err = parse(&LESSON.replace("tags: [a, b]", "tagz: [a]")).unwrap_err();
+        assert!(matches!(err, ContentError::FrontMatter { .. }), "{err}");
+        let body = LESSON.replace("```stack-diagram vm\n```", "```compare\nx\n```");
+        assert!(matches!(parse(&body).unwrap_err(), ContentError::Directive { .. }));
+    }
+
+    #[test]
+    fn reading_time_rounds_up_at_200_words_per_minute() {
+        let words = "word ".repeat(201);
+        let l = parse(&format!("---\ntitle: T\nsummary: S\norder: 1\n---\n{words}")).unwrap();
+        assert_eq!(l.reading_minutes, 2);
+    }
+
+    #[test]
+    fn slugs_drop_numeric_prefixes() {
+        assert_eq!(slug_from_file_stem("03-containers"), "containers");
+        assert_eq!(slug_from_file_stem("intro"), "intro");
+    }
+
+    #[test]
+    fn generated_rust_borrows_every_string() {
+        let src = to_rust_source(&[parse(LESSON).unwrap()]);
+        assert!(src.starts_with("pub static LESSONS: &[Lesson] = &["));
+        assert!(src.contains("Block::Demo(DemoId::MicroVm)"));
+        assert!(src.contains("Block::StackDiagram(StackFocus::Vm)"));
+        assert!(!src.contains("Cow::Owned"));
+    }
+}

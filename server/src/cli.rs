@@ -1,0 +1,57 @@
+//! Command-line interface. Every flag also reads an environment variable, so
+//! a service manager can configure stacklab without a wrapper script.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// stacklab: learn how a container differs from a virtual machine by running both.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the lessons and the live-demo API.
+    Serve(ServeArgs),
+}
+
+/// Options of `stacklab serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Keep it on loopback unless a reverse proxy
+    /// with its own access control stands in front.
+    #[arg(long, env = "STACKLAB_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Where stacklab keeps its state (run history).
+    #[arg(long, env = "STACKLAB_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// The built frontend (Trunk's dist folder). By default
+    /// `frontend/dist` under the current directory, or next to the binary's
+    /// repository checkout.
+    #[arg(long, env = "STACKLAB_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The frontend folder to serve: the flag if given, else the first
+    /// `frontend/dist` holding an `index.html` in the current directory or
+    /// above the executable (`target/<profile>/stacklab` → repository root).
+    pub fn resolve_static_dir(&self) -> Option<PathBuf> {
+        if let Some(dir) = &self.static_dir {
+            return Some(dir.clone());
+        }
+        let mut candidates = vec![PathBuf::from("frontend/dist")];
+        if let Ok(exe) = std::env::current_exe() {
+            candidates.extend(exe.ancestors().skip(1).map(|a| a.join("frontend/dist")));
+        }
+        candidates
+            .into_iter()
+            .find(|c| c.join("index.html").is_file())
+    }
+}

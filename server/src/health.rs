@@ -1,0 +1,109 @@
+//! `GET /api/health`: what this server can run, checked at request time.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use bollard::Docker;
+use stacklab_api::{DockerStatus, Health, ImageStatus, KvmStatus};
+
+use crate::AppState;
+
+/// The official image, used where a registry is reachable.
+pub const OFFICIAL_IMAGE: &str = "postgres:15";
+/// stacklab's own image, built offline from Debian's `postgresql-15`.
+pub const OFFLINE_IMAGE: &str = "stacklab/postgres:15-offline";
+
+/// How long the health check waits for the Docker engine.
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(3);
+
+const START_DOCKER_HINT: &str =
+    "start it with `dockerd &` (as root) or run the README's setup command";
+
+/// The handler.
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    let (docker, postgres_image) = docker_status(state.docker.as_ref()).await;
+    let kvm = tokio::task::spawn_blocking(kvm_status)
+        .await
+        .unwrap_or_else(|e| KvmStatus::Unavailable {
+            reason: format!("the KVM probe failed: {e}"),
+        });
+    Json(Health {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        docker,
+        postgres_image,
+        kvm,
+    })
+}
+
+async fn docker_status(docker: Option<&Docker>) -> (DockerStatus, ImageStatus) {
+    let Some(docker) = docker else {
+        let reason = format!("no Docker client could be configured; {START_DOCKER_HINT}");
+        return unreachable(reason);
+    };
+    let info = match tokio::time::timeout(DOCKER_TIMEOUT, docker.info()).await {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            return unreachable(format!("the Docker engine did not answer ({e}); {START_DOCKER_HINT}"))
+        }
+        Err(_) => {
+            return unreachable(format!(
+                "the Docker engine did not answer within {DOCKER_TIMEOUT:?}; {START_DOCKER_HINT}"
+            ))
+        }
+    };
+    let status = DockerStatus::Reachable {
+        version: info.server_version.unwrap_or_default(),
+        storage_driver: info.driver.unwrap_or_default(),
+        cgroup_version: info
+            .cgroup_version
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+    };
+    (status, image_status(docker).await)
+}
+
+fn unreachable(reason: String) -> (DockerStatus, ImageStatus) {
+    let image = ImageStatus::Missing {
+        reason: "unknown: the Docker engine is unreachable".to_owned(),
+    };
+    (DockerStatus::Unreachable { reason }, image)
+}
+
+async fn image_status(docker: &Docker) -> ImageStatus {
+    let size = |reference: &str| {
+        let reference = reference.to_owned();
+        async move {
+            let image = docker.inspect_image(&reference).await.ok()?;
+            Some(image.size.unwrap_or_default().max(0) as u64)
+        }
+    };
+    if let Some(size_bytes) = size(OFFICIAL_IMAGE).await {
+        return ImageStatus::Official {
+            reference: OFFICIAL_IMAGE.to_owned(),
+            size_bytes,
+        };
+    }
+    if let Some(size_bytes) = size(OFFLINE_IMAGE).await {
+        return ImageStatus::OfflineBuilt {
+            reference: OFFLINE_IMAGE.to_owned(),
+            size_bytes,
+        };
+    }
+    ImageStatus::Missing {
+        reason: format!("neither {OFFICIAL_IMAGE} nor {OFFLINE_IMAGE} is in the Docker engine"),
+    }
+}
+
+fn kvm_status() -> KvmStatus {
+    match stacklab_vmm::host::probe() {
+        Ok(host) => KvmStatus::Available {
+            api_version: host.api_version,
+            backing: host.backing,
+            explanation: host.explanation().to_owned(),
+        },
+        Err(e) => KvmStatus::Unavailable {
+            reason: e.to_string(),
+        },
+    }
+}

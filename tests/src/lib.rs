@@ -1,0 +1,1 @@
+//! See tests/ in this crate: end-to-end tests of the whole application.
