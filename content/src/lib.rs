@@ -74,7 +74,10 @@ pub enum StackFocus {
 
 impl Lesson {
     /// The lesson before and after this one in `lessons` (sorted by order).
-    pub fn neighbours<'a>(&self, lessons: &'a [Lesson]) -> (Option<&'a Lesson>, Option<&'a Lesson>) {
+    pub fn neighbours<'a>(
+        &self,
+        lessons: &'a [Lesson],
+    ) -> (Option<&'a Lesson>, Option<&'a Lesson>) {
         let Some(i) = lessons.iter().position(|l| l.slug == self.slug) else {
             return (None, None);
         };

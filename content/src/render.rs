@@ -24,7 +24,9 @@ pub enum ContentError {
         source: std::io::Error,
     },
     /// The file does not start with a `---` front-matter block.
-    #[error("{path}: missing front matter (the file must start with a line `---`, YAML, then `---`)")]
+    #[error(
+        "{path}: missing front matter (the file must start with a line `---`, YAML, then `---`)"
+    )]
     MissingFrontMatter { path: PathBuf },
     /// The front matter is not valid YAML or lacks a field.
     #[error("{path}: bad front matter: {source}")]
@@ -106,10 +108,11 @@ fn slug_from_file_stem(stem: &str) -> String {
 pub fn parse_lesson(path: &Path, slug: &str, text: &str) -> Result<Lesson, ContentError> {
     let (front, body) = split_front_matter(text)
         .ok_or_else(|| ContentError::MissingFrontMatter { path: path.into() })?;
-    let meta: FrontMatter = serde_yaml::from_str(front).map_err(|source| ContentError::FrontMatter {
-        path: path.into(),
-        source,
-    })?;
+    let meta: FrontMatter =
+        serde_yaml::from_str(front).map_err(|source| ContentError::FrontMatter {
+            path: path.into(),
+            source,
+        })?;
     let rendered = render_body(body).map_err(|message| ContentError::Directive {
         path: path.into(),
         message,
@@ -128,7 +131,9 @@ pub fn parse_lesson(path: &Path, slug: &str, text: &str) -> Result<Lesson, Conte
 }
 
 fn split_front_matter(text: &str) -> Option<(&str, &str)> {
-    let rest = text.strip_prefix("---\n").or_else(|| text.strip_prefix("---\r\n"))?;
+    let rest = text
+        .strip_prefix("---\n")
+        .or_else(|| text.strip_prefix("---\r\n"))?;
     let end = rest.find("\n---")?;
     let front = &rest[..end];
     let after = &rest[end + 4..];
@@ -156,7 +161,10 @@ fn parse_directive(info: &str) -> Option<Result<Block, String>> {
         ("stack-diagram", _, _) => Err(format!(
             "```{info}: a stack diagram takes at most one of: both, vm, container"
         )),
-        ("demo", Some(id), None) => id.parse::<DemoId>().map(Block::Demo).map_err(|e| e.to_string()),
+        ("demo", Some(id), None) => id
+            .parse::<DemoId>()
+            .map(Block::Demo)
+            .map_err(|e| e.to_string()),
         ("demo", _, _) => Err(format!("```{info}: write ```demo <demo-id>")),
         ("compare", None, None) => Ok(Block::Compare),
         ("compare", _, _) => Err(format!("```{info}: compare takes no arguments")),
@@ -211,7 +219,10 @@ fn render_body(body: &str) -> Result<Rendered, String> {
             match event {
                 Event::End(TagEnd::CodeBlock) => in_directive = false,
                 Event::Text(t) if !t.trim().is_empty() => {
-                    return Err(format!("directive blocks take no body, found {:?}", t.trim()))
+                    return Err(format!(
+                        "directive blocks take no body, found {:?}",
+                        t.trim()
+                    ))
                 }
                 _ => {}
             }
@@ -326,14 +337,29 @@ mod tests {
         assert_eq!(titles, ["First part", "Second: code"]);
         assert_eq!(l.sections[1].id, "second-code");
         assert_eq!(l.blocks.len(), 5, "{:#?}", l.blocks);
-        let Block::Html(first) = &l.blocks[0] else { panic!() };
-        assert!(first.contains("<h2 id=\"first-part\">First <em>part</em></h2>"), "{first}");
+        let Block::Html(first) = &l.blocks[0] else {
+            panic!()
+        };
+        assert!(
+            first.contains("<h2 id=\"first-part\">First <em>part</em></h2>"),
+            "{first}"
+        );
         assert_eq!(l.blocks[1], Block::StackDiagram(StackFocus::Vm));
-        let Block::Html(code) = &l.blocks[2] else { panic!() };
-        assert!(code.contains("language-bash") && code.contains("echo hi"), "{code}");
+        let Block::Html(code) = &l.blocks[2] else {
+            panic!()
+        };
+        assert!(
+            code.contains("language-bash") && code.contains("echo hi"),
+            "{code}"
+        );
         assert_eq!(l.blocks[3], Block::Demo(DemoId::MicroVm));
-        let Block::Html(last) = &l.blocks[4] else { panic!() };
-        assert!(last.contains("<h2 id=\"second-code\">Second: <code>code</code></h2>"), "{last}");
+        let Block::Html(last) = &l.blocks[4] else {
+            panic!()
+        };
+        assert!(
+            last.contains("<h2 id=\"second-code\">Second: <code>code</code></h2>"),
+            "{last}"
+        );
     }
 
     #[test]
@@ -348,13 +374,19 @@ mod tests {
         let err = parse(&LESSON.replace("tags: [a, b]", "tagz: [a]")).unwrap_err();
         assert!(matches!(err, ContentError::FrontMatter { .. }), "{err}");
         let body = LESSON.replace("```stack-diagram vm\n```", "```compare\nx\n```");
-        assert!(matches!(parse(&body).unwrap_err(), ContentError::Directive { .. }));
+        assert!(matches!(
+            parse(&body).unwrap_err(),
+            ContentError::Directive { .. }
+        ));
     }
 
     #[test]
     fn reading_time_rounds_up_at_200_words_per_minute() {
         let words = "word ".repeat(201);
-        let l = parse(&format!("---\ntitle: T\nsummary: S\norder: 1\n---\n{words}")).unwrap();
+        let l = parse(&format!(
+            "---\ntitle: T\nsummary: S\norder: 1\n---\n{words}"
+        ))
+        .unwrap();
         assert_eq!(l.reading_minutes, 2);
     }
 

@@ -62,7 +62,10 @@ fn the_differences_table_has_all_six_rows() {
         "Security boundary",
         "Use case fit",
     ] {
-        assert!(html.contains(&format!("<td>{row}</td>")), "table row {row:?} missing");
+        assert!(
+            html.contains(&format!("<td>{row}</td>")),
+            "table row {row:?} missing"
+        );
     }
 }
 
@@ -70,7 +73,13 @@ fn the_differences_table_has_all_six_rows() {
 fn the_docker_run_command_and_each_flag_are_explained() {
     let html = all_html(&lessons());
     assert!(html.contains("docker run --name dev-postgres"));
-    for flag in ["--name dev-postgres", "-e POSTGRES_PASSWORD=devpass", "-p 5432:5432", "-d", "postgres:15"] {
+    for flag in [
+        "--name dev-postgres",
+        "-e POSTGRES_PASSWORD=devpass",
+        "-p 5432:5432",
+        "-d",
+        "postgres:15",
+    ] {
         assert!(
             html.contains(&format!("<li><code>{flag}</code>")),
             "flag {flag:?} is not explained in a list item"
@@ -81,14 +90,27 @@ fn the_docker_run_command_and_each_flag_are_explained() {
 #[test]
 fn the_vm_facts_of_the_guide_carry_over() {
     let html = all_html(&lessons());
-    for fact in ["VirtualBox", "VMware", "KVM", "Ubuntu", "EC2", "Kubernetes", "Docker Engine", "Images", "Containers"] {
+    for fact in [
+        "VirtualBox",
+        "VMware",
+        "KVM",
+        "Ubuntu",
+        "EC2",
+        "Kubernetes",
+        "Docker Engine",
+        "Images",
+        "Containers",
+    ] {
         assert!(html.contains(fact), "{fact} is never mentioned");
     }
 }
 
 #[test]
 fn diagrams_and_both_demos_appear() {
-    let blocks: Vec<Block> = lessons().iter().flat_map(|l| l.blocks.iter().cloned()).collect();
+    let blocks: Vec<Block> = lessons()
+        .iter()
+        .flat_map(|l| l.blocks.iter().cloned())
+        .collect();
     for b in [
         Block::StackDiagram(StackFocus::Both),
         Block::StackDiagram(StackFocus::Vm),

@@ -44,7 +44,9 @@ async fn docker_status(docker: Option<&Docker>) -> (DockerStatus, ImageStatus) {
     let info = match tokio::time::timeout(DOCKER_TIMEOUT, docker.info()).await {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
-            return unreachable(format!("the Docker engine did not answer ({e}); {START_DOCKER_HINT}"))
+            return unreachable(format!(
+                "the Docker engine did not answer ({e}); {START_DOCKER_HINT}"
+            ))
         }
         Err(_) => {
             return unreachable(format!(

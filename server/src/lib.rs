@@ -12,7 +12,8 @@ use std::future::Future;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use axum::extract::Request;
+use axum::extract::OriginalUri;
+use axum::http::Method;
 use axum::routing::get;
 use axum::Router;
 use bollard::Docker;
@@ -57,20 +58,18 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn api_not_found(req: Request) -> AppError {
+// Inside `nest("/api", …)` the request URI has lost its `/api` prefix;
+// `OriginalUri` still has the path the client sent.
+
+async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
     AppError::NotFound(format!(
-        "no API route {} {}; GET /api/health lists what this server can do",
-        req.method(),
-        req.uri().path()
+        "no API route {method} {}; GET /api/health lists what this server can do",
+        uri.path()
     ))
 }
 
-async fn api_method_not_allowed(req: Request) -> AppError {
-    AppError::MethodNotAllowed(format!(
-        "{} is not allowed on {}",
-        req.method(),
-        req.uri().path()
-    ))
+async fn api_method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// `stacklab serve`: bind, serve until SIGINT/SIGTERM, then drain.

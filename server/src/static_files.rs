@@ -30,7 +30,10 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
     }
     // A route of the single-page app: hand out the shell, never cached, so a
     // new deploy's asset names are picked up.
-    let mut page = match ServeFile::new(index).oneshot(Request::new(axum::body::Body::empty())).await {
+    let mut page = match ServeFile::new(index)
+        .oneshot(Request::new(axum::body::Body::empty()))
+        .await
+    {
         Ok(r) => r.into_response(),
         Err(never) => match never {},
     };
@@ -43,7 +46,10 @@ pub async fn serve(State(state): State<AppState>, req: Request) -> Response {
 /// no `..` anywhere (a traversal attempt is a plain 404, not the app shell).
 fn is_app_route(path: &str) -> bool {
     let last = path.rsplit('/').next().unwrap_or("");
-    !last.contains('.') && !path.split('/').any(|seg| seg == ".." || seg.contains("%2e%2e") || seg.contains("%2E%2E"))
+    !last.contains('.')
+        && !path
+            .split('/')
+            .any(|seg| seg == ".." || seg.contains("%2e%2e") || seg.contains("%2E%2E"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@ pub use stacklab_api::KvmBacking;
 pub enum ProbeError {
     /// The device node does not exist: no KVM module, or not passed into this
     /// container/VM.
-    #[error("/dev/kvm does not exist: the kvm module is not loaded or the device is not passed through")]
+    #[error(
+        "/dev/kvm does not exist: the kvm module is not loaded or the device is not passed through"
+    )]
     Missing,
     /// The node exists but opening it or asking its version failed.
     #[error("/dev/kvm exists but cannot be used: {0}")]
@@ -83,14 +85,20 @@ mod tests {
         assert_eq!(classify(plain, true), KvmBacking::NestedPvm);
         assert_eq!(classify(plain, false), KvmBacking::Unknown);
         // "svmx" or "vmxnet" must not count as a flag.
-        assert_eq!(classify("flags : vmxnet svmx\n", false), KvmBacking::Unknown);
+        assert_eq!(
+            classify("flags : vmxnet svmx\n", false),
+            KvmBacking::Unknown
+        );
     }
 
     #[test]
     fn probes_this_host() {
         match probe() {
             Ok(host) => {
-                assert_eq!(host.api_version, 12, "KVM_GET_API_VERSION is 12 since Linux 2.6.22");
+                assert_eq!(
+                    host.api_version, 12,
+                    "KVM_GET_API_VERSION is 12 since Linux 2.6.22"
+                );
                 // On this project's machines: /dev/kvm from the nested kvm_pvm module.
                 if Path::new("/sys/module/kvm_pvm").exists() {
                     assert_eq!(host.backing, KvmBacking::NestedPvm);

@@ -1,0 +1,195 @@
+//! Pages and layout.
+
+use leptos::prelude::*;
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::hooks::{use_location, use_params_map};
+use leptos_router::path;
+
+use crate::diagram::StackDiagram;
+use crate::lessons::{self, Block, Lesson, LESSONS};
+use crate::widgets::{ComparePlaceholder, DemoPlaceholder};
+
+/// The root component.
+#[component]
+pub fn App() -> impl IntoView {
+    view! {
+        <Router>
+            <a class="skip-link" href="#main">"Skip to content"</a>
+            <header class="site-header">
+                <A href="/" attr:class="brand">
+                    <span class="brand-mark" aria-hidden="true">"▤"</span>
+                    "stacklab"
+                </A>
+                <span class="tagline">"containers and virtual machines, measured"</span>
+            </header>
+            <div class="layout">
+                <CourseNav />
+                <main id="main" tabindex="-1">
+                    <Routes fallback=NotFound>
+                        <Route path=path!("/") view=Home />
+                        <Route path=path!("/lessons/:slug") view=LessonPage />
+                    </Routes>
+                </main>
+            </div>
+        </Router>
+    }
+}
+
+/// The list of lessons beside (or above, on narrow screens) every page.
+#[component]
+fn CourseNav() -> impl IntoView {
+    let location = use_location();
+    view! {
+        <nav class="course-nav" aria-label="Lessons">
+            <ol>
+                {LESSONS
+                    .iter()
+                    .map(|l| {
+                        let href = lessons::href(l);
+                        let target = href.clone();
+                        let current = move || {
+                            (location.pathname.get() == target).then_some("page")
+                        };
+                        view! {
+                            <li>
+                                <a href=href aria-current=current>
+                                    {l.title.as_ref()}
+                                </a>
+                            </li>
+                        }
+                    })
+                    .collect_view()}
+            </ol>
+        </nav>
+    }
+}
+
+/// The course overview.
+#[component]
+fn Home() -> impl IntoView {
+    set_title("stacklab: containers and virtual machines, measured");
+    let minutes: u32 = LESSONS.iter().map(|l| l.reading_minutes).sum();
+    view! {
+        <article class="home">
+            <h1>"Containers and virtual machines, run for real"</h1>
+            <p class="lead">
+                "A short course on how a Docker container differs from a virtual machine. "
+                "Every lesson can start the real thing on this server, a PostgreSQL container "
+                "or a tiny KVM virtual machine, and show you what it cost in time and memory."
+            </p>
+            <p class="meta">{format!("{} lessons · about {minutes} minutes of reading", LESSONS.len())}</p>
+            <StackDiagram focus=lessons::StackFocus::Both />
+            <ol class="lesson-cards">
+                {LESSONS.iter().map(|l| view! { <LessonCard lesson=l /> }).collect_view()}
+            </ol>
+        </article>
+    }
+}
+
+#[component]
+fn LessonCard(lesson: &'static Lesson) -> impl IntoView {
+    view! {
+        <li class="lesson-card">
+            <h2>
+                <a href=lessons::href(lesson)>{lesson.title.as_ref()}</a>
+            </h2>
+            <p>{lesson.summary.as_ref()}</p>
+            <p class="meta">
+                {format!("{} min read", lesson.reading_minutes)}
+                {lesson
+                    .tags
+                    .iter()
+                    .map(|t| view! { <span class="tag">{t.as_ref()}</span> })
+                    .collect_view()}
+            </p>
+        </li>
+    }
+}
+
+/// `/lessons/:slug`.
+#[component]
+fn LessonPage() -> impl IntoView {
+    let params = use_params_map();
+    let lesson = move || params.with(|p| p.get("slug").and_then(|s| lessons::find(&s)));
+    move || match lesson() {
+        Some(l) => view! { <LessonView lesson=l /> }.into_any(),
+        None => view! { <NotFound /> }.into_any(),
+    }
+}
+
+#[component]
+fn LessonView(lesson: &'static Lesson) -> impl IntoView {
+    set_title(&format!("{} · stacklab", lesson.title));
+    // A new lesson starts at its top, like a new page would.
+    if let Some(window) = web_sys_window() {
+        window.scroll_to_with_x_and_y(0.0, 0.0);
+    }
+    let (prev, next) = lesson.neighbours(LESSONS);
+    let position = LESSONS
+        .iter()
+        .position(|l| l.slug == lesson.slug)
+        .unwrap_or(0)
+        + 1;
+    view! {
+        <article class="lesson">
+            <p class="meta">
+                {format!("Lesson {position} of {} · {} min read", LESSONS.len(), lesson.reading_minutes)}
+            </p>
+            <h1>{lesson.title.as_ref()}</h1>
+            <p class="lead">{lesson.summary.as_ref()}</p>
+            {lesson.blocks.iter().map(render_block).collect_view()}
+            <nav class="pager" aria-label="Previous and next lesson">
+                {prev
+                    .map(|p| {
+                        view! {
+                            <a class="prev" rel="prev" href=lessons::href(p)>
+                                <span class="dir">"← Previous"</span>
+                                <span>{p.title.as_ref()}</span>
+                            </a>
+                        }
+                    })}
+                {next
+                    .map(|n| {
+                        view! {
+                            <a class="next" rel="next" href=lessons::href(n)>
+                                <span class="dir">"Next →"</span>
+                                <span>{n.title.as_ref()}</span>
+                            </a>
+                        }
+                    })}
+            </nav>
+        </article>
+    }
+}
+
+fn render_block(block: &'static Block) -> AnyView {
+    match block {
+        Block::Html(html) => {
+            view! { <div class="prose" inner_html=html.as_ref()></div> }.into_any()
+        }
+        Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
+        Block::Demo(demo) => view! { <DemoPlaceholder demo=*demo /> }.into_any(),
+        Block::Compare => view! { <ComparePlaceholder /> }.into_any(),
+    }
+}
+
+#[component]
+fn NotFound() -> impl IntoView {
+    set_title("Not found · stacklab");
+    view! {
+        <article class="not-found">
+            <h1>"No such page"</h1>
+            <p>
+                "This address is not a lesson. " <a href="/">"Back to the course overview"</a>
+            </p>
+        </article>
+    }
+}
+
+fn set_title(title: &str) {
+    document().set_title(title);
+}
+
+fn web_sys_window() -> Option<leptos::web_sys::Window> {
+    leptos::web_sys::window()
+}
