@@ -1,0 +1,204 @@
+//! The HTTP surface, driven through `app(state)` with `oneshot` (no socket),
+//! plus one test on a real listener.
+
+use std::path::Path;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus};
+use stacklab_server::{app, AppState};
+use tower::ServiceExt;
+
+/// A fake `dist/` folder: an index page and one asset.
+fn dist() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!DOCTYPE html><title>shell</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app-123.js"), "console.log('app')").unwrap();
+    dir
+}
+
+fn state(static_dir: Option<&Path>) -> AppState {
+    AppState::new(static_dir.map(Path::to_path_buf))
+}
+
+async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let res = app(state)
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn health_reports_this_host() {
+    let (status, headers, body) = get(state(None), "/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let health: Health = serde_json::from_str(&body).unwrap();
+    assert_eq!(health.version, env!("CARGO_PKG_VERSION"));
+
+    // Docker: compare with what the docker CLI says about the same engine.
+    let cli = std::process::Command::new("docker")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .output();
+    match (cli, &health.docker) {
+        (Ok(out), DockerStatus::Reachable { version, .. }) if out.status.success() => {
+            assert_eq!(version, String::from_utf8_lossy(&out.stdout).trim());
+        }
+        (Ok(out), DockerStatus::Unreachable { reason }) if !out.status.success() => {
+            assert!(
+                reason.contains("dockerd"),
+                "the reason says how to start it: {reason}"
+            );
+        }
+        (Err(_), DockerStatus::Unreachable { .. }) => {}
+        (cli, docker) => panic!("health says {docker:?} but the docker CLI says {cli:?}"),
+    }
+
+    // KVM: on this project's machines /dev/kvm comes from the nested kvm_pvm module.
+    match &health.kvm {
+        KvmStatus::Available {
+            api_version,
+            backing,
+            explanation,
+        } => {
+            assert_eq!(*api_version, 12);
+            assert!(!explanation.is_empty());
+            let pvm = Path::new("/sys/module/kvm_pvm").exists();
+            assert_eq!(*backing == KvmBacking::NestedPvm, pvm);
+        }
+        KvmStatus::Unavailable { reason } => {
+            assert!(
+                !Path::new("/dev/kvm").exists(),
+                "/dev/kvm exists but: {reason}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_api_routes_get_json_404_and_wrong_methods_json_405() {
+    let (status, headers, body) = get(state(None), "/api/nope").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let err: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert_eq!(err.error, "not_found");
+    assert!(err.message.contains("/api/nope"), "{}", err.message);
+
+    let res = app(state(None))
+        .oneshot(Request::delete("/api/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.error, "method_not_allowed");
+}
+
+#[tokio::test]
+async fn serves_files_and_the_app_shell_for_deep_links() {
+    let dir = dist();
+    let (status, _, body) = get(state(Some(dir.path())), "/app-123.js").await;
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "console.log('app')")
+    );
+
+    let (status, _, body) = get(state(Some(dir.path())), "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("shell"));
+
+    let (status, headers, body) = get(state(Some(dir.path())), "/lessons/containers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("shell"), "deep links get index.html");
+    assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
+
+    // A missing asset is a 404, not the shell (which would confuse the browser).
+    let (status, _, _) = get(state(Some(dir.path())), "/missing-456.wasm").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn path_traversal_is_a_404() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("secret.txt"), "secret").unwrap();
+    let dist = root.path().join("dist");
+    std::fs::create_dir(&dist).unwrap();
+    std::fs::write(dist.join("index.html"), "shell").unwrap();
+    for uri in [
+        "/../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/lessons/..%2F..%2Fsecret.txt",
+        "/..%2fsecret.txt",
+    ] {
+        let (status, _, body) = get(state(Some(&dist)), uri).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(!body.contains("secret"), "{uri} leaked the file");
+    }
+}
+
+#[tokio::test]
+async fn without_a_built_frontend_pages_say_how_to_build_it() {
+    let (status, _, body) = get(state(None), "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("trunk build"), "{body}");
+}
+
+#[tokio::test]
+async fn responses_are_compressed_when_asked() {
+    let dir = dist();
+    std::fs::write(dir.path().join("big.js"), "let x = 1;\n".repeat(2000)).unwrap();
+    let res = app(state(Some(dir.path())))
+        .oneshot(
+            Request::get("/big.js")
+                .header(header::ACCEPT_ENCODING, "br")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_ENCODING], "br");
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        body.len() < 2000,
+        "22 KB of repetition compresses to {} bytes",
+        body.len()
+    );
+}
+
+/// A real TCP listener on port 0: a request over the socket, then a graceful
+/// shutdown that lets the server task finish.
+#[tokio::test]
+async fn real_listener_serves_and_shuts_down_gracefully() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(stacklab_server::run(listener, state(None), async {
+        let _ = stopped.await;
+    }));
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.contains("\"kvm\""));
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), server)
+        .await
+        .expect("server stops within 5 s of the shutdown signal");
+    result.unwrap().unwrap();
+}

@@ -1,0 +1,390 @@
+//! End to end in a real browser: Debian's Chromium, headless, driven through
+//! chromedriver by fantoccini, against the real server and the real built
+//! frontend (`frontend/dist`, built by `./dev test`).
+//!
+//! Screenshots land in `test-output/e2e/`.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use stacklab_content::render::load_dir;
+use stacklab_content::Lesson;
+use tokio::process::{Child, Command};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Chromedriver on a free port, killed when dropped.
+async fn chromedriver() -> Option<(Child, u16)> {
+    if !Path::new(CHROMEDRIVER).exists() {
+        let why = format!("{CHROMEDRIVER} is missing (apt-get install chromium chromium-driver; ./dev test does it)");
+        // CI must run the browser tests: a missing driver there is a failure.
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Some((child, port));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on port {port} within 10 s");
+}
+
+async fn browser(driver_port: u16, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("TLS roots")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("connect to chromedriver")
+}
+
+fn dist_dir() -> PathBuf {
+    let dist = repo_root().join("frontend/dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "frontend/dist is not built: run `trunk build --release` (./dev test does it)"
+    );
+    dist
+}
+
+/// The stacklab server, in-process on a free port, serving the built frontend.
+async fn start_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = stacklab_server::AppState::new(Some(dist_dir()));
+    tokio::spawn(stacklab_server::run(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+fn output_dir() -> PathBuf {
+    let dir = repo_root().join("test-output/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(output_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text_of(client: &Client, css: &str) -> String {
+    let el = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
+        .await;
+    match el {
+        Ok(el) => el.text().await.unwrap(),
+        Err(e) => {
+            screenshot(client, "failure").await;
+            let url = client.current_url().await.ok();
+            panic!("no element {css:?} within {WAIT:?} at {url:?}: {e}")
+        }
+    }
+}
+
+/// Waits until the page's `<h1>` reads `title` (the WASM app rendered it).
+async fn wait_for_h1(client: &Client, title: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let h1 = match client.find(Locator::Css("main h1")).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if h1 == title {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            screenshot(client, "failure").await;
+            let body = client.source().await.unwrap_or_default();
+            panic!(
+                "expected <h1> {title:?}, found {h1:?} after {WAIT:?}; page: {}",
+                &body[..body.len().min(2000)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn check_sections(client: &Client, lesson: &Lesson) {
+    for section in lesson.sections.iter() {
+        let text = text_of(client, &format!("h2#{}", section.id)).await;
+        assert_eq!(text, section.title, "lesson {}", lesson.slug);
+    }
+}
+
+fn lessons() -> Vec<Lesson> {
+    load_dir(&repo_root().join("content/lessons")).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_reads_every_lesson_in_the_browser() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    let base = start_server().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    let lessons = lessons();
+
+    // Home: the WASM app starts (a blank page fails here) and lists the course.
+    client.goto(&base).await.unwrap();
+    wait_for_h1(&client, "Containers and virtual machines, run for real").await;
+    let cards = client.find_all(Locator::Css(".lesson-card")).await.unwrap();
+    assert_eq!(cards.len(), lessons.len());
+    screenshot(&client, "01-home").await;
+
+    // Into the first lesson from its card, then through the whole course with
+    // the "Next" links (client-side navigation).
+    client
+        .find(Locator::LinkText(&lessons[0].title))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    for (i, lesson) in lessons.iter().enumerate() {
+        wait_for_h1(&client, &lesson.title).await;
+        assert!(client
+            .current_url()
+            .await
+            .unwrap()
+            .path()
+            .ends_with(&*lesson.slug));
+        check_sections(&client, lesson).await;
+        let meta = text_of(&client, "article.lesson > p.meta").await;
+        assert!(
+            meta.contains(&format!("Lesson {} of {}", i + 1, lessons.len())),
+            "{meta}"
+        );
+        assert!(meta.contains("min read"), "{meta}");
+        screenshot(&client, &format!("lesson-{}-{}", i + 1, lesson.slug)).await;
+        if let Some(next) = lessons.get(i + 1) {
+            client
+                .find(Locator::Css("a[rel=next]"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            wait_for_h1(&client, &next.title).await;
+        } else {
+            assert!(
+                client.find(Locator::Css("a[rel=next]")).await.is_err(),
+                "the last lesson has no next"
+            );
+        }
+    }
+
+    // The comparison lesson: click a layer of each stack, read its explanation.
+    let diff = lessons
+        .iter()
+        .find(|l| l.slug == "key-differences")
+        .unwrap();
+    client
+        .goto(&format!("{base}/lessons/{}", diff.slug))
+        .await
+        .unwrap();
+    wait_for_h1(&client, &diff.title).await;
+    let caption = ".stack-diagram figcaption";
+    assert!(text_of(&client, caption).await.contains("Select a layer"));
+    client
+        .find(Locator::Css(
+            r#"g[aria-label="Virtual machine: Hypervisor"]"#,
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let explained = text_of(&client, caption).await;
+    assert!(
+        explained.contains("Virtual machine · Hypervisor"),
+        "{explained}"
+    );
+    assert!(
+        explained.contains("KVM is part of the Linux kernel"),
+        "{explained}"
+    );
+    let pressed = client
+        .find(Locator::Css(
+            r#"g[aria-label="Virtual machine: Hypervisor"]"#,
+        ))
+        .await
+        .unwrap()
+        .attr("aria-pressed")
+        .await
+        .unwrap();
+    assert_eq!(pressed.as_deref(), Some("true"));
+    // Keyboard: focus the container's engine layer and press Enter.
+    let engine = client
+        .find(Locator::Css(
+            r#"g[aria-label="Docker container: Docker Engine"]"#,
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "arguments[0].focus();",
+            vec![serde_json::to_value(&engine).unwrap()],
+        )
+        .await
+        .unwrap();
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    let explained = text_of(&client, caption).await;
+    assert!(
+        explained.contains("Docker container · Docker Engine"),
+        "{explained}"
+    );
+    screenshot(&client, "diagram-selected").await;
+
+    // Demo directives render as clearly labelled placeholders.
+    client
+        .goto(&format!("{base}/lessons/postgres-both-ways"))
+        .await
+        .unwrap();
+    let card = text_of(
+        &client,
+        r#"section.demo-card[data-demo="postgres-container"]"#,
+    )
+    .await;
+    assert!(
+        card.contains("LIVE DEMO") || card.contains("Live demo"),
+        "{card}"
+    );
+    assert!(card.contains("PostgreSQL 15"), "{card}");
+
+    // A deep link survives a reload (the server hands out the app shell).
+    let deep = &lessons[2];
+    client
+        .goto(&format!("{base}/lessons/{}", deep.slug))
+        .await
+        .unwrap();
+    client.refresh().await.unwrap();
+    wait_for_h1(&client, &deep.title).await;
+    check_sections(&client, deep).await;
+
+    // An unknown lesson is a friendly in-app "not found".
+    client
+        .goto(&format!("{base}/lessons/no-such-lesson"))
+        .await
+        .unwrap();
+    wait_for_h1(&client, "No such page").await;
+
+    // Narrow phone-sized screen: the page still renders its lesson.
+    client.set_window_size(375, 800).await.unwrap();
+    client
+        .goto(&format!("{base}/lessons/{}", diff.slug))
+        .await
+        .unwrap();
+    wait_for_h1(&client, &diff.title).await;
+    screenshot(&client, "narrow-375px").await;
+
+    client.close().await.unwrap();
+}
+
+/// The lessons are static files: with no stacklab server at all (a plain
+/// static file server over `frontend/dist`) they still render.
+#[tokio::test(flavor = "multi_thread")]
+async fn lessons_render_without_the_stacklab_server() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    let static_port = free_port();
+    let _static_server = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &static_port.to_string(),
+        ])
+        .current_dir(dist_dir())
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", static_port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    let lessons = lessons();
+    client
+        .goto(&format!("http://127.0.0.1:{static_port}/"))
+        .await
+        .unwrap();
+    wait_for_h1(&client, "Containers and virtual machines, run for real").await;
+    let last = lessons.last().unwrap();
+    client
+        .find(Locator::LinkText(&last.title))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_h1(&client, &last.title).await;
+    check_sections(&client, last).await;
+    screenshot(&client, "static-only").await;
+    client.close().await.unwrap();
+}
