@@ -186,3 +186,162 @@ mod tests {
         assert_eq!(k, "nested_pvm");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Runs: one click on a demo's "run" button. Container and VM runs share these
+// types, so the browser draws both timelines with the same code.
+// ---------------------------------------------------------------------------
+
+/// `POST /api/runs` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// Which built-in demo to run.
+    pub demo: DemoId,
+}
+
+/// `202 Accepted` body of `POST /api/runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCreated {
+    /// The run's id, for `/api/runs/{id}` and `/api/runs/{id}/events`.
+    pub id: String,
+}
+
+/// One entry of a run's timeline, as sent over Server-Sent Events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvent {
+    /// 0, 1, 2… in the order the server recorded them.
+    pub seq: u32,
+    /// Microseconds since the server accepted the request (a monotonic clock).
+    pub at_us: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What a [`RunEvent`] reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Waiting for a free slot; `position` 1 is next.
+    Queued { position: u32 },
+    /// A step of the start-up reached.
+    Phase {
+        /// Stable identifier, e.g. `container_created`.
+        phase: String,
+        /// Short human name, e.g. "Container created".
+        label: String,
+        /// What exactly was observed, in a sentence.
+        detail: String,
+        /// Memory in use at that moment (what it counts is in `memory_how`).
+        memory_bytes: Option<u64>,
+        /// How `memory_bytes` was measured.
+        memory_how: Option<String>,
+    },
+    /// A line of console output (container log or guest serial console).
+    Log { line: String },
+    /// The run ended; no more events follow.
+    Finished { outcome: Outcome },
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The demo reached "ready" and was measured.
+    Ready {
+        /// Numbers, each saying what it measures and how.
+        measurements: Vec<Measurement>,
+        /// Observations that are not numbers (kernel release, PIDs, image).
+        facts: Vec<Fact>,
+    },
+    /// The demo failed; `error` says why in words for a learner.
+    Failed { error: RunError },
+}
+
+/// A measured number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// Stable identifier, e.g. `memory_pss`.
+    pub key: String,
+    /// Short human name.
+    pub label: String,
+    /// The value, in `unit`.
+    pub value: f64,
+    /// Its unit.
+    pub unit: Unit,
+    /// What it measures and how, in a sentence.
+    pub how: String,
+}
+
+/// Units of a [`Measurement`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    /// Bytes.
+    Bytes,
+    /// Microseconds.
+    Micros,
+    /// A plain count.
+    Count,
+}
+
+/// A non-numeric observation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fact {
+    /// Stable identifier, e.g. `kernel_inside`.
+    pub key: String,
+    /// Short human name.
+    pub label: String,
+    /// What was observed.
+    pub value: String,
+    /// How it was observed.
+    pub how: String,
+}
+
+/// Why a run failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunError {
+    /// Stable identifier: `deadline`, `oom_killed`, `exited`, `cancelled`,
+    /// `docker_unavailable`, `image_missing`, `internal`…
+    pub code: String,
+    /// A sentence for a learner.
+    pub message: String,
+}
+
+/// Where a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a free slot.
+    Queued,
+    /// Started, not finished.
+    Running,
+    /// Reached ready.
+    Succeeded,
+    /// Ended with an error.
+    Failed,
+}
+
+/// `GET /api/runs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The run's id.
+    pub id: String,
+    /// Which demo ran.
+    pub demo: DemoId,
+    /// Where it is now.
+    pub state: RunState,
+    /// Every event so far, in order.
+    pub events: Vec<RunEvent>,
+}
+
+impl RunRecord {
+    /// The outcome, once finished.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::Finished { outcome } => Some(outcome),
+            _ => None,
+        })
+    }
+}

@@ -19,6 +19,30 @@ pub struct Cli {
 pub enum Command {
     /// Serve the lessons and the live-demo API.
     Serve(ServeArgs),
+    /// Manage the PostgreSQL 15 image the container demo runs.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `stacklab image …`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Make sure a PostgreSQL 15 image is present: pull the official
+    /// `postgres:15` where a registry answers, else build
+    /// `stacklab/postgres:15-offline` from Debian's packages.
+    Build {
+        /// Skip the registry and build offline right away.
+        #[arg(long)]
+        offline: bool,
+        /// Build again even if an image is present.
+        #[arg(long)]
+        force: bool,
+        /// Where to assemble the root file system.
+        #[arg(long, env = "STACKLAB_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Say which image the container demo would run.
+    Status,
 }
 
 /// Options of `stacklab serve`.
@@ -36,6 +60,12 @@ pub struct ServeArgs {
     /// repository checkout.
     #[arg(long, env = "STACKLAB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+    /// Container demo runs at once; more wait in a queue.
+    #[arg(long, env = "STACKLAB_MAX_CONTAINER_RUNS", default_value_t = 4)]
+    pub max_container_runs: usize,
+    /// Seconds a demo run may take once it leaves the queue.
+    #[arg(long, env = "STACKLAB_RUN_DEADLINE_SECS", default_value_t = 60)]
+    pub run_deadline_secs: u64,
 }
 
 impl ServeArgs {

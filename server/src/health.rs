@@ -7,12 +7,8 @@ use axum::Json;
 use bollard::Docker;
 use stacklab_api::{DockerStatus, Health, ImageStatus, KvmStatus};
 
+use crate::container::image::{self, ImageKind, PresentImage};
 use crate::AppState;
-
-/// The official image, used where a registry is reachable.
-pub const OFFICIAL_IMAGE: &str = "postgres:15";
-/// stacklab's own image, built offline from Debian's `postgresql-15`.
-pub const OFFLINE_IMAGE: &str = "stacklab/postgres:15-offline";
 
 /// How long the health check waits for the Docker engine.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -73,27 +69,28 @@ fn unreachable(reason: String) -> (DockerStatus, ImageStatus) {
 }
 
 async fn image_status(docker: &Docker) -> ImageStatus {
-    let size = |reference: &str| {
-        let reference = reference.to_owned();
-        async move {
-            let image = docker.inspect_image(&reference).await.ok()?;
-            Some(image.size.unwrap_or_default().max(0) as u64)
-        }
-    };
-    if let Some(size_bytes) = size(OFFICIAL_IMAGE).await {
-        return ImageStatus::Official {
-            reference: OFFICIAL_IMAGE.to_owned(),
+    match image::find(docker).await {
+        Ok(PresentImage {
+            reference,
+            kind: ImageKind::Official,
             size_bytes,
-        };
-    }
-    if let Some(size_bytes) = size(OFFLINE_IMAGE).await {
-        return ImageStatus::OfflineBuilt {
-            reference: OFFLINE_IMAGE.to_owned(),
+            ..
+        }) => ImageStatus::Official {
+            reference: reference.to_owned(),
             size_bytes,
-        };
-    }
-    ImageStatus::Missing {
-        reason: format!("neither {OFFICIAL_IMAGE} nor {OFFLINE_IMAGE} is in the Docker engine"),
+        },
+        Ok(PresentImage {
+            reference,
+            kind: ImageKind::OfflineBuilt,
+            size_bytes,
+            ..
+        }) => ImageStatus::OfflineBuilt {
+            reference: reference.to_owned(),
+            size_bytes,
+        },
+        Err(e) => ImageStatus::Missing {
+            reason: e.to_string(),
+        },
     }
 }
 

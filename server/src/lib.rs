@@ -3,25 +3,64 @@
 //! [`app`] builds the whole HTTP surface from an [`AppState`], so tests drive
 //! it with `tower::ServiceExt::oneshot` exactly as a browser would.
 
+pub mod api;
 pub mod cli;
+pub mod container;
 pub mod error;
 pub mod health;
+pub mod runs;
+pub mod runtime;
 mod static_files;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::OriginalUri;
+use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::http::Method;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bollard::Docker;
 use tower_http::compression::CompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::cli::ServeArgs;
+use crate::container::{ContainerSpec, DockerRuntime, Owner};
 use crate::error::AppError;
+use crate::runs::{Queue, Runs};
+
+/// Largest request body the API reads (a run request is ~30 bytes).
+const MAX_BODY_BYTES: usize = 4096;
+
+/// Limits that shape how runs are scheduled.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Container runs at once.
+    pub max_container_runs: usize,
+    /// Time budget of one run after it leaves the queue.
+    pub run_deadline: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_container_runs: 4,
+            run_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The container lab's share of the state.
+pub struct ContainerLab {
+    /// `None` when no Docker client could be configured.
+    pub runtime: Option<Arc<DockerRuntime>>,
+    /// Runs waiting for one of the slots.
+    pub queue: Arc<Queue>,
+    /// Per-run deadline.
+    pub deadline: Duration,
+}
 
 /// What every request handler can reach.
 #[derive(Clone)]
@@ -30,17 +69,43 @@ pub struct AppState {
     pub docker: Option<Docker>,
     /// The built frontend, if one was found.
     pub static_dir: Option<PathBuf>,
+    /// Every run this server knows.
+    pub runs: Arc<Runs>,
+    /// The container demo.
+    pub containers: Arc<ContainerLab>,
 }
 
 impl AppState {
     /// Connects to the local Docker engine (honouring `DOCKER_HOST`). The
-    /// connection is lazy: an engine that is down shows up in `/api/health`,
-    /// not here.
-    pub fn new(static_dir: Option<PathBuf>) -> Self {
+    /// connection is lazy: an engine that is down shows up in `/api/health`
+    /// and as a 503 when a run is requested, not here.
+    pub fn new(static_dir: Option<PathBuf>, settings: Settings) -> Self {
         let docker = Docker::connect_with_local_defaults()
             .inspect_err(|e| tracing::warn!("Docker client not configured: {e}"))
             .ok();
-        AppState { docker, static_dir }
+        Self::with_docker(docker, static_dir, settings)
+    }
+
+    /// As [`AppState::new`] with a given Docker client.
+    pub fn with_docker(
+        docker: Option<Docker>,
+        static_dir: Option<PathBuf>,
+        settings: Settings,
+    ) -> Self {
+        let owner = Owner::current();
+        let runtime = docker
+            .clone()
+            .map(|d| Arc::new(DockerRuntime::new(d, ContainerSpec::postgres_demo(), owner)));
+        AppState {
+            docker,
+            static_dir,
+            runs: Arc::new(Runs::default()),
+            containers: Arc::new(ContainerLab {
+                runtime,
+                queue: Arc::new(Queue::new(settings.max_container_runs)),
+                deadline: settings.run_deadline,
+            }),
+        }
     }
 }
 
@@ -48,8 +113,12 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health::health))
+        .route("/runs", post(api::create_run))
+        .route("/runs/{id}", get(api::get_run))
+        .route("/runs/{id}/events", get(api::run_events))
         .fallback(api_not_found)
-        .method_not_allowed_fallback(api_method_not_allowed);
+        .method_not_allowed_fallback(api_method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .nest("/api", api)
         .fallback(static_files::serve)
@@ -72,7 +141,8 @@ async fn api_method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -
     AppError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// `stacklab serve`: bind, serve until SIGINT/SIGTERM, then drain.
+/// `stacklab serve`: reap orphans, bind, serve until SIGINT/SIGTERM, then
+/// cancel the runs, remove their containers and drain.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
@@ -83,22 +153,39 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no built frontend found (frontend/dist/index.html); serving the API only. Build it with `trunk build --release` in frontend/"
         ),
     }
+    let settings = Settings {
+        max_container_runs: args.max_container_runs,
+        run_deadline: Duration::from_secs(args.run_deadline_secs),
+    };
+    let state = AppState::new(static_dir, settings);
+    if let Some(docker) = &state.docker {
+        if let Err(e) = container::reaper::reap_orphans(docker).await {
+            tracing::warn!("could not look for orphaned demo containers: {e}");
+        }
+    }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     tracing::info!("stacklab listening on http://{}", listener.local_addr()?);
-    run(listener, AppState::new(static_dir), shutdown_signal()).await
+    run(listener, state, shutdown_signal()).await
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then lets
-/// in-flight requests finish.
+/// Serves `app(state)` on `listener` until `shutdown` completes; then
+/// cancels every run, waits for their clean-up, and lets in-flight requests
+/// finish.
 pub async fn run(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let runs = state.runs.clone();
+    let stop = async move {
+        shutdown.await;
+        // Ends every event stream too, so the graceful drain can finish.
+        runs.shut_down().await;
+    };
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await
         .context("server error")
 }

@@ -1,7 +1,8 @@
 //! `stacklab`: the one command users and scripts run.
 
 use clap::Parser;
-use stacklab_server::cli::{Cli, Command};
+use stacklab_server::cli::{Cli, Command, ImageCommand};
+use stacklab_server::container::image;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -16,6 +17,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::serve(args).await,
+        Command::Image(cmd) => image_command(cmd).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -24,4 +26,39 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn image_command(cmd: ImageCommand) -> anyhow::Result<()> {
+    let docker = bollard::Docker::connect_with_local_defaults()?;
+    docker.ping().await.map_err(|e| {
+        anyhow::anyhow!(
+            "the Docker engine is not reachable ({e}); start it as root with `dockerd &`"
+        )
+    })?;
+    match cmd {
+        ImageCommand::Build {
+            offline,
+            force,
+            data_dir,
+        } => {
+            let started = std::time::Instant::now();
+            let progress = |line: &str| eprintln!("stacklab image: {line}");
+            let image =
+                image::ensure(&docker, &data_dir.join("build"), offline, force, &progress).await?;
+            eprintln!(
+                "stacklab image: ready: {} ({:.0} MiB) after {:.1} s",
+                image.reference,
+                image.size_bytes as f64 / (1 << 20) as f64,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        ImageCommand::Status => match image::find(&docker).await {
+            Ok(image) => println!(
+                "{} ({:?}, {} bytes)",
+                image.reference, image.kind, image.size_bytes
+            ),
+            Err(e) => anyhow::bail!(e),
+        },
+    }
+    Ok(())
 }

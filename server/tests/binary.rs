@@ -1,53 +1,90 @@
 //! The `stacklab` binary itself, as a user runs it: from the repository root,
-//! on a free port, stopped with SIGTERM.
+//! on a free port, stopped with SIGTERM or killed outright.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-fn http_get(addr: &str, path: &str) -> String {
+const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn http(addr: &str, request: &str) -> String {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        conn,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(conn, "{request}").unwrap();
     let mut out = String::new();
     conn.read_to_string(&mut out).unwrap();
     out
 }
 
-#[test]
-fn serve_finds_the_frontend_and_stops_on_sigterm() {
-    let repo_root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let data_dir = tempfile::tempdir().unwrap();
+fn http_get(addr: &str, path: &str) -> String {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Starts `stacklab serve` on a free port; returns it and its address.
+/// The caller waits for the child; on a panic here the test fails anyway.
+#[allow(clippy::zombie_processes)]
+fn spawn_server(data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stacklab"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir.path().join("state"))
-        .current_dir(repo_root)
+        .arg(data_dir)
+        .current_dir(REPO_ROOT)
         .env_remove("STACKLAB_STATIC_DIR")
         .env("RUST_LOG", "stacklab_server=info")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut addr = None;
     let mut lines = Vec::new();
-    for _ in 0..20 {
+    loop {
         let mut line = String::new();
         if log.read_line(&mut line).unwrap() == 0 {
-            break;
+            let status = child.wait();
+            panic!("stacklab exited ({status:?}) before listening; log: {lines:?}");
         }
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            addr = Some(rest.trim().to_owned());
-            break;
+            let addr = rest.trim().to_owned();
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, addr);
         }
         lines.push(line);
     }
-    let addr = addr.unwrap_or_else(|| panic!("no 'listening on' line; log: {lines:?}"));
+}
+
+fn signal(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn serve_finds_the_frontend_and_stops_on_sigterm() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_server(&data_dir.path().join("state"));
     assert!(
         data_dir.path().join("state").is_dir(),
         "the data dir is created"
@@ -57,7 +94,7 @@ fn serve_finds_the_frontend_and_stops_on_sigterm() {
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 
     let page = http_get(&addr, "/lessons/containers");
-    if std::path::Path::new(repo_root)
+    if Path::new(REPO_ROOT)
         .join("frontend/dist/index.html")
         .is_file()
     {
@@ -67,11 +104,58 @@ fn serve_finds_the_frontend_and_stops_on_sigterm() {
         assert!(page.starts_with("HTTP/1.1 503"), "{page}");
     }
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    signal(&child, "-TERM");
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+/// A server killed with SIGKILL cannot clean up; the next one to start
+/// removes what it left behind.
+#[test]
+fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut first, addr) = spawn_server(data_dir.path());
+    let body = r#"{"demo":"postgres-container"}"#;
+    let created = http(
+        &addr,
+        &format!(
+            "POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(created.starts_with("HTTP/1.1 202"), "{created}");
+    let id = created
+        .split("\"id\":\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let label = format!("stacklab.run={id}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while containers_with_label(&label).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the run never created its container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    signal(&first, "-KILL");
+    first.wait().unwrap();
+    assert_eq!(
+        containers_with_label(&label).len(),
+        1,
+        "a killed server leaves its container"
+    );
+
+    let (mut second, _) = spawn_server(data_dir.path());
+    // Reaping happens before the server starts listening.
+    assert!(
+        containers_with_label(&label).is_empty(),
+        "the orphan is removed at start-up"
+    );
+    signal(&second, "-TERM");
+    assert!(second.wait().unwrap().success());
 }

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus};
-use stacklab_server::{app, AppState};
+use stacklab_server::{app, AppState, Settings};
 use tower::ServiceExt;
 
 /// A fake `dist/` folder: an index page and one asset.
@@ -23,7 +23,7 @@ fn dist() -> tempfile::TempDir {
 }
 
 fn state(static_dir: Option<&Path>) -> AppState {
-    AppState::new(static_dir.map(Path::to_path_buf))
+    AppState::new(static_dir.map(Path::to_path_buf), Settings::default())
 }
 
 async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {

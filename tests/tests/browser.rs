@@ -94,7 +94,7 @@ fn dist_dir() -> PathBuf {
 async fn start_server() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = stacklab_server::AppState::new(Some(dist_dir()));
+    let state = stacklab_server::AppState::new(Some(dist_dir()), Default::default());
     tokio::spawn(stacklab_server::run(
         listener,
         state,

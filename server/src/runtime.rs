@@ -1,0 +1,117 @@
+//! One interface over the two ways stacklab runs a demo (a Docker container,
+//! a KVM micro-VM): each reports the same timeline of phases and the same
+//! kind of result, so the browser needs one renderer for both.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stacklab_api::{EventKind, Fact, Measurement, RunError};
+use tokio_util::sync::CancellationToken;
+
+use crate::runs::Run;
+
+/// What a demo reports when it reached ready.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ready {
+    /// Measured numbers, each with what and how.
+    pub measurements: Vec<Measurement>,
+    /// Observations that are not numbers.
+    pub facts: Vec<Fact>,
+}
+
+/// A runtime: something that can take a demo from nothing to ready.
+pub trait Runtime: Send + Sync + 'static {
+    /// Runs the demo once, reporting phases through `ctx`. Must release
+    /// everything it started before returning, also on error or when
+    /// [`RunContext::stopped`] fires.
+    fn run(&self, ctx: &RunContext) -> impl Future<Output = Result<Ready, RunError>> + Send;
+}
+
+/// A run's view of itself: its clock, its event log, its stop signals.
+#[derive(Clone)]
+pub struct RunContext {
+    run: Arc<Run>,
+    deadline: Instant,
+    cancel: CancellationToken,
+}
+
+/// Stable error codes.
+pub mod codes {
+    /// The run's deadline passed.
+    pub const DEADLINE: &str = "deadline";
+    /// The client went away or the server is shutting down.
+    pub const CANCELLED: &str = "cancelled";
+}
+
+impl RunContext {
+    /// A context for `run` that must finish within `budget` from now.
+    pub fn new(run: Arc<Run>, budget: Duration, cancel: CancellationToken) -> Self {
+        RunContext {
+            run,
+            deadline: Instant::now() + budget,
+            cancel,
+        }
+    }
+
+    /// The run's id (for labels and logs).
+    pub fn run_id(&self) -> &str {
+        self.run.id()
+    }
+
+    /// Microseconds since the request was accepted.
+    pub fn elapsed_us(&self) -> u64 {
+        self.run.elapsed_us()
+    }
+
+    /// Records that a phase was reached.
+    pub fn phase(&self, phase: &str, label: &str, detail: impl Into<String>) {
+        self.phase_with_memory(phase, label, detail, None);
+    }
+
+    /// Records a phase with the memory in use at that moment.
+    pub fn phase_with_memory(
+        &self,
+        phase: &str,
+        label: &str,
+        detail: impl Into<String>,
+        memory: Option<(u64, &str)>,
+    ) {
+        self.run.push(EventKind::Phase {
+            phase: phase.to_owned(),
+            label: label.to_owned(),
+            detail: detail.into(),
+            memory_bytes: memory.map(|m| m.0),
+            memory_how: memory.map(|m| m.1.to_owned()),
+        });
+    }
+
+    /// Records a line of console output (bounded per run).
+    pub fn log(&self, line: &str) {
+        self.run.push_log(line);
+    }
+
+    /// Completes when the run must stop: the deadline passed, or the run was
+    /// cancelled (client gone, server shutting down). Returns why.
+    pub async fn stopped(&self) -> RunError {
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        tokio::select! {
+            () = self.cancel.cancelled() => RunError {
+                code: codes::CANCELLED.into(),
+                message: "the run was cancelled (the browser disconnected or the server is shutting down)".into(),
+            },
+            () = tokio::time::sleep_until(deadline) => RunError {
+                code: codes::DEADLINE.into(),
+                message: format!(
+                    "the demo did not become ready within its deadline of {:.1} s",
+                    self.run.budget().as_secs_f64()
+                ),
+            },
+        }
+    }
+
+    /// Whether the run has been told to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}

@@ -1,0 +1,432 @@
+//! The container lab against the real Docker engine and a real PostgreSQL 15
+//! image (built by `./dev test` through `stacklab image build` when missing).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use bollard::query_parameters::ListContainersOptionsBuilder;
+use bollard::Docker;
+use http_body_util::BodyExt;
+use stacklab_api::{
+    DemoId, ErrorBody, EventKind, Outcome, RunCreated, RunEvent, RunRecord, RunState, Unit,
+};
+use stacklab_server::container::{ContainerSpec, DockerRuntime, Owner};
+use stacklab_server::runs::{Queue, Run, Runs};
+use stacklab_server::{app, AppState, Settings};
+use tower::ServiceExt;
+
+fn docker() -> Docker {
+    Docker::connect_with_local_defaults().expect("docker client")
+}
+
+/// Containers of one run still present in the engine.
+async fn containers_of_run(id: &str) -> usize {
+    let filter = format!("stacklab.run={id}");
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&std::collections::HashMap::from([(
+            "label",
+            vec![filter.as_str()],
+        )]))
+        .build();
+    docker().list_containers(Some(options)).await.unwrap().len()
+}
+
+async fn wait_finished(run: &Run) -> RunRecord {
+    let mut changes = run.subscribe();
+    tokio::time::timeout(Duration::from_secs(90), async {
+        while !run.is_finished() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the run finishes within 90 s");
+    run.record()
+}
+
+fn phases(record: &RunRecord) -> Vec<String> {
+    record
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Phase { phase, .. } => Some(phase.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn error_code(record: &RunRecord) -> String {
+    match record.outcome() {
+        Some(Outcome::Failed { error }) => format!("{}: {}", error.code, error.message),
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
+fn runtime(spec: ContainerSpec) -> Arc<DockerRuntime> {
+    Arc::new(DockerRuntime::new(docker(), spec, Owner::current()))
+}
+
+async fn send(state: &AppState, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let res = app(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    (
+        status,
+        res.into_body().collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+fn post_run(body: &str) -> Request<Body> {
+    Request::post("/api/runs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+fn parse_sse(body: &[u8]) -> Vec<RunEvent> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_streams_every_phase_in_order_and_measures_memory() {
+    let state = AppState::new(None, Settings::default());
+    let (status, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
+
+    // The event stream replays from the start and ends after `finished`.
+    let req = Request::get(format!("/api/runs/{id}/events"))
+        .body(Body::empty())
+        .unwrap();
+    let res = app(state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let body = tokio::time::timeout(Duration::from_secs(90), res.into_body().collect())
+        .await
+        .expect("stream ends")
+        .unwrap()
+        .to_bytes();
+    let events = parse_sse(&body);
+    let seqs: Vec<u32> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..events.len() as u32).collect::<Vec<_>>(),
+        "no event lost or repeated"
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].at_us <= w[1].at_us),
+        "times never go back"
+    );
+
+    let record: RunRecord = {
+        let (status, body) = send(
+            &state,
+            Request::get(format!("/api/runs/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        serde_json::from_slice(&body).unwrap()
+    };
+    assert_eq!(
+        record.events, events,
+        "the JSON result holds the same events"
+    );
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
+    assert_eq!(
+        phases(&record),
+        [
+            "accepted",
+            "image_ready",
+            "container_created",
+            "container_started",
+            "first_log_byte",
+            "temp_server_ready",
+            "init_complete",
+            "server_ready",
+            "ready"
+        ]
+    );
+    assert!(record.events.iter().any(
+        |e| matches!(&e.kind, EventKind::Log { line } if line.contains("init process complete"))
+    ));
+
+    let Some(Outcome::Ready {
+        measurements,
+        facts,
+    }) = record.outcome()
+    else {
+        panic!()
+    };
+    let get = |key: &str| {
+        measurements
+            .iter()
+            .find(|m| m.key == key)
+            .unwrap_or_else(|| panic!("no {key}"))
+    };
+    let pss = get("memory_pss");
+    assert_eq!(pss.unit, Unit::Bytes);
+    assert!(
+        pss.value > 10.0 * 1048576.0 && pss.value < 256.0 * 1048576.0,
+        "PSS {} bytes",
+        pss.value
+    );
+    assert!(get("memory_cgroup").value >= get("memory_docker_stats").value);
+    assert!(get("create_to_ready").value > 0.0);
+    assert!(
+        measurements.iter().all(|m| !m.how.is_empty()),
+        "every number says how it was measured"
+    );
+    let fact = |key: &str| {
+        facts
+            .iter()
+            .find(|f| f.key == key)
+            .map(|f| f.value.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        fact("kernel_inside"),
+        fact("kernel_host"),
+        "a container shares the host's kernel"
+    );
+    assert!(fact("postgres_version").starts_with("PostgreSQL 15."));
+    assert!(
+        fact("host_pids").contains("(inside: 1)"),
+        "PID 1 inside is a host PID outside"
+    );
+
+    assert_eq!(
+        containers_of_run(&id).await,
+        0,
+        "the container is removed after the result"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_password_fails_with_the_entrypoints_clear_error() {
+    let runs = Arc::new(Runs::default());
+    let spec = ContainerSpec {
+        password: None,
+        ..ContainerSpec::postgres_demo()
+    };
+    let run = runs.start(
+        DemoId::PostgresContainer,
+        runtime(spec),
+        Arc::new(Queue::new(1)),
+        Duration::from_secs(60),
+    );
+    let record = wait_finished(&run).await;
+    let error = error_code(&record);
+    assert!(
+        error.starts_with("exited: the container exited with code 1"),
+        "{error}"
+    );
+    assert!(error.contains("POSTGRES_PASSWORD"), "{error}");
+    assert_eq!(containers_of_run(run.id()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn too_little_memory_is_reported_as_an_oom_kill() {
+    let runs = Arc::new(Runs::default());
+    let spec = ContainerSpec {
+        memory_bytes: 32 << 20,
+        ..ContainerSpec::postgres_demo()
+    };
+    let run = runs.start(
+        DemoId::PostgresContainer,
+        runtime(spec),
+        Arc::new(Queue::new(1)),
+        Duration::from_secs(60),
+    );
+    let record = wait_finished(&run).await;
+    let error = error_code(&record);
+    assert!(error.starts_with("oom_killed:"), "{error}");
+    assert!(error.contains("32 MiB"), "{error}");
+    assert_eq!(containers_of_run(run.id()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_deadline_ends_a_run_and_removes_its_container() {
+    let runs = Arc::new(Runs::default());
+    let run = runs.start(
+        DemoId::PostgresContainer,
+        runtime(ContainerSpec::postgres_demo()),
+        Arc::new(Queue::new(1)),
+        Duration::from_millis(400),
+    );
+    let record = wait_finished(&run).await;
+    let error = error_code(&record);
+    assert!(
+        error.starts_with("deadline: the demo did not become ready within its deadline of 0.4 s"),
+        "{error}"
+    );
+    assert_eq!(containers_of_run(run.id()).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_beyond_the_slots_wait_in_a_queue_and_learn_their_position() {
+    let runs = Arc::new(Runs::default());
+    let rt = runtime(ContainerSpec::postgres_demo());
+    let queue = Arc::new(Queue::new(1));
+    let first = runs.start(
+        DemoId::PostgresContainer,
+        rt.clone(),
+        queue.clone(),
+        Duration::from_secs(60),
+    );
+    let second = runs.start(
+        DemoId::PostgresContainer,
+        rt,
+        queue,
+        Duration::from_secs(60),
+    );
+    let (a, b) = tokio::join!(wait_finished(&first), wait_finished(&second));
+    assert_eq!(a.state, RunState::Succeeded, "{:?}", a.outcome());
+    assert_eq!(b.state, RunState::Succeeded, "{:?}", b.outcome());
+    assert!(
+        b.events
+            .iter()
+            .any(|e| e.kind == EventKind::Queued { position: 1 }),
+        "{:?}",
+        b.events
+    );
+    // The second started only after the first had finished.
+    let ready_of_first = a
+        .events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Finished { .. }))
+        .unwrap();
+    let created_of_second = b
+        .events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase == "container_created"))
+        .unwrap();
+    // Both clocks start at their own acceptance, a few µs apart.
+    assert!(created_of_second.at_us + 50_000 > ready_of_first.at_us);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_disconnects_mid_run_cancels_it() {
+    let state = AppState::new(None, Settings::default());
+    let (_, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
+    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
+    let req = Request::get(format!("/api/runs/{id}/events"))
+        .body(Body::empty())
+        .unwrap();
+    let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
+    // Read until the container exists, then hang up.
+    let mut seen = String::new();
+    while !seen.contains("container_started") {
+        let frame = body.frame().await.expect("more events").unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    drop(body);
+    let run = state.runs.get(&id).unwrap();
+    let record = wait_finished(&run).await;
+    assert!(error_code(&record).starts_with("cancelled:"));
+    assert_eq!(
+        containers_of_run(&id).await,
+        0,
+        "the container is removed when the client leaves"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_4xx_json() {
+    let state = AppState::new(None, Settings::default());
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            post_run(r#"{"demo":"bash"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown variant `bash`",
+        ),
+        (
+            post_run(r#"{"demo":"postgres-container","image":"evil"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `image`",
+        ),
+        (post_run(r#"{"demo":"#), StatusCode::BAD_REQUEST, "EOF"),
+        (
+            post_run(&format!(r#"{{"demo":"{}"}}"#, "x".repeat(10_000))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "length limit",
+        ),
+        (
+            Request::post("/api/runs")
+                .body(Body::from(r#"{"demo":"postgres-container"}"#))
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type",
+        ),
+        (
+            Request::get("/api/runs/nope").body(Body::empty()).unwrap(),
+            StatusCode::NOT_FOUND,
+            "no run with id",
+        ),
+        (
+            Request::get("/api/runs/nope/events")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::NOT_FOUND,
+            "no run with id",
+        ),
+    ];
+    for (req, want, text) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (status, body) = send(&state, req).await;
+        assert_eq!(status, want, "{what}");
+        let err: ErrorBody =
+            serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
+        assert!(err.message.contains(text), "{what}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn docker_down_is_a_503_that_says_how_to_start_it() {
+    // A socket file nobody listens on: what a stopped dockerd leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    let bogus =
+        Docker::connect_with_socket(socket.to_str().unwrap(), 2, bollard::API_DEFAULT_VERSION)
+            .unwrap();
+    let state = AppState::with_docker(Some(bogus), None, Settings::default());
+    let (status, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.error, "docker_unavailable");
+    assert!(err.message.contains("dockerd"), "{}", err.message);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutting_down_cancels_runs_and_removes_their_containers() {
+    let runs = Arc::new(Runs::default());
+    let run = runs.start(
+        DemoId::PostgresContainer,
+        runtime(ContainerSpec::postgres_demo()),
+        Arc::new(Queue::new(1)),
+        Duration::from_secs(60),
+    );
+    // Wait until the container exists, then shut down.
+    let mut changes = run.subscribe();
+    while !phases(&run.record()).contains(&"container_created".to_owned()) {
+        changes.changed().await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(20), runs.shut_down())
+        .await
+        .expect("shutdown within 20 s");
+    assert!(error_code(&run.record()).starts_with("cancelled:"));
+    assert_eq!(containers_of_run(run.id()).await, 0);
+}
