@@ -19,9 +19,23 @@ pub struct Cli {
 pub enum Command {
     /// Serve the lessons and the live-demo API.
     Serve(ServeArgs),
+    /// Benchmarks: measured ratios against a baseline, printed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Manage the PostgreSQL 15 image the container demo runs.
     #[command(subcommand)]
     Image(ImageCommand),
+}
+
+/// `stacklab bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Cold starts of the container demo against `docker run` + `pg_isready`.
+    Container {
+        /// Runs of each kind.
+        #[arg(short, long, default_value_t = 10)]
+        n: usize,
+    },
 }
 
 /// `stacklab image …`.

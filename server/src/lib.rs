@@ -4,6 +4,7 @@
 //! it with `tower::ServiceExt::oneshot` exactly as a browser would.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod container;
 pub mod error;

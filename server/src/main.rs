@@ -1,7 +1,7 @@
 //! `stacklab`: the one command users and scripts run.
 
 use clap::Parser;
-use stacklab_server::cli::{Cli, Command, ImageCommand};
+use stacklab_server::cli::{BenchCommand, Cli, Command, ImageCommand};
 use stacklab_server::container::image;
 
 #[tokio::main]
@@ -18,6 +18,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::serve(args).await,
         Command::Image(cmd) => image_command(cmd).await,
+        Command::Bench(BenchCommand::Container { n }) => match connect_docker().await {
+            Ok(docker) => stacklab_server::bench::container(docker, n).await,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,13 +32,19 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn image_command(cmd: ImageCommand) -> anyhow::Result<()> {
+/// The local Docker engine, checked to answer.
+async fn connect_docker() -> anyhow::Result<bollard::Docker> {
     let docker = bollard::Docker::connect_with_local_defaults()?;
     docker.ping().await.map_err(|e| {
         anyhow::anyhow!(
             "the Docker engine is not reachable ({e}); start it as root with `dockerd &`"
         )
     })?;
+    Ok(docker)
+}
+
+async fn image_command(cmd: ImageCommand) -> anyhow::Result<()> {
+    let docker = connect_docker().await?;
     match cmd {
         ImageCommand::Build {
             offline,

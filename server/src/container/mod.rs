@@ -73,6 +73,8 @@ pub struct DockerRuntime {
     docker: Docker,
     spec: ContainerSpec,
     owner: Owner,
+    /// Set once the demo network is known to exist.
+    network_ready: std::sync::atomic::AtomicBool,
 }
 
 impl DockerRuntime {
@@ -82,10 +84,21 @@ impl DockerRuntime {
             docker,
             spec,
             owner,
+            network_ready: Default::default(),
         }
     }
 
     async fn ensure_network(&self) -> Result<(), bollard::errors::Error> {
+        use std::sync::atomic::Ordering;
+        if self.network_ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.create_network().await?;
+        self.network_ready.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn create_network(&self) -> Result<(), bollard::errors::Error> {
         if self.docker.inspect_network(NETWORK, None).await.is_ok() {
             return Ok(());
         }
@@ -240,12 +253,18 @@ impl DockerRuntime {
             ),
             memory_now(),
         );
-        let Some(ip) = ip else {
-            return Err(internal("the container has no address on the demo network"));
-        };
-
         let password = self.spec.password.clone().unwrap_or_default();
-        let probe = probe_ready(ip, password.clone());
+        // The probe polls, and is also woken the moment the log says the
+        // real server listens, so readiness is seen with the least delay.
+        let kick = tokio::sync::Notify::new();
+        // No address means the container already exited (e.g. the entrypoint
+        // refused to start): then only the exit branch below can fire.
+        let probe = async {
+            match ip {
+                Some(ip) => (ip, probe_ready(ip, password.clone(), &kick).await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::pin!(probe);
 
         let mut pending = String::new();
@@ -254,7 +273,7 @@ impl DockerRuntime {
         let mut ready_lines = 0;
         let mut output_open = true;
         let mut exit_code: Option<i64> = None;
-        let attempts = loop {
+        let (ip, attempts) = loop {
             tokio::select! {
                 chunk = output.next(), if output_open => match chunk {
                     Some(Ok(chunk)) => {
@@ -270,6 +289,9 @@ impl DockerRuntime {
                             tail.push(line.to_owned());
                             if tail.len() > TAIL_LINES {
                                 tail.remove(0);
+                            }
+                            if line.contains("listening on IPv4") || line.contains("ready to accept connections") {
+                                kick.notify_one();
                             }
                             if line.contains("database system is ready to accept connections") {
                                 ready_lines += 1;
@@ -290,7 +312,7 @@ impl DockerRuntime {
                     }
                     None => output_open = false,
                 },
-                attempts = &mut probe => break attempts,
+                done = &mut probe => break done,
                 status = exited.next(), if exit_code.is_none() => {
                     exit_code = Some(match status {
                         Some(Ok(r)) => r.status_code,
@@ -517,7 +539,12 @@ impl Runtime for DockerRuntime {
                 self.container_body(&image, &run_id),
             )
             .await
-            .map_err(docker_error)?;
+            .map_err(|e| {
+                // Perhaps the network was removed behind our back: check again next time.
+                self.network_ready
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                docker_error(e)
+            })?;
         ctx.phase(
             "container_created",
             "Container created",
@@ -535,15 +562,19 @@ impl Runtime for DockerRuntime {
     }
 }
 
-/// Retries `SELECT 1` until it succeeds; returns the number of attempts.
-async fn probe_ready(ip: IpAddr, password: String) -> u32 {
+/// Retries `SELECT 1` every [`PROBE_INTERVAL`], or at once when `kick` is
+/// notified, until it succeeds; returns the number of attempts.
+async fn probe_ready(ip: IpAddr, password: String, kick: &tokio::sync::Notify) -> u32 {
     let mut attempts = 0;
     loop {
         attempts += 1;
         if select_one(ip, &password).await.is_ok() {
             return attempts;
         }
-        tokio::time::sleep(PROBE_INTERVAL).await;
+        tokio::select! {
+            () = tokio::time::sleep(PROBE_INTERVAL) => {}
+            () = kick.notified() => {}
+        }
     }
 }
 
@@ -586,12 +617,5 @@ fn docker_error(e: bollard::errors::Error) -> RunError {
     RunError {
         code: "docker".into(),
         message: format!("the Docker engine refused a step: {e}"),
-    }
-}
-
-fn internal(message: &str) -> RunError {
-    RunError {
-        code: "internal".into(),
-        message: message.into(),
     }
 }
