@@ -7,7 +7,7 @@ use leptos_router::path;
 
 use crate::diagram::StackDiagram;
 use crate::lessons::{self, Block, Lesson, LESSONS};
-use crate::widgets::{ComparePlaceholder, DemoPlaceholder};
+use crate::widgets::{ComparePlaceholder, DemoWidget};
 
 /// The root component.
 #[component]
@@ -168,7 +168,7 @@ fn render_block(block: &'static Block) -> AnyView {
             view! { <div class="prose" inner_html=html.as_ref()></div> }.into_any()
         }
         Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
-        Block::Demo(demo) => view! { <DemoPlaceholder demo=*demo /> }.into_any(),
+        Block::Demo(demo) => view! { <DemoWidget demo=*demo /> }.into_any(),
         Block::Compare => view! { <ComparePlaceholder /> }.into_any(),
     }
 }

@@ -4,6 +4,7 @@
 mod app;
 mod diagram;
 mod lessons;
+mod live;
 mod widgets;
 
 fn main() {

@@ -1,31 +1,256 @@
-//! Cards for the live-demo directives. In this version they say clearly
-//! that the live run is not wired up yet; the container and micro-VM labs
-//! replace them with real runs.
+//! Live-demo widgets for the lesson directives: a run button, the phases as
+//! they arrive, the console tail, and the final figures with how each was
+//! measured.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use leptos::prelude::*;
+use stacklab_api::{EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
 
 use crate::lessons::DemoId;
+use crate::live::{self, Subscription};
+
+/// Where the widget is.
+#[derive(Debug, Clone, PartialEq)]
+enum Status {
+    Idle,
+    Starting,
+    Queued(u32),
+    Running,
+    Done,
+    Failed(String),
+}
 
 /// ```` ```demo <id> ````.
 #[component]
-pub fn DemoPlaceholder(demo: DemoId) -> impl IntoView {
+pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     let what = match demo {
         DemoId::PostgresContainer => {
-            "Starts a real PostgreSQL 15 container on this server through the Docker engine and reports each phase (created, started, ready) with its time and memory."
+            "Starts a real PostgreSQL 15 container on this server through the Docker engine. Ready means the first successful SELECT 1 over the network, not just a started process."
         }
         DemoId::MicroVm => {
-            "Boots a tiny guest kernel in a real KVM virtual machine on this server and reports each boot step with its time and memory."
+            "Boots a tiny guest kernel in a real KVM virtual machine on this server and times every boot step."
         }
+    };
+    let status = RwSignal::new(Status::Idle);
+    let events = RwSignal::new(Vec::<RunEvent>::new());
+    let subscription: StoredValue<Option<Rc<RefCell<Option<Subscription>>>>, LocalStorage> =
+        StoredValue::new_local(None);
+
+    let start = move |_| {
+        events.set(Vec::new());
+        status.set(Status::Starting);
+        leptos::task::spawn_local(async move {
+            match live::start_run(demo).await {
+                Err(e) => status.set(Status::Failed(e.explain())),
+                Ok(id) => {
+                    status.set(Status::Running);
+                    let sub = live::follow(
+                        &id,
+                        move |event| {
+                            match &event.kind {
+                                EventKind::Queued { position } => {
+                                    status.set(Status::Queued(*position))
+                                }
+                                EventKind::Phase { .. } => status.set(Status::Running),
+                                EventKind::Finished {
+                                    outcome: Outcome::Ready { .. },
+                                } => status.set(Status::Done),
+                                EventKind::Finished {
+                                    outcome: Outcome::Failed { error },
+                                } => status.set(Status::Failed(error.message.clone())),
+                                EventKind::Log { .. } => {}
+                            }
+                            events.update(|v| v.push(event));
+                        },
+                        move || {
+                            if matches!(status.get_untracked(), Status::Running | Status::Queued(_))
+                            {
+                                status.set(Status::Failed("The connection to the stacklab server was lost before the run finished.".into()));
+                            }
+                        },
+                    );
+                    subscription.set_value(sub);
+                }
+            }
+        });
+    };
+    on_cleanup(move || subscription.set_value(None));
+
+    let busy = move || {
+        matches!(
+            status.get(),
+            Status::Starting | Status::Queued(_) | Status::Running
+        )
     };
     view! {
         <section class="demo-card" data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
             <p class="badge">"Live demo"</p>
             <h3>{demo.title()}</h3>
             <p>{what}</p>
-            <p class="unavailable" role="note">
-                "Not available yet: this version of stacklab does not run live demos. The lesson text above stands on its own."
+            <button class="run" on:click=start disabled=busy>
+                {move || if busy() { "Running…" } else { "Run it on this server" }}
+            </button>
+            <p class="status" role="status" aria-live="polite">
+                {move || match status.get() {
+                    Status::Idle => String::new(),
+                    Status::Starting => "Asking the server…".into(),
+                    Status::Queued(n) => format!("Waiting in line: position {n}. Other learners' runs go first."),
+                    Status::Running => "Running: phases appear below as the server observes them.".into(),
+                    Status::Done => "Ready. The figures below were measured during this run.".into(),
+                    Status::Failed(why) => why,
+                }}
             </p>
+            <Timeline events />
+            <ConsoleTail events />
+            <Results events />
         </section>
+    }
+}
+
+#[component]
+fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+    let phases = move || {
+        events.with(|v| {
+            v.iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Phase {
+                        phase,
+                        label,
+                        detail,
+                        memory_bytes,
+                        memory_how,
+                    } => Some((
+                        phase.clone(),
+                        label.clone(),
+                        detail.clone(),
+                        e.at_us,
+                        *memory_bytes,
+                        memory_how.clone(),
+                    )),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let memory_how = move || {
+        phases().into_iter().find_map(|p| p.5).map(|how| {
+            format!(
+                "Times: since you clicked, on the server's monotonic clock. Memory column: {how}."
+            )
+        })
+    };
+    view! {
+        <Show when=move || !phases().is_empty()>
+            <p class="legend">{memory_how}</p>
+            <ol class="timeline" aria-label="Phases, with the time since you clicked">
+                {move || {
+                    phases()
+                        .into_iter()
+                        .map(|(phase, label, detail, at_us, mem, how)| {
+                            view! {
+                                <li data-phase=phase>
+                                    <span class="t">{format!("+{}", fmt_us(at_us as f64))}</span>
+                                    <span class="label">{label}</span>
+                                    {mem.map(|m| view! { <span class="mem" title=how.unwrap_or_default()>{fmt_bytes(m as f64)}</span> })}
+                                    <span class="detail">{detail}</span>
+                                </li>
+                            }
+                        })
+                        .collect_view()
+                }}
+            </ol>
+        </Show>
+    }
+}
+
+#[component]
+fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+    let tail = move || {
+        events.with(|v| {
+            let lines: Vec<&str> = v
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Log { line } => Some(line.as_str()),
+                    _ => None,
+                })
+                .collect();
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        })
+    };
+    view! {
+        <Show when=move || !tail().is_empty()>
+            <details class="console">
+                <summary>"Console output (last lines)"</summary>
+                <pre>{tail}</pre>
+            </details>
+        </Show>
+    }
+}
+
+#[component]
+fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+    let outcome = move || {
+        events.with(|v| {
+            v.iter().find_map(|e| match &e.kind {
+                EventKind::Finished {
+                    outcome:
+                        Outcome::Ready {
+                            measurements,
+                            facts,
+                        },
+                } => Some((measurements.clone(), facts.clone())),
+                _ => None,
+            })
+        })
+    };
+    move || {
+        outcome().map(|(measurements, facts)| {
+            view! {
+                <table class="results">
+                    <caption>"Measured in this run"</caption>
+                    <thead>
+                        <tr><th scope="col">"What"</th><th scope="col">"Value"</th><th scope="col">"How it was measured"</th></tr>
+                    </thead>
+                    <tbody>
+                        {measurements.into_iter().map(measurement_row).collect_view()}
+                        {facts.into_iter().map(fact_row).collect_view()}
+                    </tbody>
+                </table>
+            }
+        })
+    }
+}
+
+fn measurement_row(m: Measurement) -> impl IntoView {
+    let value = match m.unit {
+        Unit::Bytes => fmt_bytes(m.value),
+        Unit::Micros => fmt_us(m.value),
+        Unit::Count => format!("{}", m.value),
+    };
+    view! { <tr data-key=m.key><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
+}
+
+fn fact_row(f: Fact) -> impl IntoView {
+    view! { <tr data-key=f.key><th scope="row">{f.label}</th><td>{f.value}</td><td>{f.how}</td></tr> }
+}
+
+fn fmt_us(us: f64) -> String {
+    if us < 1000.0 {
+        format!("{us:.0} µs")
+    } else if us < 10_000_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+fn fmt_bytes(b: f64) -> String {
+    if b < 1024.0 * 1024.0 {
+        format!("{:.0} KiB", b / 1024.0)
+    } else {
+        format!("{:.1} MiB", b / 1048576.0)
     }
 }
 
@@ -40,7 +265,7 @@ pub fn ComparePlaceholder() -> impl IntoView {
                 "Will show the time to ready and the memory of your own container and micro-VM runs next to each other."
             </p>
             <p class="unavailable" role="note">
-                "Not available yet: this version of stacklab does not run live demos."
+                "Not available yet: this version of stacklab does not draw the comparison."
             </p>
         </section>
     }

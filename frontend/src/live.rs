@@ -1,0 +1,137 @@
+//! Talking to the stacklab server: start a run, follow its events.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use stacklab_api::{CreateRun, DemoId, ErrorBody, RunCreated, RunEvent};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{EventSource, MessageEvent, RequestInit, Response};
+
+/// Why a run could not be started, in words for a learner.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartError {
+    /// No answer at all: the page is served statically or the server is down.
+    Unreachable,
+    /// The server answered with an error (Docker down, image missing…).
+    Refused { code: String, message: String },
+}
+
+impl StartError {
+    /// A sentence for the widget.
+    pub fn explain(&self) -> String {
+        match self {
+            StartError::Unreachable => "The live demo is unavailable: the stacklab server does not answer (this page may be served as static files). The lesson text works without it.".into(),
+            StartError::Refused { message, .. } => format!("The server cannot run this demo right now: {message}"),
+        }
+    }
+}
+
+/// `POST /api/runs`.
+pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
+    let body = serde_json::to_string(&CreateRun { demo }).map_err(|_| StartError::Unreachable)?;
+    let init = RequestInit::new();
+    init.set_method("POST");
+    init.set_body(&JsValue::from_str(&body));
+    let headers = web_sys::Headers::new().map_err(|_| StartError::Unreachable)?;
+    let _ = headers.set("Content-Type", "application/json");
+    init.set_headers(&headers);
+    let window = web_sys::window().ok_or(StartError::Unreachable)?;
+    let response: Response = JsFuture::from(window.fetch_with_str_and_init("/api/runs", &init))
+        .await
+        .map_err(|_| StartError::Unreachable)?
+        .unchecked_into();
+    let text = JsFuture::from(response.text().map_err(|_| StartError::Unreachable)?)
+        .await
+        .ok()
+        .and_then(|t| t.as_string())
+        .unwrap_or_default();
+    if response.ok() {
+        return serde_json::from_str::<RunCreated>(&text)
+            .map(|c| c.id)
+            .map_err(|_| StartError::Unreachable);
+    }
+    // A static file server answers 404/405 with HTML: that is "no backend".
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(e) => Err(StartError::Refused {
+            code: e.error,
+            message: e.message,
+        }),
+        Err(_) => Err(StartError::Unreachable),
+    }
+}
+
+/// An open event stream; closing it (or dropping it) stops the callbacks.
+pub struct Subscription {
+    source: EventSource,
+    _callbacks: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.source.close();
+    }
+}
+
+/// Follows `/api/runs/{id}/events`: `on_event` for each event, `on_lost`
+/// when the connection drops before the run finished.
+pub fn follow(
+    id: &str,
+    on_event: impl Fn(RunEvent) + 'static,
+    on_lost: impl Fn() + 'static,
+) -> Option<Rc<RefCell<Option<Subscription>>>> {
+    let source = EventSource::new(&format!("/api/runs/{id}/events")).ok()?;
+    let slot: Rc<RefCell<Option<Subscription>>> = Rc::new(RefCell::new(None));
+    let on_event = Rc::new(on_event);
+    let mut callbacks = Vec::new();
+    for name in ["phase", "queued", "log", "finished"] {
+        let on_event = on_event.clone();
+        // Weak: the subscription owns these callbacks; no reference cycle.
+        let slot = Rc::downgrade(&slot);
+        let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+            let Some(data) = e
+                .dyn_ref::<MessageEvent>()
+                .and_then(|m| m.data().as_string())
+            else {
+                return;
+            };
+            if let Ok(event) = serde_json::from_str::<RunEvent>(&data) {
+                let finished = matches!(event.kind, stacklab_api::EventKind::Finished { .. });
+                on_event(event);
+                if finished {
+                    // Otherwise EventSource would reconnect and replay the run.
+                    if let Some(sub) = slot
+                        .upgrade()
+                        .as_ref()
+                        .and_then(|s| s.borrow().as_ref().map(|s| s.source.clone()))
+                    {
+                        sub.close();
+                    }
+                }
+            }
+        });
+        source
+            .add_event_listener_with_callback(name, cb.as_ref().unchecked_ref())
+            .ok()?;
+        callbacks.push(cb);
+    }
+    let lost_slot = Rc::downgrade(&slot);
+    let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+        if let Some(source) = lost_slot
+            .upgrade()
+            .as_ref()
+            .and_then(|s| s.borrow().as_ref().map(|s| s.source.clone()))
+        {
+            source.close();
+        }
+        on_lost();
+    });
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    callbacks.push(on_error);
+    *slot.borrow_mut() = Some(Subscription {
+        source,
+        _callbacks: callbacks,
+    });
+    Some(slot)
+}
