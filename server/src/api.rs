@@ -55,11 +55,21 @@ pub async fn create_run(
                 .start(request.demo, runtime, lab.queue.clone(), lab.deadline)
         }
         DemoId::MicroVm => {
-            return Err(AppError::Unavailable {
-                code: "demo_unavailable",
-                message: "the micro-VM demo is not available in this version of stacklab yet"
-                    .into(),
-            })
+            let lab = &state.vms;
+            let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
+            if let Ok(Err(e)) = probe {
+                return Err(AppError::Unavailable {
+                    code: "kvm_unavailable",
+                    message: format!("This server cannot run virtual machines: {e}."),
+                });
+            }
+            let runtime = lab.runtime.clone().map_err(|why| AppError::Unavailable {
+                code: "vmm_missing",
+                message: format!("The micro-VM demo is not installed on this server: {why}."),
+            })?;
+            state
+                .runs
+                .start(request.demo, runtime, lab.queue.clone(), lab.deadline)
         }
     };
     Ok((

@@ -36,6 +36,12 @@ pub enum BenchCommand {
         #[arg(short, long, default_value_t = 10)]
         n: usize,
     },
+    /// The micro-VM: in-process vs a process per VM, throughput, and QEMU.
+    Vm {
+        /// Runs of each kind.
+        #[arg(short, long, default_value_t = 20)]
+        n: usize,
+    },
 }
 
 /// `stacklab image …`.
@@ -77,6 +83,9 @@ pub struct ServeArgs {
     /// Container demo runs at once; more wait in a queue.
     #[arg(long, env = "STACKLAB_MAX_CONTAINER_RUNS", default_value_t = 4)]
     pub max_container_runs: usize,
+    /// Micro-VM demo runs at once; more wait in a queue.
+    #[arg(long, env = "STACKLAB_MAX_VM_RUNS", default_value_t = 2)]
+    pub max_vm_runs: usize,
     /// Seconds a demo run may take once it leaves the queue.
     #[arg(long, env = "STACKLAB_RUN_DEADLINE_SECS", default_value_t = 60)]
     pub run_deadline_secs: u64,

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 pub mod health;
+pub mod microvm;
 pub mod runs;
 pub mod runtime;
 mod static_files;
@@ -30,7 +31,9 @@ use tower_http::trace::TraceLayer;
 use crate::cli::ServeArgs;
 use crate::container::{ContainerSpec, DockerRuntime, Owner};
 use crate::error::AppError;
+use crate::microvm::{KvmRuntime, VmArtifacts};
 use crate::runs::{Queue, Runs};
+use stacklab_vmm::vm::VmConfig;
 
 /// Largest request body the API reads (a run request is ~30 bytes).
 const MAX_BODY_BYTES: usize = 4096;
@@ -40,6 +43,8 @@ const MAX_BODY_BYTES: usize = 4096;
 pub struct Settings {
     /// Container runs at once.
     pub max_container_runs: usize,
+    /// Micro-VM runs at once.
+    pub max_vm_runs: usize,
     /// Time budget of one run after it leaves the queue.
     pub run_deadline: Duration,
 }
@@ -48,9 +53,20 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             max_container_runs: 4,
+            max_vm_runs: 2,
             run_deadline: Duration::from_secs(60),
         }
     }
+}
+
+/// The micro-VM lab's share of the state.
+pub struct VmLab {
+    /// Where the VMM and guest are, or why they are not.
+    pub runtime: Result<Arc<KvmRuntime>, String>,
+    /// Runs waiting for one of the slots.
+    pub queue: Arc<Queue>,
+    /// Per-run deadline (the server's; the VMM has its own, shorter one).
+    pub deadline: Duration,
 }
 
 /// The container lab's share of the state.
@@ -74,6 +90,8 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// The container demo.
     pub containers: Arc<ContainerLab>,
+    /// The micro-VM demo.
+    pub vms: Arc<VmLab>,
 }
 
 impl AppState {
@@ -104,6 +122,12 @@ impl AppState {
             containers: Arc::new(ContainerLab {
                 runtime,
                 queue: Arc::new(Queue::new(settings.max_container_runs)),
+                deadline: settings.run_deadline,
+            }),
+            vms: Arc::new(VmLab {
+                runtime: VmArtifacts::locate()
+                    .map(|a| Arc::new(KvmRuntime::new(a, VmConfig::default()))),
+                queue: Arc::new(Queue::new(settings.max_vm_runs)),
                 deadline: settings.run_deadline,
             }),
         }
@@ -156,6 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let settings = Settings {
         max_container_runs: args.max_container_runs,
+        max_vm_runs: args.max_vm_runs,
         run_deadline: Duration::from_secs(args.run_deadline_secs),
     };
     let state = AppState::new(static_dir, settings);

@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::serve(args).await,
         Command::Image(cmd) => image_command(cmd).await,
+        Command::Bench(BenchCommand::Vm { n }) => stacklab_server::bench::vm(n),
         Command::Bench(BenchCommand::Container { n }) => match connect_docker().await {
             Ok(docker) => stacklab_server::bench::container(docker, n).await,
             Err(e) => Err(e),

@@ -26,6 +26,9 @@ pub struct Run {
     id: String,
     demo: DemoId,
     accepted: Instant,
+    /// `accepted` as CLOCK_MONOTONIC ns, to place times measured by another
+    /// process (the VMM) on this run's clock.
+    accepted_mono_ns: u64,
     budget: Duration,
     inner: Mutex<RunInner>,
     /// The number of events so far; watchers wake when it changes.
@@ -46,6 +49,7 @@ impl Run {
             id: new_run_id(),
             demo,
             accepted: Instant::now(),
+            accepted_mono_ns: stacklab_vmm::vm::monotonic_ns(),
             budget,
             inner: Mutex::new(RunInner {
                 state: RunState::Queued,
@@ -80,8 +84,19 @@ impl Run {
 
     /// Appends an event (ignored once the run has finished).
     pub fn push(&self, kind: EventKind) {
-        let at_us = self.elapsed_us();
+        self.push_at(self.elapsed_us(), kind);
+    }
+
+    /// Microseconds on this run's clock of a CLOCK_MONOTONIC instant.
+    pub fn us_since_accepted(&self, mono_ns: u64) -> u64 {
+        mono_ns.saturating_sub(self.accepted_mono_ns) / 1000
+    }
+
+    /// Appends an event observed at `at_us` (kept in order: never earlier
+    /// than the last event).
+    pub fn push_at(&self, at_us: u64, kind: EventKind) {
         let mut inner = self.lock();
+        let at_us = at_us.max(inner.events.last().map_or(0, |e| e.at_us));
         if matches!(inner.state, RunState::Succeeded | RunState::Failed) {
             return;
         }

@@ -86,6 +86,27 @@ impl RunContext {
         });
     }
 
+    /// Records a phase observed by another process at `mono_ns`
+    /// (CLOCK_MONOTONIC), placed on this run's clock.
+    pub fn phase_observed(
+        &self,
+        mono_ns: u64,
+        phase: &str,
+        label: &str,
+        detail: impl Into<String>,
+    ) {
+        self.run.push_at(
+            self.run.us_since_accepted(mono_ns),
+            EventKind::Phase {
+                phase: phase.to_owned(),
+                label: label.to_owned(),
+                detail: detail.into(),
+                memory_bytes: None,
+                memory_how: None,
+            },
+        );
+    }
+
     /// Records a line of console output (bounded per run).
     pub fn log(&self, line: &str) {
         self.run.push_log(line);

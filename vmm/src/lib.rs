@@ -1,7 +1,13 @@
-//! stacklab's virtual machine monitor.
+//! stacklab's virtual machine monitor, on the rust-vmm crates.
 //!
-//! For now this crate answers one question for the server's health check:
-//! can this host run KVM guests, and how does it run them? The VMM proper
-//! (guest memory, vCPUs, exits) builds on the same `/dev/kvm` handle.
+//! [`vm::run`] takes a guest kernel image from nothing to "ready" on
+//! `/dev/kvm` and reports every step: the VMM's own (open KVM, create the
+//! VM, map memory, load the guest, create the vCPU) and the guest's (its
+//! milestones, see `guest/src/abi.rs`). [`host::probe`] says what KVM this
+//! host has.
 
+#[path = "../../guest/src/abi.rs"]
+pub mod abi;
 pub mod host;
+pub mod protocol;
+pub mod vm;

@@ -1,0 +1,521 @@
+//! stacklab's guest kernel in miniature.
+//!
+//! It does, in order, what every x86 operating system does before it can run
+//! an application, and reports each step to the VMM (see `abi.rs`):
+//! 32-bit entry with paging off (PVH), its own GDT, page tables and long
+//! mode, an interrupt table and TSS, a timer interrupt, a ring-3 app that
+//! traps back with `int3`, a boot log on the serial console, then "ready".
+//!
+//! Ring-0 code here may be emulated one instruction at a time (nested KVM),
+//! so the kernel does as little as it can: no SSE/x87 (the target has
+//! none), no `int n` in ring 0, no `syscall`; the app's work runs in ring 3.
+
+#![no_std]
+#![no_main]
+// abi.rs is shared with the VMM, which uses the parts the guest does not.
+#![allow(dead_code)]
+
+mod abi;
+
+use core::arch::{asm, global_asm};
+use core::panic::PanicInfo;
+
+use abi::{milestone, mode};
+
+// ---------------------------------------------------------------------------
+// 32-bit entry, GDT, page tables, long mode: assembly, because Rust code
+// needs the 64-bit world these instructions build.
+// ---------------------------------------------------------------------------
+global_asm!(
+    r#"
+.section .note.pvh, "a"
+.p2align 2
+    .long 4              /* name size: "Xen\0" */
+    .long 4              /* descriptor size */
+    .long 18             /* XEN_ELFNOTE_PHYS32_ENTRY: QEMU boots us the same way */
+    .asciz "Xen"
+    .p2align 2
+    .long _start32
+
+.section .text.boot, "ax"
+.code32
+.global _start32
+_start32:
+    cli
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov al, {entry}
+    out {mport}, al
+
+    mov esp, offset BOOT_STACK_TOP
+    lgdt [GDT_PTR]
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov fs, ax
+    mov gs, ax
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov al, {gdt}
+    out {mport}, al
+
+    /* PML4[0] -> PDPT; PDPT[0] -> PD_LOW (0-1 GiB); PDPT[3] -> PD_HIGH (3-4 GiB).
+       The user bit is set on the upper levels; the leaves decide. */
+    mov eax, offset PDPT
+    or eax, 7
+    mov [PML4], eax
+    mov eax, offset PD_LOW
+    or eax, 7
+    mov [PDPT], eax
+    mov eax, offset PD_HIGH
+    or eax, 3
+    mov [PDPT + 24], eax
+    /* 8 x 2 MiB = 16 MiB identity-mapped; only 2-4 MiB is user-accessible. */
+    xor ecx, ecx
+2:
+    mov eax, ecx
+    shl eax, 21
+    or eax, 0x83
+    cmp ecx, 1
+    jne 3f
+    or eax, 4
+3:
+    mov [PD_LOW + ecx * 8], eax
+    inc ecx
+    cmp ecx, 8
+    jb 2b
+    /* The boot-complete MMIO page and the local APIC page, uncached. */
+    mov dword ptr [PD_HIGH + 128 * 8], 0xD000009B
+    mov dword ptr [PD_HIGH + 503 * 8], 0xFEE0009B
+
+    mov eax, cr4
+    or eax, 0x20          /* PAE */
+    mov cr4, eax
+    mov eax, offset PML4
+    mov cr3, eax
+    mov ecx, 0xC0000080   /* EFER */
+    rdmsr
+    or eax, 0x100         /* LME */
+    wrmsr
+    mov eax, cr0
+    or eax, 0x80000001    /* PG | PE */
+    mov cr0, eax
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov al, {paging}
+    out {mport}, al
+    /* Far jump to the 64-bit code segment: ptr16:32. */
+    .byte 0xEA
+    .long start64
+    .word 0x08
+
+.code64
+start64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    mov rsp, offset BOOT_STACK_TOP
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov al, {long}
+    out {mport}, al
+    call kmain
+4:
+    hlt
+    jmp 4b
+
+/* ---- interrupts ---- */
+.section .text
+.irp n, 0,1,2,4,5,6,7,9,15,16,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+isr\n:
+    push 0
+    push \n
+    jmp fault_common
+.endr
+.irp n, 8,10,11,12,13,14,17
+isr\n:
+    push \n
+    jmp fault_common
+.endr
+
+/* An exception nobody expected: tell the VMM which and where, then stop. */
+fault_common:
+    mov rsi, [rsp + 16]
+    mov al, [rsp]
+    out {fport}, al
+5:
+    cli
+    hlt
+    jmp 5b
+
+timer_isr:
+    push rax
+    inc qword ptr [rip + TICKS]
+    mov al, 0x20
+    out 0x20, al          /* end of interrupt to the PIC */
+    pop rax
+    iretq
+
+/* enter_user(entry, user_stack) -> the app's RAX. The app comes back with
+   int3 (a DPL-3 gate): its handler restores the kernel stack saved here. */
+.global enter_user
+enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    mov [rip + SAVED_KSP], rsp
+    push 0x1b             /* user SS */
+    push rsi              /* user RSP */
+    push 0x2              /* RFLAGS: interrupts off */
+    push 0x23             /* user CS */
+    push rdi              /* user RIP */
+    iretq
+
+int3_isr:
+    mov rsp, [rip + SAVED_KSP]
+    mov [rip + USER_CYCLES], rdx
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+
+.section .rodata
+.global ISR_TABLE
+.p2align 3
+ISR_TABLE:
+    .quad isr0, isr1, isr2, int3_isr, isr4, isr5, isr6, isr7
+    .quad isr8, isr9, isr10, isr11, isr12, isr13, isr14, isr15
+    .quad isr16, isr17, isr18, isr19, isr20, isr21, isr22, isr23
+    .quad isr24, isr25, isr26, isr27, isr28, isr29, isr30, isr31
+    .quad timer_isr
+"#,
+    entry = const milestone::ENTRY,
+    gdt = const milestone::GDT,
+    paging = const milestone::PAGING,
+    long = const milestone::LONG_MODE,
+    mport = const abi::MILESTONE_PORT,
+    fport = const abi::FAULT_PORT,
+);
+
+#[repr(C, align(4096))]
+struct PageTable([u64; 512]);
+
+#[no_mangle]
+static mut PML4: PageTable = PageTable([0; 512]);
+#[no_mangle]
+static mut PDPT: PageTable = PageTable([0; 512]);
+#[no_mangle]
+static mut PD_LOW: PageTable = PageTable([0; 512]);
+#[no_mangle]
+static mut PD_HIGH: PageTable = PageTable([0; 512]);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+#[no_mangle]
+static mut BOOT_STACK: Stack = Stack([0; 16384]);
+extern "C" {
+    static BOOT_STACK_TOP: u8;
+    static ISR_TABLE: [u64; 33];
+    fn enter_user(entry: u64, stack: u64) -> u64;
+}
+global_asm!(".set BOOT_STACK_TOP, BOOT_STACK + 16384");
+
+/// null, kernel code (64-bit), kernel data, user data, user code (64-bit), TSS (2 slots).
+#[no_mangle]
+static mut GDT: [u64; 7] = [
+    0,
+    0x00AF_9A00_0000_FFFF,
+    0x00CF_9200_0000_FFFF,
+    0x00CF_F200_0000_FFFF,
+    0x00AF_FA00_0000_FFFF,
+    0,
+    0,
+];
+
+#[repr(C, packed)]
+struct DescriptorPtr {
+    limit: u16,
+    base: u64,
+}
+
+// GDTR image for the 32-bit `lgdt` (it reads the limit and the low 32 bits
+// of the base; the GDT sits below 4 GiB).
+global_asm!(
+    ".section .data",
+    ".p2align 3",
+    ".global GDT_PTR",
+    "GDT_PTR:",
+    ".word 7 * 8 - 1",
+    ".quad GDT"
+);
+
+#[repr(C, align(16))]
+struct Idt([u64; 2 * 33]);
+static mut IDT: Idt = Idt([0; 2 * 33]);
+/// The 64-bit task state segment: only RSP0 (the kernel stack for traps
+/// from ring 3) and the I/O map base matter here.
+static mut TSS: [u32; 26] = [0; 26];
+#[no_mangle]
+static mut TICKS: u64 = 0;
+#[no_mangle]
+static mut SAVED_KSP: u64 = 0;
+#[no_mangle]
+static mut USER_CYCLES: u64 = 0;
+
+#[repr(C, align(16))]
+struct UserStack([u8; 4096]);
+#[link_section = ".user.bss"]
+static mut USER_STACK: UserStack = UserStack([0; 4096]);
+
+fn outb(port: u16, value: u8) {
+    // SAFETY: port I/O to devices the VMM (or in-kernel irqchip) emulates.
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    }
+}
+
+fn milestone(id: u8) {
+    milestone_with(id, 0);
+}
+
+/// A milestone carrying one value for the VMM (in R8).
+fn milestone_with(id: u8, value: u64) {
+    // SAFETY: the milestone port is ours; rdtsc and out have no memory effects.
+    unsafe {
+        asm!(
+            "rdtsc",
+            "mov esi, eax",
+            "mov edi, edx",
+            "mov al, cl",
+            "out {port}, al",
+            port = const abi::MILESTONE_PORT,
+            in("cl") id,
+            in("r8") value,
+            out("eax") _, out("edx") _, out("esi") _, out("edi") _,
+            options(nomem, nostack, preserves_flags)
+        )
+    }
+}
+
+/// Writes to the serial console with one `rep outsb` (one VM exit per string).
+fn puts(s: &[u8]) {
+    // SAFETY: reads `s` and writes it to the console port.
+    unsafe {
+        asm!(
+            "rep outsb",
+            in("dx") abi::SERIAL_PORT,
+            inout("rsi") s.as_ptr() => _,
+            inout("rcx") s.len() => _,
+            options(nostack, preserves_flags, readonly)
+        )
+    }
+}
+
+fn put_hex(value: u64) {
+    let mut buf = *b"0x0000000000000000";
+    for i in 0..16 {
+        let nibble = ((value >> ((15 - i) * 4)) & 0xf) as u8;
+        buf[2 + i] = if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        };
+    }
+    puts(&buf);
+}
+
+fn idt_gate(vector: usize, handler: u64, dpl: u64) {
+    let low = (handler & 0xffff)
+        | (0x08 << 16)
+        | ((0x8e | (dpl << 5)) << 40)
+        | (((handler >> 16) & 0xffff) << 48);
+    // SAFETY: single-threaded boot code; the IDT is not loaded yet.
+    unsafe {
+        IDT.0[vector * 2] = low;
+        IDT.0[vector * 2 + 1] = handler >> 32;
+    }
+}
+
+/// Installs the TSS (kernel stack for traps from ring 3) and the IDT.
+fn install_tss_and_idt() {
+    // SAFETY: single-threaded boot code writing its own tables, then
+    // loading them; addresses are identity-mapped.
+    unsafe {
+        let stack_top = &raw const BOOT_STACK_TOP as u64;
+        let tss = &raw mut TSS;
+        (*tss)[1] = stack_top as u32;
+        (*tss)[2] = (stack_top >> 32) as u32;
+        (*tss)[25] = 104 << 16; // I/O map base beyond the limit: no port access from ring 3
+        let base = tss as u64;
+        let limit = 103u64;
+        GDT[5] = (limit & 0xffff)
+            | ((base & 0xff_ffff) << 16)
+            | (0x89 << 40)
+            | (((base >> 24) & 0xff) << 56);
+        GDT[6] = base >> 32;
+        asm!("ltr ax", in("ax") 0x28u16, options(nostack, preserves_flags));
+
+        let table = &raw const ISR_TABLE;
+        for (vector, handler) in (*table).iter().enumerate() {
+            let dpl = if vector == 3 { 3 } else { 0 };
+            idt_gate(vector, *handler, dpl);
+        }
+        let ptr = DescriptorPtr {
+            limit: (core::mem::size_of::<Idt>() - 1) as u16,
+            base: &raw const IDT as u64,
+        };
+        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+    }
+}
+
+/// PIT input clock 1.193182 MHz / 60: a tick every ~50 µs, so waiting for
+/// the first one costs little.
+const PIT_DIVISOR: u16 = 60;
+
+/// Programs the PIC and the PIT (both emulated in the host kernel) for a
+/// ~20 kHz tick, waits for the first one, then masks the timer again.
+fn first_timer_tick() {
+    // Let the PIC's interrupt through the local APIC ("virtual wire"): a
+    // BIOS normally does this; QEMU's microvm has none, KVM alone does not
+    // need it.
+    // SAFETY: the local APIC registers at their architectural address,
+    // mapped uncached by the boot code.
+    unsafe {
+        core::ptr::write_volatile(0xfee0_00f0 as *mut u32, 0x1ff); // spurious vector: APIC on
+        core::ptr::write_volatile(0xfee0_0350 as *mut u32, 0x700); // LINT0: ExtINT, unmasked
+    }
+    for (port, value) in [
+        (0x20, 0x11),
+        (0xa0, 0x11), // ICW1: initialise, ICW4 follows
+        (0x21, 32),
+        (0xa1, 40), // ICW2: vectors 32.. and 40..
+        (0x21, 4),
+        (0xa1, 2), // ICW3: cascade on IRQ2
+        (0x21, 1),
+        (0xa1, 1), // ICW4: 8086 mode
+        (0x21, 0xfe),
+        (0xa1, 0xff), // unmask IRQ0 only
+        (0x43, 0x34), // PIT channel 0, rate generator
+        (0x40, PIT_DIVISOR as u8),
+        (0x40, (PIT_DIVISOR >> 8) as u8),
+    ] {
+        outb(port, value);
+    }
+    // SAFETY: the IDT has a timer gate; `hlt` waits for the interrupt.
+    unsafe {
+        while core::ptr::read_volatile(&raw const TICKS) == 0 {
+            asm!("sti", "hlt", "cli", options(nomem, nostack));
+        }
+    }
+    outb(0x21, 0xff);
+}
+
+/// The application: a little arithmetic in ring 3 (native speed even when
+/// ring 0 is emulated), then `int3` back to the kernel with the result in
+/// RAX and its own cycle count in RDX.
+#[link_section = ".user.text"]
+#[no_mangle]
+extern "C" fn user_main() -> ! {
+    // SAFETY: ring-3 code touching only registers; int3 traps to the kernel.
+    unsafe {
+        asm!(
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "mov r8, rax",
+            "xor eax, eax",
+            "mov ecx, 50000",
+            "2:",
+            "imul rax, rax, 1103515245",
+            "add rax, rcx",
+            "dec ecx",
+            "jnz 2b",
+            "mov r9, rax",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "sub rax, r8",
+            "mov rdx, rax",
+            "mov rax, r9",
+            "int3",
+            options(noreturn)
+        )
+    }
+}
+
+#[no_mangle]
+extern "C" fn kmain() -> ! {
+    // SAFETY: the VMM wrote the mode word before boot (0 if not).
+    let mode = unsafe { core::ptr::read_volatile(abi::MODE_ADDR as *const u32) };
+    puts(b"stacklab-guest: long mode\n");
+    match mode {
+        mode::SPIN => loop {
+            core::hint::spin_loop();
+        },
+        mode::TRIPLE_FAULT => {
+            // An IDT of limit 0 cannot deliver #UD, nor the #DF that
+            // follows: the CPU shuts down (triple fault).
+            let ptr = DescriptorPtr { limit: 0, base: 0 };
+            // SAFETY: deliberately fatal to the guest, as this mode asks.
+            unsafe { asm!("lidt [{}]", "ud2", in(reg) &ptr, options(noreturn)) }
+        }
+        mode::CONSOLE_FLOOD => loop {
+            puts(b"flood flood flood flood flood flood flood flood flood flood\n");
+        },
+        mode::UNKNOWN_PORT => outb(0x1234, 1),
+        _ => {}
+    }
+
+    install_tss_and_idt();
+    milestone(milestone::IDT);
+    first_timer_tick();
+    milestone(milestone::TIMER_TICK);
+    puts(b"stacklab-guest: idt, timer tick\n");
+
+    milestone(milestone::USER_ENTER);
+    let user_stack_top = &raw const USER_STACK as u64 + 4096;
+    // SAFETY: user_main lives in the user-accessible 2-4 MiB region and
+    // comes back through the int3 gate.
+    let result = unsafe { enter_user(user_main as *const () as u64, user_stack_top) };
+    // SAFETY: written by the int3 handler.
+    let cycles = unsafe { core::ptr::read_volatile(&raw const USER_CYCLES) };
+    milestone_with(milestone::USER_RETURN, cycles);
+    puts(b"stacklab-guest: app (ring 3) returned ");
+    put_hex(result);
+    puts(b"\nstacklab-guest: ready\n");
+
+    // SAFETY: the boot-complete register, mapped uncached by the boot code.
+    unsafe {
+        core::ptr::write_volatile(abi::BOOT_COMPLETE_MMIO as *mut u8, abi::BOOT_COMPLETE_VALUE)
+    };
+    // Power off (QEMU's isa-debug-exit; the VMM ends the run too).
+    outb(abi::POWER_OFF_PORT, 0);
+    loop {
+        // SAFETY: nothing left to do.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}
+
+#[panic_handler]
+fn panic(_: &PanicInfo) -> ! {
+    // SAFETY: report vector 0xff ("kernel panic") and stop.
+    unsafe {
+        asm!("out {port}, al", port = const abi::FAULT_PORT, in("al") 0xffu8, in("rsi") 0u64, options(nomem, nostack));
+    }
+    loop {
+        // SAFETY: halting forever.
+        unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
+    }
+}

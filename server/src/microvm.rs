@@ -1,0 +1,257 @@
+//! The micro-VM lab: stacklab's own VMM boots its tiny guest kernel on KVM,
+//! one `stacklab-vmm` child process per VM.
+//!
+//! Why a process and not a thread: a guest can only ever hurt the process
+//! that runs its vCPU. In a child, a VMM bug, a stuck ioctl or a runaway
+//! guest cannot take the server (and every other learner) down; the kernel
+//! reclaims the VM's memory and file descriptors when the child exits; and
+//! the server can always end it with SIGKILL. The price, measured by
+//! `stacklab bench vm`, is the process start.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use stacklab_api::{Fact, Measurement, RunError, Unit};
+use stacklab_vmm::protocol::Line;
+use stacklab_vmm::vm::{VmConfig, VmEvent, VmReport};
+use tokio::io::AsyncBufReadExt;
+
+use crate::runtime::{Ready, RunContext, Runtime};
+
+/// Where the VMM binary and the guest image are.
+#[derive(Debug, Clone)]
+pub struct VmArtifacts {
+    /// The `stacklab-vmm` executable.
+    pub vmm: PathBuf,
+    /// The guest kernel ELF.
+    pub guest: PathBuf,
+}
+
+impl VmArtifacts {
+    /// `STACKLAB_VMM_BIN` / `STACKLAB_GUEST_IMAGE`, else next to this
+    /// executable and in the cargo target directory above it.
+    pub fn locate() -> Result<VmArtifacts, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let near = |env: &str, candidates: &dyn Fn(&Path) -> PathBuf| -> Option<PathBuf> {
+            if let Some(p) = std::env::var_os(env) {
+                return Some(PathBuf::from(p));
+            }
+            exe.ancestors()
+                .skip(1)
+                .map(candidates)
+                .find(|p| p.is_file())
+        };
+        let vmm = near("STACKLAB_VMM_BIN", &|dir| dir.join("stacklab-vmm")).ok_or(
+            "the stacklab-vmm binary was not found next to stacklab (build it: cargo build --release -p stacklab-vmm)",
+        )?;
+        let guest = near("STACKLAB_GUEST_IMAGE", &|dir| dir.join("x86_64-unknown-none/guest/stacklab-guest")).ok_or(
+            "the guest kernel was not found (build it: cargo build -p stacklab-guest --profile guest --target x86_64-unknown-none)",
+        )?;
+        Ok(VmArtifacts { vmm, guest })
+    }
+}
+
+/// Runs the micro-VM demo in child processes.
+pub struct KvmRuntime {
+    artifacts: VmArtifacts,
+    config: VmConfig,
+}
+
+impl KvmRuntime {
+    /// A runtime starting `artifacts.vmm` on `artifacts.guest` with `config`.
+    pub fn new(artifacts: VmArtifacts, config: VmConfig) -> Self {
+        KvmRuntime { artifacts, config }
+    }
+
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.artifacts.vmm);
+        cmd.arg("--image")
+            .arg(&self.artifacts.guest)
+            .arg("--mem-mib")
+            .arg((self.config.mem_bytes >> 20).to_string())
+            .arg("--deadline-ms")
+            .arg(self.config.deadline.as_millis().to_string())
+            .arg("--mode")
+            .arg(self.config.mode.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        // SAFETY: between fork and exec only async-signal-safe calls
+        // (setrlimit) are made.
+        unsafe {
+            cmd.pre_exec(|| {
+                let limit = |resource, value: u64| {
+                    let l = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
+                    libc::setrlimit(resource, &l);
+                };
+                limit(libc::RLIMIT_NOFILE, 32);
+                limit(libc::RLIMIT_CORE, 0);
+                limit(libc::RLIMIT_CPU, 10);
+                // Guest RAM (at most 256 MiB) plus the VMM itself.
+                limit(libc::RLIMIT_AS, 1 << 30);
+                Ok(())
+            });
+        }
+        cmd
+    }
+}
+
+impl Runtime for KvmRuntime {
+    async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
+        let mut child = self.command().spawn().map_err(|e| RunError {
+            code: "vmm".into(),
+            message: format!("cannot start the VMM {}: {e}", self.artifacts.vmm.display()),
+        })?;
+        ctx.phase(
+            "vmm_started",
+            "VMM process started",
+            format!(
+                "stacklab-vmm started as host process {} (one process per VM)",
+                child.id().unwrap_or(0)
+            ),
+        );
+        let stdout = child.stdout.take().expect("piped");
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let read = async {
+            let mut events: Vec<VmEvent> = Vec::new();
+            loop {
+                let line = lines.next_line().await.ok().flatten();
+                let Some(line) = line else {
+                    return Err(RunError {
+                        code: "vmm_crashed".into(),
+                        message: "the VMM process ended without a result".into(),
+                    });
+                };
+                match serde_json::from_str::<Line>(&line) {
+                    Ok(Line::Event(e)) => {
+                        ctx.phase_observed(e.mono_ns, &e.phase, &e.label, e.detail.clone());
+                        events.push(e);
+                    }
+                    Ok(Line::Done {
+                        report,
+                        vmm_rss_bytes,
+                        vmm_pss_bytes,
+                    }) => {
+                        return Ok((report, vmm_rss_bytes, vmm_pss_bytes));
+                    }
+                    Ok(Line::Error { code, message }) => return Err(RunError { code, message }),
+                    Err(e) => {
+                        return Err(RunError {
+                            code: "vmm_protocol".into(),
+                            message: format!("unreadable line from the VMM ({e}): {line:.200}"),
+                        })
+                    }
+                }
+            }
+        };
+        let result = tokio::select! {
+            r = read => r,
+            e = ctx.stopped() => Err(e),
+        };
+        // Whatever happened, the VM is gone when its process is.
+        let _ = child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let (report, rss, pss) = result?;
+        for line in report.console.lines() {
+            ctx.log(line);
+        }
+        Ok(measure(&report, rss, pss))
+    }
+}
+
+fn span_us(report: &VmReport, from: &str, to: &str) -> Option<f64> {
+    let at = |p: &str| {
+        report
+            .events
+            .iter()
+            .find(|e| e.phase == p)
+            .map(|e| e.mono_ns)
+    };
+    Some(at(to)?.saturating_sub(at(from)?) as f64 / 1000.0)
+}
+
+fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
+    let mut ready = Ready::default();
+    let mut number = |key: &str, label: &str, value: f64, unit: Unit, how: &str| {
+        ready.measurements.push(Measurement {
+            key: key.into(),
+            label: label.into(),
+            value,
+            unit,
+            how: how.into(),
+        })
+    };
+    if let Some(us) = span_us(report, "kvm_opened", "ready") {
+        number("create_to_ready", "VM create → ready", us, Unit::Micros,
+            "from opening /dev/kvm to the guest's boot-complete write, on the VMM's monotonic clock");
+    }
+    if let Some(us) = span_us(report, "kvm_opened", "vcpu_created") {
+        number("hypervisor_setup", "Hypervisor work (VM, memory, vCPU)", us, Unit::Micros,
+            "from opening /dev/kvm until the vCPU is ready to run: the hypervisor's share of the start");
+    }
+    if let Some(us) = span_us(report, "guest_entry", "ready") {
+        number(
+            "guest_boot",
+            "Guest kernel boot",
+            us,
+            Unit::Micros,
+            "from the guest's first instruction to its boot-complete write: the guest OS's share",
+        );
+    }
+    number(
+        "guest_ram",
+        "Guest RAM configured",
+        report.mem_bytes as f64,
+        Unit::Bytes,
+        "the memory the VM was given (an anonymous host mapping registered with KVM)",
+    );
+    number("guest_touched", "Guest RAM actually used", report.touched_bytes as f64, Unit::Bytes,
+        "pages of that mapping backed by host memory at the end (mincore): only what the guest touched");
+    number(
+        "vmm_rss",
+        "VMM process memory (RSS)",
+        rss as f64,
+        Unit::Bytes,
+        "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, guest pages included",
+    );
+    number(
+        "vmm_pss",
+        "VMM process memory (PSS)",
+        pss as f64,
+        Unit::Bytes,
+        "Pss of the same process: shared library pages split among their users",
+    );
+    number("exits", "VM exits", report.exits as f64, Unit::Count,
+        "times the guest handed control to the VMM (each console byte, milestone and signal is one)");
+    if let Some(cycles) = report.app_cycles {
+        let us = cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64;
+        number(
+            "app_ring3",
+            "App's own work in ring 3",
+            us,
+            Unit::Micros,
+            "the ring-3 app's TSC cycles for its loop, converted with KVM's TSC frequency",
+        );
+    }
+    ready.facts.push(Fact {
+        key: "kvm_host".into(),
+        label: "KVM on this server".into(),
+        value: match stacklab_vmm::host::probe() {
+            Ok(h) => h.explanation().to_owned(),
+            Err(e) => e.to_string(),
+        },
+        how: "CPU flags in /proc/cpuinfo and loaded kernel modules".into(),
+    });
+    ready.facts.push(Fact {
+        key: "kernel_inside".into(),
+        label: "Kernel inside the VM".into(),
+        value: "stacklab-guest, its own kernel (not the host's)".into(),
+        how: "the VM boots the guest image it was given; the host kernel is not shared".into(),
+    });
+    ready
+}

@@ -1,0 +1,29 @@
+//! What the `stacklab-vmm` process prints: one JSON [`Line`] per line.
+
+use serde::{Deserialize, Serialize};
+
+use crate::vm::{VmEvent, VmReport};
+
+/// One line of `stacklab-vmm`'s standard output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Line {
+    /// A step, as it happens.
+    Event(VmEvent),
+    /// The run reached ready and powered off.
+    Done {
+        /// Everything measured.
+        report: VmReport,
+        /// The VMM process's resident set at the end, in bytes.
+        vmm_rss_bytes: u64,
+        /// Its proportional set size, in bytes.
+        vmm_pss_bytes: u64,
+    },
+    /// The run failed.
+    Error {
+        /// [`crate::vm::VmError::code`], or `usage`.
+        code: String,
+        /// What happened, for a learner.
+        message: String,
+    },
+}
