@@ -272,8 +272,10 @@ pub fn run(
         "guest_loaded",
         "Guest kernel loaded",
         format!(
-            "{} bytes of ELF copied into guest RAM; PVH entry at {entry:#x}",
-            loaded.kernel_end - loaded.kernel_load.0
+            "the {} byte ELF image was loaded into guest RAM at {:#x}-{:#x}; PVH entry at {entry:#x}",
+            image.len(),
+            loaded.kernel_load.0,
+            loaded.kernel_end
         ),
         None,
     );

@@ -1,0 +1,195 @@
+//! The micro-VM demo through the HTTP API: real KVM, the real guest, one
+//! `stacklab-vmm` process per run (built by `cargo test` next to this test;
+//! the guest by `./dev test`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use stacklab_api::{DemoId, EventKind, Outcome, RunCreated, RunEvent, RunRecord, RunState, Unit};
+use stacklab_server::microvm::{KvmRuntime, VmArtifacts};
+use stacklab_server::runs::{Queue, Runs};
+use stacklab_server::{app, AppState, Settings};
+use stacklab_vmm::abi::mode;
+use stacklab_vmm::vm::VmConfig;
+use tower::ServiceExt;
+
+fn kvm_present() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "/dev/kvm is missing on a CI machine"
+    );
+    eprintln!("skipped: /dev/kvm is absent on this host");
+    false
+}
+
+fn parse_sse(body: &[u8]) -> Vec<RunEvent> {
+    String::from_utf8_lossy(body)
+        .split("\n\n")
+        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+/// Whether the VMM process a run started (its PID is in the `vmm_started`
+/// phase) still exists, even as a zombie.
+fn vmm_alive(record: &RunRecord) -> bool {
+    let pid = record
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Phase { phase, detail, .. } if phase == "vmm_started" => detail
+                .split("host process ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok(),
+            _ => None,
+        })
+        .expect("the run names its VMM process");
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains("(stacklab-vmm)"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_micro_vm_run_streams_the_vmm_and_guest_phases_in_order() {
+    if !kvm_present() {
+        return;
+    }
+    let state = AppState::new(None, Settings::default());
+    let req = Request::post("/api/runs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(r#"{"demo":"micro-vm"}"#))
+        .unwrap();
+    let res = app(state.clone()).oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
+
+    let req = Request::get(format!("/api/runs/{id}/events"))
+        .body(Body::empty())
+        .unwrap();
+    let body = tokio::time::timeout(
+        Duration::from_secs(30),
+        app(state.clone())
+            .oneshot(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect(),
+    )
+    .await
+    .expect("stream ends")
+    .unwrap()
+    .to_bytes();
+    let events = parse_sse(&body);
+    let record = state.runs.get(&id).unwrap().record();
+    assert_eq!(record.events, events);
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
+    let phases: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Phase { phase, .. } => Some(phase.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "accepted",
+            "vmm_started",
+            "kvm_opened",
+            "vm_created",
+            "memory_mapped",
+            "guest_loaded",
+            "vcpu_created",
+            "first_exit",
+            "guest_entry",
+            "guest_gdt",
+            "guest_paging",
+            "guest_long_mode",
+            "guest_idt",
+            "guest_timer",
+            "guest_user_enter",
+            "guest_user_return",
+            "ready"
+        ]
+    );
+    assert!(
+        events.windows(2).all(|w| w[0].at_us <= w[1].at_us),
+        "one clock for server and VMM"
+    );
+    let logs: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Log { line } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs.last(), Some(&"stacklab-guest: ready"));
+    let Some(Outcome::Ready { measurements, .. }) = record.outcome() else {
+        panic!()
+    };
+    let get = |k: &str| {
+        measurements
+            .iter()
+            .find(|m| m.key == k)
+            .unwrap_or_else(|| panic!("no {k}"))
+    };
+    assert_eq!(get("guest_ram").value, 16.0 * 1048576.0);
+    assert!(get("guest_touched").value < get("guest_ram").value);
+    assert!(get("vmm_rss").value > 0.0);
+    assert_eq!(get("create_to_ready").unit, Unit::Micros);
+    assert!(
+        get("hypervisor_setup").value + get("guest_boot").value
+            <= get("create_to_ready").value * 1.01
+    );
+    assert!(!vmm_alive(&record), "the VMM process is gone");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_kills_a_vmm_that_outlives_the_run_deadline() {
+    if !kvm_present() {
+        return;
+    }
+    let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
+    // The guest spins forever and the VMM's own deadline is far away: only
+    // the server's deadline (and SIGKILL) can end this run.
+    let config = VmConfig {
+        mode: mode::SPIN,
+        deadline: Duration::from_secs(60),
+        ..VmConfig::default()
+    };
+    let runs = Arc::new(Runs::default());
+    let run = runs.start(
+        DemoId::MicroVm,
+        Arc::new(KvmRuntime::new(artifacts, config)),
+        Arc::new(Queue::new(1)),
+        Duration::from_millis(500),
+    );
+    let mut changes = run.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !run.is_finished() {
+            changes.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the run ends soon after its deadline");
+    let record: RunRecord = run.record();
+    match record.outcome() {
+        Some(Outcome::Failed { error }) => assert_eq!(error.code, "deadline", "{error:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!vmm_alive(&record), "the VMM process was killed and reaped");
+}
