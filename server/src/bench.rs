@@ -363,16 +363,9 @@ pub fn vm(n: usize) -> anyhow::Result<()> {
         let t = Instant::now();
         let report = run(&image, &config, &mut |_| {})?;
         let whole = t.elapsed();
-        let at = |p: &str| {
-            report
-                .events
-                .iter()
-                .find(|e| e.phase == p)
-                .map(|e| e.mono_ns)
-        };
-        let ready = Duration::from_nanos(
-            at("ready").context("ready")? - at("kvm_opened").context("kvm_opened")?,
-        );
+        let ready = report
+            .span("kvm_opened", "ready")
+            .context("no ready step")?;
         in_process.push(ready);
         teardown.push(whole.saturating_sub(ready));
     }

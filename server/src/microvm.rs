@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use stacklab_api::{Fact, Measurement, RunError, Unit};
+use stacklab_api::{RunError, Unit};
 use stacklab_vmm::protocol::Line;
 use stacklab_vmm::vm::{VmConfig, VmEvent, VmReport};
 use tokio::io::AsyncBufReadExt;
@@ -165,37 +165,21 @@ impl Runtime for KvmRuntime {
 }
 
 fn span_us(report: &VmReport, from: &str, to: &str) -> Option<f64> {
-    let at = |p: &str| {
-        report
-            .events
-            .iter()
-            .find(|e| e.phase == p)
-            .map(|e| e.mono_ns)
-    };
-    Some(at(to)?.saturating_sub(at(from)?) as f64 / 1000.0)
+    report.span(from, to).map(|d| d.as_secs_f64() * 1e6)
 }
 
 fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
     let mut ready = Ready::default();
-    let mut number = |key: &str, label: &str, value: f64, unit: Unit, how: &str| {
-        ready.measurements.push(Measurement {
-            key: key.into(),
-            label: label.into(),
-            value,
-            unit,
-            how: how.into(),
-        })
-    };
     if let Some(us) = span_us(report, "kvm_opened", "ready") {
-        number("create_to_ready", "VM create → ready", us, Unit::Micros,
+        ready.measure("create_to_ready", "VM create → ready", us, Unit::Micros,
             "from opening /dev/kvm to the guest's boot-complete write, on the VMM's monotonic clock");
     }
     if let Some(us) = span_us(report, "kvm_opened", "vcpu_created") {
-        number("hypervisor_setup", "Hypervisor work (VM, memory, vCPU)", us, Unit::Micros,
+        ready.measure("hypervisor_setup", "Hypervisor work (VM, memory, vCPU)", us, Unit::Micros,
             "from opening /dev/kvm until the vCPU is ready to run: the hypervisor's share of the start");
     }
     if let Some(us) = span_us(report, "guest_entry", "ready") {
-        number(
+        ready.measure(
             "guest_boot",
             "Guest kernel boot",
             us,
@@ -203,34 +187,34 @@ fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "from the guest's first instruction to its boot-complete write: the guest OS's share",
         );
     }
-    number(
+    ready.measure(
         "guest_ram",
         "Guest RAM configured",
         report.mem_bytes as f64,
         Unit::Bytes,
         "the memory the VM was given (an anonymous host mapping registered with KVM)",
     );
-    number("guest_touched", "Guest RAM actually used", report.touched_bytes as f64, Unit::Bytes,
+    ready.measure("guest_touched", "Guest RAM actually used", report.touched_bytes as f64, Unit::Bytes,
         "pages of that mapping backed by host memory at the end (mincore): only what the guest touched");
-    number(
+    ready.measure(
         "vmm_rss",
         "VMM process memory (RSS)",
         rss as f64,
         Unit::Bytes,
         "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, guest pages included",
     );
-    number(
+    ready.measure(
         "vmm_pss",
         "VMM process memory (PSS)",
         pss as f64,
         Unit::Bytes,
         "Pss of the same process: shared library pages split among their users",
     );
-    number("exits", "VM exits", report.exits as f64, Unit::Count,
+    ready.measure("exits", "VM exits", report.exits as f64, Unit::Count,
         "times the guest handed control to the VMM (each console byte, milestone and signal is one)");
     if let Some(cycles) = report.app_cycles {
         let us = cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64;
-        number(
+        ready.measure(
             "app_ring3",
             "App's own work in ring 3",
             us,
@@ -238,20 +222,21 @@ fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "the ring-3 app's TSC cycles for its loop, converted with KVM's TSC frequency",
         );
     }
-    ready.facts.push(Fact {
-        key: "kvm_host".into(),
-        label: "KVM on this server".into(),
-        value: match stacklab_vmm::host::probe() {
-            Ok(h) => h.explanation().to_owned(),
-            Err(e) => e.to_string(),
-        },
-        how: "CPU flags in /proc/cpuinfo and loaded kernel modules".into(),
-    });
-    ready.facts.push(Fact {
-        key: "kernel_inside".into(),
-        label: "Kernel inside the VM".into(),
-        value: "stacklab-guest, its own kernel (not the host's)".into(),
-        how: "the VM boots the guest image it was given; the host kernel is not shared".into(),
-    });
+    let kvm = match stacklab_vmm::host::probe() {
+        Ok(h) => h.explanation().to_owned(),
+        Err(e) => e.to_string(),
+    };
+    ready.fact(
+        "kvm_host",
+        "KVM on this server",
+        kvm,
+        "CPU flags in /proc/cpuinfo and loaded kernel modules",
+    );
+    ready.fact(
+        "kernel_inside",
+        "Kernel inside the VM",
+        "stacklab-guest, its own kernel (not the host's)".into(),
+        "the VM boots the guest image it was given; the host kernel is not shared",
+    );
     ready
 }

@@ -20,6 +20,36 @@ pub struct Ready {
     pub facts: Vec<Fact>,
 }
 
+impl Ready {
+    /// Adds a measured number; `how` says what it measures and how.
+    pub fn measure(
+        &mut self,
+        key: &str,
+        label: &str,
+        value: f64,
+        unit: stacklab_api::Unit,
+        how: &str,
+    ) {
+        self.measurements.push(Measurement {
+            key: key.into(),
+            label: label.into(),
+            value,
+            unit,
+            how: how.into(),
+        });
+    }
+
+    /// Adds an observation that is not a number.
+    pub fn fact(&mut self, key: &str, label: &str, value: String, how: &str) {
+        self.facts.push(Fact {
+            key: key.into(),
+            label: label.into(),
+            value,
+            how: how.into(),
+        });
+    }
+}
+
 /// A runtime: something that can take a demo from nothing to ready.
 pub trait Runtime: Send + Sync + 'static {
     /// Runs the demo once, reporting phases through `ctx`. Must release

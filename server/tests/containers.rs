@@ -1,6 +1,8 @@
 //! The container lab against the real Docker engine and a real PostgreSQL 15
 //! image (built by `./dev test` through `stacklab image build` when missing).
 
+mod common;
+use common::parse_sse;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,9 +11,7 @@ use axum::http::{header, Request, StatusCode};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use http_body_util::BodyExt;
-use stacklab_api::{
-    DemoId, ErrorBody, EventKind, Outcome, RunCreated, RunEvent, RunRecord, RunState, Unit,
-};
+use stacklab_api::{DemoId, ErrorBody, EventKind, Outcome, RunCreated, RunRecord, RunState, Unit};
 use stacklab_server::container::{ContainerSpec, DockerRuntime, Owner};
 use stacklab_server::runs::{Queue, Run, Runs};
 use stacklab_server::{app, AppState, Settings};
@@ -82,14 +82,6 @@ fn post_run(body: &str) -> Request<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_owned()))
         .unwrap()
-}
-
-fn parse_sse(body: &[u8]) -> Vec<RunEvent> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]

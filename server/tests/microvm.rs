@@ -2,13 +2,15 @@
 //! `stacklab-vmm` process per run (built by `cargo test` next to this test;
 //! the guest by `./dev test`).
 
+mod common;
+use common::parse_sse;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
-use stacklab_api::{DemoId, EventKind, Outcome, RunCreated, RunEvent, RunRecord, RunState, Unit};
+use stacklab_api::{DemoId, EventKind, Outcome, RunCreated, RunRecord, RunState, Unit};
 use stacklab_server::microvm::{KvmRuntime, VmArtifacts};
 use stacklab_server::runs::{Queue, Runs};
 use stacklab_server::{app, AppState, Settings};
@@ -26,14 +28,6 @@ fn kvm_present() -> bool {
     );
     eprintln!("skipped: /dev/kvm is absent on this host");
     false
-}
-
-fn parse_sse(body: &[u8]) -> Vec<RunEvent> {
-    String::from_utf8_lossy(body)
-        .split("\n\n")
-        .filter_map(|block| block.lines().find_map(|l| l.strip_prefix("data: ")))
-        .map(|data| serde_json::from_str(data).unwrap())
-        .collect()
 }
 
 /// Whether the VMM process a run started (its PID is in the `vmm_started`

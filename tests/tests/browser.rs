@@ -153,6 +153,22 @@ async fn wait_for_h1(client: &Client, title: &str) {
     }
 }
 
+/// Waits until the element's text contains `needle`.
+async fn wait_for_text(client: &Client, css: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = text_of(client, css).await;
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never said {needle:?}; it says {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn check_sections(client: &Client, lesson: &Lesson) {
     for section in lesson.sections.iter() {
         let text = text_of(client, &format!("h2#{}", section.id)).await;
@@ -492,15 +508,12 @@ async fn lessons_render_without_the_stacklab_server() {
         .click()
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let status = text_of(&client, &format!("{card} .status")).await;
-        if status.contains("The live demo is unavailable") {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_text(
+        &client,
+        &format!("{card} .status"),
+        "The live demo is unavailable",
+    )
+    .await;
     screenshot(&client, "static-only-demo-unavailable").await;
     client.close().await.unwrap();
 }

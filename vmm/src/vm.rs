@@ -82,6 +82,14 @@ pub struct VmReport {
     pub app_cycles: Option<u64>,
 }
 
+impl VmReport {
+    /// Time between two steps (by phase id), on the VMM's clock.
+    pub fn span(&self, from: &str, to: &str) -> Option<Duration> {
+        let at = |p: &str| self.events.iter().find(|e| e.phase == p).map(|e| e.mono_ns);
+        Some(Duration::from_nanos(at(to)?.checked_sub(at(from)?)?))
+    }
+}
+
 /// Why a run failed. Each says what the guest (or host) did, for a learner.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {

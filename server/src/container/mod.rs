@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use stacklab_api::{Fact, Measurement, RunError, Unit};
+use stacklab_api::{RunError, Unit};
 
 use crate::runtime::{Ready, RunContext, Runtime};
 use image::{ImageKind, PresentImage};
@@ -386,16 +386,7 @@ impl DockerRuntime {
         ready_us: u64,
     ) -> Ready {
         let mut ready = Ready::default();
-        let mut number = |key: &str, label: &str, value: f64, unit: Unit, how: &str| {
-            ready.measurements.push(Measurement {
-                key: key.into(),
-                label: label.into(),
-                value,
-                unit,
-                how: how.into(),
-            })
-        };
-        number(
+        ready.measure(
             "create_to_ready",
             "Container create → ready",
             ready_us as f64,
@@ -408,22 +399,22 @@ impl DockerRuntime {
                 .iter()
                 .filter_map(|p| measure::pss_bytes(*p).ok())
                 .sum();
-            number("memory_pss", "Memory of the processes (PSS)", pss as f64, Unit::Bytes,
+            ready.measure("memory_pss", "Memory of the processes (PSS)", pss as f64, Unit::Bytes,
                 "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones");
             if let Ok(m) = cg.memory() {
-                number("memory_cgroup", "Memory charged to the container", m.usage as f64, Unit::Bytes,
+                ready.measure("memory_cgroup", "Memory charged to the container", m.usage as f64, Unit::Bytes,
                     "the container's memory cgroup usage: processes plus page cache plus tmpfs files, everything the kernel charges to it");
-                number(
+                ready.measure(
                     "memory_docker_stats",
                     "Memory as docker stats shows it",
                     m.docker_stats() as f64,
                     Unit::Bytes,
                     "cgroup usage minus inactive page cache, the figure `docker stats` prints",
                 );
-                number("memory_tmpfs", "Of which: database files in tmpfs", m.shmem as f64, Unit::Bytes,
+                ready.measure("memory_tmpfs", "Of which: database files in tmpfs", m.shmem as f64, Unit::Bytes,
                     "shmem in the cgroup's memory.stat: the data directory lives on a tmpfs, so initdb's files are memory, not disk. That is most of the gap between the cgroup figure and PSS");
             }
-            number(
+            ready.measure(
                 "processes",
                 "Processes",
                 pids.len() as f64,
@@ -437,49 +428,34 @@ impl DockerRuntime {
                     None => p.to_string(),
                 })
                 .collect();
-            ready.facts.push(Fact {
-                key: "host_pids".into(),
-                label: "Its processes, as the host sees them".into(),
-                value: listed.join(", "),
-                how: "host PIDs from the cgroup; the PID inside the container's own PID namespace from NSpid in /proc/PID/status".into(),
-            });
+            ready.fact("host_pids", "Its processes, as the host sees them", listed.join(", "), "host PIDs from the cgroup; the PID inside the container's own PID namespace from NSpid in /proc/PID/status");
         }
-        number(
+        ready.measure(
             "image_size",
             "Image size",
             image.size_bytes as f64,
             Unit::Bytes,
             "the image's size as the Docker engine reports it (all layers, uncompressed)",
         );
-        ready.facts.push(Fact {
-            key: "image".into(),
-            label: "Image".into(),
-            value: match image.kind {
+        ready.fact("image", "Image", match image.kind {
                 ImageKind::Official => format!("{} (the official image)", image.reference),
                 ImageKind::OfflineBuilt => format!("{} (built offline by stacklab from Debian's postgresql-15: no registry is reachable here)", image.reference),
-            },
-            how: "the image the container was created from".into(),
-        });
+            }, "the image the container was created from");
         let inside = self.exec_output(id, &["uname", "-r"]).await;
-        ready.facts.push(Fact {
-            key: "kernel_inside".into(),
-            label: "Kernel release inside the container".into(),
-            value: inside.unwrap_or_else(|e| format!("unknown ({e})")),
-            how: "`uname -r` executed inside the container".into(),
-        });
-        ready.facts.push(Fact {
-            key: "kernel_host".into(),
-            label: "Kernel release on the host".into(),
-            value: measure::host_kernel_release(),
-            how: "/proc/sys/kernel/osrelease read by the server: the same kernel, because a container shares it".into(),
-        });
+        ready.fact(
+            "kernel_inside",
+            "Kernel release inside the container",
+            inside.unwrap_or_else(|e| format!("unknown ({e})")),
+            "`uname -r` executed inside the container",
+        );
+        ready.fact("kernel_host", "Kernel release on the host", measure::host_kernel_release(), "/proc/sys/kernel/osrelease read by the server: the same kernel, because a container shares it");
         if let Ok(version) = server_version(ip, password).await {
-            ready.facts.push(Fact {
-                key: "postgres_version".into(),
-                label: "PostgreSQL version".into(),
-                value: version,
-                how: "SELECT version() over the wire protocol".into(),
-            });
+            ready.fact(
+                "postgres_version",
+                "PostgreSQL version",
+                version,
+                "SELECT version() over the wire protocol",
+            );
         }
         ready
     }
