@@ -377,8 +377,9 @@ fn run_vcpu(
     HANDLER.call_once(|| {
         let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
     });
-    // SAFETY: pthread_self has no preconditions.
-    let this_thread = unsafe { libc::pthread_self() };
+    // SAFETY: pthread_self has no preconditions. Kept as an integer: on
+    // musl pthread_t is a pointer, which may not cross threads as such.
+    let this_thread = unsafe { libc::pthread_self() } as usize;
     let done = std::sync::atomic::AtomicBool::new(false);
 
     std::thread::scope(|scope| {
@@ -390,7 +391,7 @@ fn run_vcpu(
                 if now >= deadline {
                     // SAFETY: the target thread is alive until `done` is set
                     // (the scope joins us before it returns).
-                    unsafe { libc::pthread_kill(this_thread, kick_signal()) };
+                    unsafe { libc::pthread_kill(this_thread as libc::pthread_t, kick_signal()) };
                     std::thread::sleep(Duration::from_millis(5));
                 } else {
                     std::thread::park_timeout((deadline - now).min(Duration::from_millis(50)));
