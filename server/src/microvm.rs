@@ -215,7 +215,7 @@ fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
         "Pss of the same process: shared library pages split among their users",
     );
     ready.measure("exits", "VM exits", report.exits as f64, Unit::Count,
-        "times the guest handed control to the VMM (each console byte, milestone and signal is one)");
+        "times the guest handed control to the VMM: each milestone and signal is one; console bytes are batched through KVM's coalesced I/O ring where the host supports it");
     if let Some(cycles) = report.app_cycles {
         let us = cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64;
         ready.measure(
