@@ -458,13 +458,12 @@ fn exit_loop(
     let mut powered_off = false;
     loop {
         // Bytes the guest wrote to the console since the last exit.
-        while coalesced_console {
-            match vcpu
+        if coalesced_console {
+            while let Some(entry) = vcpu
                 .coalesced_mmio_read()
                 .map_err(kvm_err("reading the coalesced I/O ring"))?
             {
-                Some(entry) => append(&mut console, &entry.data[..(entry.len as usize).min(8)])?,
-                None => break,
+                append(&mut console, &entry.data[..(entry.len as usize).min(8)])?;
             }
         }
         if powered_off {
