@@ -5,13 +5,15 @@ use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::hooks::{use_location, use_params_map};
 use leptos_router::path;
 
+use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
 use crate::lessons::{self, Block, Lesson, LESSONS};
-use crate::widgets::{ComparePlaceholder, DemoWidget};
+use crate::widgets::DemoWidget;
 
 /// The root component.
 #[component]
 pub fn App() -> impl IntoView {
+    LatestRuns::provide();
     view! {
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>
@@ -169,7 +171,7 @@ fn render_block(block: &'static Block) -> AnyView {
         }
         Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
         Block::Demo(demo) => view! { <DemoWidget demo=*demo /> }.into_any(),
-        Block::Compare => view! { <ComparePlaceholder /> }.into_any(),
+        Block::Compare => view! { <CompareBlock /> }.into_any(),
     }
 }
 

@@ -2,6 +2,7 @@
 //! as a Leptos client-side app.
 
 mod app;
+mod compare;
 mod diagram;
 mod lessons;
 mod live;

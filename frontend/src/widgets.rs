@@ -8,6 +8,7 @@ use std::rc::Rc;
 use leptos::prelude::*;
 use stacklab_api::{EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
 
+use crate::compare::LatestRuns;
 use crate::lessons::DemoId;
 use crate::live::{self, Subscription};
 
@@ -34,6 +35,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
         }
     };
     let status = RwSignal::new(Status::Idle);
+    let latest = LatestRuns::get();
     let events = RwSignal::new(Vec::<RunEvent>::new());
     let subscription: StoredValue<Option<Rc<RefCell<Option<Subscription>>>>, LocalStorage> =
         StoredValue::new_local(None);
@@ -55,8 +57,13 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                                 }
                                 EventKind::Phase { .. } => status.set(Status::Running),
                                 EventKind::Finished {
-                                    outcome: Outcome::Ready { .. },
-                                } => status.set(Status::Done),
+                                    outcome: outcome @ Outcome::Ready { .. },
+                                } => {
+                                    if let Some(latest) = latest {
+                                        latest.record(demo, outcome);
+                                    }
+                                    status.set(Status::Done)
+                                }
                                 EventKind::Finished {
                                     outcome: Outcome::Failed { error },
                                 } => status.set(Status::Failed(error.message.clone())),
@@ -251,22 +258,5 @@ fn fmt_bytes(b: f64) -> String {
         format!("{:.0} KiB", b / 1024.0)
     } else {
         format!("{:.1} MiB", b / 1048576.0)
-    }
-}
-
-/// ```` ```compare ````.
-#[component]
-pub fn ComparePlaceholder() -> impl IntoView {
-    view! {
-        <section class="demo-card" data-demo="compare" aria-label="Live demo: measured side by side">
-            <p class="badge">"Live demo"</p>
-            <h3>"Container and VM, measured side by side"</h3>
-            <p>
-                "Will show the time to ready and the memory of your own container and micro-VM runs next to each other."
-            </p>
-            <p class="unavailable" role="note">
-                "Not available yet: this version of stacklab does not draw the comparison."
-            </p>
-        </section>
     }
 }

@@ -402,6 +402,35 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         .unwrap();
     screenshot(&client, "micro-vm-demo-ready").await;
 
+    // The compare block (next lesson, reached by a client-side link so the
+    // runs above are kept) fills its table from them.
+    client
+        .find(Locator::Css("a[rel=next]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let cmp = r#"section.demo-card[data-demo="compare"]"#;
+    wait_for_text(
+        &client,
+        &format!("{cmp} table"),
+        "kernel inside = kernel on the host",
+    )
+    .await;
+    let table = text_of(&client, &format!("{cmp} table")).await;
+    assert!(table.contains("to the first SELECT 1"), "{table}");
+    assert!(table.contains("hypervisor"), "{table}");
+    assert!(!table.contains("not run yet"), "both demos ran: {table}");
+    client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![serde_json::json!(cmp)],
+        )
+        .await
+        .unwrap();
+    screenshot(&client, "compare-filled").await;
+
     // A deep link survives a reload (the server hands out the app shell).
     let deep = &lessons[2];
     client
