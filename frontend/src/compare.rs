@@ -165,7 +165,7 @@ pub fn CompareBlock() -> impl IntoView {
                 "Security boundary",
                 "Stronger (hardware emulation)",
                 "Weaker (shared kernel risks)",
-                "the host sees one VMM process; the guest's code runs behind KVM".into(),
+                fact(&v, "host_pids").unwrap_or_else(|| "not run yet".into()),
                 fact(&c, "host_pids")
                     .map(|p| format!("its processes are host processes: {p}"))
                     .unwrap_or_else(|| "not run yet".into()),

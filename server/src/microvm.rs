@@ -111,13 +111,11 @@ impl Runtime for KvmRuntime {
             code: "vmm".into(),
             message: format!("cannot start the VMM {}: {e}", self.artifacts.vmm.display()),
         })?;
+        let pid = child.id().unwrap_or(0);
         ctx.phase(
             "vmm_started",
             "VMM process started",
-            format!(
-                "stacklab-vmm started as host process {} (one process per VM)",
-                child.id().unwrap_or(0)
-            ),
+            format!("stacklab-vmm started as host process {pid} (one process per VM)"),
         );
         let stdout = child.stdout.take().expect("piped");
         let mut lines = tokio::io::BufReader::new(stdout).lines();
@@ -164,7 +162,14 @@ impl Runtime for KvmRuntime {
         for line in report.console.lines() {
             ctx.log(line);
         }
-        Ok(measure(&report, rss, pss))
+        let mut ready = measure(&report, rss, pss);
+        ready.fact(
+            "host_pids",
+            "Its processes, as the host sees them",
+            format!("{pid} (stacklab-vmm); the guest's kernel and app run inside it and are not host processes"),
+            "the PID of the VMM process the server started; the host's process list has nothing else for this VM",
+        );
+        Ok(ready)
     }
 }
 
