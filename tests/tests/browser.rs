@@ -153,6 +153,42 @@ async fn wait_for_h1(client: &Client, title: &str) {
     }
 }
 
+/// Clicks the element `css` names.
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The `data-phase` of every timeline entry of a demo card, in order.
+async fn phases_of(client: &Client, card: &str) -> Vec<String> {
+    let mut phases = Vec::new();
+    for li in client
+        .find_all(Locator::Css(&format!("{card} .timeline li")))
+        .await
+        .unwrap()
+    {
+        phases.push(li.attr("data-phase").await.unwrap().unwrap_or_default());
+    }
+    phases
+}
+
+/// Scrolls `css` into view, then saves a screenshot.
+async fn screenshot_of(client: &Client, css: &str, name: &str) {
+    client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![serde_json::json!(css)],
+        )
+        .await
+        .unwrap();
+    screenshot(client, name).await;
+}
+
 /// Waits until the element's text contains `needle`.
 async fn wait_for_text(client: &Client, css: &str, needle: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -318,27 +354,14 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         text.contains("LIVE DEMO") || text.contains("Live demo"),
         "{text}"
     );
-    client
-        .find(Locator::Css(&format!("{card} button.run")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{card} button.run")).await;
     let pss = text_of(
         &client,
         &format!(r#"{card} tr[data-key="memory_pss"] td.num"#),
     )
     .await;
     assert!(pss.ends_with("MiB"), "{pss}");
-    let mut phases = Vec::new();
-    for li in client
-        .find_all(Locator::Css(&format!("{card} .timeline li")))
-        .await
-        .unwrap()
-    {
-        phases.push(li.attr("data-phase").await.unwrap().unwrap_or_default());
-    }
+    let phases = phases_of(&client, card).await;
     assert_eq!(phases.first().map(String::as_str), Some("accepted"));
     assert_eq!(
         phases.last().map(String::as_str),
@@ -352,38 +375,18 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     );
     let status = text_of(&client, &format!("{card} .status")).await;
     assert!(status.starts_with("Ready."), "{status}");
-    client
-        .execute(
-            "document.querySelector(arguments[0]).scrollIntoView()",
-            vec![serde_json::json!(card)],
-        )
-        .await
-        .unwrap();
-    screenshot(&client, "container-demo-ready").await;
+    screenshot_of(&client, card, "container-demo-ready").await;
 
     // The micro-VM demo: our VMM boots the guest kernel on KVM.
     let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
-    client
-        .find(Locator::Css(&format!("{vm} button.run")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{vm} button.run")).await;
     let boot = text_of(
         &client,
         &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#),
     )
     .await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
-    let mut phases = Vec::new();
-    for li in client
-        .find_all(Locator::Css(&format!("{vm} .timeline li")))
-        .await
-        .unwrap()
-    {
-        phases.push(li.attr("data-phase").await.unwrap().unwrap_or_default());
-    }
+    let phases = phases_of(&client, vm).await;
     assert!(
         phases.contains(&"guest_user_return".to_owned()),
         "{phases:?}"
@@ -393,14 +396,7 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         Some("ready"),
         "{phases:?}"
     );
-    client
-        .execute(
-            "document.querySelector(arguments[0]).scrollIntoView()",
-            vec![serde_json::json!(vm)],
-        )
-        .await
-        .unwrap();
-    screenshot(&client, "micro-vm-demo-ready").await;
+    screenshot_of(&client, vm, "micro-vm-demo-ready").await;
 
     // The compare block (next lesson, reached by a client-side link so the
     // runs above are kept) fills its table from them.
@@ -422,14 +418,7 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     assert!(table.contains("to the first SELECT 1"), "{table}");
     assert!(table.contains("hypervisor"), "{table}");
     assert!(!table.contains("not run yet"), "both demos ran: {table}");
-    client
-        .execute(
-            "document.querySelector(arguments[0]).scrollIntoView()",
-            vec![serde_json::json!(cmp)],
-        )
-        .await
-        .unwrap();
-    screenshot(&client, "compare-filled").await;
+    screenshot_of(&client, cmp, "compare-filled").await;
 
     // A deep link survives a reload (the server hands out the app shell).
     let deep = &lessons[2];
@@ -530,13 +519,7 @@ async fn lessons_render_without_the_stacklab_server() {
         .unwrap();
     wait_for_h1(&client, &lesson.title).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
-    client
-        .find(Locator::Css(&format!("{card} button.run")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&client, &format!("{card} button.run")).await;
     wait_for_text(
         &client,
         &format!("{card} .status"),
