@@ -4,6 +4,8 @@
 use leptos::ev::KeyboardEvent;
 use leptos::prelude::*;
 
+use stacklab_api::{EventKind, RunEvent};
+
 use crate::lessons::StackFocus;
 
 /// Which of the two stacks a layer belongs to.
@@ -112,7 +114,13 @@ const TITLE_H: f64 = 28.0;
 
 /// The diagram: one or both stacks, and the explanation of the selected layer.
 #[component]
-pub fn StackDiagram(focus: StackFocus) -> impl IntoView {
+pub fn StackDiagram(
+    focus: StackFocus,
+    /// A live run's events: layers light up as their phases arrive and then
+    /// carry the time they were reached.
+    #[prop(optional)]
+    run: Option<RwSignal<Vec<RunEvent>>>,
+) -> impl IntoView {
     let stacks: &'static [Stack] = match focus {
         StackFocus::Both => &[Stack::Vm, Stack::Container],
         StackFocus::Vm => &[Stack::Vm],
@@ -127,7 +135,7 @@ pub fn StackDiagram(focus: StackFocus) -> impl IntoView {
         StackFocus::Container => "The container stack",
     };
     view! {
-        <figure class="stack-diagram">
+        <figure class=if stacks.len() == 1 { "stack-diagram single" } else { "stack-diagram" }>
             <svg
                 viewBox=format!("0 0 {width} {height}")
                 role="group"
@@ -143,14 +151,14 @@ pub fn StackDiagram(focus: StackFocus) -> impl IntoView {
                                 <text class="stack-title" x=x + COL_W / 2.0 y=18 text-anchor="middle">
                                     {stack.title()}
                                 </text>
-                                {(stack == Stack::Container && focus == StackFocus::Both)
+                                {(stack == Stack::Container)
                                     .then(|| view! { <MissingGuestOs x=x /> })}
                                 {stack
                                     .layers()
                                     .iter()
                                     .enumerate()
                                     .map(|(i, layer)| {
-                                        view! { <LayerBox stack i layer x selected /> }
+                                        view! { <LayerBox stack i layer x selected run /> }
                                     })
                                     .collect_view()}
                             </g>
@@ -194,8 +202,16 @@ fn LayerBox(
     layer: &'static Layer,
     x: f64,
     selected: RwSignal<Option<(Stack, usize)>>,
+    run: Option<RwSignal<Vec<RunEvent>>>,
 ) -> impl IntoView {
     let y = row_y(layer.row);
+    // When this layer's phases were reached in the attached run, if at all.
+    let reached = move || run.and_then(|r| r.with(|events| reached_at(layer, events)));
+    let live_class = move || match (run, reached()) {
+        (None, _) => "",
+        (Some(_), Some(_)) => " lit",
+        (Some(_), None) => " waiting",
+    };
     let is_selected = move || selected.get() == Some((stack, i));
     let select = move || selected.set(Some((stack, i)));
     let on_key = move |ev: KeyboardEvent| match ev.key().as_str() {
@@ -208,7 +224,14 @@ fn LayerBox(
     };
     view! {
         <g
-            class=move || format!("layer {}{}", layer.class, if is_selected() { " selected" } else { "" })
+            class=move || {
+                format!(
+                    "layer {}{}{}",
+                    layer.class,
+                    if is_selected() { " selected" } else { "" },
+                    live_class(),
+                )
+            }
             role="button"
             tabindex="0"
             aria-pressed=move || is_selected().to_string()
@@ -218,11 +241,59 @@ fn LayerBox(
             on:keydown=on_key
         >
             <rect x=x y=y width=COL_W height=ROW_H rx=8 />
-            <text x=x + COL_W / 2.0 y=y + ROW_H / 2.0 + 5.0 text-anchor="middle">
+            <text
+                x=x + COL_W / 2.0
+                y=move || y + ROW_H / 2.0 + if reached().is_some_and(|t| t > 0) { -3.0 } else { 5.0 }
+                text-anchor="middle"
+            >
                 {layer.label}
             </text>
+            {move || {
+                reached()
+                    .filter(|t| *t > 0)
+                    .map(|at_us| {
+                        view! {
+                            <text class="t" x=x + COL_W / 2.0 y=y + ROW_H / 2.0 + 14.0 text-anchor="middle">
+                                {format!("reached at +{:.1} ms", at_us as f64 / 1000.0)}
+                            </text>
+                        }
+                    })
+            }}
         </g>
     }
+}
+
+/// The run phases that bring each layer to life, by layer label. Hardware
+/// and the host OS are in use from the start (time 0).
+fn layer_phases(layer: &Layer) -> &'static [&'static str] {
+    match layer.label {
+        "Hypervisor" => &["vm_created", "memory_mapped", "vcpu_created"],
+        "Guest OS" => &[
+            "guest_entry",
+            "guest_long_mode",
+            "guest_idt",
+            "guest_timer",
+            "guest_user_enter",
+        ],
+        "App + dependencies" => &["guest_user_return", "ready"],
+        "Docker Engine" => &["container_created"],
+        "Container (app + dependencies)" => &["container_started", "server_ready", "ready"],
+        _ => &[],
+    }
+}
+
+/// When the last of the layer's phases seen so far arrived (µs since the
+/// click); `None` before the first.
+fn reached_at(layer: &Layer, events: &[RunEvent]) -> Option<u64> {
+    let phases = layer_phases(layer);
+    if phases.is_empty() {
+        return (!events.is_empty()).then_some(0);
+    }
+    events
+        .iter()
+        .rev()
+        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phases.contains(&phase.as_str())))
+        .map(|e| e.at_us)
 }
 
 /// The empty row where a VM has its guest OS.

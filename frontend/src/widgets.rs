@@ -9,7 +9,8 @@ use leptos::prelude::*;
 use stacklab_api::{EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
 
 use crate::compare::LatestRuns;
-use crate::lessons::DemoId;
+use crate::diagram::StackDiagram;
+use crate::lessons::{DemoId, StackFocus};
 use crate::live::{self, Subscription};
 
 /// Where the widget is.
@@ -109,6 +110,13 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                     Status::Failed(why) => why,
                 }}
             </p>
+            <StackDiagram
+                focus=match demo {
+                    DemoId::PostgresContainer => StackFocus::Container,
+                    DemoId::MicroVm => StackFocus::Vm,
+                }
+                run=events
+            />
             <Timeline events />
             <ConsoleTail events />
             <Results events />

@@ -375,6 +375,26 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     );
     let status = text_of(&client, &format!("{card} .status")).await;
     assert!(status.starts_with("Ready."), "{status}");
+    // Its stack diagram lit up, each layer with the time it was reached.
+    let engine = format!(r#"{card} g[aria-label="Docker container: Docker Engine"]"#);
+    let class = client
+        .find(Locator::Css(&engine))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(class.contains("lit"), "{class}");
+    let layer = text_of(
+        &client,
+        &format!(r#"{card} g[aria-label="Docker container: Container (app + dependencies)"]"#),
+    )
+    .await;
+    assert!(
+        layer.contains(" ms"),
+        "the container layer carries its time: {layer}"
+    );
     screenshot_of(&client, card, "container-demo-ready").await;
 
     // The micro-VM demo: our VMM boots the guest kernel on KVM.
@@ -396,6 +416,16 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         Some("ready"),
         "{phases:?}"
     );
+    let guest = format!(r#"{vm} g[aria-label="Virtual machine: Guest OS"]"#);
+    let class = client
+        .find(Locator::Css(&guest))
+        .await
+        .unwrap()
+        .attr("class")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(class.contains("lit"), "{class}");
     screenshot_of(&client, vm, "micro-vm-demo-ready").await;
 
     // The compare block (next lesson, reached by a client-side link so the
