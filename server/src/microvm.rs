@@ -174,7 +174,8 @@ impl Runtime for KvmRuntime {
 }
 
 fn span_us(report: &VmReport, from: &str, to: &str) -> Option<f64> {
-    report.span(from, to).map(|d| d.as_secs_f64() * 1e6)
+    // Whole microseconds: the clocks behind these spans are not finer.
+    report.span(from, to).map(|d| d.as_micros() as f64)
 }
 
 fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
@@ -222,7 +223,7 @@ fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
     ready.measure("exits", "VM exits", report.exits as f64, Unit::Count,
         "times the guest handed control to the VMM: each milestone and signal is one; console bytes are batched through KVM's coalesced I/O ring where the host supports it");
     if let Some(cycles) = report.app_cycles {
-        let us = cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64;
+        let us = (cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64).round();
         ready.measure(
             "app_ring3",
             "App's own work in ring 3",
