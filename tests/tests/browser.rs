@@ -177,6 +177,19 @@ async fn phases_of(client: &Client, card: &str) -> Vec<String> {
     phases
 }
 
+/// Asserts that a stack-diagram layer has lit up for a live run.
+async fn assert_lit(client: &Client, css: &str) {
+    let el = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let class = el.attr("class").await.unwrap().unwrap_or_default();
+    assert!(
+        class.split_whitespace().any(|c| c == "lit"),
+        "{css} is not lit: {class:?}"
+    );
+}
+
 /// Scrolls `css` into view, then saves a screenshot.
 async fn screenshot_of(client: &Client, css: &str, name: &str) {
     client
@@ -376,16 +389,11 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     let status = text_of(&client, &format!("{card} .status")).await;
     assert!(status.starts_with("Ready."), "{status}");
     // Its stack diagram lit up, each layer with the time it was reached.
-    let engine = format!(r#"{card} g[aria-label="Docker container: Docker Engine"]"#);
-    let class = client
-        .find(Locator::Css(&engine))
-        .await
-        .unwrap()
-        .attr("class")
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    assert!(class.contains("lit"), "{class}");
+    assert_lit(
+        &client,
+        &format!(r#"{card} g[aria-label="Docker container: Docker Engine"]"#),
+    )
+    .await;
     let layer = text_of(
         &client,
         &format!(r#"{card} g[aria-label="Docker container: Container (app + dependencies)"]"#),
@@ -416,16 +424,11 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         Some("ready"),
         "{phases:?}"
     );
-    let guest = format!(r#"{vm} g[aria-label="Virtual machine: Guest OS"]"#);
-    let class = client
-        .find(Locator::Css(&guest))
-        .await
-        .unwrap()
-        .attr("class")
-        .await
-        .unwrap()
-        .unwrap_or_default();
-    assert!(class.contains("lit"), "{class}");
+    assert_lit(
+        &client,
+        &format!(r#"{vm} g[aria-label="Virtual machine: Guest OS"]"#),
+    )
+    .await;
     screenshot_of(&client, vm, "micro-vm-demo-ready").await;
 
     // The compare block (next lesson, reached by a client-side link so the

@@ -315,15 +315,17 @@ pub fn run(
         None,
     );
 
-    let result = run_vcpu(
-        &mut vcpu,
-        &memory,
-        config,
-        deadline,
-        tsc_khz,
-        coalesced_console,
-        &mut rec,
-    );
+    let result = with_watchdog(deadline, || {
+        exit_loop(
+            &mut vcpu,
+            &memory,
+            config,
+            deadline,
+            tsc_khz,
+            coalesced_console,
+            &mut rec,
+        )
+    });
     let touched_bytes = resident_bytes(host_addr, config.mem_bytes);
     let (console, app_cycles, exits) = result?;
     Ok(VmReport {
@@ -383,15 +385,9 @@ fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN() + 1
 }
 
-fn run_vcpu(
-    vcpu: &mut VcpuFd,
-    memory: &GuestMemoryMmap,
-    config: &VmConfig,
-    deadline: Instant,
-    tsc_khz: u32,
-    coalesced_console: bool,
-    rec: &mut Recorder,
-) -> Result<(String, Option<u64>, u64), VmError> {
+/// Runs `vcpu_loop` on this thread while a watchdog thread kicks it out of
+/// KVM_RUN once `deadline` has passed.
+fn with_watchdog<R>(deadline: Instant, vcpu_loop: impl FnOnce() -> R) -> R {
     static HANDLER: std::sync::Once = std::sync::Once::new();
     HANDLER.call_once(|| {
         let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
@@ -417,15 +413,7 @@ fn run_vcpu(
                 }
             }
         });
-        let result = exit_loop(
-            vcpu,
-            memory,
-            config,
-            deadline,
-            tsc_khz,
-            coalesced_console,
-            rec,
-        );
+        let result = vcpu_loop();
         done.store(true, std::sync::atomic::Ordering::Release);
         // Wake it now rather than at its next timeout, so the run ends here.
         watchdog.thread().unpark();
