@@ -17,8 +17,6 @@ pub const BOOT_COMPLETE_MMIO: u64 = 0xd000_0000;
 pub const BOOT_COMPLETE_VALUE: u8 = 123;
 /// The VMM writes a [`mode`] value here before boot (0 = behave).
 pub const MODE_ADDR: u64 = 0x7000;
-/// Where the guest kernel is linked and loaded.
-pub const KERNEL_BASE: u64 = 0x10_0000;
 
 /// What a guest is asked to do. Anything but `NORMAL` is for the tests
 /// that prove a misbehaving guest cannot hang or crash the host.

@@ -361,9 +361,4 @@ impl Runs {
         self.tasks.close();
         self.tasks.wait().await;
     }
-
-    /// Runs not yet finished.
-    pub fn active(&self) -> usize {
-        self.tasks.len()
-    }
 }

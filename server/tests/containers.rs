@@ -2,7 +2,7 @@
 //! image (built by `./dev test` through `stacklab image build` when missing).
 
 mod common;
-use common::parse_sse;
+use common::run_over_http;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,14 +47,7 @@ async fn wait_finished(run: &Run) -> RunRecord {
 }
 
 fn phases(record: &RunRecord) -> Vec<String> {
-    record
-        .events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Phase { phase, .. } => Some(phase.clone()),
-            _ => None,
-        })
-        .collect()
+    common::phases(&record.events)
 }
 
 fn error_code(record: &RunRecord) -> String {
@@ -87,27 +80,7 @@ fn post_run(body: &str) -> Request<Body> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_streams_every_phase_in_order_and_measures_memory() {
     let state = AppState::new(None, Settings::default());
-    let (status, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
-    assert_eq!(
-        status,
-        StatusCode::ACCEPTED,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
-
-    // The event stream replays from the start and ends after `finished`.
-    let req = Request::get(format!("/api/runs/{id}/events"))
-        .body(Body::empty())
-        .unwrap();
-    let res = app(state.clone()).oneshot(req).await.unwrap();
-    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
-    let body = tokio::time::timeout(Duration::from_secs(90), res.into_body().collect())
-        .await
-        .expect("stream ends")
-        .unwrap()
-        .to_bytes();
-    let events = parse_sse(&body);
+    let (id, events) = run_over_http(&state, "postgres-container", Duration::from_secs(90)).await;
     let seqs: Vec<u32> = events.iter().map(|e| e.seq).collect();
     assert_eq!(
         seqs,

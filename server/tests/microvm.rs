@@ -3,20 +3,16 @@
 //! the guest by `./dev test`).
 
 mod common;
-use common::parse_sse;
+use common::run_over_http;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
-use http_body_util::BodyExt;
-use stacklab_api::{DemoId, EventKind, Outcome, RunCreated, RunRecord, RunState, Unit};
+use stacklab_api::{DemoId, EventKind, Outcome, RunRecord, RunState, Unit};
 use stacklab_server::microvm::{KvmRuntime, VmArtifacts};
 use stacklab_server::runs::{Queue, Runs};
-use stacklab_server::{app, AppState, Settings};
+use stacklab_server::{AppState, Settings};
 use stacklab_vmm::abi::mode;
 use stacklab_vmm::vm::VmConfig;
-use tower::ServiceExt;
 
 fn kvm_present() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
@@ -56,48 +52,11 @@ async fn a_micro_vm_run_streams_the_vmm_and_guest_phases_in_order() {
         return;
     }
     let state = AppState::new(None, Settings::default());
-    let req = Request::post("/api/runs")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(r#"{"demo":"micro-vm"}"#))
-        .unwrap();
-    let res = app(state.clone()).oneshot(req).await.unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(
-        status,
-        StatusCode::ACCEPTED,
-        "{}",
-        String::from_utf8_lossy(&body)
-    );
-    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
-
-    let req = Request::get(format!("/api/runs/{id}/events"))
-        .body(Body::empty())
-        .unwrap();
-    let body = tokio::time::timeout(
-        Duration::from_secs(30),
-        app(state.clone())
-            .oneshot(req)
-            .await
-            .unwrap()
-            .into_body()
-            .collect(),
-    )
-    .await
-    .expect("stream ends")
-    .unwrap()
-    .to_bytes();
-    let events = parse_sse(&body);
+    let (id, events) = run_over_http(&state, "micro-vm", Duration::from_secs(30)).await;
     let record = state.runs.get(&id).unwrap().record();
     assert_eq!(record.events, events);
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
-    let phases: Vec<&str> = events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::Phase { phase, .. } => Some(phase.as_str()),
-            _ => None,
-        })
-        .collect();
+    let phases = common::phases(&events);
     assert_eq!(
         phases,
         [

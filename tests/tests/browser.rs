@@ -153,6 +153,21 @@ async fn wait_for_h1(client: &Client, title: &str) {
     }
 }
 
+/// Opens the home page at `base`, then a lesson through its link there
+/// (client-side navigation), and waits for it to render.
+async fn open_from_home(client: &Client, base: &str, lesson: &Lesson) {
+    client.goto(base).await.unwrap();
+    wait_for_h1(client, "Containers and virtual machines, run for real").await;
+    client
+        .find(Locator::LinkText(&lesson.title))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_h1(client, &lesson.title).await;
+}
+
 /// Clicks the element `css` names.
 async fn click(client: &Client, css: &str) {
     client
@@ -516,41 +531,18 @@ async fn lessons_render_without_the_stacklab_server() {
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
     let lessons = lessons();
-    client
-        .goto(&format!("http://127.0.0.1:{static_port}/"))
-        .await
-        .unwrap();
-    wait_for_h1(&client, "Containers and virtual machines, run for real").await;
+    let home = format!("http://127.0.0.1:{static_port}/");
     let last = lessons.last().unwrap();
-    client
-        .find(Locator::LinkText(&last.title))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for_h1(&client, &last.title).await;
+    open_from_home(&client, &home, last).await;
     check_sections(&client, last).await;
     screenshot(&client, "static-only").await;
 
     // Without the stacklab server, a live demo says it is unavailable.
-    client
-        .goto(&format!("http://127.0.0.1:{static_port}/"))
-        .await
-        .unwrap();
-    wait_for_h1(&client, "Containers and virtual machines, run for real").await;
     let lesson = lessons
         .iter()
         .find(|l| l.slug == "postgres-both-ways")
         .unwrap();
-    client
-        .find(Locator::LinkText(&lesson.title))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for_h1(&client, &lesson.title).await;
+    open_from_home(&client, &home, lesson).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
     click(&client, &format!("{card} button.run")).await;
     wait_for_text(
