@@ -18,17 +18,31 @@ pub enum DemoId {
     PostgresContainer,
     /// A tiny guest kernel booted by stacklab's own KVM-based VMM.
     MicroVm,
+    /// Density: 1, 2, … 5 PostgreSQL containers started at once.
+    DensityContainer,
+    /// Density: 1, 2, … 5 micro-VMs started at once.
+    DensityMicroVm,
 }
 
 impl DemoId {
     /// Every demo, in the order lessons introduce them.
-    pub const ALL: [DemoId; 2] = [DemoId::PostgresContainer, DemoId::MicroVm];
+    pub const ALL: [DemoId; 4] = [
+        DemoId::PostgresContainer,
+        DemoId::MicroVm,
+        DemoId::DensityContainer,
+        DemoId::DensityMicroVm,
+    ];
+
+    /// The largest N a density demo starts at once.
+    pub const DENSITY_MAX: u32 = 5;
 
     /// The identifier used in lessons (```` ```demo <id> ````) and in the API.
     pub fn as_str(self) -> &'static str {
         match self {
             DemoId::PostgresContainer => "postgres-container",
             DemoId::MicroVm => "micro-vm",
+            DemoId::DensityContainer => "density-container",
+            DemoId::DensityMicroVm => "density-micro-vm",
         }
     }
 
@@ -37,6 +51,26 @@ impl DemoId {
         match self {
             DemoId::PostgresContainer => "PostgreSQL 15 in a container",
             DemoId::MicroVm => "A tiny guest in a micro-VM",
+            DemoId::DensityContainer => "Density: 1 to 5 containers at once",
+            DemoId::DensityMicroVm => "Density: 1 to 5 micro-VMs at once",
+        }
+    }
+
+    /// For a density demo, the single-instance demo it multiplies.
+    pub fn density_of(self) -> Option<DemoId> {
+        match self {
+            DemoId::DensityContainer => Some(DemoId::PostgresContainer),
+            DemoId::DensityMicroVm => Some(DemoId::MicroVm),
+            _ => None,
+        }
+    }
+
+    /// The key of the measurement that is this demo's headline memory
+    /// figure (the one compared across demos and kept in the history).
+    pub fn memory_key(self) -> &'static str {
+        match self.density_of().unwrap_or(self) {
+            DemoId::MicroVm => "vmm_pss",
+            _ => "memory_pss",
         }
     }
 }
@@ -198,6 +232,62 @@ mod tests {
 pub struct CreateRun {
     /// Which built-in demo to run.
     pub demo: DemoId,
+    /// The browser's own random identifier (see [`valid_learner`]), so that
+    /// "my runs" lists this learner's runs. Optional; never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<String>,
+}
+
+/// Whether `s` is an acceptable learner identifier: 8 to 64 characters of
+/// `A-Z a-z 0-9 - _` (a UUID fits).
+pub fn valid_learner(s: &str) -> bool {
+    (8..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Key of a density measurement: `metric` at `n` instances, e.g.
+/// `all_ready@3`.
+pub fn density_key(metric: &str, n: u32) -> String {
+    format!("{metric}@{n}")
+}
+
+/// The inverse of [`density_key`].
+pub fn parse_density_key(key: &str) -> Option<(&str, u32)> {
+    let (metric, n) = key.split_once('@')?;
+    Some((metric, n.parse().ok()?))
+}
+
+/// One line of the run history (`GET /api/runs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    /// Position in the history; pass it as `before` to page on.
+    pub seq: i64,
+    /// The run's id.
+    pub id: String,
+    /// Which demo ran.
+    pub demo: DemoId,
+    /// Where it is (runs cut short by a server crash read `failed`).
+    pub state: RunState,
+    /// When the server accepted it (Unix time, ms, the server's wall clock).
+    pub accepted_at_ms: i64,
+    /// When it finished, if it has.
+    pub finished_at_ms: Option<i64>,
+    /// Its `create_to_ready` measurement (µs), if it became ready.
+    pub time_to_ready_us: Option<f64>,
+    /// Its headline memory figure (bytes; see [`DemoId::memory_key`]).
+    pub memory_bytes: Option<f64>,
+    /// Why it failed, if it did.
+    pub error: Option<RunError>,
+}
+
+/// `GET /api/runs?limit=…&before=…`: newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPage {
+    /// Up to `limit` runs, newest first.
+    pub runs: Vec<RunSummary>,
+    /// Pass as `before` for the next (older) page; `None` on the last page.
+    pub next_before: Option<i64>,
 }
 
 /// `202 Accepted` body of `POST /api/runs`.
@@ -334,6 +424,18 @@ pub struct RunRecord {
     pub state: RunState,
     /// Every event so far, in order.
     pub events: Vec<RunEvent>,
+}
+
+impl Outcome {
+    /// The value of the measurement with this key, if the run was ready.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        match self {
+            Outcome::Ready { measurements, .. } => {
+                measurements.iter().find(|m| m.key == key).map(|m| m.value)
+            }
+            Outcome::Failed { .. } => None,
+        }
+    }
 }
 
 impl RunRecord {

@@ -4,15 +4,23 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{FromRequest, Path, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use futures_util::Stream;
-use stacklab_api::{CreateRun, DemoId, EventKind, RunCreated, RunEvent, RunRecord};
+use std::sync::Arc;
+
+use stacklab_api::{
+    valid_learner, CreateRun, DemoId, EventKind, RunCreated, RunEvent, RunPage, RunRecord,
+};
 
 use crate::container::image;
+use crate::density::Density;
 use crate::error::AppError;
+use crate::history::{self, Filter, HistoryError};
+use crate::runs::{Queue, Run};
+use crate::runtime::Runtime;
 use crate::AppState;
 
 /// `Json` whose rejections are [`AppError`]s (JSON bodies, right status).
@@ -28,8 +36,33 @@ pub async fn create_run(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateRun>,
 ) -> Result<(StatusCode, Json<RunCreated>), AppError> {
-    let run = match request.demo {
-        DemoId::PostgresContainer => {
+    if let Some(learner) = &request.learner {
+        if !valid_learner(learner) {
+            return Err(AppError::BadRequest {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+            });
+        }
+    }
+    let demo = request.demo;
+    let base = demo.density_of().unwrap_or(demo);
+    let run = match base {
+        DemoId::MicroVm => {
+            let lab = &state.vms;
+            let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
+            if let Ok(Err(e)) = probe {
+                return Err(AppError::Unavailable {
+                    code: "kvm_unavailable",
+                    message: format!("This server cannot run virtual machines: {e}."),
+                });
+            }
+            let runtime = lab.runtime.clone().map_err(|why| AppError::Unavailable {
+                code: "vmm_missing",
+                message: format!("The micro-VM demo is not installed on this server: {why}."),
+            })?;
+            start(&state, request, runtime, &lab.queue, lab.deadline)
+        }
+        _ => {
             let lab = &state.containers;
             let docker = state
                 .docker
@@ -50,26 +83,7 @@ pub async fn create_run(
                 .runtime
                 .clone()
                 .ok_or_else(docker_down("no Docker client is configured"))?;
-            state
-                .runs
-                .start(request.demo, runtime, lab.queue.clone(), lab.deadline)
-        }
-        DemoId::MicroVm => {
-            let lab = &state.vms;
-            let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
-            if let Ok(Err(e)) = probe {
-                return Err(AppError::Unavailable {
-                    code: "kvm_unavailable",
-                    message: format!("This server cannot run virtual machines: {e}."),
-                });
-            }
-            let runtime = lab.runtime.clone().map_err(|why| AppError::Unavailable {
-                code: "vmm_missing",
-                message: format!("The micro-VM demo is not installed on this server: {why}."),
-            })?;
-            state
-                .runs
-                .start(request.demo, runtime, lab.queue.clone(), lab.deadline)
+            start(&state, request, runtime, &lab.queue, lab.deadline)
         }
     };
     Ok((
@@ -79,6 +93,34 @@ pub async fn create_run(
         }),
     ))
 }
+
+/// Starts `request` on `runtime`: one instance behind the demo's own queue,
+/// or a density sweep behind the one-at-a-time density queue.
+fn start<R: Runtime>(
+    state: &AppState,
+    request: CreateRun,
+    runtime: Arc<R>,
+    queue: &Arc<Queue>,
+    deadline: Duration,
+) -> Arc<Run> {
+    let learner = request.learner.as_deref();
+    match request.demo.density_of() {
+        None => state
+            .runs
+            .start_for(learner, request.demo, runtime, queue.clone(), deadline),
+        Some(base) => state.runs.start_for(
+            learner,
+            request.demo,
+            Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
+            state.density_queue.clone(),
+            deadline * DENSITY_DEADLINE_FACTOR,
+        ),
+    }
+}
+
+/// A density sweep starts 1 + 2 + … + 5 = 15 instances, five at most at
+/// once; its deadline is this many single-run deadlines.
+const DENSITY_DEADLINE_FACTOR: u32 = 3;
 
 fn docker_down(why: &str) -> impl FnOnce() -> AppError + '_ {
     move || {
@@ -92,19 +134,139 @@ fn docker_down(why: &str) -> impl FnOnce() -> AppError + '_ {
 }
 
 fn unknown_run(id: &str) -> AppError {
-    AppError::NotFound(format!(
-        "no run with id {id:?} (runs are kept while the server runs)"
-    ))
+    AppError::NotFound(format!("no run with id {id:?}"))
 }
 
-/// `GET /api/runs/{id}`.
+fn history_error(e: HistoryError) -> AppError {
+    tracing::error!("{e}");
+    AppError::Internal(format!("the run history could not be read: {e}"))
+}
+
+/// Runs `f` on the history off the async threads.
+async fn with_history<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&history::History) -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, AppError> {
+    let history = state.runs.history().clone();
+    tokio::task::spawn_blocking(move || f(&history))
+        .await
+        .map_err(|e| AppError::Internal(format!("history task failed: {e}")))?
+        .map_err(history_error)
+}
+
+/// `GET /api/runs/{id}`: a live run from memory, a finished one from memory
+/// or, after a restart, from the history.
 pub async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<RunRecord>, AppError> {
-    let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
-    Ok(Json(run.record()))
+    if let Some(run) = state.runs.get(&id) {
+        return Ok(Json(run.record()));
+    }
+    let key = id.clone();
+    with_history(&state, move |h| h.get(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown_run(&id))
 }
+
+/// Query of `GET /api/runs` and `GET /api/runs/export`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// Only runs older than this `seq` (from the previous page's `next_before`).
+    before: Option<i64>,
+    /// Only this learner's runs.
+    learner: Option<String>,
+    /// Export format: `csv` or `json` (export only).
+    format: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<Filter, AppError> {
+        let bad = |message: String| AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=history::MAX_PAGE).contains(&limit) {
+            return Err(bad(format!(
+                "limit must be between 1 and {}, not {limit}",
+                history::MAX_PAGE
+            )));
+        }
+        if let Some(l) = &self.learner {
+            if !valid_learner(l) {
+                return Err(bad(
+                    "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+                ));
+            }
+        }
+        Ok(Filter {
+            learner: self.learner.clone(),
+            before: self.before,
+            limit,
+        })
+    }
+}
+
+/// `GET /api/runs?limit=…&before=…&learner=…`: the history, newest first.
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RunPage>, AppError> {
+    if query.format.is_some() {
+        return Err(AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: "format is for /api/runs/export".into(),
+        });
+    }
+    let filter = query.filter()?;
+    Ok(Json(with_history(&state, move |h| h.list(&filter)).await?))
+}
+
+/// `GET /api/runs/export?format=csv|json&learner=…`: the whole history (or
+/// one learner's) as a download.
+pub async fn export_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let filter = query.filter()?;
+    let format = query.format.as_deref().unwrap_or("csv");
+    if !matches!(format, "csv" | "json") {
+        return Err(AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("format must be csv or json, not {format:?}"),
+        });
+    }
+    let runs = with_history(&state, move |h| h.all(&filter)).await?;
+    let (body, mime) = if format == "csv" {
+        (history::to_csv(&runs), "text/csv; charset=utf-8")
+    } else {
+        (
+            serde_json::to_string_pretty(&runs).expect("summaries always serialise"),
+            "application/json",
+        )
+    };
+    let disposition = format!("attachment; filename=\"stacklab-runs.{format}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `Query` whose rejections are [`AppError`]s.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct ApiQuery<T>(pub T);
 
 /// `GET /api/runs/{id}/events`: every event so far, then live ones, as
 /// Server-Sent Events; the stream ends after `finished`. A client that

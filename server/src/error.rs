@@ -1,7 +1,7 @@
 //! The one error type of the HTTP API: every failure becomes a status code
 //! and an [`ErrorBody`] a person can read.
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -24,6 +24,9 @@ pub enum AppError {
         /// What was wrong.
         message: String,
     },
+    /// Something on the server's side failed (the history database).
+    #[error("{0}")]
+    Internal(String),
     /// A dependency (Docker engine, image, KVM) is not available now.
     #[error("{message}")]
     Unavailable {
@@ -48,6 +51,7 @@ impl AppError {
                     _ => "malformed_request",
                 },
             ),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, code),
         }
     }
@@ -57,6 +61,15 @@ impl From<JsonRejection> for AppError {
     fn from(rejection: JsonRejection) -> Self {
         AppError::BadRequest {
             status: rejection.status(),
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
             message: rejection.body_text(),
         }
     }

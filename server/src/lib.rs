@@ -7,8 +7,10 @@ pub mod api;
 pub mod bench;
 pub mod cli;
 pub mod container;
+pub mod density;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod microvm;
 pub mod runs;
 pub mod runtime;
@@ -92,6 +94,8 @@ pub struct AppState {
     pub containers: Arc<ContainerLab>,
     /// The micro-VM demo.
     pub vms: Arc<VmLab>,
+    /// Density sweeps run one at a time (each starts up to five instances).
+    pub density_queue: Arc<Queue>,
 }
 
 impl AppState {
@@ -103,6 +107,13 @@ impl AppState {
             .inspect_err(|e| tracing::warn!("Docker client not configured: {e}"))
             .ok();
         Self::with_docker(docker, static_dir, settings)
+    }
+
+    /// This state with its run history kept in `history` (call before any
+    /// run starts).
+    pub fn with_history(mut self, history: history::History) -> Self {
+        self.runs = Arc::new(Runs::new(history));
+        self
     }
 
     /// As [`AppState::new`] with a given Docker client.
@@ -130,6 +141,7 @@ impl AppState {
                 queue: Arc::new(Queue::new(settings.max_vm_runs)),
                 deadline: settings.run_deadline,
             }),
+            density_queue: Arc::new(Queue::new(1)),
         }
     }
 }
@@ -138,7 +150,8 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .route("/health", get(health::health))
-        .route("/runs", post(api::create_run))
+        .route("/runs", post(api::create_run).get(api::list_runs))
+        .route("/runs/export", get(api::export_runs))
         .route("/runs/{id}", get(api::get_run))
         .route("/runs/{id}/events", get(api::run_events))
         .fallback(api_not_found)
@@ -183,7 +196,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_vm_runs: args.max_vm_runs,
         run_deadline: Duration::from_secs(args.run_deadline_secs),
     };
-    let state = AppState::new(static_dir, settings);
+    let history = history::History::open(&args.data_dir)?;
+    tracing::info!("run history in {}", history.path());
+    let state = AppState::new(static_dir, settings).with_history(history);
     if let Some(docker) = &state.docker {
         if let Err(e) = container::reaper::reap_orphans(docker).await {
             tracing::warn!("could not look for orphaned demo containers: {e}");

@@ -11,13 +11,15 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::history::History;
 use crate::runtime::{RunContext, Runtime};
 
 /// Console lines kept per run; later lines are counted, not stored.
 const MAX_LOG_LINES: usize = 200;
 /// Longest console line kept (bytes); longer ones are cut.
 const MAX_LOG_LINE: usize = 400;
-/// Finished runs kept in memory for `GET /api/runs/{id}`.
+/// Finished runs kept in memory for `GET /api/runs/{id}` (older ones are
+/// read back from the history database).
 const KEEP_FINISHED: usize = 1000;
 
 /// One run: its identity, clock and event log. Shared by the task running
@@ -45,8 +47,20 @@ struct RunInner {
 
 impl Run {
     fn new(demo: DemoId, budget: Duration, cancel: CancellationToken) -> Arc<Run> {
+        Self::with_id(new_run_id(), demo, budget, cancel)
+    }
+
+    /// A run not registered anywhere, with the id given: the instances of a
+    /// density run (`<sweep id>.<N>.<i>`, so their containers' labels say
+    /// which sweep they belong to).
+    pub(crate) fn with_id(
+        id: String,
+        demo: DemoId,
+        budget: Duration,
+        cancel: CancellationToken,
+    ) -> Arc<Run> {
         Arc::new(Run {
-            id: new_run_id(),
+            id,
             demo,
             accepted: Instant::now(),
             accepted_mono_ns: stacklab_vmm::vm::monotonic_ns(),
@@ -65,6 +79,11 @@ impl Run {
     /// The run's id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Which demo it runs.
+    pub fn demo(&self) -> DemoId {
+        self.demo
     }
 
     /// Microseconds since the request was accepted.
@@ -265,20 +284,33 @@ pub struct Runs {
     finished_order: Mutex<VecDeque<String>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
+    history: History,
 }
 
 impl Default for Runs {
+    /// Runs whose history lives in memory only.
     fn default() -> Self {
+        Runs::new(History::in_memory())
+    }
+}
+
+impl Runs {
+    /// Runs recorded in `history`.
+    pub fn new(history: History) -> Self {
         Runs {
             by_id: Mutex::new(HashMap::new()),
             finished_order: Mutex::new(VecDeque::new()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            history,
         }
     }
-}
 
-impl Runs {
+    /// The run history.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
     /// The run with this id.
     pub fn get(&self, id: &str) -> Option<Arc<Run>> {
         self.by_id
@@ -297,7 +329,23 @@ impl Runs {
         queue: Arc<Queue>,
         budget: Duration,
     ) -> Arc<Run> {
+        self.start_for(None, demo, runtime, queue, budget)
+    }
+
+    /// As [`Runs::start`], on behalf of a learner (for "my runs").
+    pub fn start_for<R: Runtime>(
+        self: &Arc<Self>,
+        learner: Option<&str>,
+        demo: DemoId,
+        runtime: Arc<R>,
+        queue: Arc<Queue>,
+        budget: Duration,
+    ) -> Arc<Run> {
         let run = Run::new(demo, budget, self.shutdown.child_token());
+        // One short insert (WAL, no fsync): cheap enough to do inline.
+        if let Err(e) = self.history.accepted(&run.id, demo, learner) {
+            tracing::error!(run = %run.id, "cannot record the run in the history: {e}");
+        }
         run.push(EventKind::Phase {
             phase: "accepted".into(),
             label: "Request accepted".into(),
@@ -334,6 +382,14 @@ impl Runs {
                 tracing::info!(run = %task_run.id, code = %error.code, "run failed: {}", error.message);
             }
             task_run.push(EventKind::Finished { outcome });
+            let history = runs.history.clone();
+            let record = task_run.record();
+            let stored = tokio::task::spawn_blocking(move || history.finished(&record)).await;
+            match stored {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(run = %task_run.id, "cannot store the finished run: {e}"),
+                Err(e) => tracing::error!(run = %task_run.id, "history task failed: {e}"),
+            }
             runs.finished(&task_run.id);
         });
         run

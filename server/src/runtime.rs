@@ -64,6 +64,7 @@ pub struct RunContext {
     run: Arc<Run>,
     deadline: Instant,
     cancel: CancellationToken,
+    rendezvous: Option<Arc<tokio::sync::Barrier>>,
 }
 
 /// Stable error codes.
@@ -81,6 +82,26 @@ impl RunContext {
             run,
             deadline: Instant::now() + budget,
             cancel,
+            rendezvous: None,
+        }
+    }
+
+    /// This context, made to wait at `barrier` in [`RunContext::rendezvous`]
+    /// (the instances of a density step meet there once all are ready).
+    pub fn with_rendezvous(mut self, barrier: Arc<tokio::sync::Barrier>) -> Self {
+        self.rendezvous = Some(barrier);
+        self
+    }
+
+    /// Called by a runtime after ready and before it measures memory: with
+    /// a rendezvous set, waits until every instance of the step is ready,
+    /// so all are measured while all are running (or until told to stop).
+    pub async fn rendezvous(&self) {
+        if let Some(barrier) = &self.rendezvous {
+            tokio::select! {
+                _ = barrier.wait() => {}
+                _ = self.stopped() => {}
+            }
         }
     }
 
@@ -159,6 +180,16 @@ impl RunContext {
                 ),
             },
         }
+    }
+
+    /// Time left before the deadline.
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// A token cancelled when this run is (for work it starts itself).
+    pub fn child_token(&self) -> CancellationToken {
+        self.cancel.child_token()
     }
 
     /// Whether the run has been told to stop.

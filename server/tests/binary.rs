@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use stacklab_api::{RunCreated, RunPage, RunRecord, RunState};
+
 const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 fn http(addr: &str, request: &str) -> String {
@@ -55,6 +57,118 @@ fn spawn_server(data_dir: &Path) -> (Child, String) {
         }
         lines.push(line);
     }
+}
+
+fn body_of(response: &str) -> &str {
+    response.split("\r\n\r\n").nth(1).unwrap_or("")
+}
+
+fn post_run(addr: &str, body: &str) -> String {
+    let created = http(
+        addr,
+        &format!(
+            "POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert!(created.starts_with("HTTP/1.1 202"), "{created}");
+    let created: RunCreated = serde_json::from_str(body_of(&created)).unwrap();
+    created.id
+}
+
+/// A finished run is in the SQLite history the moment it is reported; a
+/// server killed with SIGKILL right after loses none of it.
+#[test]
+fn finished_runs_survive_a_kill_9() {
+    if !std::path::Path::new("/dev/kvm").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "/dev/kvm is missing on a CI machine"
+        );
+        eprintln!("skipped: /dev/kvm is absent on this host");
+        return;
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let (mut first, addr) = spawn_server(data_dir.path());
+    let learner = "kill-nine-learner";
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = post_run(
+            &addr,
+            &format!(r#"{{"demo":"micro-vm","learner":"{learner}"}}"#),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let record: RunRecord =
+                serde_json::from_str(body_of(&http_get(&addr, &format!("/api/runs/{id}"))))
+                    .unwrap();
+            if record.state == RunState::Succeeded {
+                break;
+            }
+            assert_ne!(record.state, RunState::Failed, "{:?}", record.outcome());
+            assert!(Instant::now() < deadline, "the run did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        ids.push(id);
+    }
+    // Finished in memory is not yet proof of stored: the row is written
+    // just after; the list endpoint reads the database itself.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while serde_json::from_str::<RunPage>(body_of(&http_get(
+        &addr,
+        &format!("/api/runs?learner={learner}"),
+    )))
+    .unwrap()
+    .runs
+    .iter()
+    .any(|r| r.state != RunState::Succeeded)
+    {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    signal(&first, "-KILL");
+    first.wait().unwrap();
+
+    let (mut second, addr) = spawn_server(data_dir.path());
+    let page: RunPage = serde_json::from_str(body_of(&http_get(
+        &addr,
+        &format!("/api/runs?learner={learner}&limit=2"),
+    )))
+    .unwrap();
+    let listed: Vec<&str> = page.runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        listed,
+        [ids[2].as_str(), ids[1].as_str()],
+        "newest first, two per page"
+    );
+    let older: RunPage = serde_json::from_str(body_of(&http_get(
+        &addr,
+        &format!(
+            "/api/runs?learner={learner}&limit=2&before={}",
+            page.next_before.unwrap()
+        ),
+    )))
+    .unwrap();
+    assert_eq!(older.runs.len(), 1);
+    assert_eq!(older.runs[0].id, ids[0]);
+    assert_eq!(older.next_before, None);
+    for r in page.runs.iter().chain(&older.runs) {
+        assert!(
+            r.time_to_ready_us.unwrap() > 0.0 && r.memory_bytes.unwrap() > 0.0,
+            "{r:?}"
+        );
+    }
+    // The full record (every phase) is served from the database now.
+    let record: RunRecord =
+        serde_json::from_str(body_of(&http_get(&addr, &format!("/api/runs/{}", ids[0])))).unwrap();
+    assert_eq!(record.state, RunState::Succeeded);
+    assert!(record.events.len() > 10, "{record:?}");
+    assert!(
+        data_dir.path().join("history.sqlite3-wal").exists(),
+        "WAL journal in the data dir"
+    );
+    signal(&second, "-TERM");
+    assert!(second.wait().unwrap().success());
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -115,23 +229,7 @@ fn serve_finds_the_frontend_and_stops_on_sigterm() {
 fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
     let data_dir = tempfile::tempdir().unwrap();
     let (mut first, addr) = spawn_server(data_dir.path());
-    let body = r#"{"demo":"postgres-container"}"#;
-    let created = http(
-        &addr,
-        &format!(
-            "POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    assert!(created.starts_with("HTTP/1.1 202"), "{created}");
-    let id = created
-        .split("\"id\":\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_owned();
+    let id = post_run(&addr, r#"{"demo":"postgres-container"}"#);
     let label = format!("stacklab.run={id}");
 
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -150,12 +248,22 @@ fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
         "a killed server leaves its container"
     );
 
-    let (mut second, _) = spawn_server(data_dir.path());
+    let (mut second, addr) = spawn_server(data_dir.path());
     // Reaping happens before the server starts listening.
     assert!(
         containers_with_label(&label).is_empty(),
         "the orphan is removed at start-up"
     );
+    // The history kept the run and says how it ended.
+    let list = http_get(&addr, "/api/runs?limit=5");
+    let page: RunPage = serde_json::from_str(body_of(&list)).unwrap();
+    let run = page
+        .runs
+        .iter()
+        .find(|r| r.id == id)
+        .expect("the cut run is listed");
+    assert_eq!(run.state, RunState::Failed);
+    assert_eq!(run.error.as_ref().unwrap().code, "server_stopped");
     signal(&second, "-TERM");
     assert!(second.wait().unwrap().success());
 }

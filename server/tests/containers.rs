@@ -335,6 +335,46 @@ async fn bad_requests_get_4xx_json() {
         ),
         (post_run(r#"{"demo":"#), StatusCode::BAD_REQUEST, "EOF"),
         (
+            post_run(r#"{"demo":"micro-vm","learner":"../../etc"}"#),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "learner must be 8 to 64 characters",
+        ),
+        (
+            Request::get("/api/runs?limit=0")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "limit must be between 1 and 500",
+        ),
+        (
+            Request::get("/api/runs?limit=ten")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            Request::get("/api/runs?sort=evil")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `sort`",
+        ),
+        (
+            Request::get("/api/runs?learner=x")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "learner must be",
+        ),
+        (
+            Request::get("/api/runs/export?format=xml")
+                .body(Body::empty())
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "format must be csv or json",
+        ),
+        (
             post_run(&format!(r#"{{"demo":"{}"}}"#, "x".repeat(10_000))),
             StatusCode::PAYLOAD_TOO_LARGE,
             "length limit",
@@ -405,4 +445,56 @@ async fn shutting_down_cancels_runs_and_removes_their_containers() {
         .expect("shutdown within 20 s");
     assert!(error_code(&run.record()).starts_with("cancelled:"));
     assert_eq!(containers_of_run(run.id()).await, 0);
+}
+
+/// Density: 1 to 5 PostgreSQL containers at once; each step measured, the
+/// memory held together grows with N, and nothing is left behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_density_sweep_of_containers_measures_each_step_and_cleans_up() {
+    let state = AppState::new(None, Settings::default());
+    let (id, _events) = run_over_http(&state, "density-container", Duration::from_secs(180)).await;
+    let record = state.runs.get(&id).unwrap().record();
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
+    let outcome = record.outcome().unwrap();
+    let mut line = String::new();
+    let mut memory = Vec::new();
+    for n in 1..=5u32 {
+        let t = outcome
+            .value(&stacklab_api::density_key("all_ready", n))
+            .unwrap();
+        let m = outcome
+            .value(&stacklab_api::density_key("memory_total", n))
+            .unwrap();
+        line.push_str(&format!(
+            " N={n}: {:.0} ms {:.1} MiB;",
+            t / 1000.0,
+            m / 1048576.0
+        ));
+        memory.push(m);
+    }
+    eprintln!("density (containers):{line}");
+    for w in memory.windows(2) {
+        assert!(w[1] > w[0], "more containers hold more memory: {memory:?}");
+    }
+    // Each PostgreSQL is at least several MiB of its own.
+    assert!(memory[4] > 5.0 * 4.0 * 1048576.0, "{memory:?}");
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&std::collections::HashMap::from([(
+            "label",
+            vec!["stacklab.run"],
+        )]))
+        .build();
+    let left: Vec<_> = docker()
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.labels?.get("stacklab.run").cloned())
+        .filter(|run| run.starts_with(&format!("{id}.")))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "every container of the sweep is removed: {left:?}"
+    );
 }

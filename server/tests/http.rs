@@ -1,10 +1,13 @@
 //! The HTTP surface, driven through `app(state)` with `oneshot` (no socket),
 //! plus one test on a real listener.
 
+mod common;
+
 use std::path::Path;
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
+use common::get;
 use http_body_util::BodyExt;
 use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus};
 use stacklab_server::{app, AppState, Settings};
@@ -24,17 +27,6 @@ fn dist() -> tempfile::TempDir {
 
 fn state(static_dir: Option<&Path>) -> AppState {
     AppState::new(static_dir.map(Path::to_path_buf), Settings::default())
-}
-
-async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let res = app(state)
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let headers = res.headers().clone();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test]

@@ -7,7 +7,10 @@ use common::run_over_http;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stacklab_api::{DemoId, EventKind, Outcome, RunRecord, RunState, Unit};
+use axum::http::StatusCode;
+use stacklab_api::{
+    density_key, DemoId, EventKind, Outcome, RunPage, RunRecord, RunState, RunSummary, Unit,
+};
 use stacklab_server::microvm::{KvmRuntime, VmArtifacts};
 use stacklab_server::runs::{Queue, Runs};
 use stacklab_server::{AppState, Settings};
@@ -145,4 +148,80 @@ async fn the_server_kills_a_vmm_that_outlives_the_run_deadline() {
         other => panic!("{other:?}"),
     }
     assert!(!vmm_alive(&record), "the VMM process was killed and reaped");
+}
+
+/// Density: 1 to 5 micro-VMs at once; every step measured, memory growing
+/// with N, and the sweep kept in the history and its exports.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
+    if !kvm_present() {
+        return;
+    }
+    let state = AppState::new(None, Settings::default());
+    let (id, events) = run_over_http(&state, "density-micro-vm", Duration::from_secs(60)).await;
+    let record = state.runs.get(&id).unwrap().record();
+    assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
+    let mut want = vec!["accepted".to_owned()];
+    for n in 1..=5 {
+        want.push(format!("n{n}_start"));
+        want.push(format!("n{n}_ready"));
+    }
+    want.push("ready".into());
+    assert_eq!(common::phases(&events), want);
+    let outcome = record.outcome().unwrap();
+    let memory: Vec<f64> = (1..=5)
+        .map(|n| outcome.value(&density_key("memory_total", n)).unwrap())
+        .collect();
+    for n in 1..=5u32 {
+        let t = outcome.value(&density_key("all_ready", n)).unwrap();
+        assert!(t > 0.0 && t < 30e6, "all_ready@{n} = {t} µs");
+        let m = memory[n as usize - 1] / 1048576.0;
+        eprintln!(
+            "density (micro-VMs): N={n}: {:.1} ms {m:.2} MiB",
+            t / 1000.0
+        );
+    }
+    for w in memory.windows(2) {
+        assert!(w[1] > w[0], "more VMs hold more memory: {memory:?}");
+    }
+    // One VMM is well under 8 MiB (it measured 0.55 MiB RSS); five together
+    // stay under 40 MiB.
+    assert!(
+        memory[0] < 8.0 * 1048576.0 && memory[4] < 40.0 * 1048576.0,
+        "{memory:?}"
+    );
+
+    // The history lists it with its demo, and both exports carry it.
+    // (The row is written just after the run reports finished.)
+    let mut listed = None;
+    for _ in 0..100 {
+        let (status, _, body) = common::get(state.clone(), "/api/runs?limit=10").await;
+        assert_eq!(status, StatusCode::OK);
+        let page: RunPage = serde_json::from_str(&body).unwrap();
+        listed = page
+            .runs
+            .into_iter()
+            .find(|r| r.id == id && r.state == RunState::Succeeded);
+        if listed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listed = listed.expect("the sweep is in the history");
+    assert_eq!(listed.demo, DemoId::DensityMicroVm);
+    let (status, headers, csv) = common::get(state.clone(), "/api/runs/export?format=csv").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
+    assert!(headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("stacklab-runs.csv"));
+    let row = csv
+        .lines()
+        .find(|l| l.contains(&id))
+        .expect("the CSV has the run");
+    assert!(row.contains(",density-micro-vm,succeeded,"), "{row}");
+    let (_, _, json) = common::get(state.clone(), "/api/runs/export?format=json").await;
+    let all: Vec<RunSummary> = serde_json::from_str(&json).unwrap();
+    assert!(all.iter().any(|r| r.id == id));
 }

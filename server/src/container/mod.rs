@@ -341,6 +341,7 @@ impl DockerRuntime {
             format!("the server's first successful `SELECT 1` over the PostgreSQL wire protocol to {ip}:5432 (after {attempts} connection attempts)"),
             memory_now(),
         );
+        ctx.rendezvous().await;
         Ok(self
             .measure(id, image, ip, &password, cgroup.as_ref(), ready_us)
             .await)

@@ -65,3 +65,15 @@ pub fn phases(events: &[RunEvent]) -> Vec<String> {
         })
         .collect()
 }
+
+/// `GET uri`: status, headers and body as text.
+pub async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
+    let res = app(state)
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
