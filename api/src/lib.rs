@@ -65,6 +65,19 @@ impl DemoId {
         }
     }
 
+    /// The keys of this demo's headline time and memory measurements (kept
+    /// in the history): for a single instance its create → ready and its
+    /// memory; for a density sweep the largest step's.
+    pub fn headline_keys(self) -> (String, String) {
+        match self.density_of() {
+            None => ("create_to_ready".into(), self.memory_key().into()),
+            Some(_) => (
+                density_key("all_ready", Self::DENSITY_MAX),
+                density_key("memory_total", Self::DENSITY_MAX),
+            ),
+        }
+    }
+
     /// The key of the measurement that is this demo's headline memory
     /// figure (the one compared across demos and kept in the history).
     pub fn memory_key(self) -> &'static str {
@@ -273,9 +286,10 @@ pub struct RunSummary {
     pub accepted_at_ms: i64,
     /// When it finished, if it has.
     pub finished_at_ms: Option<i64>,
-    /// Its `create_to_ready` measurement (µs), if it became ready.
+    /// Its headline time (µs): create → ready, or for a density sweep the
+    /// time until all five were ready (see [`DemoId::headline_keys`]).
     pub time_to_ready_us: Option<f64>,
-    /// Its headline memory figure (bytes; see [`DemoId::memory_key`]).
+    /// Its headline memory figure (bytes; see [`DemoId::headline_keys`]).
     pub memory_bytes: Option<f64>,
     /// Why it failed, if it did.
     pub error: Option<RunError>,

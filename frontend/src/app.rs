@@ -7,6 +7,7 @@ use leptos_router::path;
 
 use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
+use crate::history::HistoryPage;
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::widgets::DemoWidget;
 
@@ -23,6 +24,7 @@ pub fn App() -> impl IntoView {
                     "stacklab"
                 </A>
                 <span class="tagline">"containers and virtual machines, measured"</span>
+                <A href="/runs" attr:class="my-runs">"My runs"</A>
             </header>
             <div class="layout">
                 <CourseNav />
@@ -30,6 +32,7 @@ pub fn App() -> impl IntoView {
                     <Routes fallback=NotFound>
                         <Route path=path!("/") view=Home />
                         <Route path=path!("/lessons/:slug") view=LessonPage />
+                        <Route path=path!("/runs") view=HistoryPage />
                     </Routes>
                 </main>
             </div>
@@ -37,13 +40,27 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// The list of lessons beside (or above, on narrow screens) every page.
+/// The list of lessons beside every page; on narrow screens it folds into
+/// a "Lessons" button above the page and closes again after a choice.
 #[component]
 fn CourseNav() -> impl IntoView {
     let location = use_location();
+    let open = RwSignal::new(false);
+    Effect::new(move || {
+        location.pathname.track();
+        open.set(false);
+    });
     view! {
-        <nav class="course-nav" aria-label="Lessons">
-            <ol>
+        <nav class="course-nav" class:open=open aria-label="Lessons">
+            <button
+                class="nav-toggle"
+                aria-expanded=move || open.get().to_string()
+                aria-controls="lesson-list"
+                on:click=move |_| open.update(|o| *o = !*o)
+            >
+                {move || if open.get() { "Lessons ▴" } else { "Lessons ▾" }}
+            </button>
+            <ol id="lesson-list">
                 {LESSONS
                     .iter()
                     .map(|l| {

@@ -40,6 +40,8 @@ impl LatestRuns {
         let slot = match demo {
             DemoId::PostgresContainer => self.container,
             DemoId::MicroVm => self.vm,
+            // A density sweep has no single-instance figures to compare.
+            DemoId::DensityContainer | DemoId::DensityMicroVm => return,
         };
         slot.set(Some((measurements.clone(), facts.clone())));
     }
@@ -181,7 +183,7 @@ pub fn CompareBlock() -> impl IntoView {
         let host = fact(&v, "kvm_host");
         view! {
             <Bars title="Time to ready" how="container: create → first SELECT 1; micro-VM: /dev/kvm opened → boot-complete write. Each measured by the server on a monotonic clock." unit=Unit::Micros container=value(&c, "create_to_ready") vm=value(&v, "create_to_ready") />
-            <Bars title="Memory" how="container: PSS of its processes; micro-VM: PSS of the VMM process, guest pages included." unit=Unit::Bytes container=value(&c, "memory_pss") vm=value(&v, "vmm_pss") />
+            <Bars title="Memory" how="container: PSS of its processes; micro-VM: PSS of the VMM process, guest pages included." unit=Unit::Bytes container=value(&c, DemoId::PostgresContainer.memory_key()) vm=value(&v, DemoId::MicroVm.memory_key()) />
             <table class="results compare-table">
                 <caption>"The guide's table, with a column measured on this server"</caption>
                 <thead>

@@ -28,9 +28,63 @@ impl StartError {
     }
 }
 
+/// Where the browser keeps its learner id.
+const LEARNER_KEY: &str = "stacklab.learner";
+
+/// This browser's learner id: random, made on first use and kept in
+/// `localStorage`, so "my runs" lists the runs started from this browser.
+/// It identifies a browser, not a person, and is not a secret.
+pub fn learner_id() -> Option<String> {
+    let storage = web_sys::window()?.local_storage().ok()??;
+    if let Ok(Some(id)) = storage.get_item(LEARNER_KEY) {
+        if stacklab_api::valid_learner(&id) {
+            return Some(id);
+        }
+    }
+    let id: String = (0..24)
+        .map(|_| {
+            let n = (js_sys::Math::random() * 36.0) as u32;
+            char::from_digit(n.min(35), 36).unwrap_or('0')
+        })
+        .collect();
+    storage.set_item(LEARNER_KEY, &id).ok()?;
+    Some(id)
+}
+
+/// `GET url` as text; `Err` with a sentence when there is no answer or the
+/// server says no.
+pub async fn get_text(url: &str) -> Result<String, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    let response: Response = JsFuture::from(window.fetch_with_str(url))
+        .await
+        .map_err(|_| {
+            "the stacklab server does not answer (this page may be served as static files)"
+                .to_owned()
+        })?
+        .unchecked_into();
+    let text = JsFuture::from(response.text().map_err(|_| "unreadable answer")?)
+        .await
+        .ok()
+        .and_then(|t| t.as_string())
+        .unwrap_or_default();
+    if response.ok() {
+        return Ok(text);
+    }
+    Err(match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(e) => e.message,
+        Err(_) => {
+            "the stacklab server does not answer (this page may be served as static files)".into()
+        }
+    })
+}
+
 /// `POST /api/runs`.
 pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
-    let body = serde_json::to_string(&CreateRun { demo }).map_err(|_| StartError::Unreachable)?;
+    let request = CreateRun {
+        demo,
+        learner: learner_id(),
+    };
+    let body = serde_json::to_string(&request).map_err(|_| StartError::Unreachable)?;
     let init = RequestInit::new();
     init.set_method("POST");
     init.set_body(&JsValue::from_str(&body));

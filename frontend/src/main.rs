@@ -1,9 +1,11 @@
-//! The stacklab frontend: lessons, stack diagrams and (later) live demos,
-//! as a Leptos client-side app.
+//! The stacklab frontend: lessons, stack diagrams, live demos and the
+//! learner's run history, as a Leptos client-side app.
 
 mod app;
+mod charts;
 mod compare;
 mod diagram;
+mod history;
 mod lessons;
 mod live;
 mod widgets;

@@ -6,8 +6,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use stacklab_api::{EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
+use stacklab_api::{parse_density_key, EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
 
+use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
 use crate::compare::LatestRuns;
 use crate::diagram::StackDiagram;
 use crate::lessons::{DemoId, StackFocus};
@@ -33,6 +34,12 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
         }
         DemoId::MicroVm => {
             "Boots a tiny guest kernel in a real KVM virtual machine on this server and times every boot step."
+        }
+        DemoId::DensityContainer => {
+            "Starts 1, then 2, 3, 4 and 5 PostgreSQL containers at the same moment, and measures for each step how long until all answered and how much memory they hold together."
+        }
+        DemoId::DensityMicroVm => {
+            "Boots 1, then 2, 3, 4 and 5 micro-VMs at the same moment, and measures for each step how long until all were ready and how much memory their VMM processes hold together."
         }
     };
     let status = RwSignal::new(Status::Idle);
@@ -110,13 +117,16 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                     Status::Failed(why) => why,
                 }}
             </p>
-            <StackDiagram
-                focus=match demo {
-                    DemoId::PostgresContainer => StackFocus::Container,
-                    DemoId::MicroVm => StackFocus::Vm,
+            {match demo.density_of() {
+                None => view! {
+                    <StackDiagram
+                        focus=if demo == DemoId::MicroVm { StackFocus::Vm } else { StackFocus::Container }
+                        run=events
+                    />
                 }
-                run=events
-            />
+                .into_any(),
+                Some(base) => view! { <DensityResults base events /> }.into_any(),
+            }}
             <Timeline events />
             <ConsoleTail events />
             <Results events />
@@ -177,6 +187,66 @@ fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                 }}
             </ol>
         </Show>
+    }
+}
+
+/// The density sweep's two charts: time until all N were ready, and the
+/// memory they held together, against N.
+#[component]
+fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+    let (name, class) = if base == DemoId::MicroVm {
+        ("Micro-VMs", "s-vm")
+    } else {
+        ("Containers", "s-container")
+    };
+    let points = move |metric: &str| {
+        events.with(|v| {
+            let mut points: Vec<(f64, f64)> = v
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Finished {
+                        outcome: Outcome::Ready { measurements, .. },
+                    } => Some(measurements),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|m| {
+                    let (k, n) = parse_density_key(&m.key)?;
+                    (k == metric).then_some((f64::from(n), m.value))
+                })
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            points
+        })
+    };
+    move || {
+        let time = points("all_ready");
+        let memory = points("memory_total");
+        (!time.is_empty()).then(|| {
+            let how_memory = if base == DemoId::MicroVm {
+                "Sum of each VMM process's PSS (guest pages included), each read by the VMM when its guest reported ready."
+            } else {
+                "Sum of each container's PSS, read once all N had answered SELECT 1 and were running at the same moment. Containers of one image share its files in the page cache, and PSS splits shared pages among their users."
+            };
+            view! {
+                <div class="density">
+                    <LineChart
+                        title=format!("{name}: time until all N were ready")
+                        x_label="N started at the same moment"
+                        series=vec![Series { name, class, points: time }]
+                        fmt_y=fmt_ms
+                        how="From starting all N together until the last reported ready, on the server's monotonic clock.".to_owned()
+                    />
+                    <LineChart
+                        title=format!("{name}: memory held together")
+                        x_label="N started at the same moment"
+                        series=vec![Series { name, class, points: memory }]
+                        fmt_y=fmt_mib
+                        how=how_memory.to_owned()
+                    />
+                </div>
+            }
+        })
     }
 }
 

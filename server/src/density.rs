@@ -95,7 +95,7 @@ impl<R: Runtime> Runtime for Density<R> {
                     all_ready_us as f64 / 1000.0,
                     total / 1048576.0
                 ),
-                Some((total as u64, "the sum of each instance's own memory figure at its ready")),
+                Some((total as u64, "the sum of the instances' own memory figures (how each is read: under the memory chart)")),
             );
             ready.measure(
                 &density_key("all_ready", n),

@@ -189,8 +189,9 @@ impl History {
     /// Records a finished run: its outcome, headline numbers and events.
     pub fn finished(&self, record: &RunRecord) -> Result<(), HistoryError> {
         let outcome = record.outcome();
-        let time = outcome.and_then(|o| o.value("create_to_ready"));
-        let memory = outcome.and_then(|o| o.value(record.demo.memory_key()));
+        let (time_key, memory_key) = record.demo.headline_keys();
+        let time = outcome.and_then(|o| o.value(&time_key));
+        let memory = outcome.and_then(|o| o.value(&memory_key));
         let error = match outcome {
             Some(stacklab_api::Outcome::Failed { error }) => Some(error),
             _ => None,

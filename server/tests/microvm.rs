@@ -209,6 +209,12 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     }
     let listed = listed.expect("the sweep is in the history");
     assert_eq!(listed.demo, DemoId::DensityMicroVm);
+    // Its headline figures are the five-at-once step's.
+    assert_eq!(
+        listed.time_to_ready_us,
+        outcome.value(&density_key("all_ready", 5))
+    );
+    assert_eq!(listed.memory_bytes, Some(memory[4]));
     let (status, headers, csv) = common::get(state.clone(), "/api/runs/export?format=csv").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");

@@ -115,9 +115,14 @@ async fn screenshot(client: &Client, name: &str) {
 }
 
 async fn text_of(client: &Client, css: &str) -> String {
+    text_within(client, css, WAIT).await
+}
+
+/// The text of `css`, waiting up to `wait` for it to appear.
+async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
     let el = client
         .wait()
-        .at_most(WAIT)
+        .at_most(wait)
         .for_element(Locator::Css(css))
         .await;
     match el {
@@ -125,7 +130,7 @@ async fn text_of(client: &Client, css: &str) -> String {
         Err(e) => {
             screenshot(client, "failure").await;
             let url = client.current_url().await.ok();
-            panic!("no element {css:?} within {WAIT:?} at {url:?}: {e}")
+            panic!("no element {css:?} within {wait:?} at {url:?}: {e}")
         }
     }
 }
@@ -468,6 +473,120 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     assert!(!table.contains("not run yet"), "both demos ran: {table}");
     screenshot_of(&client, cmp, "compare-filled").await;
 
+    // Density, in the same lesson: 1 to 5 micro-VMs, then 1 to 5 containers,
+    // each step charted (five points on each of the two charts).
+    for (demo, wait) in [
+        ("density-micro-vm", WAIT),
+        ("density-container", Duration::from_secs(120)),
+    ] {
+        let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
+        click(&client, &format!("{card} button.run")).await;
+        let last = text_within(
+            &client,
+            &format!(r#"{card} tr[data-key="memory_total@5"] td.num"#),
+            wait,
+        )
+        .await;
+        assert!(last.ends_with("MiB"), "{last}");
+        let points = client
+            .find_all(Locator::Css(&format!("{card} .density svg circle")))
+            .await
+            .unwrap();
+        assert_eq!(
+            points.len(),
+            10,
+            "{demo}: 5 time points and 5 memory points"
+        );
+        let label = client
+            .find(Locator::Css(&format!("{card} .density svg")))
+            .await
+            .unwrap()
+            .attr("aria-label")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(
+            label.contains("5 → "),
+            "the chart's accessible name lists its values: {label}"
+        );
+        screenshot_of(
+            &client,
+            &format!("{card} .density"),
+            &format!("{demo}-charted"),
+        )
+        .await;
+    }
+
+    // My runs: the four runs above, newest first, charted and exportable.
+    click(&client, "a.my-runs").await;
+    wait_for_h1(&client, "My runs").await;
+    let rows = client
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("table.runs tbody tr:nth-child(4)"))
+        .await;
+    assert!(rows.is_ok(), "four runs listed");
+    let mut demos = Vec::new();
+    let mut ids = Vec::new();
+    for tr in client
+        .find_all(Locator::Css("table.runs tbody tr"))
+        .await
+        .unwrap()
+    {
+        ids.push(tr.attr("data-run").await.unwrap().unwrap_or_default());
+        demos.push(
+            tr.find(Locator::Css("td:nth-child(2)"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        demos,
+        [
+            "Density: 1 to 5 containers at once",
+            "Density: 1 to 5 micro-VMs at once",
+            "A tiny guest in a micro-VM",
+            "PostgreSQL 15 in a container"
+        ]
+    );
+    assert_eq!(
+        client
+            .find_all(Locator::Css(".history svg circle"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    screenshot(&client, "my-runs").await;
+    for (link, needle) in [
+        ("CSV", "seq,id,demo,state"),
+        ("JSON", "\"time_to_ready_us\""),
+    ] {
+        let href = client
+            .find(Locator::LinkText(link))
+            .await
+            .unwrap()
+            .attr("href")
+            .await
+            .unwrap()
+            .unwrap();
+        let body = client
+            .execute_async(
+                "fetch(arguments[0]).then(r => r.text()).then(arguments[1])",
+                vec![json!(href)],
+            )
+            .await
+            .unwrap();
+        let body = body.as_str().unwrap_or_default();
+        assert!(body.contains(needle), "{link}: {body}");
+        for id in &ids {
+            assert!(body.contains(id.as_str()), "{link} export has run {id}");
+        }
+    }
+
     // A deep link survives a reload (the server hands out the app shell).
     let deep = &lessons[2];
     client
@@ -492,7 +611,36 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
         .await
         .unwrap();
     wait_for_h1(&client, &diff.title).await;
+    // The lesson list folds into a button so the lesson comes first.
+    let list = client.find(Locator::Css("#lesson-list")).await.unwrap();
+    assert!(
+        !list.is_displayed().await.unwrap(),
+        "the list starts folded"
+    );
     screenshot(&client, "narrow-375px").await;
+    click(&client, "button.nav-toggle").await;
+    assert!(list.is_displayed().await.unwrap(), "the button unfolds it");
+    let expanded = client
+        .find(Locator::Css("button.nav-toggle"))
+        .await
+        .unwrap()
+        .attr("aria-expanded")
+        .await
+        .unwrap();
+    assert_eq!(expanded.as_deref(), Some("true"));
+    screenshot(&client, "narrow-375px-nav-open").await;
+    client
+        .find(Locator::LinkText(&lessons[0].title))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_h1(&client, &lessons[0].title).await;
+    assert!(
+        !list.is_displayed().await.unwrap(),
+        "choosing a lesson folds it again"
+    );
 
     client.close().await.unwrap();
 }
@@ -552,5 +700,13 @@ async fn lessons_render_without_the_stacklab_server() {
     )
     .await;
     screenshot(&client, "static-only-demo-unavailable").await;
+
+    // The history needs the server too, and says so.
+    // (python's http.server has no app-shell fallback: go through the app.)
+    open_from_home(&client, &home, lesson).await;
+    click(&client, "a.my-runs").await;
+    wait_for_h1(&client, "My runs").await;
+    wait_for_text(&client, ".history .status", "The history is unavailable").await;
+    screenshot(&client, "static-only-history-unavailable").await;
     client.close().await.unwrap();
 }

@@ -1,0 +1,180 @@
+//! `/runs`: the runs started from this browser, as the server's history
+//! database has them, charted, paged and exportable.
+
+use leptos::prelude::*;
+use stacklab_api::{DemoId, RunPage, RunState, RunSummary};
+
+use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
+use crate::live;
+
+/// Runs fetched per page.
+const PAGE: u32 = 20;
+
+async fn fetch_page(learner: &str, before: Option<i64>) -> Result<RunPage, String> {
+    let mut url = format!("/api/runs?limit={PAGE}&learner={learner}");
+    if let Some(b) = before {
+        url.push_str(&format!("&before={b}"));
+    }
+    let text = live::get_text(&url).await?;
+    serde_json::from_str(&text).map_err(|e| format!("unexpected answer from the server: {e}"))
+}
+
+/// The "my runs" page.
+#[component]
+pub fn HistoryPage() -> impl IntoView {
+    document().set_title("My runs · stacklab");
+    let learner = live::learner_id();
+    let runs = RwSignal::new(Vec::<RunSummary>::new());
+    let next = RwSignal::new(None::<i64>);
+    let error = RwSignal::new(None::<String>);
+    let loaded = RwSignal::new(false);
+    let load = {
+        let learner = learner.clone();
+        move |before: Option<i64>| {
+            let Some(learner) = learner.clone() else {
+                error.set(Some(
+                    "This browser does not allow local storage, so it cannot keep a learner id."
+                        .into(),
+                ));
+                return;
+            };
+            leptos::task::spawn_local(async move {
+                match fetch_page(&learner, before).await {
+                    Ok(page) => {
+                        runs.update(|r| r.extend(page.runs));
+                        next.set(page.next_before);
+                        error.set(None);
+                    }
+                    Err(e) => error.set(Some(format!("The history is unavailable: {e}."))),
+                }
+                loaded.set(true);
+            });
+        }
+    };
+    load(None);
+    let older = {
+        let load = load.clone();
+        move |_| load(next.get_untracked())
+    };
+    let export = |format: &str| {
+        format!(
+            "/api/runs/export?format={format}&learner={}",
+            live::learner_id().unwrap_or_default()
+        )
+    };
+    view! {
+        <article class="history">
+            <h1>"My runs"</h1>
+            <p class="lead">
+                "Every demo you started from this browser, as the server recorded it. "
+                "The server keeps them in its SQLite database, so they survive a restart."
+            </p>
+            <p class="export">
+                "Download: " <a href=export("csv") download="stacklab-runs.csv">"CSV"</a> " · "
+                <a href=export("json") download="stacklab-runs.json">"JSON"</a>
+            </p>
+            <p class="status" role="status" aria-live="polite">
+                {move || error.get().unwrap_or_else(|| {
+                    if !loaded.get() {
+                        "Loading…".into()
+                    } else if runs.with(Vec::is_empty) {
+                        "No runs yet: start a demo in a lesson and it will appear here.".into()
+                    } else {
+                        String::new()
+                    }
+                })}
+            </p>
+            {move || (!runs.with(Vec::is_empty)).then(|| view! { <HistoryChart runs=runs.get() /> })}
+            <Show when=move || !runs.with(Vec::is_empty)>
+                <table class="runs">
+                    <caption>"Newest first. Times are the server's measurements; memory is each demo's headline figure."</caption>
+                    <thead>
+                        <tr>
+                            <th scope="col">"Started (UTC)"</th>
+                            <th scope="col">"Demo"</th>
+                            <th scope="col">"Result"</th>
+                            <th scope="col">"Create → ready"</th>
+                            <th scope="col">"Memory"</th>
+                        </tr>
+                    </thead>
+                    <tbody>
+                        {move || runs.get().into_iter().map(run_row).collect_view()}
+                    </tbody>
+                </table>
+            </Show>
+            <Show when=move || next.get().is_some()>
+                <button class="older" on:click=older.clone()>"Show older runs"</button>
+            </Show>
+        </article>
+    }
+}
+
+fn run_row(r: RunSummary) -> impl IntoView {
+    let when = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(r.accepted_at_ms as f64))
+        .to_iso_string()
+        .as_string()
+        .unwrap_or_default()
+        .replace('T', " ");
+    let when = when.get(..19).unwrap_or(&when).to_owned();
+    let result = match (&r.state, &r.error) {
+        (RunState::Succeeded, _) => "ready".to_owned(),
+        (_, Some(e)) => format!("failed: {}", e.code),
+        (RunState::Queued | RunState::Running, _) => "running".to_owned(),
+        (RunState::Failed, None) => "failed".to_owned(),
+    };
+    let prefix = if r.demo.density_of().is_some() {
+        format!("{} at once: ", DemoId::DENSITY_MAX)
+    } else {
+        String::new()
+    };
+    let time = r.time_to_ready_us.map(|t| format!("{prefix}{}", fmt_ms(t)));
+    let memory = r.memory_bytes.map(|b| format!("{prefix}{}", fmt_mib(b)));
+    view! {
+        <tr data-run=r.id.clone() title=r.error.map(|e| e.message).unwrap_or_default()>
+            <td>{when}</td>
+            <td>{r.demo.title()}</td>
+            <td>{result}</td>
+            <td class="num">{time}</td>
+            <td class="num">{memory}</td>
+        </tr>
+    }
+}
+
+/// Time to ready of each successful run, oldest to newest: one chart per
+/// demo, each on its own scale (a micro-VM's milliseconds would vanish on
+/// the container's scale).
+#[component]
+fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
+    let chart = |demo: DemoId, name: &'static str, class: &'static str, how: &str| {
+        let mut times: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.demo == demo && r.state == RunState::Succeeded)
+            .filter_map(|r| r.time_to_ready_us)
+            .collect();
+        times.reverse();
+        let points: Vec<(f64, f64)> = times
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (i as f64 + 1.0, t))
+            .collect();
+        (!points.is_empty()).then(|| {
+            view! {
+                <LineChart
+                    title=format!("{name}: create → ready, run by run")
+                    x_label="your 1st, 2nd, … run listed here"
+                    series=vec![Series { name, class, points }]
+                    fmt_y=fmt_ms
+                    how=how.to_owned()
+                />
+            }
+        })
+    };
+    view! {
+        <div class="charts">
+            {chart(DemoId::PostgresContainer, "PostgreSQL container", "s-container",
+                "From the create request to the Docker engine until the first successful SELECT 1, on the server's monotonic clock.")}
+            {chart(DemoId::MicroVm, "Micro-VM", "s-vm",
+                "From opening /dev/kvm until the guest's boot-complete write, on the VMM's monotonic clock.")}
+        </div>
+    }
+}
