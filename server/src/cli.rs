@@ -25,6 +25,28 @@ pub enum Command {
     /// Manage the PostgreSQL 15 image the container demo runs.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// The Linux guests' kernel and initramfs archives.
+    #[command(subcommand)]
+    Linux(LinuxCommand),
+}
+
+/// `stacklab linux …`.
+#[derive(Debug, Subcommand)]
+pub enum LinuxCommand {
+    /// Fetch Debian's cloud kernel and busybox-static (`apt-get download`,
+    /// once) and write the guests' initramfs archives into
+    /// `<data dir>/linux/`.
+    Build {
+        /// Where to keep them.
+        #[arg(long, env = "STACKLAB_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+        /// The static (musl) stacklab-vmm the nested harness carries.
+        #[arg(
+            long,
+            default_value = "target/x86_64-unknown-linux-musl/release/stacklab-vmm"
+        )]
+        vmm: PathBuf,
+    },
 }
 
 /// `stacklab bench …`.

@@ -11,6 +11,7 @@ pub mod density;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod linux_guest;
 pub mod microvm;
 pub mod runs;
 pub mod runtime;

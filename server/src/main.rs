@@ -1,7 +1,7 @@
 //! `stacklab`: the one command users and scripts run.
 
 use clap::Parser;
-use stacklab_server::cli::{BenchCommand, Cli, Command, ImageCommand};
+use stacklab_server::cli::{BenchCommand, Cli, Command, ImageCommand, LinuxCommand};
 use stacklab_server::container::image;
 
 #[tokio::main]
@@ -18,6 +18,16 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::serve(args).await,
         Command::Image(cmd) => image_command(cmd).await,
+        Command::Linux(LinuxCommand::Build { data_dir, vmm }) => {
+            let started = std::time::Instant::now();
+            stacklab_server::linux_guest::build(&data_dir, &vmm).map(|a| {
+                eprintln!(
+                    "stacklab linux: kernel and initramfs archives ready in {} after {:.1} s",
+                    a.kernel().parent().unwrap_or(&data_dir).display(),
+                    started.elapsed().as_secs_f64()
+                )
+            })
+        }
         Command::Bench(BenchCommand::Vm { n }) => stacklab_server::bench::vm(n),
         Command::Bench(BenchCommand::Container { n }) => match connect_docker().await {
             Ok(docker) => stacklab_server::bench::container(docker, n).await,

@@ -138,6 +138,7 @@ impl Runtime for KvmRuntime {
                         report,
                         vmm_rss_bytes,
                         vmm_pss_bytes,
+                        ..
                     }) => {
                         return Ok((report, vmm_rss_bytes, vmm_pss_bytes));
                     }

@@ -8,6 +8,10 @@
 
 #[path = "../../guest/src/abi.rs"]
 pub mod abi;
+pub mod cmos;
 pub mod host;
+pub mod i8042;
+pub mod initramfs;
+pub mod linux;
 pub mod protocol;
 pub mod vm;

@@ -5,11 +5,17 @@
 //! when it exits). It prints one JSON object per line on stdout: each step
 //! as `{"event": …}`, then `{"done": …}` or `{"error": …}`.
 //!
-//! Usage: stacklab-vmm --image PATH [--mem-mib N] [--deadline-ms N] [--mode N]
+//! Usage:
+//!   stacklab-vmm --image PATH [--mem-mib N] [--deadline-ms N] [--mode N]
+//!   stacklab-vmm --kernel BZIMAGE --initrd CPIO [--mem-mib N] [--deadline-ms N] [--cmdline S]
+//!
+//! The first boots stacklab's tiny guest (an ELF with a PVH note); the
+//! second a Linux kernel with an initramfs.
 
 use std::io::Write;
 use std::time::Duration;
 
+use stacklab_vmm::linux::{self, LinuxConfig};
 use stacklab_vmm::protocol::Line;
 use stacklab_vmm::vm::{self, VmConfig};
 
@@ -33,59 +39,68 @@ fn own_memory() -> (u64, u64) {
     (field("Rss:"), field("Pss:"))
 }
 
+fn fail(code: &str, message: String, status: i32) -> ! {
+    emit(&Line::Error {
+        code: code.into(),
+        message,
+    });
+    std::process::exit(status);
+}
+
+fn read(path: &str) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| fail("load", format!("cannot read {path}: {e}"), 1))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut image = None;
+    let mut kernel = None;
+    let mut initrd = None;
     let mut config = VmConfig::default();
+    let mut linux_config = LinuxConfig::default();
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_default();
         let number = || value.parse::<u64>().ok();
         match flag.as_str() {
             "--image" => image = Some(value),
-            "--mem-mib" => config.mem_bytes = number().unwrap_or(0) as usize * (1 << 20),
-            "--deadline-ms" => config.deadline = Duration::from_millis(number().unwrap_or(0)),
-            "--mode" => config.mode = number().unwrap_or(u64::MAX) as u32,
-            _ => {
-                emit(&Line::Error {
-                    code: "usage".into(),
-                    message: format!("unknown flag {flag:?}"),
-                });
-                std::process::exit(2);
+            "--kernel" => kernel = Some(value),
+            "--initrd" => initrd = Some(value),
+            "--cmdline" => linux_config.cmdline = value,
+            "--mem-mib" => {
+                config.mem_bytes = number().unwrap_or(0) as usize * (1 << 20);
+                linux_config.mem_bytes = config.mem_bytes;
             }
+            "--deadline-ms" => {
+                config.deadline = Duration::from_millis(number().unwrap_or(0));
+                linux_config.deadline = config.deadline;
+            }
+            "--mode" => config.mode = number().unwrap_or(u64::MAX) as u32,
+            _ => fail("usage", format!("unknown flag {flag:?}"), 2),
         }
     }
-    let Some(path) = image else {
-        emit(&Line::Error {
-            code: "usage".into(),
-            message: "--image PATH is required".into(),
-        });
-        std::process::exit(2);
-    };
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) => {
-            emit(&Line::Error {
-                code: "load".into(),
-                message: format!("cannot read {path}: {e}"),
-            });
-            std::process::exit(1);
+    let on_event = &mut |e: &vm::VmEvent| emit(&Line::Event(e.clone()));
+    let result = match (image, kernel, initrd) {
+        (Some(path), None, None) => vm::run(&read(&path), &config, on_event).map(|r| (r, None)),
+        (None, Some(kernel), Some(initrd)) => {
+            linux::run_linux(&read(&kernel), &read(&initrd), &linux_config, on_event)
+                .map(|(r, g)| (r, Some(g)))
         }
+        _ => fail(
+            "usage",
+            "give either --image PATH, or --kernel PATH and --initrd PATH".into(),
+            2,
+        ),
     };
-    match vm::run(&bytes, &config, &mut |e| emit(&Line::Event(e.clone()))) {
-        Ok(report) => {
+    match result {
+        Ok((report, guest)) => {
             let (rss, pss) = own_memory();
             emit(&Line::Done {
                 report,
                 vmm_rss_bytes: rss,
                 vmm_pss_bytes: pss,
+                guest,
             });
         }
-        Err(e) => {
-            emit(&Line::Error {
-                code: e.code().into(),
-                message: e.to_string(),
-            });
-            std::process::exit(1);
-        }
+        Err(e) => fail(e.code(), e.to_string(), 1),
     }
 }

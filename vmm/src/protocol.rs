@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::linux::GuestView;
 use crate::vm::{VmEvent, VmReport};
 
 /// One line of `stacklab-vmm`'s standard output.
@@ -18,6 +19,9 @@ pub enum Line {
         vmm_rss_bytes: u64,
         /// Its proportional set size, in bytes.
         vmm_pss_bytes: u64,
+        /// For a Linux guest: what its `/init` reported.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        guest: Option<GuestView>,
     },
     /// The run failed.
     Error {

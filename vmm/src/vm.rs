@@ -100,9 +100,16 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
-    /// More memory than allowed.
-    #[error("guest memory of {asked} MiB asked; the limit is {max} MiB (and at least {min} MiB)", asked = .0 >> 20, max = MAX_MEM_BYTES >> 20, min = MIN_MEM_BYTES >> 20)]
-    MemorySize(usize),
+    /// More (or less) memory than allowed.
+    #[error("guest memory of {} MiB asked; the limit is {} MiB (and at least {} MiB)", .asked >> 20, .max >> 20, .min >> 20)]
+    MemorySize {
+        /// Bytes asked for.
+        asked: usize,
+        /// The least allowed.
+        min: usize,
+        /// The most allowed.
+        max: usize,
+    },
     /// Guest memory could not be set up.
     #[error("cannot allocate guest memory: {0}")]
     Memory(String),
@@ -133,6 +140,15 @@ pub enum VmError {
     /// Powered off or halted before saying ready.
     #[error("the guest stopped before it was ready ({0})")]
     StoppedEarly(&'static str),
+    /// A Linux guest stopped (reset, halted) before its userspace was
+    /// ready; its console's last lines usually say why (a kernel panic).
+    #[error("the guest stopped before its userspace was ready ({why}); its console ended with:\n{console_tail}")]
+    GuestStopped {
+        /// What it did.
+        why: &'static str,
+        /// The last lines of its console.
+        console_tail: String,
+    },
     /// Any other exit.
     #[error("unexpected VM exit: {0}")]
     UnexpectedExit(String),
@@ -143,7 +159,7 @@ impl VmError {
     pub fn code(&self) -> &'static str {
         match self {
             VmError::Kvm { .. } => "kvm",
-            VmError::MemorySize(_) => "memory_limit",
+            VmError::MemorySize { .. } => "memory_limit",
             VmError::Memory(_) => "memory",
             VmError::Load(_) => "load",
             VmError::Deadline(_) => "deadline",
@@ -153,7 +169,7 @@ impl VmError {
             VmError::UnknownMmio { .. } => "unknown_mmio",
             VmError::ConsoleFlood(_) => "console_flood",
             VmError::GuestException { .. } => "guest_exception",
-            VmError::StoppedEarly(_) => "stopped_early",
+            VmError::StoppedEarly(_) | VmError::GuestStopped { .. } => "stopped_early",
             VmError::UnexpectedExit(_) => "unexpected_exit",
         }
     }
@@ -182,13 +198,22 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-struct Recorder<'a> {
-    events: Vec<VmEvent>,
+pub(crate) struct Recorder<'a> {
+    pub events: Vec<VmEvent>,
     sink: &'a mut dyn FnMut(&VmEvent),
 }
 
 impl Recorder<'_> {
-    fn step(&mut self, phase: &str, label: &str, detail: String, guest_us: Option<f64>) {
+    /// A recorder that passes each step to `sink` as it happens.
+    pub fn new(sink: &mut dyn FnMut(&VmEvent)) -> Recorder<'_> {
+        Recorder {
+            events: Vec::new(),
+            sink,
+        }
+    }
+
+    /// Records a step now.
+    pub fn step(&mut self, phase: &str, label: &str, detail: String, guest_us: Option<f64>) {
         let event = VmEvent {
             phase: phase.into(),
             label: label.into(),
@@ -201,7 +226,97 @@ impl Recorder<'_> {
     }
 }
 
-fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+/// A VM with its interrupt controllers, timer and RAM, before any guest is
+/// loaded: the part every kind of guest shares.
+pub(crate) struct Machine {
+    pub kvm: Kvm,
+    pub vm: kvm_ioctls::VmFd,
+    pub memory: GuestMemoryMmap,
+    pub host_addr: *mut u8,
+    /// Whether console bytes on the serial port go through KVM's coalesced
+    /// I/O ring instead of one exit each.
+    pub coalesced_console: bool,
+}
+
+impl Machine {
+    /// Opens `/dev/kvm`, creates the VM, the in-kernel PIC/IOAPIC and PIT
+    /// (with `pit_flags`), and `mem_bytes` of RAM at guest address 0,
+    /// recording each step. With `coalesce_console`, writes to the serial
+    /// data port are batched where KVM supports it.
+    pub fn create(
+        mem_bytes: usize,
+        pit_flags: u32,
+        coalesce_console: bool,
+        rec: &mut Recorder,
+    ) -> Result<Machine, VmError> {
+        let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
+        rec.step(
+            "kvm_opened",
+            "/dev/kvm opened",
+            format!("KVM API version {}", kvm.get_api_version()),
+            None,
+        );
+
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        // Intel needs a TSS region for real-mode emulation; elsewhere it is ignored or refused, both fine.
+        let _ = vm.set_tss_address(0xfffb_d000);
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: pit_flags,
+            ..Default::default()
+        })
+        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        let coalesced_console = coalesce_console
+            && vm.check_extension(kvm_ioctls::Cap::CoalescedPio)
+            && vm
+                .register_coalesced_mmio(
+                    kvm_ioctls::IoEventAddress::Pio(abi::SERIAL_PORT as u64),
+                    1,
+                )
+                .is_ok();
+        rec.step(
+            "vm_created",
+            "VM created",
+            "KVM_CREATE_VM, plus the in-kernel interrupt controllers and timer (PIC, IOAPIC, PIT)"
+                .into(),
+            None,
+        );
+
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes)])
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let host_addr = memory
+            .get_host_address(GuestAddress(0))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_bytes as u64,
+            userspace_addr: host_addr as u64,
+        };
+        // SAFETY: the region is backed by `memory`, which the Machine owns
+        // and which callers drop after the VM (fields drop in order: `vm`
+        // before `memory`).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        rec.step(
+            "memory_mapped",
+            "Guest memory mapped",
+            format!("{} MiB of anonymous host memory registered as guest RAM (pages are only backed when touched)", mem_bytes >> 20),
+            None,
+        );
+        Ok(Machine {
+            kvm,
+            vm,
+            memory,
+            host_addr,
+            coalesced_console,
+        })
+    }
+}
+
+pub(crate) fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
@@ -214,66 +329,26 @@ pub fn run(
     on_event: &mut dyn FnMut(&VmEvent),
 ) -> Result<VmReport, VmError> {
     if !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&config.mem_bytes) {
-        return Err(VmError::MemorySize(config.mem_bytes));
+        return Err(VmError::MemorySize {
+            asked: config.mem_bytes,
+            min: MIN_MEM_BYTES,
+            max: MAX_MEM_BYTES,
+        });
     }
     let deadline = Instant::now() + config.deadline;
-    let mut rec = Recorder {
-        events: Vec::new(),
-        sink: on_event,
-    };
+    let mut rec = Recorder::new(on_event);
 
-    let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
-    rec.step(
-        "kvm_opened",
-        "/dev/kvm opened",
-        format!("KVM API version {}", kvm.get_api_version()),
-        None,
-    );
+    let machine = Machine::create(config.mem_bytes, 0, true, &mut rec)?;
+    let Machine {
+        kvm,
+        vm,
+        memory,
+        host_addr,
+        coalesced_console,
+    } = &machine;
+    let (host_addr, coalesced_console) = (*host_addr, *coalesced_console);
 
-    let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    // Intel needs a TSS region for real-mode emulation; elsewhere it is ignored or refused, both fine.
-    let _ = vm.set_tss_address(0xfffb_d000);
-    vm.create_irq_chip()
-        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-    vm.create_pit2(kvm_pit_config::default())
-        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
-    // Console bytes go into a shared ring instead of one VM exit each, where
-    // KVM supports it; the VMM drains the ring at every exit.
-    let coalesced_console = vm.check_extension(kvm_ioctls::Cap::CoalescedPio)
-        && vm
-            .register_coalesced_mmio(kvm_ioctls::IoEventAddress::Pio(abi::SERIAL_PORT as u64), 1)
-            .is_ok();
-    rec.step(
-        "vm_created",
-        "VM created",
-        "KVM_CREATE_VM, plus the in-kernel interrupt controllers and timer (PIC, IOAPIC, PIT)"
-            .into(),
-        None,
-    );
-
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), config.mem_bytes)])
-        .map_err(|e| VmError::Memory(e.to_string()))?;
-    let host_addr = memory
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| VmError::Memory(e.to_string()))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: config.mem_bytes as u64,
-        userspace_addr: host_addr as u64,
-    };
-    // SAFETY: the region is backed by `memory`, which outlives the VM (both
-    // are dropped at the end of this function, the VM first).
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-    rec.step(
-        "memory_mapped",
-        "Guest memory mapped",
-        format!("{} MiB of anonymous host memory registered as guest RAM (pages are only backed when touched)", config.mem_bytes >> 20),
-        None,
-    );
-
-    let loaded = Elf::load(&memory, None, &mut Cursor::new(image), None)
+    let loaded = Elf::load(memory, None, &mut Cursor::new(image), None)
         .map_err(|e| VmError::Load(e.to_string()))?;
     let entry = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => addr.0,
@@ -318,7 +393,7 @@ pub fn run(
     let result = with_watchdog(deadline, || {
         exit_loop(
             &mut vcpu,
-            &memory,
+            memory,
             config,
             deadline,
             tsc_khz,
@@ -387,7 +462,7 @@ fn kick_signal() -> libc::c_int {
 
 /// Runs `vcpu_loop` on this thread while a watchdog thread kicks it out of
 /// KVM_RUN once `deadline` has passed.
-fn with_watchdog<R>(deadline: Instant, vcpu_loop: impl FnOnce() -> R) -> R {
+pub(crate) fn with_watchdog<R>(deadline: Instant, vcpu_loop: impl FnOnce() -> R) -> R {
     static HANDLER: std::sync::Once = std::sync::Once::new();
     HANDLER.call_once(|| {
         let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
@@ -562,7 +637,7 @@ fn exit_loop(
 }
 
 /// Bytes of `[addr, addr+len)` backed by host pages right now (mincore).
-fn resident_bytes(addr: *mut u8, len: usize) -> usize {
+pub(crate) fn resident_bytes(addr: *mut u8, len: usize) -> usize {
     let page = 4096;
     let mut vec = vec![0u8; len.div_ceil(page)];
     // SAFETY: `addr..addr+len` is one mapping we own (guest memory, still
@@ -585,7 +660,7 @@ mod tests {
             ..VmConfig::default()
         };
         let err = run(&[], &config, &mut |_| {}).unwrap_err();
-        assert!(matches!(err, VmError::MemorySize(_)), "{err}");
+        assert!(matches!(err, VmError::MemorySize { .. }), "{err}");
         assert!(err.to_string().contains("limit is 256 MiB"), "{err}");
     }
 }

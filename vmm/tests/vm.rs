@@ -92,7 +92,7 @@ fn memory_is_capped_and_small_guests_work() {
     };
     assert!(matches!(
         boot(&image, &too_big),
-        Err(VmError::MemorySize(_))
+        Err(VmError::MemorySize { .. })
     ));
     let small = VmConfig {
         mem_bytes: 4 << 20,

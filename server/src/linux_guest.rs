@@ -1,0 +1,214 @@
+//! The Linux guests' files: Debian's cloud kernel and busybox (fetched with
+//! `apt-get download`, never committed), and the initramfs archives the
+//! project writes itself around its own `/init` scripts
+//! (`vmm/initramfs/*.init`).
+//!
+//! Everything lives in `<data dir>/linux/`:
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `vmlinuz` | the kernel (bzImage) of `linux-image-cloud-amd64` |
+//! | `linux-vm.cpio` | busybox + `/init` that reports boot-complete and resets |
+//! | `nested.cpio` | the nested-emulation harness: KVM modules, `stacklab-vmm`, the kernel and `linux-vm.cpio`, and an `/init` that boots the inner guest |
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use stacklab_vmm::initramfs::Initramfs;
+
+/// The Debian metapackage whose kernel the guests boot.
+pub const KERNEL_PACKAGE: &str = "linux-image-cloud-amd64";
+/// The Debian package with a static busybox.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+const LINUX_VM_INIT: &str = include_str!("../../vmm/initramfs/linux-vm.init");
+const NESTED_INIT: &str = include_str!("../../vmm/initramfs/nested.init");
+
+/// The busybox applets the `/init` scripts call through `PATH`.
+const APPLETS: &[&str] = &["sh", "mount", "echo", "cat", "grep", "sleep", "ls"];
+
+/// Where the Linux guests' files are.
+#[derive(Debug, Clone)]
+pub struct LinuxArtifacts {
+    dir: PathBuf,
+}
+
+impl LinuxArtifacts {
+    /// The files under `<data_dir>/linux` (present or not).
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        LinuxArtifacts {
+            dir: data_dir.join("linux"),
+        }
+    }
+
+    /// The kernel image.
+    pub fn kernel(&self) -> PathBuf {
+        self.dir.join("vmlinuz")
+    }
+
+    /// The `linux-vm` guest's initramfs.
+    pub fn linux_vm_initrd(&self) -> PathBuf {
+        self.dir.join("linux-vm.cpio")
+    }
+
+    /// The nested-emulation harness's initramfs.
+    pub fn nested_initrd(&self) -> PathBuf {
+        self.dir.join("nested.cpio")
+    }
+
+    /// `Ok` when the kernel and the `linux-vm` initramfs are built; else
+    /// what is missing and how to build it.
+    pub fn check(&self) -> Result<(), String> {
+        for f in [self.kernel(), self.linux_vm_initrd()] {
+            if !f.is_file() {
+                return Err(format!(
+                    "{} is missing; build it with `stacklab linux build` (./dev does)",
+                    f.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {shown}"))?;
+    if !out.status.success() {
+        bail!(
+            "{shown} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The versioned kernel package the metapackage depends on, e.g.
+/// `linux-image-6.1.0-56-cloud-amd64`.
+fn resolve_kernel_package() -> anyhow::Result<String> {
+    let out = run(Command::new("apt-cache").args(["depends", KERNEL_PACKAGE]))?;
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.trim().to_owned())
+        .with_context(|| format!("apt-cache names no kernel package for {KERNEL_PACKAGE}"))
+}
+
+/// Downloads (once) and unpacks a package into `dir/<name>`; returns that
+/// folder.
+fn fetch_package(debs: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    let unpacked = debs.join(package);
+    if unpacked.is_dir() {
+        return Ok(unpacked);
+    }
+    std::fs::create_dir_all(debs)?;
+    let has_deb = |debs: &Path| -> anyhow::Result<Option<PathBuf>> {
+        Ok(std::fs::read_dir(debs)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(&format!("{package}_")) && n.ends_with(".deb"))
+            }))
+    };
+    let deb = match has_deb(debs)? {
+        Some(deb) => deb,
+        None => {
+            tracing::info!("apt-get download {package}");
+            run(Command::new("apt-get")
+                .args(["download", "-q", package])
+                .current_dir(debs))?;
+            has_deb(debs)?.with_context(|| format!("apt-get download left no {package} .deb"))?
+        }
+    };
+    let partial = debs.join(format!("{package}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+    std::fs::rename(&partial, &unpacked)?;
+    Ok(unpacked)
+}
+
+fn single_file(dir: &Path, starts_with: &str) -> anyhow::Result<PathBuf> {
+    std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(starts_with))
+        })
+        .with_context(|| format!("no {starts_with}* in {}", dir.display()))
+}
+
+fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// busybox, its applet links, `/dev/console` and the mount points every
+/// guest's `/init` needs.
+fn base_archive(busybox: &[u8], init: &str) -> Initramfs {
+    let mut a = Initramfs::new();
+    for d in ["bin", "dev", "proc", "sys", "tmp"] {
+        a.dir(d, 0o755);
+    }
+    // The kernel opens /dev/console for /init before any devtmpfs exists.
+    a.char_dev("dev/console", 0o600, 5, 1);
+    a.file("bin/busybox", 0o755, busybox);
+    for applet in APPLETS {
+        a.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    a.file("init", 0o755, init.as_bytes());
+    a
+}
+
+/// Writes `bytes` to `path` through a temporary file, so a reader never
+/// sees half an archive.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// `stacklab linux build`: fetches the kernel and busybox packages (once)
+/// and writes the kernel and the initramfs archives. `vmm` is the static
+/// `stacklab-vmm` the nested harness carries.
+pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
+    let artifacts = LinuxArtifacts::in_data_dir(data_dir);
+    let debs = artifacts.dir.join("debs");
+    let kernel_package = resolve_kernel_package()?;
+    let kernel_root = fetch_package(&debs, &kernel_package)?;
+    let busybox_root = fetch_package(&debs, BUSYBOX_PACKAGE)?;
+
+    let vmlinuz = read(&single_file(&kernel_root.join("boot"), "vmlinuz-")?)?;
+    write_atomically(&artifacts.kernel(), &vmlinuz)?;
+    let busybox = read(&busybox_root.join("bin/busybox"))?;
+
+    let linux_vm = base_archive(&busybox, LINUX_VM_INIT).finish();
+    write_atomically(&artifacts.linux_vm_initrd(), &linux_vm)?;
+
+    let modules = single_file(&kernel_root.join("lib/modules"), "")?;
+    let mut nested = base_archive(&busybox, NESTED_INIT);
+    nested.dir("modules", 0o755).dir("linux", 0o755);
+    for (name, path) in [
+        ("irqbypass", "kernel/virt/lib/irqbypass.ko"),
+        ("kvm", "kernel/arch/x86/kvm/kvm.ko"),
+        ("kvm-amd", "kernel/arch/x86/kvm/kvm-amd.ko"),
+    ] {
+        nested.file(
+            &format!("modules/{name}.ko"),
+            0o644,
+            &read(&modules.join(path))?,
+        );
+    }
+    nested.file("stacklab-vmm", 0o755, &read(vmm)?);
+    nested.file("linux/vmlinuz", 0o644, &vmlinuz);
+    nested.file("linux/linux-vm.cpio", 0o644, &linux_vm);
+    write_atomically(&artifacts.nested_initrd(), &nested.finish())?;
+    Ok(artifacts)
+}
