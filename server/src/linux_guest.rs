@@ -9,7 +9,12 @@
 //! | --- | --- |
 //! | `vmlinuz` | the kernel (bzImage) of `linux-image-cloud-amd64` |
 //! | `linux-vm.cpio` | busybox + `/init` that reports boot-complete and resets |
-//! | `nested.cpio` | the nested-emulation harness: KVM modules, `stacklab-vmm`, the kernel and `linux-vm.cpio`, and an `/init` that boots the inner guest |
+//! | `nested-linux-vm.cpio` | the nested-emulation harness: KVM modules, `stacklab-vmm`, the kernel and `linux-vm.cpio`, and an `/init` that boots the inner guest |
+//!
+//! [`run_nested`] boots the harness under `qemu-system-x86_64 -cpu max`
+//! (software emulation, where `kvm_amd` loads) and reads the inner run's
+//! result from the serial console: how the Linux-guest path is tested on a
+//! host whose own KVM cannot boot Linux.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -52,9 +57,9 @@ impl LinuxArtifacts {
         self.dir.join("linux-vm.cpio")
     }
 
-    /// The nested-emulation harness's initramfs.
-    pub fn nested_initrd(&self) -> PathBuf {
-        self.dir.join("nested.cpio")
+    /// The nested-emulation harness's initramfs for `guest`.
+    pub fn nested_initrd(&self, guest: &str) -> PathBuf {
+        self.dir.join(format!("nested-{guest}.cpio"))
     }
 
     /// `Ok` when the kernel and the `linux-vm` initramfs are built; else
@@ -193,22 +198,134 @@ pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
     write_atomically(&artifacts.linux_vm_initrd(), &linux_vm)?;
 
     let modules = single_file(&kernel_root.join("lib/modules"), "")?;
-    let mut nested = base_archive(&busybox, NESTED_INIT);
-    nested.dir("modules", 0o755).dir("linux", 0o755);
+    let mut kvm_modules = Vec::new();
     for (name, path) in [
         ("irqbypass", "kernel/virt/lib/irqbypass.ko"),
         ("kvm", "kernel/arch/x86/kvm/kvm.ko"),
         ("kvm-amd", "kernel/arch/x86/kvm/kvm-amd.ko"),
     ] {
-        nested.file(
-            &format!("modules/{name}.ko"),
-            0o644,
-            &read(&modules.join(path))?,
+        kvm_modules.push((name, read(&modules.join(path))?));
+    }
+    let vmm = read(vmm)?;
+    let nested = |guest: &str, mem_mib: u32, initrd: &[u8]| {
+        let mut a = base_archive(&busybox, NESTED_INIT);
+        a.dir("modules", 0o755).dir("linux", 0o755);
+        for (name, bytes) in &kvm_modules {
+            a.file(&format!("modules/{name}.ko"), 0o644, bytes);
+        }
+        a.file("stacklab-vmm", 0o755, &vmm)
+            .file("linux/vmlinuz", 0o644, &vmlinuz)
+            .file(&format!("linux/{guest}.cpio"), 0o644, initrd)
+            .file("guest", 0o644, guest.as_bytes())
+            .file("guest-mem-mib", 0o644, mem_mib.to_string().as_bytes());
+        a.finish()
+    };
+    write_atomically(
+        &artifacts.nested_initrd(LINUX_VM),
+        &nested(LINUX_VM, LINUX_VM_MEM_MIB, &linux_vm),
+    )?;
+    Ok(artifacts)
+}
+
+/// The plain Linux guest's name (its initramfs is `<name>.cpio`).
+pub const LINUX_VM: &str = "linux-vm";
+/// Guest RAM of the plain Linux guest.
+pub const LINUX_VM_MEM_MIB: u32 = 128;
+
+/// One inner run under nested emulation, as read from the serial console.
+#[derive(Debug)]
+pub struct NestedRun {
+    /// The VMM's JSON lines, parsed.
+    pub lines: Vec<stacklab_vmm::protocol::Line>,
+    /// The VMM's exit status inside the harness.
+    pub vmm_status: i32,
+    /// Wall time of the whole QEMU run (emulated: not a performance figure).
+    pub wall: std::time::Duration,
+    /// Everything the harness printed (for a failure's message).
+    pub console: String,
+}
+
+/// Boots the nested harness for `guest` under `qemu-system-x86_64 -machine
+/// q35 -cpu max` (TCG, no `-enable-kvm`) and waits up to `timeout` for its
+/// result. Errors carry the console's last lines.
+pub fn run_nested(
+    artifacts: &LinuxArtifacts,
+    guest: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<NestedRun> {
+    use std::io::Read;
+    let started = std::time::Instant::now();
+    let initrd = artifacts.nested_initrd(guest);
+    if !initrd.is_file() {
+        bail!(
+            "{} is missing; build it with `stacklab linux build`",
+            initrd.display()
         );
     }
-    nested.file("stacklab-vmm", 0o755, &read(vmm)?);
-    nested.file("linux/vmlinuz", 0o644, &vmlinuz);
-    nested.file("linux/linux-vm.cpio", 0o644, &linux_vm);
-    write_atomically(&artifacts.nested_initrd(), &nested.finish())?;
-    Ok(artifacts)
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35", "-cpu", "max", "-m", "2048", "-smp", "1"])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "stdio",
+            "-no-reboot",
+        ])
+        .arg("-kernel")
+        .arg(artifacts.kernel())
+        .arg("-initrd")
+        .arg(&initrd)
+        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let console = String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned();
+    let tail = stacklab_vmm::linux::tail(&console, 25);
+    let Some(status) = status else {
+        bail!("the nested run did not finish within {timeout:?}; console tail:\n{tail}");
+    };
+    let end = console
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("stacklab-nested: end "))
+        .and_then(|s| s.trim().parse::<i32>().ok())
+        .with_context(|| {
+            format!(
+                "QEMU exited ({status}) without the harness's end marker; console tail:\n{tail}"
+            )
+        })?;
+    let lines = console
+        .lines()
+        .skip_while(|l| l.trim() != "stacklab-nested: begin")
+        .skip(1)
+        .take_while(|l| !l.trim().starts_with("stacklab-nested: end"))
+        .map(|l| serde_json::from_str(l.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("unreadable VMM line; console tail:\n{tail}"))?;
+    Ok(NestedRun {
+        lines,
+        vmm_status: end,
+        wall: started.elapsed(),
+        console,
+    })
 }

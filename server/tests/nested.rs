@@ -1,0 +1,127 @@
+//! The Linux-guest path end to end under nested emulation: QEMU (TCG,
+//! `-cpu max`, no KVM of its own) boots Debian's cloud kernel, loads `kvm`
+//! and `kvm-amd` inside, and runs our static `stacklab-vmm`, which boots
+//! the same kernel again as its guest and must receive the guest's
+//! boot-complete write. This host's own KVM (nested, kvm-pvm) cannot boot
+//! Linux; this is how that code is proven to work.
+//!
+//! Needs `stacklab linux build` (./dev test runs it) and qemu-system-x86.
+//! Timings printed here are emulated: a correctness check, not a benchmark.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use stacklab_server::linux_guest::{self, LinuxArtifacts, LINUX_VM, LINUX_VM_MEM_MIB};
+use stacklab_vmm::protocol::Line;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The archives, or why the test cannot run (a failure in CI).
+fn artifacts() -> Option<LinuxArtifacts> {
+    let artifacts = LinuxArtifacts::in_data_dir(&repo().join("data"));
+    let qemu = std::process::Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let why = if !qemu {
+        "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".to_owned()
+    } else if !artifacts.nested_initrd(LINUX_VM).is_file() {
+        format!(
+            "{} is missing: run `stacklab linux build` (./dev test does)",
+            artifacts.nested_initrd(LINUX_VM).display()
+        )
+    } else {
+        return Some(artifacts);
+    };
+    assert!(std::env::var_os("CI").is_none(), "{why}");
+    eprintln!("skipped: {why}");
+    None
+}
+
+#[test]
+fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
+    let Some(artifacts) = artifacts() else {
+        return;
+    };
+    let run = linux_guest::run_nested(&artifacts, LINUX_VM, Duration::from_secs(600))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let fail = |what: &str| -> ! {
+        panic!(
+            "{what}; harness console:\n{}",
+            stacklab_vmm::linux::tail(&run.console, 40)
+        )
+    };
+    if run.vmm_status != 0 {
+        fail(&format!("stacklab-vmm exited with {}", run.vmm_status));
+    }
+    let phases: Vec<&str> = run
+        .lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Event(e) => Some(e.phase.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "kvm_opened",
+            "vm_created",
+            "memory_mapped",
+            "kernel_loaded",
+            "vcpu_created",
+            "first_exit",
+            "first_console",
+            "ready",
+            "guest_meminfo",
+            "reset"
+        ],
+        "every step, in order"
+    );
+    let Some(Line::Done {
+        report,
+        guest: Some(guest),
+        vmm_rss_bytes,
+        ..
+    }) = run.lines.last()
+    else {
+        fail("the last line is not the VMM's result");
+    };
+    // The guest saw its own RAM: less than configured (the kernel keeps
+    // some), but most of it.
+    let configured = u64::from(LINUX_VM_MEM_MIB) << 20;
+    let total = guest.mem_total_bytes.expect("MemTotal reported");
+    let available = guest.mem_available_bytes.expect("MemAvailable reported");
+    assert!(
+        total < configured && total > configured / 2,
+        "MemTotal {total} of {configured}"
+    );
+    assert!(available > 0 && available < total);
+    // The guest runs the kernel we gave it: the release in /init's `uname
+    // -r` is the one the kernel package is named after.
+    let release = guest.kernel_release.clone().expect("uname -r reported");
+    let modules_dir = std::fs::read_dir(repo().join("data/linux/debs"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().ends_with(&release));
+    assert!(modules_dir, "guest kernel {release} is the packaged one");
+    assert!(
+        report.console.contains("stacklab: meminfo"),
+        "{}",
+        report.console
+    );
+    assert!(*vmm_rss_bytes > 0);
+    let span = |a: &str, b: &str| report.span(a, b).map(|d| d.as_secs_f64() * 1000.0);
+    eprintln!(
+        "nested (emulated, not a performance figure): QEMU wall {:.1} s; inner VM: vCPU created → userspace {:.0} ms, → reset {:.0} ms; {} exits; guest MemTotal {} KiB, MemAvailable {} KiB; VMM RSS {} KiB",
+        run.wall.as_secs_f64(),
+        span("vcpu_created", "ready").unwrap_or(f64::NAN),
+        span("vcpu_created", "reset").unwrap_or(f64::NAN),
+        report.exits,
+        total >> 10,
+        available >> 10,
+        vmm_rss_bytes >> 10
+    );
+}
