@@ -22,15 +22,21 @@ pub enum DemoId {
     DensityContainer,
     /// Density: 1, 2, … 5 micro-VMs started at once.
     DensityMicroVm,
+    /// Debian's Linux kernel booted by stacklab's VMM, to its userspace.
+    LinuxVm,
+    /// PostgreSQL 15 inside a Linux guest booted by stacklab's VMM.
+    PostgresVm,
 }
 
 impl DemoId {
     /// Every demo, in the order lessons introduce them.
-    pub const ALL: [DemoId; 4] = [
+    pub const ALL: [DemoId; 6] = [
         DemoId::PostgresContainer,
         DemoId::MicroVm,
         DemoId::DensityContainer,
         DemoId::DensityMicroVm,
+        DemoId::LinuxVm,
+        DemoId::PostgresVm,
     ];
 
     /// The largest N a density demo starts at once.
@@ -43,6 +49,8 @@ impl DemoId {
             DemoId::MicroVm => "micro-vm",
             DemoId::DensityContainer => "density-container",
             DemoId::DensityMicroVm => "density-micro-vm",
+            DemoId::LinuxVm => "linux-vm",
+            DemoId::PostgresVm => "postgres-vm",
         }
     }
 
@@ -53,7 +61,14 @@ impl DemoId {
             DemoId::MicroVm => "A tiny guest in a micro-VM",
             DemoId::DensityContainer => "Density: 1 to 5 containers at once",
             DemoId::DensityMicroVm => "Density: 1 to 5 micro-VMs at once",
+            DemoId::LinuxVm => "A Linux kernel in a VM",
+            DemoId::PostgresVm => "PostgreSQL 15 in a Linux VM",
         }
+    }
+
+    /// Whether this demo boots a Linux guest (which needs hardware KVM).
+    pub fn is_linux_guest(self) -> bool {
+        matches!(self, DemoId::LinuxVm | DemoId::PostgresVm)
     }
 
     /// For a density demo, the single-instance demo it multiplies.
@@ -82,7 +97,7 @@ impl DemoId {
     /// figure (the one compared across demos and kept in the history).
     pub fn memory_key(self) -> &'static str {
         match self.density_of().unwrap_or(self) {
-            DemoId::MicroVm => "vmm_pss",
+            DemoId::MicroVm | DemoId::LinuxVm | DemoId::PostgresVm => "vmm_pss",
             _ => "memory_pss",
         }
     }

@@ -40,8 +40,12 @@ impl LatestRuns {
         let slot = match demo {
             DemoId::PostgresContainer => self.container,
             DemoId::MicroVm => self.vm,
-            // A density sweep has no single-instance figures to compare.
-            DemoId::DensityContainer | DemoId::DensityMicroVm => return,
+            // A density sweep has no single-instance figures to compare, and
+            // the Linux guests have their own lesson.
+            DemoId::DensityContainer
+            | DemoId::DensityMicroVm
+            | DemoId::LinuxVm
+            | DemoId::PostgresVm => return,
         };
         slot.set(Some((measurements.clone(), facts.clone())));
     }

@@ -269,13 +269,17 @@ fn layer_phases(layer: &Layer) -> &'static [&'static str] {
     match layer.label {
         "Hypervisor" => &["vm_created", "memory_mapped", "vcpu_created"],
         "Guest OS" => &[
+            // A Linux guest: its kernel runs, then prints.
+            "first_exit",
+            "first_console",
+            // The tiny guest reports each boot step.
             "guest_entry",
             "guest_long_mode",
             "guest_idt",
             "guest_timer",
             "guest_user_enter",
         ],
-        "App + dependencies" => &["guest_user_return", "ready"],
+        "App + dependencies" => &["guest_user_return", "ready", "postgres_ready"],
         "Docker Engine" => &["container_created"],
         "Container (app + dependencies)" => &["container_started", "server_ready", "ready"],
         _ => &[],

@@ -38,6 +38,12 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
         DemoId::DensityContainer => {
             "Starts 1, then 2, 3, 4 and 5 PostgreSQL containers at the same moment, and measures for each step how long until all answered and how much memory they hold together."
         }
+        DemoId::LinuxVm => {
+            "Boots Debian's own Linux kernel in a KVM virtual machine with stacklab's VMM, and times it from the hypervisor's first step to the moment the guest's first program runs."
+        }
+        DemoId::PostgresVm => {
+            "Boots Debian's Linux kernel in a KVM virtual machine, then initialises and starts PostgreSQL 15 inside it: the guide's VM, measured the same way as the container."
+        }
         DemoId::DensityMicroVm => {
             "Boots 1, then 2, 3, 4 and 5 micro-VMs at the same moment, and measures for each step how long until all were ready and how much memory their VMM processes hold together."
         }
@@ -120,7 +126,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             {match demo.density_of() {
                 None => view! {
                     <StackDiagram
-                        focus=if demo == DemoId::MicroVm { StackFocus::Vm } else { StackFocus::Container }
+                        focus=if demo == DemoId::PostgresContainer { StackFocus::Container } else { StackFocus::Vm }
                         run=events
                     />
                 }

@@ -62,6 +62,32 @@ pub async fn create_run(
             })?;
             start(&state, request, runtime, &lab.queue, lab.deadline)
         }
+        DemoId::LinuxVm | DemoId::PostgresVm => {
+            let lab = &state.vms;
+            let host = tokio::task::spawn_blocking(stacklab_vmm::host::probe)
+                .await
+                .map_err(|e| AppError::Internal(format!("KVM probe failed: {e}")))?
+                .map_err(|e| AppError::Unavailable {
+                    code: "kvm_unavailable",
+                    message: format!("This server cannot run virtual machines: {e}."),
+                })?;
+            if host.backing == stacklab_api::KvmBacking::NestedPvm {
+                return Err(AppError::Unavailable {
+                    code: "linux_guest_unsupported",
+                    message: LINUX_ON_NESTED_PVM.into(),
+                });
+            }
+            let runtime = if demo == DemoId::LinuxVm {
+                &lab.linux
+            } else {
+                &lab.postgres
+            };
+            let runtime = runtime.clone().map_err(|why| AppError::Unavailable {
+                code: "linux_guest_missing",
+                message: format!("The Linux guest is not installed on this server: {why}."),
+            })?;
+            start(&state, request, runtime, &lab.queue, lab.deadline)
+        }
         _ => {
             let lab = &state.containers;
             let docker = state
@@ -117,6 +143,9 @@ fn start<R: Runtime>(
         ),
     }
 }
+
+/// Why a Linux guest cannot run on a kvm-pvm host, for a learner.
+pub const LINUX_ON_NESTED_PVM: &str = "This server is itself a virtual machine, and the KVM it offers (kvm-pvm) emulates a guest kernel's privileged code one instruction at a time, without the SSE, XSAVE and other instructions a Linux kernel uses at boot. So a real Linux guest cannot boot here: the tiny micro-VM demo can, because its kernel was written to need none of that. On a server with hardware virtualisation (Intel VT-x or AMD-V) this demo boots Debian's kernel; the project's tests boot it under full emulation to prove the path works.";
 
 /// A density sweep starts 1 + 2 + … + 5 = 15 instances, five at most at
 /// once; its deadline is this many single-run deadlines.

@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_vm_runs: usize,
     /// Time budget of one run after it leaves the queue.
     pub run_deadline: Duration,
+    /// Where the Linux guests' archives are (`<data dir>/linux`).
+    pub data_dir: PathBuf,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             max_container_runs: 4,
             max_vm_runs: 2,
             run_deadline: Duration::from_secs(60),
+            data_dir: PathBuf::from("data"),
         }
     }
 }
@@ -66,6 +69,10 @@ impl Default for Settings {
 pub struct VmLab {
     /// Where the VMM and guest are, or why they are not.
     pub runtime: Result<Arc<KvmRuntime>, String>,
+    /// The Linux guest (`linux-vm`), or why it cannot run.
+    pub linux: Result<Arc<KvmRuntime>, String>,
+    /// PostgreSQL in a Linux guest (`postgres-vm`), or why it cannot run.
+    pub postgres: Result<Arc<KvmRuntime>, String>,
     /// Runs waiting for one of the slots.
     pub queue: Arc<Queue>,
     /// Per-run deadline (the server's; the VMM has its own, shorter one).
@@ -139,12 +146,35 @@ impl AppState {
             vms: Arc::new(VmLab {
                 runtime: VmArtifacts::locate()
                     .map(|a| Arc::new(KvmRuntime::new(a, VmConfig::default()))),
+                linux: linux_runtime(&settings.data_dir, false),
+                postgres: linux_runtime(&settings.data_dir, true),
                 queue: Arc::new(Queue::new(settings.max_vm_runs)),
                 deadline: settings.run_deadline,
             }),
             density_queue: Arc::new(Queue::new(1)),
         }
     }
+}
+
+/// A runtime for a Linux guest, if its VMM, kernel and initramfs are there.
+fn linux_runtime(data_dir: &std::path::Path, postgres: bool) -> Result<Arc<KvmRuntime>, String> {
+    let vm = VmArtifacts::locate()?;
+    let files = linux_guest::LinuxArtifacts::in_data_dir(data_dir);
+    let (name, mem_mib) = if postgres {
+        (linux_guest::POSTGRES_VM, linux_guest::POSTGRES_VM_MEM_MIB)
+    } else {
+        (linux_guest::LINUX_VM, linux_guest::LINUX_VM_MEM_MIB)
+    };
+    files.check(name)?;
+    Ok(Arc::new(KvmRuntime::linux(
+        vm,
+        microvm::LinuxGuest {
+            kernel: files.kernel(),
+            initrd: files.initrd(name),
+            mem_mib,
+            postgres,
+        },
+    )))
 }
 
 /// The whole HTTP application.
@@ -196,6 +226,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_container_runs: args.max_container_runs,
         max_vm_runs: args.max_vm_runs,
         run_deadline: Duration::from_secs(args.run_deadline_secs),
+        data_dir: args.data_dir.clone(),
     };
     let history = history::History::open(&args.data_dir)?;
     tracing::info!("run history in {}", history.path());

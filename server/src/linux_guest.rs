@@ -52,9 +52,9 @@ impl LinuxArtifacts {
         self.dir.join("vmlinuz")
     }
 
-    /// The `linux-vm` guest's initramfs.
-    pub fn linux_vm_initrd(&self) -> PathBuf {
-        self.dir.join("linux-vm.cpio")
+    /// The initramfs of the guest called `name` ([`LINUX_VM`], [`POSTGRES_VM`]).
+    pub fn initrd(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.cpio"))
     }
 
     /// The nested-emulation harness's initramfs for `guest`.
@@ -62,10 +62,10 @@ impl LinuxArtifacts {
         self.dir.join(format!("nested-{guest}.cpio"))
     }
 
-    /// `Ok` when the kernel and the `linux-vm` initramfs are built; else
-    /// what is missing and how to build it.
-    pub fn check(&self) -> Result<(), String> {
-        for f in [self.kernel(), self.linux_vm_initrd()] {
+    /// `Ok` when the kernel and the initramfs of guest `name` are built;
+    /// else what is missing and how to build it.
+    pub fn check(&self, name: &str) -> Result<(), String> {
+        for f in [self.kernel(), self.initrd(name)] {
             if !f.is_file() {
                 return Err(format!(
                     "{} is missing; build it with `stacklab linux build` (./dev does)",
@@ -195,7 +195,7 @@ pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
     let busybox = read(&busybox_root.join("bin/busybox"))?;
 
     let linux_vm = base_archive(&busybox, LINUX_VM_INIT).finish();
-    write_atomically(&artifacts.linux_vm_initrd(), &linux_vm)?;
+    write_atomically(&artifacts.initrd(LINUX_VM), &linux_vm)?;
 
     let modules = single_file(&kernel_root.join("lib/modules"), "")?;
     let mut kvm_modules = Vec::new();
@@ -231,6 +231,11 @@ pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
 pub const LINUX_VM: &str = "linux-vm";
 /// Guest RAM of the plain Linux guest.
 pub const LINUX_VM_MEM_MIB: u32 = 128;
+/// The PostgreSQL guest's name.
+pub const POSTGRES_VM: &str = "postgres-vm";
+/// Guest RAM of the PostgreSQL guest: the initramfs (PostgreSQL and its
+/// libraries) and the database both live in it.
+pub const POSTGRES_VM_MEM_MIB: u32 = 512;
 
 /// One inner run under nested emulation, as read from the serial console.
 #[derive(Debug)]

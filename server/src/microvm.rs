@@ -13,6 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use stacklab_api::{RunError, Unit};
+use stacklab_vmm::linux::GuestView;
 use stacklab_vmm::protocol::Line;
 use stacklab_vmm::vm::{VmConfig, VmEvent, VmReport};
 use tokio::io::AsyncBufReadExt;
@@ -56,36 +57,88 @@ impl VmArtifacts {
     }
 }
 
-/// Runs the micro-VM demo in child processes.
+/// A Linux guest: Debian's kernel with one of the project's initramfs
+/// archives (see [`crate::linux_guest`]).
+#[derive(Debug, Clone)]
+pub struct LinuxGuest {
+    /// The bzImage.
+    pub kernel: PathBuf,
+    /// The initramfs.
+    pub initrd: PathBuf,
+    /// Guest RAM, MiB.
+    pub mem_mib: u32,
+    /// Whether its `/init` starts PostgreSQL (and reports it ready).
+    pub postgres: bool,
+}
+
+/// What a [`KvmRuntime`] boots.
+#[derive(Debug, Clone)]
+enum Guest {
+    Tiny(VmConfig),
+    Linux(LinuxGuest),
+}
+
+/// Runs a VM demo in child processes: the tiny guest, or a Linux guest.
 pub struct KvmRuntime {
     artifacts: VmArtifacts,
-    config: VmConfig,
+    guest: Guest,
 }
+
+/// The VMM's own deadline for a Linux guest (the server's is the run's).
+const LINUX_DEADLINE: Duration = Duration::from_secs(55);
 
 impl KvmRuntime {
     /// A runtime starting `artifacts.vmm` on `artifacts.guest` with `config`.
     pub fn new(artifacts: VmArtifacts, config: VmConfig) -> Self {
-        KvmRuntime { artifacts, config }
+        KvmRuntime {
+            artifacts,
+            guest: Guest::Tiny(config),
+        }
+    }
+
+    /// A runtime booting a Linux guest with `artifacts.vmm`.
+    pub fn linux(artifacts: VmArtifacts, guest: LinuxGuest) -> Self {
+        KvmRuntime {
+            artifacts,
+            guest: Guest::Linux(guest),
+        }
     }
 
     fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.artifacts.vmm);
-        cmd.arg("--image")
-            .arg(&self.artifacts.guest)
-            .arg("--mem-mib")
-            .arg((self.config.mem_bytes >> 20).to_string())
-            .arg("--deadline-ms")
-            .arg(self.config.deadline.as_millis().to_string())
-            .arg("--mode")
-            .arg(self.config.mode.to_string())
-            .stdin(Stdio::null())
+        let (address_space, cpu_secs) = match &self.guest {
+            Guest::Tiny(config) => {
+                cmd.arg("--image")
+                    .arg(&self.artifacts.guest)
+                    .arg("--mem-mib")
+                    .arg((config.mem_bytes >> 20).to_string())
+                    .arg("--deadline-ms")
+                    .arg(config.deadline.as_millis().to_string())
+                    .arg("--mode")
+                    .arg(config.mode.to_string());
+                // Guest RAM (at most 256 MiB) plus the VMM itself.
+                (1u64 << 30, 10)
+            }
+            Guest::Linux(linux) => {
+                cmd.arg("--kernel")
+                    .arg(&linux.kernel)
+                    .arg("--initrd")
+                    .arg(&linux.initrd)
+                    .arg("--mem-mib")
+                    .arg(linux.mem_mib.to_string())
+                    .arg("--deadline-ms")
+                    .arg(LINUX_DEADLINE.as_millis().to_string());
+                ((u64::from(linux.mem_mib) << 20) + (1 << 30), 60)
+            }
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
         // SAFETY: between fork and exec only async-signal-safe calls
         // (setrlimit) are made.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 let limit = |resource, value: u64| {
                     let l = libc::rlimit {
                         rlim_cur: value,
@@ -95,9 +148,8 @@ impl KvmRuntime {
                 };
                 limit(libc::RLIMIT_NOFILE, 32);
                 limit(libc::RLIMIT_CORE, 0);
-                limit(libc::RLIMIT_CPU, 10);
-                // Guest RAM (at most 256 MiB) plus the VMM itself.
-                limit(libc::RLIMIT_AS, 1 << 30);
+                limit(libc::RLIMIT_CPU, cpu_secs);
+                limit(libc::RLIMIT_AS, address_space);
                 Ok(())
             });
         }
@@ -138,9 +190,9 @@ impl Runtime for KvmRuntime {
                         report,
                         vmm_rss_bytes,
                         vmm_pss_bytes,
-                        ..
+                        guest,
                     }) => {
-                        return Ok((report, vmm_rss_bytes, vmm_pss_bytes));
+                        return Ok((report, vmm_rss_bytes, vmm_pss_bytes, guest));
                     }
                     Ok(Line::Error { code, message }) => return Err(RunError { code, message }),
                     Err(e) => {
@@ -159,11 +211,14 @@ impl Runtime for KvmRuntime {
         // Whatever happened, the VM is gone when its process is.
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        let (report, rss, pss) = result?;
+        let (report, rss, pss, guest) = result?;
         for line in report.console.lines() {
             ctx.log(line);
         }
-        let mut ready = measure(&report, rss, pss);
+        let mut ready = match (&self.guest, guest) {
+            (Guest::Linux(linux), Some(view)) => measure_linux(&report, &view, linux, rss, pss),
+            _ => measure(&report, rss, pss),
+        };
         ready.fact(
             "host_pids",
             "Its processes, as the host sees them",
@@ -172,6 +227,102 @@ impl Runtime for KvmRuntime {
         );
         Ok(ready)
     }
+}
+
+/// The figures of a Linux guest's run.
+fn measure_linux(
+    report: &VmReport,
+    view: &GuestView,
+    linux: &LinuxGuest,
+    rss: u64,
+    pss: u64,
+) -> Ready {
+    let mut ready = Ready::default();
+    if let Some(us) = span_us(report, "kvm_opened", "ready") {
+        ready.measure("create_to_ready", "VM create → userspace", us, Unit::Micros,
+            "from opening /dev/kvm until the guest's /init wrote the boot-complete value, on the VMM's monotonic clock");
+    }
+    if let Some(us) = span_us(report, "kvm_opened", "vcpu_created") {
+        ready.measure("hypervisor_setup", "Hypervisor work (VM, memory, kernel load, vCPU)", us, Unit::Micros,
+            "from opening /dev/kvm until the vCPU is ready to run the kernel: the hypervisor's share");
+    }
+    if let Some(us) = span_us(report, "vcpu_created", "ready") {
+        ready.measure("guest_boot", "Linux kernel boot → userspace", us, Unit::Micros,
+            "from the kernel's first instruction to /init's boot-complete write: the guest OS's share");
+    }
+    if linux.postgres {
+        if let Some(us) = span_us(report, "ready", "postgres_ready") {
+            ready.measure("postgres_start", "PostgreSQL init + start inside the guest", us, Unit::Micros,
+                "from /init's boot-complete write to its first successful SELECT 1 over the guest's Unix socket: the application's share");
+        }
+        if let Some(us) = span_us(report, "kvm_opened", "postgres_ready") {
+            ready.measure("create_to_postgres", "VM create → PostgreSQL ready", us, Unit::Micros,
+                "from opening /dev/kvm to the guest's PostgreSQL answering SELECT 1: comparable with the container's create → ready");
+        }
+    }
+    ready.measure(
+        "guest_ram",
+        "Guest RAM configured",
+        f64::from(linux.mem_mib) * 1048576.0,
+        Unit::Bytes,
+        "the memory the VM was given (an anonymous host mapping registered with KVM)",
+    );
+    if let Some(total) = view.mem_total_bytes {
+        ready.measure("guest_mem_total", "Guest's MemTotal", total as f64, Unit::Bytes,
+            "MemTotal from /proc/meminfo inside the guest: RAM minus what its kernel reserved for itself");
+    }
+    if let Some(available) = view.mem_available_bytes {
+        ready.measure(
+            "guest_mem_available",
+            "Guest's MemAvailable",
+            available as f64,
+            Unit::Bytes,
+            "MemAvailable from /proc/meminfo inside the guest, read by its /init after boot",
+        );
+    }
+    ready.measure(
+        "guest_touched",
+        "Guest RAM actually used",
+        report.touched_bytes as f64,
+        Unit::Bytes,
+        "pages of the guest's RAM mapping backed by host memory at the end (mincore)",
+    );
+    ready.measure(
+        "vmm_rss",
+        "VMM process memory (RSS)",
+        rss as f64,
+        Unit::Bytes,
+        "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, guest pages included",
+    );
+    ready.measure(
+        "vmm_pss",
+        "VMM process memory (PSS)",
+        pss as f64,
+        Unit::Bytes,
+        "Pss of the same process: shared library pages split among their users",
+    );
+    ready.measure(
+        "exits",
+        "VM exits",
+        report.exits as f64,
+        Unit::Count,
+        "times the guest handed control to the VMM (console bytes, device probes, milestones)",
+    );
+    if let Some(release) = &view.kernel_release {
+        ready.fact(
+            "kernel_inside",
+            "Kernel inside the VM",
+            release.clone(),
+            "`uname -r` run by the guest's /init: the guest's own kernel, not the host's",
+        );
+    }
+    ready.fact(
+        "kernel_host",
+        "Kernel release on the host",
+        crate::container::measure::host_kernel_release(),
+        "/proc/sys/kernel/osrelease read by the server",
+    );
+    ready
 }
 
 fn span_us(report: &VmReport, from: &str, to: &str) -> Option<f64> {

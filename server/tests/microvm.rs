@@ -16,6 +16,7 @@ use stacklab_server::runs::{Queue, Runs};
 use stacklab_server::{AppState, Settings};
 use stacklab_vmm::abi::mode;
 use stacklab_vmm::vm::VmConfig;
+use tower::ServiceExt;
 
 fn kvm_present() -> bool {
     if std::path::Path::new("/dev/kvm").exists() {
@@ -230,4 +231,56 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     let (_, _, json) = common::get(state.clone(), "/api/runs/export?format=json").await;
     let all: Vec<RunSummary> = serde_json::from_str(&json).unwrap();
     assert!(all.iter().any(|r| r.id == id));
+}
+
+/// A Linux guest needs hardware virtualisation. On a nested kvm-pvm host
+/// the server knows before trying, and says so at once in plain words; on
+/// a hardware host the guest boots to userspace.
+#[tokio::test(flavor = "multi_thread")]
+async fn linux_guests_run_or_say_plainly_why_this_host_cannot_boot_them() {
+    if !kvm_present() {
+        return;
+    }
+    let host = stacklab_vmm::host::probe().unwrap();
+    let settings = Settings {
+        data_dir: std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"),
+        ..Settings::default()
+    };
+    let state = AppState::new(None, settings);
+    if host.backing == stacklab_api::KvmBacking::NestedPvm {
+        for demo in ["linux-vm", "postgres-vm"] {
+            let started = std::time::Instant::now();
+            let res = stacklab_server::app(state.clone())
+                .oneshot(
+                    axum::http::Request::post("/api/runs")
+                        .header("content-type", "application/json")
+                        .body(axum::body::Body::from(format!(r#"{{"demo":"{demo}"}}"#)))
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{demo}");
+            let body = http_body_util::BodyExt::collect(res.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let err: stacklab_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert_eq!(err.error, "linux_guest_unsupported");
+            assert!(err.message.contains("cannot boot here"), "{}", err.message);
+            assert!(err.message.contains("kvm-pvm"), "{}", err.message);
+            assert!(started.elapsed() < Duration::from_secs(2), "nothing hangs");
+        }
+        eprintln!("this host is nested kvm-pvm: the Linux demos refuse at once (checked); the boot itself is tested by tests/nested.rs");
+        return;
+    }
+    // Hardware KVM: the Linux guest boots to userspace for real.
+    if state.vms.linux.is_err() {
+        let why = state.vms.linux.as_ref().err().unwrap();
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let (_, events) = run_over_http(&state, "linux-vm", Duration::from_secs(60)).await;
+    let phases = common::phases(&events);
+    assert!(phases.contains(&"ready".to_owned()), "{phases:?}");
 }

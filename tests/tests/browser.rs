@@ -451,6 +451,27 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     .await;
     screenshot_of(&client, vm, "micro-vm-demo-ready").await;
 
+    // A real Linux guest: on a nested kvm-pvm host the widget says plainly
+    // why it cannot boot here; with hardware KVM it boots.
+    let linux = r#"section.demo-card[data-demo="linux-vm"]"#;
+    click(&client, &format!("{linux} button.run")).await;
+    let nested =
+        stacklab_vmm::host::probe().is_ok_and(|h| h.backing == stacklab_api::KvmBacking::NestedPvm);
+    if nested {
+        wait_for_text(&client, &format!("{linux} .status"), "cannot boot here").await;
+        let status = text_of(&client, &format!("{linux} .status")).await;
+        assert!(status.contains("hardware virtualisation"), "{status}");
+        screenshot_of(&client, linux, "linux-vm-unavailable-on-this-host").await;
+    } else {
+        text_within(
+            &client,
+            &format!(r#"{linux} tr[data-key="guest_boot"] td.num"#),
+            Duration::from_secs(60),
+        )
+        .await;
+        screenshot_of(&client, linux, "linux-vm-ready").await;
+    }
+
     // The compare block (next lesson, reached by a client-side link so the
     // runs above are kept) fills its table from them.
     client
