@@ -230,7 +230,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
         let memory = points("memory_total");
         (!time.is_empty()).then(|| {
             let how_memory = if base == DemoId::MicroVm {
-                "Sum of each VMM process's PSS (guest pages included), each read by the VMM when its guest reported ready."
+                "Sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, just before it tore the VM down."
             } else {
                 "Sum of each container's PSS, read once all N had answered SELECT 1 and were running at the same moment. Containers of one image share its files in the page cache, and PSS splits shared pages among their users."
             };

@@ -110,7 +110,7 @@ impl<R: Runtime> Runtime for Density<R> {
                 total,
                 Unit::Bytes,
                 match self.demo {
-                    DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), each read when its guest reported ready",
+                    DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, before teardown",
                     _ => "the sum of each container's PSS (its processes, from its cgroup), read once all N had answered SELECT 1 and were running at the same moment",
                 },
             );

@@ -29,9 +29,15 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 
 const LINUX_VM_INIT: &str = include_str!("../../vmm/initramfs/linux-vm.init");
 const NESTED_INIT: &str = include_str!("../../vmm/initramfs/nested.init");
+const POSTGRES_VM_INIT: &str = include_str!("../../vmm/initramfs/postgres-vm.init");
 
 /// The busybox applets the `/init` scripts call through `PATH`.
 const APPLETS: &[&str] = &["sh", "mount", "echo", "cat", "grep", "sleep", "ls"];
+
+/// PostgreSQL's programs the `postgres-vm` guest runs.
+const POSTGRES_PROGRAMS: &[&str] = &["postgres", "initdb", "psql"];
+/// Where Debian installs them.
+const POSTGRES_BIN: &str = "usr/lib/postgresql/15/bin";
 
 /// Where the Linux guests' files are.
 #[derive(Debug, Clone)]
@@ -224,7 +230,199 @@ pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
         &artifacts.nested_initrd(LINUX_VM),
         &nested(LINUX_VM, LINUX_VM_MEM_MIB, &linux_vm),
     )?;
+
+    let postgres_vm = postgres_archive(&debs, &busybox)?;
+    write_atomically(&artifacts.initrd(POSTGRES_VM), &postgres_vm)?;
+    write_atomically(
+        &artifacts.nested_initrd(POSTGRES_VM),
+        &nested(POSTGRES_VM, POSTGRES_VM_MEM_MIB, &postgres_vm),
+    )?;
     Ok(artifacts)
+}
+
+/// The shared libraries `elf` needs, as `(soname path, resolved file)`,
+/// asking the host's dynamic loader with `roots`' library folders first.
+fn needed_libraries(elf: &Path, roots: &[PathBuf]) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    let library_path = roots
+        .iter()
+        .flat_map(|r| {
+            [
+                r.join("lib/x86_64-linux-gnu"),
+                r.join("usr/lib/x86_64-linux-gnu"),
+            ]
+        })
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let out = run(Command::new("/lib64/ld-linux-x86-64.so.2")
+        .arg("--list")
+        .arg("--library-path")
+        .arg(&library_path)
+        .arg(elf))?;
+    let mut libs = Vec::new();
+    for line in out.lines() {
+        let Some((name, rest)) = line.trim().split_once(" => ") else {
+            continue;
+        };
+        let path = rest.split(" (").next().unwrap_or("").trim();
+        if path == "not found" {
+            bail!(
+                "{} needs {name}, which no package provides here",
+                elf.display()
+            );
+        }
+        libs.push((name.to_owned(), PathBuf::from(path)));
+    }
+    Ok(libs)
+}
+
+/// The Debian package that owns the library at `path` on this host
+/// (`dpkg -S`, by file name: with merged /usr, dpkg may have recorded it
+/// under /lib or /usr/lib).
+fn owning_package(path: &Path) -> anyhow::Result<String> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    let out = run(Command::new("dpkg")
+        .arg("-S")
+        .arg(format!("*/x86_64-linux-gnu/{}", name.to_string_lossy())))?;
+    out.lines()
+        .next()
+        .and_then(|l| l.split(':').next())
+        .map(|p| p.trim().to_owned())
+        .with_context(|| format!("dpkg knows no package for {}", path.display()))
+}
+
+/// The `postgres-vm` initramfs: busybox, our `/init`, and PostgreSQL 15's
+/// server, `initdb` and `psql` with every library they load, all unpacked
+/// from Debian's packages (fetched with `apt-get download`).
+fn postgres_archive(debs: &Path, busybox: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut packages = vec![
+        "postgresql-15".to_owned(),
+        "postgresql-client-15".to_owned(),
+        "tzdata".to_owned(),
+    ];
+    // Their direct library dependencies; deeper ones are found below.
+    for p in ["postgresql-15", "postgresql-client-15"] {
+        let out = run(Command::new("apt-cache").args(["depends", p]))?;
+        packages.extend(
+            out.lines()
+                .filter_map(|l| l.trim().strip_prefix("Depends: "))
+                .filter(|d| d.starts_with("lib") || d.starts_with("zlib"))
+                .map(str::to_owned),
+        );
+    }
+    packages.sort();
+    packages.dedup();
+    let mut roots = Vec::new();
+    for p in &packages {
+        roots.push(fetch_package(debs, p)?);
+    }
+    let find =
+        |roots: &[PathBuf], rel: &str| roots.iter().map(|r| r.join(rel)).find(|p| p.exists());
+    // The programs, PostgreSQL's own modules (plpgsql, snowball…; not the
+    // LLVM JIT, which is large and optional).
+    let mut elves: Vec<(String, PathBuf)> = Vec::new();
+    for prog in POSTGRES_PROGRAMS {
+        let rel = format!("{POSTGRES_BIN}/{prog}");
+        let path = find(&roots, &rel).with_context(|| format!("no {rel} in the packages"))?;
+        elves.push((rel, path));
+    }
+    let pkglib = "usr/lib/postgresql/15/lib";
+    let pkglib_dir = find(&roots, pkglib).context("no PostgreSQL lib folder")?;
+    for entry in std::fs::read_dir(&pkglib_dir)?.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".so") && !name.starts_with("llvmjit") {
+            elves.push((format!("{pkglib}/{name}"), entry.path()));
+        }
+    }
+    // Libraries, until every one comes from a fetched package: a library
+    // the loader found on the host instead names its package, which is
+    // fetched and the search repeated.
+    let mut libs: Vec<(String, PathBuf)> = Vec::new();
+    for _round in 0..8 {
+        libs.clear();
+        let mut outside = Vec::new();
+        for (_, elf) in &elves {
+            for (soname, path) in needed_libraries(elf, &roots)? {
+                if !roots.iter().any(|r| path.starts_with(r)) {
+                    outside.push(path.clone());
+                }
+                if !libs.iter().any(|(n, _)| *n == soname) {
+                    libs.push((soname, path));
+                }
+            }
+        }
+        if outside.is_empty() {
+            break;
+        }
+        for path in outside {
+            let package = owning_package(&path)?;
+            if !packages.contains(&package) {
+                roots.push(fetch_package(debs, &package)?);
+                packages.push(package);
+            }
+        }
+    }
+    let loader = find(&roots, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
+        .or_else(|| find(&roots, "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"))
+        .context("no ld-linux-x86-64.so.2 in libc6")?;
+
+    let mut a = base_archive(busybox, POSTGRES_VM_INIT);
+    let mut made: Vec<String> = ["bin", "dev", "proc", "sys", "tmp"]
+        .map(String::from)
+        .to_vec();
+    a.dirs_for("etc", &mut made)
+        .file("etc/passwd", 0o644, b"root:x:0:0:root:/:/bin/sh\npostgres:x:999:999:PostgreSQL:/var/lib/postgresql:/bin/sh\n")
+        .file("etc/group", 0o644, b"root:x:0:\npostgres:x:999:\n")
+        .dirs_for("var/lib/postgresql", &mut made)
+        .symlink("bin/su", "busybox")
+        .symlink("bin/head", "busybox");
+    let mut add = |a: &mut Initramfs, rel: &str, file: &Path| -> anyhow::Result<()> {
+        let parent = Path::new(rel)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        a.dirs_for(&parent, &mut made);
+        a.file(rel, 0o755, &read(file)?);
+        Ok(())
+    };
+    add(&mut a, "lib64/ld-linux-x86-64.so.2", &loader)?;
+    for (rel, path) in &elves {
+        add(&mut a, rel, path)?;
+    }
+    for (soname, path) in &libs {
+        // Where the loader will look: the library folder it was found in.
+        let dir = if path.to_string_lossy().contains("/usr/lib/") {
+            "usr/lib/x86_64-linux-gnu"
+        } else {
+            "lib/x86_64-linux-gnu"
+        };
+        add(&mut a, &format!("{dir}/{soname}"), path)?;
+    }
+    // initdb's templates and PostgreSQL's time zone abbreviations.
+    let share = "usr/share/postgresql/15";
+    let share_dir = find(&roots, share).context("no PostgreSQL share folder")?;
+    let mut stack = vec![share_dir.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+            let path = entry.path();
+            let rel = format!("{share}/{}", path.strip_prefix(&share_dir)?.display());
+            if rel.contains("/man") {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                add(&mut a, &rel, &path)?;
+            }
+        }
+    }
+    for zone in ["usr/share/zoneinfo/UTC", "usr/share/zoneinfo/Etc/UTC"] {
+        let file = find(&roots, zone).with_context(|| format!("no {zone} in tzdata"))?;
+        add(&mut a, zone, &file)?;
+    }
+    Ok(a.finish())
 }
 
 /// The plain Linux guest's name (its initramfs is `<name>.cpio`).

@@ -287,20 +287,7 @@ fn measure_linux(
         Unit::Bytes,
         "pages of the guest's RAM mapping backed by host memory at the end (mincore)",
     );
-    ready.measure(
-        "vmm_rss",
-        "VMM process memory (RSS)",
-        rss as f64,
-        Unit::Bytes,
-        "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, guest pages included",
-    );
-    ready.measure(
-        "vmm_pss",
-        "VMM process memory (PSS)",
-        pss as f64,
-        Unit::Bytes,
-        "Pss of the same process: shared library pages split among their users",
-    );
+    measure_vmm_memory(&mut ready, rss, pss);
     ready.measure(
         "exits",
         "VM exits",
@@ -323,6 +310,20 @@ fn measure_linux(
         "/proc/sys/kernel/osrelease read by the server",
     );
     ready
+}
+
+/// The VMM process's memory, as the VMM read it just before tearing the VM
+/// down.
+fn measure_vmm_memory(ready: &mut Ready, rss: u64, pss: u64) {
+    ready.measure("vmm_rss", "VMM process memory (RSS)", rss as f64, Unit::Bytes,
+        "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, read by the VMM at the end of the run, before it tears the VM down: the guest pages it touched included");
+    ready.measure(
+        "vmm_pss",
+        "VMM process memory (PSS)",
+        pss as f64,
+        Unit::Bytes,
+        "Pss of the same process at the same moment: shared library pages split among their users",
+    );
 }
 
 fn span_us(report: &VmReport, from: &str, to: &str) -> Option<f64> {
@@ -358,20 +359,7 @@ fn measure(report: &VmReport, rss: u64, pss: u64) -> Ready {
     );
     ready.measure("guest_touched", "Guest RAM actually used", report.touched_bytes as f64, Unit::Bytes,
         "pages of that mapping backed by host memory at the end (mincore): only what the guest touched");
-    ready.measure(
-        "vmm_rss",
-        "VMM process memory (RSS)",
-        rss as f64,
-        Unit::Bytes,
-        "Rss of the stacklab-vmm process from /proc/self/smaps_rollup, guest pages included",
-    );
-    ready.measure(
-        "vmm_pss",
-        "VMM process memory (PSS)",
-        pss as f64,
-        Unit::Bytes,
-        "Pss of the same process: shared library pages split among their users",
-    );
+    measure_vmm_memory(&mut ready, rss, pss);
     ready.measure("exits", "VM exits", report.exits as f64, Unit::Count,
         "times the guest handed control to the VMM: each milestone and signal is one; console bytes are batched through KVM's coalesced I/O ring where the host supports it");
     if let Some(cycles) = report.app_cycles {

@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stacklab_server::linux_guest::{self, LinuxArtifacts, LINUX_VM, LINUX_VM_MEM_MIB};
+use stacklab_server::linux_guest::{
+    self, LinuxArtifacts, LINUX_VM, LINUX_VM_MEM_MIB, POSTGRES_VM, POSTGRES_VM_MEM_MIB,
+};
 use stacklab_vmm::protocol::Line;
 
 fn repo() -> PathBuf {
@@ -19,7 +21,7 @@ fn repo() -> PathBuf {
 }
 
 /// The archives, or why the test cannot run (a failure in CI).
-fn artifacts() -> Option<LinuxArtifacts> {
+fn artifacts(guest: &str) -> Option<LinuxArtifacts> {
     let artifacts = LinuxArtifacts::in_data_dir(&repo().join("data"));
     let qemu = std::process::Command::new("qemu-system-x86_64")
         .arg("--version")
@@ -27,10 +29,10 @@ fn artifacts() -> Option<LinuxArtifacts> {
         .is_ok_and(|o| o.status.success());
     let why = if !qemu {
         "qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)".to_owned()
-    } else if !artifacts.nested_initrd(LINUX_VM).is_file() {
+    } else if !artifacts.nested_initrd(guest).is_file() {
         format!(
             "{} is missing: run `stacklab linux build` (./dev test does)",
-            artifacts.nested_initrd(LINUX_VM).display()
+            artifacts.nested_initrd(guest).display()
         )
     } else {
         return Some(artifacts);
@@ -42,10 +44,55 @@ fn artifacts() -> Option<LinuxArtifacts> {
 
 #[test]
 fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
-    let Some(artifacts) = artifacts() else {
+    check_nested(
+        LINUX_VM,
+        LINUX_VM_MEM_MIB,
+        &[
+            "kvm_opened",
+            "vm_created",
+            "memory_mapped",
+            "kernel_loaded",
+            "vcpu_created",
+            "first_exit",
+            "first_console",
+            "ready",
+            "guest_meminfo",
+            "reset",
+        ],
+    );
+}
+
+/// The guide's VM: PostgreSQL 15 inside the Linux guest, ready after
+/// `SELECT 1` over the guest's Unix socket.
+#[test]
+fn postgres_runs_inside_a_linux_guest_under_nested_emulation() {
+    check_nested(
+        POSTGRES_VM,
+        POSTGRES_VM_MEM_MIB,
+        &[
+            "kvm_opened",
+            "vm_created",
+            "memory_mapped",
+            "kernel_loaded",
+            "vcpu_created",
+            "first_exit",
+            "first_console",
+            "ready",
+            "guest_meminfo",
+            "guest_init",
+            "postgres_ready",
+            "guest_init",
+            "guest_meminfo",
+            "reset",
+        ],
+    );
+}
+
+fn check_nested(guest_name: &str, mem_mib: u32, want: &[&str]) {
+    let Some(artifacts) = artifacts(guest_name) else {
         return;
     };
-    let run = linux_guest::run_nested(&artifacts, LINUX_VM, Duration::from_secs(600))
+    let run = linux_guest::run_nested(&artifacts, guest_name, Duration::from_secs(600))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let fail = |what: &str| -> ! {
         panic!(
@@ -64,22 +111,9 @@ fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
             _ => None,
         })
         .collect();
-    assert_eq!(
-        phases,
-        [
-            "kvm_opened",
-            "vm_created",
-            "memory_mapped",
-            "kernel_loaded",
-            "vcpu_created",
-            "first_exit",
-            "first_console",
-            "ready",
-            "guest_meminfo",
-            "reset"
-        ],
-        "every step, in order"
-    );
+    if phases != want {
+        fail(&format!("steps {phases:?}, expected {want:?}"));
+    }
     let Some(Line::Done {
         report,
         guest: Some(guest),
@@ -91,7 +125,7 @@ fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
     };
     // The guest saw its own RAM: less than configured (the kernel keeps
     // some), but most of it.
-    let configured = u64::from(LINUX_VM_MEM_MIB) << 20;
+    let configured = u64::from(mem_mib) << 20;
     let total = guest.mem_total_bytes.expect("MemTotal reported");
     let available = guest.mem_available_bytes.expect("MemAvailable reported");
     assert!(
@@ -115,9 +149,10 @@ fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
     assert!(*vmm_rss_bytes > 0);
     let span = |a: &str, b: &str| report.span(a, b).map(|d| d.as_secs_f64() * 1000.0);
     eprintln!(
-        "nested (emulated, not a performance figure): QEMU wall {:.1} s; inner VM: vCPU created → userspace {:.0} ms, → reset {:.0} ms; {} exits; guest MemTotal {} KiB, MemAvailable {} KiB; VMM RSS {} KiB",
+        "nested {guest_name} (emulated, not a performance figure): QEMU wall {:.1} s; inner VM: vCPU created → userspace {:.0} ms, userspace → PostgreSQL ready {:.0} ms, → reset {:.0} ms; {} exits; guest MemTotal {} KiB, MemAvailable {} KiB; VMM RSS {} KiB",
         run.wall.as_secs_f64(),
         span("vcpu_created", "ready").unwrap_or(f64::NAN),
+        span("ready", "postgres_ready").unwrap_or(f64::NAN),
         span("vcpu_created", "reset").unwrap_or(f64::NAN),
         report.exits,
         total >> 10,

@@ -409,6 +409,7 @@ pub fn run_linux(
         )
     });
     let touched_bytes = resident_bytes(machine.host_addr, config.mem_bytes);
+    let (vmm_rss_bytes, vmm_pss_bytes) = crate::vm::own_memory();
     let console = String::from_utf8_lossy(serial.writer()).into_owned();
     let exits = match result {
         Ok(exits) => exits,
@@ -429,6 +430,8 @@ pub fn run_linux(
             exits,
             tsc_khz,
             app_cycles: None,
+            vmm_rss_bytes,
+            vmm_pss_bytes,
         },
         guest,
     ))

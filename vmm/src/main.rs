@@ -26,19 +26,6 @@ fn emit(line: &Line) {
     let _ = out.flush();
 }
 
-/// `Rss:` and `Pss:` of this process, in bytes.
-fn own_memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (field("Rss:"), field("Pss:"))
-}
-
 fn fail(code: &str, message: String, status: i32) -> ! {
     emit(&Line::Error {
         code: code.into(),
@@ -93,11 +80,10 @@ fn main() {
     };
     match result {
         Ok((report, guest)) => {
-            let (rss, pss) = own_memory();
             emit(&Line::Done {
+                vmm_rss_bytes: report.vmm_rss_bytes,
+                vmm_pss_bytes: report.vmm_pss_bytes,
                 report,
-                vmm_rss_bytes: rss,
-                vmm_pss_bytes: pss,
                 guest,
             });
         }

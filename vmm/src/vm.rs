@@ -80,6 +80,27 @@ pub struct VmReport {
     /// TSC cycles the ring-3 app measured for its own work (it runs at
     /// native speed even where ring-0 code is emulated).
     pub app_cycles: Option<u64>,
+    /// The VMM process's resident set at the end of the run, before the
+    /// VM was torn down (guest pages included), in bytes.
+    #[serde(default)]
+    pub vmm_rss_bytes: u64,
+    /// Its proportional set size at the same moment, in bytes.
+    #[serde(default)]
+    pub vmm_pss_bytes: u64,
+}
+
+/// `Rss:` and `Pss:` of this process, in bytes (from
+/// `/proc/self/smaps_rollup`).
+pub fn own_memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("Rss:"), field("Pss:"))
 }
 
 impl VmReport {
@@ -402,6 +423,7 @@ pub fn run(
         )
     });
     let touched_bytes = resident_bytes(host_addr, config.mem_bytes);
+    let (vmm_rss_bytes, vmm_pss_bytes) = own_memory();
     let (console, app_cycles, exits) = result?;
     Ok(VmReport {
         events: rec.events,
@@ -411,6 +433,8 @@ pub fn run(
         exits,
         tsc_khz,
         app_cycles,
+        vmm_rss_bytes,
+        vmm_pss_bytes,
     })
 }
 
