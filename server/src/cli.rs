@@ -47,6 +47,18 @@ pub enum LinuxCommand {
         )]
         vmm: PathBuf,
     },
+    /// Boot a Linux guest with stacklab-vmm inside QEMU's full emulation
+    /// (`-cpu max`, no KVM), where KVM can load: the way to see the Linux
+    /// path work on a host whose own KVM cannot boot Linux. Prints each
+    /// step; the times are emulated, not performance figures.
+    Nested {
+        /// `linux-vm` or `postgres-vm`.
+        #[arg(long, default_value = "linux-vm")]
+        guest: String,
+        /// Where `stacklab linux build` put the archives.
+        #[arg(long, env = "STACKLAB_DATA_DIR", default_value = "data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// `stacklab bench …`.

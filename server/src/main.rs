@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::serve(args).await,
         Command::Image(cmd) => image_command(cmd).await,
+        Command::Linux(LinuxCommand::Nested { guest, data_dir }) => nested(&guest, &data_dir),
         Command::Linux(LinuxCommand::Build { data_dir, vmm }) => {
             let started = std::time::Instant::now();
             stacklab_server::linux_guest::build(&data_dir, &vmm).map(|a| {
@@ -81,5 +82,52 @@ async fn image_command(cmd: ImageCommand) -> anyhow::Result<()> {
             Err(e) => anyhow::bail!(e),
         },
     }
+    Ok(())
+}
+
+/// `stacklab linux nested`: one emulated run, printed step by step.
+fn nested(guest: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use stacklab_vmm::protocol::Line;
+    let artifacts = stacklab_server::linux_guest::LinuxArtifacts::in_data_dir(data_dir);
+    eprintln!("stacklab linux: booting {guest} under QEMU's full emulation (a minute or less)…");
+    let run = stacklab_server::linux_guest::run_nested(
+        &artifacts,
+        guest,
+        std::time::Duration::from_secs(900),
+    )?;
+    let mut first = None;
+    for line in &run.lines {
+        match line {
+            Line::Event(e) => {
+                let t0 = *first.get_or_insert(e.mono_ns);
+                println!(
+                    "+{:>9.1} ms  {:<28} {}",
+                    (e.mono_ns - t0) as f64 / 1e6,
+                    e.label,
+                    e.detail
+                );
+            }
+            Line::Done {
+                vmm_rss_bytes,
+                guest,
+                ..
+            } => {
+                println!(
+                    "VMM RSS at the end: {} KiB; guest's own view: {guest:?}",
+                    vmm_rss_bytes >> 10
+                );
+            }
+            Line::Error { code, message } => println!("error {code}: {message}"),
+        }
+    }
+    println!(
+        "QEMU ran {:.1} s in all. All times are under software emulation: they show the order and the shape, not the speed of real hardware.",
+        run.wall.as_secs_f64()
+    );
+    anyhow::ensure!(
+        run.vmm_status == 0,
+        "stacklab-vmm exited with {}",
+        run.vmm_status
+    );
     Ok(())
 }
