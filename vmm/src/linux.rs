@@ -28,7 +28,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::abi;
 use crate::cmos::{self, Cmos};
 use crate::i8042::{self, I8042};
-use crate::vm::{kvm_err, resident_bytes, with_watchdog, Machine, Recorder, VmError, VmReport};
+use crate::vm::{
+    kvm_err, next_exit, resident_bytes, with_watchdog, Machine, Recorder, VmError, VmReport,
+};
 
 /// Values `/init` writes to the boot-complete register.
 pub mod milestone {
@@ -457,28 +459,9 @@ fn linux_exit_loop(
     let mut ready = false;
     let mut line_start = 0usize;
     loop {
-        if Instant::now() >= deadline {
-            return Err(VmError::Deadline(config.deadline));
-        }
-        let exit = match vcpu.run() {
-            Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-            Err(e) => {
-                return Err(VmError::Kvm {
-                    what: "KVM_RUN",
-                    source: e,
-                })
-            }
+        let Some(exit) = next_exit(vcpu, deadline, config.deadline, &mut exits, rec)? else {
+            continue;
         };
-        exits += 1;
-        if exits == 1 {
-            rec.step(
-                "first_exit",
-                "First VM exit",
-                "the kernel ran its first instructions and handed control back to the VMM".into(),
-                None,
-            );
-        }
         match exit {
             VcpuExit::IoOut(port @ SERIAL_BASE..=0x3ff, data) => {
                 let offset = (port - SERIAL_BASE) as u8;

@@ -520,6 +520,41 @@ pub(crate) fn with_watchdog<R>(deadline: Instant, vcpu_loop: impl FnOnce() -> R)
     })
 }
 
+/// Runs the vCPU until its next exit, counting exits and recording the
+/// first. `None` when KVM_RUN was interrupted (the watchdog's signal): the
+/// caller loops, and the deadline check here ends the run.
+pub(crate) fn next_exit<'a>(
+    vcpu: &'a mut VcpuFd,
+    deadline: Instant,
+    limit: Duration,
+    exits: &mut u64,
+    rec: &mut Recorder,
+) -> Result<Option<VcpuExit<'a>>, VmError> {
+    if Instant::now() >= deadline {
+        return Err(VmError::Deadline(limit));
+    }
+    let exit = match vcpu.run() {
+        Ok(exit) => exit,
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(None),
+        Err(e) => {
+            return Err(VmError::Kvm {
+                what: "KVM_RUN",
+                source: e,
+            })
+        }
+    };
+    *exits += 1;
+    if *exits == 1 {
+        rec.step(
+            "first_exit",
+            "First VM exit",
+            "the guest ran its first instructions and handed control back to the VMM".into(),
+            None,
+        );
+    }
+    Ok(Some(exit))
+}
+
 fn exit_loop(
     vcpu: &mut VcpuFd,
     memory: &GuestMemoryMmap,
@@ -557,28 +592,9 @@ fn exit_loop(
             let console = String::from_utf8_lossy(&console).into_owned();
             return Ok((console, app_cycles, exits));
         }
-        if Instant::now() >= deadline {
-            return Err(VmError::Deadline(config.deadline));
-        }
-        let exit = match vcpu.run() {
-            Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-            Err(e) => {
-                return Err(VmError::Kvm {
-                    what: "KVM_RUN",
-                    source: e,
-                })
-            }
+        let Some(exit) = next_exit(vcpu, deadline, config.deadline, &mut exits, rec)? else {
+            continue;
         };
-        exits += 1;
-        if exits == 1 {
-            rec.step(
-                "first_exit",
-                "First VM exit",
-                "the guest ran its first instructions and handed control back to the VMM".into(),
-                None,
-            );
-        }
         match exit {
             VcpuExit::IoOut(abi::MILESTONE_PORT, data) => {
                 let id = data.first().copied().unwrap_or(0);
