@@ -666,6 +666,52 @@ mod tests {
         assert_eq!((code >> 54) & 1, 0);
     }
 
+    /// Debian's kernel (written by `stacklab linux build`) loads as a
+    /// bzImage: a relocatable 64-bit kernel whose protected-mode part lands
+    /// at 1 MiB, byte for byte.
+    #[test]
+    fn the_debian_kernel_loads_as_a_bzimage() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/linux/vmlinuz");
+        let Ok(kernel) = std::fs::read(path) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{path} is missing; ./dev test builds it"
+            );
+            eprintln!("skipped: {path} is missing (run `stacklab linux build`)");
+            return;
+        };
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
+        let loaded = BzImage::load(
+            &memory,
+            None,
+            &mut Cursor::new(&kernel),
+            Some(GuestAddress(HIGH_MEMORY)),
+        )
+        .unwrap();
+        let hdr = loaded.setup_header.unwrap();
+        assert!({ hdr.version } >= 0x020c, "boot protocol {:#x}", {
+            hdr.version
+        });
+        assert_eq!(loaded.kernel_load, GuestAddress(HIGH_MEMORY));
+        assert_ne!(
+            { hdr.xloadflags } & 1,
+            0,
+            "XLF_KERNEL_64: has the 64-bit entry"
+        );
+        assert_ne!({ hdr.relocatable_kernel }, 0);
+        // The protected-mode code follows (setup_sects + 1) sectors of setup.
+        let setup = (usize::from(hdr.setup_sects) + 1) * 512;
+        let mut head = [0u8; 64];
+        memory
+            .read_slice(&mut head, GuestAddress(HIGH_MEMORY))
+            .unwrap();
+        assert_eq!(head, kernel[setup..setup + 64]);
+        assert_eq!(
+            loaded.kernel_end,
+            HIGH_MEMORY + (kernel.len() - setup) as u64
+        );
+    }
+
     #[test]
     fn a_non_bzimage_kernel_is_refused_with_a_clear_error() {
         if !std::path::Path::new("/dev/kvm").exists() {
