@@ -69,10 +69,12 @@ pub fn HistoryPage() -> impl IntoView {
                 "Every demo you started from this browser, as the server recorded it. "
                 "The server keeps them in its SQLite database, so they survive a restart."
             </p>
-            <p class="export">
-                "Download: " <a href=export("csv") download="stacklab-runs.csv">"CSV"</a> " · "
-                <a href=export("json") download="stacklab-runs.json">"JSON"</a>
-            </p>
+            <Show when=move || !runs.with(Vec::is_empty)>
+                <p class="export">
+                    "Download all your runs: " <a href=export("csv") download="stacklab-runs.csv">"CSV"</a> " · "
+                    <a href=export("json") download="stacklab-runs.json">"JSON"</a>
+                </p>
+            </Show>
             <p class="status" role="status" aria-live="polite">
                 {move || error.get().unwrap_or_else(|| {
                     if !loaded.get() {
