@@ -157,6 +157,23 @@ pub struct Health {
     pub postgres_image: ImageStatus,
     /// `/dev/kvm` and what kind of virtualisation backs it.
     pub kvm: KvmStatus,
+    /// Whether the Linux-guest demos (`linux-vm`, `postgres-vm`) can run.
+    pub linux_guests: LinuxGuestStatus,
+}
+
+/// Whether a Linux kernel can boot in this server's VMs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LinuxGuestStatus {
+    /// KVM is hardware-backed and the kernel and archives are installed.
+    Available,
+    /// They cannot run here; `code` is the error a run request would get.
+    Unavailable {
+        /// e.g. `linux_guest_unsupported`, `linux_guest_missing`.
+        code: String,
+        /// Why, for a learner.
+        reason: String,
+    },
 }
 
 /// Whether the Docker engine answers, and its version.

@@ -99,6 +99,22 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     };
     on_cleanup(move || subscription.set_value(None));
 
+    // A Linux guest needs hardware virtualisation: ask the server up front,
+    // so the card says so before anyone presses the button.
+    let host_note = RwSignal::new(None::<String>);
+    if demo.is_linux_guest() {
+        leptos::task::spawn_local(async move {
+            if let Ok(text) = live::get_text("/api/health").await {
+                if let Ok(health) = serde_json::from_str::<stacklab_api::Health>(&text) {
+                    if let stacklab_api::LinuxGuestStatus::Unavailable { reason, .. } =
+                        health.linux_guests
+                    {
+                        host_note.set(Some(reason));
+                    }
+                }
+            }
+        });
+    }
     let busy = move || {
         matches!(
             status.get(),
@@ -110,7 +126,10 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             <p class="badge">"Live demo"</p>
             <h3>{demo.title()}</h3>
             <p>{what}</p>
-            <button class="run" on:click=start disabled=busy>
+            {move || host_note.get().map(|why| view! {
+                <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
+            })}
+            <button class="run" on:click=start disabled=move || busy() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}
             </button>
             <p class="status" role="status" aria-live="polite">

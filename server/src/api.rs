@@ -64,28 +64,18 @@ pub async fn create_run(
         }
         DemoId::LinuxVm | DemoId::PostgresVm => {
             let lab = &state.vms;
-            let host = tokio::task::spawn_blocking(stacklab_vmm::host::probe)
-                .await
-                .map_err(|e| AppError::Internal(format!("KVM probe failed: {e}")))?
-                .map_err(|e| AppError::Unavailable {
-                    code: "kvm_unavailable",
-                    message: format!("This server cannot run virtual machines: {e}."),
-                })?;
-            if host.backing == stacklab_api::KvmBacking::NestedPvm {
-                return Err(AppError::Unavailable {
-                    code: "linux_guest_unsupported",
-                    message: LINUX_ON_NESTED_PVM.into(),
-                });
-            }
             let runtime = if demo == DemoId::LinuxVm {
                 &lab.linux
             } else {
                 &lab.postgres
             };
-            let runtime = runtime.clone().map_err(|why| AppError::Unavailable {
-                code: "linux_guest_missing",
-                message: format!("The Linux guest is not installed on this server: {why}."),
-            })?;
+            let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe)
+                .await
+                .map_err(|e| AppError::Internal(format!("KVM probe failed: {e}")))?;
+            if let Err((code, message)) = linux_guest_check(&probe, runtime) {
+                return Err(AppError::Unavailable { code, message });
+            }
+            let runtime = runtime.clone().expect("checked above");
             start(&state, request, runtime, &lab.queue, lab.deadline)
         }
         _ => {
@@ -142,6 +132,29 @@ fn start<R: Runtime>(
             deadline * DENSITY_DEADLINE_FACTOR,
         ),
     }
+}
+
+/// Whether a Linux guest can run, given the KVM probe and its runtime:
+/// `Err((code, message))` says why not, before anything is tried.
+pub fn linux_guest_check<T>(
+    probe: &Result<stacklab_vmm::host::KvmHost, stacklab_vmm::host::ProbeError>,
+    runtime: &Result<T, String>,
+) -> Result<(), (&'static str, String)> {
+    let host = probe.as_ref().map_err(|e| {
+        (
+            "kvm_unavailable",
+            format!("This server cannot run virtual machines: {e}."),
+        )
+    })?;
+    if host.backing == stacklab_api::KvmBacking::NestedPvm {
+        return Err(("linux_guest_unsupported", LINUX_ON_NESTED_PVM.into()));
+    }
+    runtime.as_ref().map(drop).map_err(|why| {
+        (
+            "linux_guest_missing",
+            format!("The Linux guest is not installed on this server: {why}."),
+        )
+    })
 }
 
 /// Why a Linux guest cannot run on a kvm-pvm host, for a learner.

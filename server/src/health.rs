@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 use bollard::Docker;
-use stacklab_api::{DockerStatus, Health, ImageStatus, KvmStatus};
+use stacklab_api::{DockerStatus, Health, ImageStatus, KvmStatus, LinuxGuestStatus};
 
 use crate::container::image::{self, ImageKind, PresentImage};
 use crate::AppState;
@@ -19,16 +19,37 @@ const START_DOCKER_HINT: &str =
 /// The handler.
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let (docker, postgres_image) = docker_status(state.docker.as_ref()).await;
-    let kvm = tokio::task::spawn_blocking(kvm_status)
-        .await
-        .unwrap_or_else(|e| KvmStatus::Unavailable {
-            reason: format!("the KVM probe failed: {e}"),
-        });
+    let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
+    let (kvm, linux_guests) = match probe {
+        Ok(probe) => (
+            kvm_status(&probe),
+            match crate::api::linux_guest_check(&probe, &state.vms.linux) {
+                Ok(()) => LinuxGuestStatus::Available,
+                Err((code, reason)) => LinuxGuestStatus::Unavailable {
+                    code: code.to_owned(),
+                    reason,
+                },
+            },
+        ),
+        Err(e) => {
+            let reason = format!("the KVM probe failed: {e}");
+            (
+                KvmStatus::Unavailable {
+                    reason: reason.clone(),
+                },
+                LinuxGuestStatus::Unavailable {
+                    code: "kvm_unavailable".into(),
+                    reason,
+                },
+            )
+        }
+    };
     Json(Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         docker,
         postgres_image,
         kvm,
+        linux_guests,
     })
 }
 
@@ -94,8 +115,10 @@ async fn image_status(docker: &Docker) -> ImageStatus {
     }
 }
 
-fn kvm_status() -> KvmStatus {
-    match stacklab_vmm::host::probe() {
+fn kvm_status(
+    probe: &Result<stacklab_vmm::host::KvmHost, stacklab_vmm::host::ProbeError>,
+) -> KvmStatus {
+    match probe {
         Ok(host) => KvmStatus::Available {
             api_version: host.api_version,
             backing: host.backing,

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::get;
 use http_body_util::BodyExt;
-use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus};
+use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus, LinuxGuestStatus};
 use stacklab_server::{app, AppState, Settings};
 use tower::ServiceExt;
 
@@ -66,6 +66,17 @@ async fn health_reports_this_host() {
             assert!(!explanation.is_empty());
             let pvm = Path::new("/sys/module/kvm_pvm").exists();
             assert_eq!(*backing == KvmBacking::NestedPvm, pvm);
+            // On kvm-pvm a Linux kernel cannot boot, and health says so
+            // with the same code a run request would get.
+            if pvm {
+                match &health.linux_guests {
+                    LinuxGuestStatus::Unavailable { code, reason } => {
+                        assert_eq!(code, "linux_guest_unsupported");
+                        assert!(reason.contains("cannot boot here"), "{reason}");
+                    }
+                    other => panic!("kvm-pvm, yet Linux guests are {other:?}"),
+                }
+            }
         }
         KvmStatus::Unavailable { reason } => {
             assert!(

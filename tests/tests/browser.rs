@@ -454,15 +454,21 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     // A real Linux guest: on a nested kvm-pvm host the widget says plainly
     // why it cannot boot here; with hardware KVM it boots.
     let linux = r#"section.demo-card[data-demo="linux-vm"]"#;
-    click(&client, &format!("{linux} button.run")).await;
     let nested =
         stacklab_vmm::host::probe().is_ok_and(|h| h.backing == stacklab_api::KvmBacking::NestedPvm);
     if nested {
-        wait_for_text(&client, &format!("{linux} .status"), "cannot boot here").await;
-        let status = text_of(&client, &format!("{linux} .status")).await;
-        assert!(status.contains("hardware virtualisation"), "{status}");
+        // Said before any click, from /api/health; the button is off.
+        wait_for_text(&client, &format!("{linux} .host-note"), "cannot boot here").await;
+        let note = text_of(&client, &format!("{linux} .host-note")).await;
+        assert!(note.contains("hardware virtualisation"), "{note}");
+        let button = client
+            .find(Locator::Css(&format!("{linux} button.run")))
+            .await
+            .unwrap();
+        assert!(!button.is_enabled().await.unwrap(), "nothing to start here");
         screenshot_of(&client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
+        click(&client, &format!("{linux} button.run")).await;
         text_within(
             &client,
             &format!(r#"{linux} tr[data-key="guest_boot"] td.num"#),
