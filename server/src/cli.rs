@@ -46,6 +46,9 @@ pub enum LinuxCommand {
             default_value = "target/x86_64-unknown-linux-musl/release/stacklab-vmm"
         )]
         vmm: PathBuf,
+        /// Write the archives again even if they are newer than their inputs.
+        #[arg(long)]
+        force: bool,
     },
     /// Boot a Linux guest with stacklab-vmm inside QEMU's full emulation
     /// (`-cpu max`, no KVM), where KVM can load: the way to see the Linux

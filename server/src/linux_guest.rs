@@ -68,6 +68,32 @@ impl LinuxArtifacts {
         self.dir.join(format!("nested-{guest}.cpio"))
     }
 
+    /// Whether every archive exists and is newer than `vmm` and this
+    /// program (which carries the `/init` scripts).
+    fn up_to_date(&self, vmm: &Path) -> bool {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let inputs = [Some(vmm.to_path_buf()), std::env::current_exe().ok()];
+        let newest_input = inputs.iter().flatten().filter_map(|p| modified(p)).max();
+        let outputs = [
+            self.kernel(),
+            self.initrd(LINUX_VM),
+            self.initrd(POSTGRES_VM),
+            self.nested_initrd(LINUX_VM),
+            self.nested_initrd(POSTGRES_VM),
+        ];
+        let oldest_output = outputs
+            .iter()
+            .map(|p| modified(p))
+            .collect::<Option<Vec<_>>>();
+        match (
+            newest_input,
+            oldest_output.and_then(|o| o.into_iter().min()),
+        ) {
+            (Some(input), Some(output)) => output > input,
+            _ => false,
+        }
+    }
+
     /// `Ok` when the kernel and the initramfs of guest `name` are built;
     /// else what is missing and how to build it.
     pub fn check(&self, name: &str) -> Result<(), String> {
@@ -189,8 +215,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 /// `stacklab linux build`: fetches the kernel and busybox packages (once)
 /// and writes the kernel and the initramfs archives. `vmm` is the static
 /// `stacklab-vmm` the nested harness carries.
-pub fn build(data_dir: &Path, vmm: &Path) -> anyhow::Result<LinuxArtifacts> {
+pub fn build(data_dir: &Path, vmm: &Path, force: bool) -> anyhow::Result<LinuxArtifacts> {
     let artifacts = LinuxArtifacts::in_data_dir(data_dir);
+    if !force && artifacts.up_to_date(vmm) {
+        tracing::info!("the Linux guests' archives are up to date");
+        return Ok(artifacts);
+    }
     let debs = artifacts.dir.join("debs");
     let kernel_package = resolve_kernel_package()?;
     let kernel_root = fetch_package(&debs, &kernel_package)?;

@@ -19,9 +19,13 @@ async fn main() -> std::process::ExitCode {
         Command::Serve(args) => stacklab_server::serve(args).await,
         Command::Image(cmd) => image_command(cmd).await,
         Command::Linux(LinuxCommand::Nested { guest, data_dir }) => nested(&guest, &data_dir),
-        Command::Linux(LinuxCommand::Build { data_dir, vmm }) => {
+        Command::Linux(LinuxCommand::Build {
+            data_dir,
+            vmm,
+            force,
+        }) => {
             let started = std::time::Instant::now();
-            stacklab_server::linux_guest::build(&data_dir, &vmm).map(|a| {
+            stacklab_server::linux_guest::build(&data_dir, &vmm, force).map(|a| {
                 eprintln!(
                     "stacklab linux: kernel and initramfs archives ready in {} after {:.1} s",
                     a.kernel().parent().unwrap_or(&data_dir).display(),

@@ -136,7 +136,7 @@ impl KvmRuntime {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         // SAFETY: between fork and exec only async-signal-safe calls
-        // (setrlimit) are made.
+        // (setrlimit, prctl) are made.
         unsafe {
             cmd.pre_exec(move || {
                 let limit = |resource, value: u64| {
@@ -150,6 +150,9 @@ impl KvmRuntime {
                 limit(libc::RLIMIT_CORE, 0);
                 limit(libc::RLIMIT_CPU, cpu_secs);
                 limit(libc::RLIMIT_AS, address_space);
+                // If the server dies (even by SIGKILL), the kernel kills
+                // its VMMs too: no VM outlives the server that started it.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 Ok(())
             });
         }
