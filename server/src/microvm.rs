@@ -232,8 +232,9 @@ impl Runtime for KvmRuntime {
     }
 }
 
-/// The figures of a Linux guest's run.
-fn measure_linux(
+/// The figures a learner sees for a Linux guest's run, from the VMM's
+/// report and what the guest's `/init` said.
+pub fn measure_linux(
     report: &VmReport,
     view: &GuestView,
     linux: &LinuxGuest,

@@ -14,6 +14,7 @@ use std::time::Duration;
 use stacklab_server::linux_guest::{
     self, LinuxArtifacts, LINUX_VM, LINUX_VM_MEM_MIB, POSTGRES_VM, POSTGRES_VM_MEM_MIB,
 };
+use stacklab_server::microvm::{measure_linux, LinuxGuest};
 use stacklab_vmm::protocol::Line;
 
 fn repo() -> PathBuf {
@@ -144,6 +145,44 @@ fn check_nested(guest_name: &str, mem_mib: u32, want: &[&str]) {
         report.console
     );
     assert!(*vmm_rss_bytes > 0);
+    // The figures the server would show a learner for this run, each with
+    // its "how".
+    let linux = LinuxGuest {
+        kernel: artifacts.kernel(),
+        initrd: artifacts.initrd(guest_name),
+        mem_mib,
+        postgres: guest_name == POSTGRES_VM,
+    };
+    let figures = measure_linux(report, guest, &linux, *vmm_rss_bytes, report.vmm_pss_bytes);
+    let mut keys = vec![
+        "create_to_ready",
+        "hypervisor_setup",
+        "guest_boot",
+        "guest_ram",
+        "guest_mem_total",
+        "guest_mem_available",
+        "guest_touched",
+        "vmm_rss",
+        "vmm_pss",
+        "exits",
+    ];
+    if linux.postgres {
+        keys.extend(["postgres_start", "create_to_postgres"]);
+    }
+    for key in keys {
+        let m = figures
+            .measurements
+            .iter()
+            .find(|m| m.key == key)
+            .unwrap_or_else(|| panic!("no {key} among {:?}", figures.measurements));
+        assert!(m.value > 0.0 && !m.how.is_empty(), "{m:?}");
+    }
+    let inside = figures
+        .facts
+        .iter()
+        .find(|f| f.key == "kernel_inside")
+        .unwrap();
+    assert_eq!(inside.value, release);
     let span = |a: &str, b: &str| report.span(a, b).map(|d| d.as_secs_f64() * 1000.0);
     eprintln!(
         "nested {guest_name} (emulated, not a performance figure): QEMU wall {:.1} s; inner VM: vCPU created → userspace {:.0} ms, userspace → PostgreSQL ready {:.0} ms, → reset {:.0} ms; {} exits; guest MemTotal {} KiB, MemAvailable {} KiB; VMM RSS {} KiB",
