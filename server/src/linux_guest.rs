@@ -339,6 +339,8 @@ fn postgres_archive(debs: &Path, busybox: &[u8]) -> anyhow::Result<Vec<u8>> {
             out.lines()
                 .filter_map(|l| l.trim().strip_prefix("Depends: "))
                 .filter(|d| d.starts_with("lib") || d.starts_with("zlib"))
+                // LLVM only serves the JIT, which the guest leaves out.
+                .filter(|d| !d.starts_with("libllvm"))
                 .map(str::to_owned),
         );
     }
@@ -372,11 +374,11 @@ fn postgres_archive(debs: &Path, busybox: &[u8]) -> anyhow::Result<Vec<u8>> {
     let mut libs: Vec<(String, PathBuf)> = Vec::new();
     for _round in 0..8 {
         libs.clear();
-        let mut outside = Vec::new();
+        let mut outside = std::collections::BTreeSet::new();
         for (_, elf) in &elves {
             for (soname, path) in needed_libraries(elf, &roots)? {
                 if !roots.iter().any(|r| path.starts_with(r)) {
-                    outside.push(path.clone());
+                    outside.insert(path.clone());
                 }
                 if !libs.iter().any(|(n, _)| *n == soname) {
                     libs.push((soname, path));
