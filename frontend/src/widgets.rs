@@ -249,7 +249,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
         let memory = points("memory_total");
         (!time.is_empty()).then(|| {
             let how_memory = if base == DemoId::MicroVm {
-                "Sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, just before it tore the VM down."
+                "Sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, just before it tore the VM down. These VMs live about 10 ms and barely overlap; PSS splits the VMM program's shared pages among the VMMs alive at that moment, so the sum can wobble a little."
             } else {
                 "Sum of each container's PSS, read once all N had answered SELECT 1 and were running at the same moment. Containers of one image share its files in the page cache, and PSS splits shared pages among their users."
             };

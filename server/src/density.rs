@@ -110,7 +110,7 @@ impl<R: Runtime> Runtime for Density<R> {
                 total,
                 Unit::Bytes,
                 match self.demo {
-                    DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, before teardown",
+                    DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, before teardown; these VMs live about 10 ms, so they barely overlap, and PSS splits the VMM program's shared pages among whichever VMMs are alive at that moment, which makes the sum wobble a little",
                     _ => "the sum of each container's PSS (its processes, from its cgroup), read once all N had answered SELECT 1 and were running at the same moment",
                 },
             );

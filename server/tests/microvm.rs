@@ -182,9 +182,11 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
             t / 1000.0
         );
     }
-    for w in memory.windows(2) {
-        assert!(w[1] > w[0], "more VMs hold more memory: {memory:?}");
-    }
+    // Five VMMs hold clearly more than one. (Not strictly more at every
+    // step: a micro-VM lives ~10 ms, so the VMMs barely overlap, and PSS
+    // splits the static binary's pages among whichever VMMs are alive at
+    // the moment each one reads itself.)
+    assert!(memory[4] > 1.5 * memory[0], "{memory:?}");
     // One VMM is well under 8 MiB (it measured 0.55 MiB RSS); five together
     // stay under 40 MiB.
     assert!(
