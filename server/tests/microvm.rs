@@ -30,23 +30,24 @@ fn kvm_present() -> bool {
     false
 }
 
-/// Whether the VMM process a run started (its PID is in the `vmm_started`
-/// phase) still exists, even as a zombie.
+/// The PID of the VMM process a run started (named in its `vmm_started`
+/// phase), once it has.
+fn vmm_pid(record: &RunRecord) -> Option<u32> {
+    record.events.iter().find_map(|e| match &e.kind {
+        EventKind::Phase { phase, detail, .. } if phase == "vmm_started" => detail
+            .split("host process ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse::<u32>()
+            .ok(),
+        _ => None,
+    })
+}
+
+/// Whether the VMM process a run started still exists, even as a zombie.
 fn vmm_alive(record: &RunRecord) -> bool {
-    let pid = record
-        .events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::Phase { phase, detail, .. } if phase == "vmm_started" => detail
-                .split("host process ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u32>()
-                .ok(),
-            _ => None,
-        })
-        .expect("the run names its VMM process");
+    let pid = vmm_pid(record).expect("the run names its VMM process");
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains("(stacklab-vmm)"))
 }
 
@@ -285,4 +286,82 @@ async fn linux_guests_run_or_say_plainly_why_this_host_cannot_boot_them() {
     let (_, events) = run_over_http(&state, "linux-vm", Duration::from_secs(60)).await;
     let phases = common::phases(&events);
     assert!(phases.contains(&"ready".to_owned()), "{phases:?}");
+}
+
+/// The process side of [`vmms_die_with_their_server`]: a "server" that
+/// starts a VM whose guest spins and whose VMM deadline is far away, prints
+/// the VMM's PID, and waits to be killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "run by vmms_die_with_their_server as a separate process"]
+async fn helper_server_with_a_spinning_vm() {
+    let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
+    let config = VmConfig {
+        mode: mode::SPIN,
+        deadline: Duration::from_secs(60),
+        ..VmConfig::default()
+    };
+    let runs = Arc::new(Runs::default());
+    let run = runs.start(
+        DemoId::MicroVm,
+        Arc::new(KvmRuntime::new(artifacts, config)),
+        Arc::new(Queue::new(1)),
+        Duration::from_secs(60),
+    );
+    let mut changes = run.subscribe();
+    loop {
+        let record = run.record();
+        if let Some(pid) = vmm_pid(&record) {
+            println!("VMM_PID={pid}");
+            break;
+        }
+        changes.changed().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+/// A server killed with SIGKILL cannot clean up; its VMM processes die
+/// with it anyway (PR_SET_PDEATHSIG), long before their own deadline or
+/// CPU limit would end them.
+#[test]
+fn vmms_die_with_their_server() {
+    if !kvm_present() {
+        return;
+    }
+    use std::io::BufRead;
+    let mut server = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "helper_server_with_a_spinning_vm",
+            "--nocapture",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(server.stdout.take().unwrap());
+    let pid: u32 = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("VMM_PID=")
+                .nth(1)
+                .map(|p| p.trim().parse().unwrap())
+        })
+        .expect("the helper names its VMM");
+    let running = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.contains("(stacklab-vmm)") && !s.contains(") Z "))
+    };
+    assert!(running(pid), "the VMM runs while its server does");
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+    let killed_at = std::time::Instant::now();
+    while running(pid) {
+        assert!(
+            killed_at.elapsed() < Duration::from_secs(3),
+            "VMM {pid} outlived its server by 3 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
