@@ -45,6 +45,25 @@ fn vmm_pid(record: &RunRecord) -> Option<u32> {
     })
 }
 
+/// Starts a micro-VM whose guest spins forever and whose VMM deadline is
+/// a minute away, with the server's run deadline `budget`.
+fn spinning_vm(budget: Duration) -> (Arc<Runs>, Arc<stacklab_server::runs::Run>) {
+    let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
+    let config = VmConfig {
+        mode: mode::SPIN,
+        deadline: Duration::from_secs(60),
+        ..VmConfig::default()
+    };
+    let runs = Arc::new(Runs::default());
+    let run = runs.start(
+        DemoId::MicroVm,
+        Arc::new(KvmRuntime::new(artifacts, config)),
+        Arc::new(Queue::new(1)),
+        budget,
+    );
+    (runs, run)
+}
+
 /// Whether the VMM process a run started still exists, even as a zombie.
 fn vmm_alive(record: &RunRecord) -> bool {
     let pid = vmm_pid(record).expect("the run names its VMM process");
@@ -121,21 +140,8 @@ async fn the_server_kills_a_vmm_that_outlives_the_run_deadline() {
     if !kvm_present() {
         return;
     }
-    let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
-    // The guest spins forever and the VMM's own deadline is far away: only
-    // the server's deadline (and SIGKILL) can end this run.
-    let config = VmConfig {
-        mode: mode::SPIN,
-        deadline: Duration::from_secs(60),
-        ..VmConfig::default()
-    };
-    let runs = Arc::new(Runs::default());
-    let run = runs.start(
-        DemoId::MicroVm,
-        Arc::new(KvmRuntime::new(artifacts, config)),
-        Arc::new(Queue::new(1)),
-        Duration::from_millis(500),
-    );
+    // Only the server's deadline (and SIGKILL) can end this run.
+    let (_runs, run) = spinning_vm(Duration::from_millis(500));
     let mut changes = run.subscribe();
     tokio::time::timeout(Duration::from_secs(10), async {
         while !run.is_finished() {
@@ -294,19 +300,7 @@ async fn linux_guests_run_or_say_plainly_why_this_host_cannot_boot_them() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "run by vmms_die_with_their_server as a separate process"]
 async fn helper_server_with_a_spinning_vm() {
-    let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
-    let config = VmConfig {
-        mode: mode::SPIN,
-        deadline: Duration::from_secs(60),
-        ..VmConfig::default()
-    };
-    let runs = Arc::new(Runs::default());
-    let run = runs.start(
-        DemoId::MicroVm,
-        Arc::new(KvmRuntime::new(artifacts, config)),
-        Arc::new(Queue::new(1)),
-        Duration::from_secs(60),
-    );
+    let (_runs, run) = spinning_vm(Duration::from_secs(60));
     let mut changes = run.subscribe();
     loop {
         let record = run.record();

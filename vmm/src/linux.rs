@@ -298,13 +298,7 @@ pub fn run_linux(
     config: &LinuxConfig,
     on_event: &mut dyn FnMut(&crate::vm::VmEvent),
 ) -> Result<(VmReport, GuestView), VmError> {
-    if !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&config.mem_bytes) {
-        return Err(VmError::MemorySize {
-            asked: config.mem_bytes,
-            min: MIN_MEM_BYTES,
-            max: MAX_MEM_BYTES,
-        });
-    }
+    VmError::check_memory(config.mem_bytes, MIN_MEM_BYTES, MAX_MEM_BYTES)?;
     let deadline = Instant::now() + config.deadline;
     let mut rec = Recorder::new(on_event);
     let machine = Machine::create(config.mem_bytes, KVM_PIT_SPEAKER_DUMMY, false, &mut rec)?;

@@ -176,6 +176,15 @@ pub enum VmError {
 }
 
 impl VmError {
+    /// `Ok` when `asked` bytes of guest RAM lie within `min..=max`.
+    pub fn check_memory(asked: usize, min: usize, max: usize) -> Result<(), VmError> {
+        if (min..=max).contains(&asked) {
+            Ok(())
+        } else {
+            Err(VmError::MemorySize { asked, min, max })
+        }
+    }
+
     /// A stable code for the API.
     pub fn code(&self) -> &'static str {
         match self {
@@ -349,13 +358,7 @@ pub fn run(
     config: &VmConfig,
     on_event: &mut dyn FnMut(&VmEvent),
 ) -> Result<VmReport, VmError> {
-    if !(MIN_MEM_BYTES..=MAX_MEM_BYTES).contains(&config.mem_bytes) {
-        return Err(VmError::MemorySize {
-            asked: config.mem_bytes,
-            min: MIN_MEM_BYTES,
-            max: MAX_MEM_BYTES,
-        });
-    }
+    VmError::check_memory(config.mem_bytes, MIN_MEM_BYTES, MAX_MEM_BYTES)?;
     let deadline = Instant::now() + config.deadline;
     let mut rec = Recorder::new(on_event);
 
