@@ -72,10 +72,8 @@ pub async fn create_run(
             let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe)
                 .await
                 .map_err(|e| AppError::Internal(format!("KVM probe failed: {e}")))?;
-            if let Err((code, message)) = linux_guest_check(&probe, runtime) {
-                return Err(AppError::Unavailable { code, message });
-            }
-            let runtime = runtime.clone().expect("checked above");
+            let runtime = linux_guest_check(&probe, runtime)
+                .map_err(|(code, message)| AppError::Unavailable { code, message })?;
             start(&state, request, runtime, &lab.queue, lab.deadline)
         }
         _ => {
@@ -134,12 +132,13 @@ fn start<R: Runtime>(
     }
 }
 
-/// Whether a Linux guest can run, given the KVM probe and its runtime:
-/// `Err((code, message))` says why not, before anything is tried.
-pub fn linux_guest_check<T>(
+/// Whether a Linux guest can run, given the KVM probe and its runtime: the
+/// runtime, or `Err((code, message))` saying why not, before anything is
+/// tried.
+pub fn linux_guest_check<T: Clone>(
     probe: &Result<stacklab_vmm::host::KvmHost, stacklab_vmm::host::ProbeError>,
     runtime: &Result<T, String>,
-) -> Result<(), (&'static str, String)> {
+) -> Result<T, (&'static str, String)> {
     let host = probe.as_ref().map_err(|e| {
         (
             "kvm_unavailable",
@@ -149,7 +148,7 @@ pub fn linux_guest_check<T>(
     if host.backing == stacklab_api::KvmBacking::NestedPvm {
         return Err(("linux_guest_unsupported", LINUX_ON_NESTED_PVM.into()));
     }
-    runtime.as_ref().map(drop).map_err(|why| {
+    runtime.clone().map_err(|why| {
         (
             "linux_guest_missing",
             format!("The Linux guest is not installed on this server: {why}."),

@@ -24,7 +24,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         Ok(probe) => (
             kvm_status(&probe),
             match crate::api::linux_guest_check(&probe, &state.vms.linux) {
-                Ok(()) => LinuxGuestStatus::Available,
+                Ok(_) => LinuxGuestStatus::Available,
                 Err((code, reason)) => LinuxGuestStatus::Unavailable {
                     code: code.to_owned(),
                     reason,
