@@ -177,6 +177,17 @@ pub fn parse(mut bytes: &[u8]) -> Result<Vec<Entry>, String> {
 mod tests {
     use super::*;
 
+    /// What [`sample`] holds, in archive order.
+    const SAMPLE_NAMES: [&str; 7] = [
+        "usr",
+        "usr/bin",
+        "usr/lib",
+        "init",
+        "usr/bin/five",
+        "usr/bin/sh",
+        "dev/console",
+    ];
+
     fn sample() -> Vec<u8> {
         let mut a = Initramfs::new();
         let mut made = Vec::new();
@@ -195,18 +206,7 @@ mod tests {
         assert_eq!(bytes.len() % 512, 0);
         let entries = parse(&bytes).unwrap();
         let names: Vec<_> = entries.iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "usr",
-                "usr/bin",
-                "usr/lib",
-                "init",
-                "usr/bin/five",
-                "usr/bin/sh",
-                "dev/console"
-            ]
-        );
+        assert_eq!(names, SAMPLE_NAMES);
         assert_eq!(entries[0].mode, 0o040_755);
         assert_eq!(entries[3].mode, 0o100_755);
         assert_eq!(entries[3].data, b"#!/bin/sh\necho hi\n");
@@ -250,18 +250,7 @@ mod tests {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
         let listed = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(
-            listed.lines().collect::<Vec<_>>(),
-            [
-                "usr",
-                "usr/bin",
-                "usr/lib",
-                "init",
-                "usr/bin/five",
-                "usr/bin/sh",
-                "dev/console"
-            ]
-        );
+        assert_eq!(listed.lines().collect::<Vec<_>>(), SAMPLE_NAMES);
     }
 
     #[test]
