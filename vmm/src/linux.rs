@@ -28,9 +28,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::abi;
 use crate::cmos::{self, Cmos};
 use crate::i8042::{self, I8042};
-use crate::vm::{
-    kvm_err, next_exit, resident_bytes, with_watchdog, Machine, Recorder, VmError, VmReport,
-};
+use crate::vm::{kvm_err, next_exit, with_watchdog, Machine, Recorder, VmError, VmReport};
 
 /// Values `/init` writes to the boot-complete register.
 pub mod milestone {
@@ -404,8 +402,6 @@ pub fn run_linux(
             &mut rec,
         )
     });
-    let touched_bytes = resident_bytes(machine.host_addr, config.mem_bytes);
-    let (vmm_rss_bytes, vmm_pss_bytes) = crate::vm::own_memory();
     let console = String::from_utf8_lossy(serial.writer()).into_owned();
     let exits = match result {
         Ok(exits) => exits,
@@ -418,17 +414,7 @@ pub fn run_linux(
         Err(e) => return Err(e),
     };
     Ok((
-        VmReport {
-            events: rec.events,
-            console,
-            mem_bytes: config.mem_bytes,
-            touched_bytes,
-            exits,
-            tsc_khz,
-            app_cycles: None,
-            vmm_rss_bytes,
-            vmm_pss_bytes,
-        },
+        machine.report(rec.events, console, exits, tsc_khz, None),
         guest,
     ))
 }

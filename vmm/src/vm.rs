@@ -262,6 +262,7 @@ pub(crate) struct Machine {
     pub kvm: Kvm,
     pub vm: kvm_ioctls::VmFd,
     pub memory: GuestMemoryMmap,
+    pub mem_bytes: usize,
     pub host_addr: *mut u8,
     /// Whether console bytes on the serial port go through KVM's coalesced
     /// I/O ring instead of one exit each.
@@ -340,9 +341,37 @@ impl Machine {
             kvm,
             vm,
             memory,
+            mem_bytes,
             host_addr,
             coalesced_console,
         })
+    }
+}
+
+impl Machine {
+    /// The run's report, with memory measured now, while the VM still
+    /// exists: the guest pages the host backs (mincore) and the VMM
+    /// process's own RSS and PSS, guest pages included.
+    pub fn report(
+        &self,
+        events: Vec<VmEvent>,
+        console: String,
+        exits: u64,
+        tsc_khz: u32,
+        app_cycles: Option<u64>,
+    ) -> VmReport {
+        let (vmm_rss_bytes, vmm_pss_bytes) = own_memory();
+        VmReport {
+            events,
+            console,
+            mem_bytes: self.mem_bytes,
+            touched_bytes: resident_bytes(self.host_addr, self.mem_bytes),
+            exits,
+            tsc_khz,
+            app_cycles,
+            vmm_rss_bytes,
+            vmm_pss_bytes,
+        }
     }
 }
 
@@ -367,10 +396,10 @@ pub fn run(
         kvm,
         vm,
         memory,
-        host_addr,
         coalesced_console,
+        ..
     } = &machine;
-    let (host_addr, coalesced_console) = (*host_addr, *coalesced_console);
+    let coalesced_console = *coalesced_console;
 
     let loaded = Elf::load(memory, None, &mut Cursor::new(image), None)
         .map_err(|e| VmError::Load(e.to_string()))?;
@@ -425,20 +454,8 @@ pub fn run(
             &mut rec,
         )
     });
-    let touched_bytes = resident_bytes(host_addr, config.mem_bytes);
-    let (vmm_rss_bytes, vmm_pss_bytes) = own_memory();
     let (console, app_cycles, exits) = result?;
-    Ok(VmReport {
-        events: rec.events,
-        console,
-        mem_bytes: config.mem_bytes,
-        touched_bytes,
-        exits,
-        tsc_khz,
-        app_cycles,
-        vmm_rss_bytes,
-        vmm_pss_bytes,
-    })
+    Ok(machine.report(rec.events, console, exits, tsc_khz, app_cycles))
 }
 
 /// PVH boot state: flat 32-bit segments, protected mode, paging off.
