@@ -131,6 +131,7 @@ impl AppState {
         settings: Settings,
     ) -> Self {
         let owner = Owner::current();
+        let vm_artifacts = VmArtifacts::locate();
         let runtime = docker
             .clone()
             .map(|d| Arc::new(DockerRuntime::new(d, ContainerSpec::postgres_demo(), owner)));
@@ -144,10 +145,11 @@ impl AppState {
                 deadline: settings.run_deadline,
             }),
             vms: Arc::new(VmLab {
-                runtime: VmArtifacts::locate()
+                runtime: vm_artifacts
+                    .clone()
                     .map(|a| Arc::new(KvmRuntime::new(a, VmConfig::default()))),
-                linux: linux_runtime(&settings.data_dir, false),
-                postgres: linux_runtime(&settings.data_dir, true),
+                linux: linux_runtime(&vm_artifacts, &settings.data_dir, false),
+                postgres: linux_runtime(&vm_artifacts, &settings.data_dir, true),
                 queue: Arc::new(Queue::new(settings.max_vm_runs)),
                 deadline: settings.run_deadline,
             }),
@@ -157,8 +159,12 @@ impl AppState {
 }
 
 /// A runtime for a Linux guest, if its VMM, kernel and initramfs are there.
-fn linux_runtime(data_dir: &std::path::Path, postgres: bool) -> Result<Arc<KvmRuntime>, String> {
-    let vm = VmArtifacts::locate()?;
+fn linux_runtime(
+    vm: &Result<VmArtifacts, String>,
+    data_dir: &std::path::Path,
+    postgres: bool,
+) -> Result<Arc<KvmRuntime>, String> {
+    let vm = vm.clone()?;
     let files = linux_guest::LinuxArtifacts::in_data_dir(data_dir);
     let (name, mem_mib) = if postgres {
         (linux_guest::POSTGRES_VM, linux_guest::POSTGRES_VM_MEM_MIB)
