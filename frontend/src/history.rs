@@ -52,14 +52,11 @@ pub fn HistoryPage() -> impl IntoView {
         }
     };
     load(None);
-    let older = {
-        let load = load.clone();
-        move |_| load(next.get_untracked())
-    };
-    let export = |format: &str| {
+    let older = move |_| load(next.get_untracked());
+    let export = move |format: &str| {
         format!(
             "/api/runs/export?format={format}&learner={}",
-            live::learner_id().unwrap_or_default()
+            learner.as_deref().unwrap_or_default()
         )
     };
     view! {

@@ -59,14 +59,6 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
     }
     let ours_t: Vec<Duration> = stacklab.iter().map(|s| s.create_to_ready).collect();
     let lags: Vec<Duration> = stacklab.iter().map(|s| s.lag).collect();
-    let row = |name: &str, v: &[Duration]| {
-        println!(
-            "{name:<32} median {:>7.1} ms   min {:>7.1} ms   max {:>7.1} ms",
-            ms(median(v)),
-            ms(*v.iter().min().unwrap()),
-            ms(*v.iter().max().unwrap())
-        )
-    };
     println!();
     row("stacklab (create → SELECT 1)", &ours_t);
     row("CLI (docker run → pg_isready)", &baseline);
@@ -97,10 +89,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// One line of results: median, min and max of `v` (never empty: `-n` is
+/// at least 1).
+fn row(name: &str, v: &[Duration]) {
+    println!(
+        "{name:<44} median {:>8.2} ms   min {:>8.2} ms   max {:>8.2} ms",
+        ms(median(v)),
+        ms(v.iter().min().copied().unwrap_or_default()),
+        ms(v.iter().max().copied().unwrap_or_default())
+    )
+}
+
 fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 async fn ours(
@@ -408,14 +411,6 @@ pub fn vm(n: usize) -> anyhow::Result<()> {
     })?;
     let throughput = (cores * per_worker) as f64 / t.elapsed().as_secs_f64();
 
-    let row = |name: &str, v: &[Duration]| {
-        println!(
-            "{name:<44} median {:>8.2} ms   min {:>8.2} ms   max {:>8.2} ms",
-            ms(median(v)),
-            ms(*v.iter().min().unwrap()),
-            ms(*v.iter().max().unwrap())
-        )
-    };
     println!();
     row("in-process (thread): /dev/kvm open → ready", &in_process);
     row("in-process: VM teardown after ready", &teardown);

@@ -70,13 +70,13 @@ pub enum BenchCommand {
     /// Cold starts of the container demo against `docker run` + `pg_isready`.
     Container {
         /// Runs of each kind.
-        #[arg(short, long, default_value_t = 10)]
+        #[arg(short, long, default_value_t = 10, value_parser = at_least_one())]
         n: usize,
     },
     /// The micro-VM: in-process vs a process per VM, throughput, and QEMU.
     Vm {
         /// Runs of each kind.
-        #[arg(short, long, default_value_t = 20)]
+        #[arg(short, long, default_value_t = 20, value_parser = at_least_one())]
         n: usize,
     },
 }
@@ -144,4 +144,9 @@ impl ServeArgs {
             .into_iter()
             .find(|c| c.join("index.html").is_file())
     }
+}
+
+/// A run count: a whole number, 1 or more.
+fn at_least_one() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
 }
