@@ -9,12 +9,13 @@ use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
 use crate::history::HistoryPage;
 use crate::lessons::{self, Block, Lesson, LESSONS};
-use crate::widgets::DemoWidget;
+use crate::widgets::{DemoWidget, LinuxGuestNote};
 
 /// The root component.
 #[component]
 pub fn App() -> impl IntoView {
     LatestRuns::provide();
+    LinuxGuestNote::provide();
     view! {
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>

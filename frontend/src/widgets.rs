@@ -25,6 +25,50 @@ enum Status {
     Failed(String),
 }
 
+/// Why this server cannot boot Linux guests (`None`: it can, or nobody has
+/// asked yet). Shared by every Linux demo card, so the server's
+/// `/api/health` is asked once per visit, not once per card.
+#[derive(Clone, Copy)]
+pub struct LinuxGuestNote {
+    reason: RwSignal<Option<String>>,
+    asked: RwSignal<bool>,
+}
+
+impl LinuxGuestNote {
+    /// Provides an empty note to the component tree.
+    pub fn provide() {
+        provide_context(LinuxGuestNote {
+            reason: RwSignal::new(None),
+            asked: RwSignal::new(false),
+        });
+    }
+
+    fn get() -> Option<LinuxGuestNote> {
+        use_context::<LinuxGuestNote>()
+    }
+
+    /// The reason, asking the server the first time.
+    fn fetched(self) -> RwSignal<Option<String>> {
+        if !self.asked.get_untracked() {
+            self.asked.set(true);
+            let reason = self.reason;
+            leptos::task::spawn_local(async move {
+                let Ok(text) = live::get_text("/api/health").await else {
+                    return;
+                };
+                if let Ok(stacklab_api::Health {
+                    linux_guests: stacklab_api::LinuxGuestStatus::Unavailable { reason: why, .. },
+                    ..
+                }) = serde_json::from_str(&text)
+                {
+                    reason.set(Some(why));
+                }
+            });
+        }
+        self.reason
+    }
+}
+
 /// ```` ```demo <id> ````.
 #[component]
 pub fn DemoWidget(demo: DemoId) -> impl IntoView {
@@ -99,22 +143,12 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     };
     on_cleanup(move || subscription.set_value(None));
 
-    // A Linux guest needs hardware virtualisation: ask the server up front,
-    // so the card says so before anyone presses the button.
-    let host_note = RwSignal::new(None::<String>);
-    if demo.is_linux_guest() {
-        leptos::task::spawn_local(async move {
-            if let Ok(text) = live::get_text("/api/health").await {
-                if let Ok(health) = serde_json::from_str::<stacklab_api::Health>(&text) {
-                    if let stacklab_api::LinuxGuestStatus::Unavailable { reason, .. } =
-                        health.linux_guests
-                    {
-                        host_note.set(Some(reason));
-                    }
-                }
-            }
-        });
-    }
+    // A Linux guest needs hardware virtualisation: the card says up front
+    // when this server lacks it.
+    let host_note = match LinuxGuestNote::get() {
+        Some(note) if demo.is_linux_guest() => note.fetched(),
+        _ => RwSignal::new(None),
+    };
     let busy = move || {
         matches!(
             status.get(),

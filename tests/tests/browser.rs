@@ -466,6 +466,9 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
             .await
             .unwrap();
         assert!(!button.is_enabled().await.unwrap(), "nothing to start here");
+        // The PostgreSQL-in-a-VM card shares the same answer.
+        let pg_vm = r#"section.demo-card[data-demo="postgres-vm"]"#;
+        wait_for_text(&client, &format!("{pg_vm} .host-note"), "cannot boot here").await;
         screenshot_of(&client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
         click(&client, &format!("{linux} button.run")).await;
