@@ -4,6 +4,15 @@
 //! field renamed here is renamed on both sides of the wire at once. Keep it
 //! small and free of heavy dependencies: it is compiled into the WASM bundle.
 
+#![forbid(unsafe_code)]
+
+mod codes;
+mod keys;
+mod wire_enum;
+
+pub use codes::ErrorCode;
+pub use keys::{DensityMetric, FactKey, Key, Metric};
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -83,22 +92,22 @@ impl DemoId {
     /// The keys of this demo's headline time and memory measurements (kept
     /// in the history): for a single instance its create → ready and its
     /// memory; for a density sweep the largest step's.
-    pub fn headline_keys(self) -> (String, String) {
+    pub fn headline_keys(self) -> (Key, Key) {
         match self.density_of() {
-            None => ("create_to_ready".into(), self.memory_key().into()),
+            None => (Metric::CreateToReady.into(), self.memory_key().into()),
             Some(_) => (
-                density_key("all_ready", Self::DENSITY_MAX),
-                density_key("memory_total", Self::DENSITY_MAX),
+                Key::Density(DensityMetric::AllReady, Self::DENSITY_MAX),
+                Key::Density(DensityMetric::MemoryTotal, Self::DENSITY_MAX),
             ),
         }
     }
 
     /// The key of the measurement that is this demo's headline memory
     /// figure (the one compared across demos and kept in the history).
-    pub fn memory_key(self) -> &'static str {
+    pub fn memory_key(self) -> Metric {
         match self.density_of().unwrap_or(self) {
-            DemoId::MicroVm | DemoId::LinuxVm | DemoId::PostgresVm => "vmm_pss",
-            _ => "memory_pss",
+            DemoId::MicroVm | DemoId::LinuxVm | DemoId::PostgresVm => Metric::VmmPss,
+            _ => Metric::MemoryPss,
         }
     }
 }
@@ -141,7 +150,7 @@ impl FromStr for DemoId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// A stable, machine-readable code such as `not_found`.
-    pub error: String,
+    pub error: ErrorCode,
     /// A sentence for a person: what was wrong and, where possible, what to do.
     pub message: String,
 }
@@ -170,7 +179,7 @@ pub enum LinuxGuestStatus {
     /// They cannot run here; `code` is the error a run request would get.
     Unavailable {
         /// e.g. `linux_guest_unsupported`, `linux_guest_missing`.
-        code: String,
+        code: ErrorCode,
         /// Why, for a learner.
         reason: String,
     },
@@ -291,18 +300,6 @@ pub fn valid_learner(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Key of a density measurement: `metric` at `n` instances, e.g.
-/// `all_ready@3`.
-pub fn density_key(metric: &str, n: u32) -> String {
-    format!("{metric}@{n}")
-}
-
-/// The inverse of [`density_key`].
-pub fn parse_density_key(key: &str) -> Option<(&str, u32)> {
-    let (metric, n) = key.split_once('@')?;
-    Some((metric, n.parse().ok()?))
-}
-
 /// One line of the run history (`GET /api/runs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -398,8 +395,8 @@ pub enum Outcome {
 /// A measured number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
-    /// Stable identifier, e.g. `memory_pss`.
-    pub key: String,
+    /// What it is, e.g. `memory_pss`.
+    pub key: Key,
     /// Short human name.
     pub label: String,
     /// The value, in `unit`.
@@ -425,8 +422,8 @@ pub enum Unit {
 /// A non-numeric observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fact {
-    /// Stable identifier, e.g. `kernel_inside`.
-    pub key: String,
+    /// What it is, e.g. `kernel_inside`.
+    pub key: FactKey,
     /// Short human name.
     pub label: String,
     /// What was observed.
@@ -438,9 +435,8 @@ pub struct Fact {
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunError {
-    /// Stable identifier: `deadline`, `oom_killed`, `exited`, `cancelled`,
-    /// `docker_unavailable`, `image_missing`, `internal`…
-    pub code: String,
+    /// Why, as a stable code: `deadline`, `oom_killed`, `cancelled`…
+    pub code: ErrorCode,
     /// A sentence for a learner.
     pub message: String,
 }
@@ -474,7 +470,8 @@ pub struct RunRecord {
 
 impl Outcome {
     /// The value of the measurement with this key, if the run was ready.
-    pub fn value(&self, key: &str) -> Option<f64> {
+    pub fn value(&self, key: impl Into<Key>) -> Option<f64> {
+        let key = key.into();
         match self {
             Outcome::Ready { measurements, .. } => {
                 measurements.iter().find(|m| m.key == key).map(|m| m.value)

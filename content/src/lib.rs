@@ -10,6 +10,8 @@
 //! owned strings, the generated code with `'static` borrowed ones, which is why
 //! every text field is a [`Cow`].
 
+#![forbid(unsafe_code)]
+
 use std::borrow::Cow;
 
 pub use stacklab_api::DemoId;

@@ -2,7 +2,7 @@
 //! ```` ```compare ```` block that puts the container and the VM side by side.
 
 use leptos::prelude::*;
-use stacklab_api::{Fact, Measurement, Outcome, Unit};
+use stacklab_api::{Fact, FactKey, Measurement, Metric, Outcome, Unit};
 
 use crate::lessons::DemoId;
 
@@ -51,15 +51,15 @@ impl LatestRuns {
     }
 }
 
-fn value(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: &str) -> Option<f64> {
+fn value(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: Metric) -> Option<f64> {
     runs.as_ref()?
         .0
         .iter()
-        .find(|m| m.key == key)
+        .find(|m| m.key == key.into())
         .map(|m| m.value)
 }
 
-fn fact(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: &str) -> Option<String> {
+fn fact(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: FactKey) -> Option<String> {
     runs.as_ref()?
         .1
         .iter()
@@ -122,8 +122,11 @@ pub fn CompareBlock() -> impl IntoView {
                 "OS isolation",
                 "Full guest OS per VM",
                 "Shared host OS kernel",
-                fact(&v, "kernel_inside").unwrap_or_else(|| "not run yet".into()),
-                match (fact(&c, "kernel_inside"), fact(&c, "kernel_host")) {
+                fact(&v, FactKey::KernelInside).unwrap_or_else(|| "not run yet".into()),
+                match (
+                    fact(&c, FactKey::KernelInside),
+                    fact(&c, FactKey::KernelHost),
+                ) {
                     (Some(i), Some(h)) if i == h => {
                         format!("kernel inside = kernel on the host ({i})")
                     }
@@ -137,12 +140,12 @@ pub fn CompareBlock() -> impl IntoView {
                 "Low (just processes + libs)",
                 format!(
                     "VMM process {} (PSS)",
-                    shown(value(&v, "vmm_pss"), Unit::Bytes)
+                    shown(value(&v, Metric::VmmPss), Unit::Bytes)
                 ),
                 format!(
                     "processes {} (PSS); with its in-memory data files {}",
-                    shown(value(&c, "memory_pss"), Unit::Bytes),
-                    shown(value(&c, "memory_cgroup"), Unit::Bytes)
+                    shown(value(&c, Metric::MemoryPss), Unit::Bytes),
+                    shown(value(&c, Metric::MemoryCgroup), Unit::Bytes)
                 ),
             ),
             (
@@ -151,13 +154,13 @@ pub fn CompareBlock() -> impl IntoView {
                 "Seconds or less",
                 format!(
                     "{} (hypervisor {}, guest kernel {})",
-                    shown(value(&v, "create_to_ready"), Unit::Micros),
-                    shown(value(&v, "hypervisor_setup"), Unit::Micros),
-                    shown(value(&v, "guest_boot"), Unit::Micros)
+                    shown(value(&v, Metric::CreateToReady), Unit::Micros),
+                    shown(value(&v, Metric::HypervisorSetup), Unit::Micros),
+                    shown(value(&v, Metric::GuestBoot), Unit::Micros)
                 ),
                 format!(
                     "{} to the first SELECT 1",
-                    shown(value(&c, "create_to_ready"), Unit::Micros)
+                    shown(value(&c, Metric::CreateToReady), Unit::Micros)
                 ),
             ),
             (
@@ -165,14 +168,14 @@ pub fn CompareBlock() -> impl IntoView {
                 "Lower (OS-specific configs)",
                 "High (runs the same everywhere)",
                 "not measured here".into(),
-                fact(&c, "image").unwrap_or_else(|| "not run yet".into()),
+                fact(&c, FactKey::Image).unwrap_or_else(|| "not run yet".into()),
             ),
             (
                 "Security boundary",
                 "Stronger (hardware emulation)",
                 "Weaker (shared kernel risks)",
-                fact(&v, "host_pids").unwrap_or_else(|| "not run yet".into()),
-                fact(&c, "host_pids")
+                fact(&v, FactKey::HostPids).unwrap_or_else(|| "not run yet".into()),
+                fact(&c, FactKey::HostPids)
                     .map(|p| format!("its processes are host processes: {p}"))
                     .unwrap_or_else(|| "not run yet".into()),
             ),
@@ -184,9 +187,9 @@ pub fn CompareBlock() -> impl IntoView {
                 "not measurable".into(),
             ),
         ];
-        let host = fact(&v, "kvm_host");
+        let host = fact(&v, FactKey::KvmHost);
         view! {
-            <Bars title="Time to ready" how="container: create → first SELECT 1; micro-VM: /dev/kvm opened → boot-complete write. Each measured by the server on a monotonic clock." unit=Unit::Micros container=value(&c, "create_to_ready") vm=value(&v, "create_to_ready") />
+            <Bars title="Time to ready" how="container: create → first SELECT 1; micro-VM: /dev/kvm opened → boot-complete write. Each measured by the server on a monotonic clock." unit=Unit::Micros container=value(&c, Metric::CreateToReady) vm=value(&v, Metric::CreateToReady) />
             <Bars title="Memory" how="container: PSS of its processes; micro-VM: PSS of the VMM process, guest pages included." unit=Unit::Bytes container=value(&c, DemoId::PostgresContainer.memory_key()) vm=value(&v, DemoId::MicroVm.memory_key()) />
             <table class="results compare-table">
                 <caption>"The guide's table, with a column measured on this server"</caption>

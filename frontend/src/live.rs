@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use stacklab_api::{CreateRun, DemoId, ErrorBody, RunCreated, RunEvent};
+use stacklab_api::{CreateRun, DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -15,7 +15,7 @@ pub enum StartError {
     /// No answer at all: the page is served statically or the server is down.
     Unreachable,
     /// The server answered with an error (Docker down, image missing…).
-    Refused { code: String, message: String },
+    Refused { code: ErrorCode, message: String },
 }
 
 impl StartError {

@@ -1,6 +1,8 @@
 //! The stacklab frontend: lessons, stack diagrams, live demos and the
 //! learner's run history, as a Leptos client-side app.
 
+#![forbid(unsafe_code)]
+
 mod app;
 mod charts;
 mod compare;

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use stacklab_api::{parse_density_key, EventKind, Fact, Measurement, Outcome, RunEvent, Unit};
+use stacklab_api::{DensityMetric, EventKind, Fact, Key, Measurement, Outcome, RunEvent, Unit};
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
 use crate::compare::LatestRuns;
@@ -258,7 +258,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
     } else {
         ("Containers", "s-container")
     };
-    let points = move |metric: &str| {
+    let points = move |metric: DensityMetric| {
         events.with(|v| {
             let mut points: Vec<(f64, f64)> = v
                 .iter()
@@ -269,9 +269,9 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                     _ => None,
                 })
                 .flatten()
-                .filter_map(|m| {
-                    let (k, n) = parse_density_key(&m.key)?;
-                    (k == metric).then_some((f64::from(n), m.value))
+                .filter_map(|m| match m.key {
+                    Key::Density(k, n) if k == metric => Some((f64::from(n), m.value)),
+                    _ => None,
                 })
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -279,8 +279,8 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
         })
     };
     move || {
-        let time = points("all_ready");
-        let memory = points("memory_total");
+        let time = points(DensityMetric::AllReady);
+        let memory = points(DensityMetric::MemoryTotal);
         (!time.is_empty()).then(|| {
             let how_memory = if base == DemoId::MicroVm {
                 "Sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, just before it tore the VM down. These VMs live about 10 ms and barely overlap; PSS splits the VMM program's shared pages among the VMMs alive at that moment, so the sum can wobble a little."
@@ -373,11 +373,11 @@ fn measurement_row(m: Measurement) -> impl IntoView {
         Unit::Micros => fmt_us(m.value),
         Unit::Count => format!("{}", m.value),
     };
-    view! { <tr data-key=m.key><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
+    view! { <tr data-key=m.key.to_string()><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
 }
 
 fn fact_row(f: Fact) -> impl IntoView {
-    view! { <tr data-key=f.key><th scope="row">{f.label}</th><td>{f.value}</td><td>{f.how}</td></tr> }
+    view! { <tr data-key=f.key.as_str()><th scope="row">{f.label}</th><td>{f.value}</td><td>{f.how}</td></tr> }
 }
 
 fn fmt_us(us: f64) -> String {

@@ -1,7 +1,7 @@
 //! stacklab's guest kernel in miniature.
 //!
 //! It does, in order, what every x86 operating system does before it can run
-//! an application, and reports each step to the VMM (see `abi.rs`):
+//! an application, and reports each step to the VMM (see the `stacklab-abi` crate):
 //! 32-bit entry with paging off (PVH), its own GDT, page tables and long
 //! mode, an interrupt table and TSS, a timer interrupt, a ring-3 app that
 //! traps back with `int3`, a boot log on the serial console, then "ready".
@@ -12,13 +12,11 @@
 
 #![no_std]
 #![no_main]
-// abi.rs is shared with the VMM, which uses the parts the guest does not.
-#![allow(dead_code)]
-
-mod abi;
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 use core::arch::{asm, global_asm};
 use core::panic::PanicInfo;
+use stacklab_abi as abi;
 
 use abi::{milestone, mode};
 

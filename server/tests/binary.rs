@@ -263,7 +263,10 @@ fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
         .find(|r| r.id == id)
         .expect("the cut run is listed");
     assert_eq!(run.state, RunState::Failed);
-    assert_eq!(run.error.as_ref().unwrap().code, "server_stopped");
+    assert_eq!(
+        run.error.as_ref().unwrap().code,
+        stacklab_api::ErrorCode::ServerStopped
+    );
     signal(&second, "-TERM");
     assert!(second.wait().unwrap().success());
 }

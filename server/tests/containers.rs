@@ -11,9 +11,12 @@ use axum::http::{header, Request, StatusCode};
 use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use http_body_util::BodyExt;
-use stacklab_api::{DemoId, ErrorBody, EventKind, Outcome, RunCreated, RunRecord, RunState, Unit};
-use stacklab_server::container::{ContainerSpec, DockerRuntime, Owner};
-use stacklab_server::runs::{Queue, Run, Runs};
+use stacklab_api::{
+    DemoId, DensityMetric, ErrorBody, ErrorCode, EventKind, FactKey, Key, Metric, Outcome,
+    RunCreated, RunRecord, RunState, Unit,
+};
+use stacklab_server::backends::docker::{ContainerSpec, DockerRuntime, Owner};
+use stacklab_server::engine::{Queue, Run, Runs};
 use stacklab_server::{app, AppState, Settings};
 use tower::ServiceExt;
 
@@ -133,26 +136,26 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
     else {
         panic!()
     };
-    let get = |key: &str| {
+    let get = |key: Metric| {
         measurements
             .iter()
-            .find(|m| m.key == key)
+            .find(|m| m.key == key.into())
             .unwrap_or_else(|| panic!("no {key}"))
     };
-    let pss = get("memory_pss");
+    let pss = get(Metric::MemoryPss);
     assert_eq!(pss.unit, Unit::Bytes);
     assert!(
         pss.value > 10.0 * 1048576.0 && pss.value < 256.0 * 1048576.0,
         "PSS {} bytes",
         pss.value
     );
-    assert!(get("memory_cgroup").value >= get("memory_docker_stats").value);
-    assert!(get("create_to_ready").value > 0.0);
+    assert!(get(Metric::MemoryCgroup).value >= get(Metric::MemoryDockerStats).value);
+    assert!(get(Metric::CreateToReady).value > 0.0);
     assert!(
         measurements.iter().all(|m| !m.how.is_empty()),
         "every number says how it was measured"
     );
-    let fact = |key: &str| {
+    let fact = |key: FactKey| {
         facts
             .iter()
             .find(|f| f.key == key)
@@ -160,13 +163,13 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
             .unwrap()
     };
     assert_eq!(
-        fact("kernel_inside"),
-        fact("kernel_host"),
+        fact(FactKey::KernelInside),
+        fact(FactKey::KernelHost),
         "a container shares the host's kernel"
     );
-    assert!(fact("postgres_version").starts_with("PostgreSQL 15."));
+    assert!(fact(FactKey::PostgresVersion).starts_with("PostgreSQL 15."));
     assert!(
-        fact("host_pids").contains("(inside: 1)"),
+        fact(FactKey::HostPids).contains("(inside: 1)"),
         "PID 1 inside is a host PID outside"
     );
 
@@ -422,7 +425,7 @@ async fn docker_down_is_a_503_that_says_how_to_start_it() {
     let (status, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     let err: ErrorBody = serde_json::from_slice(&body).unwrap();
-    assert_eq!(err.error, "docker_unavailable");
+    assert_eq!(err.error, ErrorCode::DockerUnavailable);
     assert!(err.message.contains("dockerd"), "{}", err.message);
 }
 
@@ -460,10 +463,10 @@ async fn a_density_sweep_of_containers_measures_each_step_and_cleans_up() {
     let mut memory = Vec::new();
     for n in 1..=5u32 {
         let t = outcome
-            .value(&stacklab_api::density_key("all_ready", n))
+            .value(Key::Density(DensityMetric::AllReady, n))
             .unwrap();
         let m = outcome
-            .value(&stacklab_api::density_key("memory_total", n))
+            .value(Key::Density(DensityMetric::MemoryTotal, n))
             .unwrap();
         line.push_str(&format!(
             " N={n}: {:.0} ms {:.1} MiB;",

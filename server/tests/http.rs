@@ -9,7 +9,9 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use common::get;
 use http_body_util::BodyExt;
-use stacklab_api::{DockerStatus, ErrorBody, Health, KvmBacking, KvmStatus, LinuxGuestStatus};
+use stacklab_api::{
+    DockerStatus, ErrorBody, ErrorCode, Health, KvmBacking, KvmStatus, LinuxGuestStatus,
+};
 use stacklab_server::{app, AppState, Settings};
 use tower::ServiceExt;
 
@@ -71,7 +73,7 @@ async fn health_reports_this_host() {
             if pvm {
                 match &health.linux_guests {
                     LinuxGuestStatus::Unavailable { code, reason } => {
-                        assert_eq!(code, "linux_guest_unsupported");
+                        assert_eq!(*code, ErrorCode::LinuxGuestUnsupported);
                         assert!(reason.contains("cannot boot here"), "{reason}");
                     }
                     other => panic!("kvm-pvm, yet Linux guests are {other:?}"),
@@ -93,7 +95,7 @@ async fn unknown_api_routes_get_json_404_and_wrong_methods_json_405() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(headers[header::CONTENT_TYPE], "application/json");
     let err: ErrorBody = serde_json::from_str(&body).unwrap();
-    assert_eq!(err.error, "not_found");
+    assert_eq!(err.error, ErrorCode::NotFound);
     assert!(err.message.contains("/api/nope"), "{}", err.message);
 
     let res = app(state(None))
@@ -103,7 +105,7 @@ async fn unknown_api_routes_get_json_404_and_wrong_methods_json_405() {
     assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
     let body = res.into_body().collect().await.unwrap().to_bytes();
     let err: ErrorBody = serde_json::from_slice(&body).unwrap();
-    assert_eq!(err.error, "method_not_allowed");
+    assert_eq!(err.error, ErrorCode::MethodNotAllowed);
 }
 
 #[tokio::test]

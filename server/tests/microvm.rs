@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use stacklab_abi::mode;
 use stacklab_api::{
-    density_key, DemoId, EventKind, Outcome, RunPage, RunRecord, RunState, RunSummary, Unit,
+    DemoId, DensityMetric, ErrorCode, EventKind, Key, Metric, Outcome, RunPage, RunRecord,
+    RunState, RunSummary, Unit,
 };
-use stacklab_server::microvm::{KvmRuntime, VmArtifacts};
-use stacklab_server::runs::{Queue, Runs};
+use stacklab_server::backends::kvm::{KvmRuntime, VmArtifacts};
+use stacklab_server::engine::{Queue, Run, Runs};
 use stacklab_server::{AppState, Settings};
-use stacklab_vmm::abi::mode;
-use stacklab_vmm::vm::VmConfig;
+use stacklab_vmm::VmConfig;
 use tower::ServiceExt;
 
 fn kvm_present() -> bool {
@@ -47,7 +48,7 @@ fn vmm_pid(record: &RunRecord) -> Option<u32> {
 
 /// Starts a micro-VM whose guest spins forever and whose VMM deadline is
 /// a minute away, with the server's run deadline `budget`.
-fn spinning_vm(budget: Duration) -> (Arc<Runs>, Arc<stacklab_server::runs::Run>) {
+fn spinning_vm(budget: Duration) -> (Arc<Runs>, Arc<Run>) {
     let artifacts = VmArtifacts::locate().expect("stacklab-vmm and the guest are built");
     let config = VmConfig {
         mode: mode::SPIN,
@@ -118,19 +119,19 @@ async fn a_micro_vm_run_streams_the_vmm_and_guest_phases_in_order() {
     let Some(Outcome::Ready { measurements, .. }) = record.outcome() else {
         panic!()
     };
-    let get = |k: &str| {
+    let get = |k: Metric| {
         measurements
             .iter()
-            .find(|m| m.key == k)
+            .find(|m| m.key == k.into())
             .unwrap_or_else(|| panic!("no {k}"))
     };
-    assert_eq!(get("guest_ram").value, 16.0 * 1048576.0);
-    assert!(get("guest_touched").value < get("guest_ram").value);
-    assert!(get("vmm_rss").value > 0.0);
-    assert_eq!(get("create_to_ready").unit, Unit::Micros);
+    assert_eq!(get(Metric::GuestRam).value, 16.0 * 1048576.0);
+    assert!(get(Metric::GuestTouched).value < get(Metric::GuestRam).value);
+    assert!(get(Metric::VmmRss).value > 0.0);
+    assert_eq!(get(Metric::CreateToReady).unit, Unit::Micros);
     assert!(
-        get("hypervisor_setup").value + get("guest_boot").value
-            <= get("create_to_ready").value * 1.01
+        get(Metric::HypervisorSetup).value + get(Metric::GuestBoot).value
+            <= get(Metric::CreateToReady).value * 1.01
     );
     assert!(!vmm_alive(&record), "the VMM process is gone");
 }
@@ -152,7 +153,7 @@ async fn the_server_kills_a_vmm_that_outlives_the_run_deadline() {
     .expect("the run ends soon after its deadline");
     let record: RunRecord = run.record();
     match record.outcome() {
-        Some(Outcome::Failed { error }) => assert_eq!(error.code, "deadline", "{error:?}"),
+        Some(Outcome::Failed { error }) => assert_eq!(error.code, ErrorCode::Deadline, "{error:?}"),
         other => panic!("{other:?}"),
     }
     assert!(!vmm_alive(&record), "the VMM process was killed and reaped");
@@ -178,10 +179,16 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     assert_eq!(common::phases(&events), want);
     let outcome = record.outcome().unwrap();
     let memory: Vec<f64> = (1..=5)
-        .map(|n| outcome.value(&density_key("memory_total", n)).unwrap())
+        .map(|n| {
+            outcome
+                .value(Key::Density(DensityMetric::MemoryTotal, n))
+                .unwrap()
+        })
         .collect();
     for n in 1..=5u32 {
-        let t = outcome.value(&density_key("all_ready", n)).unwrap();
+        let t = outcome
+            .value(Key::Density(DensityMetric::AllReady, n))
+            .unwrap();
         assert!(t > 0.0 && t < 30e6, "all_ready@{n} = {t} µs");
         let m = memory[n as usize - 1] / 1048576.0;
         eprintln!(
@@ -222,7 +229,7 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     // Its headline figures are the five-at-once step's.
     assert_eq!(
         listed.time_to_ready_us,
-        outcome.value(&density_key("all_ready", 5))
+        outcome.value(Key::Density(DensityMetric::AllReady, 5))
     );
     assert_eq!(listed.memory_bytes, Some(memory[4]));
     let (status, headers, csv) = common::get(state.clone(), "/api/runs/export?format=csv").await;
@@ -274,7 +281,7 @@ async fn linux_guests_run_or_say_plainly_why_this_host_cannot_boot_them() {
                 .unwrap()
                 .to_bytes();
             let err: stacklab_api::ErrorBody = serde_json::from_slice(&body).unwrap();
-            assert_eq!(err.error, "linux_guest_unsupported");
+            assert_eq!(err.error, ErrorCode::LinuxGuestUnsupported);
             assert!(err.message.contains("cannot boot here"), "{}", err.message);
             assert!(err.message.contains("kvm-pvm"), "{}", err.message);
             assert!(started.elapsed() < Duration::from_secs(2), "nothing hangs");
@@ -283,8 +290,7 @@ async fn linux_guests_run_or_say_plainly_why_this_host_cannot_boot_them() {
         return;
     }
     // Hardware KVM: the Linux guest boots to userspace for real.
-    if state.vms.linux.is_err() {
-        let why = state.vms.linux.as_ref().err().unwrap();
+    if let Err(why) = state.labs.linux_vm() {
         assert!(std::env::var_os("CI").is_none(), "{why}");
         eprintln!("skipped: {why}");
         return;

@@ -11,10 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use stacklab_server::linux_guest::{
-    self, LinuxArtifacts, LINUX_VM, LINUX_VM_MEM_MIB, POSTGRES_VM, POSTGRES_VM_MEM_MIB,
-};
-use stacklab_server::microvm::{measure_linux, LinuxGuest};
+use stacklab_api::{FactKey, Metric};
+use stacklab_server::backends::kvm::{measure_linux, LinuxArtifacts, LinuxGuestKind};
+use stacklab_server::tools::nested::run_nested;
 use stacklab_vmm::protocol::Line;
 
 fn repo() -> PathBuf {
@@ -22,7 +21,7 @@ fn repo() -> PathBuf {
 }
 
 /// The archives, or why the test cannot run (a failure in CI).
-fn artifacts(guest: &str) -> Option<LinuxArtifacts> {
+fn artifacts(guest: LinuxGuestKind) -> Option<LinuxArtifacts> {
     let artifacts = LinuxArtifacts::in_data_dir(&repo().join("data"));
     let qemu = std::process::Command::new("qemu-system-x86_64")
         .arg("--version")
@@ -58,8 +57,7 @@ const BOOT: [&str; 8] = [
 #[test]
 fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
     check_nested(
-        LINUX_VM,
-        LINUX_VM_MEM_MIB,
+        LinuxGuestKind::Plain,
         &[&BOOT[..], &["guest_meminfo", "reset"]].concat(),
     );
 }
@@ -69,8 +67,7 @@ fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
 #[test]
 fn postgres_runs_inside_a_linux_guest_under_nested_emulation() {
     check_nested(
-        POSTGRES_VM,
-        POSTGRES_VM_MEM_MIB,
+        LinuxGuestKind::Postgres,
         &[
             &BOOT[..],
             &[
@@ -86,16 +83,17 @@ fn postgres_runs_inside_a_linux_guest_under_nested_emulation() {
     );
 }
 
-fn check_nested(guest_name: &str, mem_mib: u32, want: &[&str]) {
-    let Some(artifacts) = artifacts(guest_name) else {
+fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
+    let (guest_name, mem_mib) = (kind.name(), kind.mem_mib());
+    let Some(artifacts) = artifacts(kind) else {
         return;
     };
-    let run = linux_guest::run_nested(&artifacts, guest_name, Duration::from_secs(600))
-        .unwrap_or_else(|e| panic!("{e:#}"));
+    let run =
+        run_nested(&artifacts, kind, Duration::from_secs(600)).unwrap_or_else(|e| panic!("{e:#}"));
     let fail = |what: &str| -> ! {
         panic!(
             "{what}; harness console:\n{}",
-            stacklab_vmm::linux::tail(&run.console, 40)
+            stacklab_vmm::guests::linux::tail(&run.console, 40)
         )
     };
     if run.vmm_status != 0 {
@@ -147,40 +145,34 @@ fn check_nested(guest_name: &str, mem_mib: u32, want: &[&str]) {
     assert!(*vmm_rss_bytes > 0);
     // The figures the server would show a learner for this run, each with
     // its "how".
-    let linux = LinuxGuest {
-        kernel: artifacts.kernel(),
-        initrd: artifacts.initrd(guest_name),
-        mem_mib,
-        postgres: guest_name == POSTGRES_VM,
-    };
-    let figures = measure_linux(report, guest, &linux, *vmm_rss_bytes, report.vmm_pss_bytes);
+    let figures = measure_linux(report, guest, kind, *vmm_rss_bytes, report.vmm_pss_bytes);
     let mut keys = vec![
-        "create_to_ready",
-        "hypervisor_setup",
-        "guest_boot",
-        "guest_ram",
-        "guest_mem_total",
-        "guest_mem_available",
-        "guest_touched",
-        "vmm_rss",
-        "vmm_pss",
-        "exits",
+        Metric::CreateToReady,
+        Metric::HypervisorSetup,
+        Metric::GuestBoot,
+        Metric::GuestRam,
+        Metric::GuestMemTotal,
+        Metric::GuestMemAvailable,
+        Metric::GuestTouched,
+        Metric::VmmRss,
+        Metric::VmmPss,
+        Metric::Exits,
     ];
-    if linux.postgres {
-        keys.extend(["postgres_start", "create_to_postgres"]);
+    if kind == LinuxGuestKind::Postgres {
+        keys.extend([Metric::PostgresStart, Metric::CreateToPostgres]);
     }
     for key in keys {
         let m = figures
             .measurements
             .iter()
-            .find(|m| m.key == key)
+            .find(|m| m.key == key.into())
             .unwrap_or_else(|| panic!("no {key} among {:?}", figures.measurements));
         assert!(m.value > 0.0 && !m.how.is_empty(), "{m:?}");
     }
     let inside = figures
         .facts
         .iter()
-        .find(|f| f.key == "kernel_inside")
+        .find(|f| f.key == FactKey::KernelInside)
         .unwrap();
     assert_eq!(inside.value, release);
     let span = |a: &str, b: &str| report.span(a, b).map(|d| d.as_secs_f64() * 1000.0);

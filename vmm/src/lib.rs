@@ -1,17 +1,37 @@
 //! stacklab's virtual machine monitor, on the rust-vmm crates.
 //!
-//! [`vm::run`] takes a guest kernel image from nothing to "ready" on
-//! `/dev/kvm` and reports every step: the VMM's own (open KVM, create the
-//! VM, map memory, load the guest, create the vCPU) and the guest's (its
-//! milestones, see `guest/src/abi.rs`). [`host::probe`] says what KVM this
-//! host has.
+//! [`run`] takes the tiny guest kernel from nothing to "ready" on
+//! `/dev/kvm` and [`run_linux`] boots a Linux kernel; both report every
+//! step: the VMM's own (open KVM, create the VM, map memory, load the
+//! guest, create the vCPU) and the guest's. [`host::probe`] says what KVM
+//! this host has.
+//!
+//! | module | what lives there |
+//! | --- | --- |
+//! | `machine` | the VM every guest shares: KVM, irqchip, timer, RAM |
+//! | `vcpu` | the exit loop's step and the deadline watchdog |
+//! | `error`, `report` | why a run failed; what it measured |
+//! | `arch::x86_64` | boot layouts: PVH entry, Linux's 64-bit protocol |
+//! | `devices` | serial, CMOS clock, i8042 |
+//! | `guests` | the tiny guest and Linux guests: loading and exit dispatch |
+//! | `protocol` | the JSON lines `stacklab-vmm` prints |
+//! | `host`, `initramfs` | the KVM probe; the cpio writer |
+//!
+//! Guest-facing constants come from `stacklab_abi`; wire codes from
+//! `stacklab_api`. Nothing here knows about the server.
+#![deny(clippy::undocumented_unsafe_blocks)]
 
-#[path = "../../guest/src/abi.rs"]
-pub mod abi;
-pub mod cmos;
+pub mod arch;
+pub mod devices;
+pub mod error;
+pub mod guests;
 pub mod host;
-pub mod i8042;
 pub mod initramfs;
-pub mod linux;
+mod machine;
 pub mod protocol;
-pub mod vm;
+pub mod report;
+mod vcpu;
+
+pub use error::VmError;
+pub use guests::linux::{run_linux, GuestView, LinuxConfig};
+pub use guests::tiny::{run, VmConfig};

@@ -10,14 +10,16 @@
 //!   stacklab-vmm --kernel BZIMAGE --initrd CPIO [--mem-mib N] [--deadline-ms N] [--cmdline S]
 //!
 //! The first boots stacklab's tiny guest (an ELF with a PVH note); the
-//! second a Linux kernel with an initramfs.
+//! second a Linux kernel with an initramfs. A bad flag or value is refused
+//! with a `usage` error, never replaced by a default.
 
 use std::io::Write;
 use std::time::Duration;
 
-use stacklab_vmm::linux::{self, LinuxConfig};
+use stacklab_api::ErrorCode;
 use stacklab_vmm::protocol::Line;
-use stacklab_vmm::vm::{self, VmConfig};
+use stacklab_vmm::report::VmEvent;
+use stacklab_vmm::{run, run_linux, LinuxConfig, VmConfig};
 
 fn emit(line: &Line) {
     let mut out = std::io::stdout().lock();
@@ -26,67 +28,89 @@ fn emit(line: &Line) {
     let _ = out.flush();
 }
 
-fn fail(code: &str, message: String, status: i32) -> ! {
-    emit(&Line::Error {
-        code: code.into(),
-        message,
-    });
+fn fail(code: ErrorCode, message: String, status: i32) -> ! {
+    emit(&Line::Error { code, message });
     std::process::exit(status);
 }
 
 fn read(path: &str) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| fail("load", format!("cannot read {path}: {e}"), 1))
+    std::fs::read(path)
+        .unwrap_or_else(|e| fail(ErrorCode::Load, format!("cannot read {path}: {e}"), 1))
+}
+
+/// What to boot, from the command line.
+enum Boot {
+    Tiny {
+        image: String,
+        config: VmConfig,
+    },
+    Linux {
+        kernel: String,
+        initrd: String,
+        config: LinuxConfig,
+    },
+}
+
+fn parse_args() -> Result<Boot, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let (mut image, mut kernel, mut initrd) = (None, None, None);
+    let mut tiny = VmConfig::default();
+    let mut linux = LinuxConfig::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("image") => image = Some(parser.value()?.string()?),
+            Long("kernel") => kernel = Some(parser.value()?.string()?),
+            Long("initrd") => initrd = Some(parser.value()?.string()?),
+            Long("cmdline") => linux.cmdline = parser.value()?.string()?,
+            Long("mem-mib") => {
+                let mib: usize = parser.value()?.parse()?;
+                tiny.mem_bytes = mib << 20;
+                linux.mem_bytes = mib << 20;
+            }
+            Long("deadline-ms") => {
+                let ms: u64 = parser.value()?.parse()?;
+                tiny.deadline = Duration::from_millis(ms);
+                linux.deadline = tiny.deadline;
+            }
+            Long("mode") => tiny.mode = parser.value()?.parse()?,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    match (image, kernel, initrd) {
+        (Some(image), None, None) => Ok(Boot::Tiny {
+            image,
+            config: tiny,
+        }),
+        (None, Some(kernel), Some(initrd)) => Ok(Boot::Linux {
+            kernel,
+            initrd,
+            config: linux,
+        }),
+        _ => Err("give either --image PATH, or --kernel PATH and --initrd PATH".into()),
+    }
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1);
-    let mut image = None;
-    let mut kernel = None;
-    let mut initrd = None;
-    let mut config = VmConfig::default();
-    let mut linux_config = LinuxConfig::default();
-    while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_default();
-        let number = || value.parse::<u64>().ok();
-        match flag.as_str() {
-            "--image" => image = Some(value),
-            "--kernel" => kernel = Some(value),
-            "--initrd" => initrd = Some(value),
-            "--cmdline" => linux_config.cmdline = value,
-            "--mem-mib" => {
-                config.mem_bytes = number().unwrap_or(0) as usize * (1 << 20);
-                linux_config.mem_bytes = config.mem_bytes;
-            }
-            "--deadline-ms" => {
-                config.deadline = Duration::from_millis(number().unwrap_or(0));
-                linux_config.deadline = config.deadline;
-            }
-            "--mode" => config.mode = number().unwrap_or(u64::MAX) as u32,
-            _ => fail("usage", format!("unknown flag {flag:?}"), 2),
+    let boot = parse_args().unwrap_or_else(|e| fail(ErrorCode::Usage, e.to_string(), 2));
+    let on_event = &mut |e: &VmEvent| emit(&Line::Event(e.clone()));
+    let result = match boot {
+        Boot::Tiny { image, config } => run(&read(&image), &config, on_event).map(|r| (r, None)),
+        Boot::Linux {
+            kernel,
+            initrd,
+            config,
+        } => {
+            run_linux(&read(&kernel), &read(&initrd), &config, on_event).map(|(r, g)| (r, Some(g)))
         }
-    }
-    let on_event = &mut |e: &vm::VmEvent| emit(&Line::Event(e.clone()));
-    let result = match (image, kernel, initrd) {
-        (Some(path), None, None) => vm::run(&read(&path), &config, on_event).map(|r| (r, None)),
-        (None, Some(kernel), Some(initrd)) => {
-            linux::run_linux(&read(&kernel), &read(&initrd), &linux_config, on_event)
-                .map(|(r, g)| (r, Some(g)))
-        }
-        _ => fail(
-            "usage",
-            "give either --image PATH, or --kernel PATH and --initrd PATH".into(),
-            2,
-        ),
     };
     match result {
-        Ok((report, guest)) => {
-            emit(&Line::Done {
-                vmm_rss_bytes: report.vmm_rss_bytes,
-                vmm_pss_bytes: report.vmm_pss_bytes,
-                report,
-                guest,
-            });
-        }
+        Ok((report, guest)) => emit(&Line::Done {
+            vmm_rss_bytes: report.vmm_rss_bytes,
+            vmm_pss_bytes: report.vmm_pss_bytes,
+            report,
+            guest,
+        }),
         Err(e) => fail(e.code(), e.to_string(), 1),
     }
 }

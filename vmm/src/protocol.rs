@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::linux::GuestView;
-use crate::vm::{VmEvent, VmReport};
+use stacklab_api::ErrorCode;
+
+use crate::report::{VmEvent, VmReport};
+use crate::GuestView;
 
 /// One line of `stacklab-vmm`'s standard output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,8 +27,8 @@ pub enum Line {
     },
     /// The run failed.
     Error {
-        /// [`crate::vm::VmError::code`], or `usage`.
-        code: String,
+        /// [`crate::VmError::code`], or `usage`.
+        code: ErrorCode,
         /// What happened, for a learner.
         message: String,
     },

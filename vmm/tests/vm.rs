@@ -5,8 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use stacklab_vmm::abi::{mode, MILESTONE_NAMES};
-use stacklab_vmm::vm::{run, VmConfig, VmError, VmReport};
+use stacklab_abi::{mode, MILESTONE_NAMES};
+use stacklab_vmm::report::VmReport;
+use stacklab_vmm::{run, VmConfig, VmError};
 
 fn guest() -> Option<Vec<u8>> {
     if !Path::new("/dev/kvm").exists() {
@@ -132,7 +133,7 @@ fn a_triple_fault_is_reported_as_such() {
     };
     let err = boot(&image, &config).unwrap_err();
     assert!(matches!(err, VmError::TripleFault), "{err}");
-    assert_eq!(err.code(), "triple_fault");
+    assert_eq!(err.code(), stacklab_api::ErrorCode::TripleFault);
 }
 
 #[test]

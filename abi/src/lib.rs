@@ -1,0 +1,86 @@
+//! The contract between the stacklab guest and the stacklab VMM: ports,
+//! addresses and milestone numbers. A `no_std` crate both depend on, so the
+//! two sides cannot disagree.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// `out` of the milestone id (in AL) here reports a boot step; ESI/EDI hold
+/// the low/high 32 bits of the guest TSC read just before.
+pub const MILESTONE_PORT: u16 = 0xf0;
+/// `out` of an exception vector (in AL) here reports an unexpected guest
+/// exception; RSI holds the faulting RIP.
+pub const FAULT_PORT: u16 = 0xf2;
+/// COM1: the guest's console (transmit register).
+pub const SERIAL_PORT: u16 = 0x3f8;
+/// Writing [`BOOT_COMPLETE_VALUE`] to this MMIO address says "ready", the way
+/// Firecracker's boot-timer device is told.
+pub const BOOT_COMPLETE_MMIO: u64 = 0xd000_0000;
+/// See [`BOOT_COMPLETE_MMIO`].
+pub const BOOT_COMPLETE_VALUE: u8 = 123;
+/// The VMM writes a [`mode`] value here before boot (0 = behave).
+pub const MODE_ADDR: u64 = 0x7000;
+
+/// What a guest is asked to do. Anything but `NORMAL` is for the tests
+/// that prove a misbehaving guest cannot hang or crash the host.
+pub mod mode {
+    /// Boot, run the app, report ready.
+    pub const NORMAL: u32 = 0;
+    /// Spin forever in ring 0 after reaching long mode.
+    pub const SPIN: u32 = 1;
+    /// Break the IDT and fault: a triple fault.
+    pub const TRIPLE_FAULT: u32 = 2;
+    /// Write to the console without end.
+    pub const CONSOLE_FLOOD: u32 = 3;
+    /// Write to an I/O port no device owns.
+    pub const UNKNOWN_PORT: u32 = 4;
+}
+
+/// Boot steps, in the order the guest reaches them.
+pub mod milestone {
+    /// First instruction: 32-bit protected mode, paging off.
+    pub const ENTRY: u8 = 1;
+    /// The guest's own GDT is loaded.
+    pub const GDT: u8 = 2;
+    /// Page tables built, paging and long mode enabled.
+    pub const PAGING: u8 = 3;
+    /// Running 64-bit code.
+    pub const LONG_MODE: u8 = 4;
+    /// Task state segment and interrupt table installed.
+    pub const IDT: u8 = 5;
+    /// The first timer interrupt arrived.
+    pub const TIMER_TICK: u8 = 6;
+    /// About to drop to ring 3.
+    pub const USER_ENTER: u8 = 7;
+    /// The ring-3 app finished and trapped back into the kernel; R8 holds
+    /// the TSC cycles the app measured for its own work.
+    pub const USER_RETURN: u8 = 8;
+}
+
+/// Names for the learner, by milestone id.
+pub const MILESTONE_NAMES: [(u8, &str, &str); 8] = [
+    (
+        milestone::ENTRY,
+        "guest_entry",
+        "Guest entry (32-bit, paging off)",
+    ),
+    (milestone::GDT, "guest_gdt", "Own GDT loaded"),
+    (milestone::PAGING, "guest_paging", "Page tables + paging on"),
+    (
+        milestone::LONG_MODE,
+        "guest_long_mode",
+        "Long mode (64-bit)",
+    ),
+    (milestone::IDT, "guest_idt", "Interrupt table + TSS"),
+    (milestone::TIMER_TICK, "guest_timer", "First timer tick"),
+    (milestone::USER_ENTER, "guest_user_enter", "Entering ring 3"),
+    (
+        milestone::USER_RETURN,
+        "guest_user_return",
+        "App (ring 3) returned",
+    ),
+];
+
+/// Writing here powers the guest off: QEMU's `isa-debug-exit` device sits
+/// at this port, and the stacklab VMM ends the run the same way.
+pub const POWER_OFF_PORT: u16 = 0xf4;

@@ -1,0 +1,84 @@
+//! Error codes: the `error` of every API error body and the `code` of a
+//! failed run. Each travels as the string beside it, so clients match on
+//! these values and the wire never carries a code nobody declared.
+
+use crate::wire_enum::wire_enum;
+
+wire_enum! {
+    /// A stable, machine-readable reason for a failure.
+    pub enum ErrorCode {
+        // --- the HTTP API ---
+        /// No such route or resource.
+        NotFound => "not_found",
+        /// The route exists, not for this method.
+        MethodNotAllowed => "method_not_allowed",
+        /// The body is larger than the API reads.
+        BodyTooLarge => "body_too_large",
+        /// The body is not JSON.
+        UnsupportedMediaType => "unsupported_media_type",
+        /// Well-formed, but a field's value is not acceptable.
+        InvalidRequest => "invalid_request",
+        /// The request could not be read at all.
+        MalformedRequest => "malformed_request",
+        /// The server failed (its history database).
+        Internal => "internal",
+        // --- a demo cannot run on this server now ---
+        /// The Docker engine does not answer.
+        DockerUnavailable => "docker_unavailable",
+        /// The PostgreSQL image is not present.
+        ImageMissing => "image_missing",
+        /// `/dev/kvm` is missing or refused.
+        KvmUnavailable => "kvm_unavailable",
+        /// The VMM or the guest image is not built.
+        VmmMissing => "vmm_missing",
+        /// KVM here cannot boot a Linux kernel.
+        LinuxGuestUnsupported => "linux_guest_unsupported",
+        /// The Linux guest's kernel or archive is not built.
+        LinuxGuestMissing => "linux_guest_missing",
+        // --- a run that failed ---
+        /// The run's deadline passed.
+        Deadline => "deadline",
+        /// The client went away or the server is shutting down.
+        Cancelled => "cancelled",
+        /// The server stopped (or crashed) while the run was in progress.
+        ServerStopped => "server_stopped",
+        /// The kernel's OOM killer stopped the container.
+        OomKilled => "oom_killed",
+        /// The container exited before it was ready.
+        Exited => "exited",
+        /// The Docker engine refused a step.
+        Docker => "docker",
+        /// The VMM process could not be started.
+        Vmm => "vmm",
+        /// The VMM process ended without a result.
+        VmmCrashed => "vmm_crashed",
+        /// The VMM printed something unreadable.
+        VmmProtocol => "vmm_protocol",
+        /// The VMM was started with bad arguments.
+        Usage => "usage",
+        /// KVM refused an ioctl.
+        Kvm => "kvm",
+        /// Guest memory outside the limits.
+        MemoryLimit => "memory_limit",
+        /// Guest memory could not be set up.
+        Memory => "memory",
+        /// The guest image could not be loaded.
+        Load => "load",
+        /// The guest triple-faulted.
+        TripleFault => "triple_fault",
+        /// KVM could not emulate a guest instruction.
+        InternalError => "internal_error",
+        /// The guest used an I/O port no device owns.
+        UnknownIo => "unknown_io",
+        /// The guest used MMIO no device owns.
+        UnknownMmio => "unknown_mmio",
+        /// The guest wrote too much to its console.
+        ConsoleFlood => "console_flood",
+        /// The guest reported an exception.
+        GuestException => "guest_exception",
+        /// The guest stopped before it was ready.
+        StoppedEarly => "stopped_early",
+        /// Any other VM exit.
+        UnexpectedExit => "unexpected_exit",
+    }
+}

@@ -1,0 +1,150 @@
+//! Keys of measurements and facts: what each figure of a result is. Clients
+//! find a figure by its key; each travels as the string beside it (density
+//! figures as `metric@N`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::wire_enum::wire_enum;
+
+wire_enum! {
+    /// A measured figure of one demo instance.
+    pub enum Metric {
+        /// Create → ready (the demo's own start point; see its `how`).
+        CreateToReady => "create_to_ready",
+        /// The hypervisor's share: `/dev/kvm` open → vCPU ready.
+        HypervisorSetup => "hypervisor_setup",
+        /// The guest kernel's share: its first instruction → ready.
+        GuestBoot => "guest_boot",
+        /// PostgreSQL's init and start inside a Linux guest.
+        PostgresStart => "postgres_start",
+        /// VM create → PostgreSQL ready inside the guest.
+        CreateToPostgres => "create_to_postgres",
+        /// Guest RAM configured.
+        GuestRam => "guest_ram",
+        /// Guest RAM the host backs with pages.
+        GuestTouched => "guest_touched",
+        /// The guest's own MemTotal.
+        GuestMemTotal => "guest_mem_total",
+        /// The guest's own MemAvailable.
+        GuestMemAvailable => "guest_mem_available",
+        /// The VMM process's RSS.
+        VmmRss => "vmm_rss",
+        /// The VMM process's PSS.
+        VmmPss => "vmm_pss",
+        /// VM exits handled.
+        Exits => "exits",
+        /// The ring-3 app's own work.
+        AppRing3 => "app_ring3",
+        /// PSS of a container's processes.
+        MemoryPss => "memory_pss",
+        /// A container's memory cgroup usage.
+        MemoryCgroup => "memory_cgroup",
+        /// The figure `docker stats` shows.
+        MemoryDockerStats => "memory_docker_stats",
+        /// A container's tmpfs (shmem) pages.
+        MemoryTmpfs => "memory_tmpfs",
+        /// Processes in a container.
+        Processes => "processes",
+        /// The image's size.
+        ImageSize => "image_size",
+    }
+}
+
+wire_enum! {
+    /// A figure of one step of a density sweep.
+    pub enum DensityMetric {
+        /// From starting N at once until the last was ready.
+        AllReady => "all_ready",
+        /// The memory the N instances held together.
+        MemoryTotal => "memory_total",
+    }
+}
+
+wire_enum! {
+    /// A non-numeric observation.
+    pub enum FactKey {
+        /// The instance's processes as the host sees them.
+        HostPids => "host_pids",
+        /// The kernel release inside the container or VM.
+        KernelInside => "kernel_inside",
+        /// The host's kernel release.
+        KernelHost => "kernel_host",
+        /// What backs KVM on this host.
+        KvmHost => "kvm_host",
+        /// The image a container was created from.
+        Image => "image",
+        /// PostgreSQL's version string.
+        PostgresVersion => "postgres_version",
+    }
+}
+
+/// The key of a measurement: a figure of one instance, or of step `n` of a
+/// density sweep. Travels as `create_to_ready` or `all_ready@3`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// A figure of one instance.
+    Metric(Metric),
+    /// A figure of a density step with `n` instances at once.
+    Density(DensityMetric, u32),
+}
+
+impl From<Metric> for Key {
+    fn from(m: Metric) -> Key {
+        Key::Metric(m)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Metric(m) => f.write_str(m.as_str()),
+            Key::Density(m, n) => write!(f, "{m}@{n}"),
+        }
+    }
+}
+
+impl FromStr for Key {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Key, String> {
+        match s.split_once('@') {
+            None => s.parse().map(Key::Metric),
+            Some((metric, n)) => Ok(Key::Density(
+                metric.parse()?,
+                n.parse().map_err(|_| format!("bad N in key {s:?}"))?,
+            )),
+        }
+    }
+}
+
+impl serde::Serialize for Key {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_travel_as_todays_strings() {
+        let k = Key::Density(DensityMetric::AllReady, 3);
+        assert_eq!(serde_json::to_string(&k).unwrap(), "\"all_ready@3\"");
+        assert_eq!(serde_json::from_str::<Key>("\"all_ready@3\"").unwrap(), k);
+        let m: Key = Metric::VmmPss.into();
+        assert_eq!(serde_json::to_string(&m).unwrap(), "\"vmm_pss\"");
+        for m in Metric::ALL {
+            assert_eq!(m.as_str().parse::<Key>(), Ok(Key::Metric(*m)));
+        }
+        assert!("nonsense".parse::<Key>().is_err());
+        assert!("all_ready@x".parse::<Key>().is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! Driving one container from created to ready: attach to its output, start
+//! it, turn its log lines into phases, probe readiness, and explain an exit.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::AttachContainerOptionsBuilder;
+use futures_util::StreamExt;
+use stacklab_api::{ErrorCode, RunError};
+
+use super::image::PresentImage;
+use super::measure::Cgroup;
+use super::readiness::probe_ready;
+use super::{docker_error, DockerRuntime, NETWORK};
+use crate::backends::{Ready, RunContext};
+
+/// Last console lines quoted when a container dies.
+const TAIL_LINES: usize = 8;
+
+impl DockerRuntime {
+    /// Everything between "created" and "ready", plus the measurements.
+    pub(super) async fn drive(
+        &self,
+        ctx: &RunContext,
+        id: &str,
+        image: &PresentImage,
+        created_at: Instant,
+    ) -> Result<Ready, RunError> {
+        let docker = &self.docker;
+        // Attach before start, so not a byte of output is missed.
+        let attach = docker
+            .attach_container(
+                id,
+                Some(
+                    AttachContainerOptionsBuilder::default()
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .logs(true)
+                        .build(),
+                ),
+            )
+            .await
+            .map_err(docker_error)?;
+        let mut output = attach.output;
+        let mut exited = Box::pin(docker.wait_container(id, None));
+
+        docker
+            .start_container(id, None)
+            .await
+            .map_err(docker_error)?;
+        let info = docker
+            .inspect_container(id, None)
+            .await
+            .map_err(docker_error)?;
+        let pid = info.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as u32;
+        let ip: Option<IpAddr> = info
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|n| n.get(NETWORK))
+            .and_then(|n| n.ip_address.as_deref())
+            .and_then(|ip| ip.parse().ok());
+        let cgroup = Cgroup::of_pid(pid).ok();
+        let cgroup_how =
+            "the container's memory cgroup: memory.usage_in_bytes (v1) or memory.current (v2)";
+        let memory_now = || {
+            cgroup
+                .as_ref()
+                .and_then(|c| c.memory().ok())
+                .map(|m| (m.usage, cgroup_how))
+        };
+        ctx.phase_with_memory(
+            "container_started",
+            "Container started",
+            format!(
+                "the engine started the entrypoint; on the host it is the ordinary process {pid}"
+            ),
+            memory_now(),
+        );
+        let password = self.spec.password.clone().unwrap_or_default();
+        // The probe polls, and is also woken the moment the log says the
+        // real server listens, so readiness is seen with the least delay.
+        let kick = tokio::sync::Notify::new();
+        // No address means the container already exited (e.g. the entrypoint
+        // refused to start): then only the exit branch below can fire.
+        let probe = async {
+            match ip {
+                Some(ip) => (ip, probe_ready(ip, password.clone(), &kick).await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(probe);
+
+        let mut pending = String::new();
+        let mut tail: Vec<String> = Vec::new();
+        let mut first_byte = false;
+        let mut ready_lines = 0;
+        let mut output_open = true;
+        let mut exit_code: Option<i64> = None;
+        let (ip, attempts) = loop {
+            tokio::select! {
+                chunk = output.next(), if output_open => match chunk {
+                    Some(Ok(chunk)) => {
+                        if !first_byte {
+                            first_byte = true;
+                            ctx.phase_with_memory("first_log_byte", "First output", "the container wrote its first byte of output", memory_now());
+                        }
+                        pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                        while let Some(nl) = pending.find('\n') {
+                            let line: String = pending.drain(..=nl).collect();
+                            let line = line.trim_end();
+                            ctx.log(line);
+                            tail.push(line.to_owned());
+                            if tail.len() > TAIL_LINES {
+                                tail.remove(0);
+                            }
+                            if line.contains("listening on IPv4") || line.contains("ready to accept connections") {
+                                kick.notify_one();
+                            }
+                            if line.contains("database system is ready to accept connections") {
+                                ready_lines += 1;
+                                let (phase, label, detail) = if ready_lines == 1 {
+                                    ("temp_server_ready", "First \"ready\" (temporary server)", "PostgreSQL logged \"ready to accept connections\" for the first time: the entrypoint's temporary server, listening only on a Unix socket while it finishes the setup")
+                                } else {
+                                    ("server_ready", "Second \"ready\" (real server)", "PostgreSQL logged \"ready to accept connections\" again: the real server, now listening on the network")
+                                };
+                                ctx.phase_with_memory(phase, label, detail, memory_now());
+                            } else if line.contains("PostgreSQL init process complete") {
+                                ctx.phase_with_memory("init_complete", "Init complete", "initdb finished and the temporary server stopped", memory_now());
+                            }
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::debug!("attach stream error: {e}");
+                        output_open = false;
+                    }
+                    None => output_open = false,
+                },
+                done = &mut probe => break done,
+                status = exited.next(), if exit_code.is_none() => {
+                    exit_code = Some(match status {
+                        Some(Ok(r)) => r.status_code,
+                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+                        _ => -1,
+                    });
+                    // Drain what is left of the output, briefly, for the error message.
+                    let drain = async {
+                        while let Some(Ok(chunk)) = output.next().await {
+                            pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_millis(500), drain).await;
+                    for line in pending.lines() {
+                        ctx.log(line);
+                        tail.push(line.to_owned());
+                    }
+                    return Err(self.exit_error(id, exit_code.unwrap_or(-1), &tail).await);
+                }
+            }
+        };
+        let ready_us = created_at.elapsed().as_micros() as u64;
+        ctx.phase_with_memory(
+            "ready",
+            "Ready: SELECT 1 answered",
+            format!("the server's first successful `SELECT 1` over the PostgreSQL wire protocol to {ip}:5432 (after {attempts} connection attempts)"),
+            memory_now(),
+        );
+        ctx.rendezvous().await;
+        Ok(self
+            .measure(id, image, ip, &password, cgroup.as_ref(), ready_us)
+            .await)
+    }
+
+    async fn exit_error(&self, id: &str, code: i64, tail: &[String]) -> RunError {
+        let oom = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|i| i.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        if oom {
+            return RunError {
+                code: ErrorCode::OomKilled,
+                message: format!(
+                    "the kernel's out-of-memory killer stopped the container: it needed more than its memory limit of {} MiB",
+                    self.spec.memory_bytes >> 20
+                ),
+            };
+        }
+        let tail = tail
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        RunError {
+            code: ErrorCode::Exited,
+            message: format!("the container exited with code {code} before PostgreSQL was ready. Its last output:\n{tail}"),
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! Memory of a container, read straight from the kernel: its memory cgroup
+//! (what the kernel charges the container) and `/proc/PID/smaps_rollup`
+//! (what its processes map, shared pages split fairly between sharers).
+
+use std::io;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use stacklab_api::{FactKey, Metric, Unit};
+
+use super::image::{ImageKind, PresentImage};
+use super::readiness::server_version;
+use super::DockerRuntime;
+use crate::backends::Ready;
+
+/// A container's memory cgroup (v1 `memory` controller or a v2 group).
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+/// One reading of a cgroup's memory counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupMemory {
+    /// `memory.usage_in_bytes` (v1) / `memory.current` (v2): everything
+    /// charged, page cache and tmpfs included.
+    pub usage: u64,
+    /// Page cache the kernel may drop first (`inactive_file`).
+    pub inactive_file: u64,
+    /// tmpfs and shared memory (`shmem`): with the data directory on tmpfs,
+    /// this is the database files themselves.
+    pub shmem: u64,
+}
+
+impl CgroupMemory {
+    /// What `docker stats` shows: usage minus inactive page cache.
+    pub fn docker_stats(&self) -> u64 {
+        self.usage.saturating_sub(self.inactive_file)
+    }
+}
+
+impl Cgroup {
+    /// The memory cgroup of process `pid` (on the host's PID namespace).
+    pub fn of_pid(pid: u32) -> io::Result<Cgroup> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        Self::from_proc_cgroup(&text, Path::new("/sys/fs/cgroup"))
+            .ok_or_else(|| io::Error::other(format!("process {pid} has no memory cgroup")))
+    }
+
+    fn from_proc_cgroup(text: &str, root: &Path) -> Option<Cgroup> {
+        let mut v2_path = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let path = path.trim_start_matches('/');
+            if controllers.split(',').any(|c| c == "memory") {
+                return Some(Cgroup {
+                    dir: root.join("memory").join(path),
+                    v2: false,
+                });
+            }
+            if controllers.is_empty() {
+                v2_path = Some(path.to_owned());
+            }
+        }
+        v2_path.map(|p| Cgroup {
+            dir: root.join(p),
+            v2: true,
+        })
+    }
+
+    /// Reads the counters now.
+    pub fn memory(&self) -> io::Result<CgroupMemory> {
+        let usage_file = if self.v2 {
+            "memory.current"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        let usage = read_u64(&self.dir.join(usage_file))?;
+        let stat = std::fs::read_to_string(self.dir.join("memory.stat"))?;
+        // v1 reports the group's own and hierarchical (`total_`) figures.
+        let (inactive, shmem) = if self.v2 {
+            ("inactive_file", "shmem")
+        } else {
+            ("total_inactive_file", "total_shmem")
+        };
+        Ok(CgroupMemory {
+            usage,
+            inactive_file: stat_field(&stat, inactive).unwrap_or(0),
+            shmem: stat_field(&stat, shmem).unwrap_or(0),
+        })
+    }
+
+    /// The processes in the group, as host PIDs.
+    pub fn pids(&self) -> io::Result<Vec<u32>> {
+        let text = std::fs::read_to_string(self.dir.join("cgroup.procs"))?;
+        Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    }
+}
+
+fn read_u64(path: &Path) -> io::Result<u64> {
+    std::fs::read_to_string(path)?
+        .trim()
+        .parse()
+        .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+}
+
+fn stat_field(stat: &str, name: &str) -> Option<u64> {
+    stat.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == name).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Proportional set size of one process in bytes (`Pss:` of smaps_rollup).
+pub fn pss_bytes(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("Pss:")?;
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+}
+
+/// The PID a process has inside its own PID namespace (last `NSpid` field).
+pub fn pid_in_namespace(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
+impl DockerRuntime {
+    /// The figures a learner sees, read once the container is ready.
+    pub(super) async fn measure(
+        &self,
+        id: &str,
+        image: &PresentImage,
+        ip: IpAddr,
+        password: &str,
+        cgroup: Option<&Cgroup>,
+        ready_us: u64,
+    ) -> Ready {
+        let mut ready = Ready::default();
+        ready.measure(
+            Metric::CreateToReady,
+            "Container create → ready",
+            ready_us as f64,
+            Unit::Micros,
+            "from the create request to the Docker engine until the first successful SELECT 1 over TCP, measured by the server's monotonic clock",
+        );
+        if let Some(cg) = cgroup {
+            let pids = cg.pids().unwrap_or_default();
+            let pss: u64 = pids.iter().filter_map(|p| pss_bytes(*p).ok()).sum();
+            ready.measure(Metric::MemoryPss, "Memory of the processes (PSS)", pss as f64, Unit::Bytes,
+                "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones");
+            if let Ok(m) = cg.memory() {
+                ready.measure(Metric::MemoryCgroup, "Memory charged to the container", m.usage as f64, Unit::Bytes,
+                    "the container's memory cgroup usage: processes plus page cache plus tmpfs files, everything the kernel charges to it");
+                ready.measure(
+                    Metric::MemoryDockerStats,
+                    "Memory as docker stats shows it",
+                    m.docker_stats() as f64,
+                    Unit::Bytes,
+                    "cgroup usage minus inactive page cache, the figure `docker stats` prints",
+                );
+                ready.measure(Metric::MemoryTmpfs, "Of which: database files in tmpfs", m.shmem as f64, Unit::Bytes,
+                    "shmem in the cgroup's memory.stat: the data directory lives on a tmpfs, so initdb's files are memory, not disk. That is most of the gap between the cgroup figure and PSS");
+            }
+            ready.measure(
+                Metric::Processes,
+                "Processes",
+                pids.len() as f64,
+                Unit::Count,
+                "entries in the container's cgroup.procs: the postmaster and its helper processes",
+            );
+            let listed: Vec<String> = pids
+                .iter()
+                .map(|p| match pid_in_namespace(*p) {
+                    Some(inner) => format!("{p} (inside: {inner})"),
+                    None => p.to_string(),
+                })
+                .collect();
+            ready.fact(FactKey::HostPids, "Its processes, as the host sees them", listed.join(", "), "host PIDs from the cgroup; the PID inside the container's own PID namespace from NSpid in /proc/PID/status");
+        }
+        ready.measure(
+            Metric::ImageSize,
+            "Image size",
+            image.size_bytes as f64,
+            Unit::Bytes,
+            "the image's size as the Docker engine reports it (all layers, uncompressed)",
+        );
+        ready.fact(FactKey::Image, "Image", match image.kind {
+                ImageKind::Official => format!("{} (the official image)", image.reference),
+                ImageKind::OfflineBuilt => format!("{} (built offline by stacklab from Debian's postgresql-15: no registry is reachable here)", image.reference),
+            }, "the image the container was created from");
+        let inside = self.exec_output(id, &["uname", "-r"]).await;
+        ready.fact(
+            FactKey::KernelInside,
+            "Kernel release inside the container",
+            inside.unwrap_or_else(|e| format!("unknown ({e})")),
+            "`uname -r` executed inside the container",
+        );
+        ready.fact(FactKey::KernelHost, "Kernel release on the host", crate::backends::host::kernel_release(), "/proc/sys/kernel/osrelease read by the server: the same kernel, because a container shares it");
+        if let Ok(version) = server_version(ip, password).await {
+            ready.fact(
+                FactKey::PostgresVersion,
+                "PostgreSQL version",
+                version,
+                "SELECT version() over the wire protocol",
+            );
+        }
+        ready
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_v1_and_v2_memory_cgroups() {
+        let v1 = "9:name=systemd:/docker/abc\n4:memory:/docker/abc\n0::/docker/abc\n";
+        let cg = Cgroup::from_proc_cgroup(v1, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(cg.dir, Path::new("/sys/fs/cgroup/memory/docker/abc"));
+        assert!(!cg.v2);
+        let v2 = "0::/system.slice/docker-abc.scope\n";
+        let cg = Cgroup::from_proc_cgroup(v2, Path::new("/sys/fs/cgroup")).unwrap();
+        assert_eq!(
+            cg.dir,
+            Path::new("/sys/fs/cgroup/system.slice/docker-abc.scope")
+        );
+        assert!(cg.v2);
+    }
+
+    #[test]
+    fn reads_stat_fields_exactly() {
+        let stat = "inactive_file 5\ntotal_inactive_file 7\nshmem 3\n";
+        assert_eq!(stat_field(stat, "inactive_file"), Some(5));
+        assert_eq!(stat_field(stat, "total_inactive_file"), Some(7));
+        assert_eq!(stat_field(stat, "missing"), None);
+    }
+
+    #[test]
+    fn measures_this_process() {
+        let me = std::process::id();
+        assert!(
+            pss_bytes(me).unwrap() > 100 * 1024,
+            "a test binary maps more than 100 KiB"
+        );
+        assert_eq!(
+            pid_in_namespace(me),
+            Some(me),
+            "tests run in the host PID namespace"
+        );
+        let cg = Cgroup::of_pid(me).unwrap();
+        assert!(!cg.pids().unwrap().is_empty() || cg.v2);
+    }
+}

@@ -1,0 +1,240 @@
+//! The labs: which runtime serves which demo on this host, behind which
+//! queue, and why a demo cannot run here when it cannot (checked before a
+//! run is accepted, so a learner is told at once).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use stacklab_api::{CreateRun, DemoId, ErrorCode, KvmBacking};
+use stacklab_vmm::host::{KvmHost, ProbeError};
+
+use super::density::Density;
+use super::queue::Queue;
+use super::registry::Runs;
+use super::run::Run;
+use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner};
+use crate::backends::kvm::{KvmRuntime, LinuxArtifacts, LinuxGuestKind, VmArtifacts};
+use crate::backends::Runtime;
+
+/// How long to wait for the Docker engine before calling it unreachable.
+const DOCKER_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A density sweep starts 1 + 2 + … + 5 = 15 instances, five at most at
+/// once; its deadline is this many single-run deadlines.
+const DENSITY_DEADLINE_FACTOR: u32 = 3;
+
+/// Why a learner sees about a Linux guest on a kvm-pvm host.
+pub const LINUX_ON_NESTED_PVM: &str = "This server is itself a virtual machine, and the KVM it offers (kvm-pvm) emulates a guest kernel's privileged code one instruction at a time, without the SSE, XSAVE and other instructions a Linux kernel uses at boot. So a real Linux guest cannot boot here: the tiny micro-VM demo can, because its kernel was written to need none of that. On a server with hardware virtualisation (Intel VT-x or AMD-V) this demo boots Debian's kernel; the project's tests boot it under full emulation to prove the path works.";
+
+/// Limits that shape how runs are scheduled.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Container runs at once.
+    pub max_container_runs: usize,
+    /// Micro-VM runs at once.
+    pub max_vm_runs: usize,
+    /// Time budget of one run after it leaves the queue.
+    pub run_deadline: Duration,
+    /// Where the Linux guests' archives are (`<data dir>/linux`).
+    pub data_dir: PathBuf,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_container_runs: 4,
+            max_vm_runs: 2,
+            run_deadline: Duration::from_secs(60),
+            data_dir: PathBuf::from("data"),
+        }
+    }
+}
+
+/// A demo cannot run on this server now: a stable code and a sentence
+/// saying what is missing and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Unavailable {
+    /// e.g. [`ErrorCode::DockerUnavailable`].
+    pub code: ErrorCode,
+    /// For a learner.
+    pub message: String,
+}
+
+impl Unavailable {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Unavailable {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn docker_down(why: &str) -> Self {
+        Unavailable::new(
+            ErrorCode::DockerUnavailable,
+            format!("The Docker engine is not reachable ({why}), so the container demo cannot run. Start it as root with `dockerd &` (or `./dev serve`, which starts it), then try again."),
+        )
+    }
+
+    fn no_kvm(e: &ProbeError) -> Self {
+        Unavailable::new(
+            ErrorCode::KvmUnavailable,
+            format!("This server cannot run virtual machines: {e}."),
+        )
+    }
+}
+
+type Kvm = Result<Arc<KvmRuntime>, Unavailable>;
+
+/// Every demo's runtime and queue on this server.
+pub struct Labs {
+    /// The container demo (`None` when no Docker client could be configured).
+    containers: Option<Arc<DockerRuntime>>,
+    micro_vm: Kvm,
+    linux_vm: Kvm,
+    postgres_vm: Kvm,
+    container_queue: Arc<Queue>,
+    vm_queue: Arc<Queue>,
+    /// Density sweeps run one at a time (each starts up to five instances).
+    density_queue: Arc<Queue>,
+    deadline: Duration,
+}
+
+impl Labs {
+    /// The labs of this host: containers on `docker`, VMs with the VMM and
+    /// guests found next to this program and in `settings.data_dir`.
+    pub fn new(docker: Option<Docker>, settings: &Settings) -> Self {
+        let owner = Owner::current();
+        let vm = VmArtifacts::locate().map_err(|why| {
+            Unavailable::new(
+                ErrorCode::VmmMissing,
+                format!("The micro-VM demo is not installed on this server: {why}."),
+            )
+        });
+        let linux = |kind: LinuxGuestKind| -> Kvm {
+            let vm = vm.clone()?;
+            let files = LinuxArtifacts::in_data_dir(&settings.data_dir);
+            let guest = files.guest(kind).map_err(|why| {
+                Unavailable::new(
+                    ErrorCode::LinuxGuestMissing,
+                    format!("The Linux guest is not installed on this server: {why}."),
+                )
+            })?;
+            Ok(Arc::new(KvmRuntime::linux(vm, guest)))
+        };
+        Labs {
+            containers: docker
+                .map(|d| Arc::new(DockerRuntime::new(d, ContainerSpec::postgres_demo(), owner))),
+            micro_vm: vm
+                .clone()
+                .map(|a| Arc::new(KvmRuntime::new(a, Default::default()))),
+            linux_vm: linux(LinuxGuestKind::Plain),
+            postgres_vm: linux(LinuxGuestKind::Postgres),
+            container_queue: Arc::new(Queue::new(settings.max_container_runs)),
+            vm_queue: Arc::new(Queue::new(settings.max_vm_runs)),
+            density_queue: Arc::new(Queue::new(1)),
+            deadline: settings.run_deadline,
+        }
+    }
+
+    /// The Docker engine client, if one could be configured.
+    pub fn docker(&self) -> Option<&Docker> {
+        self.containers.as_deref().map(DockerRuntime::docker)
+    }
+
+    /// The Linux guest runtime, or why it is not installed (for tests).
+    pub fn linux_vm(&self) -> Result<&Arc<KvmRuntime>, &Unavailable> {
+        self.linux_vm.as_ref()
+    }
+
+    /// Whether the Linux guests can run, given a KVM probe.
+    pub fn linux_guests(&self, probe: &Result<KvmHost, ProbeError>) -> Result<(), Unavailable> {
+        linux_guest_check(probe, &self.linux_vm).map(drop)
+    }
+
+    /// Checks that `request`'s demo can run here and accepts it into `runs`
+    /// (behind its queue); or says at once why it cannot run.
+    pub async fn start(
+        &self,
+        runs: &Arc<Runs>,
+        request: &CreateRun,
+    ) -> Result<Arc<Run>, Unavailable> {
+        let demo = request.demo;
+        let start = |runtime| Ok(self.start_on(runs, request, runtime, &self.vm_queue));
+        match demo.density_of().unwrap_or(demo) {
+            DemoId::MicroVm => {
+                let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
+                if let Ok(Err(e)) = probe {
+                    return Err(Unavailable::no_kvm(&e));
+                }
+                start(self.micro_vm.clone()?)
+            }
+            DemoId::LinuxVm | DemoId::PostgresVm => {
+                let runtime = if demo == DemoId::LinuxVm {
+                    &self.linux_vm
+                } else {
+                    &self.postgres_vm
+                };
+                let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe)
+                    .await
+                    .map_err(|e| {
+                        Unavailable::new(ErrorCode::Internal, format!("the KVM probe failed: {e}"))
+                    })?;
+                start(linux_guest_check(&probe, runtime)?)
+            }
+            _ => {
+                let runtime = self
+                    .containers
+                    .clone()
+                    .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
+                let docker = runtime.docker();
+                match tokio::time::timeout(DOCKER_PING_TIMEOUT, docker.ping()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(Unavailable::docker_down(&e.to_string())),
+                    Err(_) => return Err(Unavailable::docker_down("no answer within 2 s")),
+                }
+                image::find(docker)
+                    .await
+                    .map_err(|e| Unavailable::new(ErrorCode::ImageMissing, e.to_string()))?;
+                Ok(self.start_on(runs, request, runtime, &self.container_queue))
+            }
+        }
+    }
+
+    /// Starts `request` on `runtime`: one instance behind `queue`, or a
+    /// density sweep behind the one-at-a-time density queue.
+    fn start_on<R: Runtime>(
+        &self,
+        runs: &Arc<Runs>,
+        request: &CreateRun,
+        runtime: Arc<R>,
+        queue: &Arc<Queue>,
+    ) -> Arc<Run> {
+        let learner = request.learner.as_deref();
+        match request.demo.density_of() {
+            None => runs.start_for(learner, request.demo, runtime, queue.clone(), self.deadline),
+            Some(base) => runs.start_for(
+                learner,
+                request.demo,
+                Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
+                self.density_queue.clone(),
+                self.deadline * DENSITY_DEADLINE_FACTOR,
+            ),
+        }
+    }
+}
+
+/// Whether a Linux guest can run, given the KVM probe and its runtime: the
+/// runtime, or why not, before anything is tried.
+fn linux_guest_check(probe: &Result<KvmHost, ProbeError>, runtime: &Kvm) -> Kvm {
+    let host = probe.as_ref().map_err(Unavailable::no_kvm)?;
+    if host.backing == KvmBacking::NestedPvm {
+        return Err(Unavailable::new(
+            ErrorCode::LinuxGuestUnsupported,
+            LINUX_ON_NESTED_PVM,
+        ));
+    }
+    runtime.clone()
+}

@@ -1,0 +1,25 @@
+//! The engine: what a run is and how runs are scheduled, independent of
+//! what runs them.
+//!
+//! A [`Run`] is an accepted request with a [`Timeline`] (its clock and
+//! events); [`Runs`] is the registry that starts runs behind a [`Queue`] and
+//! records them in the store; [`Density`] is a [`Runtime`] made of another
+//! (the trait itself lives with the backends that implement it). [`Labs`]
+//! says which runtime serves which demo on this host.
+//!
+//! May import `backends` and `store`; never `http` or `tools`.
+
+mod density;
+mod labs;
+mod queue;
+mod registry;
+mod run;
+mod timeline;
+
+pub use crate::backends::{Ready, RunContext, Runtime};
+pub use density::Density;
+pub use labs::{Labs, Settings, Unavailable, LINUX_ON_NESTED_PVM};
+pub use queue::Queue;
+pub use registry::Runs;
+pub use run::{Run, WatchGuard};
+pub use timeline::Timeline;

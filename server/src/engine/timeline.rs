@@ -1,0 +1,188 @@
+//! A timeline: one demo instance's clock and event log. A registered run
+//! has one; so does each instance of a density sweep, which is measured
+//! like a run but is not one (nobody can look it up or watch it alone).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use stacklab_api::{DemoId, EventKind, Outcome, RunEvent, RunRecord, RunState};
+use tokio::sync::watch;
+
+use crate::backends::EventSink;
+
+/// Console lines kept per timeline; later lines are counted, not stored.
+const MAX_LOG_LINES: usize = 200;
+/// Longest console line kept (bytes); longer ones are cut.
+const MAX_LOG_LINE: usize = 400;
+
+/// An event log on its own clock, which starts when the timeline is made
+/// (for a run: the moment the server accepted the request).
+pub struct Timeline {
+    id: String,
+    demo: DemoId,
+    started: Instant,
+    /// `started` as CLOCK_MONOTONIC ns, to place times measured by another
+    /// process (the VMM) on this clock.
+    started_mono_ns: u64,
+    inner: Mutex<Inner>,
+    /// The number of events so far; watchers wake when it changes.
+    count: watch::Sender<usize>,
+}
+
+struct Inner {
+    state: RunState,
+    events: Vec<RunEvent>,
+    log_lines: usize,
+}
+
+impl Timeline {
+    /// A timeline whose clock starts now.
+    pub fn new(id: String, demo: DemoId) -> Self {
+        Timeline {
+            id,
+            demo,
+            started: Instant::now(),
+            started_mono_ns: stacklab_vmm::report::monotonic_ns(),
+            inner: Mutex::new(Inner {
+                state: RunState::Queued,
+                events: Vec::new(),
+                log_lines: 0,
+            }),
+            count: watch::channel(0).0,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Which demo it measures.
+    pub fn demo(&self) -> DemoId {
+        self.demo
+    }
+
+    /// Microseconds since the clock started.
+    pub fn elapsed_us(&self) -> u64 {
+        self.started.elapsed().as_micros() as u64
+    }
+
+    /// Microseconds on this clock of a CLOCK_MONOTONIC instant.
+    pub fn us_since_start(&self, mono_ns: u64) -> u64 {
+        mono_ns.saturating_sub(self.started_mono_ns) / 1000
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the Vec half-written.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends an event observed now (ignored once finished).
+    pub fn push(&self, kind: EventKind) {
+        self.push_at(self.elapsed_us(), kind);
+    }
+
+    /// Appends an event observed at `at_us` (kept in order: never earlier
+    /// than the last event).
+    pub fn push_at(&self, at_us: u64, kind: EventKind) {
+        let mut inner = self.lock();
+        let at_us = at_us.max(inner.events.last().map_or(0, |e| e.at_us));
+        if matches!(inner.state, RunState::Succeeded | RunState::Failed) {
+            return;
+        }
+        match &kind {
+            EventKind::Phase { .. } => inner.state = RunState::Running,
+            EventKind::Finished { outcome } => {
+                inner.state = match outcome {
+                    Outcome::Ready { .. } => RunState::Succeeded,
+                    Outcome::Failed { .. } => RunState::Failed,
+                }
+            }
+            _ => {}
+        }
+        let seq = inner.events.len() as u32;
+        inner.events.push(RunEvent { seq, at_us, kind });
+        let n = inner.events.len();
+        drop(inner);
+        self.count.send_replace(n);
+    }
+
+    /// Appends a console line, within the per-timeline bounds.
+    pub fn push_log(&self, line: &str) {
+        let n = {
+            let mut inner = self.lock();
+            inner.log_lines += 1;
+            inner.log_lines
+        };
+        if n <= MAX_LOG_LINES {
+            let mut end = line.len().min(MAX_LOG_LINE);
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.push(EventKind::Log {
+                line: line[..end].to_owned(),
+            });
+        } else if n == MAX_LOG_LINES + 1 {
+            self.push(EventKind::Log {
+                line: format!("[stacklab: more than {MAX_LOG_LINES} lines; the rest is not shown]"),
+            });
+        }
+    }
+
+    /// Whether it has finished.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.lock().state, RunState::Succeeded | RunState::Failed)
+    }
+
+    /// A snapshot of everything so far.
+    pub fn record(&self) -> RunRecord {
+        let inner = self.lock();
+        RunRecord {
+            id: self.id.clone(),
+            demo: self.demo,
+            state: inner.state,
+            events: inner.events.clone(),
+        }
+    }
+
+    /// When the phase `name` was reached, on this clock.
+    pub fn phase_at(&self, name: &str) -> Option<u64> {
+        self.lock().events.iter().find_map(|e| match &e.kind {
+            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
+            _ => None,
+        })
+    }
+
+    /// Events from `from` on, and whether it has finished.
+    pub fn events_since(&self, from: usize) -> (Vec<RunEvent>, bool) {
+        let inner = self.lock();
+        let finished = matches!(inner.state, RunState::Succeeded | RunState::Failed);
+        (
+            inner.events.get(from..).unwrap_or_default().to_vec(),
+            finished,
+        )
+    }
+
+    /// Wakes when new events arrive.
+    pub fn subscribe(&self) -> watch::Receiver<usize> {
+        self.count.subscribe()
+    }
+}
+
+impl EventSink for Timeline {
+    fn id(&self) -> &str {
+        Timeline::id(self)
+    }
+    fn elapsed_us(&self) -> u64 {
+        Timeline::elapsed_us(self)
+    }
+    fn us_since_start(&self, mono_ns: u64) -> u64 {
+        Timeline::us_since_start(self, mono_ns)
+    }
+    fn push_at(&self, at_us: u64, kind: EventKind) {
+        Timeline::push_at(self, at_us, kind)
+    }
+    fn push_log(&self, line: &str) {
+        Timeline::push_log(self, line)
+    }
+}

@@ -1,0 +1,100 @@
+//! The one error type of the HTTP API: every failure becomes a status code
+//! and an [`ErrorBody`] a person can read.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use stacklab_api::{ErrorBody, ErrorCode};
+
+use crate::engine::Unavailable;
+
+/// An API failure.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// No such route or resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// The route exists but not for this HTTP method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// The request body could not be read as the JSON this route takes.
+    #[error("{message}")]
+    BadRequest {
+        /// 400, 413, 415 or 422, as the cause warrants.
+        status: StatusCode,
+        /// What was wrong.
+        message: String,
+    },
+    /// Something on the server's side failed (the history database).
+    #[error("{0}")]
+    Internal(String),
+    /// A dependency (Docker engine, image, KVM) is not available now.
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code, e.g. `docker_unavailable`.
+        code: ErrorCode,
+        /// What is missing and how to fix it.
+        message: String,
+    },
+}
+
+impl AppError {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
+        match self {
+            AppError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            AppError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed)
+            }
+            AppError::BadRequest { status, .. } => (
+                *status,
+                match *status {
+                    StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::BodyTooLarge,
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+                    StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidRequest,
+                    _ => ErrorCode::MalformedRequest,
+                },
+            ),
+            AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
+        }
+    }
+}
+
+impl From<Unavailable> for AppError {
+    fn from(u: Unavailable) -> Self {
+        AppError::Unavailable {
+            code: u.code,
+            message: u.message,
+        }
+    }
+}
+
+impl From<JsonRejection> for AppError {
+    fn from(rejection: JsonRejection) -> Self {
+        AppError::BadRequest {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(rejection: QueryRejection) -> Self {
+        AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            error: code,
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,193 @@
+//! The HTTP surface: routes, handlers, extractors, the one error type, the
+//! static frontend and `/api/health`.
+//!
+//! [`app`] builds the whole application from an [`AppState`], so tests drive
+//! it with `tower::ServiceExt::oneshot` exactly as a browser would.
+//!
+//! May import `engine`, `store` and `backends` (for what health reports);
+//! nothing imports `http` but `main` and `tools`.
+
+mod error;
+mod extract;
+mod health;
+mod runs;
+mod static_files;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, OriginalUri};
+use axum::http::Method;
+use axum::routing::{get, post};
+use axum::Router;
+use bollard::Docker;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::AppError;
+
+use crate::backends::docker::reaper;
+use crate::cli::ServeArgs;
+use crate::engine::{Labs, Runs, Settings};
+use crate::store::History;
+
+/// Largest request body the API reads (a run request is ~30 bytes).
+const MAX_BODY_BYTES: usize = 4096;
+
+/// What every request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The built frontend, if one was found.
+    pub static_dir: Option<PathBuf>,
+    /// Every run this server knows.
+    pub runs: Arc<Runs>,
+    /// Which runtime serves each demo here, and its queue.
+    pub labs: Arc<Labs>,
+}
+
+impl AppState {
+    /// Connects to the local Docker engine (honouring `DOCKER_HOST`). The
+    /// connection is lazy: an engine that is down shows up in `/api/health`
+    /// and as a 503 when a run is requested, not here.
+    pub fn new(static_dir: Option<PathBuf>, settings: Settings) -> Self {
+        let docker = Docker::connect_with_local_defaults()
+            .inspect_err(|e| tracing::warn!("Docker client not configured: {e}"))
+            .ok();
+        Self::with_docker(docker, static_dir, settings)
+    }
+
+    /// This state with its run history kept in `history` (call before any
+    /// run starts).
+    pub fn with_history(mut self, history: History) -> Self {
+        self.runs = Arc::new(Runs::new(history));
+        self
+    }
+
+    /// As [`AppState::new`] with a given Docker client.
+    pub fn with_docker(
+        docker: Option<Docker>,
+        static_dir: Option<PathBuf>,
+        settings: Settings,
+    ) -> Self {
+        AppState {
+            static_dir,
+            runs: Arc::new(Runs::default()),
+            labs: Arc::new(Labs::new(docker, &settings)),
+        }
+    }
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/health", get(health::health))
+        .route("/runs", post(runs::create_run).get(runs::list_runs))
+        .route("/runs/export", get(runs::export_runs))
+        .route("/runs/{id}", get(runs::get_run))
+        .route("/runs/{id}/events", get(runs::run_events))
+        .fallback(api_not_found)
+        .method_not_allowed_fallback(api_method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    Router::new()
+        .nest("/api", api)
+        .fallback(static_files::serve)
+        .layer(CompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+// Inside `nest("/api", …)` the request URI has lost its `/api` prefix;
+// `OriginalUri` still has the path the client sent.
+
+async fn api_not_found(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::NotFound(format!(
+        "no API route {method} {}; GET /api/health lists what this server can do",
+        uri.path()
+    ))
+}
+
+async fn api_method_not_allowed(method: Method, OriginalUri(uri): OriginalUri) -> AppError {
+    AppError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}
+
+/// `stacklab serve`: reap orphans, bind, serve until SIGINT/SIGTERM, then
+/// cancel the runs, remove their containers and drain.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+    let static_dir = args.resolve_static_dir();
+    match &static_dir {
+        Some(dir) => tracing::info!("serving the frontend from {}", dir.display()),
+        None => tracing::warn!(
+            "no built frontend found (frontend/dist/index.html); serving the API only. Build it with `trunk build --release` in frontend/"
+        ),
+    }
+    let settings = Settings {
+        max_container_runs: args.max_container_runs,
+        max_vm_runs: args.max_vm_runs,
+        run_deadline: Duration::from_secs(args.run_deadline_secs),
+        data_dir: args.data_dir.clone(),
+    };
+    let history = History::open(&args.data_dir)?;
+    tracing::info!("run history in {}", history.path());
+    let state = AppState::new(static_dir, settings).with_history(history);
+    if let Some(docker) = state.labs.docker() {
+        if let Err(e) = reaper::reap_orphans(docker).await {
+            tracing::warn!("could not look for orphaned demo containers: {e}");
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    tracing::info!("stacklab listening on http://{}", listener.local_addr()?);
+    run(listener, state, shutdown_signal()).await
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes; then
+/// cancels every run, waits for their clean-up, and lets in-flight requests
+/// finish.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let runs = state.runs.clone();
+    let stop = async move {
+        shutdown.await;
+        // Ends every event stream too, so the graceful drain can finish.
+        runs.shut_down().await;
+    };
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .context("server error")
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for Ctrl-C: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,231 @@
+//! The runs API: start a demo, watch its phases, read its result.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use std::sync::Arc;
+
+use stacklab_api::{valid_learner, CreateRun, EventKind, RunCreated, RunEvent, RunPage, RunRecord};
+
+use super::error::AppError;
+use super::extract::{ApiJson, ApiQuery};
+use super::AppState;
+use crate::engine::{Run, WatchGuard};
+use crate::store::{self, Filter, History, HistoryError};
+
+/// `POST /api/runs`.
+pub async fn create_run(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateRun>,
+) -> Result<(StatusCode, Json<RunCreated>), AppError> {
+    if let Some(learner) = &request.learner {
+        if !valid_learner(learner) {
+            return Err(AppError::BadRequest {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message: "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+            });
+        }
+    }
+    let run = state.labs.start(&state.runs, &request).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunCreated {
+            id: run.id().to_owned(),
+        }),
+    ))
+}
+
+fn unknown_run(id: &str) -> AppError {
+    AppError::NotFound(format!("no run with id {id:?}"))
+}
+
+fn history_error(e: HistoryError) -> AppError {
+    tracing::error!("{e}");
+    AppError::Internal(format!("the run history could not be read: {e}"))
+}
+
+/// Runs `f` on the history off the async threads.
+async fn with_history<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&History) -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, AppError> {
+    let history = state.runs.history().clone();
+    tokio::task::spawn_blocking(move || f(&history))
+        .await
+        .map_err(|e| AppError::Internal(format!("history task failed: {e}")))?
+        .map_err(history_error)
+}
+
+/// `GET /api/runs/{id}`: a live run from memory, a finished one from memory
+/// or, after a restart, from the history.
+pub async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<RunRecord>, AppError> {
+    if let Some(run) = state.runs.get(&id) {
+        return Ok(Json(run.record()));
+    }
+    let key = id.clone();
+    with_history(&state, move |h| h.get(&key))
+        .await?
+        .map(Json)
+        .ok_or_else(|| unknown_run(&id))
+}
+
+/// Query of `GET /api/runs` and `GET /api/runs/export`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// Only runs older than this `seq` (from the previous page's `next_before`).
+    before: Option<i64>,
+    /// Only this learner's runs.
+    learner: Option<String>,
+    /// Export format: `csv` or `json` (export only).
+    format: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> Result<Filter, AppError> {
+        let bad = |message: String| AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        };
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=store::MAX_PAGE).contains(&limit) {
+            return Err(bad(format!(
+                "limit must be between 1 and {}, not {limit}",
+                store::MAX_PAGE
+            )));
+        }
+        if let Some(l) = &self.learner {
+            if !valid_learner(l) {
+                return Err(bad(
+                    "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+                ));
+            }
+        }
+        Ok(Filter {
+            learner: self.learner.clone(),
+            before: self.before,
+            limit,
+        })
+    }
+}
+
+/// `GET /api/runs?limit=…&before=…&learner=…`: the history, newest first.
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RunPage>, AppError> {
+    if query.format.is_some() {
+        return Err(AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: "format is for /api/runs/export".into(),
+        });
+    }
+    let filter = query.filter()?;
+    Ok(Json(with_history(&state, move |h| h.list(&filter)).await?))
+}
+
+/// `GET /api/runs/export?format=csv|json&learner=…`: the whole history (or
+/// one learner's) as a download.
+pub async fn export_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<axum::response::Response, AppError> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    let filter = query.filter()?;
+    let format = query.format.as_deref().unwrap_or("csv");
+    if !matches!(format, "csv" | "json") {
+        return Err(AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: format!("format must be csv or json, not {format:?}"),
+        });
+    }
+    let runs = with_history(&state, move |h| h.all(&filter)).await?;
+    let (body, mime) = if format == "csv" {
+        (store::to_csv(&runs), "text/csv; charset=utf-8")
+    } else {
+        (
+            serde_json::to_string_pretty(&runs).expect("summaries always serialise"),
+            "application/json",
+        )
+    };
+    let disposition = format!("attachment; filename=\"stacklab-runs.{format}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/runs/{id}/events`: every event so far, then live ones, as
+/// Server-Sent Events; the stream ends after `finished`. A client that
+/// disconnects before the end cancels the run (its container is removed).
+pub async fn run_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
+    let watcher = run.watch();
+    let changes = run.subscribe();
+    struct Cursor {
+        run: Arc<Run>,
+        changes: tokio::sync::watch::Receiver<usize>,
+        next: usize,
+        buffered: VecDeque<RunEvent>,
+        finished: bool,
+        _watcher: WatchGuard,
+    }
+    let cursor = Cursor {
+        run,
+        changes,
+        next: 0,
+        buffered: VecDeque::new(),
+        finished: false,
+        _watcher: watcher,
+    };
+    let stream = futures_util::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(event) = c.buffered.pop_front() {
+                return Some((Ok(sse_event(&event)), c));
+            }
+            if c.finished {
+                return None;
+            }
+            let (events, finished) = c.run.events_since(c.next);
+            c.next += events.len();
+            c.buffered.extend(events);
+            c.finished = finished;
+            if c.buffered.is_empty() && !finished && c.changes.changed().await.is_err() {
+                return None;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+fn sse_event(event: &RunEvent) -> Event {
+    let name = match event.kind {
+        EventKind::Queued { .. } => "queued",
+        EventKind::Phase { .. } => "phase",
+        EventKind::Log { .. } => "log",
+        EventKind::Finished { .. } => "finished",
+    };
+    Event::default()
+        .event(name)
+        .id(event.seq.to_string())
+        .json_data(event)
+        .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+}

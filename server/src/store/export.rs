@@ -1,0 +1,94 @@
+//! Exports of the history: CSV for a spreadsheet (JSON is the summaries
+//! as they are).
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use stacklab_api::RunSummary;
+
+use super::history::state_str;
+
+/// The history as CSV: one row per run, a header naming each column and its
+/// unit. Text fields are quoted when they hold a comma, quote or newline.
+pub fn to_csv(runs: &[RunSummary]) -> String {
+    let mut out = String::from(
+        "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message\n",
+    );
+    for r in runs {
+        let fields = [
+            r.seq.to_string(),
+            r.id.clone(),
+            r.demo.as_str().to_owned(),
+            state_str(r.state).to_owned(),
+            rfc3339(r.accepted_at_ms),
+            r.finished_at_ms.map(rfc3339).unwrap_or_default(),
+            r.time_to_ready_us
+                .map(|us| format!("{:.3}", us / 1000.0))
+                .unwrap_or_default(),
+            r.memory_bytes
+                .map(|b| format!("{:.3}", b / 1048576.0))
+                .unwrap_or_default(),
+            r.error
+                .as_ref()
+                .map(|e| e.code.to_string())
+                .unwrap_or_default(),
+            r.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn csv_field(f: &str) -> String {
+    if f.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", f.replace('"', "\"\""))
+    } else {
+        f.to_owned()
+    }
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC).
+pub fn rfc3339(ms: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::history::tests::record;
+    use crate::store::{Filter, History};
+    use stacklab_api::DemoId;
+
+    #[test]
+    fn csv_quotes_what_needs_quoting_and_states_units() {
+        let h = History::in_memory();
+        h.accepted("a", DemoId::PostgresContainer, None).unwrap();
+        h.finished(&record("a", DemoId::PostgresContainer, true))
+            .unwrap();
+        h.accepted("b", DemoId::PostgresContainer, None).unwrap();
+        h.finished(&record("b", DemoId::PostgresContainer, false))
+            .unwrap();
+        let csv = to_csv(&h.all(&Filter::default()).unwrap());
+        let lines: Vec<_> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].contains("time_to_ready_ms,memory_mib"));
+        assert!(
+            lines[1].ends_with(",deadline,\"too slow, \"\"really\"\", sorry\""),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[2].contains(",812.345,32.000,,"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_737_600_000), "2026-11-27T00:00:00.000Z");
+    }
+}

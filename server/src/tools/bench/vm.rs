@@ -1,0 +1,223 @@
+//! `stacklab bench vm`: the micro-VM in-process and as a child process,
+//! its throughput on all cores, and the same guest under QEMU.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use super::{median, ms, row, verdict};
+use crate::backends::kvm::VmArtifacts;
+
+/// One child-process run: spawn → ready and spawn → exit, the VMM's own
+/// create → ready, and its RSS.
+struct VmSample {
+    spawn_to_ready: Duration,
+    spawn_to_exit: Duration,
+    create_to_ready: Duration,
+    rss: u64,
+}
+
+fn vmm_child(artifacts: &VmArtifacts) -> anyhow::Result<VmSample> {
+    use stacklab_vmm::protocol::Line;
+    use std::io::BufRead;
+    let spawned_ns = stacklab_vmm::report::monotonic_ns();
+    let start = Instant::now();
+    let mut child = std::process::Command::new(&artifacts.vmm)
+        .arg("--image")
+        .arg(&artifacts.guest)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut first = None;
+    let mut ready = None;
+    let mut rss = 0;
+    for line in std::io::BufReader::new(stdout).lines() {
+        match serde_json::from_str::<Line>(&line?)? {
+            Line::Event(e) => {
+                first.get_or_insert(e.mono_ns);
+                if e.phase == "ready" {
+                    ready = Some(e.mono_ns);
+                }
+            }
+            Line::Done { vmm_rss_bytes, .. } => rss = vmm_rss_bytes,
+            Line::Error { message, .. } => bail!("the VMM failed: {message}"),
+        }
+    }
+    child.wait()?;
+    let spawn_to_exit = start.elapsed();
+    let (first, ready) = (first.context("no events")?, ready.context("never ready")?);
+    Ok(VmSample {
+        spawn_to_ready: Duration::from_nanos(ready - spawned_ns),
+        spawn_to_exit,
+        create_to_ready: Duration::from_nanos(ready - first),
+        rss,
+    })
+}
+
+/// The same guest under QEMU (`-M microvm -enable-kvm`), from spawn until
+/// it exits through `isa-debug-exit` right after its ready signal.
+fn qemu(guest: &std::path::Path) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "microvm",
+            "-enable-kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "16M",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "null",
+        ])
+        .args([
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-kernel",
+        ])
+        .arg(guest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("qemu-system-x86_64 (apt-get install qemu-system-x86)")?;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("QEMU did not finish the guest within 10 s");
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    let elapsed = start.elapsed();
+    // isa-debug-exit: the guest wrote 0, QEMU exits with (0 << 1) | 1.
+    if status.code() != Some(1) {
+        bail!("QEMU did not exit through isa-debug-exit ({status})");
+    }
+    Ok(elapsed)
+}
+
+/// `stacklab bench vm`: the micro-VM, in-process and as a child process,
+/// its throughput on all cores, and the same guest under QEMU.
+pub fn vm(n: usize) -> anyhow::Result<()> {
+    use stacklab_vmm::{run, VmConfig};
+    let artifacts = VmArtifacts::locate().map_err(anyhow::Error::msg)?;
+    let image = std::fs::read(&artifacts.guest)?;
+    let config = VmConfig::default();
+    println!(
+        "micro-VM: {n} runs of each kind; guest {} ({} bytes); host KVM: {}",
+        artifacts.guest.display(),
+        image.len(),
+        stacklab_vmm::host::probe()
+            .map(|h| format!("{:?}", h.backing))
+            .unwrap_or_else(|e| e.to_string())
+    );
+
+    // In-process (a thread per VM): the VMM's own create → ready.
+    let mut in_process = Vec::new();
+    let mut teardown = Vec::new();
+    for _ in 0..n {
+        let t = Instant::now();
+        let report = run(&image, &config, &mut |_| {})?;
+        let whole = t.elapsed();
+        let ready = report
+            .span("kvm_opened", "ready")
+            .context("no ready step")?;
+        in_process.push(ready);
+        teardown.push(whole.saturating_sub(ready));
+    }
+
+    // Child process per VM, interleaved with QEMU on the same guest.
+    let mut child = Vec::new();
+    let mut qemu_runs = Vec::new();
+    let qemu_ok = qemu(&artifacts.guest);
+    if let Err(e) = &qemu_ok {
+        println!("QEMU comparison skipped: {e:#}");
+    }
+    for _ in 0..n {
+        child.push(vmm_child(&artifacts)?);
+        if qemu_ok.is_ok() {
+            qemu_runs.push(qemu(&artifacts.guest)?);
+        }
+    }
+
+    // Throughput: one worker per core, each running VMs back to back.
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let per_worker = n.max(20);
+    let t = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let workers: Vec<_> = (0..cores)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    for _ in 0..per_worker {
+                        vmm_child(&artifacts)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        }
+        Ok(())
+    })?;
+    let throughput = (cores * per_worker) as f64 / t.elapsed().as_secs_f64();
+
+    println!();
+    row("in-process (thread): /dev/kvm open → ready", &in_process);
+    row("in-process: VM teardown after ready", &teardown);
+    let c = |f: fn(&VmSample) -> Duration| child.iter().map(f).collect::<Vec<_>>();
+    row(
+        "child process: VMM create → ready",
+        &c(|s| s.create_to_ready),
+    );
+    row("child process: spawn → ready", &c(|s| s.spawn_to_ready));
+    row("child process: spawn → exit", &c(|s| s.spawn_to_exit));
+    if !qemu_runs.is_empty() {
+        row("QEMU -M microvm -enable-kvm: spawn → exit", &qemu_runs);
+    }
+    let rss = {
+        let mut r: Vec<u64> = child.iter().map(|s| s.rss).collect();
+        r.sort();
+        r[r.len() / 2]
+    };
+    let process_cost = ms(median(&c(|s| s.spawn_to_ready))) - ms(median(&c(|s| s.create_to_ready)));
+    println!();
+    let ready = ms(median(&c(|s| s.create_to_ready)));
+    println!(
+        "ready (VMM create → ready, median): {ready:.2} ms   target <= 1 ms   {}",
+        verdict(ready <= 1.0)
+    );
+    println!(
+        "VMM RSS (median): {:.2} MiB   target <= 2 MiB   {}",
+        rss as f64 / 1048576.0,
+        verdict(rss <= 2 << 20)
+    );
+    println!(
+        "throughput, {cores} workers, child processes: {throughput:.0} runs/s   target >= 300   {}",
+        verdict(throughput >= 300.0)
+    );
+    println!("cost of a process per VM (spawn → VMM start): {process_cost:.2} ms per run");
+    if !qemu_runs.is_empty() {
+        let ratio = ms(median(&qemu_runs)) / ms(median(&c(|s| s.spawn_to_exit)));
+        println!(
+            "QEMU / stacklab (spawn → exit, medians): {ratio:.1}x   target >= 50x   {}",
+            verdict(ratio >= 50.0)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! Helpers the browser scenarios share: chromedriver and Chromium, the
+//! server under test, and small waits and clicks that read as steps.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use stacklab_content::render::load_dir;
+use stacklab_content::Lesson;
+use tokio::process::{Child, Command};
+
+pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Chromedriver on a free port, killed when dropped.
+pub async fn chromedriver() -> Option<(Child, u16)> {
+    if !Path::new(CHROMEDRIVER).exists() {
+        let why = format!("{CHROMEDRIVER} is missing (apt-get install chromium chromium-driver; ./dev test does it)");
+        // CI must run the browser tests: a missing driver there is a failure.
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("skipped: {why}");
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Some((child, port));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not listen on port {port} within 10 s");
+}
+
+pub async fn browser(driver_port: u16, profile: &Path) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    ClientBuilder::rustls()
+        .expect("TLS roots")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("connect to chromedriver")
+}
+
+pub fn dist_dir() -> PathBuf {
+    let dist = repo_root().join("frontend/dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "frontend/dist is not built: run `trunk build --release` (./dev test does it)"
+    );
+    dist
+}
+
+/// The stacklab server, in-process on a free port, serving the built frontend.
+pub async fn start_server() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = stacklab_server::AppState::new(Some(dist_dir()), Default::default());
+    tokio::spawn(stacklab_server::run(
+        listener,
+        state,
+        std::future::pending(),
+    ));
+    format!("http://{addr}")
+}
+
+pub fn output_dir() -> PathBuf {
+    let dir = repo_root().join("test-output/e2e");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.unwrap();
+    std::fs::write(output_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+pub async fn text_of(client: &Client, css: &str) -> String {
+    text_within(client, css, WAIT).await
+}
+
+/// The text of `css`, waiting up to `wait` for it to appear.
+pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
+    let el = client
+        .wait()
+        .at_most(wait)
+        .for_element(Locator::Css(css))
+        .await;
+    match el {
+        Ok(el) => el.text().await.unwrap(),
+        Err(e) => {
+            screenshot(client, "failure").await;
+            let url = client.current_url().await.ok();
+            panic!("no element {css:?} within {wait:?} at {url:?}: {e}")
+        }
+    }
+}
+
+/// Waits until the page's `<h1>` reads `title` (the WASM app rendered it).
+pub async fn wait_for_h1(client: &Client, title: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let h1 = match client.find(Locator::Css("main h1")).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if h1 == title {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            screenshot(client, "failure").await;
+            let body = client.source().await.unwrap_or_default();
+            panic!(
+                "expected <h1> {title:?}, found {h1:?} after {WAIT:?}; page: {}",
+                &body[..body.len().min(2000)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Opens the home page at `base`, then a lesson through its link there
+/// (client-side navigation), and waits for it to render.
+pub async fn open_from_home(client: &Client, base: &str, lesson: &Lesson) {
+    client.goto(base).await.unwrap();
+    wait_for_h1(client, "Containers and virtual machines, run for real").await;
+    client
+        .find(Locator::LinkText(&lesson.title))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_h1(client, &lesson.title).await;
+}
+
+/// Clicks the element `css` names.
+pub async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// The `data-phase` of every timeline entry of a demo card, in order.
+pub async fn phases_of(client: &Client, card: &str) -> Vec<String> {
+    let mut phases = Vec::new();
+    for li in client
+        .find_all(Locator::Css(&format!("{card} .timeline li")))
+        .await
+        .unwrap()
+    {
+        phases.push(li.attr("data-phase").await.unwrap().unwrap_or_default());
+    }
+    phases
+}
+
+/// Asserts that a stack-diagram layer has lit up for a live run.
+pub async fn assert_lit(client: &Client, css: &str) {
+    let el = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    let class = el.attr("class").await.unwrap().unwrap_or_default();
+    assert!(
+        class.split_whitespace().any(|c| c == "lit"),
+        "{css} is not lit: {class:?}"
+    );
+}
+
+/// Scrolls `css` into view, then saves a screenshot.
+pub async fn screenshot_of(client: &Client, css: &str, name: &str) {
+    client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![serde_json::json!(css)],
+        )
+        .await
+        .unwrap();
+    screenshot(client, name).await;
+}
+
+/// Waits until the element's text contains `needle`.
+pub async fn wait_for_text(client: &Client, css: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = text_of(client, css).await;
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never said {needle:?}; it says {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn check_sections(client: &Client, lesson: &Lesson) {
+    for section in lesson.sections.iter() {
+        let text = text_of(client, &format!("h2#{}", section.id)).await;
+        assert_eq!(text, section.title, "lesson {}", lesson.slug);
+    }
+}
+
+pub fn lessons() -> Vec<Lesson> {
+    load_dir(&repo_root().join("content/lessons")).unwrap()
+}

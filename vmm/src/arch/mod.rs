@@ -1,0 +1,3 @@
+//! Architecture-specific boot layouts.
+
+pub mod x86_64;

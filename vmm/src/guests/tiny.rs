@@ -1,0 +1,267 @@
+//! The tiny guest (`guest/`): create the VM, load the ELF through its PVH
+//! note, run it to ready and power-off, tear down. Its devices are ports
+//! the guest and the VMM agree on in `stacklab_abi`.
+
+use std::io::Cursor;
+use std::time::{Duration, Instant};
+
+use kvm_bindings::KVM_MAX_CPUID_ENTRIES;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use linux_loader::loader::elf::{Elf, PvhBootCapability};
+use linux_loader::loader::KernelLoader;
+use serde::{Deserialize, Serialize};
+use stacklab_abi as abi;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::arch::x86_64::pvh::set_pvh_entry_state;
+use crate::error::{kvm_err, VmError};
+use crate::machine::Machine;
+use crate::report::{Recorder, VmEvent, VmReport};
+use crate::vcpu::{next_exit, with_watchdog};
+
+/// Default guest RAM.
+pub const DEFAULT_MEM_BYTES: usize = 16 << 20;
+/// The most guest RAM a run may ask for.
+pub const MAX_MEM_BYTES: usize = 256 << 20;
+/// The guest is identity-mapped up to 16 MiB by its own page tables.
+pub const MIN_MEM_BYTES: usize = 4 << 20;
+
+/// What to run and within which limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmConfig {
+    /// Guest RAM in bytes (between [`MIN_MEM_BYTES`] and [`MAX_MEM_BYTES`]).
+    pub mem_bytes: usize,
+    /// The run must reach ready (and power off) within this.
+    pub deadline: Duration,
+    /// A [`abi::mode`] value for the guest.
+    pub mode: u32,
+    /// Console bytes kept; a guest writing more is stopped.
+    pub console_limit: usize,
+}
+
+impl Default for VmConfig {
+    fn default() -> Self {
+        VmConfig {
+            mem_bytes: DEFAULT_MEM_BYTES,
+            deadline: Duration::from_secs(2),
+            mode: abi::mode::NORMAL,
+            console_limit: 16 << 10,
+        }
+    }
+}
+
+/// Runs `image` (an ELF guest kernel) once. `on_event` sees each step as it
+/// happens. All resources (fds, memory, the watchdog thread) are released
+/// before this returns.
+pub fn run(
+    image: &[u8],
+    config: &VmConfig,
+    on_event: &mut dyn FnMut(&VmEvent),
+) -> Result<VmReport, VmError> {
+    VmError::check_memory(config.mem_bytes, MIN_MEM_BYTES, MAX_MEM_BYTES)?;
+    let deadline = Instant::now() + config.deadline;
+    let mut rec = Recorder::new(on_event);
+
+    let machine = Machine::create(config.mem_bytes, 0, true, &mut rec)?;
+    let Machine {
+        kvm,
+        vm,
+        memory,
+        coalesced_console,
+        ..
+    } = &machine;
+    let coalesced_console = *coalesced_console;
+
+    let loaded = Elf::load(memory, None, &mut Cursor::new(image), None)
+        .map_err(|e| VmError::Load(e.to_string()))?;
+    let entry = match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(addr) => addr.0,
+        _ => return Err(VmError::Load("the image has no PVH entry note".into())),
+    };
+    memory
+        .write_obj(config.mode, GuestAddress(abi::MODE_ADDR))
+        .map_err(|e| VmError::Memory(e.to_string()))?;
+    rec.step(
+        "guest_loaded",
+        "Guest kernel loaded",
+        format!(
+            "the {} byte ELF image was loaded into guest RAM at {:#x}-{:#x}; PVH entry at {entry:#x}",
+            image.len(),
+            loaded.kernel_load.0,
+            loaded.kernel_end
+        ),
+        None,
+    );
+
+    let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let cpuid = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+    if coalesced_console {
+        vcpu.map_coalesced_mmio_ring()
+            .map_err(kvm_err("mapping the coalesced I/O ring"))?;
+    }
+    set_pvh_entry_state(&vcpu, entry)?;
+    let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+    rec.step(
+        "vcpu_created",
+        "vCPU created",
+        format!(
+            "one vCPU in 32-bit protected mode, paging off, at the entry point; TSC {:.3} GHz",
+            tsc_khz as f64 / 1e6
+        ),
+        None,
+    );
+
+    let result = with_watchdog(deadline, || {
+        exit_loop(
+            &mut vcpu,
+            memory,
+            config,
+            deadline,
+            tsc_khz,
+            coalesced_console,
+            &mut rec,
+        )
+    });
+    let (console, app_cycles, exits) = result?;
+    Ok(machine.report(rec.events, console, exits, tsc_khz, app_cycles))
+}
+
+fn exit_loop(
+    vcpu: &mut VcpuFd,
+    memory: &GuestMemoryMmap,
+    config: &VmConfig,
+    deadline: Instant,
+    tsc_khz: u32,
+    coalesced_console: bool,
+    rec: &mut Recorder,
+) -> Result<(String, Option<u64>, u64), VmError> {
+    let mut console: Vec<u8> = Vec::new();
+    let append = |console: &mut Vec<u8>, data: &[u8]| {
+        if console.len() + data.len() > config.console_limit {
+            return Err(VmError::ConsoleFlood(config.console_limit));
+        }
+        console.extend_from_slice(data);
+        Ok(())
+    };
+    let mut exits: u64 = 0;
+    let mut entry_tsc: Option<u64> = None;
+    let mut ready = false;
+    let mut app_cycles = None;
+    let tsc_to_us = |delta: u64| delta as f64 * 1000.0 / tsc_khz.max(1) as f64;
+    let mut powered_off = false;
+    loop {
+        // Bytes the guest wrote to the console since the last exit.
+        if coalesced_console {
+            while let Some(entry) = vcpu
+                .coalesced_mmio_read()
+                .map_err(kvm_err("reading the coalesced I/O ring"))?
+            {
+                append(&mut console, &entry.data[..(entry.len as usize).min(8)])?;
+            }
+        }
+        if powered_off {
+            let console = String::from_utf8_lossy(&console).into_owned();
+            return Ok((console, app_cycles, exits));
+        }
+        let Some(exit) = next_exit(vcpu, deadline, config.deadline, &mut exits, rec)? else {
+            continue;
+        };
+        match exit {
+            VcpuExit::IoOut(abi::MILESTONE_PORT, data) => {
+                let id = data.first().copied().unwrap_or(0);
+                let regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+                let tsc = ((regs.rdi & 0xffff_ffff) << 32) | (regs.rsi & 0xffff_ffff);
+                if id == abi::milestone::USER_RETURN {
+                    app_cycles = Some(regs.r8);
+                }
+                let since_entry = entry_tsc.map(|t| tsc.saturating_sub(t));
+                if entry_tsc.is_none() {
+                    entry_tsc = Some(tsc);
+                }
+                let (phase, label) = abi::MILESTONE_NAMES
+                    .iter()
+                    .find(|(m, _, _)| *m == id)
+                    .map(|(_, p, l)| (*p, *l))
+                    .unwrap_or(("guest_milestone", "Guest milestone"));
+                let guest_us = since_entry.map(tsc_to_us).unwrap_or(0.0);
+                rec.step(
+                    phase,
+                    label,
+                    format!("reported by the guest through port {:#x}; guest TSC {tsc}, {guest_us:.1} µs after its first instruction", abi::MILESTONE_PORT),
+                    Some(guest_us),
+                );
+            }
+            VcpuExit::IoOut(abi::FAULT_PORT, data) => {
+                let vector = data.first().copied().unwrap_or(0);
+                let regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+                return Err(VmError::GuestException {
+                    vector,
+                    rip: regs.rsi,
+                });
+            }
+            VcpuExit::IoOut(abi::SERIAL_PORT, data) => append(&mut console, data)?,
+            // The other UART registers: configuration the guest may write; ignored.
+            VcpuExit::IoOut(0x3f9..=0x3ff, _) => {}
+            VcpuExit::IoIn(0x3fd, data) => data.fill(0x60), // line status: transmitter empty
+            VcpuExit::IoIn(0x3f8..=0x3ff, data) => data.fill(0),
+            VcpuExit::IoOut(abi::POWER_OFF_PORT, _) => {
+                if !ready {
+                    return Err(VmError::StoppedEarly("it powered off"));
+                }
+                powered_off = true;
+            }
+            VcpuExit::IoOut(port, _) => return Err(VmError::UnknownIo { port, write: true }),
+            VcpuExit::IoIn(port, _) => return Err(VmError::UnknownIo { port, write: false }),
+            VcpuExit::MmioWrite(abi::BOOT_COMPLETE_MMIO, data)
+                if data.first() == Some(&abi::BOOT_COMPLETE_VALUE) =>
+            {
+                ready = true;
+                rec.step(
+                    "ready",
+                    "Ready: boot complete",
+                    format!("the guest wrote {} to the boot-complete register at {:#x} (Firecracker's signal)", abi::BOOT_COMPLETE_VALUE, abi::BOOT_COMPLETE_MMIO),
+                    None,
+                );
+            }
+            VcpuExit::MmioWrite(addr, _) => return Err(VmError::UnknownMmio { addr, write: true }),
+            VcpuExit::MmioRead(addr, _) => return Err(VmError::UnknownMmio { addr, write: false }),
+            VcpuExit::Shutdown => return Err(VmError::TripleFault),
+            VcpuExit::Hlt => return Err(VmError::StoppedEarly("it halted with interrupts off")),
+            VcpuExit::InternalError => {
+                let regs = vcpu.get_regs().map_err(kvm_err("KVM_GET_REGS"))?;
+                let mut bytes = [0u8; 15];
+                let _ = memory.read_slice(&mut bytes, GuestAddress(regs.rip));
+                let bytes = bytes
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return Err(VmError::InternalError {
+                    rip: regs.rip,
+                    bytes,
+                });
+            }
+            VcpuExit::Intr => continue,
+            other => return Err(VmError::UnexpectedExit(format!("{other:?}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_outside_the_limits_is_refused_before_kvm_is_touched() {
+        let config = VmConfig {
+            mem_bytes: MAX_MEM_BYTES + 1,
+            ..VmConfig::default()
+        };
+        let err = run(&[], &config, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, VmError::MemorySize { .. }), "{err}");
+        assert!(err.to_string().contains("limit is 256 MiB"), "{err}");
+    }
+}

@@ -1,0 +1,130 @@
+//! The VM every kind of guest shares: `/dev/kvm`, the VM, its interrupt
+//! controllers and timer, and its RAM.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::Kvm;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+use stacklab_abi as abi;
+
+use crate::error::{kvm_err, VmError};
+use crate::report::{own_memory, resident_bytes, Recorder, VmEvent, VmReport};
+
+/// A VM with its interrupt controllers, timer and RAM, before any guest is
+/// loaded: the part every kind of guest shares.
+pub(crate) struct Machine {
+    pub kvm: Kvm,
+    pub vm: kvm_ioctls::VmFd,
+    pub memory: GuestMemoryMmap,
+    pub mem_bytes: usize,
+    pub host_addr: *mut u8,
+    /// Whether console bytes on the serial port go through KVM's coalesced
+    /// I/O ring instead of one exit each.
+    pub coalesced_console: bool,
+}
+
+impl Machine {
+    /// Opens `/dev/kvm`, creates the VM, the in-kernel PIC/IOAPIC and PIT
+    /// (with `pit_flags`), and `mem_bytes` of RAM at guest address 0,
+    /// recording each step. With `coalesce_console`, writes to the serial
+    /// data port are batched where KVM supports it.
+    pub fn create(
+        mem_bytes: usize,
+        pit_flags: u32,
+        coalesce_console: bool,
+        rec: &mut Recorder,
+    ) -> Result<Machine, VmError> {
+        let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
+        rec.step(
+            "kvm_opened",
+            "/dev/kvm opened",
+            format!("KVM API version {}", kvm.get_api_version()),
+            None,
+        );
+
+        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        // Intel needs a TSS region for real-mode emulation; elsewhere it is ignored or refused, both fine.
+        let _ = vm.set_tss_address(0xfffb_d000);
+        vm.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: pit_flags,
+            ..Default::default()
+        })
+        .map_err(kvm_err("KVM_CREATE_PIT2"))?;
+        let coalesced_console = coalesce_console
+            && vm.check_extension(kvm_ioctls::Cap::CoalescedPio)
+            && vm
+                .register_coalesced_mmio(
+                    kvm_ioctls::IoEventAddress::Pio(abi::SERIAL_PORT as u64),
+                    1,
+                )
+                .is_ok();
+        rec.step(
+            "vm_created",
+            "VM created",
+            "KVM_CREATE_VM, plus the in-kernel interrupt controllers and timer (PIC, IOAPIC, PIT)"
+                .into(),
+            None,
+        );
+
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes)])
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let host_addr = memory
+            .get_host_address(GuestAddress(0))
+            .map_err(|e| VmError::Memory(e.to_string()))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem_bytes as u64,
+            userspace_addr: host_addr as u64,
+        };
+        // SAFETY: the region is backed by `memory`, which the Machine owns
+        // and which callers drop after the VM (fields drop in order: `vm`
+        // before `memory`).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        rec.step(
+            "memory_mapped",
+            "Guest memory mapped",
+            format!("{} MiB of anonymous host memory registered as guest RAM (pages are only backed when touched)", mem_bytes >> 20),
+            None,
+        );
+        Ok(Machine {
+            kvm,
+            vm,
+            memory,
+            mem_bytes,
+            host_addr,
+            coalesced_console,
+        })
+    }
+}
+
+impl Machine {
+    /// The run's report, with memory measured now, while the VM still
+    /// exists: the guest pages the host backs (mincore) and the VMM
+    /// process's own RSS and PSS, guest pages included.
+    pub fn report(
+        &self,
+        events: Vec<VmEvent>,
+        console: String,
+        exits: u64,
+        tsc_khz: u32,
+        app_cycles: Option<u64>,
+    ) -> VmReport {
+        let (vmm_rss_bytes, vmm_pss_bytes) = own_memory();
+        VmReport {
+            events,
+            console,
+            mem_bytes: self.mem_bytes,
+            touched_bytes: resident_bytes(self.host_addr, self.mem_bytes),
+            exits,
+            tsc_khz,
+            app_cycles,
+            vmm_rss_bytes,
+            vmm_pss_bytes,
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! What a run reports: each step as the VMM observed it ([`VmEvent`], on
+//! CLOCK_MONOTONIC so the server can place it on its own clock), and the
+//! whole run's figures ([`VmReport`]).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One step of a run, as observed by the VMM.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmEvent {
+    /// Stable id, e.g. `vm_created` or `guest_long_mode`.
+    pub phase: String,
+    /// Human name.
+    pub label: String,
+    /// What exactly happened.
+    pub detail: String,
+    /// When the VMM observed it: CLOCK_MONOTONIC in ns (comparable across
+    /// processes on this host).
+    pub mono_ns: u64,
+    /// For guest milestones: guest time since its first instruction, from
+    /// the guest's own TSC, in µs.
+    pub guest_us: Option<f64>,
+}
+
+/// What a finished run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VmReport {
+    /// Every step, in order.
+    pub events: Vec<VmEvent>,
+    /// The guest's serial console output.
+    pub console: String,
+    /// Guest RAM configured.
+    pub mem_bytes: usize,
+    /// Guest RAM the host actually backs with pages (mincore at ready).
+    pub touched_bytes: usize,
+    /// VM exits handled.
+    pub exits: u64,
+    /// KVM's TSC frequency for the vCPU, used to convert guest TSC stamps.
+    pub tsc_khz: u32,
+    /// TSC cycles the ring-3 app measured for its own work (it runs at
+    /// native speed even where ring-0 code is emulated).
+    pub app_cycles: Option<u64>,
+    /// The VMM process's resident set at the end of the run, before the
+    /// VM was torn down (guest pages included), in bytes.
+    #[serde(default)]
+    pub vmm_rss_bytes: u64,
+    /// Its proportional set size at the same moment, in bytes.
+    #[serde(default)]
+    pub vmm_pss_bytes: u64,
+}
+
+/// `Rss:` and `Pss:` of this process, in bytes (from
+/// `/proc/self/smaps_rollup`).
+pub fn own_memory() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("Rss:"), field("Pss:"))
+}
+
+impl VmReport {
+    /// Time between two steps (by phase id), on the VMM's clock.
+    pub fn span(&self, from: &str, to: &str) -> Option<Duration> {
+        let at = |p: &str| self.events.iter().find(|e| e.phase == p).map(|e| e.mono_ns);
+        Some(Duration::from_nanos(at(to)?.checked_sub(at(from)?)?))
+    }
+}
+
+/// CLOCK_MONOTONIC now, in ns (the clock `Instant` uses, readable as a number).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Records each step as it happens and passes it on.
+pub(crate) struct Recorder<'a> {
+    pub events: Vec<VmEvent>,
+    sink: &'a mut dyn FnMut(&VmEvent),
+}
+
+impl Recorder<'_> {
+    /// A recorder that passes each step to `sink` as it happens.
+    pub fn new(sink: &mut dyn FnMut(&VmEvent)) -> Recorder<'_> {
+        Recorder {
+            events: Vec::new(),
+            sink,
+        }
+    }
+
+    /// Records a step now.
+    pub fn step(&mut self, phase: &str, label: &str, detail: String, guest_us: Option<f64>) {
+        let event = VmEvent {
+            phase: phase.into(),
+            label: label.into(),
+            detail,
+            mono_ns: monotonic_ns(),
+            guest_us,
+        };
+        (self.sink)(&event);
+        self.events.push(event);
+    }
+}
+
+/// Bytes of `[addr, addr+len)` backed by host pages right now (mincore).
+pub(crate) fn resident_bytes(addr: *mut u8, len: usize) -> usize {
+    let page = 4096;
+    let mut vec = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `addr..addr+len` is one mapping we own (guest memory, still
+    // alive), and `vec` has one byte per page.
+    let rc = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
+    if rc != 0 {
+        return 0;
+    }
+    vec.iter().filter(|b| **b & 1 == 1).count() * page
+}
