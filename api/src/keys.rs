@@ -10,6 +10,17 @@ use crate::wire_enum::wire_enum;
 wire_enum! {
     /// A measured figure of one demo instance.
     pub enum Metric {
+        /// Request accepted → ready, on the server's clock: the headline.
+        RequestToReady => "request_to_ready",
+        /// The platform's share: request → process running / first guest
+        /// instruction.
+        PlatformShare => "platform_share",
+        /// The workload's share: from there → ready.
+        WorkloadShare => "workload_share",
+        /// The memory the instance held at ready, counted the same way for
+        /// containers (PSS of its processes + its tmpfs pages) and VMs (PSS
+        /// of the VMM process, guest pages included).
+        MemoryHeld => "memory_held",
         /// Create → ready (the demo's own start point; see its `how`).
         CreateToReady => "create_to_ready",
         /// The hypervisor's share: `/dev/kvm` open → vCPU ready.
@@ -76,6 +87,16 @@ wire_enum! {
         Image => "image",
         /// PostgreSQL's version string.
         PostgresVersion => "postgres_version",
+        /// The host: CPUs, model, whether it is itself a VM, KVM backing.
+        Host => "host",
+        /// The container engine's storage driver and cgroup version.
+        Engine => "engine",
+        /// The demo's limits (memory, processes, CPU; where data lives).
+        Limits => "limits",
+        /// Other runs in progress on the host while this one ran.
+        Load => "load",
+        /// What the program printed.
+        Output => "output",
     }
 }
 

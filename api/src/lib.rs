@@ -35,11 +35,15 @@ pub enum DemoId {
     LinuxVm,
     /// PostgreSQL 15 inside a Linux guest booted by stacklab's VMM.
     PostgresVm,
+    /// The smallest program in a container: it prints a line and waits.
+    /// The micro-VM's counterpart: platform against platform.
+    HelloContainer,
 }
 
 impl DemoId {
     /// Every demo, in the order lessons introduce them.
-    pub const ALL: [DemoId; 6] = [
+    pub const ALL: [DemoId; 7] = [
+        DemoId::HelloContainer,
         DemoId::PostgresContainer,
         DemoId::MicroVm,
         DemoId::DensityContainer,
@@ -60,6 +64,7 @@ impl DemoId {
             DemoId::DensityMicroVm => "density-micro-vm",
             DemoId::LinuxVm => "linux-vm",
             DemoId::PostgresVm => "postgres-vm",
+            DemoId::HelloContainer => "hello-container",
         }
     }
 
@@ -72,6 +77,47 @@ impl DemoId {
             DemoId::DensityMicroVm => "Density: 1 to 5 micro-VMs at once",
             DemoId::LinuxVm => "A Linux kernel in a VM",
             DemoId::PostgresVm => "PostgreSQL 15 in a Linux VM",
+            DemoId::HelloContainer => "The smallest program in a container",
+        }
+    }
+
+    /// Whether this demo runs containers (single or a density sweep).
+    pub fn is_container(self) -> bool {
+        matches!(
+            self.density_of().unwrap_or(self),
+            DemoId::PostgresContainer | DemoId::HelloContainer
+        )
+    }
+
+    /// The phase where the platform's share ends and the workload's
+    /// begins: the container's process is running, or the VM's vCPU is
+    /// about to run the guest's first instruction.
+    pub fn platform_phase(self) -> &'static str {
+        if self.is_container() {
+            "container_started"
+        } else {
+            "vcpu_created"
+        }
+    }
+
+    /// The phase that means "ready" for this demo's workload.
+    pub fn ready_phase(self) -> &'static str {
+        match self {
+            DemoId::PostgresVm => "postgres_ready",
+            _ => "ready",
+        }
+    }
+
+    /// The demo it is compared with, like with like: the smallest container
+    /// with the tiny micro-VM (platform against platform), PostgreSQL in a
+    /// container with PostgreSQL in a VM (the same workload).
+    pub fn counterpart(self) -> Option<DemoId> {
+        match self {
+            DemoId::HelloContainer => Some(DemoId::MicroVm),
+            DemoId::MicroVm => Some(DemoId::HelloContainer),
+            DemoId::PostgresContainer => Some(DemoId::PostgresVm),
+            DemoId::PostgresVm => Some(DemoId::PostgresContainer),
+            _ => None,
         }
     }
 
@@ -90,11 +136,11 @@ impl DemoId {
     }
 
     /// The keys of this demo's headline time and memory measurements (kept
-    /// in the history): for a single instance its create → ready and its
-    /// memory; for a density sweep the largest step's.
+    /// in the history): for a single instance request → ready and the
+    /// memory it held; for a density sweep the largest step's.
     pub fn headline_keys(self) -> (Key, Key) {
         match self.density_of() {
-            None => (Metric::CreateToReady.into(), self.memory_key().into()),
+            None => (Metric::RequestToReady.into(), self.memory_key().into()),
             Some(_) => (
                 Key::Density(DensityMetric::AllReady, Self::DENSITY_MAX),
                 Key::Density(DensityMetric::MemoryTotal, Self::DENSITY_MAX),
@@ -103,12 +149,11 @@ impl DemoId {
     }
 
     /// The key of the measurement that is this demo's headline memory
-    /// figure (the one compared across demos and kept in the history).
+    /// figure (the one compared across demos and kept in the history):
+    /// for every demo the memory it held, counted the same way (see
+    /// [`Metric::MemoryHeld`]).
     pub fn memory_key(self) -> Metric {
-        match self.density_of().unwrap_or(self) {
-            DemoId::MicroVm | DemoId::LinuxVm | DemoId::PostgresVm => Metric::VmmPss,
-            _ => Metric::MemoryPss,
-        }
+        Metric::MemoryHeld
     }
 }
 
@@ -315,9 +360,12 @@ pub struct RunSummary {
     pub accepted_at_ms: i64,
     /// When it finished, if it has.
     pub finished_at_ms: Option<i64>,
-    /// Its headline time (µs): create → ready, or for a density sweep the
+    /// Its headline time (µs): request → ready, or for a density sweep the
     /// time until all five were ready (see [`DemoId::headline_keys`]).
     pub time_to_ready_us: Option<f64>,
+    /// The platform's share of that time (µs), for a single instance.
+    #[serde(default)]
+    pub platform_us: Option<f64>,
     /// Its headline memory figure (bytes; see [`DemoId::headline_keys`]).
     pub memory_bytes: Option<f64>,
     /// Why it failed, if it did.
@@ -385,8 +433,12 @@ pub enum Outcome {
     Ready {
         /// Numbers, each saying what it measures and how.
         measurements: Vec<Measurement>,
-        /// Observations that are not numbers (kernel release, PIDs, image).
+        /// Observations that are not numbers (kernel release, PIDs, image,
+        /// the host and the load it ran under).
         facts: Vec<Fact>,
+        /// Readings that were tried and failed: absent, with why (never 0).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missing: Vec<Missing>,
     },
     /// The demo failed; `error` says why in words for a learner.
     Failed { error: RunError },
@@ -405,6 +457,17 @@ pub struct Measurement {
     pub unit: Unit,
     /// What it measures and how, in a sentence.
     pub how: String,
+}
+
+/// A reading that was tried and failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Missing {
+    /// Which figure it would have been.
+    pub key: Key,
+    /// Its human name.
+    pub label: String,
+    /// Why it is absent, e.g. "could not read /proc/123/smaps_rollup: process gone".
+    pub reason: String,
 }
 
 /// Units of a [`Measurement`].

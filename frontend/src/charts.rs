@@ -145,7 +145,9 @@ pub fn fmt_ms(us: f64) -> String {
 
 /// MiB from bytes, for chart axes.
 pub fn fmt_mib(b: f64) -> String {
-    if b >= 10.0 * 1048576.0 {
+    if b < 1048576.0 {
+        format!("{:.0} KiB", b / 1024.0)
+    } else if b >= 10.0 * 1048576.0 {
         format!("{:.0} MiB", b / 1048576.0)
     } else {
         format!("{:.2} MiB", b / 1048576.0)

@@ -1,24 +1,28 @@
-//! The learner's own latest results, shared across lessons, and the
-//! ```` ```compare ```` block that puts the container and the VM side by side.
+//! The ```` ```compare ```` block: each demo beside its counterpart, like
+//! with like (the smallest container with the tiny micro-VM: platform
+//! against platform; PostgreSQL in a container with PostgreSQL in a VM: the
+//! same workload), filled from the learner's own history on the server, so
+//! a reload keeps it. Medians where the learner has several runs.
 
 use leptos::prelude::*;
-use stacklab_api::{Fact, FactKey, Measurement, Metric, Outcome, Unit};
+use stacklab_api::{
+    DemoId, FactKey, Health, LinuxGuestStatus, Outcome, RunPage, RunRecord, RunState, RunSummary,
+};
 
-use crate::lessons::DemoId;
+use crate::charts::{fmt_mib, fmt_ms};
+use crate::live;
 
-/// The latest successful outcome of each demo in this browser tab.
+/// Bumped whenever a run finishes in this tab, so the block asks again.
 #[derive(Clone, Copy)]
 pub struct LatestRuns {
-    container: RwSignal<Option<(Vec<Measurement>, Vec<Fact>)>>,
-    vm: RwSignal<Option<(Vec<Measurement>, Vec<Fact>)>>,
+    finished: RwSignal<u32>,
 }
 
 impl LatestRuns {
-    /// Provides an empty store to the component tree.
+    /// Provides the store to the component tree.
     pub fn provide() {
         provide_context(LatestRuns {
-            container: RwSignal::new(None),
-            vm: RwSignal::new(None),
+            finished: RwSignal::new(0),
         });
     }
 
@@ -28,199 +32,311 @@ impl LatestRuns {
         use_context::<LatestRuns>()
     }
 
-    /// Records a finished run.
-    pub fn record(&self, demo: DemoId, outcome: &Outcome) {
-        let Outcome::Ready {
-            measurements,
-            facts,
-        } = outcome
-        else {
-            return;
-        };
-        let slot = match demo {
-            DemoId::PostgresContainer => self.container,
-            DemoId::MicroVm => self.vm,
-            // A density sweep has no single-instance figures to compare, and
-            // the Linux guests have their own lesson.
-            DemoId::DensityContainer
-            | DemoId::DensityMicroVm
-            | DemoId::LinuxVm
-            | DemoId::PostgresVm => return,
-        };
-        slot.set(Some((measurements.clone(), facts.clone())));
+    /// Says that a run finished (its result is in the server's history).
+    pub fn record(&self) {
+        self.finished.update(|n| *n += 1);
     }
 }
 
-fn value(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: Metric) -> Option<f64> {
-    runs.as_ref()?
-        .0
-        .iter()
-        .find(|m| m.key == key.into())
-        .map(|m| m.value)
+/// Median, least and most of some figures, and how many there were.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
 }
 
-fn fact(runs: &Option<(Vec<Measurement>, Vec<Fact>)>, key: FactKey) -> Option<String> {
-    runs.as_ref()?
-        .1
-        .iter()
-        .find(|f| f.key == key)
-        .map(|f| f.value.clone())
-}
+impl Spread {
+    /// `None` for no values.
+    pub fn of(mut values: Vec<f64>) -> Option<Spread> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let n = values.len();
+        let median = if n % 2 == 1 {
+            values[n / 2]
+        } else {
+            (values[n / 2 - 1] + values[n / 2]) / 2.0
+        };
+        Some(Spread {
+            median,
+            min: values[0],
+            max: values[n - 1],
+            n,
+        })
+    }
 
-fn shown(v: Option<f64>, unit: Unit) -> String {
-    match (v, unit) {
-        (None, _) => "not run yet".into(),
-        (Some(us), Unit::Micros) => format!("{:.1} ms", us / 1000.0),
-        (Some(b), Unit::Bytes) => format!("{:.1} MiB", b / 1048576.0),
-        (Some(n), Unit::Count) => format!("{n}"),
+    /// "12.3 ms (median of 5, 11.0–14.2)".
+    pub fn show(&self, fmt: fn(f64) -> String) -> String {
+        if self.n == 1 {
+            format!("{} (1 run)", fmt(self.median))
+        } else {
+            format!(
+                "{} (median of {}, {}–{})",
+                fmt(self.median),
+                self.n,
+                fmt(self.min),
+                fmt(self.max)
+            )
+        }
     }
 }
 
-/// Two horizontal bars on one scale.
+/// One demo's figures from the learner's history.
+#[derive(Debug, Clone, Default)]
+struct DemoFigures {
+    total: Option<Spread>,
+    platform: Option<Spread>,
+    memory: Option<Spread>,
+    /// The latest successful run's record (for its facts).
+    latest: Option<RunRecord>,
+}
+
+impl DemoFigures {
+    fn fact(&self, key: FactKey) -> Option<String> {
+        match self.latest.as_ref()?.outcome()? {
+            Outcome::Ready { facts, .. } => {
+                facts.iter().find(|f| f.key == key).map(|f| f.value.clone())
+            }
+            Outcome::Failed { .. } => None,
+        }
+    }
+}
+
+fn figures(runs: &[RunSummary], demo: DemoId) -> DemoFigures {
+    let ok: Vec<&RunSummary> = runs
+        .iter()
+        .filter(|r| r.demo == demo && r.state == RunState::Succeeded)
+        .collect();
+    DemoFigures {
+        total: Spread::of(ok.iter().filter_map(|r| r.time_to_ready_us).collect()),
+        platform: Spread::of(ok.iter().filter_map(|r| r.platform_us).collect()),
+        memory: Spread::of(ok.iter().filter_map(|r| r.memory_bytes).collect()),
+        latest: None,
+    }
+}
+
+/// The pairs, like with like.
+const PAIRS: [(DemoId, DemoId, &str); 2] = [
+    (
+        DemoId::HelloContainer,
+        DemoId::MicroVm,
+        "Platform against platform: the smallest program in a container, and the tiny guest in a micro-VM",
+    ),
+    (
+        DemoId::PostgresContainer,
+        DemoId::PostgresVm,
+        "The same workload: PostgreSQL 15 in a container, and in a Linux VM",
+    ),
+];
+
+/// Everything the block shows, fetched together.
+#[derive(Debug, Clone, Default)]
+struct Loaded {
+    by_demo: Vec<(DemoId, DemoFigures)>,
+    /// Why Linux guests cannot run here, if they cannot.
+    linux_unavailable: Option<String>,
+}
+
+impl Loaded {
+    fn get(&self, demo: DemoId) -> DemoFigures {
+        self.by_demo
+            .iter()
+            .find(|(d, _)| *d == demo)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default()
+    }
+}
+
+async fn load() -> Result<Loaded, String> {
+    let learner = live::learner_id().ok_or("this browser keeps no learner id")?;
+    let text = live::get_text(&format!("/api/runs?limit=500&learner={learner}")).await?;
+    let page: RunPage = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut by_demo = Vec::new();
+    for (c, v, _) in PAIRS {
+        for demo in [c, v] {
+            let mut f = figures(&page.runs, demo);
+            let latest = page
+                .runs
+                .iter()
+                .find(|r| r.demo == demo && r.state == RunState::Succeeded);
+            if let Some(r) = latest {
+                if let Ok(text) = live::get_text(&format!("/api/runs/{}", r.id)).await {
+                    f.latest = serde_json::from_str(&text).ok();
+                }
+            }
+            by_demo.push((demo, f));
+        }
+    }
+    let linux_unavailable = match live::get_text("/api/health").await {
+        Ok(text) => match serde_json::from_str::<Health>(&text) {
+            Ok(Health {
+                linux_guests: LinuxGuestStatus::Unavailable { reason, .. },
+                ..
+            }) => Some(reason),
+            _ => None,
+        },
+        Err(_) => None,
+    };
+    Ok(Loaded {
+        by_demo,
+        linux_unavailable,
+    })
+}
+
+/// Two horizontal bars on one scale, each with its median and spread.
 #[component]
 fn Bars(
     title: &'static str,
-    how: &'static str,
-    unit: Unit,
-    container: Option<f64>,
-    vm: Option<f64>,
+    how: String,
+    fmt: fn(f64) -> String,
+    left: (&'static str, Option<Spread>),
+    right: (&'static str, Option<Spread>),
 ) -> impl IntoView {
-    let max = container.unwrap_or(0.0).max(vm.unwrap_or(0.0)).max(1.0);
-    let bar = move |y: f64, label: &'static str, v: Option<f64>, class: &'static str| {
-        let w = v.map(|v| 300.0 * v / max).unwrap_or(0.0);
+    let max = [left.1, right.1]
+        .iter()
+        .flatten()
+        .map(|s| s.max)
+        .fold(1.0, f64::max);
+    let bar = move |y: f64, (label, s): (&'static str, Option<Spread>), class: &'static str| {
+        let w = s.map(|s| 240.0 * s.median / max).unwrap_or(0.0);
+        let text = s.map(|s| s.show(fmt)).unwrap_or_else(|| "—".into());
         view! {
             <g class=class>
                 <text x=0 y=y + 15.0>{label}</text>
                 <rect x=130 y=y width=w.max(1.0) height=20 rx=3 />
-                <text x=140.0 + w y=y + 15.0>{shown(v, unit)}</text>
+                <text x=140.0 + w y=y + 15.0>{text}</text>
             </g>
         }
     };
+    let label = format!(
+        "{title}: {} {}, {} {}",
+        left.0,
+        left.1
+            .map(|s| s.show(fmt))
+            .unwrap_or_else(|| "not run".into()),
+        right.0,
+        right
+            .1
+            .map(|s| s.show(fmt))
+            .unwrap_or_else(|| "not run".into())
+    );
     view! {
         <figure class="bars">
             <figcaption>{title}</figcaption>
-            <svg viewBox="0 0 560 60" role="img" aria-label=format!("{title}: container {}, micro-VM {}", shown(container, unit), shown(vm, unit))>
-                {bar(5.0, "Container", container, "b-container")}
-                {bar(33.0, "Micro-VM", vm, "b-vm")}
+            <svg viewBox="0 0 720 60" role="img" aria-label=label>
+                {bar(5.0, left, "b-container")}
+                {bar(33.0, right, "b-vm")}
             </svg>
             <p class="how">{how}</p>
         </figure>
     }
 }
 
+/// One pair: its bars, or why the VM side cannot run here.
+fn pair_view(loaded: &Loaded, (c, v, title): (DemoId, DemoId, &'static str)) -> impl IntoView {
+    let (fc, fv) = (loaded.get(c), loaded.get(v));
+    let cannot = (v.is_linux_guest() && fv.total.is_none())
+        .then(|| loaded.linux_unavailable.clone())
+        .flatten();
+    view! {
+        <div class="pair" data-pair=format!("{}+{}", c.as_str(), v.as_str())>
+            <h4>{title}</h4>
+            {cannot.map(|why| view! {
+                <p class="host-note" role="note"><strong>{format!("{}: cannot run on this server. ", v.title())}</strong>{why}</p>
+            })}
+            <Bars title="Request → ready" fmt=fmt_ms
+                how="From the moment the server accepted the request until ready, on the server's one monotonic clock, for both.".to_owned()
+                left=("Container", fc.total) right=("VM", fv.total) />
+            <Bars title="Of which: the platform's share" fmt=fmt_ms
+                how="Request → the container's process runs (engine: create, file system, namespaces, cgroups, start), or → the VM's vCPU is about to run the guest's first instruction (VMM process spawn, image read, KVM set-up). The rest is the program's or the guest's own work.".to_owned()
+                left=("Container", fc.platform) right=("VM", fv.platform) />
+            <Bars title="Memory held at ready" fmt=fmt_mib
+                how="Container: PSS of its processes plus its tmpfs pages. VM: PSS of the VMM process, every guest page it touched included. Both read from /proc/PID/smaps_rollup by the server while the instance ran.".to_owned()
+                left=("Container", fc.memory) right=("VM", fv.memory) />
+        </div>
+    }
+}
+
 /// ```` ```compare ````.
 #[component]
 pub fn CompareBlock() -> impl IntoView {
-    let Some(store) = LatestRuns::get() else {
-        return view! { <p>"(no run store)"</p> }.into_any();
-    };
-    let body = move || {
-        let c = store.container.get();
-        let v = store.vm.get();
-        let rows: [(&str, &str, &str, String, String); 6] = [
-            (
-                "OS isolation",
-                "Full guest OS per VM",
-                "Shared host OS kernel",
-                fact(&v, FactKey::KernelInside).unwrap_or_else(|| "not run yet".into()),
-                match (
-                    fact(&c, FactKey::KernelInside),
-                    fact(&c, FactKey::KernelHost),
-                ) {
-                    (Some(i), Some(h)) if i == h => {
-                        format!("kernel inside = kernel on the host ({i})")
+    let finished = LatestRuns::get().map(|s| s.finished);
+    let loaded = RwSignal::new(None::<Result<Loaded, String>>);
+    Effect::new(move |_| {
+        if let Some(f) = finished {
+            f.track();
+        }
+        leptos::task::spawn_local(async move { loaded.set(Some(load().await)) });
+    });
+    let body = move || match loaded.get() {
+        None => view! { <p class="status">"Reading your runs…"</p> }.into_any(),
+        Some(Err(why)) => {
+            view! { <p class="status">{format!("Your runs could not be read: {why}")}</p> }
+                .into_any()
+        }
+        Some(Ok(l)) => {
+            let empty = l.by_demo.iter().all(|(_, f)| f.total.is_none());
+            let (hello, vm, pg) = (
+                l.get(DemoId::HelloContainer),
+                l.get(DemoId::MicroVm),
+                l.get(DemoId::PostgresContainer),
+            );
+            let kernel = match (
+                vm.fact(FactKey::KernelInside),
+                pg.fact(FactKey::KernelInside),
+                pg.fact(FactKey::KernelHost),
+            ) {
+                (v, Some(i), Some(h)) => format!(
+                    "VM: {}; container: {}",
+                    v.unwrap_or_else(|| "—".into()),
+                    if i == h {
+                        format!("the host's own ({i})")
+                    } else {
+                        format!("{i} (host {h})")
                     }
-                    (Some(i), Some(h)) => format!("inside {i}, host {h}"),
-                    _ => "not run yet".into(),
-                },
-            ),
-            (
-                "Resource usage",
-                "High (multiple OS overhead)",
-                "Low (just processes + libs)",
-                format!(
-                    "VMM process {} (PSS)",
-                    shown(value(&v, Metric::VmmPss), Unit::Bytes)
                 ),
-                format!(
-                    "processes {} (PSS); with its in-memory data files {}",
-                    shown(value(&c, Metric::MemoryPss), Unit::Bytes),
-                    shown(value(&c, Metric::MemoryCgroup), Unit::Bytes)
-                ),
-            ),
-            (
-                "Startup time",
-                "Minutes",
-                "Seconds or less",
-                format!(
-                    "{} (hypervisor {}, guest kernel {})",
-                    shown(value(&v, Metric::CreateToReady), Unit::Micros),
-                    shown(value(&v, Metric::HypervisorSetup), Unit::Micros),
-                    shown(value(&v, Metric::GuestBoot), Unit::Micros)
-                ),
-                format!(
-                    "{} to the first SELECT 1",
-                    shown(value(&c, Metric::CreateToReady), Unit::Micros)
-                ),
-            ),
-            (
-                "Portability",
-                "Lower (OS-specific configs)",
-                "High (runs the same everywhere)",
-                "not measured here".into(),
-                fact(&c, FactKey::Image).unwrap_or_else(|| "not run yet".into()),
-            ),
-            (
-                "Security boundary",
-                "Stronger (hardware emulation)",
-                "Weaker (shared kernel risks)",
-                fact(&v, FactKey::HostPids).unwrap_or_else(|| "not run yet".into()),
-                fact(&c, FactKey::HostPids)
-                    .map(|p| format!("its processes are host processes: {p}"))
-                    .unwrap_or_else(|| "not run yet".into()),
-            ),
-            (
-                "Use case fit",
-                "Legacy apps, full isolation",
-                "Microservices, CI/CD, cloud-native apps",
-                "not measurable".into(),
-                "not measurable".into(),
-            ),
-        ];
-        let host = fact(&v, FactKey::KvmHost);
-        view! {
-            <Bars title="Time to ready" how="container: create → first SELECT 1; micro-VM: /dev/kvm opened → boot-complete write. Each measured by the server on a monotonic clock." unit=Unit::Micros container=value(&c, Metric::CreateToReady) vm=value(&v, Metric::CreateToReady) />
-            <Bars title="Memory" how="container: PSS of its processes; micro-VM: PSS of the VMM process, guest pages included." unit=Unit::Bytes container=value(&c, DemoId::PostgresContainer.memory_key()) vm=value(&v, DemoId::MicroVm.memory_key()) />
-            <table class="results compare-table">
-                <caption>"The guide's table, with a column measured on this server"</caption>
-                <thead>
-                    <tr>
-                        <th scope="col">"Feature"</th>
-                        <th scope="col">"Virtual machine"</th>
-                        <th scope="col">"Docker container"</th>
-                        <th scope="col">"Measured here: micro-VM"</th>
-                        <th scope="col">"Measured here: container"</th>
-                    </tr>
-                </thead>
-                <tbody>
-                    {rows
-                        .into_iter()
-                        .map(|(f, vm, ct, mv, mc)| view! {
-                            <tr><th scope="row">{f}</th><td>{vm}</td><td>{ct}</td><td class="measured">{mv}</td><td class="measured">{mc}</td></tr>
-                        })
-                        .collect_view()}
-                </tbody>
-            </table>
-            {host.map(|h| view! { <p class="how">"This server: " {h}</p> })}
+                (Some(v), _, _) => format!("VM: {v}"),
+                _ => "—".into(),
+            };
+            let pids = format!(
+                "VM: {}; container: {}",
+                vm.fact(FactKey::HostPids).unwrap_or_else(|| "—".into()),
+                hello
+                    .fact(FactKey::HostPids)
+                    .or_else(|| pg.fact(FactKey::HostPids))
+                    .unwrap_or_else(|| "—".into())
+            );
+            let host = vm
+                .fact(FactKey::Host)
+                .or_else(|| hello.fact(FactKey::Host))
+                .or_else(|| pg.fact(FactKey::Host));
+            view! {
+                {empty.then(|| view! { <p class="status">"Run the demos above to fill this: each figure is the median of your own runs."</p> })}
+                {PAIRS.into_iter().map(|p| pair_view(&l, p)).collect_view()}
+                <table class="results compare-table">
+                    <caption>"What your runs showed beside the guide's claims"</caption>
+                    <thead>
+                        <tr><th scope="col">"Feature"</th><th scope="col">"What the guide says"</th><th scope="col">"Measured in your runs"</th></tr>
+                    </thead>
+                    <tbody>
+                        <tr><th scope="row">"OS isolation"</th><td>"VM: a full guest OS each; container: the shared host kernel"</td><td class="measured">{kernel}</td></tr>
+                        <tr><th scope="row">"Security boundary"</th><td>"VM: stronger; container: weaker (shared kernel)"</td><td class="measured">{pids}</td></tr>
+                    </tbody>
+                </table>
+                {host.map(|h| view! { <p class="how">"Measured on: " {h}</p> })}
+            }
+            .into_any()
         }
     };
     view! {
-        <section class="demo-card compare" data-demo="compare" aria-label="Container and micro-VM, measured side by side">
+        <section class="demo-card compare" data-demo="compare" aria-label="Containers and VMs, measured side by side">
             <p class="badge">"Live comparison"</p>
-            <h3>"Container and VM, measured side by side"</h3>
-            <p>"Filled from your own runs of the two demos (the latest of each, in this browser tab)."</p>
+            <h3>"Container and VM, like with like"</h3>
+            <p>"From your own runs on this server (kept there, so a reload keeps them)."</p>
             {body}
         </section>
     }
-    .into_any()
 }

@@ -159,7 +159,7 @@ fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
         (!points.is_empty()).then(|| {
             view! {
                 <LineChart
-                    title=format!("{name}: create → ready, run by run")
+                    title=format!("{name}: request → ready, run by run")
                     x_label="your 1st, 2nd, … run listed here"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms
@@ -170,10 +170,12 @@ fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
     };
     view! {
         <div class="charts">
+            {chart(DemoId::HelloContainer, "Smallest container", "s-container",
+                "From the moment the server accepted the request until the program printed its line, on the server's monotonic clock.")}
             {chart(DemoId::PostgresContainer, "PostgreSQL container", "s-container",
-                "From the create request to the Docker engine until the first successful SELECT 1, on the server's monotonic clock.")}
+                "From the moment the server accepted the request until the first successful SELECT 1, on the server's monotonic clock.")}
             {chart(DemoId::MicroVm, "Micro-VM", "s-vm",
-                "From opening /dev/kvm until the guest's boot-complete write, on the VMM's monotonic clock.")}
+                "From the moment the server accepted the request (the VMM process not yet spawned) until the guest's boot-complete write, on the server's monotonic clock.")}
         </div>
     }
 }

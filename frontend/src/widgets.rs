@@ -6,10 +6,12 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use stacklab_api::{DensityMetric, EventKind, Fact, Key, Measurement, Outcome, RunEvent, Unit};
+use stacklab_api::{
+    DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, RunEvent, Unit,
+};
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
-use crate::compare::LatestRuns;
+use crate::compare::{LatestRuns, Spread};
 use crate::diagram::StackDiagram;
 use crate::lessons::{DemoId, StackFocus};
 use crate::live::{self, Subscription};
@@ -73,6 +75,9 @@ impl LinuxGuestNote {
 #[component]
 pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     let what = match demo {
+        DemoId::HelloContainer => {
+            "Starts the smallest possible program in a real container on this server: a static program of under 200 bytes that prints one line and waits. What it costs is the container platform's own cost."
+        }
         DemoId::PostgresContainer => {
             "Starts a real PostgreSQL 15 container on this server through the Docker engine. Ready means the first successful SELECT 1 over the network, not just a started process."
         }
@@ -95,6 +100,10 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     let status = RwSignal::new(Status::Idle);
     let latest = LatestRuns::get();
     let events = RwSignal::new(Vec::<RunEvent>::new());
+    // "Run 5 times": runs left to start, and (request → ready, memory) of
+    // each finished run of the series.
+    let repeat_left = RwSignal::new(0u32);
+    let series = RwSignal::new(Vec::<(f64, f64)>::new());
     let subscription: StoredValue<Option<Rc<RefCell<Option<Subscription>>>>, LocalStorage> =
         StoredValue::new_local(None);
 
@@ -118,13 +127,22 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                                     outcome: outcome @ Outcome::Ready { .. },
                                 } => {
                                     if let Some(latest) = latest {
-                                        latest.record(demo, outcome);
+                                        latest.record();
+                                    }
+                                    if let (Some(t), Some(m)) = (
+                                        outcome.value(Metric::RequestToReady),
+                                        outcome.value(Metric::MemoryHeld),
+                                    ) {
+                                        series.update(|v| v.push((t, m)));
                                     }
                                     status.set(Status::Done)
                                 }
                                 EventKind::Finished {
                                     outcome: Outcome::Failed { error },
-                                } => status.set(Status::Failed(error.message.clone())),
+                                } => {
+                                    repeat_left.set(0);
+                                    status.set(Status::Failed(error.message.clone()))
+                                }
                                 EventKind::Log { .. } => {}
                             }
                             events.update(|v| v.push(event));
@@ -142,6 +160,24 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
         });
     };
     on_cleanup(move || subscription.set_value(None));
+    let start = StoredValue::new_local(start);
+    // The next run of a series starts when the previous one is done.
+    Effect::new(move |_| {
+        if status.get() == Status::Done && repeat_left.get_untracked() > 0 {
+            repeat_left.update(|n| *n -= 1);
+            start.with_value(|f| f(()));
+        }
+    });
+    let repeat = move |_| {
+        series.set(Vec::new());
+        repeat_left.set(REPEATS - 1);
+        start.with_value(|f| f(()));
+    };
+    let run_once = move |_| {
+        repeat_left.set(0);
+        series.set(Vec::new());
+        start.with_value(|f| f(()));
+    };
 
     // A Linux guest needs hardware virtualisation: the card says up front
     // when this server lacks it.
@@ -163,9 +199,15 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             {move || host_note.get().map(|why| view! {
                 <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
             })}
-            <button class="run" on:click=start disabled=move || busy() || host_note.with(Option::is_some)>
+            <button class="run" on:click=run_once disabled=move || busy() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}
             </button>
+            {demo.density_of().is_none().then(|| view! {
+                <button class="repeat" on:click=repeat disabled=move || busy() || host_note.with(Option::is_some)>
+                    {format!("Run {REPEATS} times")}
+                </button>
+            })}
+            <SeriesSummary series repeat_left />
             <p class="status" role="status" aria-live="polite">
                 {move || match status.get() {
                     Status::Idle => String::new(),
@@ -179,7 +221,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             {match demo.density_of() {
                 None => view! {
                     <StackDiagram
-                        focus=if demo == DemoId::PostgresContainer { StackFocus::Container } else { StackFocus::Vm }
+                        focus=if demo.is_container() { StackFocus::Container } else { StackFocus::Vm }
                         run=events
                     />
                 }
@@ -190,6 +232,28 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             <ConsoleTail events />
             <Results events />
         </section>
+    }
+}
+
+/// Runs a "Run N times" series starts.
+const REPEATS: u32 = 5;
+
+/// The median and spread of a series of runs, as it fills.
+#[component]
+fn SeriesSummary(series: RwSignal<Vec<(f64, f64)>>, repeat_left: RwSignal<u32>) -> impl IntoView {
+    move || {
+        let runs = series.get();
+        (runs.len() > 1 || repeat_left.get() > 0).then(|| {
+            let time = Spread::of(runs.iter().map(|r| r.0).collect());
+            let memory = Spread::of(runs.iter().map(|r| r.1).collect());
+            view! {
+                <p class="series" role="status">
+                    {format!("{} of {REPEATS} runs done. ", runs.len())}
+                    {time.map(|t| format!("Request → ready: {}. ", t.show(fmt_ms)))}
+                    {memory.map(|m| format!("Memory held: {}.", m.show(fmt_mib)))}
+                </p>
+            }
+        })
     }
 }
 
@@ -278,15 +342,38 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
             points
         })
     };
-    move || {
+    // Progress, step by step, from the sweep's own phases.
+    let progress = move || {
+        events.with(|v| {
+            let done = v
+                .iter()
+                .filter(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase.ends_with("_ready") && phase.starts_with('n')))
+                .count();
+            let finished = v.iter().any(|e| matches!(e.kind, EventKind::Finished { .. }));
+            (done > 0 && !finished).then(|| {
+                format!("Step N = {done} of {} measured; the charts appear when the sweep is complete.", DemoId::DENSITY_MAX)
+            })
+        })
+    };
+    let charts = move || {
         let time = points(DensityMetric::AllReady);
         let memory = points(DensityMetric::MemoryTotal);
         (!time.is_empty()).then(|| {
             let how_memory = if base == DemoId::MicroVm {
-                "Sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, just before it tore the VM down. These VMs live about 10 ms and barely overlap; PSS splits the VMM program's shared pages among the VMMs alive at that moment, so the sum can wobble a little."
+                "Held together: every VMM held its VM at ready until all N were ready; the server then read each VMM process's PSS (guest pages included) from /proc/PID/smaps_rollup, and only then let them go."
             } else {
-                "Sum of each container's PSS, read once all N had answered SELECT 1 and were running at the same moment. Containers of one image share its files in the page cache, and PSS splits shared pages among their users."
+                "Held together: once all N had answered SELECT 1, the server read each container's PSS (its processes) plus its tmpfs pages while all N were running, and only then removed them. Containers of one image share its files in the page cache; PSS splits shared pages among their users."
             };
+            let ratio = |p: &[(f64, f64)]| match (p.first(), p.last()) {
+                (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{:.1}×", b.1 / a.1),
+                _ => "—".into(),
+            };
+            let scale_note = format!(
+                "Each chart has its own scale (this sweep's alone; the other kind's sweep is charted on its own scale in its card): compare the shapes, and these ratios, not the heights. N = {} against N = 1: time {}, memory {}.",
+                DemoId::DENSITY_MAX,
+                ratio(&time),
+                ratio(&memory)
+            );
             view! {
                 <div class="density">
                     <LineChart
@@ -303,9 +390,14 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                         fmt_y=fmt_mib
                         how=how_memory.to_owned()
                     />
+                    <p class="how scale-note">{scale_note}</p>
                 </div>
             }
         })
+    };
+    view! {
+        <p class="status progress" role="status">{progress}</p>
+        {charts}
     }
 }
 
@@ -343,14 +435,15 @@ fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                         Outcome::Ready {
                             measurements,
                             facts,
+                            missing,
                         },
-                } => Some((measurements.clone(), facts.clone())),
+                } => Some((measurements.clone(), facts.clone(), missing.clone())),
                 _ => None,
             })
         })
     };
     move || {
-        outcome().map(|(measurements, facts)| {
+        outcome().map(|(measurements, facts, missing)| {
             view! {
                 <table class="results">
                     <caption>"Measured in this run"</caption>
@@ -360,6 +453,9 @@ fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                     <tbody>
                         {measurements.into_iter().map(measurement_row).collect_view()}
                         {facts.into_iter().map(fact_row).collect_view()}
+                        {missing.into_iter().map(|m| view! {
+                            <tr class="missing" data-key=m.key.to_string()><th scope="row">{m.label}</th><td>"not measured"</td><td>{m.reason}</td></tr>
+                        }).collect_view()}
                     </tbody>
                 </table>
             }

@@ -35,7 +35,7 @@ async fn main() -> std::process::ExitCode {
                 )
             })
         }
-        Command::Bench(BenchCommand::Vm { n }) => tools::bench::vm(n),
+        Command::Bench(BenchCommand::Vm { n }) => tools::bench::vm(n).await,
         Command::Bench(BenchCommand::Container { n }) => match tools::image::connect_docker().await
         {
             Ok(docker) => tools::bench::container(docker, n).await,

@@ -110,6 +110,7 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
         record.events, events,
         "the JSON result holds the same events"
     );
+    common::assert_one_clock_two_shares(&events, DemoId::PostgresContainer);
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
     assert_eq!(
         phases(&record),
@@ -132,6 +133,7 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
     let Some(Outcome::Ready {
         measurements,
         facts,
+        missing,
     }) = record.outcome()
     else {
         panic!()
@@ -142,6 +144,7 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
             .find(|m| m.key == key.into())
             .unwrap_or_else(|| panic!("no {key}"))
     };
+    assert!(missing.is_empty(), "{missing:?}");
     let pss = get(Metric::MemoryPss);
     assert_eq!(pss.unit, Unit::Bytes);
     assert!(
@@ -150,6 +153,27 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
         pss.value
     );
     assert!(get(Metric::MemoryCgroup).value >= get(Metric::MemoryDockerStats).value);
+    let tmpfs = get(Metric::MemoryTmpfs).value;
+    assert!(
+        tmpfs > 10.0 * 1048576.0,
+        "initdb's files live in tmpfs: {tmpfs}"
+    );
+    assert_eq!(
+        get(Metric::MemoryHeld).value,
+        pss.value + tmpfs,
+        "memory held = PSS of its processes + its tmpfs pages"
+    );
+    for key in [
+        FactKey::Host,
+        FactKey::Engine,
+        FactKey::Limits,
+        FactKey::Load,
+    ] {
+        assert!(
+            facts.iter().any(|f| f.key == key && !f.value.is_empty()),
+            "no {key}"
+        );
+    }
     assert!(get(Metric::CreateToReady).value > 0.0);
     assert!(
         measurements.iter().all(|m| !m.how.is_empty()),
@@ -500,4 +524,68 @@ async fn a_density_sweep_of_containers_measures_each_step_and_cleans_up() {
         left.is_empty(),
         "every container of the sweep is removed: {left:?}"
     );
+}
+
+/// The smallest container: a hand-written program that prints a line and
+/// waits; measured while it runs, then let go, and its exit observed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smallest_container_is_timed_and_measured_like_the_micro_vm() {
+    let state = AppState::new(None, Settings::default());
+    let (_, events) = run_over_http(&state, "hello-container", Duration::from_secs(30)).await;
+    assert_eq!(
+        common::phases(&events),
+        [
+            "accepted",
+            "image_ready",
+            "container_created",
+            "container_started",
+            "ready",
+            "exited"
+        ]
+    );
+    common::assert_one_clock_two_shares(&events, DemoId::HelloContainer);
+    let Outcome::Ready {
+        measurements,
+        facts,
+        missing,
+    } = common::ready_outcome(&events)
+    else {
+        unreachable!()
+    };
+    assert!(missing.is_empty(), "{missing:?}");
+    let get = |key: Metric| {
+        measurements
+            .iter()
+            .find(|m| m.key == key.into())
+            .unwrap_or_else(|| panic!("no {key}"))
+            .value
+    };
+    assert_eq!(get(Metric::Processes), 1.0, "one process: the program");
+    assert_eq!(
+        get(Metric::MemoryHeld),
+        get(Metric::MemoryPss) + get(Metric::MemoryTmpfs)
+    );
+    assert!(get(Metric::MemoryPss) > 0.0 && get(Metric::MemoryPss) < 4.0 * 1048576.0);
+    let output = facts.iter().find(|f| f.key == FactKey::Output).unwrap();
+    assert_eq!(
+        output.value,
+        stacklab_server::backends::docker::hello::GREETING
+    );
+    assert!(events.iter().any(|e| matches!(&e.kind,
+        EventKind::Phase { phase, detail, .. } if phase == "exited" && detail.contains("code 0"))));
+    // Removed afterwards, like every demo container.
+    let docker = Docker::connect_with_local_defaults().unwrap();
+    let left = docker
+        .list_containers(Some(
+            ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&std::collections::HashMap::from([(
+                    "ancestor",
+                    vec![stacklab_server::backends::docker::hello::HELLO_IMAGE],
+                )]))
+                .build(),
+        ))
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -6,11 +6,13 @@
 //! as `{"event": …}`, then `{"done": …}` or `{"error": …}`.
 //!
 //! Usage:
-//!   stacklab-vmm --image PATH [--mem-mib N] [--deadline-ms N] [--mode N]
+//!   stacklab-vmm --image PATH [--mem-mib N] [--deadline-ms N] [--mode N] [--hold]
 //!   stacklab-vmm --kernel BZIMAGE --initrd CPIO [--mem-mib N] [--deadline-ms N] [--cmdline S]
 //!
 //! The first boots stacklab's tiny guest (an ELF with a PVH note); the
-//! second a Linux kernel with an initramfs. A bad flag or value is refused
+//! second a Linux kernel with an initramfs. With `--hold` the tiny guest
+//! waits at ready until a line arrives on standard input (the server
+//! measures the VM meanwhile). A bad flag or value is refused
 //! with a `usage` error, never replaced by a default.
 
 use std::io::Write;
@@ -74,6 +76,7 @@ fn parse_args() -> Result<Boot, lexopt::Error> {
                 linux.deadline = tiny.deadline;
             }
             Long("mode") => tiny.mode = parser.value()?.parse()?,
+            Long("hold") => tiny.hold = true,
             _ => return Err(arg.unexpected()),
         }
     }

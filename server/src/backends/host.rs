@@ -1,8 +1,100 @@
-//! Facts about the host that every backend reports beside its figures.
+//! Facts about the host that every backend reports beside its figures, and
+//! the `/proc` readings both backends measure memory with.
+
+use std::io;
+use std::sync::OnceLock;
 
 /// The host's kernel release, as `uname -r` prints it.
 pub fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+/// Proportional set size of one process in bytes (`Pss:` of smaps_rollup).
+pub fn pss_bytes(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix("Pss:")?;
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map(|kb| kb * 1024)
+        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+}
+
+/// The host a result was measured on, in one sentence: its CPUs, whether it
+/// is itself a virtual machine (and how that was seen), and what backs
+/// KVM. Read once per server process.
+pub fn describe() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(|| {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        describe_from(
+            &cpuinfo,
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            dmi("sys_vendor").zip(dmi("product_name")),
+            &match stacklab_vmm::host::probe() {
+                Ok(h) => h.explanation().to_owned(),
+                Err(e) => format!("no KVM ({e})"),
+            },
+        )
+    })
+}
+
+fn dmi(field: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/dmi/id/{field}"))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn describe_from(cpuinfo: &str, cpus: usize, dmi: Option<(String, String)>, kvm: &str) -> String {
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("unknown CPU model");
+    let hypervisor_flag = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "hypervisor"));
+    let virtual_machine = match (hypervisor_flag, dmi) {
+        (true, Some((vendor, product))) => format!("itself a virtual machine (the CPU's hypervisor flag is set; DMI says {vendor} {product})"),
+        (true, None) => "itself a virtual machine (the CPU's hypervisor flag is set; no DMI table)".to_owned(),
+        (false, Some((vendor, product))) => format!("not a virtual machine as far as the CPU says (no hypervisor flag; DMI says {vendor} {product})"),
+        (false, None) => "not a virtual machine as far as the CPU says (no hypervisor flag)".to_owned(),
+    };
+    format!("{cpus} CPU(s), {model}; {virtual_machine}; KVM: {kvm}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_is_described_from_what_was_read() {
+        let cpuinfo = "model name\t: Test CPU @ 1 GHz\nflags\t\t: fpu hypervisor sse\n";
+        let text = describe_from(cpuinfo, 2, None, "nested kvm-pvm");
+        assert_eq!(text, "2 CPU(s), Test CPU @ 1 GHz; itself a virtual machine (the CPU's hypervisor flag is set; no DMI table); KVM: nested kvm-pvm");
+        let bare = describe_from(
+            "flags : fpu sse\n",
+            8,
+            Some(("Acme".into(), "Box".into())),
+            "hardware",
+        );
+        assert!(
+            bare.contains("no hypervisor flag; DMI says Acme Box"),
+            "{bare}"
+        );
+        assert!(bare.contains("unknown CPU model"), "{bare}");
+        assert!(!describe().is_empty());
+    }
 }

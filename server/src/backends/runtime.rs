@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stacklab_api::{ErrorCode, EventKind, Fact, FactKey, Key, Measurement, RunError};
+use stacklab_api::{ErrorCode, EventKind, Fact, FactKey, Key, Measurement, Missing, RunError};
 use tokio_util::sync::CancellationToken;
 
 /// Where a run's events go: the engine's timeline of the run (or of one
@@ -35,6 +35,8 @@ pub struct Ready {
     pub measurements: Vec<Measurement>,
     /// Observations that are not numbers.
     pub facts: Vec<Fact>,
+    /// Readings that failed: absent, with why.
+    pub missing: Vec<Missing>,
 }
 
 impl Ready {
@@ -54,6 +56,40 @@ impl Ready {
             unit,
             how: how.into(),
         });
+    }
+
+    /// Records that a reading failed: the figure is absent, `reason` says
+    /// why (never a 0 in its place).
+    pub fn missing(&mut self, key: impl Into<Key>, label: &str, reason: impl Into<String>) {
+        self.missing.push(Missing {
+            key: key.into(),
+            label: label.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Adds `value` as a measurement, or records why it is missing.
+    pub fn measure_or_missing(
+        &mut self,
+        key: impl Into<Key>,
+        label: &str,
+        value: Result<f64, String>,
+        unit: stacklab_api::Unit,
+        how: &str,
+    ) {
+        match value {
+            Ok(v) => self.measure(key, label, v, unit, how),
+            Err(reason) => self.missing(key, label, reason),
+        }
+    }
+
+    /// The value of the measurement `key`, if it was taken.
+    pub fn value(&self, key: impl Into<Key>) -> Option<f64> {
+        let key = key.into();
+        self.measurements
+            .iter()
+            .find(|m| m.key == key)
+            .map(|m| m.value)
     }
 
     /// Adds an observation that is not a number.
@@ -105,10 +141,21 @@ impl RunContext {
         self
     }
 
-    /// Called by a runtime after ready and before it measures memory: with
-    /// a rendezvous set, waits until every instance of the step is ready,
-    /// so all are measured while all are running (or until told to stop).
-    pub async fn rendezvous(&self) {
+    /// Called by a runtime after ready and before it measures memory:
+    /// with a rendezvous set (the instances of a density step), waits
+    /// until every instance is ready, so all are measured while all run.
+    pub async fn all_ready(&self) {
+        self.meet().await
+    }
+
+    /// Called after measuring and before tearing down: waits until every
+    /// instance of the step has measured, so none is measured while
+    /// another is already gone.
+    pub async fn all_measured(&self) {
+        self.meet().await
+    }
+
+    async fn meet(&self) {
         if let Some(barrier) = &self.rendezvous {
             tokio::select! {
                 _ = barrier.wait() => {}
@@ -140,13 +187,29 @@ impl RunContext {
         detail: impl Into<String>,
         memory: Option<(u64, &str)>,
     ) {
-        self.timeline.push(EventKind::Phase {
-            phase: phase.to_owned(),
-            label: label.to_owned(),
-            detail: detail.into(),
-            memory_bytes: memory.map(|m| m.0),
-            memory_how: memory.map(|m| m.1.to_owned()),
-        });
+        self.phase_at(self.elapsed_us(), phase, label, detail, memory);
+    }
+
+    /// Records a phase observed at `at_us` on this run's clock (taken with
+    /// [`RunContext::elapsed_us`] at the moment it was observed).
+    pub fn phase_at(
+        &self,
+        at_us: u64,
+        phase: &str,
+        label: &str,
+        detail: impl Into<String>,
+        memory: Option<(u64, &str)>,
+    ) {
+        self.timeline.push_at(
+            at_us,
+            EventKind::Phase {
+                phase: phase.to_owned(),
+                label: label.to_owned(),
+                detail: detail.into(),
+                memory_bytes: memory.map(|m| m.0),
+                memory_how: memory.map(|m| m.1.to_owned()),
+            },
+        );
     }
 
     /// Records a phase observed by another process at `mono_ns`

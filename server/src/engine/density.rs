@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use stacklab_api::{DemoId, DensityMetric, Key, RunError, Unit};
+use stacklab_api::{DemoId, DensityMetric, ErrorCode, Key, RunError, Unit};
 
 use super::timeline::Timeline;
 use crate::backends::{Ready, RunContext, Runtime};
@@ -70,28 +70,52 @@ impl<R: Runtime> Runtime for Density<R> {
             }))
             .await;
             let mut all_ready_us = 0;
-            let mut total = 0.0;
+            let mut total = Ok(0.0);
             for (i, (result, timeline)) in results.into_iter().zip(&instances).enumerate() {
                 let instance = result.map_err(|e| RunError {
                     message: format!("with {n} at once, instance {} failed: {}", i + 1, e.message),
                     code: e.code,
                 })?;
-                all_ready_us = all_ready_us.max(timeline.phase_at("ready").unwrap_or(0));
-                total += instance
-                    .measurements
-                    .iter()
-                    .find(|m| m.key == Key::Metric(memory_key))
-                    .map_or(0.0, |m| m.value);
+                let ready_us =
+                    timeline
+                        .phase_at(self.demo.ready_phase())
+                        .ok_or_else(|| RunError {
+                            code: ErrorCode::Internal,
+                            message: format!(
+                                "with {n} at once, instance {} reported no ready phase",
+                                i + 1
+                            ),
+                        })?;
+                all_ready_us = all_ready_us.max(ready_us);
+                let memory = instance.value(memory_key).ok_or_else(|| {
+                    let why = instance
+                        .missing
+                        .iter()
+                        .find(|m| m.key == memory_key.into())
+                        .map_or("not measured".to_owned(), |m| m.reason.clone());
+                    format!("instance {}'s memory is missing: {why}", i + 1)
+                });
+                total = total.and_then(|t| Ok(t + memory?));
             }
+            let memory_how = match self.demo {
+                DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), read by the server while all N VMs were held at ready at the same moment",
+                _ => "the sum of each container's PSS (its processes) plus its tmpfs pages, read while all N had answered and were running at the same moment",
+            };
             ctx.phase_with_memory(
                 &format!("n{n}_ready"),
                 &format!("{n} ready"),
-                format!(
-                    "all {n} were ready {:.1} ms after they were started, holding {:.1} MiB together",
-                    all_ready_us as f64 / 1000.0,
-                    total / 1048576.0
-                ),
-                Some((total as u64, "the sum of the instances' own memory figures (how each is read: under the memory chart)")),
+                match &total {
+                    Ok(t) => format!(
+                        "all {n} were ready {:.1} ms after they were started, holding {:.1} MiB together",
+                        all_ready_us as f64 / 1000.0,
+                        t / 1048576.0
+                    ),
+                    Err(why) => format!(
+                        "all {n} were ready {:.1} ms after they were started; their memory together is missing ({why})",
+                        all_ready_us as f64 / 1000.0
+                    ),
+                },
+                total.as_ref().ok().map(|t| (*t as u64, memory_how)),
             );
             ready.measure(
                 Key::Density(DensityMetric::AllReady, n),
@@ -100,15 +124,12 @@ impl<R: Runtime> Runtime for Density<R> {
                 Unit::Micros,
                 "from starting them all at the same moment until the last one reported ready (server's monotonic clock)",
             );
-            ready.measure(
+            ready.measure_or_missing(
                 Key::Density(DensityMetric::MemoryTotal, n),
-                &format!("{n} at once: memory together"),
+                &format!("{n} at once: memory held together"),
                 total,
                 Unit::Bytes,
-                match self.demo {
-                    DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), each read by its VMM at the end of its run, before teardown; these VMs live about 10 ms, so they barely overlap, and PSS splits the VMM program's shared pages among whichever VMMs are alive at that moment, which makes the sum wobble a little",
-                    _ => "the sum of each container's PSS (its processes, from its cgroup), read once all N had answered SELECT 1 and were running at the same moment",
-                },
+                memory_how,
             );
         }
         ctx.phase(

@@ -14,6 +14,7 @@ use super::density::Density;
 use super::queue::Queue;
 use super::registry::Runs;
 use super::run::Run;
+use crate::backends::docker::hello::{self, HelloRuntime};
 use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner};
 use crate::backends::kvm::{KvmRuntime, LinuxArtifacts, LinuxGuestKind, VmArtifacts};
 use crate::backends::Runtime;
@@ -92,6 +93,8 @@ type Kvm = Result<Arc<KvmRuntime>, Unavailable>;
 pub struct Labs {
     /// The container demo (`None` when no Docker client could be configured).
     containers: Option<Arc<DockerRuntime>>,
+    /// The smallest container (`None` likewise).
+    hello: Option<Arc<HelloRuntime>>,
     micro_vm: Kvm,
     linux_vm: Kvm,
     postgres_vm: Kvm,
@@ -125,6 +128,9 @@ impl Labs {
             Ok(Arc::new(KvmRuntime::linux(vm, guest)))
         };
         Labs {
+            hello: docker
+                .clone()
+                .map(|d| Arc::new(HelloRuntime::new(d, owner.clone()))),
             containers: docker
                 .map(|d| Arc::new(DockerRuntime::new(d, ContainerSpec::postgres_demo(), owner))),
             micro_vm: vm
@@ -184,22 +190,40 @@ impl Labs {
                     })?;
                 start(linux_guest_check(&probe, runtime)?)
             }
+            DemoId::HelloContainer => {
+                let runtime = self
+                    .hello
+                    .clone()
+                    .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
+                let docker = self.docker_up().await?;
+                hello::find(docker)
+                    .await
+                    .map_err(|e| Unavailable::new(ErrorCode::ImageMissing, e.to_string()))?;
+                Ok(self.start_on(runs, request, runtime, &self.container_queue))
+            }
             _ => {
                 let runtime = self
                     .containers
                     .clone()
                     .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
-                let docker = runtime.docker();
-                match tokio::time::timeout(DOCKER_PING_TIMEOUT, docker.ping()).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(Unavailable::docker_down(&e.to_string())),
-                    Err(_) => return Err(Unavailable::docker_down("no answer within 2 s")),
-                }
+                let docker = self.docker_up().await?;
                 image::find(docker)
                     .await
                     .map_err(|e| Unavailable::new(ErrorCode::ImageMissing, e.to_string()))?;
                 Ok(self.start_on(runs, request, runtime, &self.container_queue))
             }
+        }
+    }
+
+    /// The Docker engine, checked to answer.
+    async fn docker_up(&self) -> Result<&Docker, Unavailable> {
+        let docker = self
+            .docker()
+            .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
+        match tokio::time::timeout(DOCKER_PING_TIMEOUT, docker.ping()).await {
+            Ok(Ok(_)) => Ok(docker),
+            Ok(Err(e)) => Err(Unavailable::docker_down(&e.to_string())),
+            Err(_) => Err(Unavailable::docker_down("no answer within 2 s")),
         }
     }
 

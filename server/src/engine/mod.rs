@@ -14,6 +14,7 @@ mod labs;
 mod queue;
 mod registry;
 mod run;
+mod shares;
 mod timeline;
 
 pub use crate::backends::{Ready, RunContext, Runtime};

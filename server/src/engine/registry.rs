@@ -2,15 +2,17 @@
 //! by id, recording them in the history, and cancelling them at shutdown.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stacklab_api::{DemoId, ErrorCode, EventKind, Outcome, RunError};
+use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, RunError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::queue::Queue;
 use super::run::Run;
+use super::shares;
 use crate::backends::{RunContext, Runtime};
 use crate::store::History;
 
@@ -25,6 +27,31 @@ pub struct Runs {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     history: History,
+    /// Runs between leaving their queue and finishing, on this server.
+    active: AtomicUsize,
+}
+
+/// How loaded the host was while a run ran: other runs in progress.
+struct Load {
+    at_start: usize,
+}
+
+impl Load {
+    fn describe(&self, at_end: usize) -> String {
+        format!(
+            "{} other run(s) in progress when this one left the queue, {at_end} when it was measured",
+            self.at_start
+        )
+    }
+}
+
+/// Counts a run as active until dropped.
+struct ActiveGuard<'a>(&'a AtomicUsize);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Default for Runs {
@@ -43,6 +70,7 @@ impl Runs {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             history,
+            active: AtomicUsize::new(0),
         }
     }
 
@@ -105,16 +133,36 @@ impl Runs {
                     },
                 },
                 Some(_permit) => {
+                    let load = Load {
+                        at_start: runs.active.fetch_add(1, Ordering::SeqCst),
+                    };
+                    let _active = ActiveGuard(&runs.active);
                     let ctx = RunContext::new(
                         task_run.timeline().clone(),
                         budget,
                         task_run.cancel_token().clone(),
                     );
                     match runtime.run(&ctx).await {
-                        Ok(ready) => Outcome::Ready {
-                            measurements: ready.measurements,
-                            facts: ready.facts,
-                        },
+                        Ok(mut ready) => {
+                            shares::add(demo, &task_run.record(), &mut ready);
+                            ready.fact(
+                                FactKey::Host,
+                                "The host",
+                                crate::backends::host::describe().to_owned(),
+                                "/proc/cpuinfo (model, hypervisor flag), /sys/class/dmi/id, the CPUs this server may use, and the KVM probe",
+                            );
+                            ready.fact(
+                                FactKey::Load,
+                                "Other runs on this host",
+                                load.describe(runs.active.load(Ordering::SeqCst) - 1),
+                                "runs of any demo between leaving the queue and finishing, counted by this server",
+                            );
+                            Outcome::Ready {
+                                measurements: ready.measurements,
+                                facts: ready.facts,
+                                missing: ready.missing,
+                            }
+                        }
                         Err(error) => Outcome::Failed { error },
                     }
                 }

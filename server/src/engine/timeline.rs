@@ -82,11 +82,12 @@ impl Timeline {
         self.push_at(self.elapsed_us(), kind);
     }
 
-    /// Appends an event observed at `at_us` (kept in order: never earlier
-    /// than the last event).
+    /// Appends an event observed at `at_us`. The time is the moment it was
+    /// observed, never moved: an event another process observed (the VMM)
+    /// may carry an earlier time than one recorded before it arrived, and
+    /// `seq` keeps the order the server recorded them in.
     pub fn push_at(&self, at_us: u64, kind: EventKind) {
         let mut inner = self.lock();
-        let at_us = at_us.max(inner.events.last().map_or(0, |e| e.at_us));
         if matches!(inner.state, RunState::Succeeded | RunState::Failed) {
             return;
         }
@@ -184,5 +185,32 @@ impl EventSink for Timeline {
     }
     fn push_log(&self, line: &str) {
         Timeline::push_log(self, line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(name: &str) -> EventKind {
+        EventKind::Phase {
+            phase: name.into(),
+            label: name.into(),
+            detail: String::new(),
+            memory_bytes: None,
+            memory_how: None,
+        }
+    }
+
+    /// An event another process observed earlier than one already recorded
+    /// keeps the time it was observed at; `seq` keeps the recording order.
+    #[test]
+    fn events_keep_the_time_they_were_observed() {
+        let t = Timeline::new("t".into(), DemoId::MicroVm);
+        t.push_at(100, phase("b"));
+        t.push_at(50, phase("a"));
+        let events = t.record().events;
+        let got: Vec<(u32, u64)> = events.iter().map(|e| (e.seq, e.at_us)).collect();
+        assert_eq!(got, [(0, 100), (1, 50)], "neither re-ordered nor re-timed");
     }
 }

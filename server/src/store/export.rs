@@ -11,7 +11,7 @@ use super::history::state_str;
 /// unit. Text fields are quoted when they hold a comma, quote or newline.
 pub fn to_csv(runs: &[RunSummary]) -> String {
     let mut out = String::from(
-        "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message\n",
+        "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms\n",
     );
     for r in runs {
         let fields = [
@@ -34,6 +34,9 @@ pub fn to_csv(runs: &[RunSummary]) -> String {
             r.error
                 .as_ref()
                 .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            r.platform_us
+                .map(|us| format!("{:.3}", us / 1000.0))
                 .unwrap_or_default(),
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
@@ -78,7 +81,7 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("time_to_ready_ms,memory_mib"));
         assert!(
-            lines[1].ends_with(",deadline,\"too slow, \"\"really\"\", sorry\""),
+            lines[1].ends_with(",deadline,\"too slow, \"\"really\"\", sorry\","),
             "{}",
             lines[1]
         );

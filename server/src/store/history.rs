@@ -76,12 +76,17 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at_ms  INTEGER,
     time_to_ready_us REAL,
     memory_bytes    REAL,
+    platform_us     REAL,
     error_code      TEXT,
     error_message   TEXT,
     record_json     TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_learner ON runs (learner, seq);
 ";
+
+/// Columns added after the first schema, added to a database that lacks
+/// them (each `ALTER TABLE … ADD COLUMN`, nullable).
+const ADDED_COLUMNS: &[(&str, &str)] = &[("platform_us", "REAL")];
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -152,6 +157,16 @@ impl History {
         };
         history.with(|c| {
             c.execute_batch(SCHEMA)?;
+            for (name, kind) in ADDED_COLUMNS {
+                let present: bool = c.query_row(
+                    "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )?;
+                if !present {
+                    c.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
+                }
+            }
             let closed = c.execute(
                 "UPDATE runs SET state = 'failed', finished_at_ms = ?1,
                     error_code = 'server_stopped',
@@ -205,6 +220,7 @@ impl History {
         let (time_key, memory_key) = record.demo.headline_keys();
         let time = outcome.and_then(|o| o.value(time_key));
         let memory = outcome.and_then(|o| o.value(memory_key));
+        let platform = outcome.and_then(|o| o.value(stacklab_api::Metric::PlatformShare));
         let error = match outcome {
             Some(stacklab_api::Outcome::Failed { error }) => Some(error),
             _ => None,
@@ -213,7 +229,8 @@ impl History {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET state = ?2, finished_at_ms = ?3, time_to_ready_us = ?4,
-                    memory_bytes = ?5, error_code = ?6, error_message = ?7, record_json = ?8
+                    memory_bytes = ?5, error_code = ?6, error_message = ?7, record_json = ?8,
+                    platform_us = ?9
                  WHERE id = ?1",
                 params![
                     record.id,
@@ -223,7 +240,8 @@ impl History {
                     memory,
                     error.map(|e| e.code.as_str()),
                     error.map(|e| &e.message),
-                    json
+                    json,
+                    platform
                 ],
             )
             .map(drop)
@@ -256,7 +274,7 @@ impl History {
             .with(|c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
-                        memory_bytes, error_code, error_message
+                        memory_bytes, error_code, error_message, platform_us
                  FROM runs
                  WHERE (?1 IS NULL OR learner = ?1) AND (?2 IS NULL OR seq < ?2)
                  ORDER BY seq DESC LIMIT ?3",
@@ -278,6 +296,7 @@ impl History {
                                 finished_at_ms: r.get(5)?,
                                 time_to_ready_us: r.get(6)?,
                                 memory_bytes: r.get(7)?,
+                                platform_us: r.get(10)?,
                                 error: code.map(|code| stored_error(&code, message)),
                             },
                         ))
@@ -329,7 +348,7 @@ pub(super) mod tests {
             Outcome::Ready {
                 measurements: vec![
                     Measurement {
-                        key: Metric::CreateToReady.into(),
+                        key: Metric::RequestToReady.into(),
                         label: "t".into(),
                         value: 812_345.0,
                         unit: Unit::Micros,
@@ -344,6 +363,7 @@ pub(super) mod tests {
                     },
                 ],
                 facts: vec![],
+                missing: vec![],
             }
         } else {
             Outcome::Failed {

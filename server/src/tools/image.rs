@@ -1,7 +1,7 @@
 //! `stacklab image`: build or show the PostgreSQL 15 image the container
 //! demo runs.
 
-use crate::backends::docker::image;
+use crate::backends::docker::{hello, image};
 use crate::cli::ImageCommand;
 
 /// The local Docker engine, checked to answer.
@@ -34,14 +34,23 @@ pub async fn command(cmd: ImageCommand) -> anyhow::Result<()> {
                 image.size_bytes as f64 / (1 << 20) as f64,
                 started.elapsed().as_secs_f64()
             );
+            if force || hello::find(&docker).await.is_err() {
+                let size = hello::build(&docker).await?;
+                eprintln!(
+                    "stacklab image: ready: {} ({size} bytes)",
+                    hello::HELLO_IMAGE
+                );
+            }
         }
-        ImageCommand::Status => match image::find(&docker).await {
-            Ok(image) => println!(
+        ImageCommand::Status => {
+            let image = image::find(&docker).await?;
+            println!(
                 "{} ({:?}, {} bytes)",
                 image.reference, image.kind, image.size_bytes
-            ),
-            Err(e) => anyhow::bail!(e),
-        },
+            );
+            let size = hello::find(&docker).await?;
+            println!("{} ({size} bytes)", hello::HELLO_IMAGE);
+        }
     }
     Ok(())
 }

@@ -77,3 +77,71 @@ pub async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderM
     let body = res.into_body().collect().await.unwrap().to_bytes();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// The run's outcome, which must be `Ready`: its measurements, facts and
+/// missing readings.
+pub fn ready_outcome(events: &[RunEvent]) -> &stacklab_api::Outcome {
+    let outcome = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Finished { outcome } => Some(outcome),
+            _ => None,
+        })
+        .expect("the run finished");
+    assert!(
+        matches!(outcome, stacklab_api::Outcome::Ready { .. }),
+        "{outcome:?}"
+    );
+    outcome
+}
+
+/// One clock, two shares: the run starts at "accepted", request → ready is
+/// the ready phase's own time on that clock, and the platform's and the
+/// workload's shares add up to it exactly.
+pub fn assert_one_clock_two_shares(events: &[RunEvent], demo: stacklab_api::DemoId) {
+    use stacklab_api::Metric;
+    let at = |name: &str| phase_at(events, name);
+    assert_eq!(
+        phases(events)[0],
+        "accepted",
+        "the clock starts at request accepted"
+    );
+    assert!(at("accepted") < 1000.0, "accepted at {} µs", at("accepted"));
+    let outcome = ready_outcome(events);
+    let total = outcome
+        .value(Metric::RequestToReady)
+        .expect("request → ready");
+    let platform = outcome
+        .value(Metric::PlatformShare)
+        .expect("platform share");
+    let workload = outcome
+        .value(Metric::WorkloadShare)
+        .expect("workload share");
+    assert_eq!(
+        total,
+        at(demo.ready_phase()),
+        "request → ready is the ready phase's time"
+    );
+    assert_eq!(
+        platform,
+        at(demo.platform_phase()),
+        "the platform's share ends at its phase"
+    );
+    assert_eq!(
+        platform + workload,
+        total,
+        "the two shares add up to the whole"
+    );
+    assert!(platform > 0.0 && workload > 0.0, "{platform} + {workload}");
+}
+
+/// When phase `name` was reached, in µs on the run's clock.
+pub fn phase_at(events: &[RunEvent], name: &str) -> f64 {
+    events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us as f64),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {name} phase in {:?}", phases(events)))
+}

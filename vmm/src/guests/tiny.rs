@@ -37,6 +37,11 @@ pub struct VmConfig {
     pub mode: u32,
     /// Console bytes kept; a guest writing more is stopped.
     pub console_limit: usize,
+    /// At ready, wait for a line on standard input before letting the
+    /// guest go on: the server measures the VM while it is held (and the
+    /// instances of a density step all at once).
+    #[serde(default)]
+    pub hold: bool,
 }
 
 impl Default for VmConfig {
@@ -46,6 +51,7 @@ impl Default for VmConfig {
             deadline: Duration::from_secs(2),
             mode: abi::mode::NORMAL,
             console_limit: 16 << 10,
+            hold: false,
         }
     }
 }
@@ -225,6 +231,9 @@ fn exit_loop(
                     format!("the guest wrote {} to the boot-complete register at {:#x} (Firecracker's signal)", abi::BOOT_COMPLETE_VALUE, abi::BOOT_COMPLETE_MMIO),
                     None,
                 );
+                if config.hold {
+                    hold_at_ready();
+                }
             }
             VcpuExit::MmioWrite(addr, _) => return Err(VmError::UnknownMmio { addr, write: true }),
             VcpuExit::MmioRead(addr, _) => return Err(VmError::UnknownMmio { addr, write: false }),
@@ -248,6 +257,12 @@ fn exit_loop(
             other => return Err(VmError::UnexpectedExit(format!("{other:?}"))),
         }
     }
+}
+
+/// Blocks until a line (or end of file) arrives on standard input.
+fn hold_at_ready() {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 }
 
 #[cfg(test)]

@@ -4,14 +4,13 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use bollard::query_parameters::AttachContainerOptionsBuilder;
 use futures_util::StreamExt;
-use stacklab_api::{ErrorCode, RunError};
+use stacklab_api::{ErrorCode, FactKey, RunError};
 
 use super::image::PresentImage;
-use super::measure::Cgroup;
+use super::measure::{measure_memory, Cgroup};
 use super::readiness::probe_ready;
-use super::{docker_error, DockerRuntime, NETWORK};
+use super::{attach_and_start, engine_facts, DockerRuntime, NETWORK};
 use crate::backends::{Ready, RunContext};
 
 /// Last console lines quoted when a container dies.
@@ -27,33 +26,9 @@ impl DockerRuntime {
         created_at: Instant,
     ) -> Result<Ready, RunError> {
         let docker = &self.docker;
-        // Attach before start, so not a byte of output is missed.
-        let attach = docker
-            .attach_container(
-                id,
-                Some(
-                    AttachContainerOptionsBuilder::default()
-                        .stdout(true)
-                        .stderr(true)
-                        .stream(true)
-                        .logs(true)
-                        .build(),
-                ),
-            )
-            .await
-            .map_err(docker_error)?;
-        let mut output = attach.output;
-        let mut exited = Box::pin(docker.wait_container(id, None));
-
-        docker
-            .start_container(id, None)
-            .await
-            .map_err(docker_error)?;
-        let info = docker
-            .inspect_container(id, None)
-            .await
-            .map_err(docker_error)?;
-        let pid = info.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as u32;
+        let started = attach_and_start(docker, ctx, id, false).await?;
+        let (pid, started_us) = (started.pid(), started.started_us);
+        let (info, mut output, mut exited) = (started.info, started.output, started.exited);
         let ip: Option<IpAddr> = info
             .network_settings
             .as_ref()
@@ -61,20 +36,22 @@ impl DockerRuntime {
             .and_then(|n| n.get(NETWORK))
             .and_then(|n| n.ip_address.as_deref())
             .and_then(|ip| ip.parse().ok());
-        let cgroup = Cgroup::of_pid(pid).ok();
+        let cgroup = Cgroup::of_pid(pid).map_err(|e| e.to_string());
         let cgroup_how =
             "the container's memory cgroup: memory.usage_in_bytes (v1) or memory.current (v2)";
         let memory_now = || {
             cgroup
                 .as_ref()
+                .ok()
                 .and_then(|c| c.memory().ok())
                 .map(|m| (m.usage, cgroup_how))
         };
-        ctx.phase_with_memory(
+        ctx.phase_at(
+            started_us,
             "container_started",
             "Container started",
             format!(
-                "the engine started the entrypoint; on the host it is the ordinary process {pid}"
+                "the engine started the entrypoint (the moment its start call returned); on the host it is the ordinary process {pid}"
             ),
             memory_now(),
         );
@@ -166,10 +143,20 @@ impl DockerRuntime {
             format!("the server's first successful `SELECT 1` over the PostgreSQL wire protocol to {ip}:5432 (after {attempts} connection attempts)"),
             memory_now(),
         );
-        ctx.rendezvous().await;
-        Ok(self
-            .measure(id, image, ip, &password, cgroup.as_ref(), ready_us)
-            .await)
+        ctx.all_ready().await;
+        let mut ready = Ready::default();
+        measure_memory(&mut ready, &cgroup);
+        ctx.all_measured().await;
+        self.describe(&mut ready, id, image, ip, &password, ready_us)
+            .await;
+        ready.fact(
+            FactKey::Limits,
+            "Its limits",
+            self.spec.limits_text(),
+            "the container's specification, fixed in the server's code (the same request every run sends)",
+        );
+        engine_facts(&self.docker, &mut ready).await;
+        Ok(ready)
     }
 
     async fn exit_error(&self, id: &str, code: i64, tail: &[String]) -> RunError {

@@ -53,6 +53,9 @@ pub enum ImageError {
     /// Neither image is present.
     #[error("no PostgreSQL 15 image: neither {OFFICIAL_IMAGE} nor {OFFLINE_IMAGE} is in the Docker engine. Build one with `stacklab image build` (the README's setup command does this)")]
     Missing,
+    /// The hello-container image is not present.
+    #[error("no {} image in the Docker engine. Build it with `stacklab image build` (the README's setup command does this)", super::hello::HELLO_IMAGE)]
+    HelloMissing,
     /// The Docker API failed.
     #[error("Docker engine error: {0}")]
     Docker(#[from] bollard::errors::Error),

@@ -11,12 +11,13 @@ use stacklab_api::{FactKey, Metric, Unit};
 use super::image::{ImageKind, PresentImage};
 use super::readiness::server_version;
 use super::DockerRuntime;
+use crate::backends::host::pss_bytes;
 use crate::backends::Ready;
 
 /// A container's memory cgroup (v1 `memory` controller or a v2 group).
 #[derive(Debug, Clone)]
 pub struct Cgroup {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     v2: bool,
 }
 
@@ -113,22 +114,6 @@ fn stat_field(stat: &str, name: &str) -> Option<u64> {
     })
 }
 
-/// Proportional set size of one process in bytes (`Pss:` of smaps_rollup).
-pub fn pss_bytes(pid: u32) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix("Pss:")?;
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
-}
-
 /// The PID a process has inside its own PID namespace (last `NSpid` field).
 pub fn pid_in_namespace(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -141,49 +126,37 @@ pub fn pid_in_namespace(pid: u32) -> Option<u32> {
         .ok()
 }
 
-impl DockerRuntime {
-    /// The figures a learner sees, read once the container is ready.
-    pub(super) async fn measure(
-        &self,
-        id: &str,
-        image: &PresentImage,
-        ip: IpAddr,
-        password: &str,
-        cgroup: Option<&Cgroup>,
-        ready_us: u64,
-    ) -> Ready {
-        let mut ready = Ready::default();
-        ready.measure(
-            Metric::CreateToReady,
-            "Container create → ready",
-            ready_us as f64,
-            Unit::Micros,
-            "from the create request to the Docker engine until the first successful SELECT 1 over TCP, measured by the server's monotonic clock",
-        );
-        if let Some(cg) = cgroup {
-            let pids = cg.pids().unwrap_or_default();
-            let pss: u64 = pids.iter().filter_map(|p| pss_bytes(*p).ok()).sum();
-            ready.measure(Metric::MemoryPss, "Memory of the processes (PSS)", pss as f64, Unit::Bytes,
-                "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones");
-            if let Ok(m) = cg.memory() {
-                ready.measure(Metric::MemoryCgroup, "Memory charged to the container", m.usage as f64, Unit::Bytes,
-                    "the container's memory cgroup usage: processes plus page cache plus tmpfs files, everything the kernel charges to it");
-                ready.measure(
-                    Metric::MemoryDockerStats,
-                    "Memory as docker stats shows it",
-                    m.docker_stats() as f64,
-                    Unit::Bytes,
-                    "cgroup usage minus inactive page cache, the figure `docker stats` prints",
-                );
-                ready.measure(Metric::MemoryTmpfs, "Of which: database files in tmpfs", m.shmem as f64, Unit::Bytes,
-                    "shmem in the cgroup's memory.stat: the data directory lives on a tmpfs, so initdb's files are memory, not disk. That is most of the gap between the cgroup figure and PSS");
+/// The memory figures of a container, read now: the PSS of its processes
+/// and its tmpfs (shmem) pages, each on its own line and summed as the
+/// memory it holds (counted as a VM's is: everything that is the
+/// instance's own, shared pages split fairly), plus the cgroup's figures
+/// for comparison. A reading that fails is missing, with why.
+pub(super) fn measure_memory(ready: &mut Ready, cgroup: &Result<Cgroup, String>) {
+    let cg = match cgroup {
+        Ok(cg) => cg,
+        Err(why) => {
+            for (key, label) in [
+                (Metric::MemoryHeld, "Memory held"),
+                (Metric::MemoryPss, "Memory of the processes (PSS)"),
+                (Metric::MemoryTmpfs, "Files in tmpfs (shmem)"),
+            ] {
+                ready.missing(key, label, format!("no memory cgroup: {why}"));
             }
+            return;
+        }
+    };
+    let pss = match cg.pids() {
+        Err(e) => Err(format!(
+            "could not read {}/cgroup.procs: {e}",
+            cg.dir.display()
+        )),
+        Ok(pids) => {
             ready.measure(
                 Metric::Processes,
                 "Processes",
                 pids.len() as f64,
                 Unit::Count,
-                "entries in the container's cgroup.procs: the postmaster and its helper processes",
+                "entries in the container's cgroup.procs",
             );
             let listed: Vec<String> = pids
                 .iter()
@@ -193,7 +166,58 @@ impl DockerRuntime {
                 })
                 .collect();
             ready.fact(FactKey::HostPids, "Its processes, as the host sees them", listed.join(", "), "host PIDs from the cgroup; the PID inside the container's own PID namespace from NSpid in /proc/PID/status");
+            pids.iter()
+                .map(|p| {
+                    pss_bytes(*p).map_err(|e| format!("could not read /proc/{p}/smaps_rollup: {e}"))
+                })
+                .sum::<Result<u64, String>>()
         }
+    };
+    let counters = cg
+        .memory()
+        .map_err(|e| format!("could not read the memory cgroup {}: {e}", cg.dir.display()));
+    ready.measure_or_missing(Metric::MemoryPss, "Memory of the processes (PSS)", pss.clone().map(|b| b as f64), Unit::Bytes,
+        "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones");
+    ready.measure_or_missing(Metric::MemoryTmpfs, "Files in tmpfs (shmem)", counters.as_ref().map(|m| m.shmem as f64).map_err(Clone::clone), Unit::Bytes,
+        "shmem in the cgroup's memory.stat: files the container wrote to its tmpfs mounts (for PostgreSQL, the database initdb made) live in memory, and no process maps them, so PSS leaves them out");
+    let held = match (&pss, &counters) {
+        (Ok(p), Ok(m)) => Ok((p + m.shmem) as f64),
+        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
+    };
+    ready.measure_or_missing(Metric::MemoryHeld, "Memory held", held, Unit::Bytes,
+        "PSS of its processes + its tmpfs pages, read at ready: what is this container's own, shared pages split fairly. A VM's figure counts the same things: the VMM's PSS holds the guest's pages, its tmpfs included");
+    if let Ok(m) = &counters {
+        ready.measure(Metric::MemoryCgroup, "Memory charged to the container", m.usage as f64, Unit::Bytes,
+            "the container's memory cgroup usage: processes plus page cache plus tmpfs files, everything the kernel charges to it");
+        ready.measure(
+            Metric::MemoryDockerStats,
+            "Memory as docker stats shows it",
+            m.docker_stats() as f64,
+            Unit::Bytes,
+            "cgroup usage minus inactive page cache, the figure `docker stats` prints",
+        );
+    }
+}
+
+impl DockerRuntime {
+    /// The figures of a ready PostgreSQL container beside its memory: the
+    /// image, the kernels, the server's version.
+    pub(super) async fn describe(
+        &self,
+        ready: &mut Ready,
+        id: &str,
+        image: &PresentImage,
+        ip: IpAddr,
+        password: &str,
+        ready_us: u64,
+    ) {
+        ready.measure(
+            Metric::CreateToReady,
+            "Container create → ready",
+            ready_us as f64,
+            Unit::Micros,
+            "from the create request to the Docker engine until the first successful SELECT 1 over TCP, measured by the server's monotonic clock",
+        );
         ready.measure(
             Metric::ImageSize,
             "Image size",
@@ -221,13 +245,52 @@ impl DockerRuntime {
                 "SELECT version() over the wire protocol",
             );
         }
-        ready
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process that is gone cannot be read: its figure is missing, with
+    /// why, and the sum it belongs to is missing too (never a 0).
+    #[test]
+    fn a_reading_that_fails_is_missing_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        std::fs::write(dir.path().join("cgroup.procs"), format!("{pid}\n")).unwrap();
+        std::fs::write(dir.path().join("memory.current"), "4096\n").unwrap();
+        std::fs::write(dir.path().join("memory.stat"), "shmem 0\ninactive_file 0\n").unwrap();
+        let cgroup = Ok(Cgroup {
+            dir: dir.path().to_path_buf(),
+            v2: true,
+        });
+        let mut ready = Ready::default();
+        measure_memory(&mut ready, &cgroup);
+        assert_eq!(ready.value(Metric::MemoryPss), None);
+        assert_eq!(ready.value(Metric::MemoryHeld), None);
+        assert_eq!(
+            ready.value(Metric::MemoryTmpfs),
+            Some(0.0),
+            "what could be read is there"
+        );
+        let reason = |key: Metric| {
+            ready
+                .missing
+                .iter()
+                .find(|m| m.key == key.into())
+                .map(|m| m.reason.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            reason(Metric::MemoryPss).contains(&format!("/proc/{pid}/smaps_rollup")),
+            "{:?}",
+            ready.missing
+        );
+        assert!(reason(Metric::MemoryHeld).contains("smaps_rollup"));
+    }
 
     #[test]
     fn finds_v1_and_v2_memory_cgroups() {

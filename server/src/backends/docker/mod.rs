@@ -9,9 +9,11 @@
 //! | `readiness.rs` | the `SELECT 1` probe |
 //! | `measure.rs` | memory from the cgroup and `/proc`, the result's figures |
 //! | `image.rs` | the PostgreSQL 15 image: official, or built offline |
+//! | `hello.rs` | `hello-container`: a hand-written program in a `FROM scratch` image |
 //! | `reaper.rs` | labels, and removing a crashed server's containers |
 
 mod drive;
+pub mod hello;
 pub mod image;
 pub mod measure;
 mod readiness;
@@ -23,7 +25,10 @@ use std::time::Instant;
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::NetworkCreateRequest;
-use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListNetworksOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
 use bollard::Docker;
 use futures_util::StreamExt;
 use stacklab_api::{ErrorCode, RunError};
@@ -68,41 +73,48 @@ impl DockerRuntime {
         Ok(())
     }
 
+    /// Creates the demo network unless it exists. The engine allows two
+    /// networks of one name (and then refuses to use the name), so
+    /// creation is serialised in this process, and duplicates another
+    /// process made at the same moment are removed: the oldest one stays.
     async fn create_network(&self) -> Result<(), bollard::errors::Error> {
-        if self.docker.inspect_network(NETWORK, None).await.is_ok() {
-            return Ok(());
+        static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one_at_a_time = CREATING.lock().await;
+        if self.docker.inspect_network(NETWORK, None).await.is_err() {
+            let request = NetworkCreateRequest {
+                name: NETWORK.to_owned(),
+                driver: Some("bridge".into()),
+                internal: Some(true),
+                labels: Some(HashMap::from([("stacklab.network".into(), "demo".into())])),
+                ..Default::default()
+            };
+            self.docker.create_network(request).await?;
         }
-        let request = NetworkCreateRequest {
-            name: NETWORK.to_owned(),
-            driver: Some("bridge".into()),
-            internal: Some(true),
-            labels: Some(HashMap::from([("stacklab.network".into(), "demo".into())])),
-            ..Default::default()
-        };
-        match self.docker.create_network(request).await {
-            Ok(_) => Ok(()),
-            // Another run created it first.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
+        let mut same_name: Vec<_> = self
+            .docker
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&HashMap::from([("name", vec![NETWORK])]))
+                    .build(),
+            ))
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(NETWORK))
+            .collect();
+        same_name.sort_by(|a, b| (&a.created, &a.id).cmp(&(&b.created, &b.id)));
+        for extra in same_name.iter().skip(1) {
+            if let Some(id) = &extra.id {
+                tracing::warn!(network = %id, "removing a duplicate {NETWORK} network");
+                let _ = self.docker.remove_network(id).await;
+            }
         }
+        Ok(())
     }
 
     fn labels(&self, run_id: &str) -> HashMap<String, String> {
         let mut labels = self.owner.labels();
         labels.insert("stacklab.run".into(), run_id.to_owned());
         labels
-    }
-
-    async fn remove(&self, id: &str) {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        if let Err(e) = self.docker.remove_container(id, Some(options)).await {
-            tracing::warn!(container = %id, "could not remove the demo container: {e}");
-        }
     }
 
     async fn exec_output(&self, id: &str, cmd: &[&str]) -> Result<String, bollard::errors::Error> {
@@ -178,8 +190,114 @@ impl Runtime for DockerRuntime {
             r = self.drive(ctx, &created.id, &image, created_at) => r,
             e = ctx.stopped() => Err(e),
         };
-        self.remove(&created.id).await;
+        remove(&self.docker, &created.id).await;
         result
+    }
+}
+
+/// A container just started: its output (and input, if attached), its
+/// exit, the moment its start call returned, and what the engine says of
+/// it now.
+struct Started {
+    output: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::container::LogOutput, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    exited: std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<
+                    Item = Result<bollard::models::ContainerWaitResponse, bollard::errors::Error>,
+                > + Send,
+        >,
+    >,
+    started_us: u64,
+    info: bollard::models::ContainerInspectResponse,
+}
+
+impl Started {
+    /// The container's main process, as a host PID (0 if the engine did
+    /// not say).
+    fn pid(&self) -> u32 {
+        self.info.state.as_ref().and_then(|s| s.pid).unwrap_or(0) as u32
+    }
+}
+
+/// Attaches to container `id` (before starting it, so not a byte of
+/// output is missed; with `stdin`, its standard input too), starts it, and
+/// notes the moment the engine said it started: where the platform's share
+/// ends.
+async fn attach_and_start(
+    docker: &Docker,
+    ctx: &RunContext,
+    id: &str,
+    stdin: bool,
+) -> Result<Started, RunError> {
+    let attach = docker
+        .attach_container(
+            id,
+            Some(
+                AttachContainerOptionsBuilder::default()
+                    .stdin(stdin)
+                    .stdout(true)
+                    .stderr(true)
+                    .stream(true)
+                    .logs(!stdin)
+                    .build(),
+            ),
+        )
+        .await
+        .map_err(docker_error)?;
+    let exited = Box::pin(docker.wait_container(id, None));
+    docker
+        .start_container(id, None)
+        .await
+        .map_err(docker_error)?;
+    let started_us = ctx.elapsed_us();
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(docker_error)?;
+    Ok(Started {
+        output: attach.output,
+        input: attach.input,
+        exited,
+        started_us,
+        info,
+    })
+}
+
+/// Adds the engine's facts to a result: its version, storage driver and
+/// cgroup version (or why they could not be read).
+async fn engine_facts(docker: &Docker, ready: &mut Ready) {
+    let text = match docker.info().await {
+        Ok(info) => format!(
+            "Docker {}, storage driver {}, cgroup v{}",
+            info.server_version.unwrap_or_else(|| "?".into()),
+            info.driver.unwrap_or_else(|| "?".into()),
+            info.cgroup_version.map_or("?".into(), |v| v.to_string()),
+        ),
+        Err(e) => format!("unknown: the engine's info could not be read ({e})"),
+    };
+    ready.fact(
+        stacklab_api::FactKey::Engine,
+        "Container engine",
+        text,
+        "the Docker engine's GET /info",
+    );
+}
+
+/// Removes a demo container (killing it if it runs) and its volumes.
+async fn remove(docker: &Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        tracing::warn!(container = %id, "could not remove the demo container: {e}");
     }
 }
 

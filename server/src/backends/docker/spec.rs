@@ -50,6 +50,17 @@ impl ContainerSpec {
 }
 
 impl ContainerSpec {
+    /// The limits and confinement, in words for a result.
+    pub fn limits_text(&self) -> String {
+        format!(
+            "{} MiB memory (no swap), {} processes, {} CPU; read-only root, no capabilities, no-new-privileges, an internal network with no route out; PGDATA on a {} MiB tmpfs (in memory, not on disk)",
+            self.memory_bytes >> 20,
+            self.pids_limit,
+            self.nano_cpus as f64 / 1e9,
+            self.data_tmpfs_bytes >> 20
+        )
+    }
+
     /// The create request for one demo container from `image`, carrying
     /// `labels`.
     pub(super) fn container_body(

@@ -14,15 +14,15 @@ mod measure;
 use std::process::Stdio;
 use std::time::Duration;
 
-use stacklab_api::{ErrorCode, FactKey, RunError};
+use stacklab_api::{ErrorCode, FactKey, Metric, RunError, Unit};
 use stacklab_vmm::protocol::Line;
-use stacklab_vmm::report::VmEvent;
 use stacklab_vmm::VmConfig;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 pub use artifacts::{LinuxArtifacts, LinuxGuest, LinuxGuestKind, VmArtifacts};
 pub use measure::{measure_linux, measure_tiny};
 
+use crate::backends::host::pss_bytes;
 use crate::backends::{Ready, RunContext, Runtime};
 
 /// What a [`KvmRuntime`] boots.
@@ -37,6 +37,9 @@ pub struct KvmRuntime {
     artifacts: VmArtifacts,
     guest: Guest,
 }
+
+/// File descriptors a VMM process may hold.
+const VMM_FILES: u64 = 32;
 
 /// The VMM's own deadline for a Linux guest (the server's is the run's).
 const LINUX_DEADLINE: Duration = Duration::from_secs(55);
@@ -58,9 +61,30 @@ impl KvmRuntime {
         }
     }
 
+    /// Guest RAM, vCPUs and the VMM's rlimits, in words.
+    fn limits_text(&self) -> String {
+        let (mem_mib, (address_space, cpu_secs)) = match &self.guest {
+            Guest::Tiny(config) => ((config.mem_bytes >> 20) as u64, self.rlimits()),
+            Guest::Linux(linux) => (u64::from(linux.kind.mem_mib()), self.rlimits()),
+        };
+        format!(
+            "{mem_mib} MiB guest RAM, 1 vCPU; the VMM process: {VMM_FILES} file descriptors, {} MiB address space, {cpu_secs} s of CPU",
+            address_space >> 20
+        )
+    }
+
+    /// The VMM process's address-space and CPU-time limits.
+    fn rlimits(&self) -> (u64, u64) {
+        match &self.guest {
+            // Guest RAM (at most 256 MiB) plus the VMM itself.
+            Guest::Tiny(_) => (1u64 << 30, 10),
+            Guest::Linux(linux) => ((u64::from(linux.kind.mem_mib()) << 20) + (1 << 30), 60),
+        }
+    }
+
     fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.artifacts.vmm);
-        let (address_space, cpu_secs) = match &self.guest {
+        match &self.guest {
             Guest::Tiny(config) => {
                 cmd.arg("--image")
                     .arg(&self.artifacts.guest)
@@ -69,9 +93,8 @@ impl KvmRuntime {
                     .arg("--deadline-ms")
                     .arg(config.deadline.as_millis().to_string())
                     .arg("--mode")
-                    .arg(config.mode.to_string());
-                // Guest RAM (at most 256 MiB) plus the VMM itself.
-                (1u64 << 30, 10)
+                    .arg(config.mode.to_string())
+                    .arg("--hold");
             }
             Guest::Linux(linux) => {
                 cmd.arg("--kernel")
@@ -82,10 +105,14 @@ impl KvmRuntime {
                     .arg(linux.kind.mem_mib().to_string())
                     .arg("--deadline-ms")
                     .arg(LINUX_DEADLINE.as_millis().to_string());
-                ((u64::from(linux.kind.mem_mib()) << 20) + (1 << 30), 60)
             }
+        }
+        let (address_space, cpu_secs) = self.rlimits();
+        let stdin = match self.guest {
+            Guest::Tiny(_) => Stdio::piped(),
+            Guest::Linux(_) => Stdio::null(),
         };
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true);
@@ -100,7 +127,7 @@ impl KvmRuntime {
                     };
                     libc::setrlimit(resource, &l);
                 };
-                limit(libc::RLIMIT_NOFILE, 32);
+                limit(libc::RLIMIT_NOFILE, VMM_FILES);
                 limit(libc::RLIMIT_CORE, 0);
                 limit(libc::RLIMIT_CPU, cpu_secs);
                 limit(libc::RLIMIT_AS, address_space);
@@ -116,20 +143,24 @@ impl KvmRuntime {
 
 impl Runtime for KvmRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
+        let spawn_at = ctx.elapsed_us();
         let mut child = self.command().spawn().map_err(|e| RunError {
             code: ErrorCode::Vmm,
             message: format!("cannot start the VMM {}: {e}", self.artifacts.vmm.display()),
         })?;
         let pid = child.id().unwrap_or(0);
-        ctx.phase(
+        ctx.phase_at(
+            spawn_at,
             "vmm_started",
             "VMM process started",
-            format!("stacklab-vmm started as host process {pid} (one process per VM)"),
+            format!("the server asked the kernel to start stacklab-vmm, which became host process {pid} (one process per VM)"),
+            None,
         );
         let stdout = child.stdout.take().expect("piped");
+        let mut stdin = child.stdin.take();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut held = None;
         let read = async {
-            let mut events: Vec<VmEvent> = Vec::new();
             loop {
                 let line = lines.next_line().await.ok().flatten();
                 let Some(line) = line else {
@@ -141,7 +172,18 @@ impl Runtime for KvmRuntime {
                 match serde_json::from_str::<Line>(&line) {
                     Ok(Line::Event(e)) => {
                         ctx.phase_observed(e.mono_ns, &e.phase, &e.label, e.detail.clone());
-                        events.push(e);
+                        if e.phase == "ready" {
+                            if let Some(mut stdin) = stdin.take() {
+                                // The VMM holds the VM at ready: measure it
+                                // now (with the other instances of a step).
+                                ctx.all_ready().await;
+                                held = Some(pss_bytes(pid).map_err(|e| {
+                                    format!("could not read /proc/{pid}/smaps_rollup: {e}")
+                                }));
+                                ctx.all_measured().await;
+                                let _ = stdin.write_all(b"go\n").await;
+                            }
+                        }
                     }
                     Ok(Line::Done {
                         report,
@@ -178,6 +220,21 @@ impl Runtime for KvmRuntime {
             }
             _ => measure_tiny(&report, rss, pss),
         };
+        ready.fact(
+            FactKey::Limits,
+            "Its limits",
+            self.limits_text(),
+            "the VM's configuration and the VMM process's rlimits, fixed in the server's code",
+        );
+        if matches!(self.guest, Guest::Tiny(_)) {
+            ready.measure_or_missing(
+                Metric::MemoryHeld,
+                "Memory held",
+                held.unwrap_or_else(|| Err("the VMM was not held at ready".into())).map(|b| b as f64),
+                Unit::Bytes,
+                "Pss of the stacklab-vmm process from /proc/PID/smaps_rollup, read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched (the guest's kernel, its data and any in-memory files), shared library pages split fairly. The same way a container's processes are read",
+            );
+        }
         ready.fact(
             FactKey::HostPids,
             "Its processes, as the host sees them",

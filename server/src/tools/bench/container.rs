@@ -1,7 +1,8 @@
 //! `stacklab bench container`: cold starts of the container demo, timed the
 //! way the server times them, interleaved with the Docker CLI doing the same
-//! (`docker run -d` with the same image and limits, then a `pg_isready`
-//! loop), so both see the same machine state.
+//! (`docker run -d` with the same image and limits, then `SELECT 1` polled
+//! by psql in one `docker exec`), so both see the same machine state; then
+//! the smallest container's platform share against the micro-VM's.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -9,15 +10,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bollard::Docker;
-use stacklab_api::{DemoId, Metric, Outcome};
+use stacklab_api::{DemoId, EventKind, Metric, RunRecord};
 
-use super::{median, ms, row, verdict};
+use super::{median, ms, row, through_server, verdict};
+use crate::backends::docker::hello::HelloRuntime;
 use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner, NETWORK};
+use crate::backends::kvm::{KvmRuntime, VmArtifacts};
 use crate::engine::{Queue, Runs};
 
 /// One stacklab sample.
 struct Sample {
     create_to_ready: Duration,
+    /// Request → the container's process running.
+    platform: Duration,
     /// ready − the second "ready to accept connections" log line.
     lag: Duration,
 }
@@ -31,9 +36,10 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
         image.kind,
         image.size_bytes as f64 / 1048576.0
     );
+    println!("host: {}", crate::backends::host::describe());
     let owner = Owner::current();
     let runtime = Arc::new(DockerRuntime::new(
-        docker,
+        docker.clone(),
         ContainerSpec::postgres_demo(),
         owner.clone(),
     ));
@@ -49,9 +55,10 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
         let s = ours(&runs, &runtime, &queue).await?;
         let b = cli(&image, &owner).await?;
         println!(
-            "  run {:>2}: stacklab create→SELECT 1 {:>7.1} ms (lag {:>5.1} ms)   docker run + pg_isready {:>7.1} ms",
+            "  run {:>2}: stacklab create→SELECT 1 {:>7.1} ms (platform {:>6.1} ms, lag {:>5.1} ms)   docker run + psql loop in one exec {:>7.1} ms",
             i + 1,
             ms(s.create_to_ready),
+            ms(s.platform),
             ms(s.lag),
             ms(b)
         );
@@ -59,10 +66,12 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
         baseline.push(b);
     }
     let ours_t: Vec<Duration> = stacklab.iter().map(|s| s.create_to_ready).collect();
+    let platform: Vec<Duration> = stacklab.iter().map(|s| s.platform).collect();
     let lags: Vec<Duration> = stacklab.iter().map(|s| s.lag).collect();
     println!();
     row("stacklab (create → SELECT 1)", &ours_t);
-    row("CLI (docker run → pg_isready)", &baseline);
+    row("stacklab platform share (request → running)", &platform);
+    row("CLI (docker run → SELECT 1 in one exec)", &baseline);
     row("readiness lag", &lags);
     let ratio = ms(median(&ours_t)) / ms(median(&baseline));
     println!();
@@ -75,6 +84,51 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
         "readiness lag (median): {lag:.1} ms   target <= 20 ms   {}",
         verdict(lag <= 20.0)
     );
+    platforms(docker, owner, n).await
+}
+
+/// Platform against platform: the smallest container and the tiny
+/// micro-VM, each through the server's own path, `n` runs each,
+/// interleaved; their platform shares and the ratio of the medians.
+async fn platforms(docker: Docker, owner: Owner, n: usize) -> anyhow::Result<()> {
+    let runs = Arc::new(Runs::default());
+    let queue = Arc::new(Queue::new(1));
+    let hello = Arc::new(HelloRuntime::new(docker, owner));
+    let vm = VmArtifacts::locate()
+        .ok()
+        .filter(|_| stacklab_vmm::host::probe().is_ok())
+        .map(|a| Arc::new(KvmRuntime::new(a, Default::default())));
+    if vm.is_none() {
+        println!("micro-VM platform share skipped: no KVM or no VMM here");
+    }
+    let share = |record: RunRecord| {
+        record
+            .outcome()
+            .and_then(|o| o.value(Metric::PlatformShare))
+            .map(|us| Duration::from_micros(us as u64))
+            .context("no platform share")
+    };
+    let (mut containers, mut vms) = (Vec::new(), Vec::new());
+    let _ = through_server(&runs, DemoId::HelloContainer, hello.clone(), &queue).await;
+    for _ in 0..n {
+        containers.push(share(
+            through_server(&runs, DemoId::HelloContainer, hello.clone(), &queue).await?,
+        )?);
+        if let Some(vm) = &vm {
+            vms.push(share(
+                through_server(&runs, DemoId::MicroVm, vm.clone(), &queue).await?,
+            )?);
+        }
+    }
+    println!();
+    row("hello-container platform share", &containers);
+    if !vms.is_empty() {
+        row("micro-VM platform share", &vms);
+        println!(
+            "platform shares, hello-container / micro-VM (medians of {n}): {:.2}x",
+            ms(median(&containers)) / ms(median(&vms))
+        );
+    }
     Ok(())
 }
 
@@ -83,40 +137,34 @@ async fn ours(
     runtime: &Arc<DockerRuntime>,
     queue: &Arc<Queue>,
 ) -> anyhow::Result<Sample> {
-    let run = runs.start(
-        DemoId::PostgresContainer,
-        runtime.clone(),
-        queue.clone(),
-        Duration::from_secs(60),
-    );
-    let mut changes = run.subscribe();
-    while !run.is_finished() {
-        changes.changed().await?;
-    }
-    let record = run.record();
-    let at = |name: &str| run.phase_at(name);
-    match record.outcome() {
-        Some(Outcome::Ready { measurements, .. }) => {
-            let create_to_ready = measurements
-                .iter()
-                .find(|m| m.key == Metric::CreateToReady.into())
-                .map(|m| Duration::from_micros(m.value as u64))
-                .context("no create_to_ready")?;
-            let lag = at("ready")
-                .zip(at("server_ready"))
-                .map(|(r, s)| Duration::from_micros(r.saturating_sub(s)))
-                .context("no ready/server_ready phases")?;
-            Ok(Sample {
-                create_to_ready,
-                lag,
-            })
-        }
-        other => bail!("a stacklab run failed: {other:?}"),
-    }
+    let record = through_server(runs, DemoId::PostgresContainer, runtime.clone(), queue).await?;
+    let outcome = record.outcome().context("no outcome")?;
+    let us = |key: Metric| {
+        outcome
+            .value(key)
+            .map(|v| Duration::from_micros(v as u64))
+            .with_context(|| format!("no {key}"))
+    };
+    let at = |name: &str| {
+        record.events.iter().find_map(|e| match &e.kind {
+            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
+            _ => None,
+        })
+    };
+    let lag = at("ready")
+        .zip(at("server_ready"))
+        .map(|(r, s)| Duration::from_micros(r.saturating_sub(s)))
+        .context("no ready/server_ready phases")?;
+    Ok(Sample {
+        create_to_ready: us(Metric::CreateToReady)?,
+        platform: us(Metric::PlatformShare)?,
+        lag,
+    })
 }
 
-/// `docker run -d` with the demo's image and limits, then `pg_isready` until
-/// it answers; the container is removed afterwards.
+/// `docker run -d` with the demo's image and limits, then one `docker
+/// exec` that polls `SELECT 1` from inside until it answers; the container
+/// is removed afterwards.
 async fn cli(image: &image::PresentImage, owner: &Owner) -> anyhow::Result<Duration> {
     let (uid, gid) = image.postgres_uid_gid.unwrap_or((999, 999));
     let spec = ContainerSpec::postgres_demo();
@@ -170,30 +218,20 @@ async fn cli(image: &image::PresentImage, owner: &Owner) -> anyhow::Result<Durat
         );
     }
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    // Readiness the cheapest way the CLI allows, and as strict as ours
+    // (a login and SELECT 1 over TCP): one `docker exec` whose shell loops
+    // psql inside the container, instead of a new host process per poll.
     let result = async {
-        let ip = tokio::process::Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                &id,
-            ])
-            .output()
-            .await?;
-        let ip = String::from_utf8_lossy(&ip.stdout).trim().to_owned();
-        loop {
-            let status = tokio::process::Command::new("pg_isready")
-                .args(["-q", "-h", &ip, "-p", "5432", "-t", "1"])
-                .stdout(Stdio::null())
-                .status()
-                .await
-                .context("pg_isready (apt-get install postgresql-client)")?;
-            if status.success() {
-                return Ok(start.elapsed());
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                bail!("pg_isready never succeeded");
-            }
+        let poll = "until psql -h 127.0.0.1 -U postgres -d postgres -Atqc 'SELECT 1' >/dev/null 2>&1; do sleep 0.005; done";
+        let exec = tokio::process::Command::new("docker")
+            .args(["exec", "-e", "PGPASSWORD=bench", &id, "sh", "-c", poll])
+            .stdout(Stdio::null())
+            .status();
+        match tokio::time::timeout(Duration::from_secs(60), exec).await {
+            Ok(Ok(status)) if status.success() => Ok(start.elapsed()),
+            Ok(Ok(status)) => bail!("the exec'd psql loop ended with {status}"),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => bail!("SELECT 1 never succeeded within 60 s"),
         }
     }
     .await;

@@ -1,10 +1,17 @@
 //! `stacklab bench`: benchmarks that print medians and ratios measured in
-//! one run against a baseline (`container`: the Docker CLI; `vm`: QEMU).
+//! one run against a baseline (`container`: the Docker CLI; `vm`: QEMU),
+//! with the platform's share of each start.
 
 mod container;
 mod vm;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use stacklab_api::{DemoId, Outcome, RunRecord};
+
+use crate::backends::Runtime;
+use crate::engine::{Queue, Runs};
 
 pub use container::container;
 pub use vm::vm;
@@ -36,4 +43,24 @@ pub(crate) fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// One run of `demo` on `runtime` through the server's own path (accepted,
+/// queued, timed, shared out), waited for; its record, or why it failed.
+pub(crate) async fn through_server<R: Runtime>(
+    runs: &Arc<Runs>,
+    demo: DemoId,
+    runtime: Arc<R>,
+    queue: &Arc<Queue>,
+) -> anyhow::Result<RunRecord> {
+    let run = runs.start(demo, runtime, queue.clone(), Duration::from_secs(60));
+    let mut changes = run.subscribe();
+    while !run.is_finished() {
+        changes.changed().await?;
+    }
+    let record = run.record();
+    match record.outcome() {
+        Some(Outcome::Ready { .. }) => Ok(record),
+        other => anyhow::bail!("a {demo} run failed: {other:?}"),
+    }
 }

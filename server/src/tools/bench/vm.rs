@@ -6,8 +6,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use super::{median, ms, row, verdict};
-use crate::backends::kvm::VmArtifacts;
+use std::sync::Arc;
+
+use stacklab_api::{DemoId, Metric};
+
+use super::{median, ms, row, through_server, verdict};
+use crate::backends::kvm::{KvmRuntime, VmArtifacts};
+use crate::engine::{Queue, Runs};
 
 /// One child-process run: spawn → ready and spawn → exit, the VMM's own
 /// create → ready, and its RSS.
@@ -111,7 +116,7 @@ fn qemu(guest: &std::path::Path) -> anyhow::Result<Duration> {
 
 /// `stacklab bench vm`: the micro-VM, in-process and as a child process,
 /// its throughput on all cores, and the same guest under QEMU.
-pub fn vm(n: usize) -> anyhow::Result<()> {
+pub async fn vm(n: usize) -> anyhow::Result<()> {
     use stacklab_vmm::{run, VmConfig};
     let artifacts = VmArtifacts::locate().map_err(anyhow::Error::msg)?;
     let image = std::fs::read(&artifacts.guest)?;
@@ -177,7 +182,31 @@ pub fn vm(n: usize) -> anyhow::Result<()> {
     })?;
     let throughput = (cores * per_worker) as f64 / t.elapsed().as_secs_f64();
 
+    // Through the server's own path: request accepted → vCPU about to run
+    // the guest's first instruction (the platform's share), and → ready.
+    let runs = Arc::new(Runs::default());
+    let queue = Arc::new(Queue::new(1));
+    let runtime = Arc::new(KvmRuntime::new(artifacts.clone(), VmConfig::default()));
+    let (mut platform, mut total) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let record = through_server(&runs, DemoId::MicroVm, runtime.clone(), &queue).await?;
+        let us = |key: Metric| {
+            record
+                .outcome()
+                .and_then(|o| o.value(key))
+                .map(|v| Duration::from_micros(v as u64))
+                .with_context(|| format!("no {key}"))
+        };
+        platform.push(us(Metric::PlatformShare)?);
+        total.push(us(Metric::RequestToReady)?);
+    }
+
     println!();
+    row("server path: request → ready", &total);
+    row(
+        "server path: platform share (→ first instruction)",
+        &platform,
+    );
     row("in-process (thread): /dev/kvm open → ready", &in_process);
     row("in-process: VM teardown after ready", &teardown);
     let c = |f: fn(&VmSample) -> Duration| child.iter().map(f).collect::<Vec<_>>();
