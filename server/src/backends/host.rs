@@ -11,7 +11,8 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
-/// Proportional set size of one process in bytes (`Pss:` of smaps_rollup).
+/// Proportional set size of one process in bytes (`Pss:` of
+/// smaps_rollup).
 pub fn pss_bytes(pid: u32) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
     text.lines()
@@ -25,6 +26,39 @@ pub fn pss_bytes(pid: u32) -> io::Result<u64> {
         })
         .map(|kb| kb * 1024)
         .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+}
+
+/// What reading one process of a group found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessMemory {
+    /// Its PSS, in bytes.
+    Pss(u64),
+    /// It exited between being listed and being read (gone, or a zombie
+    /// with no memory left): it holds nothing, which is a reading, not a
+    /// failure.
+    Exited,
+}
+
+/// Reads process `pid`'s PSS, telling a process that has just exited from
+/// a reading that failed.
+pub fn process_memory(pid: u32) -> io::Result<ProcessMemory> {
+    match pss_bytes(pid) {
+        Ok(b) => Ok(ProcessMemory::Pss(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ProcessMemory::Exited),
+        Err(e) => {
+            // A zombie's smaps_rollup is empty: it has no address space.
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let zombie = state
+                .as_deref()
+                .and_then(|s| s.rsplit_once(')'))
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+            if zombie || state.is_none() {
+                Ok(ProcessMemory::Exited)
+            } else {
+                Err(e)
+            }
+        }
+    }
 }
 
 /// The host a result was measured on, in one sentence: its CPUs, whether it

@@ -11,7 +11,7 @@ use stacklab_api::{FactKey, Metric, Unit};
 use super::image::{ImageKind, PresentImage};
 use super::readiness::server_version;
 use super::DockerRuntime;
-use crate::backends::host::pss_bytes;
+use crate::backends::host::{process_memory, ProcessMemory};
 use crate::backends::Ready;
 
 /// A container's memory cgroup (v1 `memory` controller or a v2 group).
@@ -166,18 +166,35 @@ pub(super) fn measure_memory(ready: &mut Ready, cgroup: &Result<Cgroup, String>)
                 })
                 .collect();
             ready.fact(FactKey::HostPids, "Its processes, as the host sees them", listed.join(", "), "host PIDs from the cgroup; the PID inside the container's own PID namespace from NSpid in /proc/PID/status");
+            let mut exited = 0;
             pids.iter()
-                .map(|p| {
-                    pss_bytes(*p).map_err(|e| format!("could not read /proc/{p}/smaps_rollup: {e}"))
+                .map(|p| match process_memory(*p) {
+                    Ok(ProcessMemory::Pss(b)) => Ok(b),
+                    Ok(ProcessMemory::Exited) => {
+                        exited += 1;
+                        Ok(0)
+                    }
+                    Err(e) => Err(format!("could not read /proc/{p}/smaps_rollup: {e}")),
                 })
                 .sum::<Result<u64, String>>()
+                .map(|b| (b, exited))
         }
     };
+    let pss_how = match &pss {
+        Ok((_, 0)) | Err(_) => "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones".to_owned(),
+        Ok((_, n)) => format!("Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones; {n} of them exited between being listed and being read, and hold nothing"),
+    };
+    let pss = pss.map(|(b, _)| b);
     let counters = cg
         .memory()
         .map_err(|e| format!("could not read the memory cgroup {}: {e}", cg.dir.display()));
-    ready.measure_or_missing(Metric::MemoryPss, "Memory of the processes (PSS)", pss.clone().map(|b| b as f64), Unit::Bytes,
-        "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones");
+    ready.measure_or_missing(
+        Metric::MemoryPss,
+        "Memory of the processes (PSS)",
+        pss.clone().map(|b| b as f64),
+        Unit::Bytes,
+        &pss_how,
+    );
     ready.measure_or_missing(Metric::MemoryTmpfs, "Files in tmpfs (shmem)", counters.as_ref().map(|m| m.shmem as f64).map_err(Clone::clone), Unit::Bytes,
         "shmem in the cgroup's memory.stat: files the container wrote to its tmpfs mounts (for PostgreSQL, the database initdb made) live in memory, and no process maps them, so PSS leaves them out");
     let held = match (&pss, &counters) {
@@ -252,28 +269,33 @@ impl DockerRuntime {
 mod tests {
     use super::*;
 
-    /// A process that is gone cannot be read: its figure is missing, with
-    /// why, and the sum it belongs to is missing too (never a 0).
-    #[test]
-    fn a_reading_that_fails_is_missing_with_its_reason() {
+    fn cgroup_dir(files: &[(&str, String)]) -> (tempfile::TempDir, Result<Cgroup, String>) {
         let dir = tempfile::tempdir().unwrap();
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let pid = gone.id();
-        gone.wait().unwrap();
-        std::fs::write(dir.path().join("cgroup.procs"), format!("{pid}\n")).unwrap();
-        std::fs::write(dir.path().join("memory.current"), "4096\n").unwrap();
-        std::fs::write(dir.path().join("memory.stat"), "shmem 0\ninactive_file 0\n").unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
         let cgroup = Ok(Cgroup {
             dir: dir.path().to_path_buf(),
             v2: true,
         });
+        (dir, cgroup)
+    }
+
+    /// A reading that fails leaves its figure absent, with why, and the
+    /// sum it belongs to absent too (never a 0).
+    #[test]
+    fn a_reading_that_fails_is_missing_with_its_reason() {
+        let (_dir, cgroup) = cgroup_dir(&[
+            ("memory.current", "4096\n".into()),
+            ("memory.stat", "shmem 8192\ninactive_file 0\n".into()),
+        ]);
         let mut ready = Ready::default();
         measure_memory(&mut ready, &cgroup);
         assert_eq!(ready.value(Metric::MemoryPss), None);
         assert_eq!(ready.value(Metric::MemoryHeld), None);
         assert_eq!(
             ready.value(Metric::MemoryTmpfs),
-            Some(0.0),
+            Some(8192.0),
             "what could be read is there"
         );
         let reason = |key: Metric| {
@@ -285,11 +307,39 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(
-            reason(Metric::MemoryPss).contains(&format!("/proc/{pid}/smaps_rollup")),
+            reason(Metric::MemoryPss).contains("cgroup.procs"),
             "{:?}",
             ready.missing
         );
-        assert!(reason(Metric::MemoryHeld).contains("smaps_rollup"));
+        assert!(reason(Metric::MemoryHeld).contains("cgroup.procs"));
+    }
+
+    /// A process that exits between being listed and being read holds
+    /// nothing: that is a reading (said in the how), not a failure.
+    #[test]
+    fn a_process_that_just_exited_holds_nothing() {
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let pid = gone.id();
+        gone.wait().unwrap();
+        let me = std::process::id();
+        let (_dir, cgroup) = cgroup_dir(&[
+            ("cgroup.procs", format!("{me}\n{pid}\n")),
+            ("memory.current", "4096\n".into()),
+            ("memory.stat", "shmem 0\ninactive_file 0\n".into()),
+        ]);
+        let mut ready = Ready::default();
+        measure_memory(&mut ready, &cgroup);
+        assert!(ready.missing.is_empty(), "{:?}", ready.missing);
+        let mine = crate::backends::host::pss_bytes(me).unwrap() as f64;
+        let pss = ready.value(Metric::MemoryPss).unwrap();
+        assert!(pss > 0.5 * mine && pss < 2.0 * mine, "{pss} vs {mine}");
+        let how = &ready
+            .measurements
+            .iter()
+            .find(|m| m.key == Metric::MemoryPss.into())
+            .unwrap()
+            .how;
+        assert!(how.contains("1 of them exited"), "{how}");
     }
 
     #[test]
@@ -319,7 +369,7 @@ mod tests {
     fn measures_this_process() {
         let me = std::process::id();
         assert!(
-            pss_bytes(me).unwrap() > 100 * 1024,
+            crate::backends::host::pss_bytes(me).unwrap() > 100 * 1024,
             "a test binary maps more than 100 KiB"
         );
         assert_eq!(
