@@ -14,16 +14,35 @@ pub const FAULT_PORT: u16 = 0xf2;
 /// COM1: the guest's console (transmit register).
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// Writing [`BOOT_COMPLETE_VALUE`] to this MMIO address says "ready", the way
-/// Firecracker's boot-timer device is told.
-pub const BOOT_COMPLETE_MMIO: u64 = 0xd000_0000;
+/// Firecracker's boot-timer device is told (its address since Firecracker
+/// 1.13; up to 1.12 it was 0xd000_0000).
+pub const BOOT_COMPLETE_MMIO: u64 = 0xc000_0000;
 /// See [`BOOT_COMPLETE_MMIO`].
 pub const BOOT_COMPLETE_VALUE: u8 = 123;
-/// The VMM writes a [`mode`] value here before boot (0 = behave).
-pub const MODE_ADDR: u64 = 0x7000;
+/// The VMM writes a [`mode`] value here before boot (0 = behave). Outside
+/// every page a PVH loader writes (Firecracker puts its start info at
+/// 0x6000 and its memory map at 0x7000), so under another VMM the word is
+/// fresh RAM: 0, "behave".
+pub const MODE_ADDR: u64 = 0x5000;
+
+/// Where the guest keeps its console log when [`mode::CONSOLE_IN_MEMORY`]
+/// is set: a little-endian `u32` length, then the bytes (at most
+/// [`CONSOLE_CAPACITY`]). The VMM reads it at the end; no byte costs a VM
+/// exit. Free under other VMMs, which never set the flag.
+pub const CONSOLE_ADDR: u64 = 0x4000;
+/// Bytes the in-memory console holds; past it the guest writes to the
+/// serial port as usual.
+pub const CONSOLE_CAPACITY: usize = 4092;
 
 /// What a guest is asked to do. Anything but `NORMAL` is for the tests
 /// that prove a misbehaving guest cannot hang or crash the host.
 pub mod mode {
+    /// The low 16 bits: what to do.
+    pub const MASK: u32 = 0xffff;
+    /// A flag beside the mode: keep the console log in memory at
+    /// [`super::CONSOLE_ADDR`] instead of the serial port (each serial byte
+    /// is a VM exit; where ring 0 is emulated, exits are dear).
+    pub const CONSOLE_IN_MEMORY: u32 = 1 << 16;
     /// Boot, run the app, report ready.
     pub const NORMAL: u32 = 0;
     /// Spin forever in ring 0 after reaching long mode.
@@ -81,6 +100,17 @@ pub const MILESTONE_NAMES: [(u8, &str, &str); 8] = [
     ),
 ];
 
-/// Writing here powers the guest off: QEMU's `isa-debug-exit` device sits
-/// at this port, and the stacklab VMM ends the run the same way.
+/// The i8042 controller's command port: [`I8042_RESET`] written here resets
+/// the machine, which ends the run under Firecracker, QEMU's PC machines
+/// and stacklab's VMM alike.
+pub const I8042_COMMAND_PORT: u16 = 0x64;
+/// The i8042 command "pulse the reset line".
+pub const I8042_RESET: u8 = 0xfe;
+
+/// QEMU's `isa-debug-exit` device, for machines without an i8042 (QEMU's
+/// microvm): the guest writes here if the reset did not end it.
 pub const POWER_OFF_PORT: u16 = 0xf4;
+
+/// The local APIC's registers (xAPIC, memory-mapped), which the guest uses
+/// for its timer: in the host kernel with KVM, so no VM exits.
+pub const LAPIC_BASE: u64 = 0xfee0_0000;

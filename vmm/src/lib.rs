@@ -16,6 +16,7 @@
 //! | `guests` | the tiny guest and Linux guests: loading and exit dispatch |
 //! | `protocol` | the JSON lines `stacklab-vmm` prints |
 //! | `host`, `initramfs` | the KVM probe; the cpio writer |
+//! | `floor` | the bare KVM sequence the bench measures every VM against |
 //!
 //! Guest-facing constants come from `stacklab_abi`; wire codes from
 //! `stacklab_api`. Nothing here knows about the server.
@@ -24,6 +25,7 @@
 pub mod arch;
 pub mod devices;
 pub mod error;
+pub mod floor;
 pub mod guests;
 pub mod host;
 pub mod initramfs;

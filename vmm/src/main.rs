@@ -8,6 +8,7 @@
 //! Usage:
 //!   stacklab-vmm --image PATH [--mem-mib N] [--deadline-ms N] [--mode N] [--hold]
 //!   stacklab-vmm --kernel BZIMAGE --initrd CPIO [--mem-mib N] [--deadline-ms N] [--cmdline S]
+//!   stacklab-vmm --floor   (the bare KVM sequence, for the bench)
 //!
 //! The first boots stacklab's tiny guest (an ELF with a PVH note); the
 //! second a Linux kernel with an initramfs. With `--hold` the tiny guest
@@ -42,6 +43,7 @@ fn read(path: &str) -> Vec<u8> {
 
 /// What to boot, from the command line.
 enum Boot {
+    Floor,
     Tiny {
         image: String,
         config: VmConfig,
@@ -77,6 +79,7 @@ fn parse_args() -> Result<Boot, lexopt::Error> {
             }
             Long("mode") => tiny.mode = parser.value()?.parse()?,
             Long("hold") => tiny.hold = true,
+            Long("floor") => return Ok(Boot::Floor),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -98,6 +101,11 @@ fn main() {
     let boot = parse_args().unwrap_or_else(|e| fail(ErrorCode::Usage, e.to_string(), 2));
     let on_event = &mut |e: &VmEvent| emit(&Line::Event(e.clone()));
     let result = match boot {
+        Boot::Floor => match stacklab_vmm::floor::run_floor(16 << 20) {
+            // One line: the Floor itself (not a protocol Line).
+            Ok(floor) => return println!("{}", serde_json::to_string(&floor).unwrap_or_default()),
+            Err(e) => fail(e.code(), e.to_string(), 1),
+        },
         Boot::Tiny { image, config } => run(&read(&image), &config, on_event).map(|r| (r, None)),
         Boot::Linux {
             kernel,

@@ -236,3 +236,55 @@ fn a_thousand_runs_leak_nothing() {
         "RSS grew by {grown_kib} KiB over 1,000 runs"
     );
 }
+
+/// The floor the bench measures every VM against: the bare KVM sequence
+/// runs to its first exit and tears down, each step timed.
+#[test]
+fn the_floor_runs_to_its_first_exit() {
+    if guest().is_none() {
+        return;
+    }
+    let floor = stacklab_vmm::floor::run_floor(16 << 20).unwrap();
+    assert!(floor.open_to_first_exit > floor.set_memory, "{floor:?}");
+    assert!(
+        floor.open_to_first_exit < Duration::from_secs(1),
+        "{floor:?}"
+    );
+    assert!(floor.teardown > Duration::ZERO, "{floor:?}");
+}
+
+/// One guest file for every VMM: QEMU's microvm boots the very image this
+/// VMM boots (through the same PVH note) and it ends the run itself.
+#[test]
+fn qemu_boots_the_same_guest_file() {
+    if guest().is_none() {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/x86_64-unknown-none/guest/stacklab-guest");
+    let run = std::process::Command::new("qemu-system-x86_64")
+        .args(["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "16M"])
+        .args(["-nodefaults", "-no-user-config", "-display", "none"])
+        .args([
+            "-serial",
+            "stdio",
+            "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ])
+        .arg("-kernel")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = match run {
+        Ok(out) => out,
+        Err(e) => {
+            assert!(std::env::var_os("CI").is_none(), "qemu-system-x86_64: {e}");
+            eprintln!("skipped: qemu-system-x86_64 is not installed ({e})");
+            return;
+        }
+    };
+    // isa-debug-exit: the guest wrote 0, QEMU exits with (0 << 1) | 1.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(console.contains("stacklab-guest: ready"), "{console}");
+}

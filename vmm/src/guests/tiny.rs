@@ -15,7 +15,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::x86_64::pvh::set_pvh_entry_state;
 use crate::error::{kvm_err, VmError};
-use crate::machine::Machine;
+use crate::machine::{IrqChip, Machine};
 use crate::report::{Recorder, VmEvent, VmReport};
 use crate::vcpu::{next_exit, with_watchdog};
 
@@ -68,15 +68,10 @@ pub fn run(
     let deadline = Instant::now() + config.deadline;
     let mut rec = Recorder::new(on_event);
 
-    let machine = Machine::create(config.mem_bytes, 0, true, &mut rec)?;
+    let machine = Machine::create(config.mem_bytes, IrqChip::LapicOnly, &mut rec)?;
     let Machine {
-        kvm,
-        vm,
-        memory,
-        coalesced_console,
-        ..
+        kvm, vm, memory, ..
     } = &machine;
-    let coalesced_console = *coalesced_console;
 
     let loaded = Elf::load(memory, None, &mut Cursor::new(image), None)
         .map_err(|e| VmError::Load(e.to_string()))?;
@@ -85,7 +80,10 @@ pub fn run(
         _ => return Err(VmError::Load("the image has no PVH entry note".into())),
     };
     memory
-        .write_obj(config.mode, GuestAddress(abi::MODE_ADDR))
+        .write_obj(
+            config.mode | abi::mode::CONSOLE_IN_MEMORY,
+            GuestAddress(abi::MODE_ADDR),
+        )
         .map_err(|e| VmError::Memory(e.to_string()))?;
     rec.step(
         "guest_loaded",
@@ -104,10 +102,6 @@ pub fn run(
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-    if coalesced_console {
-        vcpu.map_coalesced_mmio_ring()
-            .map_err(kvm_err("mapping the coalesced I/O ring"))?;
-    }
     set_pvh_entry_state(&vcpu, entry)?;
     let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
     rec.step(
@@ -121,15 +115,7 @@ pub fn run(
     );
 
     let result = with_watchdog(deadline, || {
-        exit_loop(
-            &mut vcpu,
-            memory,
-            config,
-            deadline,
-            tsc_khz,
-            coalesced_console,
-            &mut rec,
-        )
+        exit_loop(&mut vcpu, memory, config, deadline, tsc_khz, &mut rec)
     });
     let (console, app_cycles, exits) = result?;
     Ok(machine.report(rec.events, console, exits, tsc_khz, app_cycles))
@@ -141,7 +127,6 @@ fn exit_loop(
     config: &VmConfig,
     deadline: Instant,
     tsc_khz: u32,
-    coalesced_console: bool,
     rec: &mut Recorder,
 ) -> Result<(String, Option<u64>, u64), VmError> {
     let mut console: Vec<u8> = Vec::new();
@@ -159,17 +144,10 @@ fn exit_loop(
     let tsc_to_us = |delta: u64| delta as f64 * 1000.0 / tsc_khz.max(1) as f64;
     let mut powered_off = false;
     loop {
-        // Bytes the guest wrote to the console since the last exit.
-        if coalesced_console {
-            while let Some(entry) = vcpu
-                .coalesced_mmio_read()
-                .map_err(kvm_err("reading the coalesced I/O ring"))?
-            {
-                append(&mut console, &entry.data[..(entry.len as usize).min(8)])?;
-            }
-        }
         if powered_off {
-            let console = String::from_utf8_lossy(&console).into_owned();
+            let mut log = memory_console(memory);
+            log.extend_from_slice(&console);
+            let console = String::from_utf8_lossy(&log).into_owned();
             return Ok((console, app_cycles, exits));
         }
         let Some(exit) = next_exit(vcpu, deadline, config.deadline, &mut exits, rec)? else {
@@ -213,7 +191,8 @@ fn exit_loop(
             VcpuExit::IoOut(0x3f9..=0x3ff, _) => {}
             VcpuExit::IoIn(0x3fd, data) => data.fill(0x60), // line status: transmitter empty
             VcpuExit::IoIn(0x3f8..=0x3ff, data) => data.fill(0),
-            VcpuExit::IoOut(abi::POWER_OFF_PORT, _) => {
+            VcpuExit::IoOut(abi::I8042_COMMAND_PORT, [abi::I8042_RESET])
+            | VcpuExit::IoOut(abi::POWER_OFF_PORT, _) => {
                 if !ready {
                     return Err(VmError::StoppedEarly("it powered off"));
                 }
@@ -257,6 +236,21 @@ fn exit_loop(
             other => return Err(VmError::UnexpectedExit(format!("{other:?}"))),
         }
     }
+}
+
+/// The console log the guest kept in memory (see `abi::CONSOLE_ADDR`).
+fn memory_console(memory: &GuestMemoryMmap) -> Vec<u8> {
+    let len = memory
+        .read_obj::<u32>(GuestAddress(abi::CONSOLE_ADDR))
+        .map_or(0, |n| (n as usize).min(abi::CONSOLE_CAPACITY));
+    let mut bytes = vec![0; len];
+    if memory
+        .read_slice(&mut bytes, GuestAddress(abi::CONSOLE_ADDR + 4))
+        .is_err()
+    {
+        bytes.clear();
+    }
+    bytes
 }
 
 /// Blocks until a line (or end of file) arrives on standard input.

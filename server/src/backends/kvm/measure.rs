@@ -142,7 +142,7 @@ pub fn measure_tiny(report: &VmReport, rss: u64, pss: u64) -> Ready {
         "pages of that mapping backed by host memory at the end (mincore): only what the guest touched");
     measure_vmm_memory(&mut ready, rss, pss);
     ready.measure(Metric::Exits, "VM exits", report.exits as f64, Unit::Count,
-        "times the guest handed control to the VMM: each milestone and signal is one; console bytes are batched through KVM's coalesced I/O ring where the host supports it");
+        "times the guest handed control to the VMM: each milestone and signal is one; the guest keeps its console log in its own memory (the VMM reads it at the end), so console bytes cost none");
     if let Some(cycles) = report.app_cycles {
         let us = (cycles as f64 * 1000.0 / report.tsc_khz.max(1) as f64).round();
         ready.measure(

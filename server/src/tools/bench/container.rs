@@ -65,6 +65,7 @@ pub async fn container(docker: Docker, n: usize) -> anyhow::Result<()> {
         stacklab.push(s);
         baseline.push(b);
     }
+    runs.shut_down().await;
     let ours_t: Vec<Duration> = stacklab.iter().map(|s| s.create_to_ready).collect();
     let platform: Vec<Duration> = stacklab.iter().map(|s| s.platform).collect();
     let lags: Vec<Duration> = stacklab.iter().map(|s| s.lag).collect();
@@ -120,6 +121,7 @@ async fn platforms(docker: Docker, owner: Owner, n: usize) -> anyhow::Result<()>
             )?);
         }
     }
+    runs.shut_down().await;
     println!();
     row("hello-container platform share", &containers);
     if !vms.is_empty() {

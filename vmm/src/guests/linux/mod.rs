@@ -31,7 +31,7 @@ use crate::devices::cmos::{self, Cmos};
 use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{IrqLine, Serial, SERIAL_BASE, SERIAL_IRQ};
 use crate::error::{kvm_err, VmError};
-use crate::machine::Machine;
+use crate::machine::{IrqChip, Machine};
 use crate::report::{Recorder, VmEvent, VmReport};
 use crate::vcpu::{next_exit, with_watchdog};
 
@@ -87,7 +87,13 @@ pub fn run_linux(
     VmError::check_memory(config.mem_bytes, MIN_MEM_BYTES, MAX_MEM_BYTES)?;
     let deadline = Instant::now() + config.deadline;
     let mut rec = Recorder::new(on_event);
-    let machine = Machine::create(config.mem_bytes, KVM_PIT_SPEAKER_DUMMY, false, &mut rec)?;
+    let machine = Machine::create(
+        config.mem_bytes,
+        IrqChip::Full {
+            pit_flags: KVM_PIT_SPEAKER_DUMMY,
+        },
+        &mut rec,
+    )?;
     let memory = &machine.memory;
 
     let loaded = BzImage::load(
