@@ -210,13 +210,12 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
         );
     }
     // Held together: every VMM waits at ready until all N are measured, so
-    // every step holds more than one VMM, and five well over twice as much.
-    // (Other tests' VMMs running the same binary share its pages, so steps
-    // next to each other are not compared.)
-    assert!(
-        memory[1..].iter().all(|m| *m > memory[0]) && memory[4] > 2.0 * memory[0],
-        "{memory:?}"
-    );
+    // five hold clearly more than one. Not five times as much: PSS splits
+    // the VMM program's own pages (about 0.6 MiB here) among the VMMs
+    // alive, so each one adds only its private pages (about 0.15 MiB).
+    // Other tests' VMMs share those pages too, so neighbouring steps are
+    // not compared.
+    assert!(memory[4] > 1.25 * memory[0], "{memory:?}");
     // One VMM is well under 8 MiB (it measured 0.55 MiB RSS); five together
     // stay under 40 MiB.
     assert!(

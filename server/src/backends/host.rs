@@ -15,6 +15,10 @@ pub fn kernel_release() -> String {
 /// smaps_rollup).
 pub fn pss_bytes(pid: u32) -> io::Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    pss_from_rollup(&text).ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+}
+
+fn pss_from_rollup(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| {
             let rest = l.strip_prefix("Pss:")?;
@@ -25,7 +29,6 @@ pub fn pss_bytes(pid: u32) -> io::Result<u64> {
                 .ok()
         })
         .map(|kb| kb * 1024)
-        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
 }
 
 /// What reading one process of a group found.
@@ -40,25 +43,23 @@ pub enum ProcessMemory {
 }
 
 /// Reads process `pid`'s PSS, telling a process that has just exited from
-/// a reading that failed.
+/// a reading that failed: a process that is gone (no `/proc/PID`), or whose
+/// address space is already released (an empty `smaps_rollup`, as while it
+/// exits or as a zombie), holds no memory.
 pub fn process_memory(pid: u32) -> io::Result<ProcessMemory> {
-    match pss_bytes(pid) {
-        Ok(b) => Ok(ProcessMemory::Pss(b)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ProcessMemory::Exited),
-        Err(e) => {
-            // A zombie's smaps_rollup is empty: it has no address space.
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-            let zombie = state
-                .as_deref()
-                .and_then(|s| s.rsplit_once(')'))
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
-            if zombie || state.is_none() {
-                Ok(ProcessMemory::Exited)
-            } else {
-                Err(e)
-            }
+    let text = match std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) => {
+            return Ok(ProcessMemory::Exited)
         }
+        Err(e) => return Err(e),
+    };
+    if text.trim().is_empty() {
+        return Ok(ProcessMemory::Exited);
     }
+    pss_from_rollup(&text)
+        .map(ProcessMemory::Pss)
+        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
 }
 
 /// The host a result was measured on, in one sentence: its CPUs, whether it

@@ -127,7 +127,19 @@ pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
         Err(e) => {
             screenshot(client, "failure").await;
             let url = client.current_url().await.ok();
-            panic!("no element {css:?} within {wait:?} at {url:?}: {e}")
+            // What the cards said instead (a failure, a missing reading).
+            let mut said = Vec::new();
+            for el in client
+                .find_all(Locator::Css(".demo-card .status, tr.missing"))
+                .await
+                .unwrap_or_default()
+            {
+                let text = el.text().await.unwrap_or_default();
+                if !text.trim().is_empty() {
+                    said.push(text);
+                }
+            }
+            panic!("no element {css:?} within {wait:?} at {url:?}: {e}; the page said: {said:?}")
         }
     }
 }
