@@ -6,12 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit};
 use serde::{Deserialize, Serialize};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::error::{kvm_err, VmError};
+use crate::machine::register_ram;
 
 /// The port the floor's one instruction writes to.
 const FLOOR_PORT: u16 = 0x10;
@@ -21,7 +21,8 @@ const FLOOR_PORT: u16 = 0x10;
 pub struct Floor {
     /// `/dev/kvm` opened → the vCPU's first exit.
     pub open_to_first_exit: Duration,
-    /// Of which: `KVM_SET_USER_MEMORY_REGION` alone.
+    /// Of which: registering the RAM (its mmap and
+    /// `KVM_SET_USER_MEMORY_REGION`).
     pub set_memory: Duration,
     /// Dropping the vCPU, the VM, `/dev/kvm` and the RAM.
     pub teardown: Duration,
@@ -33,27 +34,14 @@ pub fn run_floor(mem_bytes: usize) -> Result<Floor, VmError> {
     let start = Instant::now();
     let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
     let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes)])
-        .map_err(|e| VmError::Memory(e.to_string()))?;
+    let before_memory = Instant::now();
+    // Dropped below after `vm`, as register_ram requires.
+    let (memory, _) = register_ram(&vm, mem_bytes)?;
+    let set_memory = before_memory.elapsed();
     // out 0x10, al; the only page the guest touches.
     memory
         .write_slice(&[0xe6, FLOOR_PORT as u8], GuestAddress(0))
         .map_err(|e| VmError::Memory(e.to_string()))?;
-    let host_addr = memory
-        .get_host_address(GuestAddress(0))
-        .map_err(|e| VmError::Memory(e.to_string()))?;
-    let region = kvm_userspace_memory_region {
-        slot: 0,
-        flags: 0,
-        guest_phys_addr: 0,
-        memory_size: mem_bytes as u64,
-        userspace_addr: host_addr as u64,
-    };
-    let before_memory = Instant::now();
-    // SAFETY: the region is backed by `memory`, which outlives `vm` (both
-    // are dropped below, `vm` first).
-    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-    let set_memory = before_memory.elapsed();
     let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
     let mut sregs = vcpu.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     sregs.cs.base = 0;

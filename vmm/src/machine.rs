@@ -75,23 +75,7 @@ impl Machine {
             None,
         );
 
-        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes)])
-            .map_err(|e| VmError::Memory(e.to_string()))?;
-        let host_addr = memory
-            .get_host_address(GuestAddress(0))
-            .map_err(|e| VmError::Memory(e.to_string()))?;
-        let region = kvm_userspace_memory_region {
-            slot: 0,
-            flags: 0,
-            guest_phys_addr: 0,
-            memory_size: mem_bytes as u64,
-            userspace_addr: host_addr as u64,
-        };
-        // SAFETY: the region is backed by `memory`, which the Machine owns
-        // and which callers drop after the VM (fields drop in order: `vm`
-        // before `memory`).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+        let (memory, host_addr) = register_ram(&vm, mem_bytes)?;
         if irqchip == IrqChip::LapicOnly {
             let cap = kvm_enable_cap {
                 cap: KVM_CAP_SPLIT_IRQCHIP,
@@ -124,6 +108,31 @@ impl Machine {
             host_addr,
         })
     }
+}
+
+/// `mem_bytes` of anonymous host memory, registered with `vm` as its RAM
+/// at guest address 0 (slot 0), and its host address. Pages are backed only
+/// when touched. The caller drops `vm` before the memory.
+pub(crate) fn register_ram(
+    vm: &kvm_ioctls::VmFd,
+    mem_bytes: usize,
+) -> Result<(GuestMemoryMmap, *mut u8), VmError> {
+    let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_bytes)])
+        .map_err(|e| VmError::Memory(e.to_string()))?;
+    let host_addr = memory
+        .get_host_address(GuestAddress(0))
+        .map_err(|e| VmError::Memory(e.to_string()))?;
+    let region = kvm_userspace_memory_region {
+        slot: 0,
+        flags: 0,
+        guest_phys_addr: 0,
+        memory_size: mem_bytes as u64,
+        userspace_addr: host_addr as u64,
+    };
+    // SAFETY: the region is backed by `memory`, which the caller keeps
+    // alive until after the VM is dropped.
+    unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    Ok((memory, host_addr))
 }
 
 impl Machine {

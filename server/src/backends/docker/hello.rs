@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::image::ImageError;
 use super::measure::{measure_memory, Cgroup};
-use super::{attach_and_start, docker_error, engine_facts, remove, Owner};
+use super::{attach_and_start, docker_error, drive_then_remove, engine_facts, Owner};
 use crate::backends::{Ready, RunContext, Runtime};
 
 /// The image's reference.
@@ -314,20 +314,8 @@ impl Runtime for HelloRuntime {
             )
             .await
             .map_err(docker_error)?;
-        ctx.phase(
-            "container_created",
-            "Container created",
-            format!(
-                "the engine created container {} (file system prepared, nothing running yet)",
-                &created.id[..12]
-            ),
-        );
-        let result = tokio::select! {
-            r = self.drive(ctx, &created.id) => r,
-            e = ctx.stopped() => Err(e),
-        };
-        remove(&self.docker, &created.id).await;
-        result
+        let drive = self.drive(ctx, &created.id);
+        drive_then_remove(&self.docker, ctx, &created.id, drive).await
     }
 }
 

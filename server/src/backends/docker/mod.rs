@@ -178,20 +178,8 @@ impl Runtime for DockerRuntime {
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 docker_error(e)
             })?;
-        ctx.phase(
-            "container_created",
-            "Container created",
-            format!(
-                "the engine created container {} (file system prepared, nothing running yet)",
-                &created.id[..12]
-            ),
-        );
-        let result = tokio::select! {
-            r = self.drive(ctx, &created.id, &image, created_at) => r,
-            e = ctx.stopped() => Err(e),
-        };
-        remove(&self.docker, &created.id).await;
-        result
+        let drive = self.drive(ctx, &created.id, &image, created_at);
+        drive_then_remove(&self.docker, ctx, &created.id, drive).await
     }
 }
 
@@ -288,6 +276,30 @@ async fn engine_facts(docker: &Docker, ready: &mut Ready) {
         text,
         "the Docker engine's GET /info",
     );
+}
+
+/// Records that container `id` was created, drives it with `drive` (until
+/// ready, or until the run must stop), and removes it whatever happened.
+async fn drive_then_remove(
+    docker: &Docker,
+    ctx: &RunContext,
+    id: &str,
+    drive: impl std::future::Future<Output = Result<Ready, RunError>>,
+) -> Result<Ready, RunError> {
+    ctx.phase(
+        "container_created",
+        "Container created",
+        format!(
+            "the engine created container {} (file system prepared, nothing running yet)",
+            &id[..12.min(id.len())]
+        ),
+    );
+    let result = tokio::select! {
+        r = drive => r,
+        e = ctx.stopped() => Err(e),
+    };
+    remove(docker, id).await;
+    result
 }
 
 /// Removes a demo container (killing it if it runs) and its volumes.
