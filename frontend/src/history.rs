@@ -86,13 +86,13 @@ pub fn HistoryPage() -> impl IntoView {
             {move || (!runs.with(Vec::is_empty)).then(|| view! { <HistoryChart runs=runs.get() /> })}
             <Show when=move || !runs.with(Vec::is_empty)>
                 <table class="runs">
-                    <caption>"Newest first. Times are the server's measurements; memory is each demo's headline figure."</caption>
+                    <caption>"Newest first. Times are the server's measurements; memory is what each run held at ready (a density sweep: all five together)."</caption>
                     <thead>
                         <tr>
                             <th scope="col">"Started (UTC)"</th>
                             <th scope="col">"Demo"</th>
                             <th scope="col">"Result"</th>
-                            <th scope="col">"Create → ready"</th>
+                            <th scope="col">"Request → ready"</th>
                             <th scope="col">"Memory"</th>
                         </tr>
                     </thead>
