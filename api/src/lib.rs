@@ -544,7 +544,21 @@ impl Outcome {
     }
 }
 
+/// When phase `name` was first reached among `events`, in µs on the run's
+/// clock.
+pub fn phase_at(events: &[RunEvent], name: &str) -> Option<u64> {
+    events.iter().find_map(|e| match &e.kind {
+        EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
+        _ => None,
+    })
+}
+
 impl RunRecord {
+    /// When phase `name` was reached (see [`phase_at`]).
+    pub fn phase_at(&self, name: &str) -> Option<u64> {
+        phase_at(&self.events, name)
+    }
+
     /// The outcome, once finished.
     pub fn outcome(&self) -> Option<&Outcome> {
         self.events.iter().rev().find_map(|e| match &e.kind {

@@ -5,17 +5,9 @@
 //! ready). Computed here, once, from the run's own timeline, so every demo
 //! is split the same way.
 
-use stacklab_api::{DemoId, EventKind, Metric, RunRecord, Unit};
+use stacklab_api::{DemoId, Metric, RunRecord, Unit};
 
 use crate::backends::Ready;
-
-/// When phase `name` was reached, on the run's clock.
-fn phase_at(record: &RunRecord, name: &str) -> Option<u64> {
-    record.events.iter().find_map(|e| match &e.kind {
-        EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
-        _ => None,
-    })
-}
 
 /// Adds request → ready and its two shares to `ready`, or says why one is
 /// missing. Density sweeps have their own figures and get none.
@@ -24,7 +16,7 @@ pub fn add(demo: DemoId, record: &RunRecord, ready: &mut Ready) {
         return;
     }
     let (platform, done) = (demo.platform_phase(), demo.ready_phase());
-    let Some(ready_us) = phase_at(record, done) else {
+    let Some(ready_us) = record.phase_at(done) else {
         ready.missing(
             Metric::RequestToReady,
             "Request → ready",
@@ -39,7 +31,7 @@ pub fn add(demo: DemoId, record: &RunRecord, ready: &mut Ready) {
         Unit::Micros,
         &format!("from the moment the server accepted the request to the {done:?} phase, on the server's monotonic clock (times the VMM observed are placed on it from CLOCK_MONOTONIC)"),
     );
-    match phase_at(record, platform) {
+    match record.phase_at(platform) {
         Some(platform_us) if platform_us <= ready_us => {
             ready.measure(
                 Metric::PlatformShare,

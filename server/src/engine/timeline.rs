@@ -148,10 +148,7 @@ impl Timeline {
 
     /// When the phase `name` was reached, on this clock.
     pub fn phase_at(&self, name: &str) -> Option<u64> {
-        self.lock().events.iter().find_map(|e| match &e.kind {
-            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
-            _ => None,
-        })
+        stacklab_api::phase_at(&self.lock().events, name)
     }
 
     /// Events from `from` on, and whether it has finished.

@@ -137,11 +137,7 @@ pub fn assert_one_clock_two_shares(events: &[RunEvent], demo: stacklab_api::Demo
 
 /// When phase `name` was reached, in µs on the run's clock.
 pub fn phase_at(events: &[RunEvent], name: &str) -> f64 {
-    events
-        .iter()
-        .find_map(|e| match &e.kind {
-            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us as f64),
-            _ => None,
-        })
+    stacklab_api::phase_at(events, name)
+        .map(|us| us as f64)
         .unwrap_or_else(|| panic!("no {name} phase in {:?}", phases(events)))
 }

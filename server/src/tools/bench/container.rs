@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bollard::Docker;
-use stacklab_api::{DemoId, EventKind, Metric, RunRecord};
+use stacklab_api::{DemoId, Metric, RunRecord};
 
 use super::{median, ms, row, through_server, verdict};
 use crate::backends::docker::hello::HelloRuntime;
@@ -147,12 +147,7 @@ async fn ours(
             .map(|v| Duration::from_micros(v as u64))
             .with_context(|| format!("no {key}"))
     };
-    let at = |name: &str| {
-        record.events.iter().find_map(|e| match &e.kind {
-            EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
-            _ => None,
-        })
-    };
+    let at = |name: &str| record.phase_at(name);
     let lag = at("ready")
         .zip(at("server_ready"))
         .map(|(r, s)| Duration::from_micros(r.saturating_sub(s)))
