@@ -81,7 +81,8 @@ wire_enum! {
         KernelInside => "kernel_inside",
         /// The host's kernel release.
         KernelHost => "kernel_host",
-        /// What backs KVM on this host.
+        /// What backs KVM on this host. Results now carry it inside
+        /// [`FactKey::Host`]; kept so runs recorded before that still read.
         KvmHost => "kvm_host",
         /// The image a container was created from.
         Image => "image",

@@ -153,16 +153,6 @@ pub fn measure_tiny(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "the ring-3 app's TSC cycles for its loop, converted with KVM's TSC frequency",
         );
     }
-    let kvm = match stacklab_vmm::host::probe() {
-        Ok(h) => h.explanation().to_owned(),
-        Err(e) => e.to_string(),
-    };
-    ready.fact(
-        FactKey::KvmHost,
-        "KVM on this server",
-        kvm,
-        "CPU flags in /proc/cpuinfo and loaded kernel modules",
-    );
     ready.fact(
         FactKey::KernelInside,
         "Kernel inside the VM",
