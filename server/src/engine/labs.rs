@@ -91,10 +91,9 @@ type Kvm = Result<Arc<KvmRuntime>, Unavailable>;
 
 /// Every demo's runtime and queue on this server.
 pub struct Labs {
-    /// The container demo (`None` when no Docker client could be configured).
-    containers: Option<Arc<DockerRuntime>>,
-    /// The smallest container (`None` likewise).
-    hello: Option<Arc<HelloRuntime>>,
+    /// The container demos, PostgreSQL and the smallest program, on one
+    /// engine (`None` when no Docker client could be configured).
+    containers: Option<(Arc<DockerRuntime>, Arc<HelloRuntime>)>,
     micro_vm: Kvm,
     linux_vm: Kvm,
     postgres_vm: Kvm,
@@ -128,11 +127,16 @@ impl Labs {
             Ok(Arc::new(KvmRuntime::linux(vm, guest)))
         };
         Labs {
-            hello: docker
-                .clone()
-                .map(|d| Arc::new(HelloRuntime::new(d, owner.clone()))),
-            containers: docker
-                .map(|d| Arc::new(DockerRuntime::new(d, ContainerSpec::postgres_demo(), owner))),
+            containers: docker.map(|d| {
+                (
+                    Arc::new(DockerRuntime::new(
+                        d.clone(),
+                        ContainerSpec::postgres_demo(),
+                        owner.clone(),
+                    )),
+                    Arc::new(HelloRuntime::new(d, owner)),
+                )
+            }),
             micro_vm: vm
                 .clone()
                 .map(|a| Arc::new(KvmRuntime::new(a, Default::default()))),
@@ -147,7 +151,9 @@ impl Labs {
 
     /// The Docker engine client, if one could be configured.
     pub fn docker(&self) -> Option<&Docker> {
-        self.containers.as_deref().map(DockerRuntime::docker)
+        self.containers
+            .as_ref()
+            .map(|(postgres, _)| postgres.docker())
     }
 
     /// The Linux guest runtime, or why it is not installed (for tests).
@@ -191,37 +197,28 @@ impl Labs {
                 start(linux_guest_check(&probe, runtime)?)
             }
             DemoId::HelloContainer => {
-                let runtime = self
-                    .hello
-                    .clone()
-                    .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
-                let docker = self.docker_up().await?;
-                hello::find(docker)
-                    .await
-                    .map_err(|e| Unavailable::new(ErrorCode::ImageMissing, e.to_string()))?;
-                Ok(self.start_on(runs, request, runtime, &self.container_queue))
+                let (_, hello) = self.containers_up().await?;
+                hello::find(hello.docker()).await.map_err(image_missing)?;
+                Ok(self.start_on(runs, request, hello, &self.container_queue))
             }
             _ => {
-                let runtime = self
-                    .containers
-                    .clone()
-                    .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
-                let docker = self.docker_up().await?;
-                image::find(docker)
+                let (postgres, _) = self.containers_up().await?;
+                image::find(postgres.docker())
                     .await
-                    .map_err(|e| Unavailable::new(ErrorCode::ImageMissing, e.to_string()))?;
-                Ok(self.start_on(runs, request, runtime, &self.container_queue))
+                    .map_err(image_missing)?;
+                Ok(self.start_on(runs, request, postgres, &self.container_queue))
             }
         }
     }
 
-    /// The Docker engine, checked to answer.
-    async fn docker_up(&self) -> Result<&Docker, Unavailable> {
-        let docker = self
-            .docker()
+    /// The container runtimes, once their engine has answered.
+    async fn containers_up(&self) -> Result<(Arc<DockerRuntime>, Arc<HelloRuntime>), Unavailable> {
+        let containers = self
+            .containers
+            .clone()
             .ok_or_else(|| Unavailable::docker_down("no Docker client is configured"))?;
-        match tokio::time::timeout(DOCKER_PING_TIMEOUT, docker.ping()).await {
-            Ok(Ok(_)) => Ok(docker),
+        match tokio::time::timeout(DOCKER_PING_TIMEOUT, containers.0.docker().ping()).await {
+            Ok(Ok(_)) => Ok(containers),
             Ok(Err(e)) => Err(Unavailable::docker_down(&e.to_string())),
             Err(_) => Err(Unavailable::docker_down("no answer within 2 s")),
         }
@@ -248,6 +245,10 @@ impl Labs {
             ),
         }
     }
+}
+
+fn image_missing(e: image::ImageError) -> Unavailable {
+    Unavailable::new(ErrorCode::ImageMissing, e.to_string())
 }
 
 /// Whether a Linux guest can run, given the KVM probe and its runtime: the

@@ -17,6 +17,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::image::ImageError;
 use super::measure::{measure_memory, Cgroup};
+use super::spec::{caps_text, DEMO_MEMORY_BYTES, DEMO_NANO_CPUS, DEMO_PIDS};
 use super::{attach_and_start, docker_error, drive_then_remove, engine_facts, Owner};
 use crate::backends::{Ready, RunContext, Runtime};
 
@@ -133,7 +134,7 @@ pub async fn build(docker: &Docker) -> Result<u64, ImageError> {
     find(docker).await
 }
 
-/// The limits every demo container gets (as the PostgreSQL demo's).
+/// The hello container's caps: the same as every demo container's.
 #[derive(Debug, Clone)]
 pub struct HelloSpec {
     /// Hard memory limit.
@@ -147,9 +148,9 @@ pub struct HelloSpec {
 impl Default for HelloSpec {
     fn default() -> Self {
         HelloSpec {
-            memory_bytes: 256 << 20,
-            pids_limit: 64,
-            nano_cpus: 1_000_000_000,
+            memory_bytes: DEMO_MEMORY_BYTES,
+            pids_limit: DEMO_PIDS,
+            nano_cpus: DEMO_NANO_CPUS,
         }
     }
 }
@@ -169,6 +170,11 @@ impl HelloRuntime {
             spec: HelloSpec::default(),
             owner,
         }
+    }
+
+    /// The engine's client.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
     }
 
     fn body(&self, run_id: &str) -> ContainerCreateBody {
@@ -276,10 +282,12 @@ impl HelloRuntime {
             FactKey::Limits,
             "Its limits",
             format!(
-                "{} MiB memory (no swap), {} processes, {} CPU; read-only root, no capabilities, no-new-privileges, no network",
-                self.spec.memory_bytes >> 20,
-                self.spec.pids_limit,
-                self.spec.nano_cpus as f64 / 1e9
+                "{}, no network",
+                caps_text(
+                    self.spec.memory_bytes,
+                    self.spec.pids_limit,
+                    self.spec.nano_cpus
+                )
             ),
             "the container's specification, fixed in the server's code",
         );

@@ -15,6 +15,24 @@ pub const NETWORK: &str = "stacklab-demo";
 const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 
+/// The caps every demo container gets. 64 MiB gets PostgreSQL's initdb
+/// OOM-killed; 256 MiB leaves room for its tmpfs data files (~40 MiB) and
+/// the server.
+pub(super) const DEMO_MEMORY_BYTES: u64 = 256 << 20;
+/// See [`DEMO_MEMORY_BYTES`].
+pub(super) const DEMO_PIDS: i64 = 64;
+/// See [`DEMO_MEMORY_BYTES`]: one CPU.
+pub(super) const DEMO_NANO_CPUS: i64 = 1_000_000_000;
+
+/// The caps and confinement every demo container shares, in words.
+pub(super) fn caps_text(memory_bytes: u64, pids_limit: i64, nano_cpus: i64) -> String {
+    format!(
+        "{} MiB memory (no swap), {pids_limit} processes, {} CPU; read-only root, no capabilities, no-new-privileges",
+        memory_bytes >> 20,
+        nano_cpus as f64 / 1e9
+    )
+}
+
 /// What a demo container may use. Fixed in code: a learner only picks the
 /// demo, never an image, a command or a limit.
 #[derive(Debug, Clone)]
@@ -37,11 +55,9 @@ impl ContainerSpec {
     /// The built-in PostgreSQL demo.
     pub fn postgres_demo() -> Self {
         ContainerSpec {
-            // 64 MiB gets initdb OOM-killed; 256 MiB leaves room for the
-            // tmpfs data files (~40 MiB) and the server.
-            memory_bytes: 256 << 20,
-            pids_limit: 64,
-            nano_cpus: 1_000_000_000,
+            memory_bytes: DEMO_MEMORY_BYTES,
+            pids_limit: DEMO_PIDS,
+            nano_cpus: DEMO_NANO_CPUS,
             max_connections: 20,
             data_tmpfs_bytes: 128 << 20,
             password: Some(uuid::Uuid::new_v4().simple().to_string()),
@@ -53,10 +69,8 @@ impl ContainerSpec {
     /// The limits and confinement, in words for a result.
     pub fn limits_text(&self) -> String {
         format!(
-            "{} MiB memory (no swap), {} processes, {} CPU; read-only root, no capabilities, no-new-privileges, an internal network with no route out; PGDATA on a {} MiB tmpfs (in memory, not on disk)",
-            self.memory_bytes >> 20,
-            self.pids_limit,
-            self.nano_cpus as f64 / 1e9,
+            "{}, an internal network with no route out; PGDATA on a {} MiB tmpfs (in memory, not on disk)",
+            caps_text(self.memory_bytes, self.pids_limit, self.nano_cpus),
             self.data_tmpfs_bytes >> 20
         )
     }
