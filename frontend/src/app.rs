@@ -9,7 +9,8 @@ use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
 use crate::history::HistoryPage;
 use crate::lessons::{self, Block, Lesson, LESSONS};
-use crate::widgets::{DemoWidget, LinuxGuestNote};
+use crate::live::LinuxGuestNote;
+use crate::widgets::DemoWidget;
 
 /// The root component.
 #[component]

@@ -5,12 +5,10 @@
 //! a reload keeps it. Medians where the learner has several runs.
 
 use leptos::prelude::*;
-use stacklab_api::{
-    DemoId, FactKey, Health, LinuxGuestStatus, Outcome, RunPage, RunRecord, RunState, RunSummary,
-};
+use stacklab_api::{DemoId, FactKey, Outcome, RunPage, RunRecord, RunState, RunSummary};
 
 use crate::charts::{fmt_mib, fmt_ms};
-use crate::live;
+use crate::live::{self, LinuxGuestNote};
 
 /// Bumped whenever a run finishes in this tab, so the block asks again.
 #[derive(Clone, Copy)]
@@ -132,12 +130,10 @@ const PAIRS: [(DemoId, DemoId, &str); 2] = [
     ),
 ];
 
-/// Everything the block shows, fetched together.
+/// Every demo's figures, fetched together.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
     by_demo: Vec<(DemoId, DemoFigures)>,
-    /// Why Linux guests cannot run here, if they cannot.
-    linux_unavailable: Option<String>,
 }
 
 impl Loaded {
@@ -170,20 +166,7 @@ async fn load() -> Result<Loaded, String> {
             by_demo.push((demo, f));
         }
     }
-    let linux_unavailable = match live::get_text("/api/health").await {
-        Ok(text) => match serde_json::from_str::<Health>(&text) {
-            Ok(Health {
-                linux_guests: LinuxGuestStatus::Unavailable { reason, .. },
-                ..
-            }) => Some(reason),
-            _ => None,
-        },
-        Err(_) => None,
-    };
-    Ok(Loaded {
-        by_demo,
-        linux_unavailable,
-    })
+    Ok(Loaded { by_demo })
 }
 
 /// Two horizontal bars on one scale, each with its median and spread.
@@ -235,11 +218,16 @@ fn Bars(
     }
 }
 
-/// One pair: its bars, or why the VM side cannot run here.
-fn pair_view(loaded: &Loaded, (c, v, title): (DemoId, DemoId, &'static str)) -> impl IntoView {
+/// One pair: its bars, and why the VM side cannot run here if it cannot
+/// (`linux_unavailable`, from the server's health).
+fn pair_view(
+    loaded: &Loaded,
+    linux_unavailable: Option<String>,
+    (c, v, title): (DemoId, DemoId, &'static str),
+) -> impl IntoView {
     let (fc, fv) = (loaded.get(c), loaded.get(v));
     let cannot = (v.is_linux_guest() && fv.total.is_none())
-        .then(|| loaded.linux_unavailable.clone())
+        .then_some(linux_unavailable)
         .flatten();
     view! {
         <div class="pair" data-pair=format!("{}+{}", c.as_str(), v.as_str())>
@@ -264,6 +252,10 @@ fn pair_view(loaded: &Loaded, (c, v, title): (DemoId, DemoId, &'static str)) -> 
 #[component]
 pub fn CompareBlock() -> impl IntoView {
     let finished = LatestRuns::get().map(|s| s.finished);
+    let linux_note = match LinuxGuestNote::get() {
+        Some(note) => note.fetched(),
+        None => RwSignal::new(None),
+    };
     let loaded = RwSignal::new(None::<Result<Loaded, String>>);
     Effect::new(move |_| {
         if let Some(f) = finished {
@@ -315,7 +307,7 @@ pub fn CompareBlock() -> impl IntoView {
                 .or_else(|| pg.fact(FactKey::Host));
             view! {
                 {empty.then(|| view! { <p class="status">"Run the demos above to fill this: each figure is the median of your own runs."</p> })}
-                {PAIRS.into_iter().map(|p| pair_view(&l, p)).collect_view()}
+                {PAIRS.into_iter().map(|p| pair_view(&l, linux_note.get(), p)).collect_view()}
                 <table class="results compare-table">
                     <caption>"What your runs showed beside the guide's claims"</caption>
                     <thead>

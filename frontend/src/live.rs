@@ -1,8 +1,10 @@
-//! Talking to the stacklab server: start a run, follow its events.
+//! Talking to the stacklab server: start a run, follow its events, and
+//! what `/api/health` says of Linux guests (asked once per visit).
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use leptos::prelude::*;
 use stacklab_api::{CreateRun, DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -188,4 +190,48 @@ pub fn follow(
         _callbacks: callbacks,
     });
     Some(slot)
+}
+
+/// Why this server cannot boot Linux guests (`None`: it can, or nobody has
+/// asked yet). Shared by every Linux demo card and the compare block, so the server's
+/// `/api/health` is asked once per visit, not once per card.
+#[derive(Clone, Copy)]
+pub struct LinuxGuestNote {
+    reason: RwSignal<Option<String>>,
+    asked: RwSignal<bool>,
+}
+
+impl LinuxGuestNote {
+    /// Provides an empty note to the component tree.
+    pub fn provide() {
+        provide_context(LinuxGuestNote {
+            reason: RwSignal::new(None),
+            asked: RwSignal::new(false),
+        });
+    }
+
+    pub fn get() -> Option<LinuxGuestNote> {
+        use_context::<LinuxGuestNote>()
+    }
+
+    /// The reason, asking the server the first time.
+    pub fn fetched(self) -> RwSignal<Option<String>> {
+        if !self.asked.get_untracked() {
+            self.asked.set(true);
+            let reason = self.reason;
+            leptos::task::spawn_local(async move {
+                let Ok(text) = get_text("/api/health").await else {
+                    return;
+                };
+                if let Ok(stacklab_api::Health {
+                    linux_guests: stacklab_api::LinuxGuestStatus::Unavailable { reason: why, .. },
+                    ..
+                }) = serde_json::from_str(&text)
+                {
+                    reason.set(Some(why));
+                }
+            });
+        }
+        self.reason
+    }
 }

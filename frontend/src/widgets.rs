@@ -14,7 +14,7 @@ use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
 use crate::compare::{LatestRuns, Spread};
 use crate::diagram::StackDiagram;
 use crate::lessons::{DemoId, StackFocus};
-use crate::live::{self, Subscription};
+use crate::live::{self, LinuxGuestNote, Subscription};
 
 /// Where the widget is.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,50 +25,6 @@ enum Status {
     Running,
     Done,
     Failed(String),
-}
-
-/// Why this server cannot boot Linux guests (`None`: it can, or nobody has
-/// asked yet). Shared by every Linux demo card, so the server's
-/// `/api/health` is asked once per visit, not once per card.
-#[derive(Clone, Copy)]
-pub struct LinuxGuestNote {
-    reason: RwSignal<Option<String>>,
-    asked: RwSignal<bool>,
-}
-
-impl LinuxGuestNote {
-    /// Provides an empty note to the component tree.
-    pub fn provide() {
-        provide_context(LinuxGuestNote {
-            reason: RwSignal::new(None),
-            asked: RwSignal::new(false),
-        });
-    }
-
-    fn get() -> Option<LinuxGuestNote> {
-        use_context::<LinuxGuestNote>()
-    }
-
-    /// The reason, asking the server the first time.
-    fn fetched(self) -> RwSignal<Option<String>> {
-        if !self.asked.get_untracked() {
-            self.asked.set(true);
-            let reason = self.reason;
-            leptos::task::spawn_local(async move {
-                let Ok(text) = live::get_text("/api/health").await else {
-                    return;
-                };
-                if let Ok(stacklab_api::Health {
-                    linux_guests: stacklab_api::LinuxGuestStatus::Unavailable { reason: why, .. },
-                    ..
-                }) = serde_json::from_str(&text)
-                {
-                    reason.set(Some(why));
-                }
-            });
-        }
-        self.reason
-    }
 }
 
 /// ```` ```demo <id> ````.
