@@ -2,11 +2,11 @@
 //!
 //! | module | what lives there | may import |
 //! | --- | --- | --- |
-//! | [`http`] | routes, handlers, extractors, `AppError`, static files, health | engine, store, backends |
+//! | [`http`] | routes, handlers, extractors, `AppError`, static files, health | engine, store, backends, cli |
 //! | [`engine`] | runs, their timelines, the registry, queues, density, labs | backends, store |
 //! | [`backends`] | the `Runtime` trait; Docker and KVM runtimes; host facts | `stacklab_api`, `stacklab_vmm` |
 //! | [`store`] | the run history (SQLite) and its exports | `stacklab_api` |
-//! | [`tools`] | the CLI subcommands: image, linux build, nested, bench | backends, engine, store |
+//! | [`tools`] | the CLI subcommands: image, linux build, nested, bench | backends, engine, store, cli |
 //! | [`cli`] | the command line's flags | nothing |
 //!
 //! Dependencies point one way (http → engine → backends/store); nothing

@@ -4,8 +4,8 @@
 //! [`app`] builds the whole application from an [`AppState`], so tests drive
 //! it with `tower::ServiceExt::oneshot` exactly as a browser would.
 //!
-//! May import `engine`, `store` and `backends` (for what health reports);
-//! nothing imports `http` but `main` and `tools`.
+//! May import `engine`, `store`, `backends` (for what health reports) and
+//! `cli` (the serve flags); nothing imports `http` but `main`.
 
 mod error;
 mod extract;

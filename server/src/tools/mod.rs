@@ -2,8 +2,8 @@
 //! the Linux guests' archives, the nested-emulation harness, and the
 //! benchmarks.
 //!
-//! May import `backends`, `engine` and `store`; nothing imports `tools` but
-//! `main` (and the tests).
+//! May import `backends`, `engine`, `store` and `cli` (the subcommands'
+//! flags); nothing imports `tools` but `main` (and the tests).
 
 pub mod bench;
 pub mod image;
