@@ -57,7 +57,8 @@ pub mod mode {
 
 /// Boot steps, in the order the guest reaches them.
 pub mod milestone {
-    /// First instruction: 32-bit protected mode, paging off.
+    /// First instruction through the 32-bit door (PVH): protected mode,
+    /// paging off.
     pub const ENTRY: u8 = 1;
     /// The guest's own GDT is loaded.
     pub const GDT: u8 = 2;
@@ -74,14 +75,23 @@ pub mod milestone {
     /// The ring-3 app finished and trapped back into the kernel; R8 holds
     /// the TSC cycles the app measured for its own work.
     pub const USER_RETURN: u8 = 8;
+    /// First instruction through the 64-bit door (the ELF entry point):
+    /// the VMM has set up the GDT, page tables and long mode.
+    pub const ENTRY_64: u8 = 9;
 }
 
 /// Names for the learner, by milestone id.
-pub const MILESTONE_NAMES: [(u8, &str, &str); 8] = [
+/// Both entries are the phase `guest_entry`: the guest's first instruction.
+pub const MILESTONE_NAMES: [(u8, &str, &str); 9] = [
     (
         milestone::ENTRY,
         "guest_entry",
         "Guest entry (32-bit, paging off)",
+    ),
+    (
+        milestone::ENTRY_64,
+        "guest_entry",
+        "Guest entry (64-bit, paging on)",
     ),
     (milestone::GDT, "guest_gdt", "Own GDT loaded"),
     (milestone::PAGING, "guest_paging", "Page tables + paging on"),
@@ -99,6 +109,18 @@ pub const MILESTONE_NAMES: [(u8, &str, &str); 8] = [
         "App (ring 3) returned",
     ),
 ];
+
+/// What the guest needs mapped when a VMM enters it in long mode (the
+/// 64-bit door): identity-mapped 2 MiB pages from 0 to [`IDENTITY_MAP_END`],
+/// of which only [`USER_BASE`]..[`USER_END`] is open to ring 3, plus the
+/// boot-complete page and the local APIC page, uncached. The guest's own
+/// 32-bit door builds the same map.
+pub const IDENTITY_MAP_END: u64 = 16 << 20;
+/// See [`IDENTITY_MAP_END`]: where the ring-3 app's pages start (link.ld
+/// puts the app here).
+pub const USER_BASE: u64 = 2 << 20;
+/// See [`IDENTITY_MAP_END`].
+pub const USER_END: u64 = 4 << 20;
 
 /// The i8042 controller's command port: [`I8042_RESET`] written here resets
 /// the machine, which ends the run under Firecracker, QEMU's PC machines

@@ -1,14 +1,24 @@
 //! stacklab's guest kernel in miniature.
 //!
 //! It does, in order, what every x86 operating system does before it can run
-//! an application, and reports each step to the VMM (see the `stacklab-abi` crate):
-//! 32-bit entry with paging off (PVH), its own GDT, page tables and long
-//! mode, an interrupt table and TSS, a timer interrupt, a ring-3 app that
-//! traps back with `int3`, a boot log on the serial console, then "ready".
+//! an application, and reports each step to the VMM (see the `stacklab-abi` crate).
+//! It has two doors, like Linux:
+//!
+//! - **64-bit entry** (the ELF entry point, which stacklab's VMM uses): the
+//!   VMM has already written a GDT and identity page tables and put the vCPU
+//!   in long mode, as VMMs do for Linux's 64-bit boot protocol. The guest
+//!   loads its own GDT and goes on.
+//! - **32-bit entry** (the PVH note, which Firecracker and QEMU use): paging
+//!   off; the guest builds its page tables and enters long mode itself.
+//!
+//! Then, on both paths: its own interrupt table and TSS, a timer interrupt,
+//! a ring-3 app that traps back with `int3`, a boot log, then "ready".
 //!
 //! Ring-0 code here may be emulated one instruction at a time (nested KVM),
-//! so the kernel does as little as it can: no SSE/x87 (the target has
-//! none), no `int n` in ring 0, no `syscall`; the app's work runs in ring 3.
+//! so the kernel does as little as it can at run time: its GDT, TSS and
+//! interrupt table are laid out by the linker (static data, no boot-time
+//! loop), no SSE/x87 (the target has none), no `int n` in ring 0, no
+//! `syscall`; the app's work runs in ring 3.
 
 #![no_std]
 #![no_main]
@@ -108,11 +118,29 @@ _start32:
     out {mport}, al
     /* Far jump to the 64-bit code segment: ptr16:32. */
     .byte 0xEA
-    .long start64
+    .long long_mode32
     .word 0x08
 
 .code64
+/* The 64-bit door: the VMM's GDT, page tables and long mode are in place.
+   Load our own GDT (same code and data selectors) and join the common path. */
+.global start64
 start64:
+    cli
+    rdtsc
+    mov esi, eax
+    mov edi, edx
+    mov al, {entry64}
+    out {mport}, al
+    lgdt [rip + GDT_PTR]
+    mov rsp, offset BOOT_STACK_TOP
+    call kmain
+6:
+    hlt
+    jmp 6b
+
+/* The 32-bit door continues here once it has reached long mode. */
+long_mode32:
     mov ax, 0x10
     mov ds, ax
     mov es, ax
@@ -189,17 +217,82 @@ int3_isr:
     pop rbx
     ret
 
-.section .rodata
-.global ISR_TABLE
+/* ---- descriptor tables, laid out by the linker ----
+   A gate or TSS descriptor splits an address into pieces, which a linker
+   cannot shift; but every handler and the TSS sit in the kernel's first
+   64 KiB, so the low 16 bits are `addr - KERNEL_BASE` (the link fails with
+   a relocation overflow if that ever stops being true) and bits 16-31 are
+   KERNEL_BASE's. */
+.macro gate handler, dpl
+    .word \handler - {kbase}
+    .word 0x08            /* kernel code selector */
+    .byte 0               /* no IST */
+    .byte 0x8e | (\dpl << 5) /* present, 64-bit interrupt gate */
+    .word {kbase} >> 16
+    .long 0
+    .long 0
+.endm
+
+.section .data
+.p2align 4
+.global IDT
+IDT:
+    gate isr0, 0
+    gate isr1, 0
+    gate isr2, 0
+    gate int3_isr, 3      /* the app's way back: callable from ring 3 */
+    .irp n, 4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    gate isr\n, 0
+    .endr
+    gate timer_isr, 0
+IDT_END:
+
+/* The 64-bit task state segment: only RSP0 (the stack the CPU switches to
+   on a trap from ring 3: its own, so the trap frame cannot overwrite the
+   kernel's frames below `enter_user`) and the I/O map base (past the
+   limit: no ports for ring 3). */
+.p2align 4
+TSS:
+    .long 0
+    .quad TRAP_STACK_TOP  /* RSP0 */
+    .fill 88, 1, 0
+    .word 0
+    .word 104             /* I/O map base */
+
+/* null, kernel code (64-bit), kernel data, user data, user code (64-bit),
+   TSS (two slots). */
 .p2align 3
-ISR_TABLE:
-    .quad isr0, isr1, isr2, int3_isr, isr4, isr5, isr6, isr7
-    .quad isr8, isr9, isr10, isr11, isr12, isr13, isr14, isr15
-    .quad isr16, isr17, isr18, isr19, isr20, isr21, isr22, isr23
-    .quad isr24, isr25, isr26, isr27, isr28, isr29, isr30, isr31
-    .quad timer_isr
+.global GDT
+GDT:
+    .quad 0
+    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+    .quad 0x00CFF2000000FFFF
+    .quad 0x00AFFA000000FFFF
+    .word 103             /* TSS limit */
+    .word TSS - {kbase}
+    .byte {kbase} >> 16
+    .byte 0x89            /* present, available 64-bit TSS */
+    .byte 0
+    .byte 0
+    .quad 0
+GDT_END:
+
+/* Descriptor-table registers: the 32-bit `lgdt` reads the limit and the
+   low 32 bits of the base, the 64-bit one all 8 bytes. */
+.p2align 3
+.global GDT_PTR
+GDT_PTR:
+    .word GDT_END - GDT - 1
+    .quad GDT
+.global IDT_PTR
+IDT_PTR:
+    .word IDT_END - IDT - 1
+    .quad IDT
 "#,
     entry = const milestone::ENTRY,
+    entry64 = const milestone::ENTRY_64,
+    kbase = const KERNEL_BASE,
     gdt = const milestone::GDT,
     paging = const milestone::PAGING,
     long = const milestone::LONG_MODE,
@@ -224,23 +317,20 @@ struct Stack([u8; 16384]);
 #[no_mangle]
 static mut BOOT_STACK: Stack = Stack([0; 16384]);
 extern "C" {
-    static BOOT_STACK_TOP: u8;
-    static ISR_TABLE: [u64; 33];
     fn enter_user(entry: u64, stack: u64) -> u64;
 }
 global_asm!(".set BOOT_STACK_TOP, BOOT_STACK + 16384");
 
-/// null, kernel code (64-bit), kernel data, user data, user code (64-bit), TSS (2 slots).
+/// The stack for traps from ring 3 (see the TSS).
+#[repr(C, align(16))]
+struct TrapStack([u8; 1024]);
 #[no_mangle]
-static mut GDT: [u64; 7] = [
-    0,
-    0x00AF_9A00_0000_FFFF,
-    0x00CF_9200_0000_FFFF,
-    0x00CF_F200_0000_FFFF,
-    0x00AF_FA00_0000_FFFF,
-    0,
-    0,
-];
+static mut TRAP_STACK: TrapStack = TrapStack([0; 1024]);
+global_asm!(".set TRAP_STACK_TOP, TRAP_STACK + 1024");
+
+/// Where the linker puts the kernel (see link.ld); its handlers and TSS
+/// sit in the first 64 KiB above it.
+const KERNEL_BASE: u32 = 0x10_0000;
 
 #[repr(C, packed)]
 struct DescriptorPtr {
@@ -248,23 +338,6 @@ struct DescriptorPtr {
     base: u64,
 }
 
-// GDTR image for the 32-bit `lgdt` (it reads the limit and the low 32 bits
-// of the base; the GDT sits below 4 GiB).
-global_asm!(
-    ".section .data",
-    ".p2align 3",
-    ".global GDT_PTR",
-    "GDT_PTR:",
-    ".word 7 * 8 - 1",
-    ".quad GDT"
-);
-
-#[repr(C, align(16))]
-struct Idt([u64; 2 * 33]);
-static mut IDT: Idt = Idt([0; 2 * 33]);
-/// The 64-bit task state segment: only RSP0 (the kernel stack for traps
-/// from ring 3) and the I/O map base matter here.
-static mut TSS: [u32; 26] = [0; 26];
 #[no_mangle]
 static mut TICKS: u64 = 0;
 #[no_mangle]
@@ -346,60 +419,18 @@ fn puts(s: &[u8]) {
     }
 }
 
-fn put_hex(value: u64) {
-    let mut buf = *b"0x0000000000000000";
-    for i in 0..16 {
-        let nibble = ((value >> ((15 - i) * 4)) & 0xf) as u8;
-        buf[2 + i] = if nibble < 10 {
-            b'0' + nibble
-        } else {
-            b'a' + nibble - 10
-        };
-    }
-    puts(&buf);
-}
-
-fn idt_gate(vector: usize, handler: u64, dpl: u64) {
-    let low = (handler & 0xffff)
-        | (0x08 << 16)
-        | ((0x8e | (dpl << 5)) << 40)
-        | (((handler >> 16) & 0xffff) << 48);
-    // SAFETY: single-threaded boot code; the IDT is not loaded yet.
-    unsafe {
-        IDT.0[vector * 2] = low;
-        IDT.0[vector * 2 + 1] = handler >> 32;
-    }
-}
-
-/// Installs the TSS (kernel stack for traps from ring 3) and the IDT.
+/// Loads the TSS (the kernel stack for traps from ring 3) and the
+/// interrupt table, both laid out by the linker (see the assembly above).
 fn install_tss_and_idt() {
-    // SAFETY: single-threaded boot code writing its own tables, then
-    // loading them; addresses are identity-mapped.
+    // SAFETY: the GDT (with the TSS descriptor at 0x28) and the IDT are
+    // static, identity-mapped and complete; this only loads them.
     unsafe {
-        let stack_top = &raw const BOOT_STACK_TOP as u64;
-        let tss = &raw mut TSS;
-        (*tss)[1] = stack_top as u32;
-        (*tss)[2] = (stack_top >> 32) as u32;
-        (*tss)[25] = 104 << 16; // I/O map base beyond the limit: no port access from ring 3
-        let base = tss as u64;
-        let limit = 103u64;
-        GDT[5] = (limit & 0xffff)
-            | ((base & 0xff_ffff) << 16)
-            | (0x89 << 40)
-            | (((base >> 24) & 0xff) << 56);
-        GDT[6] = base >> 32;
-        asm!("ltr ax", in("ax") 0x28u16, options(nostack, preserves_flags));
-
-        let table = &raw const ISR_TABLE;
-        for (vector, handler) in (*table).iter().enumerate() {
-            let dpl = if vector == 3 { 3 } else { 0 };
-            idt_gate(vector, *handler, dpl);
-        }
-        let ptr = DescriptorPtr {
-            limit: (core::mem::size_of::<Idt>() - 1) as u16,
-            base: &raw const IDT as u64,
-        };
-        asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags));
+        asm!(
+            "ltr ax",
+            "lidt [rip + IDT_PTR]",
+            in("ax") 0x28u16,
+            options(nostack, preserves_flags)
+        )
     }
 }
 
@@ -425,13 +456,22 @@ fn first_timer_tick() {
     }
 }
 
+/// Where the app writes its answer as text ("0x" and 16 hex digits) for
+/// the kernel to print: in the app's own (user) pages.
+#[link_section = ".user.bss"]
+#[no_mangle]
+static mut APP_OUTPUT: [u8; 18] = [0; 18];
+
 /// The application: a little arithmetic in ring 3 (native speed even when
-/// ring 0 is emulated), then `int3` back to the kernel with the result in
-/// RAX and its own cycle count in RDX.
+/// ring 0 is emulated), its answer formatted as hex text into
+/// [`APP_OUTPUT`] (also ring 3: formatting in the kernel would cost some
+/// 200 emulated instructions), then `int3` back to the kernel with the
+/// result in RAX and its own cycle count in RDX.
 #[link_section = ".user.text"]
 #[no_mangle]
 extern "C" fn user_main() -> ! {
-    // SAFETY: ring-3 code touching only registers; int3 traps to the kernel.
+    // SAFETY: ring-3 code touching registers and its own output buffer;
+    // int3 traps to the kernel.
     unsafe {
         asm!(
             "rdtsc",
@@ -446,6 +486,24 @@ extern "C" fn user_main() -> ! {
             "dec ecx",
             "jnz 2b",
             "mov r9, rax",
+            // "0x", then the digits from the last one back.
+            "mov rdx, rax",
+            "lea rdi, [rip + {out}]",
+            "mov word ptr [rdi], 0x7830",
+            "mov ecx, 17",
+            "3:",
+            "mov eax, edx",
+            "and eax, 0xf",
+            "add al, 0x30",
+            "cmp al, 0x39",
+            "jbe 4f",
+            "add al, 0x27",
+            "4:",
+            "mov [rdi + rcx], al",
+            "shr rdx, 4",
+            "dec ecx",
+            "cmp ecx, 2",
+            "jae 3b",
             "rdtsc",
             "shl rdx, 32",
             "or rax, rdx",
@@ -453,6 +511,7 @@ extern "C" fn user_main() -> ! {
             "mov rdx, rax",
             "mov rax, r9",
             "int3",
+            out = sym APP_OUTPUT,
             options(noreturn)
         )
     }
@@ -493,12 +552,14 @@ extern "C" fn kmain() -> ! {
     let user_stack_top = &raw const USER_STACK as u64 + 4096;
     // SAFETY: user_main lives in the user-accessible 2-4 MiB region and
     // comes back through the int3 gate.
-    let result = unsafe { enter_user(user_main as *const () as u64, user_stack_top) };
+    let _result = unsafe { enter_user(user_main as *const () as u64, user_stack_top) };
     // SAFETY: written by the int3 handler.
     let cycles = unsafe { core::ptr::read_volatile(&raw const USER_CYCLES) };
     milestone_with(milestone::USER_RETURN, cycles);
     puts(b"stacklab-guest: app (ring 3) returned ");
-    put_hex(result);
+    // SAFETY: the app wrote its answer there before it trapped back (the
+    // call above is opaque to the compiler, so the bytes are re-read).
+    puts(unsafe { core::slice::from_raw_parts((&raw const APP_OUTPUT).cast::<u8>(), 18) });
     puts(b"\nstacklab-guest: ready\n");
 
     // SAFETY: the boot-complete register, mapped uncached by the boot code.

@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use stacklab_api::ErrorCode;
 use stacklab_vmm::protocol::Line;
-use stacklab_vmm::report::VmEvent;
-use stacklab_vmm::{run, run_linux, LinuxConfig, VmConfig};
+use stacklab_vmm::report::{VmEvent, VmReport};
+use stacklab_vmm::{run, run_linux, GuestView, LinuxConfig, VmConfig};
 
 fn emit(line: &Line) {
     let mut out = std::io::stdout().lock();
@@ -106,7 +106,14 @@ fn main() {
             Ok(floor) => return println!("{}", serde_json::to_string(&floor).unwrap_or_default()),
             Err(e) => fail(e.code(), e.to_string(), 1),
         },
-        Boot::Tiny { image, config } => run(&read(&image), &config, on_event).map(|r| (r, None)),
+        Boot::Tiny { image, config } => match run(&read(&image), &config, on_event) {
+            Ok(finished) => {
+                done(&finished.report, None);
+                // The result is out; the teardown is nobody's wait now.
+                return finished.tear_down();
+            }
+            Err(e) => Err(e),
+        },
         Boot::Linux {
             kernel,
             initrd,
@@ -116,12 +123,17 @@ fn main() {
         }
     };
     match result {
-        Ok((report, guest)) => emit(&Line::Done {
-            vmm_rss_bytes: report.vmm_rss_bytes,
-            vmm_pss_bytes: report.vmm_pss_bytes,
-            report,
-            guest,
-        }),
+        Ok((report, guest)) => done(&report, guest),
         Err(e) => fail(e.code(), e.to_string(), 1),
     }
+}
+
+/// The last line of a run that reached its end.
+fn done(report: &VmReport, guest: Option<GuestView>) {
+    emit(&Line::Done {
+        vmm_rss_bytes: report.vmm_rss_bytes,
+        vmm_pss_bytes: report.vmm_pss_bytes,
+        report: report.clone(),
+        guest,
+    })
 }

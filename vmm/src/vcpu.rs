@@ -15,40 +15,73 @@ fn kick_signal() -> libc::c_int {
     vmm_sys_util::signal::SIGRTMIN() + 1
 }
 
-/// Runs `vcpu_loop` on this thread while a watchdog thread kicks it out of
-/// KVM_RUN once `deadline` has passed.
-pub(crate) fn with_watchdog<R>(deadline: Instant, vcpu_loop: impl FnOnce() -> R) -> R {
+/// Runs `vcpu_loop` on this thread while a per-thread POSIX timer kicks it
+/// out of KVM_RUN once `deadline` has passed, and every 5 ms after that
+/// until the loop has returned. (A timer, not a watchdog thread: a thread
+/// per run costs a clone and a malloc arena whose mapping and unmapping
+/// interrupt the running vCPU.)
+pub(crate) fn with_watchdog<T>(
+    deadline: Instant,
+    vcpu_loop: impl FnOnce() -> Result<T, VmError>,
+) -> Result<T, VmError> {
     static HANDLER: std::sync::Once = std::sync::Once::new();
     HANDLER.call_once(|| {
         let _ = vmm_sys_util::signal::register_signal_handler(kick_signal(), kick_handler);
     });
-    // SAFETY: pthread_self has no preconditions. Kept as an integer: on
-    // musl pthread_t is a pointer, which may not cross threads as such.
-    let this_thread = unsafe { libc::pthread_self() } as usize;
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let _timer = KickTimer::arm(deadline)?;
+    vcpu_loop()
+}
 
-    std::thread::scope(|scope| {
-        // The watchdog: after the deadline, signal the vCPU thread every
-        // 5 ms until it has left KVM_RUN for good.
-        let watchdog = scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Acquire) {
-                let now = Instant::now();
-                if now >= deadline {
-                    // SAFETY: the target thread is alive until `done` is set
-                    // (the scope joins us before it returns).
-                    unsafe { libc::pthread_kill(this_thread as libc::pthread_t, kick_signal()) };
-                    std::thread::sleep(Duration::from_millis(5));
-                } else {
-                    std::thread::park_timeout((deadline - now).min(Duration::from_millis(50)));
-                }
-            }
-        });
-        let result = vcpu_loop();
-        done.store(true, std::sync::atomic::Ordering::Release);
-        // Wake it now rather than at its next timeout, so the run ends here.
-        watchdog.thread().unpark();
-        result
-    })
+/// A `timer_create` timer aimed at the calling thread; deleted on drop.
+struct KickTimer(libc::timer_t);
+
+impl KickTimer {
+    fn arm(deadline: Instant) -> Result<KickTimer, VmError> {
+        let fail = |what| VmError::Kvm {
+            what,
+            source: vmm_sys_util::errno::Error::last(),
+        };
+        // SAFETY: an all-zero sigevent is a valid "no notification" value;
+        // the fields that matter are set below.
+        let mut event: libc::sigevent = unsafe { std::mem::zeroed() };
+        event.sigev_notify = libc::SIGEV_THREAD_ID;
+        event.sigev_signo = kick_signal();
+        // SAFETY: gettid has no preconditions.
+        event.sigev_notify_thread_id = unsafe { libc::gettid() };
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        // SAFETY: `event` and `timer` are valid for the call; the timer
+        // signals this thread, which outlives it (deleted on drop, here).
+        if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
+            return Err(fail("timer_create (the run's deadline)"));
+        }
+        let timer = KickTimer(timer);
+        let first = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_nanos(1)); // zero would disarm it
+        let spec = libc::itimerspec {
+            it_value: timespec(first),
+            it_interval: timespec(Duration::from_millis(5)),
+        };
+        // SAFETY: a timer created above and a valid itimerspec.
+        if unsafe { libc::timer_settime(timer.0, 0, &spec, std::ptr::null_mut()) } != 0 {
+            return Err(fail("timer_settime (the run's deadline)"));
+        }
+        Ok(timer)
+    }
+}
+
+impl Drop for KickTimer {
+    fn drop(&mut self) {
+        // SAFETY: the timer was created by `arm` and is deleted once.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs() as _,
+        tv_nsec: d.subsec_nanos() as _,
+    }
 }
 
 /// Runs the vCPU until its next exit, counting exits and recording the

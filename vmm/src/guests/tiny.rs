@@ -1,6 +1,9 @@
-//! The tiny guest (`guest/`): create the VM, load the ELF through its PVH
-//! note, run it to ready and power-off, tear down. Its devices are ports
-//! the guest and the VMM agree on in `stacklab_abi`.
+//! The tiny guest (`guest/`): create the VM, load the ELF, enter it in long
+//! mode at its ELF entry point (the VMM writes the GDT and page tables, as
+//! for Linux's 64-bit boot protocol), run it to ready and power-off, tear
+//! down. Its devices are ports the guest and the VMM agree on in
+//! `stacklab_abi`. (The same file boots under Firecracker or QEMU through
+//! its PVH note, in 32-bit mode.)
 
 use std::io::Cursor;
 use std::time::{Duration, Instant};
@@ -13,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use stacklab_abi as abi;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::arch::x86_64::pvh::set_pvh_entry_state;
+use crate::arch::x86_64::long_mode::{self, page};
 use crate::error::{kvm_err, VmError};
 use crate::machine::{IrqChip, Machine};
 use crate::report::{Recorder, VmEvent, VmReport};
@@ -56,14 +59,30 @@ impl Default for VmConfig {
     }
 }
 
+/// A finished run: its report, and the VM itself, torn down when this is
+/// dropped, so that the caller can send the report first and take the
+/// teardown off the learner's wait.
+pub struct Finished {
+    /// What happened, measured before the teardown.
+    pub report: VmReport,
+    machine: Machine,
+}
+
+impl Finished {
+    /// Tears the VM down now (closing its fds unmaps guest memory).
+    pub fn tear_down(self) {
+        drop(self.machine);
+    }
+}
+
 /// Runs `image` (an ELF guest kernel) once. `on_event` sees each step as it
-/// happens. All resources (fds, memory, the watchdog thread) are released
-/// before this returns.
+/// happens. On error every resource (fds, memory, the timer) is released
+/// before this returns; on success, when the [`Finished`] is dropped.
 pub fn run(
     image: &[u8],
     config: &VmConfig,
     on_event: &mut dyn FnMut(&VmEvent),
-) -> Result<VmReport, VmError> {
+) -> Result<Finished, VmError> {
     VmError::check_memory(config.mem_bytes, MIN_MEM_BYTES, MAX_MEM_BYTES)?;
     let deadline = Instant::now() + config.deadline;
     let mut rec = Recorder::new(on_event);
@@ -75,10 +94,12 @@ pub fn run(
 
     let loaded = Elf::load(memory, None, &mut Cursor::new(image), None)
         .map_err(|e| VmError::Load(e.to_string()))?;
-    let entry = match loaded.pvh_boot_cap {
-        PvhBootCapability::PvhEntryPresent(addr) => addr.0,
-        _ => return Err(VmError::Load("the image has no PVH entry note".into())),
+    let entry = loaded.kernel_load.0;
+    let pvh = match loaded.pvh_boot_cap {
+        PvhBootCapability::PvhEntryPresent(addr) => format!("{:#x}", addr.0),
+        _ => "none".to_string(),
     };
+    long_mode::write_tables(memory, guest_page_map())?;
     memory
         .write_obj(
             config.mode | abi::mode::CONSOLE_IN_MEMORY,
@@ -89,10 +110,12 @@ pub fn run(
         "guest_loaded",
         "Guest kernel loaded",
         format!(
-            "the {} byte ELF image was loaded into guest RAM at {:#x}-{:#x}; PVH entry at {entry:#x}",
+            "the {} byte ELF image was loaded into guest RAM up to {:#x}; the VMM wrote a GDT and page tables (identity map of the first {} MiB, ring 3 allowed only at {:#x}-{:#x}) so the guest can start in 64-bit mode at its ELF entry {entry:#x} (its 32-bit PVH entry, for other VMMs, is at {pvh})",
             image.len(),
-            loaded.kernel_load.0,
-            loaded.kernel_end
+            loaded.kernel_end,
+            abi::IDENTITY_MAP_END >> 20,
+            abi::USER_BASE,
+            abi::USER_END
         ),
         None,
     );
@@ -102,13 +125,13 @@ pub fn run(
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-    set_pvh_entry_state(&vcpu, entry)?;
+    long_mode::set_long_mode_entry(&vcpu, entry, 0, 0)?;
     let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
     rec.step(
         "vcpu_created",
         "vCPU created",
         format!(
-            "one vCPU in 32-bit protected mode, paging off, at the entry point; TSC {:.3} GHz",
+            "one vCPU already in 64-bit long mode with paging on, at the entry point; TSC {:.3} GHz",
             tsc_khz as f64 / 1e6
         ),
         None,
@@ -118,7 +141,9 @@ pub fn run(
         exit_loop(&mut vcpu, memory, config, deadline, tsc_khz, &mut rec)
     });
     let (console, app_cycles, exits) = result?;
-    Ok(machine.report(rec.events, console, exits, tsc_khz, app_cycles))
+    drop(vcpu);
+    let report = machine.report(rec.events, console, exits, tsc_khz, app_cycles);
+    Ok(Finished { report, machine })
 }
 
 fn exit_loop(
@@ -238,6 +263,19 @@ fn exit_loop(
     }
 }
 
+/// The map the guest expects at its 64-bit entry (`stacklab_abi`):
+/// identity 2 MiB pages, ring 3 only on the app's, and the two device pages
+/// uncached.
+fn guest_page_map() -> impl Iterator<Item = (u64, u64)> {
+    let ram = (0..abi::IDENTITY_MAP_END).step_by(2 << 20).map(|addr| {
+        let user = (abi::USER_BASE..abi::USER_END).contains(&addr);
+        (addr, if user { page::USER } else { 0 })
+    });
+    let devices = [abi::BOOT_COMPLETE_MMIO, abi::LAPIC_BASE & !((2 << 20) - 1)]
+        .map(|addr| (addr, page::UNCACHED));
+    ram.chain(devices)
+}
+
 /// The console log the guest kept in memory (see `abi::CONSOLE_ADDR`).
 fn memory_console(memory: &GuestMemoryMmap) -> Vec<u8> {
     let len = memory
@@ -269,7 +307,9 @@ mod tests {
             mem_bytes: MAX_MEM_BYTES + 1,
             ..VmConfig::default()
         };
-        let err = run(&[], &config, &mut |_| {}).unwrap_err();
+        let Err(err) = run(&[], &config, &mut |_| {}) else {
+            panic!("ran with too much memory")
+        };
         assert!(matches!(err, VmError::MemorySize { .. }), "{err}");
         assert!(err.to_string().contains("limit is 256 MiB"), "{err}");
     }

@@ -119,8 +119,8 @@ pub fn measure_tiny(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "from opening /dev/kvm to the guest's boot-complete write, on the VMM's monotonic clock");
     }
     if let Some(us) = span_us(report, "kvm_opened", "vcpu_created") {
-        ready.measure(Metric::HypervisorSetup, "Hypervisor work (VM, memory, vCPU)", us, Unit::Micros,
-            "from opening /dev/kvm until the vCPU is ready to run: the hypervisor's share of the start");
+        ready.measure(Metric::HypervisorSetup, "Hypervisor work (VM, memory, page tables, vCPU)", us, Unit::Micros,
+            "from opening /dev/kvm until the vCPU is ready to run, already in 64-bit mode on page tables the VMM wrote: the hypervisor's share of the start");
     }
     if let Some(us) = span_us(report, "guest_entry", "ready") {
         ready.measure(
@@ -128,7 +128,7 @@ pub fn measure_tiny(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "Guest kernel boot",
             us,
             Unit::Micros,
-            "from the guest's first instruction to its boot-complete write: the guest OS's share",
+            "from the guest's first instruction (in 64-bit mode, on the VMM's page tables) to its boot-complete write, by the guest's own TSC: the guest OS's share (its interrupt table, a timer tick, the ring-3 app)",
         );
     }
     ready.measure(
@@ -150,7 +150,7 @@ pub fn measure_tiny(report: &VmReport, rss: u64, pss: u64) -> Ready {
             "App's own work in ring 3",
             us,
             Unit::Micros,
-            "the ring-3 app's TSC cycles for its loop, converted with KVM's TSC frequency",
+            "the ring-3 app's TSC cycles for its loop and for writing its answer as text, converted with KVM's TSC frequency",
         );
     }
     ready.fact(
