@@ -27,7 +27,8 @@ pub struct Lesson {
     pub slug: Cow<'static, str>,
     /// Page title.
     pub title: Cow<'static, str>,
-    /// One or two sentences shown on the home page.
+    /// One or two sentences shown on the home page, as inline HTML (so
+    /// `code` in the front matter renders as code).
     pub summary: Cow<'static, str>,
     /// Free-form topic tags.
     pub tags: Cow<'static, [Cow<'static, str>]>,
@@ -57,10 +58,69 @@ pub enum Block {
     Html(Cow<'static, str>),
     /// ```` ```stack-diagram [both|vm|container] ````: the interactive stacks.
     StackDiagram(StackFocus),
-    /// ```` ```demo <demo-id> ````: a live demo run by the server.
-    Demo(DemoId),
+    /// ```` ```demo <demo-id> ````: a live demo run by the server; its
+    /// optional YAML body (`predict:`, `why:`) asks the learner to guess
+    /// the time scale before running it.
+    Demo(DemoId, Option<Prediction>),
     /// ```` ```compare ````: container and VM measured side by side.
     Compare,
+    /// ```` ```quiz ````: "check yourself" questions (a YAML list of
+    /// `q`, `choices`, `answer`, `why`).
+    Quiz(Cow<'static, [Question]>),
+}
+
+/// The guess a demo card asks for before its first run: how long until
+/// ready, on a scale of milliseconds, seconds or minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prediction {
+    /// The question, inline HTML.
+    pub question: Cow<'static, str>,
+    /// Why the answer is what it is, shown beside the measured result
+    /// (inline HTML).
+    pub why: Cow<'static, str>,
+}
+
+/// The time scales a [`Prediction`] offers, with their upper bounds in
+/// microseconds (the last one has none).
+pub const TIME_SCALES: [(&str, Option<u64>); 3] = [
+    ("milliseconds (under a second)", Some(1_000_000)),
+    ("seconds", Some(60_000_000)),
+    ("minutes", None),
+];
+
+/// The [`TIME_SCALES`] index a measured duration falls in.
+pub fn time_scale_of(micros: u64) -> usize {
+    TIME_SCALES
+        .iter()
+        .position(|(_, below)| below.is_none_or(|b| micros < b))
+        .unwrap_or(TIME_SCALES.len() - 1)
+}
+
+/// One multiple-choice question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Question {
+    /// 1-based number within its lesson (the key of the learner's progress).
+    pub number: u32,
+    /// The question, inline HTML.
+    pub prompt: Cow<'static, str>,
+    /// The answers offered, inline HTML.
+    pub choices: Cow<'static, [Cow<'static, str>]>,
+    /// Index of the right one in `choices`.
+    pub answer: u32,
+    /// The explanation shown once answered, inline HTML.
+    pub why: Cow<'static, str>,
+}
+
+/// A glossary entry (`content/glossary.yaml`). Lessons link a term's first
+/// use as `[text](glossary:<id>)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Term {
+    /// Anchor on the glossary page and the key lessons link with.
+    pub id: Cow<'static, str>,
+    /// The term as a heading.
+    pub term: Cow<'static, str>,
+    /// Its definition, HTML.
+    pub html: Cow<'static, str>,
 }
 
 /// Which stacks a diagram shows.

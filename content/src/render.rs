@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use pulldown_cmark::{CodeBlockKind, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 use serde::Deserialize;
 
-use crate::{Block, DemoId, Lesson, Section, StackFocus};
+use crate::{Block, DemoId, Lesson, Prediction, Question, Section, StackFocus, Term};
 
 /// Words a learner reads per minute, for the reading-time estimate.
 const WORDS_PER_MINUTE: usize = 200;
@@ -49,6 +49,84 @@ pub enum ContentError {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct TermSource {
+    id: String,
+    term: String,
+    definition: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PredictionSource {
+    predict: String,
+    why: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionSource {
+    q: String,
+    choices: Vec<String>,
+    answer: u32,
+    why: String,
+}
+
+/// Reads the glossary (a YAML list of `id`, `term`, `definition` in
+/// Markdown), sorted by term.
+pub fn load_glossary(path: &Path) -> Result<Vec<Term>, ContentError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ContentError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let entries: Vec<TermSource> =
+        serde_yaml::from_str(&text).map_err(|source| ContentError::FrontMatter {
+            path: path.into(),
+            source,
+        })?;
+    let mut terms: Vec<Term> = entries
+        .into_iter()
+        .map(|e| Term {
+            id: e.id.into(),
+            term: e.term.into(),
+            html: block_html(&e.definition).into(),
+        })
+        .collect();
+    terms.sort_by_key(|t| t.term.to_lowercase());
+    for pair in terms.windows(2) {
+        if pair[0].id == pair[1].id {
+            return Err(ContentError::Duplicate {
+                first: pair[0].term.to_string(),
+                second: pair[1].term.to_string(),
+                what: format!("the glossary id {:?}", pair[0].id),
+            });
+        }
+    }
+    Ok(terms)
+}
+
+/// Markdown → HTML (paragraphs and all).
+fn block_html(markdown: &str) -> String {
+    let mut html = String::new();
+    pulldown_cmark::html::push_html(
+        &mut html,
+        Parser::new_ext(markdown, Options::ENABLE_SMART_PUNCTUATION),
+    );
+    html
+}
+
+/// One line of Markdown → inline HTML (no surrounding `<p>`).
+pub fn inline_html(markdown: &str) -> String {
+    let html = block_html(markdown);
+    let trimmed = html.trim();
+    trimmed
+        .strip_prefix("<p>")
+        .and_then(|h| h.strip_suffix("</p>"))
+        .unwrap_or(trimmed)
+        .to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FrontMatter {
     title: String,
     summary: String,
@@ -58,7 +136,8 @@ struct FrontMatter {
 }
 
 /// Reads every `*.md` file in `dir` and returns the lessons sorted by order.
-pub fn load_dir(dir: &Path) -> Result<Vec<Lesson>, ContentError> {
+/// Glossary links must name a term of `glossary`.
+pub fn load_dir(dir: &Path, glossary: &[Term]) -> Result<Vec<Lesson>, ContentError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ContentError::Io { path, source }
@@ -73,7 +152,12 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Lesson>, ContentError> {
     for path in files {
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;
         let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-        lessons.push(parse_lesson(&path, &slug_from_file_stem(&stem), &text)?);
+        lessons.push(parse_lesson(
+            &path,
+            &slug_from_file_stem(&stem),
+            &text,
+            glossary,
+        )?);
     }
     lessons.sort_by_key(|l| l.order);
     for pair in lessons.windows(2) {
@@ -105,7 +189,12 @@ fn slug_from_file_stem(stem: &str) -> String {
 }
 
 /// Parses one lesson file. `path` is only used in error messages.
-pub fn parse_lesson(path: &Path, slug: &str, text: &str) -> Result<Lesson, ContentError> {
+pub fn parse_lesson(
+    path: &Path,
+    slug: &str,
+    text: &str,
+    glossary: &[Term],
+) -> Result<Lesson, ContentError> {
     let (front, body) = split_front_matter(text)
         .ok_or_else(|| ContentError::MissingFrontMatter { path: path.into() })?;
     let meta: FrontMatter =
@@ -113,20 +202,40 @@ pub fn parse_lesson(path: &Path, slug: &str, text: &str) -> Result<Lesson, Conte
             path: path.into(),
             source,
         })?;
-    let rendered = render_body(body).map_err(|message| ContentError::Directive {
+    let rendered = render_body(body, glossary).map_err(|message| ContentError::Directive {
         path: path.into(),
         message,
     })?;
     let words = body.split_whitespace().count();
+    // Number the questions through the lesson: the keys of its progress.
+    let mut number = 0;
+    let blocks: Vec<Block> = rendered
+        .blocks
+        .into_iter()
+        .map(|block| match block {
+            Block::Quiz(questions) => Block::Quiz(
+                questions
+                    .iter()
+                    .cloned()
+                    .map(|mut q| {
+                        number += 1;
+                        q.number = number;
+                        q
+                    })
+                    .collect(),
+            ),
+            other => other,
+        })
+        .collect();
     Ok(Lesson {
         slug: slug.to_owned().into(),
         title: meta.title.into(),
-        summary: meta.summary.into(),
+        summary: inline_html(&meta.summary).into(),
         tags: meta.tags.into_iter().map(Cow::Owned).collect(),
         order: meta.order,
         reading_minutes: words.div_ceil(WORDS_PER_MINUTE).max(1) as u32,
         sections: rendered.sections.into(),
-        blocks: rendered.blocks.into(),
+        blocks: blocks.into(),
     })
 }
 
@@ -146,31 +255,87 @@ struct Rendered {
     blocks: Vec<Block>,
 }
 
-/// Parses a directive's fence info string, or `None` for an ordinary code block.
-fn parse_directive(info: &str) -> Option<Result<Block, String>> {
+/// Which directive a fence opens, or `None` for an ordinary code block.
+fn is_directive(info: &str) -> bool {
+    matches!(
+        info.split_whitespace().next(),
+        Some("stack-diagram" | "demo" | "compare" | "quiz")
+    )
+}
+
+/// Parses a directive from its fence info string and its body.
+fn parse_directive(info: &str, body: &str) -> Result<Block, String> {
     let mut words = info.split_whitespace();
-    let kind = words.next()?;
+    let kind = words.next().unwrap_or_default();
     let arg = words.next();
     let extra = words.next();
-    let result = match (kind, arg, extra) {
-        ("stack-diagram", None | Some("both"), None) => Ok(Block::StackDiagram(StackFocus::Both)),
-        ("stack-diagram", Some("vm"), None) => Ok(Block::StackDiagram(StackFocus::Vm)),
+    let no_body = |block: Block| {
+        if body.trim().is_empty() {
+            Ok(block)
+        } else {
+            Err(format!("```{info} takes no body, found {:?}", body.trim()))
+        }
+    };
+    match (kind, arg, extra) {
+        ("stack-diagram", None | Some("both"), None) => {
+            no_body(Block::StackDiagram(StackFocus::Both))
+        }
+        ("stack-diagram", Some("vm"), None) => no_body(Block::StackDiagram(StackFocus::Vm)),
         ("stack-diagram", Some("container"), None) => {
-            Ok(Block::StackDiagram(StackFocus::Container))
+            no_body(Block::StackDiagram(StackFocus::Container))
         }
         ("stack-diagram", _, _) => Err(format!(
             "```{info}: a stack diagram takes at most one of: both, vm, container"
         )),
-        ("demo", Some(id), None) => id
-            .parse::<DemoId>()
-            .map(Block::Demo)
-            .map_err(|e| e.to_string()),
+        ("demo", Some(id), None) => {
+            let demo = id.parse::<DemoId>().map_err(|e| e.to_string())?;
+            if body.trim().is_empty() {
+                return Ok(Block::Demo(demo, None));
+            }
+            let p: PredictionSource = serde_yaml::from_str(body)
+                .map_err(|e| format!("```{info}: the body must be `predict:` and `why:` ({e})"))?;
+            Ok(Block::Demo(
+                demo,
+                Some(Prediction {
+                    question: inline_html(&p.predict).into(),
+                    why: inline_html(&p.why).into(),
+                }),
+            ))
+        }
         ("demo", _, _) => Err(format!("```{info}: write ```demo <demo-id>")),
-        ("compare", None, None) => Ok(Block::Compare),
+        ("compare", None, None) => no_body(Block::Compare),
         ("compare", _, _) => Err(format!("```{info}: compare takes no arguments")),
-        _ => return None,
-    };
-    Some(result)
+        ("quiz", None, None) => {
+            let questions: Vec<QuestionSource> = serde_yaml::from_str(body)
+                .map_err(|e| format!("```quiz: a YAML list of q, choices, answer, why ({e})"))?;
+            if questions.is_empty() {
+                return Err("```quiz: no questions".into());
+            }
+            let mut out = Vec::new();
+            for q in questions {
+                if q.choices.len() < 2 || q.answer as usize >= q.choices.len() {
+                    return Err(format!(
+                        "```quiz: {:?} needs two or more choices and an answer index among them",
+                        q.q
+                    ));
+                }
+                out.push(Question {
+                    number: 0, // numbered per lesson by parse_lesson
+                    prompt: inline_html(&q.q).into(),
+                    choices: q
+                        .choices
+                        .iter()
+                        .map(|c| Cow::Owned(inline_html(c)))
+                        .collect(),
+                    answer: q.answer,
+                    why: inline_html(&q.why).into(),
+                });
+            }
+            Ok(Block::Quiz(out.into()))
+        }
+        ("quiz", _, _) => Err(format!("```{info}: quiz takes no arguments")),
+        _ => Err(format!("```{info}: not a directive")),
+    }
 }
 
 /// Lower-case, ASCII letters and digits joined by `-`: `When to use which?` → `when-to-use-which`.
@@ -188,7 +353,7 @@ pub fn anchor_id(text: &str) -> String {
     id
 }
 
-fn render_body(body: &str) -> Result<Rendered, String> {
+fn render_body(body: &str, glossary: &[Term]) -> Result<Rendered, String> {
     let mut options = Options::empty();
     options.insert(Options::ENABLE_TABLES);
     options.insert(Options::ENABLE_STRIKETHROUGH);
@@ -198,8 +363,10 @@ fn render_body(body: &str) -> Result<Rendered, String> {
     let mut blocks = Vec::new();
     // Events of the HTML fragment being collected.
     let mut pending: Vec<Event> = Vec::new();
-    // Inside a directive fence: ignore its body until the fence ends.
-    let mut in_directive = false;
+    // Inside a directive fence: its info string and the body so far.
+    let mut directive: Option<(String, String)> = None;
+    // Inside a `[text](glossary:id)` link (rendered as a term button).
+    let mut in_term = false;
     // Inside a heading: its events are buffered to compute its anchor id.
     let mut heading: Option<(HeadingLevel, Vec<Event>)> = None;
 
@@ -215,19 +382,36 @@ fn render_body(body: &str) -> Result<Rendered, String> {
     };
 
     for event in Parser::new_ext(body, options) {
-        if in_directive {
+        if let Some((info, text)) = directive.as_mut() {
             match event {
-                Event::End(TagEnd::CodeBlock) => in_directive = false,
-                Event::Text(t) if !t.trim().is_empty() => {
-                    return Err(format!(
-                        "directive blocks take no body, found {:?}",
-                        t.trim()
-                    ))
+                Event::End(TagEnd::CodeBlock) => {
+                    let block = parse_directive(info, text)?;
+                    flush(&mut pending, &mut blocks);
+                    blocks.push(block);
+                    directive = None;
                 }
+                Event::Text(t) => text.push_str(&t),
                 _ => {}
             }
             continue;
         }
+        let event = match event {
+            Event::Start(Tag::Link { ref dest_url, .. }) if dest_url.starts_with("glossary:") => {
+                let id = &dest_url["glossary:".len()..];
+                if !glossary.iter().any(|t| t.id == id) {
+                    return Err(format!(
+                        "a glossary link names {id:?}, which content/glossary.yaml does not define"
+                    ));
+                }
+                in_term = true;
+                Event::Html(format!("<button type=\"button\" class=\"term\" data-term=\"{id}\" aria-haspopup=\"dialog\">").into())
+            }
+            Event::End(TagEnd::Link) if in_term => {
+                in_term = false;
+                Event::Html("</button>".into())
+            }
+            other => other,
+        };
         if let Some((level, events)) = heading.as_mut() {
             if let Event::End(TagEnd::Heading(_)) = event {
                 let level = *level;
@@ -259,16 +443,8 @@ fn render_body(body: &str) -> Result<Rendered, String> {
         }
         match event {
             Event::Start(Tag::Heading { level, .. }) => heading = Some((level, Vec::new())),
-            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(ref info))) => {
-                match parse_directive(info) {
-                    Some(directive) => {
-                        let block = directive?;
-                        flush(&mut pending, &mut blocks);
-                        blocks.push(block);
-                        in_directive = true;
-                    }
-                    None => pending.push(event),
-                }
+            Event::Start(Tag::CodeBlock(CodeBlockKind::Fenced(ref info))) if is_directive(info) => {
+                directive = Some((info.to_string(), String::new()));
             }
             other => pending.push(other),
         }
@@ -277,11 +453,13 @@ fn render_body(body: &str) -> Result<Rendered, String> {
     Ok(Rendered { sections, blocks })
 }
 
-/// Emits Rust source defining `pub static LESSONS: &[Lesson]`, for the
-/// frontend's build script to `include!`. The including module must have
-/// `Lesson`, `Section`, `Block`, `StackFocus`, `DemoId` and `Cow` in scope.
-pub fn to_rust_source(lessons: &[Lesson]) -> String {
+/// Emits Rust source defining `pub static LESSONS: &[Lesson]` and
+/// `pub static GLOSSARY: &[Term]`, for the frontend's build script to
+/// `include!`. The including module must have `Lesson`, `Section`, `Block`,
+/// `StackFocus`, `DemoId`, `Prediction`, `Question`, `Term` and `Cow` in scope.
+pub fn to_rust_source(lessons: &[Lesson], glossary: &[Term]) -> String {
     let s = |text: &str| format!("Cow::Borrowed({text:?})");
+    let list = |items: Vec<String>| format!("Cow::Borrowed(&[{}])", items.join(", "));
     let mut out = String::from("pub static LESSONS: &[Lesson] = &[\n");
     for l in lessons {
         let tags: Vec<String> = l.tags.iter().map(|t| s(t)).collect();
@@ -296,21 +474,52 @@ pub fn to_rust_source(lessons: &[Lesson]) -> String {
             .map(|b| match b {
                 Block::Html(h) => format!("Block::Html({})", s(h)),
                 Block::StackDiagram(f) => format!("Block::StackDiagram(StackFocus::{f:?})"),
-                Block::Demo(d) => format!("Block::Demo(DemoId::{d:?})"),
+                Block::Demo(d, None) => format!("Block::Demo(DemoId::{d:?}, None)"),
+                Block::Demo(d, Some(p)) => format!(
+                    "Block::Demo(DemoId::{d:?}, Some(Prediction {{ question: {}, why: {} }}))",
+                    s(&p.question),
+                    s(&p.why)
+                ),
                 Block::Compare => "Block::Compare".to_owned(),
+                Block::Quiz(questions) => format!(
+                    "Block::Quiz({})",
+                    list(
+                        questions
+                            .iter()
+                            .map(|q| format!(
+                                "Question {{ number: {}, prompt: {}, choices: {}, answer: {}, why: {} }}",
+                                q.number,
+                                s(&q.prompt),
+                                list(q.choices.iter().map(|c| s(c)).collect()),
+                                q.answer,
+                                s(&q.why)
+                            ))
+                            .collect()
+                    )
+                ),
             })
             .collect();
         let _ = writeln!(
             out,
-            "    Lesson {{ slug: {}, title: {}, summary: {}, tags: Cow::Borrowed(&[{}]), order: {}, reading_minutes: {}, sections: Cow::Borrowed(&[{}]), blocks: Cow::Borrowed(&[{}]) }},",
+            "    Lesson {{ slug: {}, title: {}, summary: {}, tags: {}, order: {}, reading_minutes: {}, sections: {}, blocks: {} }},",
             s(&l.slug),
             s(&l.title),
             s(&l.summary),
-            tags.join(", "),
+            list(tags),
             l.order,
             l.reading_minutes,
-            sections.join(", "),
-            blocks.join(",\n        "),
+            list(sections),
+            list(blocks),
+        );
+    }
+    out.push_str("];\n\npub static GLOSSARY: &[Term] = &[\n");
+    for t in glossary {
+        let _ = writeln!(
+            out,
+            "    Term {{ id: {}, term: {}, html: {} }},",
+            s(&t.id),
+            s(&t.term),
+            s(&t.html)
         );
     }
     out.push_str("];\n");
@@ -323,8 +532,16 @@ mod tests {
 
     const LESSON: &str = "---\ntitle: Test\nsummary: A test.\ntags: [a, b]\norder: 3\n---\n\n## First *part*\n\nSome words.\n\n```stack-diagram vm\n```\n\n```bash\necho hi\n```\n\n```demo micro-vm\n```\n\n## Second: `code`\n";
 
+    fn glossary() -> Vec<Term> {
+        vec![Term {
+            id: "vm-exit".into(),
+            term: "VM exit".into(),
+            html: "<p>A trip into the hypervisor.</p>".into(),
+        }]
+    }
+
     fn parse(text: &str) -> Result<Lesson, ContentError> {
-        parse_lesson(Path::new("t.md"), "t", text)
+        parse_lesson(Path::new("t.md"), "t", text, &glossary())
     }
 
     #[test]
@@ -352,7 +569,7 @@ mod tests {
             code.contains("language-bash") && code.contains("echo hi"),
             "{code}"
         );
-        assert_eq!(l.blocks[3], Block::Demo(DemoId::MicroVm));
+        assert_eq!(l.blocks[3], Block::Demo(DemoId::MicroVm, None));
         let Block::Html(last) = &l.blocks[4] else {
             panic!()
         };
@@ -378,6 +595,65 @@ mod tests {
             parse(&body).unwrap_err(),
             ContentError::Directive { .. }
         ));
+        let unknown_term = LESSON.replace("Some words.", "Some [words](glossary:nope).");
+        let err = parse(&unknown_term).unwrap_err().to_string();
+        assert!(err.contains("\"nope\""), "{err}");
+        let bad_answer = LESSON.replace(
+            "```compare\n```",
+            "```quiz\n- q: Which?\n  choices: [a, b]\n  answer: 2\n  why: Because.\n```",
+        );
+        let bad_answer = format!("{bad_answer}\n```quiz\n- q: Which?\n  choices: [a, b]\n  answer: 2\n  why: Because.\n```\n");
+        assert!(parse(&bad_answer)
+            .unwrap_err()
+            .to_string()
+            .contains("answer index"));
+    }
+
+    #[test]
+    fn predictions_quizzes_and_glossary_terms() {
+        let text = format!(
+            "{LESSON}\nA [VM exit](glossary:vm-exit) is rare.\n\n```demo hello-container\npredict: How long, with `docker`?\nwhy: The engine does work.\n```\n\n```quiz\n- q: Is `ps` a VM?\n  choices: [yes, no]\n  answer: 1\n  why: It is a *program*.\n- q: Two?\n  choices: [a, b, c]\n  answer: 0\n  why: A.\n```\n"
+        );
+        let l = parse(&text).unwrap();
+        let html: String = l
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Html(h) => Some(h.as_ref()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            html.contains("<button type=\"button\" class=\"term\" data-term=\"vm-exit\" aria-haspopup=\"dialog\">VM exit</button>"),
+            "{html}"
+        );
+        let Some(Block::Demo(DemoId::HelloContainer, Some(p))) = l
+            .blocks
+            .iter()
+            .find(|b| matches!(b, Block::Demo(DemoId::HelloContainer, _)))
+        else {
+            panic!("{:#?}", l.blocks)
+        };
+        assert_eq!(p.question, "How long, with <code>docker</code>?");
+        let Some(Block::Quiz(qs)) = l.blocks.iter().find(|b| matches!(b, Block::Quiz(_))) else {
+            panic!()
+        };
+        assert_eq!(qs.iter().map(|q| q.number).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(qs[0].why, "It is a <em>program</em>.");
+        let src = to_rust_source(std::slice::from_ref(&l), &glossary());
+        assert!(
+            src.contains("Block::Quiz(Cow::Borrowed(&[Question { number: 1"),
+            "{src}"
+        );
+        assert!(src.contains("pub static GLOSSARY: &[Term]"));
+    }
+
+    #[test]
+    fn time_scales_bucket_a_duration() {
+        use crate::time_scale_of;
+        assert_eq!(time_scale_of(3_000), 0);
+        assert_eq!(time_scale_of(1_500_000), 1);
+        assert_eq!(time_scale_of(90_000_000), 2);
     }
 
     #[test]
@@ -398,9 +674,9 @@ mod tests {
 
     #[test]
     fn generated_rust_borrows_every_string() {
-        let src = to_rust_source(&[parse(LESSON).unwrap()]);
+        let src = to_rust_source(&[parse(LESSON).unwrap()], &glossary());
         assert!(src.starts_with("pub static LESSONS: &[Lesson] = &["));
-        assert!(src.contains("Block::Demo(DemoId::MicroVm)"));
+        assert!(src.contains("Block::Demo(DemoId::MicroVm, None)"));
         assert!(src.contains("Block::StackDiagram(StackFocus::Vm)"));
         assert!(!src.contains("Cow::Owned"));
     }

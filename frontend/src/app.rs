@@ -8,8 +8,10 @@ use leptos_router::path;
 use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
 use crate::history::HistoryPage;
+use crate::learn::{on_prose_click, GlossaryPage, OpenTerm, QuizBlock, TermCard};
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::live::LinuxGuestNote;
+use crate::progress::Progress;
 use crate::widgets::DemoWidget;
 
 /// The root component.
@@ -17,6 +19,8 @@ use crate::widgets::DemoWidget;
 pub fn App() -> impl IntoView {
     LatestRuns::provide();
     LinuxGuestNote::provide();
+    Progress::provide();
+    OpenTerm::provide();
     view! {
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>
@@ -26,6 +30,7 @@ pub fn App() -> impl IntoView {
                     "stacklab"
                 </A>
                 <span class="tagline">"containers and virtual machines, measured"</span>
+                <A href="/glossary" attr:class="glossary-link">"Glossary"</A>
                 <A href="/runs" attr:class="my-runs">"My runs"</A>
             </header>
             <div class="layout">
@@ -35,7 +40,9 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=Home />
                         <Route path=path!("/lessons/:slug") view=LessonPage />
                         <Route path=path!("/runs") view=HistoryPage />
+                        <Route path=path!("/glossary") view=GlossaryPage />
                     </Routes>
+                    <TermCard />
                 </main>
             </div>
         </Router>
@@ -47,6 +54,7 @@ pub fn App() -> impl IntoView {
 #[component]
 fn CourseNav() -> impl IntoView {
     let location = use_location();
+    let progress = Progress::get();
     let open = RwSignal::new(false);
     Effect::new(move || {
         location.pathname.track();
@@ -71,11 +79,13 @@ fn CourseNav() -> impl IntoView {
                         let current = move || {
                             (location.pathname.get() == target).then_some("page")
                         };
+                        let done = move || progress.of(l).summary();
                         view! {
                             <li>
                                 <a href=href aria-current=current>
                                     {l.title.as_ref()}
                                 </a>
+                                <span class="progress" data-lesson=l.slug.as_ref()>{done}</span>
                             </li>
                         }
                     })
@@ -114,7 +124,7 @@ fn LessonCard(lesson: &'static Lesson) -> impl IntoView {
             <h2>
                 <a href=lessons::href(lesson)>{lesson.title.as_ref()}</a>
             </h2>
-            <p>{lesson.summary.as_ref()}</p>
+            <p inner_html=lesson.summary.as_ref()></p>
             <p class="meta">
                 {format!("{} min read", lesson.reading_minutes)}
                 {lesson
@@ -145,6 +155,7 @@ fn LessonView(lesson: &'static Lesson) -> impl IntoView {
     if let Some(window) = web_sys_window() {
         window.scroll_to_with_x_and_y(0.0, 0.0);
     }
+    Progress::get().mark_read(&lesson.slug);
     let (prev, next) = lesson.neighbours(LESSONS);
     let position = LESSONS
         .iter()
@@ -157,8 +168,8 @@ fn LessonView(lesson: &'static Lesson) -> impl IntoView {
                 {format!("Lesson {position} of {} · {} min read", LESSONS.len(), lesson.reading_minutes)}
             </p>
             <h1>{lesson.title.as_ref()}</h1>
-            <p class="lead">{lesson.summary.as_ref()}</p>
-            {lesson.blocks.iter().map(render_block).collect_view()}
+            <p class="lead" inner_html=lesson.summary.as_ref()></p>
+            {lesson.blocks.iter().map(|b| render_block(&lesson.slug, b)).collect_view()}
             <nav class="pager" aria-label="Previous and next lesson">
                 {prev
                     .map(|p| {
@@ -183,14 +194,20 @@ fn LessonView(lesson: &'static Lesson) -> impl IntoView {
     }
 }
 
-fn render_block(block: &'static Block) -> AnyView {
+fn render_block(slug: &'static str, block: &'static Block) -> AnyView {
     match block {
         Block::Html(html) => {
-            view! { <div class="prose" inner_html=html.as_ref()></div> }.into_any()
+            view! { <div class="prose" inner_html=html.as_ref() on:click=on_prose_click()></div> }
+                .into_any()
         }
         Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
-        Block::Demo(demo) => view! { <DemoWidget demo=*demo /> }.into_any(),
+        Block::Demo(demo, prediction) => {
+            view! { <DemoWidget demo=*demo prediction=prediction.as_ref() /> }.into_any()
+        }
         Block::Compare => view! { <CompareBlock /> }.into_any(),
+        Block::Quiz(questions) => {
+            view! { <QuizBlock slug questions=questions.as_ref() /> }.into_any()
+        }
     }
 }
 

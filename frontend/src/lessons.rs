@@ -2,13 +2,21 @@
 
 use std::borrow::Cow;
 
-pub use stacklab_content::{Block, DemoId, Lesson, Section, StackFocus};
+pub use stacklab_content::{
+    time_scale_of, Block, DemoId, Lesson, Prediction, Question, Section, StackFocus, Term,
+    TIME_SCALES,
+};
 
 include!(concat!(env!("OUT_DIR"), "/lessons.rs"));
 
 /// The lesson with this slug.
 pub fn find(slug: &str) -> Option<&'static Lesson> {
     LESSONS.iter().find(|l| l.slug == slug)
+}
+
+/// The glossary entry with this id.
+pub fn term(id: &str) -> Option<&'static Term> {
+    GLOSSARY.iter().find(|t| t.id == id)
 }
 
 /// The `href` of a lesson page.

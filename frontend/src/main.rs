@@ -8,8 +8,10 @@ mod charts;
 mod compare;
 mod diagram;
 mod history;
+mod learn;
 mod lessons;
 mod live;
+mod progress;
 mod widgets;
 
 fn main() {

@@ -13,8 +13,10 @@ use stacklab_api::{
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
 use crate::compare::{LatestRuns, Spread};
 use crate::diagram::StackDiagram;
-use crate::lessons::{DemoId, StackFocus};
+use crate::learn::GuessBeside;
+use crate::lessons::{DemoId, Prediction, StackFocus};
 use crate::live::{self, LinuxGuestNote, Subscription};
+use crate::progress::Progress;
 
 /// Where the widget is.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,9 +29,9 @@ enum Status {
     Failed(String),
 }
 
-/// ```` ```demo <id> ````.
+/// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
-pub fn DemoWidget(demo: DemoId) -> impl IntoView {
+pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl IntoView {
     let what = match demo {
         DemoId::HelloContainer => {
             "Starts the smallest possible program in a real container on this server: a static program of under 200 bytes that prints one line and waits. What it costs is the container platform's own cost."
@@ -55,6 +57,10 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     };
     let status = RwSignal::new(Status::Idle);
     let latest = LatestRuns::get();
+    let progress = Progress::get();
+    // After "Run", focus moves to the live status (the button is disabled
+    // while the run lasts, and a disabled button drops the focus).
+    let status_el = NodeRef::<leptos::html::P>::new();
     let events = RwSignal::new(Vec::<RunEvent>::new());
     // "Run 5 times": runs left to start, and (request → ready, memory) of
     // each finished run of the series.
@@ -66,6 +72,9 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
     let start = move |_| {
         events.set(Vec::new());
         status.set(Status::Starting);
+        if let Some(el) = status_el.get_untracked() {
+            let _ = el.focus();
+        }
         leptos::task::spawn_local(async move {
             match live::start_run(demo).await {
                 Err(e) => status.set(Status::Failed(e.explain())),
@@ -85,6 +94,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                                     if let Some(latest) = latest {
                                         latest.record();
                                     }
+                                    progress.demo_run(demo);
                                     if let (Some(t), Some(m)) = (
                                         outcome.value(Metric::RequestToReady),
                                         outcome.value(Metric::MemoryHeld),
@@ -155,6 +165,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
             {move || host_note.get().map(|why| view! {
                 <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
             })}
+            {prediction.map(|p| view! { <GuessBeside demo prediction=p events /> })}
             <button class="run" on:click=run_once disabled=move || busy() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}
             </button>
@@ -164,7 +175,7 @@ pub fn DemoWidget(demo: DemoId) -> impl IntoView {
                 </button>
             })}
             <SeriesSummary series repeat_left />
-            <p class="status" role="status" aria-live="polite">
+            <p class="status" role="status" aria-live="polite" tabindex="-1" node_ref=status_el>
                 {move || match status.get() {
                     Status::Idle => String::new(),
                     Status::Starting => "Asking the server…".into(),
@@ -376,6 +387,9 @@ fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
             <details class="console">
                 <summary>"Console output (last lines)"</summary>
                 <pre>{tail}</pre>
+                {move || tail().contains("the database system is starting up").then(|| view! {
+                    <p class="how">"\"The database system is starting up\" is PostgreSQL turning away the readiness probe before it accepts queries: normal while it starts, and the probe tries again."</p>
+                })}
             </details>
         </Show>
     }
@@ -400,20 +414,32 @@ fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     };
     move || {
         outcome().map(|(measurements, facts, missing)| {
+            let find = |metric: Metric| measurements.iter().find(|m| m.key == Key::from(metric));
+            let time = find(Metric::RequestToReady).map(|m| fmt_us(m.value));
+            let memory = find(Metric::MemoryHeld).map(|m| fmt_bytes(m.value));
+            let headline = match (time, memory) {
+                (Some(t), Some(m)) => format!("Ready {t} after your click, holding {m} of memory while it ran (its own pages, shared ones split fairly)."),
+                (Some(t), None) => format!("Ready {t} after your click. Its memory was not measured: see the readings for why."),
+                (None, _) => "Finished; the readings below say what was measured.".to_owned(),
+            };
             view! {
-                <table class="results">
-                    <caption>"Measured in this run"</caption>
-                    <thead>
-                        <tr><th scope="col">"What"</th><th scope="col">"Value"</th><th scope="col">"How it was measured"</th></tr>
-                    </thead>
-                    <tbody>
-                        {measurements.into_iter().map(measurement_row).collect_view()}
-                        {facts.into_iter().map(fact_row).collect_view()}
-                        {missing.into_iter().map(|m| view! {
-                            <tr class="missing" data-key=m.key.to_string()><th scope="row">{m.label}</th><td>"not measured"</td><td>{m.reason}</td></tr>
-                        }).collect_view()}
-                    </tbody>
-                </table>
+                <p class="headline" role="status">{headline}</p>
+                <details class="readings">
+                    <summary>"All readings, and how each was measured"</summary>
+                    <table class="results">
+                        <caption>"Measured in this run"</caption>
+                        <thead>
+                            <tr><th scope="col">"What"</th><th scope="col">"Value"</th><th scope="col">"How it was measured"</th></tr>
+                        </thead>
+                        <tbody>
+                            {measurements.into_iter().map(measurement_row).collect_view()}
+                            {facts.into_iter().map(fact_row).collect_view()}
+                            {missing.into_iter().map(|m| view! {
+                                <tr class="missing" data-key=m.key.to_string()><th scope="row">{m.label}</th><td>"not measured"</td><td>{m.reason}</td></tr>
+                            }).collect_view()}
+                        </tbody>
+                    </table>
+                </details>
             }
         })
     }

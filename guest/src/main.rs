@@ -14,7 +14,7 @@
 //! Then, on both paths: its own interrupt table and TSS, a timer interrupt,
 //! a ring-3 app that traps back with `int3`, a boot log, then "ready".
 //!
-//! Ring-0 code here may be emulated one instruction at a time (nested KVM),
+//! Ring-0 code may run far slower than ring 3 (observed under nested kvm-pvm),
 //! so the kernel does as little as it can at run time: its GDT, TSS and
 //! interrupt table are laid out by the linker (static data, no boot-time
 //! loop), no SSE/x87 (the target has none), no `int n` in ring 0, no

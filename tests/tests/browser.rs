@@ -47,12 +47,14 @@ async fn a_learner_reads_every_lesson_in_the_browser() {
     stack_diagrams(&visit).await;
     container_demo(&visit).await;
     hello_container_demo(&visit).await;
+    predict_then_run(&visit).await;
     micro_vm_demo(&visit).await;
     linux_guest_card(&visit).await;
     compare_block(&visit).await;
     density_sweeps(&visit).await;
     my_runs(&visit).await;
     deep_links(&visit).await;
+    glossary_quiz_and_progress(&visit).await;
     narrow_screen(&visit).await;
     visit.client.close().await.unwrap();
 }
@@ -204,7 +206,7 @@ async fn container_demo(visit: &Visit) {
         "{text}"
     );
     click(client, &format!("{card} button.run")).await;
-    let pss = text_of(
+    let pss = reading_text(
         client,
         &format!(r#"{card} tr[data-key="memory_pss"] td.num"#),
     )
@@ -217,7 +219,7 @@ async fn container_demo(visit: &Visit) {
         Some("ready"),
         "{phases:?}"
     );
-    let image = text_of(client, &format!(r#"{card} tr[data-key="image"] td"#)).await;
+    let image = reading_text(client, &format!(r#"{card} tr[data-key="image"] td"#)).await;
     assert!(
         image.contains("postgres"),
         "the widget says which image ran: {image}"
@@ -252,7 +254,7 @@ async fn hello_container_demo(visit: &Visit) {
     wait_for_text(client, &format!("{card} .series"), "5 of 5 runs done").await;
     let series = text_of(client, &format!("{card} .series")).await;
     assert!(series.contains("median of 5"), "{series}");
-    let platform = text_of(
+    let platform = reading_text(
         client,
         &format!(r#"{card} tr[data-key="platform_share"] td.num"#),
     )
@@ -261,16 +263,152 @@ async fn hello_container_demo(visit: &Visit) {
         platform.ends_with(" ms") || platform.ends_with(" µs"),
         "{platform}"
     );
-    let output = text_of(client, &format!(r#"{card} tr[data-key="output"]"#)).await;
+    let output = reading_text(client, &format!(r#"{card} tr[data-key="output"]"#)).await;
     assert!(output.contains("hello from a container"), "{output}");
     screenshot_of(client, card, "hello-container-5-runs").await;
+}
+
+/// A guess first, then the run: the card shows the guess beside the
+/// measured result, with why.
+async fn predict_then_run(visit: &Visit) {
+    let Visit { client, .. } = visit;
+    let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
+    let legend = text_of(client, &format!("{vm} fieldset.predict legend")).await;
+    assert!(legend.starts_with("Before you run it:"), "{legend}");
+    click(
+        client,
+        &format!(r#"{vm} fieldset.predict input[value="0"]"#),
+    )
+    .await;
+    click(client, &format!("{vm} button.run")).await;
+    let verdict = text_of(client, &format!("{vm} .guess-verdict")).await;
+    assert!(
+        verdict.contains("You guessed milliseconds (under a second)"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("Measured from your click to ready:"),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains("no firmware"),
+        "the lesson's why: {verdict}"
+    );
+    let headline = text_of(client, &format!("{vm} .headline")).await;
+    assert!(headline.starts_with("Ready "), "{headline}");
+    // Focus stayed on the card (its live status), not the page body.
+    let focused = client
+        .execute(
+            "return document.activeElement.closest('section.demo-card')?.dataset.demo ?? null",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, json!("micro-vm"));
+    screenshot_of(client, vm, "micro-vm-guess-beside-result").await;
+}
+
+/// A glossary term opens by keyboard; a quiz answer is marked with its
+/// explanation; progress survives a reload.
+async fn glossary_quiz_and_progress(visit: &Visit) {
+    use fantoccini::key::Key;
+    let Visit { client, base, .. } = visit;
+    client
+        .goto(&format!("{base}/lessons/virtual-machines"))
+        .await
+        .unwrap();
+    wait_for_h1(client, "How a virtual machine works").await;
+    let term = r#"button.term[data-term="vm-exit"]"#;
+    client
+        .execute(
+            "document.querySelector(arguments[0]).focus()",
+            vec![json!(term)],
+        )
+        .await
+        .unwrap();
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&Key::Enter.to_string())
+        .await
+        .unwrap();
+    let card = text_of(client, ".term-card").await;
+    assert!(card.starts_with("VM exit"), "{card}");
+    assert!(card.contains("hands control to the"), "{card}");
+    let in_card = client
+        .execute(
+            "return !!document.activeElement.closest('.term-card')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(in_card, json!(true), "focus moves into the card");
+    screenshot(client, "glossary-card-open").await;
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&Key::Escape.to_string())
+        .await
+        .unwrap();
+    let back = client
+        .execute("return document.activeElement.dataset.term ?? null", vec![])
+        .await
+        .unwrap();
+    assert_eq!(back, json!("vm-exit"), "Escape closes it and returns focus");
+    assert!(client.find(Locator::Css(".term-card")).await.is_err());
+
+    // A wrong answer, then the right one.
+    let q1 = r#"fieldset.question[data-question="1"]"#;
+    click(client, &format!(r#"{q1} input[value="0"]"#)).await;
+    click(client, &format!("{q1} button.check")).await;
+    let wrong = text_of(client, &format!("{q1} .verdict.wrong")).await;
+    assert!(wrong.starts_with("Not quite."), "{wrong}");
+    assert!(wrong.contains("VM exit"), "the explanation: {wrong}");
+    click(client, &format!(r#"{q1} input[value="1"]"#)).await;
+    click(client, &format!("{q1} button.check")).await;
+    let right = text_of(client, &format!("{q1} .verdict.right")).await;
+    assert!(right.starts_with("Right."), "{right}");
+    screenshot_of(client, q1, "quiz-answered").await;
+
+    // Progress is kept in this browser: a reload shows it again.
+    client.refresh().await.unwrap();
+    wait_for_h1(client, "How a virtual machine works").await;
+    let right = text_of(client, &format!("{q1} .verdict.right")).await;
+    assert!(right.starts_with("Right."), "{right}");
+    let progress = text_of(
+        client,
+        r#".course-nav .progress[data-lesson="virtual-machines"]"#,
+    )
+    .await;
+    assert!(
+        progress.contains("read") && progress.contains("1/3 right"),
+        "{progress}"
+    );
+    let demos = text_of(
+        client,
+        r#".course-nav .progress[data-lesson="postgres-both-ways"]"#,
+    )
+    .await;
+    assert!(
+        demos.contains("demos"),
+        "the demos run earlier count: {demos}"
+    );
+
+    // The glossary page lists every term.
+    click(client, "a.glossary-link").await;
+    wait_for_h1(client, "Glossary").await;
+    let vm_exit = text_of(client, "dt#vm-exit").await;
+    assert_eq!(vm_exit, "VM exit");
+    screenshot(client, "glossary").await;
 }
 
 async fn micro_vm_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
     click(client, &format!("{vm} button.run")).await;
-    let boot = text_of(client, &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#)).await;
+    let boot = reading_text(client, &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#)).await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
     let phases = phases_of(client, vm).await;
     assert!(
@@ -313,7 +451,7 @@ async fn linux_guest_card(visit: &Visit) {
         screenshot_of(client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
         click(client, &format!("{linux} button.run")).await;
-        text_within(
+        reading_within(
             client,
             &format!(r#"{linux} tr[data-key="guest_boot"] td.num"#),
             Duration::from_secs(60),
@@ -370,7 +508,7 @@ async fn density_sweeps(visit: &Visit) {
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
         click(client, &format!("{card} button.run")).await;
-        let last = text_within(
+        let last = reading_within(
             client,
             &format!(r#"{card} tr[data-key="memory_total@5"] td.num"#),
             wait,
@@ -407,7 +545,7 @@ async fn density_sweeps(visit: &Visit) {
     }
 }
 
-/// My runs: the nine runs above, newest first, charted and exportable.
+/// My runs: the ten runs above, newest first, charted and exportable.
 async fn my_runs(visit: &Visit) {
     let Visit { client, .. } = visit;
     click(client, "a.my-runs").await;
@@ -415,9 +553,9 @@ async fn my_runs(visit: &Visit) {
     let rows = client
         .wait()
         .at_most(WAIT)
-        .for_element(Locator::Css("table.runs tbody tr:nth-child(9)"))
+        .for_element(Locator::Css("table.runs tbody tr:nth-child(10)"))
         .await;
-    assert!(rows.is_ok(), "nine runs listed");
+    assert!(rows.is_ok(), "ten runs listed");
     let mut demos = Vec::new();
     let mut ids = Vec::new();
     for tr in client
@@ -441,6 +579,7 @@ async fn my_runs(visit: &Visit) {
             "Density: 1 to 5 containers at once",
             "Density: 1 to 5 micro-VMs at once",
             "A tiny guest in a micro-VM",
+            "A tiny guest in a micro-VM",
             "The smallest program in a container",
             "The smallest program in a container",
             "The smallest program in a container",
@@ -455,8 +594,8 @@ async fn my_runs(visit: &Visit) {
             .await
             .unwrap()
             .len(),
-        7,
-        "a point per single run: five of the smallest container, one PostgreSQL container, one micro-VM"
+        8,
+        "a point per single run: five of the smallest container, one PostgreSQL container, two micro-VMs"
     );
     screenshot(client, "my-runs").await;
     for (link, needle) in [
@@ -554,6 +693,20 @@ async fn narrow_screen(visit: &Visit) {
         !list.is_displayed().await.unwrap(),
         "choosing a lesson folds it again"
     );
+    // Every lesson at phone width, for a person to look at.
+    for (i, lesson) in lessons.iter().enumerate() {
+        client
+            .goto(&format!("{base}/lessons/{}", lesson.slug))
+            .await
+            .unwrap();
+        wait_for_h1(client, &lesson.title).await;
+        screenshot(client, &format!("lesson-{}-{}-375px", i + 1, lesson.slug)).await;
+        if lesson.slug == "key-differences" {
+            // The guide's table scrolls sideways, with a cue at its top.
+            screenshot_of(client, ".prose table", "key-differences-table-375px").await;
+        }
+    }
+    client.set_window_size(1280, 900).await.unwrap();
 }
 
 /// The lessons are static files: with no stacklab server at all (a plain

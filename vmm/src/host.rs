@@ -28,6 +28,11 @@ pub struct KvmHost {
     pub backing: KvmBacking,
 }
 
+/// What kvm-pvm does to guests, as observed on the project's own nested
+/// hosts (not a claim about its mechanism). One wording for the lessons,
+/// the API and the server's refusals.
+pub const KVM_PVM_OBSERVED: &str = "This server is itself a virtual machine, and its KVM is the nested kvm_pvm module. Observed here: a guest's user-mode (ring 3) code runs at native speed; its kernel-mode (ring 0) code runs far slower and without SSE, XSAVE and other instructions Debian's Linux kernel uses at boot, so that kernel faults before userspace. The tiny guest, written to need none of them, runs.";
+
 impl KvmHost {
     /// One sentence for a learner about what `backing` means for the demos.
     pub fn explanation(&self) -> &'static str {
@@ -35,9 +40,7 @@ impl KvmHost {
             KvmBacking::HardwareAssisted => {
                 "The CPU's virtualisation extensions (Intel VT-x or AMD-V) run guest code directly."
             }
-            KvmBacking::NestedPvm => {
-                "This server is itself a virtual machine: KVM here is the nested, paravirtual kvm_pvm module, so guest kernel code is emulated one instruction at a time (user-mode guest code still runs natively)."
-            }
+            KvmBacking::NestedPvm => KVM_PVM_OBSERVED,
             KvmBacking::Unknown => {
                 "KVM works, but neither CPU virtualisation flags nor a nested KVM module were found."
             }

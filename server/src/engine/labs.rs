@@ -27,7 +27,12 @@ const DOCKER_PING_TIMEOUT: Duration = Duration::from_secs(2);
 const DENSITY_DEADLINE_FACTOR: u32 = 3;
 
 /// Why a learner sees about a Linux guest on a kvm-pvm host.
-pub const LINUX_ON_NESTED_PVM: &str = "This server is itself a virtual machine, and the KVM it offers (kvm-pvm) emulates a guest kernel's privileged code one instruction at a time, without the SSE, XSAVE and other instructions a Linux kernel uses at boot. So a real Linux guest cannot boot here: the tiny micro-VM demo can, because its kernel was written to need none of that. On a server with hardware virtualisation (Intel VT-x or AMD-V) this demo boots Debian's kernel; the project's tests boot it under full emulation to prove the path works.";
+fn linux_on_nested_pvm() -> String {
+    format!(
+        "{} So a Linux guest cannot boot here, and the Linux demos do not run. On a server with hardware virtualisation (Intel VT-x or AMD-V) they boot Debian's kernel, and the project's tests boot it under full software emulation (QEMU) to prove the path works.",
+        stacklab_vmm::host::KVM_PVM_OBSERVED
+    )
+}
 
 /// Limits that shape how runs are scheduled.
 #[derive(Debug, Clone)]
@@ -258,7 +263,7 @@ fn linux_guest_check(probe: &Result<KvmHost, ProbeError>, runtime: &Kvm) -> Kvm 
     if host.backing == KvmBacking::NestedPvm {
         return Err(Unavailable::new(
             ErrorCode::LinuxGuestUnsupported,
-            LINUX_ON_NESTED_PVM,
+            linux_on_nested_pvm(),
         ));
     }
     runtime.clone()

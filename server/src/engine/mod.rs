@@ -19,7 +19,7 @@ mod timeline;
 
 pub use crate::backends::{Ready, RunContext, Runtime};
 pub use density::Density;
-pub use labs::{Labs, Settings, Unavailable, LINUX_ON_NESTED_PVM};
+pub use labs::{Labs, Settings, Unavailable};
 pub use queue::Queue;
 pub use registry::Runs;
 pub use run::{Run, WatchGuard};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use stacklab_content::render::load_dir;
+use stacklab_content::render::{load_dir, load_glossary};
 use stacklab_content::Lesson;
 use tokio::process::{Child, Command};
 
@@ -112,6 +112,27 @@ pub async fn screenshot(client: &Client, name: &str) {
 }
 
 pub async fn text_of(client: &Client, css: &str) -> String {
+    text_within(client, css, WAIT).await
+}
+
+/// The text of a result reading (`css` inside a demo card's "All readings"
+/// disclosure): waits for it, opens the disclosures, then reads it as shown.
+pub async fn reading_text(client: &Client, css: &str) -> String {
+    reading_within(client, css, WAIT).await
+}
+
+/// [`reading_text`] with its own wait.
+pub async fn reading_within(client: &Client, css: &str, wait: Duration) -> String {
+    // Present (or a screenshot and the card's status on failure)...
+    text_within(client, css, wait).await;
+    // ...then shown.
+    client
+        .execute(
+            "document.querySelectorAll('details.readings').forEach(d => d.open = true)",
+            vec![],
+        )
+        .await
+        .unwrap();
     text_within(client, css, WAIT).await
 }
 
@@ -255,5 +276,7 @@ pub async fn check_sections(client: &Client, lesson: &Lesson) {
 }
 
 pub fn lessons() -> Vec<Lesson> {
-    load_dir(&repo_root().join("content/lessons")).unwrap()
+    let content = repo_root().join("content");
+    let glossary = load_glossary(&content.join("glossary.yaml")).unwrap();
+    load_dir(&content.join("lessons"), &glossary).unwrap()
 }
