@@ -1,76 +1,53 @@
 //! The learner's progress, kept in this browser only (`localStorage`):
 //! lessons opened, quiz answers, demos run and time-scale guesses.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use leptos::prelude::*;
 
 use crate::lessons::{Block, DemoId, Lesson};
 
 /// Where the browser keeps the progress.
-const PROGRESS_KEY: &str = "stacklab.progress.v1";
+const PROGRESS_KEY: &str = "stacklab.progress.v2";
 
-/// Kept as lines of `kind key[=value]` (`read <slug>`, `answer <slug#n>=<choice>`,
-/// `demo <id>`, `guess <id>=<scale>`): a format small enough to need no
-/// serialisation library in the bundle.
+/// Kept as lines of `key value`, one fact a line: `read <slug>`,
+/// `answer <slug>#<n>` → choice, `demo <id>`, `guess <id>` → scale. A
+/// plain list: a learner has a few dozen facts, and a small format needs
+/// no serialisation or map code in the bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Data {
-    /// Slugs of the lessons opened.
-    read: BTreeSet<String>,
-    /// The choice made for each question, by `<slug>#<number>`.
-    answers: BTreeMap<String, u32>,
-    /// Demos that reached a result.
-    demos: BTreeSet<String>,
-    /// The time-scale index guessed for a demo, by demo id.
-    guesses: BTreeMap<String, usize>,
-}
+struct Data(Vec<(String, String)>);
 
 impl Data {
     fn parse(text: &str) -> Data {
-        let mut d = Data::default();
-        for line in text.lines() {
-            let Some((kind, rest)) = line.split_once(' ') else {
-                continue;
-            };
-            let pair = rest.split_once('=');
-            match (kind, pair) {
-                ("read", None) => {
-                    d.read.insert(rest.to_owned());
-                }
-                ("demo", None) => {
-                    d.demos.insert(rest.to_owned());
-                }
-                ("answer", Some((k, v))) => {
-                    if let Ok(v) = v.parse() {
-                        d.answers.insert(k.to_owned(), v);
-                    }
-                }
-                ("guess", Some((k, v))) => {
-                    if let Ok(v) = v.parse() {
-                        d.guesses.insert(k.to_owned(), v);
-                    }
-                }
-                _ => {}
-            }
-        }
-        d
+        Data(
+            text.lines()
+                .filter_map(|l| l.split_once('\t'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 
     fn to_text(&self) -> String {
         let mut out = String::new();
-        for slug in &self.read {
-            out.push_str(&format!("read {slug}\n"));
-        }
-        for demo in &self.demos {
-            out.push_str(&format!("demo {demo}\n"));
-        }
-        for (k, v) in &self.answers {
-            out.push_str(&format!("answer {k}={v}\n"));
-        }
-        for (k, v) in &self.guesses {
-            out.push_str(&format!("guess {k}={v}\n"));
+        for (k, v) in &self.0 {
+            out.push_str(k);
+            out.push('\t');
+            out.push_str(v);
+            out.push('\n');
         }
         out
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set(&mut self, key: String, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key, value)),
+        }
     }
 }
 
@@ -119,49 +96,51 @@ impl Progress {
         use_context::<Progress>().expect("Progress::provide at the root")
     }
 
-    pub fn mark_read(&self, slug: &str) {
-        if !self.0.with_untracked(|d| d.read.contains(slug)) {
-            self.0.update(|d| {
-                d.read.insert(slug.to_owned());
-            });
+    /// Records `key` → `value` unless it is already so.
+    fn set(&self, key: String, value: String) {
+        if self
+            .0
+            .with_untracked(|d| d.get(&key) != Some(value.as_str()))
+        {
+            self.0.update(|d| d.set(key, value));
         }
     }
 
+    pub fn mark_read(&self, slug: &str) {
+        self.set(format!("read {slug}"), String::new());
+    }
+
     pub fn answer(&self, key: String, choice: u32) {
-        self.0.update(|d| {
-            d.answers.insert(key, choice);
-        });
+        self.set(format!("answer {key}"), choice.to_string());
     }
 
     /// The choice recorded for a question (tracked).
     pub fn answered(&self, key: &str) -> Option<u32> {
-        self.0.with(|d| d.answers.get(key).copied())
+        self.0
+            .with(|d| d.get(&format!("answer {key}")).and_then(|v| v.parse().ok()))
     }
 
     pub fn demo_run(&self, demo: DemoId) {
-        if !self.0.with_untracked(|d| d.demos.contains(demo.as_str())) {
-            self.0.update(|d| {
-                d.demos.insert(demo.as_str().to_owned());
-            });
-        }
+        self.set(format!("demo {}", demo.as_str()), String::new());
     }
 
     pub fn guess(&self, demo: DemoId, scale: usize) {
-        self.0.update(|d| {
-            d.guesses.insert(demo.as_str().to_owned(), scale);
-        });
+        self.set(format!("guess {}", demo.as_str()), scale.to_string());
     }
 
     /// The guess recorded for a demo (tracked).
     pub fn guessed(&self, demo: DemoId) -> Option<usize> {
-        self.0.with(|d| d.guesses.get(demo.as_str()).copied())
+        self.0.with(|d| {
+            d.get(&format!("guess {}", demo.as_str()))
+                .and_then(|v| v.parse().ok())
+        })
     }
 
     /// How far the learner is with `lesson` (tracked).
     pub fn of(&self, lesson: &Lesson) -> LessonProgress {
         self.0.with(|d| {
             let mut p = LessonProgress {
-                read: d.read.contains(lesson.slug.as_ref()),
+                read: d.get(&format!("read {}", lesson.slug)).is_some(),
                 right: 0,
                 questions: 0,
                 demos_run: 0,
@@ -173,14 +152,16 @@ impl Progress {
                         for q in questions.iter() {
                             p.questions += 1;
                             let key = question_key(&lesson.slug, q.number);
-                            if d.answers.get(&key) == Some(&q.answer) {
+                            if d.get(&format!("answer {key}"))
+                                == Some(q.answer.to_string().as_str())
+                            {
                                 p.right += 1;
                             }
                         }
                     }
                     Block::Demo(demo, _) => {
                         p.demos += 1;
-                        if d.demos.contains(demo.as_str()) {
+                        if d.get(&format!("demo {}", demo.as_str())).is_some() {
                             p.demos_run += 1;
                         }
                     }

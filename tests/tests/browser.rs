@@ -150,7 +150,7 @@ async fn stack_diagrams(visit: &Visit) {
         "{explained}"
     );
     assert!(
-        explained.contains("KVM is part of the Linux kernel"),
+        explained.contains("KVM, inside the host kernel"),
         "{explained}"
     );
     let pressed = client
