@@ -135,6 +135,18 @@ pub enum StackFocus {
 }
 
 impl Lesson {
+    /// The lesson's rendered prose: its HTML blocks joined, without the
+    /// interactive ones.
+    pub fn prose_html(&self) -> String {
+        self.blocks
+            .iter()
+            .filter_map(|b| match b {
+                Block::Html(h) => Some(h.as_ref()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The lesson before and after this one in `lessons` (sorted by order).
     pub fn neighbours<'a>(
         &self,

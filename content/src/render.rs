@@ -615,14 +615,7 @@ mod tests {
             "{LESSON}\nA [VM exit](glossary:vm-exit) is rare.\n\n```demo hello-container\npredict: How long, with `docker`?\nwhy: The engine does work.\n```\n\n```quiz\n- q: Is `ps` a VM?\n  choices: [yes, no]\n  answer: 1\n  why: It is a *program*.\n- q: Two?\n  choices: [a, b, c]\n  answer: 0\n  why: A.\n```\n"
         );
         let l = parse(&text).unwrap();
-        let html: String = l
-            .blocks
-            .iter()
-            .filter_map(|b| match b {
-                Block::Html(h) => Some(h.as_ref()),
-                _ => None,
-            })
-            .collect();
+        let html = l.prose_html();
         assert!(
             html.contains("<button type=\"button\" class=\"term\" data-term=\"vm-exit\" aria-haspopup=\"dialog\">VM exit</button>"),
             "{html}"

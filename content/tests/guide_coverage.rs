@@ -14,14 +14,7 @@ fn lessons() -> Vec<Lesson> {
 }
 
 fn all_html(lessons: &[Lesson]) -> String {
-    lessons
-        .iter()
-        .flat_map(|l| l.blocks.iter())
-        .filter_map(|b| match b {
-            Block::Html(h) => Some(h.as_ref()),
-            _ => None,
-        })
-        .collect()
+    lessons.iter().map(Lesson::prose_html).collect()
 }
 
 #[test]

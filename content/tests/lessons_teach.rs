@@ -255,14 +255,7 @@ fn the_first_use_of_key_terms_links_the_glossary() {
     ] {
         let course = course();
         let l = course.iter().find(|l| l.slug == lesson).expect(lesson);
-        let html: String = l
-            .blocks
-            .iter()
-            .filter_map(|b| match b {
-                Block::Html(h) => Some(h.as_ref()),
-                _ => None,
-            })
-            .collect();
+        let html = l.prose_html();
         assert!(
             html.contains(&format!("data-term=\"{term}\"")),
             "lesson {lesson} does not link {term} to the glossary"

@@ -89,6 +89,9 @@ pub fn GuessBeside(
     demo: DemoId,
     prediction: &'static Prediction,
     events: RwSignal<Vec<RunEvent>>,
+    /// Why the demo cannot run here, if it cannot: then there is no guess
+    /// to make (and no Tab stops).
+    unavailable: RwSignal<Option<String>>,
 ) -> impl IntoView {
     let progress = Progress::get();
     let guess = move || progress.guessed(demo);
@@ -131,7 +134,7 @@ pub fn GuessBeside(
         })
     };
     view! {
-        <fieldset class="predict">
+        <fieldset class="predict" disabled=move || unavailable.with(Option::is_some)>
             <legend>
                 <span class="predict-label">"Before you run it: "</span>
                 <span inner_html=prediction.question.as_ref()></span>
@@ -140,6 +143,8 @@ pub fn GuessBeside(
                 .iter()
                 .enumerate()
                 .map(|(i, (label, _))| {
+                    // Written out like the quiz's choices: a shared generic
+                    // helper costs more bundle bytes than the six lines.
                     view! {
                         <label class="choice">
                             <input

@@ -34,25 +34,25 @@ enum Status {
 pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl IntoView {
     let what = match demo {
         DemoId::HelloContainer => {
-            "Starts the smallest possible program in a real container on this server: a static program of under 200 bytes that prints one line and waits. What it costs is the container platform's own cost."
+            "A real container on this server running a program of under 200 bytes that prints one line and waits: what it costs is the platform's own cost."
         }
         DemoId::PostgresContainer => {
-            "Starts a real PostgreSQL 15 container on this server through the Docker engine. Ready means the first successful SELECT 1 over the network, not just a started process."
+            "A real PostgreSQL 15 container on this server, started through the Docker engine. Ready means its first SELECT 1 succeeded."
         }
         DemoId::MicroVm => {
             "Boots a tiny guest kernel in a real KVM virtual machine on this server and times every boot step."
         }
         DemoId::DensityContainer => {
-            "Starts 1, then 2, 3, 4 and 5 PostgreSQL containers at the same moment, and measures for each step how long until all answered and how much memory they hold together."
+            "1, then 2, 3, 4 and 5 PostgreSQL containers started at the same moment: how long until all answered, and the memory they hold together."
         }
         DemoId::LinuxVm => {
-            "Boots Debian's own Linux kernel in a KVM virtual machine with stacklab's VMM, and times it from the hypervisor's first step to the moment the guest's first program runs."
+            "Debian's own Linux kernel in a KVM virtual machine, timed until the guest's first program runs."
         }
         DemoId::PostgresVm => {
-            "Boots Debian's Linux kernel in a KVM virtual machine, then initialises and starts PostgreSQL 15 inside it: the guide's VM, measured the same way as the container."
+            "Debian's Linux kernel in a KVM virtual machine, then PostgreSQL 15 initialised and started inside it: the guide's VM, measured like the container."
         }
         DemoId::DensityMicroVm => {
-            "Boots 1, then 2, 3, 4 and 5 micro-VMs at the same moment, and measures for each step how long until all were ready and how much memory their VMM processes hold together."
+            "1, then 2, 3, 4 and 5 micro-VMs started at the same moment: how long until all were ready, and the memory their VMM processes hold together."
         }
     };
     let status = RwSignal::new(Status::Idle);
@@ -165,7 +165,9 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             {move || host_note.get().map(|why| view! {
                 <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
             })}
-            {prediction.map(|p| view! { <GuessBeside demo prediction=p events /> })}
+            {prediction.map(|p| view! {
+                <GuessBeside demo prediction=p events unavailable=host_note />
+            })}
             <button class="run" on:click=run_once disabled=move || busy() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}
             </button>

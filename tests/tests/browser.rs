@@ -170,13 +170,12 @@ async fn stack_diagrams(visit: &Visit) {
         ))
         .await
         .unwrap();
-    client
-        .execute(
-            "arguments[0].focus();",
-            vec![serde_json::to_value(&engine).unwrap()],
-        )
-        .await
-        .unwrap();
+    eval(
+        client,
+        "arguments[0].focus();",
+        vec![serde_json::to_value(&engine).unwrap()],
+    )
+    .await;
     client
         .active_element()
         .await
@@ -297,13 +296,12 @@ async fn predict_then_run(visit: &Visit) {
     let headline = text_of(client, &format!("{vm} .headline")).await;
     assert!(headline.starts_with("Ready "), "{headline}");
     // Focus stayed on the card (its live status), not the page body.
-    let focused = client
-        .execute(
-            "return document.activeElement.closest('section.demo-card')?.dataset.demo ?? null",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let focused = eval(
+        client,
+        "return document.activeElement.closest('section.demo-card')?.dataset.demo ?? null",
+        vec![],
+    )
+    .await;
     assert_eq!(focused, json!("micro-vm"));
     screenshot_of(client, vm, "micro-vm-guess-beside-result").await;
 }
@@ -319,13 +317,12 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
         .unwrap();
     wait_for_h1(client, "How a virtual machine works").await;
     let term = r#"button.term[data-term="vm-exit"]"#;
-    client
-        .execute(
-            "document.querySelector(arguments[0]).focus()",
-            vec![json!(term)],
-        )
-        .await
-        .unwrap();
+    eval(
+        client,
+        "document.querySelector(arguments[0]).focus()",
+        vec![json!(term)],
+    )
+    .await;
     client
         .active_element()
         .await
@@ -336,13 +333,12 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
     let card = text_of(client, ".term-card").await;
     assert!(card.starts_with("VM exit"), "{card}");
     assert!(card.contains("hands control to the"), "{card}");
-    let in_card = client
-        .execute(
-            "return !!document.activeElement.closest('.term-card')",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let in_card = eval(
+        client,
+        "return !!document.activeElement.closest('.term-card')",
+        vec![],
+    )
+    .await;
     assert_eq!(in_card, json!(true), "focus moves into the card");
     screenshot(client, "glossary-card-open").await;
     client
@@ -352,10 +348,12 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
         .send_keys(&Key::Escape.to_string())
         .await
         .unwrap();
-    let back = client
-        .execute("return document.activeElement.dataset.term ?? null", vec![])
-        .await
-        .unwrap();
+    let back = eval(
+        client,
+        "return document.activeElement.dataset.term ?? null",
+        vec![],
+    )
+    .await;
     assert_eq!(back, json!("vm-exit"), "Escape closes it and returns focus");
     assert!(client.find(Locator::Css(".term-card")).await.is_err());
 
@@ -445,6 +443,14 @@ async fn linux_guest_card(visit: &Visit) {
             .await
             .unwrap();
         assert!(!button.is_enabled().await.unwrap(), "nothing to start here");
+        let guess = client
+            .find(Locator::Css(&format!("{linux} fieldset.predict")))
+            .await
+            .unwrap();
+        assert!(
+            guess.attr("disabled").await.unwrap().is_some(),
+            "no guess to make, and no Tab stops, on a card that cannot run"
+        );
         // The PostgreSQL-in-a-VM card shares the same answer.
         let pg_vm = r#"section.demo-card[data-demo="postgres-vm"]"#;
         wait_for_text(client, &format!("{pg_vm} .host-note"), "cannot boot here").await;

@@ -31,7 +31,7 @@ pub struct KvmHost {
 /// What kvm-pvm does to guests, as observed on the project's own nested
 /// hosts (not a claim about its mechanism). One wording for the lessons,
 /// the API and the server's refusals.
-pub const KVM_PVM_OBSERVED: &str = "This server is itself a virtual machine, and its KVM is the nested kvm_pvm module. Observed here: a guest's user-mode (ring 3) code runs at native speed; its kernel-mode (ring 0) code runs far slower and without SSE, XSAVE and other instructions Debian's Linux kernel uses at boot, so that kernel faults before userspace. The tiny guest, written to need none of them, runs.";
+pub const KVM_PVM_OBSERVED: &str = "This server is itself a virtual machine, and its KVM is the nested kvm-pvm (the kvm_pvm module). Observed here: a guest's user-mode (ring 3) code runs at native speed; its kernel-mode (ring 0) code runs far slower and without SSE, XSAVE and other instructions Debian's Linux kernel uses at boot, so that kernel faults before userspace. The tiny guest, written to need none of them, runs.";
 
 impl KvmHost {
     /// One sentence for a learner about what `backing` means for the demos.

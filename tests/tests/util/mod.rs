@@ -115,6 +115,14 @@ pub async fn text_of(client: &Client, css: &str) -> String {
     text_within(client, css, WAIT).await
 }
 
+/// Runs a JavaScript snippet in the page and returns its value.
+pub async fn eval(client: &Client, js: &str, args: Vec<serde_json::Value>) -> serde_json::Value {
+    client
+        .execute(js, args)
+        .await
+        .unwrap_or_else(|e| panic!("{js}: {e}"))
+}
+
 /// The text of a result reading (`css` inside a demo card's "All readings"
 /// disclosure): waits for it, opens the disclosures, then reads it as shown.
 pub async fn reading_text(client: &Client, css: &str) -> String {
