@@ -35,7 +35,12 @@ wire_enum! {
         LinuxGuestUnsupported => "linux_guest_unsupported",
         /// The Linux guest's kernel or archive is not built.
         LinuxGuestMissing => "linux_guest_missing",
+        /// The learner already has as many runs of this demo as one may
+        /// (one running, one waiting); 429 with `Retry-After`.
+        TooManyRuns => "too_many_runs",
         // --- a run that failed ---
+        /// No slot came free within the queue's timeout.
+        QueueTimeout => "queue_timeout",
         /// The run's deadline passed.
         Deadline => "deadline",
         /// The client went away or the server is shutting down.

@@ -404,8 +404,13 @@ pub struct RunEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
-    /// Waiting for a free slot; `position` 1 is next.
-    Queued { position: u32 },
+    /// Waiting for a free slot; `position` 1 is next. `estimate_ms`: the
+    /// expected wait, from recent runs' slot times (absent before any).
+    Queued {
+        position: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimate_ms: Option<u64>,
+    },
     /// A step of the start-up reached.
     Phase {
         /// Stable identifier, e.g. `container_created`.

@@ -223,9 +223,19 @@ impl LinuxGuestNote {
                 let Ok(text) = get_text("/api/health").await else {
                     return;
                 };
-                if let Ok(stacklab_api::Health {
-                    linux_guests: stacklab_api::LinuxGuestStatus::Unavailable { reason: why, .. },
-                    ..
+                // Only the field read here (`linux_guests.reason`, present
+                // when they cannot run): a whole `Health` costs the bundle
+                // its deserialiser.
+                #[derive(serde::Deserialize)]
+                struct Health {
+                    linux_guests: LinuxGuests,
+                }
+                #[derive(serde::Deserialize)]
+                struct LinuxGuests {
+                    reason: Option<String>,
+                }
+                if let Ok(Health {
+                    linux_guests: LinuxGuests { reason: Some(why) },
                 }) = serde_json::from_str(&text)
                 {
                     reason.set(Some(why));

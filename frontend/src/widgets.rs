@@ -23,7 +23,8 @@ use crate::progress::Progress;
 enum Status {
     Idle,
     Starting,
-    Queued(u32),
+    /// Position, and the expected wait in ms.
+    Queued(u32, Option<u64>),
     Running,
     Done,
     Failed(String),
@@ -84,9 +85,10 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                         &id,
                         move |event| {
                             match &event.kind {
-                                EventKind::Queued { position } => {
-                                    status.set(Status::Queued(*position))
-                                }
+                                EventKind::Queued {
+                                    position,
+                                    estimate_ms,
+                                } => status.set(Status::Queued(*position, *estimate_ms)),
                                 EventKind::Phase { .. } => status.set(Status::Running),
                                 EventKind::Finished {
                                     outcome: outcome @ Outcome::Ready { .. },
@@ -114,8 +116,10 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                             events.update(|v| v.push(event));
                         },
                         move || {
-                            if matches!(status.get_untracked(), Status::Running | Status::Queued(_))
-                            {
+                            if matches!(
+                                status.get_untracked(),
+                                Status::Running | Status::Queued(..)
+                            ) {
                                 status.set(Status::Failed("The connection to the stacklab server was lost before the run finished.".into()));
                             }
                         },
@@ -154,7 +158,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
     let busy = move || {
         matches!(
             status.get(),
-            Status::Starting | Status::Queued(_) | Status::Running
+            Status::Starting | Status::Queued(..) | Status::Running
         )
     };
     view! {
@@ -181,7 +185,10 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                 {move || match status.get() {
                     Status::Idle => String::new(),
                     Status::Starting => "Asking the server…".into(),
-                    Status::Queued(n) => format!("Waiting in line: position {n}. Other learners' runs go first."),
+                    Status::Queued(n, estimate) => match estimate {
+                        Some(ms) => format!("Waiting in line: position {n}, about {} s.", ms.div_ceil(1000)),
+                        None => format!("Waiting in line: position {n}."),
+                    },
                     Status::Running => "Running: phases appear below as the server observes them.".into(),
                     Status::Done => "Ready. The figures below were measured during this run.".into(),
                     Status::Failed(why) => why,

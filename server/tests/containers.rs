@@ -289,7 +289,7 @@ async fn runs_beyond_the_slots_wait_in_a_queue_and_learn_their_position() {
     let queued = |r: &RunRecord| {
         r.events
             .iter()
-            .any(|e| e.kind == EventKind::Queued { position: 1 })
+            .any(|e| matches!(e.kind, EventKind::Queued { position: 1, .. }))
     };
     assert!(
         queued(&a) != queued(&b),
@@ -588,4 +588,74 @@ async fn the_smallest_container_is_timed_and_measured_like_the_micro_vm() {
         .await
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// A room's fairness, from one client's side: one run going and one
+/// waiting per demo; the third is refused with 429 and `Retry-After`, while
+/// another learner is not affected, and the first may start again once a
+/// run of theirs has finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_learner_gets_one_run_going_and_one_waiting_then_429_with_retry_after() {
+    let state = AppState::new(None, Settings::default());
+    let flooder = r#"{"demo":"postgres-container","learner":"flooder-0001"}"#;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = send(&state, post_run(flooder)).await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+    }
+    let res = app(state.clone()).oneshot(post_run(flooder)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry_after: u64 = res.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.error, ErrorCode::TooManyRuns);
+    assert!(err.message.contains("one waiting"), "{}", err.message);
+
+    let honest = r#"{"demo":"postgres-container","learner":"honest-0001"}"#;
+    let (status, body) = send(&state, post_run(honest)).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "another learner is not refused"
+    );
+    ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+
+    let first = state.runs.get(&ids[0]).unwrap();
+    wait_finished(&first).await;
+    // The admission is released when the run's task ends, just after.
+    let mut again = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..50 {
+        let (status, body) = send(&state, post_run(flooder)).await;
+        again = status;
+        if status == StatusCode::ACCEPTED {
+            ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        again,
+        StatusCode::ACCEPTED,
+        "a finished run frees its place"
+    );
+    for id in &ids {
+        let record = wait_finished(&state.runs.get(id).unwrap()).await;
+        assert!(
+            matches!(record.outcome(), Some(Outcome::Ready { .. })),
+            "{id} ran to the end: {:?}",
+            record.outcome()
+        );
+        assert_eq!(containers_of_run(id).await, 0);
+    }
 }

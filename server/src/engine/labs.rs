@@ -12,7 +12,7 @@ use stacklab_vmm::host::{KvmHost, ProbeError};
 
 use super::density::Density;
 use super::queue::Queue;
-use super::registry::Runs;
+use super::registry::{Runs, TooMany, PER_LEARNER_PER_DEMO};
 use super::run::Run;
 use crate::backends::docker::hello::{self, HelloRuntime};
 use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner};
@@ -56,6 +56,17 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
         }
     }
+}
+
+/// Why a run was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The demo cannot run on this server now.
+    #[error(transparent)]
+    Unavailable(#[from] Unavailable),
+    /// The learner already has enough runs of this demo in progress.
+    #[error("You already have a run of this demo going and one waiting (at most {} at a time, so everyone in the room gets a turn). Try again when one has finished.", PER_LEARNER_PER_DEMO)]
+    TooMany(TooMany),
 }
 
 /// A demo cannot run on this server now: a stable code and a sentence
@@ -173,18 +184,21 @@ impl Labs {
 
     /// Checks that `request`'s demo can run here and accepts it into `runs`
     /// (behind its queue); or says at once why it cannot run.
+    /// Starts `request` for `who` (its learner id, or the client's
+    /// address), if the demo can run here and `who` is within its limits.
     pub async fn start(
         &self,
         runs: &Arc<Runs>,
+        who: &str,
         request: &CreateRun,
-    ) -> Result<Arc<Run>, Unavailable> {
+    ) -> Result<Arc<Run>, Refused> {
         let demo = request.demo;
-        let start = |runtime| Ok(self.start_on(runs, request, runtime, &self.vm_queue));
+        let start = |runtime| self.start_on(runs, who, request, runtime, &self.vm_queue);
         match demo.density_of().unwrap_or(demo) {
             DemoId::MicroVm => {
                 let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
                 if let Ok(Err(e)) = probe {
-                    return Err(Unavailable::no_kvm(&e));
+                    return Err(Unavailable::no_kvm(&e).into());
                 }
                 start(self.micro_vm.clone()?)
             }
@@ -204,14 +218,14 @@ impl Labs {
             DemoId::HelloContainer => {
                 let (_, hello) = self.containers_up().await?;
                 hello::find(hello.docker()).await.map_err(image_missing)?;
-                Ok(self.start_on(runs, request, hello, &self.container_queue))
+                self.start_on(runs, who, request, hello, &self.container_queue)
             }
             _ => {
                 let (postgres, _) = self.containers_up().await?;
                 image::find(postgres.docker())
                     .await
                     .map_err(image_missing)?;
-                Ok(self.start_on(runs, request, postgres, &self.container_queue))
+                self.start_on(runs, who, request, postgres, &self.container_queue)
             }
         }
     }
@@ -234,21 +248,31 @@ impl Labs {
     fn start_on<R: Runtime>(
         &self,
         runs: &Arc<Runs>,
+        who: &str,
         request: &CreateRun,
         runtime: Arc<R>,
         queue: &Arc<Queue>,
-    ) -> Arc<Run> {
+    ) -> Result<Arc<Run>, Refused> {
         let learner = request.learner.as_deref();
-        match request.demo.density_of() {
-            None => runs.start_for(learner, request.demo, runtime, queue.clone(), self.deadline),
-            Some(base) => runs.start_for(
+        let started = match request.demo.density_of() {
+            None => runs.try_start_for(
+                who,
+                learner,
+                request.demo,
+                runtime,
+                queue.clone(),
+                self.deadline,
+            ),
+            Some(base) => runs.try_start_for(
+                who,
                 learner,
                 request.demo,
                 Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
                 self.density_queue.clone(),
                 self.deadline * DENSITY_DEADLINE_FACTOR,
             ),
-        }
+        };
+        started.map_err(Refused::TooMany)
     }
 }
 

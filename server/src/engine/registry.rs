@@ -10,7 +10,7 @@ use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, RunError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queue::Queue;
+use super::queue::{Left, Queue};
 use super::run::Run;
 use super::shares;
 use crate::backends::{RunContext, Runtime};
@@ -19,6 +19,35 @@ use crate::store::History;
 /// Finished runs kept in memory for `GET /api/runs/{id}` (older ones are
 /// read back from the history database).
 const KEEP_FINISHED: usize = 1000;
+
+/// Unfinished runs one learner may have of one demo: one running and one
+/// waiting. More would let one client fill the room's queue.
+pub const PER_LEARNER_PER_DEMO: usize = 2;
+
+/// A run refused because its learner already has enough in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooMany {
+    /// When trying again is likely to succeed.
+    pub retry_after: Duration,
+}
+
+/// Counts a learner's unfinished run of a demo until dropped.
+struct Admission {
+    runs: Arc<Runs>,
+    key: (String, DemoId),
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut pending = self.runs.pending();
+        if let Some(n) = pending.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                pending.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Every run this server knows, and the tasks running them.
 pub struct Runs {
@@ -29,6 +58,8 @@ pub struct Runs {
     history: History,
     /// Runs between leaving their queue and finishing, on this server.
     active: AtomicUsize,
+    /// Unfinished runs by (learner, demo), for [`PER_LEARNER_PER_DEMO`].
+    pending: Mutex<HashMap<(String, DemoId), usize>>,
 }
 
 /// How loaded the host was while a run ran: other runs in progress.
@@ -71,7 +102,12 @@ impl Runs {
             shutdown: CancellationToken::new(),
             history,
             active: AtomicUsize::new(0),
+            pending: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<(String, DemoId), usize>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The run history.
@@ -100,7 +136,8 @@ impl Runs {
         self.start_for(None, demo, runtime, queue, budget)
     }
 
-    /// As [`Runs::start`], on behalf of a learner (for "my runs").
+    /// As [`Runs::start`], on behalf of a learner (for "my runs"), with no
+    /// limit on how many (the server's own tools and tests).
     pub fn start_for<R: Runtime>(
         self: &Arc<Self>,
         learner: Option<&str>,
@@ -108,6 +145,62 @@ impl Runs {
         runtime: Arc<R>,
         queue: Arc<Queue>,
         budget: Duration,
+    ) -> Arc<Run> {
+        let key = learner.unwrap_or("anonymous").to_owned();
+        self.launch(key, learner, demo, runtime, queue, budget, None)
+    }
+
+    /// As [`Runs::start_for`] for a learner's request: `who` (the learner
+    /// id, or the client's address) may have at most
+    /// [`PER_LEARNER_PER_DEMO`] unfinished runs of `demo`; the queue also
+    /// shares slots fairly by `who`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_start_for<R: Runtime>(
+        self: &Arc<Self>,
+        who: &str,
+        learner: Option<&str>,
+        demo: DemoId,
+        runtime: Arc<R>,
+        queue: Arc<Queue>,
+        budget: Duration,
+    ) -> Result<Arc<Run>, TooMany> {
+        let key = (who.to_owned(), demo);
+        {
+            let mut pending = self.pending();
+            let n = pending.entry(key.clone()).or_default();
+            if *n >= PER_LEARNER_PER_DEMO {
+                let wait = queue.estimate(1).unwrap_or(Duration::from_secs(5));
+                return Err(TooMany {
+                    retry_after: Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64),
+                });
+            }
+            *n += 1;
+        }
+        let admission = Admission {
+            runs: self.clone(),
+            key,
+        };
+        Ok(self.launch(
+            who.to_owned(),
+            learner,
+            demo,
+            runtime,
+            queue,
+            budget,
+            Some(admission),
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn launch<R: Runtime>(
+        self: &Arc<Self>,
+        who: String,
+        learner: Option<&str>,
+        demo: DemoId,
+        runtime: Arc<R>,
+        queue: Arc<Queue>,
+        budget: Duration,
+        admission: Option<Admission>,
     ) -> Arc<Run> {
         let run = Run::new(demo, budget, self.shutdown.child_token());
         // One short insert (WAL, no fsync): cheap enough to do inline.
@@ -125,14 +218,25 @@ impl Runs {
         let runs = self.clone();
         let task_run = run.clone();
         self.tasks.spawn(async move {
-            let outcome = match queue.enter(&task_run).await {
-                None => Outcome::Failed {
+            // Held until the run has finished: its learner's count.
+            let _admission = admission;
+            let outcome = match queue.enter(&task_run, &who).await {
+                Err(Left::Cancelled) => Outcome::Failed {
                     error: RunError {
                         code: ErrorCode::Cancelled,
                         message: "the run was cancelled while it waited in the queue".into(),
                     },
                 },
-                Some(_permit) => {
+                Err(Left::TimedOut(after)) => Outcome::Failed {
+                    error: RunError {
+                        code: ErrorCode::QueueTimeout,
+                        message: format!(
+                            "no slot came free within {} s: the server is busy with other learners' runs; try again in a little while",
+                            after.as_secs()
+                        ),
+                    },
+                },
+                Ok(_slot) => {
                     let load = Load {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use stacklab_api::{ErrorBody, ErrorCode};
 
-use crate::engine::Unavailable;
+use crate::engine::{Refused, Unavailable};
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,14 @@ pub enum AppError {
     /// Something on the server's side failed (the history database).
     #[error("{0}")]
     Internal(String),
+    /// The learner already has enough runs of this demo in progress.
+    #[error("{message}")]
+    TooMany {
+        /// What to do.
+        message: String,
+        /// Seconds until trying again is likely to work (`Retry-After`).
+        retry_after_s: u64,
+    },
     /// A dependency (Docker engine, image, KVM) is not available now.
     #[error("{message}")]
     Unavailable {
@@ -57,6 +65,7 @@ impl AppError {
             ),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
+            AppError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRuns),
         }
     }
 }
@@ -66,6 +75,18 @@ impl From<Unavailable> for AppError {
         AppError::Unavailable {
             code: u.code,
             message: u.message,
+        }
+    }
+}
+
+impl From<Refused> for AppError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Unavailable(u) => u.into(),
+            Refused::TooMany(ref too_many) => AppError::TooMany {
+                message: refused.to_string(),
+                retry_after_s: too_many.retry_after.as_secs().max(1),
+            },
         }
     }
 }
@@ -91,10 +112,20 @@ impl From<QueryRejection> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            AppError::TooMany { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let body = ErrorBody {
             error: code,
             message: self.to_string(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

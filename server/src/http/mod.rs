@@ -160,10 +160,13 @@ pub async fn run(
         // Ends every event stream too, so the graceful drain can finish.
         runs.shut_down().await;
     };
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(stop)
-        .await
-        .context("server error")
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
+    .context("server error")
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -3,9 +3,12 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Extension;
 use axum::Json;
 use futures_util::Stream;
 use std::sync::Arc;
@@ -19,8 +22,13 @@ use crate::engine::{Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
 
 /// `POST /api/runs`.
+///
+/// A learner (by learner id, else by client address) may have at most
+/// [`crate::engine::PER_LEARNER_PER_DEMO`] unfinished runs of a demo; more
+/// gets 429 with `Retry-After`.
 pub async fn create_run(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     ApiJson(request): ApiJson<CreateRun>,
 ) -> Result<(StatusCode, Json<RunCreated>), AppError> {
     if let Some(learner) = &request.learner {
@@ -31,7 +39,12 @@ pub async fn create_run(
             });
         }
     }
-    let run = state.labs.start(&state.runs, &request).await?;
+    let who = match (&request.learner, client) {
+        (Some(learner), _) => format!("learner {learner}"),
+        (None, Some(Extension(ConnectInfo(addr)))) => format!("address {}", addr.ip()),
+        (None, None) => "anonymous".to_owned(),
+    };
+    let run = state.labs.start(&state.runs, &who, &request).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunCreated {
