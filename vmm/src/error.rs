@@ -14,6 +14,13 @@ pub enum VmError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// The run's deadline timer could not be set up.
+    #[error("cannot arm the run's deadline timer ({what}): {source}")]
+    Timer {
+        what: &'static str,
+        #[source]
+        source: vmm_sys_util::errno::Error,
+    },
     /// More (or less) memory than allowed.
     #[error("guest memory of {} MiB asked; the limit is {} MiB (and at least {} MiB)", .asked >> 20, .max >> 20, .min >> 20)]
     MemorySize {
@@ -82,6 +89,7 @@ impl VmError {
     pub fn code(&self) -> ErrorCode {
         match self {
             VmError::Kvm { .. } => ErrorCode::Kvm,
+            VmError::Timer { .. } => ErrorCode::Internal,
             VmError::MemorySize { .. } => ErrorCode::MemoryLimit,
             VmError::Memory(_) => ErrorCode::Memory,
             VmError::Load(_) => ErrorCode::Load,

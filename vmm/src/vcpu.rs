@@ -37,7 +37,7 @@ struct KickTimer(libc::timer_t);
 
 impl KickTimer {
     fn arm(deadline: Instant) -> Result<KickTimer, VmError> {
-        let fail = |what| VmError::Kvm {
+        let fail = |what| VmError::Timer {
             what,
             source: vmm_sys_util::errno::Error::last(),
         };
@@ -52,7 +52,7 @@ impl KickTimer {
         // SAFETY: `event` and `timer` are valid for the call; the timer
         // signals this thread, which outlives it (deleted on drop, here).
         if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) } != 0 {
-            return Err(fail("timer_create (the run's deadline)"));
+            return Err(fail("timer_create"));
         }
         let timer = KickTimer(timer);
         let first = deadline
@@ -64,7 +64,7 @@ impl KickTimer {
         };
         // SAFETY: a timer created above and a valid itimerspec.
         if unsafe { libc::timer_settime(timer.0, 0, &spec, std::ptr::null_mut()) } != 0 {
-            return Err(fail("timer_settime (the run's deadline)"));
+            return Err(fail("timer_settime"));
         }
         Ok(timer)
     }
