@@ -435,6 +435,12 @@ fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                 <p class="headline" role="status">{headline}</p>
                 <details class="readings">
                     <summary>"All readings, and how each was measured"</summary>
+                    <p class="how">
+                        "Terms: " <a href="/glossary#pss">"PSS and RSS"</a> ", "
+                        <a href="/glossary#cgroup">"cgroup"</a> ", " <a href="/glossary#namespace">"namespace"</a> ", "
+                        <a href="/glossary#vm-exit">"VM exit"</a> ", " <a href="/glossary#tsc">"TSC"</a> ", "
+                        <a href="/glossary#rings">"ring 3"</a> "."
+                    </p>
                     <table class="results">
                         <caption>"Measured in this run"</caption>
                         <thead>
