@@ -306,7 +306,7 @@ pub fn CompareBlock() -> impl IntoView {
                 .or_else(|| hello.fact(FactKey::Host))
                 .or_else(|| pg.fact(FactKey::Host));
             view! {
-                {empty.then(|| view! { <p class="status">"Run the demos above to fill this: each figure is the median of your own runs."</p> })}
+                {empty.then(|| view! { <p class="status">"Run the live demos in lesson 5 to fill this: each figure is the median of your own runs."</p> })}
                 {PAIRS.into_iter().map(|p| pair_view(&l, linux_note.get(), p)).collect_view()}
                 <table class="results compare-table">
                     <caption>"What your runs showed beside the guide's claims"</caption>
