@@ -163,11 +163,6 @@ impl Queue {
         }
     }
 
-    /// How long a run may wait for a slot.
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// How long a run at `position` can expect to wait: the median of recent
     /// slot times for each round of slots ahead of it. `None` before any run
     /// has finished here.
