@@ -38,6 +38,16 @@ wire_enum! {
         /// The learner already has as many runs of this demo as one may
         /// (one running, one waiting); 429 with `Retry-After`.
         TooManyRuns => "too_many_runs",
+        /// This client sent more run requests than a learner would; 429
+        /// with `Retry-After`.
+        RateLimited => "rate_limited",
+        /// The route is the instructor's and the request had no (or a
+        /// wrong) instructor token; 401.
+        InstructorTokenRequired => "instructor_token_required",
+        /// The class no longer takes learners; 410.
+        ClassExpired => "class_expired",
+        /// The learner has not joined the class the request names; 403.
+        NotAMember => "not_a_member",
         // --- a run that failed ---
         /// No slot came free within the queue's timeout.
         QueueTimeout => "queue_timeout",

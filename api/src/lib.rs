@@ -6,10 +6,15 @@
 
 #![forbid(unsafe_code)]
 
+mod class;
 mod codes;
 mod keys;
 mod wire_enum;
 
+pub use class::{
+    valid_class_code, Capacity, Class, ClassView, CreateClass, JoinClass, Member, RoomChange,
+    RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+};
 pub use codes::ErrorCode;
 pub use keys::{DensityMetric, FactKey, Key, Metric};
 
@@ -213,6 +218,9 @@ pub struct Health {
     pub kvm: KvmStatus,
     /// Whether the Linux-guest demos (`linux-vm`, `postgres-vm`) can run.
     pub linux_guests: LinuxGuestStatus,
+    /// The run queues: slots, in use, waiting, recent median.
+    #[serde(default)]
+    pub capacity: Vec<Capacity>,
 }
 
 /// Whether a Linux kernel can boot in this server's VMs.
@@ -335,6 +343,11 @@ pub struct CreateRun {
     /// "my runs" lists this learner's runs. Optional; never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learner: Option<String>,
+    /// The class the learner joined (its code), so the run counts for the
+    /// room. Needs `learner`, a member of that class; a class that has
+    /// expired is ignored (the run is the learner's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// Whether `s` is an acceptable learner identifier: 8 to 64 characters of

@@ -117,12 +117,24 @@ pub struct ServeArgs {
     /// repository checkout.
     #[arg(long, env = "STACKLAB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
-    /// Container demo runs at once; more wait in a queue.
-    #[arg(long, env = "STACKLAB_MAX_CONTAINER_RUNS", default_value_t = 4)]
-    pub max_container_runs: usize,
-    /// Micro-VM demo runs at once; more wait in a queue.
-    #[arg(long, env = "STACKLAB_MAX_VM_RUNS", default_value_t = 2)]
-    pub max_vm_runs: usize,
+    /// Container demo runs at once; more wait in a queue. By default one
+    /// per two CPUs (and per 512 MiB of available memory), so that runs
+    /// sharing the host do not inflate each other's measured times.
+    #[arg(long, env = "STACKLAB_MAX_CONTAINER_RUNS", value_parser = at_least_one())]
+    pub max_container_runs: Option<usize>,
+    /// Micro-VM demo runs at once; more wait in a queue. By default one
+    /// per CPU.
+    #[arg(long, env = "STACKLAB_MAX_VM_RUNS", value_parser = at_least_one())]
+    pub max_vm_runs: Option<usize>,
+    /// Seconds a run may wait in a queue before it gives up with
+    /// `queue_timeout`.
+    #[arg(long, env = "STACKLAB_QUEUE_TIMEOUT_SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_timeout_secs: u64,
+    /// The instructor's token for workshop mode (creating classes, the
+    /// room's view with names). A random one is made and printed at start
+    /// when this is not set.
+    #[arg(long, env = "STACKLAB_INSTRUCTOR_TOKEN", hide_env_values = true)]
+    pub instructor_token: Option<String>,
     /// Seconds a demo run may take once it leaves the queue.
     #[arg(long, env = "STACKLAB_RUN_DEADLINE_SECS", default_value_t = 60)]
     pub run_deadline_secs: u64,

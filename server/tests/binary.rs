@@ -28,6 +28,17 @@ fn http_get(addr: &str, path: &str) -> String {
     )
 }
 
+/// The instructor token the spawned servers are given.
+const INSTRUCTOR_TOKEN: &str = "binary-test-instructor-token";
+
+/// `GET path` with the instructor token.
+fn http_get_as_instructor(addr: &str, path: &str) -> String {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {INSTRUCTOR_TOKEN}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
 /// Starts `stacklab serve` on a free port; returns it and its address.
 /// The caller waits for the child; on a panic here the test fails anyway.
 #[allow(clippy::zombie_processes)]
@@ -38,6 +49,7 @@ fn spawn_server(data_dir: &Path) -> (Child, String) {
         .current_dir(REPO_ROOT)
         .env_remove("STACKLAB_STATIC_DIR")
         .env("RUST_LOG", "stacklab_server=info")
+        .env("STACKLAB_INSTRUCTOR_TOKEN", INSTRUCTOR_TOKEN)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -255,7 +267,7 @@ fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
         "the orphan is removed at start-up"
     );
     // The history kept the run and says how it ended.
-    let list = http_get(&addr, "/api/runs?limit=5");
+    let list = http_get_as_instructor(&addr, "/api/runs?limit=5");
     let page: RunPage = serde_json::from_str(body_of(&list)).unwrap();
     let run = page
         .runs

@@ -3,7 +3,7 @@
 //! the guest by `./dev test`).
 
 mod common;
-use common::run_over_http;
+use common::{kvm_present, run_over_http};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +18,6 @@ use stacklab_server::engine::{Queue, Run, Runs};
 use stacklab_server::{AppState, Settings};
 use stacklab_vmm::VmConfig;
 use tower::ServiceExt;
-
-fn kvm_present() -> bool {
-    if std::path::Path::new("/dev/kvm").exists() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "/dev/kvm is missing on a CI machine"
-    );
-    eprintln!("skipped: /dev/kvm is absent on this host");
-    false
-}
 
 /// The PID of the VMM process a run started (named in its `vmm_started`
 /// phase), once it has.
@@ -224,7 +212,8 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     // (The row is written just after the run reports finished.)
     let mut listed = None;
     for _ in 0..100 {
-        let (status, _, body) = common::get(state.clone(), "/api/runs?limit=10").await;
+        let (status, _, body) =
+            common::get_as_instructor(state.clone(), "/api/runs?limit=10").await;
         assert_eq!(status, StatusCode::OK);
         let page: RunPage = serde_json::from_str(&body).unwrap();
         listed = page
@@ -244,7 +233,8 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
         outcome.value(Key::Density(DensityMetric::AllReady, 5))
     );
     assert_eq!(listed.memory_bytes, Some(memory[4]));
-    let (status, headers, csv) = common::get(state.clone(), "/api/runs/export?format=csv").await;
+    let (status, headers, csv) =
+        common::get_as_instructor(state.clone(), "/api/runs/export?format=csv").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
     assert!(headers["content-disposition"]
@@ -256,7 +246,8 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
         .find(|l| l.contains(&id))
         .expect("the CSV has the run");
     assert!(row.contains(",density-micro-vm,succeeded,"), "{row}");
-    let (_, _, json) = common::get(state.clone(), "/api/runs/export?format=json").await;
+    let (_, _, json) =
+        common::get_as_instructor(state.clone(), "/api/runs/export?format=json").await;
     let all: Vec<RunSummary> = serde_json::from_str(&json).unwrap();
     assert!(all.iter().any(|r| r.id == id));
 }

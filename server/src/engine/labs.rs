@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use stacklab_api::{CreateRun, DemoId, ErrorCode, KvmBacking};
+use stacklab_api::{Capacity, DemoId, ErrorCode, KvmBacking};
 use stacklab_vmm::host::{KvmHost, ProbeError};
 
 use super::density::Density;
 use super::queue::Queue;
-use super::registry::{Runs, TooMany, PER_LEARNER_PER_DEMO};
+use super::registry::{Requester, Runs, TooMany, PER_LEARNER_PER_DEMO};
 use super::run::Run;
 use crate::backends::docker::hello::{self, HelloRuntime};
 use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner};
@@ -34,15 +34,72 @@ fn linux_on_nested_pvm() -> String {
     )
 }
 
+/// CPU cores one PostgreSQL container start keeps busy: dockerd, runc and
+/// PostgreSQL's own start-up together. Measured on the 2-core reference
+/// host: runs alone take 0.8–1.4 s and the host completes ~1.3 runs/s
+/// whatever the slot count, i.e. about 1.5 cores per run; rounded up so
+/// that runs sharing the host do not slow each other's measured times
+/// (`stacklab bench room` checks this against runs alone).
+pub const CORES_PER_CONTAINER_RUN: usize = 2;
+
+/// Host memory set aside per container slot: the demo's 256 MiB cap, twice.
+const MEMORY_PER_CONTAINER_SLOT: u64 = 512 << 20;
+
+/// How many runs of each kind at once, and why that many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slots {
+    /// Container runs at once.
+    pub container: usize,
+    /// Micro-VM runs at once.
+    pub vm: usize,
+    /// Why the container count (shown in `/api/health`).
+    pub container_sized_by: String,
+    /// Why the micro-VM count.
+    pub vm_sized_by: String,
+}
+
+impl Slots {
+    /// From this host: a container slot per [`CORES_PER_CONTAINER_RUN`]
+    /// cores (and per 512 MiB of available memory), a micro-VM slot per
+    /// core (a micro-VM run keeps one core busy for a few ms).
+    pub fn for_host() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let available = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemAvailable:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map(|kib| kib << 10);
+        let by_cores = (cores / CORES_PER_CONTAINER_RUN).max(1);
+        let by_memory = available.map(|b| (b / MEMORY_PER_CONTAINER_SLOT).max(1) as usize);
+        let container = by_memory.map_or(by_cores, |m| by_cores.min(m));
+        Slots {
+            container,
+            vm: cores,
+            container_sized_by: format!(
+                "{cores} CPU(s) / {CORES_PER_CONTAINER_RUN} cores per PostgreSQL start{}",
+                match by_memory {
+                    Some(m) if m < by_cores =>
+                        format!(", capped by memory: {m} × 512 MiB available"),
+                    _ => String::new(),
+                }
+            ),
+            vm_sized_by: format!("one per CPU ({cores})"),
+        }
+    }
+}
+
 /// Limits that shape how runs are scheduled.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Container runs at once.
-    pub max_container_runs: usize,
-    /// Micro-VM runs at once.
-    pub max_vm_runs: usize,
+    /// Runs at once of each kind.
+    pub slots: Slots,
     /// Time budget of one run after it leaves the queue.
     pub run_deadline: Duration,
+    /// How long a run may wait in a queue.
+    pub queue_timeout: Duration,
     /// Where the Linux guests' archives are (`<data dir>/linux`).
     pub data_dir: PathBuf,
 }
@@ -50,9 +107,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            max_container_runs: 4,
-            max_vm_runs: 2,
+            slots: Slots::for_host(),
             run_deadline: Duration::from_secs(60),
+            queue_timeout: super::DEFAULT_QUEUE_TIMEOUT,
             data_dir: PathBuf::from("data"),
         }
     }
@@ -118,6 +175,7 @@ pub struct Labs {
     /// Density sweeps run one at a time (each starts up to five instances).
     density_queue: Arc<Queue>,
     deadline: Duration,
+    slots: Slots,
 }
 
 impl Labs {
@@ -158,11 +216,51 @@ impl Labs {
                 .map(|a| Arc::new(KvmRuntime::new(a, Default::default()))),
             linux_vm: linux(LinuxGuestKind::Plain),
             postgres_vm: linux(LinuxGuestKind::Postgres),
-            container_queue: Arc::new(Queue::new(settings.max_container_runs)),
-            vm_queue: Arc::new(Queue::new(settings.max_vm_runs)),
-            density_queue: Arc::new(Queue::new(1)),
+            container_queue: Arc::new(Queue::with_timeout(
+                settings.slots.container,
+                settings.queue_timeout,
+            )),
+            vm_queue: Arc::new(Queue::with_timeout(
+                settings.slots.vm,
+                settings.queue_timeout,
+            )),
+            density_queue: Arc::new(Queue::with_timeout(1, settings.queue_timeout)),
             deadline: settings.run_deadline,
+            slots: settings.slots.clone(),
         }
+    }
+
+    /// Each queue now: slots, in use, waiting, recent median.
+    pub fn capacity(&self) -> Vec<Capacity> {
+        let containers = [DemoId::PostgresContainer, DemoId::HelloContainer];
+        let vms = [DemoId::MicroVm, DemoId::LinuxVm, DemoId::PostgresVm];
+        let density = [DemoId::DensityContainer, DemoId::DensityMicroVm];
+        [
+            (
+                &self.container_queue,
+                &containers[..],
+                self.slots.container_sized_by.clone(),
+            ),
+            (&self.vm_queue, &vms[..], self.slots.vm_sized_by.clone()),
+            (
+                &self.density_queue,
+                &density[..],
+                "one sweep at a time (each starts up to five instances)".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .map(|(queue, demos, sized_by)| {
+            let (slots, in_use, queued, median) = queue.snapshot();
+            Capacity {
+                demos: demos.to_vec(),
+                slots: slots as u32,
+                in_use: in_use as u32,
+                queued: queued as u32,
+                recent_median_ms: median.map(|d| d.as_millis() as u64),
+                sized_by,
+            }
+        })
+        .collect()
     }
 
     /// The Docker engine client, if one could be configured.
@@ -182,18 +280,16 @@ impl Labs {
         linux_guest_check(probe, &self.linux_vm).map(drop)
     }
 
-    /// Checks that `request`'s demo can run here and accepts it into `runs`
-    /// (behind its queue); or says at once why it cannot run.
-    /// Starts `request` for `who` (its learner id, or the client's
-    /// address), if the demo can run here and `who` is within its limits.
+    /// Starts `demo` for `requester` behind its queue, if the demo can run
+    /// here and the requester is within its limits; or says at once why
+    /// not.
     pub async fn start(
         &self,
         runs: &Arc<Runs>,
-        who: &str,
-        request: &CreateRun,
+        requester: Requester,
+        demo: DemoId,
     ) -> Result<Arc<Run>, Refused> {
-        let demo = request.demo;
-        let start = |runtime| self.start_on(runs, who, request, runtime, &self.vm_queue);
+        let start = |runtime| self.start_on(runs, requester.clone(), demo, runtime, &self.vm_queue);
         match demo.density_of().unwrap_or(demo) {
             DemoId::MicroVm => {
                 let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
@@ -218,14 +314,14 @@ impl Labs {
             DemoId::HelloContainer => {
                 let (_, hello) = self.containers_up().await?;
                 hello::find(hello.docker()).await.map_err(image_missing)?;
-                self.start_on(runs, who, request, hello, &self.container_queue)
+                self.start_on(runs, requester, demo, hello, &self.container_queue)
             }
             _ => {
                 let (postgres, _) = self.containers_up().await?;
                 image::find(postgres.docker())
                     .await
                     .map_err(image_missing)?;
-                self.start_on(runs, who, request, postgres, &self.container_queue)
+                self.start_on(runs, requester, demo, postgres, &self.container_queue)
             }
         }
     }
@@ -248,25 +344,16 @@ impl Labs {
     fn start_on<R: Runtime>(
         &self,
         runs: &Arc<Runs>,
-        who: &str,
-        request: &CreateRun,
+        requester: Requester,
+        demo: DemoId,
         runtime: Arc<R>,
         queue: &Arc<Queue>,
     ) -> Result<Arc<Run>, Refused> {
-        let learner = request.learner.as_deref();
-        let started = match request.demo.density_of() {
-            None => runs.try_start_for(
-                who,
-                learner,
-                request.demo,
-                runtime,
-                queue.clone(),
-                self.deadline,
-            ),
-            Some(base) => runs.try_start_for(
-                who,
-                learner,
-                request.demo,
+        let started = match demo.density_of() {
+            None => runs.try_start(requester, demo, runtime, queue.clone(), self.deadline),
+            Some(base) => runs.try_start(
+                requester,
+                demo,
                 Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
                 self.density_queue.clone(),
                 self.deadline * DENSITY_DEADLINE_FACTOR,

@@ -19,8 +19,8 @@ mod timeline;
 
 pub use crate::backends::{Ready, RunContext, Runtime};
 pub use density::Density;
-pub use labs::{Labs, Refused, Settings, Unavailable};
+pub use labs::{Labs, Refused, Settings, Slots, Unavailable, CORES_PER_CONTAINER_RUN};
 pub use queue::{Left, Queue, DEFAULT_QUEUE_TIMEOUT};
-pub use registry::{Runs, TooMany, PER_LEARNER_PER_DEMO};
+pub use registry::{ClassChange, Requester, Runs, TooMany, PER_LEARNER_PER_DEMO, UNWATCHED_GRACE};
 pub use run::{Run, WatchGuard};
 pub use timeline::Timeline;

@@ -163,17 +163,27 @@ impl Queue {
         }
     }
 
+    /// Slots, slots taken, runs waiting, and the median slot time of recent
+    /// runs, now.
+    pub fn snapshot(&self) -> (usize, usize, usize, Option<Duration>) {
+        let state = lock(&self.state);
+        let mut recent: Vec<Duration> = state.recent.iter().copied().collect();
+        recent.sort();
+        let median = recent.get(recent.len() / 2).copied();
+        (
+            self.slots,
+            self.slots - state.free,
+            state.waiting.len(),
+            median,
+        )
+    }
+
     /// How long a run at `position` can expect to wait: the median of recent
     /// slot times for each round of slots ahead of it. `None` before any run
     /// has finished here.
     pub fn estimate(&self, position: u32) -> Option<Duration> {
-        let state = lock(&self.state);
-        let mut recent: Vec<Duration> = state.recent.iter().copied().collect();
-        if recent.is_empty() {
-            return None;
-        }
-        recent.sort();
-        let median = recent[recent.len() / 2];
+        let (_, _, _, median) = self.snapshot();
+        let median = median?;
         let rounds = (position as usize).div_ceil(self.slots) as u32;
         Some(median * rounds)
     }

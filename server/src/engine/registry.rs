@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, RunError};
+use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, RunError, RunState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -23,6 +23,44 @@ const KEEP_FINISHED: usize = 1000;
 /// Unfinished runs one learner may have of one demo: one running and one
 /// waiting. More would let one client fill the room's queue.
 pub const PER_LEARNER_PER_DEMO: usize = 2;
+
+/// A queued or running run nobody has watched for this long is dropped:
+/// whoever asked for it is gone (its page was closed before the stream
+/// opened), and it would hold a slot the room needs.
+pub const UNWATCHED_GRACE: Duration = Duration::from_secs(15);
+
+/// Who asked for a run, as the engine limits, schedules and records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requester {
+    /// What limits and the queue's fairness count by: a class member's
+    /// learner id, else the client's address (a learner id is made up by
+    /// the browser, so outside a class it cannot be what limits count).
+    pub who: String,
+    /// The browser's learner id, for "my runs".
+    pub learner: Option<String>,
+    /// The class (code) the run counts for.
+    pub class: Option<String>,
+}
+
+impl Requester {
+    /// The server's own runs (tools, tests): no learner, no class.
+    pub fn server() -> Self {
+        Requester {
+            who: "server".into(),
+            learner: None,
+            class: None,
+        }
+    }
+}
+
+/// What the room's event streams hear: a run of a class changed.
+#[derive(Debug, Clone)]
+pub struct ClassChange {
+    /// The class's code.
+    pub class: String,
+    /// The change.
+    pub change: stacklab_api::RoomChange,
+}
 
 /// A run refused because its learner already has enough in progress.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +98,8 @@ pub struct Runs {
     active: AtomicUsize,
     /// Unfinished runs by (learner, demo), for [`PER_LEARNER_PER_DEMO`].
     pending: Mutex<HashMap<(String, DemoId), usize>>,
+    /// Changes of class runs, for the room's event streams.
+    rooms: tokio::sync::broadcast::Sender<ClassChange>,
 }
 
 /// How loaded the host was while a run ran: other runs in progress.
@@ -103,6 +143,36 @@ impl Runs {
             history,
             active: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
+            rooms: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    /// Cancelled when the server starts shutting down.
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Changes of class runs from now on.
+    pub fn room_changes(&self) -> tokio::sync::broadcast::Receiver<ClassChange> {
+        self.rooms.subscribe()
+    }
+
+    /// Runs between leaving their queue and finishing, now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    fn tell_room(&self, requester: &Requester, run: &Run, state: RunState) {
+        if let Some(class) = &requester.class {
+            // Nobody listening is not an error.
+            let _ = self.rooms.send(ClassChange {
+                class: class.clone(),
+                change: stacklab_api::RoomChange {
+                    run: run.id().to_owned(),
+                    demo: run.demo(),
+                    state,
+                },
+            });
         }
     }
 
@@ -124,8 +194,9 @@ impl Runs {
         self.by_id().get(id).cloned()
     }
 
-    /// Accepts a run of `demo` on `runtime`, behind `queue`, and starts it in
-    /// the background. Returns at once.
+    /// Accepts a run of `demo` on `runtime`, behind `queue`, for the server
+    /// itself (tools and tests: no limit, no learner), and starts it in the
+    /// background. Returns at once.
     pub fn start<R: Runtime>(
         self: &Arc<Self>,
         demo: DemoId,
@@ -133,38 +204,22 @@ impl Runs {
         queue: Arc<Queue>,
         budget: Duration,
     ) -> Arc<Run> {
-        self.start_for(None, demo, runtime, queue, budget)
+        self.launch(Requester::server(), demo, runtime, queue, budget, None)
     }
 
-    /// As [`Runs::start`], on behalf of a learner (for "my runs"), with no
-    /// limit on how many (the server's own tools and tests).
-    pub fn start_for<R: Runtime>(
+    /// As [`Runs::start`] for a learner's request: `requester.who` may have
+    /// at most [`PER_LEARNER_PER_DEMO`] unfinished runs of `demo`, the
+    /// queue shares slots fairly by it, and a run nobody watches for
+    /// [`UNWATCHED_GRACE`] is dropped.
+    pub fn try_start<R: Runtime>(
         self: &Arc<Self>,
-        learner: Option<&str>,
-        demo: DemoId,
-        runtime: Arc<R>,
-        queue: Arc<Queue>,
-        budget: Duration,
-    ) -> Arc<Run> {
-        let key = learner.unwrap_or("anonymous").to_owned();
-        self.launch(key, learner, demo, runtime, queue, budget, None)
-    }
-
-    /// As [`Runs::start_for`] for a learner's request: `who` (the learner
-    /// id, or the client's address) may have at most
-    /// [`PER_LEARNER_PER_DEMO`] unfinished runs of `demo`; the queue also
-    /// shares slots fairly by `who`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn try_start_for<R: Runtime>(
-        self: &Arc<Self>,
-        who: &str,
-        learner: Option<&str>,
+        requester: Requester,
         demo: DemoId,
         runtime: Arc<R>,
         queue: Arc<Queue>,
         budget: Duration,
     ) -> Result<Arc<Run>, TooMany> {
-        let key = (who.to_owned(), demo);
+        let key = (requester.who.clone(), demo);
         {
             let mut pending = self.pending();
             let n = pending.entry(key.clone()).or_default();
@@ -180,22 +235,21 @@ impl Runs {
             runs: self.clone(),
             key,
         };
-        Ok(self.launch(
-            who.to_owned(),
-            learner,
-            demo,
-            runtime,
-            queue,
-            budget,
-            Some(admission),
-        ))
+        let run = self.launch(requester, demo, runtime, queue, budget, Some(admission));
+        let watched = run.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(UNWATCHED_GRACE).await;
+            if watched.watchers() == 0 && !watched.is_finished() {
+                tracing::info!(run = %watched.id(), "nobody watched the run; dropping it");
+                watched.cancel_token().cancel();
+            }
+        });
+        Ok(run)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn launch<R: Runtime>(
         self: &Arc<Self>,
-        who: String,
-        learner: Option<&str>,
+        requester: Requester,
         demo: DemoId,
         runtime: Arc<R>,
         queue: Arc<Queue>,
@@ -204,7 +258,12 @@ impl Runs {
     ) -> Arc<Run> {
         let run = Run::new(demo, budget, self.shutdown.child_token());
         // One short insert (WAL, no fsync): cheap enough to do inline.
-        if let Err(e) = self.history.accepted(run.id(), demo, learner) {
+        if let Err(e) = self.history.accepted(
+            run.id(),
+            demo,
+            requester.learner.as_deref(),
+            requester.class.as_deref(),
+        ) {
             tracing::error!(run = %run.id(), "cannot record the run in the history: {e}");
         }
         run.push(EventKind::Phase {
@@ -215,12 +274,13 @@ impl Runs {
             memory_how: None,
         });
         self.by_id().insert(run.id().to_owned(), run.clone());
+        self.tell_room(&requester, &run, RunState::Queued);
         let runs = self.clone();
         let task_run = run.clone();
         self.tasks.spawn(async move {
             // Held until the run has finished: its learner's count.
             let _admission = admission;
-            let outcome = match queue.enter(&task_run, &who).await {
+            let outcome = match queue.enter(&task_run, &requester.who).await {
                 Err(Left::Cancelled) => Outcome::Failed {
                     error: RunError {
                         code: ErrorCode::Cancelled,
@@ -241,6 +301,10 @@ impl Runs {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };
                     let _active = ActiveGuard(&runs.active);
+                    if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
+                        tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
+                    }
+                    runs.tell_room(&requester, &task_run, RunState::Running);
                     let ctx = RunContext::new(
                         task_run.timeline().clone(),
                         budget,
@@ -277,12 +341,16 @@ impl Runs {
             task_run.push(EventKind::Finished { outcome });
             let history = runs.history.clone();
             let record = task_run.record();
-            let stored = tokio::task::spawn_blocking(move || history.finished(&record)).await;
+            let stored = {
+                let record = record.clone();
+                tokio::task::spawn_blocking(move || history.finished(&record)).await
+            };
             match stored {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(run = %task_run.id(), "cannot store the finished run: {e}"),
                 Err(e) => tracing::error!(run = %task_run.id(), "history task failed: {e}"),
             }
+            runs.tell_room(&requester, &task_run, record.state);
             runs.finished(task_run.id());
         });
         run

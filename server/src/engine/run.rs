@@ -48,6 +48,11 @@ impl Run {
         &self.cancel
     }
 
+    /// Clients watching now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.load(Ordering::SeqCst)
+    }
+
     /// Registers a watching client; when the last one leaves before the run
     /// finished, the run is cancelled (nobody would see its result).
     pub fn watch(self: &Arc<Self>) -> WatchGuard {

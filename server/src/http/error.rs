@@ -37,6 +37,23 @@ pub enum AppError {
         /// Seconds until trying again is likely to work (`Retry-After`).
         retry_after_s: u64,
     },
+    /// This client sent run requests faster than a learner would.
+    #[error("{message}")]
+    RateLimited {
+        /// What to do.
+        message: String,
+        /// Seconds until the next request will be taken (`Retry-After`).
+        retry_after_s: u64,
+    },
+    /// An instructor's route, without the instructor's token.
+    #[error("{0}")]
+    InstructorOnly(String),
+    /// The class no longer takes learners.
+    #[error("{0}")]
+    ClassExpired(String),
+    /// The learner has not joined the class the request names.
+    #[error("{0}")]
+    NotAMember(String),
     /// A dependency (Docker engine, image, KVM) is not available now.
     #[error("{message}")]
     Unavailable {
@@ -66,6 +83,12 @@ impl AppError {
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
             AppError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRuns),
+            AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            AppError::InstructorOnly(_) => {
+                (StatusCode::UNAUTHORIZED, ErrorCode::InstructorTokenRequired)
+            }
+            AppError::ClassExpired(_) => (StatusCode::GONE, ErrorCode::ClassExpired),
+            AppError::NotAMember(_) => (StatusCode::FORBIDDEN, ErrorCode::NotAMember),
         }
     }
 }
@@ -113,9 +136,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
         let retry_after = match &self {
-            AppError::TooMany { retry_after_s, .. } => Some(*retry_after_s),
+            AppError::TooMany { retry_after_s, .. }
+            | AppError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
+        let bearer = matches!(self, AppError::InstructorOnly(_));
         let body = ErrorBody {
             error: code,
             message: self.to_string(),
@@ -125,6 +150,12 @@ impl IntoResponse for AppError {
             response
                 .headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        if bearer {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"stacklab instructor\""),
+            );
         }
         response
     }

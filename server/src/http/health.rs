@@ -50,6 +50,7 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
         postgres_image,
         kvm,
         linux_guests,
+        capacity: state.labs.capacity(),
     })
 }
 

@@ -7,9 +7,13 @@
 //! May import `engine`, `store`, `backends` (for what health reports) and
 //! `cli` (the serve flags); nothing imports `http` but `main`.
 
+mod auth;
+mod classes;
 mod error;
 mod extract;
 mod health;
+mod limits;
+mod room;
 mod runs;
 mod static_files;
 
@@ -31,7 +35,7 @@ pub use error::AppError;
 
 use crate::backends::docker::reaper;
 use crate::cli::ServeArgs;
-use crate::engine::{Labs, Runs, Settings};
+use crate::engine::{Labs, Runs, Settings, Slots};
 use crate::store::History;
 
 /// Largest request body the API reads (a run request is ~30 bytes).
@@ -46,6 +50,10 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// Which runtime serves each demo here, and its queue.
     pub labs: Arc<Labs>,
+    /// The instructor's token (workshop mode).
+    pub instructor_token: Arc<str>,
+    /// The pace of run requests per client.
+    pub run_limit: Arc<limits::RateLimit>,
 }
 
 impl AppState {
@@ -57,6 +65,20 @@ impl AppState {
             .inspect_err(|e| tracing::warn!("Docker client not configured: {e}"))
             .ok();
         Self::with_docker(docker, static_dir, settings)
+    }
+
+    /// This state with `token` as the instructor's token (a random one
+    /// otherwise).
+    pub fn with_instructor_token(mut self, token: &str) -> Self {
+        self.instructor_token = token.into();
+        self
+    }
+
+    /// This state with run requests limited to `burst` at once, then one
+    /// per `every` per client.
+    pub fn with_run_limit(mut self, burst: f64, every: Duration) -> Self {
+        self.run_limit = Arc::new(limits::RateLimit::new(burst, every));
+        self
     }
 
     /// This state with its run history kept in `history` (call before any
@@ -76,6 +98,8 @@ impl AppState {
             static_dir,
             runs: Arc::new(Runs::default()),
             labs: Arc::new(Labs::new(docker, &settings)),
+            instructor_token: auth::new_token().into(),
+            run_limit: Arc::new(limits::RateLimit::default()),
         }
     }
 }
@@ -88,11 +112,22 @@ pub fn app(state: AppState) -> Router {
         .route("/runs/export", get(runs::export_runs))
         .route("/runs/{id}", get(runs::get_run))
         .route("/runs/{id}/events", get(runs::run_events))
+        .route("/classes", post(classes::create_class))
+        .route("/classes/{code}", get(classes::class_view))
+        .route("/classes/{code}/join", post(classes::join_class))
+        .route("/classes/{code}/points", get(classes::room_points))
+        .route("/classes/{code}/export", get(classes::export_class))
+        .route("/classes/{code}/events", get(classes::room_events))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .nest("/api", api)
+        .route("/class", get(room::page))
+        .route("/class/{code}", get(room::page))
+        .route("/join/{code}", get(room::page))
+        .route("/room/room.js", get(room::script))
+        .route("/room/room.css", get(room::style))
         .fallback(static_files::serve)
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -125,15 +160,37 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "no built frontend found (frontend/dist/index.html); serving the API only. Build it with `trunk build --release` in frontend/"
         ),
     }
+    let mut slots = Slots::for_host();
+    if let Some(n) = args.max_container_runs {
+        slots.container = n;
+        slots.container_sized_by = "set with --max-container-runs".into();
+    }
+    if let Some(n) = args.max_vm_runs {
+        slots.vm = n;
+        slots.vm_sized_by = "set with --max-vm-runs".into();
+    }
+    tracing::info!(
+        "slots: {} container run(s) at once ({}), {} micro-VM run(s) ({})",
+        slots.container,
+        slots.container_sized_by,
+        slots.vm,
+        slots.vm_sized_by
+    );
     let settings = Settings {
-        max_container_runs: args.max_container_runs,
-        max_vm_runs: args.max_vm_runs,
+        slots,
         run_deadline: Duration::from_secs(args.run_deadline_secs),
+        queue_timeout: Duration::from_secs(args.queue_timeout_secs),
         data_dir: args.data_dir.clone(),
     };
     let history = History::open(&args.data_dir)?;
     tracing::info!("run history in {}", history.path());
-    let state = AppState::new(static_dir, settings).with_history(history);
+    let token = match &args.instructor_token {
+        Some(t) => t.clone(),
+        None => auth::new_token(),
+    };
+    let state = AppState::new(static_dir, settings)
+        .with_history(history)
+        .with_instructor_token(&token);
     if let Some(docker) = state.labs.docker() {
         if let Err(e) = reaper::reap_orphans(docker).await {
             tracing::warn!("could not look for orphaned demo containers: {e}");
@@ -142,7 +199,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    tracing::info!("stacklab listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    tracing::info!("stacklab listening on http://{local}");
+    if args.instructor_token.is_none() {
+        // The fragment never reaches a server log; the page keeps it for the tab.
+        tracing::info!(
+            "instructor page (keep this link to yourself): http://{local}/class#token={token}"
+        );
+    } else {
+        tracing::info!("instructor page: http://{local}/class (token from --instructor-token)");
+    }
     run(listener, state, shutdown_signal()).await
 }
 

@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
 use axum::Json;
@@ -18,14 +18,16 @@ use stacklab_api::{valid_learner, CreateRun, EventKind, RunCreated, RunEvent, Ru
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
 use super::AppState;
-use crate::engine::{Run, WatchGuard};
+use crate::engine::{Requester, Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
 
 /// `POST /api/runs`.
 ///
-/// A learner (by learner id, else by client address) may have at most
-/// [`crate::engine::PER_LEARNER_PER_DEMO`] unfinished runs of a demo; more
-/// gets 429 with `Retry-After`.
+/// Limits count by the learner inside a class and by the client's address
+/// outside one: at most [`crate::engine::PER_LEARNER_PER_DEMO`] unfinished
+/// runs of a demo (429 `too_many_runs`), and run requests at the pace of
+/// [`super::limits::RateLimit`] (429 `rate_limited`); both with
+/// `Retry-After`.
 pub async fn create_run(
     State(state): State<AppState>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -39,12 +41,32 @@ pub async fn create_run(
             });
         }
     }
-    let who = match (&request.learner, client) {
-        (Some(learner), _) => format!("learner {learner}"),
-        (None, Some(Extension(ConnectInfo(addr)))) => format!("address {}", addr.ip()),
-        (None, None) => "anonymous".to_owned(),
+    let address = match client {
+        Some(Extension(ConnectInfo(addr))) => format!("address {}", addr.ip()),
+        None => "address unknown".to_owned(),
     };
-    let run = state.labs.start(&state.runs, &who, &request).await?;
+    let class = class_of(&state, &request).await?;
+    let requester = Requester {
+        who: match (&class, &request.learner) {
+            (Some(_), Some(learner)) => format!("learner {learner}"),
+            _ => address,
+        },
+        learner: request.learner.clone(),
+        class,
+    };
+    if let Err(wait) = state.run_limit.take(&requester.who) {
+        let retry_after_s = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(AppError::RateLimited {
+            message: format!(
+                "Too many run requests from here in a short time; the next one is taken in {retry_after_s} s."
+            ),
+            retry_after_s,
+        });
+    }
+    let run = state
+        .labs
+        .start(&state.runs, requester, request.demo)
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(RunCreated {
@@ -53,17 +75,44 @@ pub async fn create_run(
     ))
 }
 
+/// The class a run request counts for: `None` without one, or when it has
+/// expired (the run is then the learner's own); 403 when the learner has
+/// not joined it.
+async fn class_of(state: &AppState, request: &CreateRun) -> Result<Option<String>, AppError> {
+    let Some(raw) = &request.class else {
+        return Ok(None);
+    };
+    let not_member = || {
+        AppError::NotAMember(
+            "this browser has not joined that class; join it first with its code".into(),
+        )
+    };
+    let (Some(learner), true) = (&request.learner, stacklab_api::valid_class_code(raw)) else {
+        return Err(not_member());
+    };
+    let (code, learner) = (raw.to_ascii_uppercase(), learner.clone());
+    let found = with_history(state, move |h| {
+        Ok((h.open_class_of(&code, &learner)?, h.class(&code)?))
+    })
+    .await?;
+    match found {
+        (Some(open), _) => Ok(Some(open.code)),
+        (None, Some(class)) if class.expires_at_ms <= store::now_ms() => Ok(None),
+        _ => Err(not_member()),
+    }
+}
+
 fn unknown_run(id: &str) -> AppError {
     AppError::NotFound(format!("no run with id {id:?}"))
 }
 
-fn history_error(e: HistoryError) -> AppError {
+pub(super) fn history_error(e: HistoryError) -> AppError {
     tracing::error!("{e}");
     AppError::Internal(format!("the run history could not be read: {e}"))
 }
 
 /// Runs `f` on the history off the async threads.
-async fn with_history<T: Send + 'static>(
+pub(super) async fn with_history<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&History) -> Result<T, HistoryError> + Send + 'static,
 ) -> Result<T, AppError> {
@@ -105,7 +154,16 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
-    fn filter(&self) -> Result<Filter, AppError> {
+    /// What to select: one learner's runs, or (with the instructor token)
+    /// everyone's.
+    fn filter(&self, state: &AppState, headers: &HeaderMap) -> Result<Filter, AppError> {
+        if self.learner.is_none()
+            && !super::auth::Instructor::presented(headers, &state.instructor_token)
+        {
+            return Err(AppError::InstructorOnly(
+                "the whole history is the instructor's to see: pass learner=<your learner id> for your own runs, or send the instructor token".into(),
+            ));
+        }
         let bad = |message: String| AppError::BadRequest {
             status: StatusCode::BAD_REQUEST,
             message,
@@ -126,15 +184,18 @@ impl ListQuery {
         }
         Ok(Filter {
             learner: self.learner.clone(),
+            class: None,
             before: self.before,
             limit,
         })
     }
 }
 
-/// `GET /api/runs?limit=…&before=…&learner=…`: the history, newest first.
+/// `GET /api/runs?limit=…&before=…&learner=…`: a learner's history (or,
+/// for the instructor, everyone's), newest first.
 pub async fn list_runs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RunPage>, AppError> {
     if query.format.is_some() {
@@ -143,7 +204,7 @@ pub async fn list_runs(
             message: "format is for /api/runs/export".into(),
         });
     }
-    let filter = query.filter()?;
+    let filter = query.filter(&state, &headers)?;
     Ok(Json(with_history(&state, move |h| h.list(&filter)).await?))
 }
 
@@ -151,11 +212,12 @@ pub async fn list_runs(
 /// one learner's) as a download.
 pub async fn export_runs(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::response::Response, AppError> {
     use axum::http::header;
     use axum::response::IntoResponse;
-    let filter = query.filter()?;
+    let filter = query.filter(&state, &headers)?;
     let format = query.format.as_deref().unwrap_or("csv");
     if !matches!(format, "csv" | "json") {
         return Err(AppError::BadRequest {

@@ -5,45 +5,69 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use stacklab_api::RunSummary;
 
+use super::classes::ClassRun;
 use super::history::state_str;
+
+const SUMMARY_HEADER: &str = "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms";
 
 /// The history as CSV: one row per run, a header naming each column and its
 /// unit. Text fields are quoted when they hold a comma, quote or newline.
 pub fn to_csv(runs: &[RunSummary]) -> String {
-    let mut out = String::from(
-        "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms\n",
-    );
+    let mut out = format!("{SUMMARY_HEADER}\n");
     for r in runs {
-        let fields = [
-            r.seq.to_string(),
-            r.id.clone(),
-            r.demo.as_str().to_owned(),
-            state_str(r.state).to_owned(),
-            rfc3339(r.accepted_at_ms),
-            r.finished_at_ms.map(rfc3339).unwrap_or_default(),
-            r.time_to_ready_us
-                .map(|us| format!("{:.3}", us / 1000.0))
-                .unwrap_or_default(),
-            r.memory_bytes
-                .map(|b| format!("{:.3}", b / 1048576.0))
-                .unwrap_or_default(),
-            r.error
-                .as_ref()
-                .map(|e| e.code.to_string())
-                .unwrap_or_default(),
-            r.error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default(),
-            r.platform_us
-                .map(|us| format!("{:.3}", us / 1000.0))
-                .unwrap_or_default(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        out.push_str(&line.join(","));
-        out.push('\n');
+        push_row(&mut out, summary_fields(r));
     }
     out
+}
+
+/// A class's runs as CSV: the history's columns, then whose run it was and
+/// how many other runs shared the host when it left the queue.
+pub fn class_csv(runs: &[ClassRun]) -> String {
+    let mut out = format!("{SUMMARY_HEADER},learner,display_name,other_runs_at_start\n");
+    for r in runs {
+        let mut fields = summary_fields(&r.summary);
+        fields.extend([
+            r.learner.clone(),
+            r.display_name.clone().unwrap_or_default(),
+            r.others_at_start.map(|n| n.to_string()).unwrap_or_default(),
+        ]);
+        push_row(&mut out, fields);
+    }
+    out
+}
+
+fn summary_fields(r: &RunSummary) -> Vec<String> {
+    let ms = |us: Option<f64>| {
+        us.map(|us| format!("{:.3}", us / 1000.0))
+            .unwrap_or_default()
+    };
+    vec![
+        r.seq.to_string(),
+        r.id.clone(),
+        r.demo.as_str().to_owned(),
+        state_str(r.state).to_owned(),
+        rfc3339(r.accepted_at_ms),
+        r.finished_at_ms.map(rfc3339).unwrap_or_default(),
+        ms(r.time_to_ready_us),
+        r.memory_bytes
+            .map(|b| format!("{:.3}", b / 1048576.0))
+            .unwrap_or_default(),
+        r.error
+            .as_ref()
+            .map(|e| e.code.to_string())
+            .unwrap_or_default(),
+        r.error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .unwrap_or_default(),
+        ms(r.platform_us),
+    ]
+}
+
+fn push_row(out: &mut String, fields: Vec<String>) {
+    let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+    out.push_str(&line.join(","));
+    out.push('\n');
 }
 
 fn csv_field(f: &str) -> String {
@@ -70,10 +94,12 @@ mod tests {
     #[test]
     fn csv_quotes_what_needs_quoting_and_states_units() {
         let h = History::in_memory();
-        h.accepted("a", DemoId::PostgresContainer, None).unwrap();
+        h.accepted("a", DemoId::PostgresContainer, None, None)
+            .unwrap();
         h.finished(&record("a", DemoId::PostgresContainer, true))
             .unwrap();
-        h.accepted("b", DemoId::PostgresContainer, None).unwrap();
+        h.accepted("b", DemoId::PostgresContainer, None, None)
+            .unwrap();
         h.finished(&record("b", DemoId::PostgresContainer, false))
             .unwrap();
         let csv = to_csv(&h.all(&Filter::default()).unwrap());

@@ -82,13 +82,36 @@ CREATE TABLE IF NOT EXISTS runs (
     record_json     TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_learner ON runs (learner, seq);
+CREATE TABLE IF NOT EXISTS classes (
+    code            TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS members (
+    class           TEXT NOT NULL REFERENCES classes (code),
+    learner         TEXT NOT NULL,
+    display_name    TEXT,
+    joined_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (class, learner)
+);
+";
+
+/// Indexes on added columns (made once the columns exist).
+const ADDED_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS runs_by_class ON runs (class, seq);
 ";
 
 /// Columns added after the first schema, added to a database that lacks
 /// them (each `ALTER TABLE … ADD COLUMN`, nullable).
-const ADDED_COLUMNS: &[(&str, &str)] = &[("platform_us", "REAL")];
+const ADDED_COLUMNS: &[(&str, &str)] = &[
+    ("platform_us", "REAL"),
+    ("class", "TEXT"),
+    ("others_at_start", "INTEGER"),
+];
 
-fn now_ms() -> i64 {
+/// Now, as Unix milliseconds (the server's wall clock).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -117,6 +140,8 @@ fn parse_state(s: &str) -> RunState {
 pub struct Filter {
     /// Only this learner's runs (all runs when `None`).
     pub learner: Option<String>,
+    /// Only this class's runs.
+    pub class: Option<String>,
     /// Only runs older than this `seq`.
     pub before: Option<i64>,
     /// At most this many.
@@ -167,6 +192,7 @@ impl History {
                     c.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
                 }
             }
+            c.execute_batch(ADDED_INDEXES)?;
             let closed = c.execute(
                 "UPDATE runs SET state = 'failed', finished_at_ms = ?1,
                     error_code = 'server_stopped',
@@ -187,7 +213,7 @@ impl History {
         &self.path
     }
 
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, HistoryError> {
@@ -198,17 +224,30 @@ impl History {
         })
     }
 
-    /// Records an accepted run.
+    /// Records an accepted run, of `learner` in `class` when given.
     pub fn accepted(
         &self,
         id: &str,
         demo: DemoId,
         learner: Option<&str>,
+        class: Option<&str>,
     ) -> Result<(), HistoryError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (id, demo, learner, state, accepted_at_ms) VALUES (?1, ?2, ?3, 'queued', ?4)",
-                params![id, demo.as_str(), learner, now_ms()],
+                "INSERT INTO runs (id, demo, learner, class, state, accepted_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
+                params![id, demo.as_str(), learner, class, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records that a run left the queue, with `others` runs in progress on
+    /// the host at that moment.
+    pub fn started(&self, id: &str, others: usize) -> Result<(), HistoryError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET state = 'running', others_at_start = ?2 WHERE id = ?1",
+                params![id, others as i64],
             )
             .map(drop)
         })
@@ -277,10 +316,12 @@ impl History {
                         memory_bytes, error_code, error_message, platform_us
                  FROM runs
                  WHERE (?1 IS NULL OR learner = ?1) AND (?2 IS NULL OR seq < ?2)
+                    AND (?4 IS NULL OR class = ?4)
                  ORDER BY seq DESC LIMIT ?3",
                 )?;
-                let rows =
-                    stmt.query_map(params![filter.learner, filter.before, limit + 1], |r| {
+                let rows = stmt.query_map(
+                    params![filter.learner, filter.before, limit + 1, filter.class],
+                    |r| {
                         let demo: String = r.get(2)?;
                         let state: String = r.get(3)?;
                         let code: Option<String> = r.get(8)?;
@@ -300,7 +341,8 @@ impl History {
                                 error: code.map(|code| stored_error(&code, message)),
                             },
                         ))
-                    })?;
+                    },
+                )?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()
             })?
             .into_iter()
@@ -400,7 +442,8 @@ pub(super) mod tests {
             } else {
                 "learner-bbbb"
             };
-            h.accepted(&id, DemoId::MicroVm, Some(learner)).unwrap();
+            h.accepted(&id, DemoId::MicroVm, Some(learner), None)
+                .unwrap();
             h.finished(&record(&id, DemoId::MicroVm, i != 3)).unwrap();
         }
         let page = h
@@ -449,7 +492,8 @@ pub(super) mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let h = History::open(dir.path()).unwrap();
-            h.accepted("cut", DemoId::PostgresContainer, None).unwrap();
+            h.accepted("cut", DemoId::PostgresContainer, None, None)
+                .unwrap();
         }
         let h = History::open(dir.path()).unwrap();
         let page = h

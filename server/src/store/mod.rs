@@ -1,11 +1,13 @@
-//! The store: what outlives a run and a server process. Today the run
-//! history in SQLite and its exports.
+//! The store: what outlives a run and a server process. The run
+//! history and workshop classes in SQLite, and their exports.
 //!
 //! May import `stacklab_api` only; never `http`, `engine`, `backends` or
 //! `tools`.
 
+mod classes;
 mod export;
 mod history;
 
-pub use export::{rfc3339, to_csv};
-pub use history::{Filter, History, HistoryError, FILE_NAME, MAX_PAGE};
+pub use classes::{ClassRun, JoinError};
+pub use export::{class_csv, rfc3339, to_csv};
+pub use history::{now_ms, Filter, History, HistoryError, FILE_NAME, MAX_PAGE};

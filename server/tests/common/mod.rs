@@ -26,9 +26,18 @@ pub async fn run_over_http(
     demo: &str,
     limit: Duration,
 ) -> (String, Vec<RunEvent>) {
+    run_request_over_http(state, &format!(r#"{{"demo":"{demo}"}}"#), limit).await
+}
+
+/// As [`run_over_http`] with the whole request body given.
+pub async fn run_request_over_http(
+    state: &AppState,
+    body: &str,
+    limit: Duration,
+) -> (String, Vec<RunEvent>) {
     let req = Request::post("/api/runs")
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(format!(r#"{{"demo":"{demo}"}}"#)))
+        .body(Body::from(body.to_owned()))
         .unwrap();
     let res = app(state.clone()).oneshot(req).await.unwrap();
     let status = res.status();
@@ -55,6 +64,19 @@ pub async fn run_over_http(
     (id, parse_sse(&body))
 }
 
+/// Whether `/dev/kvm` is here; on a CI machine it must be.
+pub fn kvm_present() -> bool {
+    if std::path::Path::new("/dev/kvm").exists() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "/dev/kvm is missing on a CI machine"
+    );
+    eprintln!("skipped: /dev/kvm is absent on this host");
+    false
+}
+
 /// The phase ids among `events`, in order.
 pub fn phases(events: &[RunEvent]) -> Vec<String> {
     events
@@ -68,10 +90,46 @@ pub fn phases(events: &[RunEvent]) -> Vec<String> {
 
 /// `GET uri`: status, headers and body as text.
 pub async fn get(state: AppState, uri: &str) -> (StatusCode, axum::http::HeaderMap, String) {
-    let res = app(state)
-        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-        .await
+    send(state, Request::get(uri).body(Body::empty()).unwrap()).await
+}
+
+/// `GET uri` with the instructor's token.
+pub async fn get_as_instructor(
+    state: AppState,
+    uri: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let bearer = format!("Bearer {}", state.instructor_token);
+    let req = Request::get(uri)
+        .header(header::AUTHORIZATION, bearer)
+        .body(Body::empty())
         .unwrap();
+    send(state, req).await
+}
+
+/// `method uri` with a JSON body (and the instructor's token if `token`).
+pub async fn send_json(
+    state: AppState,
+    method: &str,
+    uri: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    send(state, req.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+/// Sends `req` to the app: status, headers and body as text.
+pub async fn send(
+    state: AppState,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let res = app(state).oneshot(req).await.unwrap();
     let status = res.status();
     let headers = res.headers().clone();
     let body = res.into_body().collect().await.unwrap().to_bytes();

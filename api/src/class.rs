@@ -1,0 +1,156 @@
+//! Workshop mode on the wire: classes, joining one, the instructor's view
+//! of the room, and the capacity a server reports.
+//!
+//! Display names travel only to the instructor (who holds the token); what
+//! a learner sees of the room is anonymous points, their own marked.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{DemoId, RunState};
+
+/// `POST /api/classes` body (instructor token required).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClass {
+    /// Shown to the instructor and on the join page, 1 to 80 characters.
+    pub name: String,
+    /// How long learners may join, in seconds (default 4 hours, at most 7
+    /// days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// Default lifetime of a class.
+pub const DEFAULT_CLASS_SECS: u64 = 4 * 3600;
+/// Longest lifetime of a class.
+pub const MAX_CLASS_SECS: u64 = 7 * 24 * 3600;
+
+/// A class: its code, name and lifetime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Class {
+    /// The short join code, e.g. `K7QM2P` (see [`valid_class_code`]).
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// When it was created (Unix time, ms).
+    pub created_at_ms: i64,
+    /// When joining stops (Unix time, ms). Runs stay in the history after.
+    pub expires_at_ms: i64,
+    /// The page a learner opens to join: `/join/{code}`.
+    pub join_path: String,
+}
+
+/// Letters of a class code: no 0/O, 1/I/L, so a code read off a projector
+/// is typed right.
+pub const CLASS_CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+/// Length of a class code.
+pub const CLASS_CODE_LEN: usize = 6;
+
+/// Whether `s` could be a class code (the alphabet, the length; lower case
+/// accepted and read as upper case by the server).
+pub fn valid_class_code(s: &str) -> bool {
+    s.len() == CLASS_CODE_LEN
+        && s.bytes()
+            .all(|b| CLASS_CODE_ALPHABET.contains(&b.to_ascii_uppercase()))
+}
+
+/// `POST /api/classes/{code}/join` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinClass {
+    /// The browser's learner id (see [`crate::valid_learner`]).
+    pub learner: String,
+    /// What the instructor sees, up to 40 characters; optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+/// One learner of a class, as the instructor sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Their learner id.
+    pub learner: String,
+    /// Their display name, if they gave one.
+    pub display_name: Option<String>,
+    /// When they joined (Unix time, ms).
+    pub joined_at_ms: i64,
+    /// Runs they started in this class.
+    pub runs: u32,
+    /// The demos they have waiting or running right now.
+    pub active: Vec<DemoId>,
+}
+
+/// One finished run of the room.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomPoint {
+    /// Which demo.
+    pub demo: DemoId,
+    /// The run.
+    pub run: String,
+    /// Whose (instructor view only; `None` in a learner's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learner: Option<String>,
+    /// Succeeded or failed.
+    pub state: RunState,
+    /// Its headline time (µs), see [`DemoId::headline_keys`].
+    pub time_to_ready_us: Option<f64>,
+    /// Its headline memory (bytes).
+    pub memory_bytes: Option<f64>,
+    /// Other runs in progress on the host when it left the queue.
+    pub others_at_start: Option<u32>,
+    /// Whether it is the asking learner's own run (a learner's view).
+    #[serde(default)]
+    pub mine: bool,
+}
+
+/// `GET /api/classes/{code}` (instructor token required): the room now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassView {
+    /// The class.
+    pub class: Class,
+    /// Whether joining has closed.
+    pub expired: bool,
+    /// Who has joined, in joining order.
+    pub members: Vec<Member>,
+    /// Every finished run of the class, oldest first.
+    pub points: Vec<RoomPoint>,
+    /// The server's queues now.
+    pub capacity: Vec<Capacity>,
+}
+
+/// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,
+/// anonymous, the learner's own marked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoomPoints {
+    /// Oldest first.
+    pub points: Vec<RoomPoint>,
+}
+
+/// One queue of the server: how many runs at once, how many now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    /// The demos that share it.
+    pub demos: Vec<DemoId>,
+    /// Runs at once.
+    pub slots: u32,
+    /// Slots taken now.
+    pub in_use: u32,
+    /// Runs waiting now.
+    pub queued: u32,
+    /// Median time a recent run held its slot (ms; `None` before the first).
+    pub recent_median_ms: Option<u64>,
+    /// Why this many slots (from the host's CPUs and memory, or a flag).
+    pub sized_by: String,
+}
+
+/// What a class's event stream (`GET /api/classes/{code}/events`) says:
+/// something changed; fetch the view again. It carries no names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomChange {
+    /// The run that changed.
+    pub run: String,
+    /// Its demo.
+    pub demo: DemoId,
+    /// Where it is now.
+    pub state: RunState,
+}

@@ -1,0 +1,268 @@
+//! Workshop mode: create a class, join it, see the room.
+//!
+//! The instructor's routes (create, view, export) need the instructor
+//! token; joining and the room's anonymous points need only the class code.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::Stream;
+use stacklab_api::{
+    valid_class_code, valid_learner, Class, ClassView, CreateClass, JoinClass, RoomPoints,
+    DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+};
+
+use super::auth::Instructor;
+use super::extract::{ApiJson, ApiQuery};
+use super::runs::with_history;
+use super::{AppError, AppState};
+use crate::store::{self, JoinError};
+
+/// A class code from the path, upper-cased, or 404.
+fn code_of(raw: &str) -> Result<String, AppError> {
+    if valid_class_code(raw) {
+        Ok(raw.to_ascii_uppercase())
+    } else {
+        Err(no_class(raw))
+    }
+}
+
+fn no_class(code: &str) -> AppError {
+    AppError::NotFound(format!(
+        "no class has the code {code:?}; check it with your instructor (six letters and digits)"
+    ))
+}
+
+fn invalid(message: impl Into<String>) -> AppError {
+    AppError::BadRequest {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: message.into(),
+    }
+}
+
+/// `POST /api/classes` (instructor).
+pub async fn create_class(
+    State(state): State<AppState>,
+    _: Instructor,
+    ApiJson(request): ApiJson<CreateClass>,
+) -> Result<(StatusCode, Json<Class>), AppError> {
+    let name = request.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 80 || name.chars().any(char::is_control) {
+        return Err(invalid(
+            "name must be 1 to 80 characters, no control characters",
+        ));
+    }
+    let secs = request.expires_in_secs.unwrap_or(DEFAULT_CLASS_SECS);
+    if !(60..=MAX_CLASS_SECS).contains(&secs) {
+        return Err(invalid(format!(
+            "expires_in_secs must be between 60 and {MAX_CLASS_SECS} (7 days), not {secs}"
+        )));
+    }
+    let class = with_history(&state, move |h| h.create_class(&name, secs as i64 * 1000)).await?;
+    tracing::info!(code = %class.code, "class {:?} created", class.name);
+    Ok((StatusCode::CREATED, Json(class)))
+}
+
+/// `POST /api/classes/{code}/join`.
+pub async fn join_class(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<JoinClass>,
+) -> Result<Json<Class>, AppError> {
+    let code = code_of(&code)?;
+    if !valid_learner(&request.learner) {
+        return Err(invalid(
+            "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
+        ));
+    }
+    let name = request
+        .display_name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if let Some(n) = &name {
+        if n.chars().count() > 40 || n.chars().any(char::is_control) {
+            return Err(invalid(
+                "display_name must be at most 40 characters, no control characters",
+            ));
+        }
+    }
+    let history = state.runs.history().clone();
+    let joined =
+        tokio::task::spawn_blocking(move || history.join(&code, &request.learner, name.as_deref()))
+            .await
+            .map_err(|e| AppError::Internal(format!("history task failed: {e}")))?;
+    match joined {
+        Ok(class) => Ok(Json(class)),
+        Err(JoinError::NotFound(code)) => Err(no_class(&code)),
+        Err(e @ JoinError::Expired { .. }) => Err(AppError::ClassExpired(format!(
+            "This class no longer takes learners: {e}."
+        ))),
+        Err(JoinError::Store(e)) => Err(super::runs::history_error(e)),
+    }
+}
+
+/// The class, or 404.
+async fn find(state: &AppState, code: &str) -> Result<Class, AppError> {
+    let key = code.to_owned();
+    with_history(state, move |h| h.class(&key))
+        .await?
+        .ok_or_else(|| no_class(code))
+}
+
+/// `GET /api/classes/{code}` (instructor): members, points, capacity.
+pub async fn class_view(
+    State(state): State<AppState>,
+    _: Instructor,
+    Path(code): Path<String>,
+) -> Result<Json<ClassView>, AppError> {
+    let code = code_of(&code)?;
+    let class = find(&state, &code).await?;
+    let (members, runs) = with_history(&state, move |h| {
+        Ok((h.members(&code)?, h.class_runs(&code)?))
+    })
+    .await?;
+    let expired = class.expires_at_ms <= store::now_ms();
+    Ok(Json(ClassView {
+        class,
+        expired,
+        members,
+        points: runs
+            .iter()
+            .filter(|r| r.summary.finished_at_ms.is_some())
+            .map(|r| r.point(true, false))
+            .collect(),
+        capacity: state.labs.capacity(),
+    }))
+}
+
+/// Query of `GET /api/classes/{code}/points`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointsQuery {
+    /// Mark this learner's runs as `mine`.
+    learner: Option<String>,
+}
+
+/// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,
+/// with no names; the asking learner's own marked.
+pub async fn room_points(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    ApiQuery(query): ApiQuery<PointsQuery>,
+) -> Result<Json<RoomPoints>, AppError> {
+    let code = code_of(&code)?;
+    find(&state, &code).await?;
+    let runs = with_history(&state, move |h| h.class_runs(&code)).await?;
+    let me = query.learner.unwrap_or_default();
+    Ok(Json(RoomPoints {
+        points: runs
+            .iter()
+            .filter(|r| r.summary.finished_at_ms.is_some())
+            .map(|r| r.point(false, !me.is_empty() && r.learner == me))
+            .collect(),
+    }))
+}
+
+/// Query of the class export.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// `csv` (default) or `json`.
+    format: Option<String>,
+}
+
+/// `GET /api/classes/{code}/export?format=csv|json` (instructor): every
+/// run of the class with its learner and display name.
+pub async fn export_class(
+    State(state): State<AppState>,
+    _: Instructor,
+    Path(code): Path<String>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
+) -> Result<Response, AppError> {
+    let code = code_of(&code)?;
+    find(&state, &code).await?;
+    let format = query.format.unwrap_or_else(|| "csv".into());
+    let key = code.clone();
+    let runs = with_history(&state, move |h| h.class_runs(&key)).await?;
+    let (body, mime) = match format.as_str() {
+        "csv" => (store::class_csv(&runs), "text/csv; charset=utf-8"),
+        "json" => {
+            let rows: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "run": r.summary,
+                        "learner": r.learner,
+                        "display_name": r.display_name,
+                        "other_runs_at_start": r.others_at_start,
+                    })
+                })
+                .collect();
+            (
+                serde_json::to_string_pretty(&rows).expect("rows serialise"),
+                "application/json",
+            )
+        }
+        other => {
+            return Err(AppError::BadRequest {
+                status: StatusCode::BAD_REQUEST,
+                message: format!("format must be csv or json, not {other:?}"),
+            })
+        }
+    };
+    let disposition = format!("attachment; filename=\"stacklab-class-{code}.{format}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, mime.to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// `GET /api/classes/{code}/events`: a `changed` event (run id, demo,
+/// state; no names) whenever a run of the class is queued, starts or
+/// finishes. The instructor's page fetches the view again on each.
+pub async fn room_events(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let code = code_of(&code)?;
+    find(&state, &code).await?;
+    let changes = state.runs.room_changes();
+    let stopping = state.runs.stopping();
+    let stream = futures_util::stream::unfold((changes, code), move |(mut rx, code)| {
+        let stopping = stopping.clone();
+        async move {
+            loop {
+                let received = tokio::select! {
+                    r = rx.recv() => r,
+                    // The server is shutting down: end the stream so it can drain.
+                    () = stopping.cancelled() => return None,
+                };
+                match received {
+                    Ok(c) if c.class == code => {
+                        let event = Event::default()
+                            .event("changed")
+                            .json_data(&c.change)
+                            .unwrap_or_else(|_| Event::default().event("changed").data("{}"));
+                        return Some((Ok(event), (rx, code)));
+                    }
+                    Ok(_) => {}
+                    // Missed some: say "changed" anyway; the page refetches.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((Ok(Event::default().event("changed").data("{}")), (rx, code)))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,285 @@
+//! Classes of workshop mode, in the same database as the run history: a
+//! class, who joined it, and its runs (the `class` column of `runs`).
+
+use rusqlite::{params, OptionalExtension};
+use stacklab_api::{Class, DemoId, Member, RoomPoint, RunSummary};
+
+use super::history::{now_ms, History, HistoryError};
+use super::Filter;
+
+/// Why a learner could not join.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// No class has this code.
+    #[error("no class has the code {0}")]
+    NotFound(String),
+    /// The class's time is over.
+    #[error("the class {name:?} ended at {ended}; ask your instructor for a new code")]
+    Expired {
+        /// The class's name.
+        name: String,
+        /// When (RFC 3339, UTC).
+        ended: String,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] HistoryError),
+}
+
+/// One run of a class, with whose it was, for the instructor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassRun {
+    /// The run as the history lists it.
+    pub summary: RunSummary,
+    /// Its learner.
+    pub learner: String,
+    /// Their display name, if given.
+    pub display_name: Option<String>,
+    /// Other runs in progress on the host when it left the queue.
+    pub others_at_start: Option<u32>,
+}
+
+impl ClassRun {
+    /// The run as a point of the room's chart; `learner` is kept only for
+    /// the instructor.
+    pub fn point(&self, with_learner: bool, mine: bool) -> RoomPoint {
+        RoomPoint {
+            demo: self.summary.demo,
+            run: self.summary.id.clone(),
+            learner: with_learner.then(|| self.learner.clone()),
+            state: self.summary.state,
+            time_to_ready_us: self.summary.time_to_ready_us,
+            memory_bytes: self.summary.memory_bytes,
+            others_at_start: self.others_at_start,
+            mine,
+        }
+    }
+}
+
+fn class_of(code: String, name: String, created: i64, expires: i64) -> Class {
+    Class {
+        join_path: format!("/join/{code}"),
+        code,
+        name,
+        created_at_ms: created,
+        expires_at_ms: expires,
+    }
+}
+
+impl History {
+    /// Creates a class open for `lifetime_ms`, under a new random code.
+    pub fn create_class(&self, name: &str, lifetime_ms: i64) -> Result<Class, HistoryError> {
+        let now = now_ms();
+        loop {
+            let code = new_code();
+            let inserted = self.with(|c| {
+                c.execute(
+                    "INSERT OR IGNORE INTO classes (code, name, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+                    params![code, name, now, now + lifetime_ms],
+                )
+            })?;
+            if inserted == 1 {
+                return Ok(class_of(code, name.to_owned(), now, now + lifetime_ms));
+            }
+        }
+    }
+
+    /// The class with this code (upper case).
+    pub fn class(&self, code: &str) -> Result<Option<Class>, HistoryError> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT code, name, created_at_ms, expires_at_ms FROM classes WHERE code = ?1",
+                params![code],
+                |r| Ok(class_of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Adds `learner` to the class (again: their display name is updated).
+    pub fn join(
+        &self,
+        code: &str,
+        learner: &str,
+        display_name: Option<&str>,
+    ) -> Result<Class, JoinError> {
+        let class = self
+            .class(code)?
+            .ok_or_else(|| JoinError::NotFound(code.to_owned()))?;
+        if class.expires_at_ms <= now_ms() {
+            return Err(JoinError::Expired {
+                name: class.name,
+                ended: super::rfc3339(class.expires_at_ms),
+            });
+        }
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO members (class, learner, display_name, joined_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (class, learner) DO UPDATE SET display_name = excluded.display_name",
+                params![code, learner, display_name, now_ms()],
+            )
+        })?;
+        Ok(class)
+    }
+
+    /// The class, if `learner` has joined it and it has not expired.
+    pub fn open_class_of(&self, code: &str, learner: &str) -> Result<Option<Class>, HistoryError> {
+        let class = self.with(|c| {
+            c.query_row(
+                "SELECT c.code, c.name, c.created_at_ms, c.expires_at_ms FROM classes c
+                 JOIN members m ON m.class = c.code WHERE c.code = ?1 AND m.learner = ?2",
+                params![code, learner],
+                |r| Ok(class_of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })?;
+        Ok(class.filter(|c| c.expires_at_ms > now_ms()))
+    }
+
+    /// Who joined, in joining order, with their run counts and what they
+    /// have waiting or running now.
+    pub fn members(&self, code: &str) -> Result<Vec<Member>, HistoryError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT m.learner, m.display_name, m.joined_at_ms,
+                    (SELECT COUNT(*) FROM runs r WHERE r.class = m.class AND r.learner = m.learner),
+                    (SELECT group_concat(r.demo) FROM runs r WHERE r.class = m.class
+                        AND r.learner = m.learner AND r.state IN ('queued', 'running'))
+                 FROM members m WHERE m.class = ?1 ORDER BY m.joined_at_ms, m.learner",
+            )?;
+            let rows = stmt.query_map(params![code], |r| {
+                let active: Option<String> = r.get(4)?;
+                Ok(Member {
+                    learner: r.get(0)?,
+                    display_name: r.get(1)?,
+                    joined_at_ms: r.get(2)?,
+                    runs: r.get(3)?,
+                    active: active
+                        .unwrap_or_default()
+                        .split(',')
+                        .filter_map(|d| d.parse::<DemoId>().ok())
+                        .collect(),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Every run of the class, oldest first, finished or not.
+    pub fn class_runs(&self, code: &str) -> Result<Vec<ClassRun>, HistoryError> {
+        let filter = Filter {
+            class: Some(code.to_owned()),
+            ..Filter::default()
+        };
+        let mut summaries = self.all(&filter)?;
+        summaries.reverse();
+        let extra: std::collections::HashMap<String, (String, Option<String>, Option<u32>)> = self
+            .with(|c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT r.id, r.learner, m.display_name, r.others_at_start FROM runs r
+                     LEFT JOIN members m ON m.class = r.class AND m.learner = r.learner
+                     WHERE r.class = ?1",
+                )?;
+                let rows = stmt.query_map(params![code], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        (
+                            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            r.get(2)?,
+                            r.get(3)?,
+                        ),
+                    ))
+                })?;
+                rows.collect()
+            })?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|summary| {
+                let (learner, display_name, others_at_start) = extra.get(&summary.id)?.clone();
+                Some(ClassRun {
+                    summary,
+                    learner,
+                    display_name,
+                    others_at_start,
+                })
+            })
+            .collect())
+    }
+}
+
+/// A random class code from [`stacklab_api::CLASS_CODE_ALPHABET`].
+fn new_code() -> String {
+    let alphabet = stacklab_api::CLASS_CODE_ALPHABET;
+    uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .take(stacklab_api::CLASS_CODE_LEN)
+        .map(|b| alphabet[usize::from(*b) % alphabet.len()] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::history::tests::record;
+
+    #[test]
+    fn a_class_is_joined_its_runs_are_its_own_and_it_expires() {
+        let h = History::in_memory();
+        let class = h.create_class("Tuesday workshop", 60_000).unwrap();
+        assert!(stacklab_api::valid_class_code(&class.code));
+        assert_eq!(class.join_path, format!("/join/{}", class.code));
+        h.join(&class.code, "learner-aaaa", Some("Ada")).unwrap();
+        h.join(&class.code, "learner-bbbb", None).unwrap();
+        assert!(h
+            .open_class_of(&class.code, "learner-aaaa")
+            .unwrap()
+            .is_some());
+        assert!(h
+            .open_class_of(&class.code, "learner-zzzz")
+            .unwrap()
+            .is_none());
+        h.accepted(
+            "r1",
+            DemoId::MicroVm,
+            Some("learner-aaaa"),
+            Some(&class.code),
+        )
+        .unwrap();
+        h.started("r1", 3).unwrap();
+        h.accepted(
+            "r2",
+            DemoId::PostgresContainer,
+            Some("learner-bbbb"),
+            Some(&class.code),
+        )
+        .unwrap();
+        h.accepted("elsewhere", DemoId::MicroVm, Some("learner-aaaa"), None)
+            .unwrap();
+        let members = h.members(&class.code).unwrap();
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[0].display_name.as_deref(), Some("Ada"));
+        assert_eq!(
+            members[0].runs, 1,
+            "the run outside the class is not counted"
+        );
+        assert_eq!(members[0].active, [DemoId::MicroVm]);
+        h.finished(&record("r1", DemoId::MicroVm, true)).unwrap();
+        let runs = h.class_runs(&class.code).unwrap();
+        let ids: Vec<_> = runs.iter().map(|r| r.summary.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"]);
+        assert_eq!(runs[0].others_at_start, Some(3));
+        assert_eq!(runs[0].display_name.as_deref(), Some("Ada"));
+        assert!(h.members(&class.code).unwrap()[0].active.is_empty());
+
+        let over = h.create_class("Yesterday", -1).unwrap();
+        match h.join(&over.code, "learner-aaaa", None) {
+            Err(JoinError::Expired { name, .. }) => assert_eq!(name, "Yesterday"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            h.join("ZZZZZZ", "learner-aaaa", None),
+            Err(JoinError::NotFound(_))
+        ));
+    }
+}

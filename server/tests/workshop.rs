@@ -1,0 +1,378 @@
+//! Workshop mode through the HTTP API: an instructor creates a class,
+//! learners join with its code, their runs (real micro-VMs) count for the
+//! room, and the instructor sees names where learners see only points.
+
+mod common;
+use common::{get, get_as_instructor, kvm_present, run_request_over_http, send_json};
+
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use stacklab_api::{Class, ClassView, ErrorBody, ErrorCode, Health, RoomPoints, RunState};
+use stacklab_server::{AppState, Settings};
+
+fn state() -> AppState {
+    AppState::new(None, Settings::default()).with_instructor_token("workshop-test-token")
+}
+
+const TOKEN: Option<&str> = Some("workshop-test-token");
+
+fn error_of(body: &str) -> ErrorBody {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+async fn create_class(state: &AppState, name: &str) -> Class {
+    let body = format!(r#"{{"name":"{name}","expires_in_secs":3600}}"#);
+    let (status, _, body) = send_json(state.clone(), "POST", "/api/classes", &body, TOKEN).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+async fn join(state: &AppState, code: &str, learner: &str, name: Option<&str>) -> StatusCode {
+    let body = match name {
+        Some(n) => format!(r#"{{"learner":"{learner}","display_name":"{n}"}}"#),
+        None => format!(r#"{{"learner":"{learner}"}}"#),
+    };
+    let uri = format!("/api/classes/{code}/join");
+    send_json(state.clone(), "POST", &uri, &body, None).await.0
+}
+
+#[tokio::test]
+async fn the_instructors_routes_need_the_token() {
+    let state = state();
+    let (status, headers, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/classes",
+        r#"{"name":"x"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(headers[header::WWW_AUTHENTICATE]
+        .to_str()
+        .unwrap()
+        .starts_with("Bearer"));
+    assert_eq!(error_of(&body).error, ErrorCode::InstructorTokenRequired);
+    let (status, _, _) = send_json(
+        state.clone(),
+        "POST",
+        "/api/classes",
+        r#"{"name":"x"}"#,
+        Some("a-wrong-token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let class = create_class(&state, "Tuesday").await;
+    for uri in [
+        format!("/api/classes/{}", class.code),
+        format!("/api/classes/{}/export", class.code),
+        "/api/runs".to_owned(),
+        "/api/runs/export".to_owned(),
+    ] {
+        let (status, _, body) = get(state.clone(), &uri).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri}: {body}");
+        assert_eq!(error_of(&body).error, ErrorCode::InstructorTokenRequired);
+    }
+    // A learner still lists their own runs without it.
+    let (status, _, _) = get(state.clone(), "/api/runs?learner=learner-aaaa").await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Bad classes are refused with a sentence.
+    for (body, why) in [
+        (r#"{"name":""}"#, "name must be"),
+        (r#"{"name":"x","expires_in_secs":5}"#, "expires_in_secs"),
+    ] {
+        let (status, _, text) = send_json(state.clone(), "POST", "/api/classes", body, TOKEN).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(error_of(&text).message.contains(why), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn an_expired_class_refuses_to_join_and_an_unknown_code_is_not_found() {
+    let state = state();
+    let over = state
+        .runs
+        .history()
+        .create_class("Last week", -1000)
+        .unwrap();
+    let uri = format!("/api/classes/{}/join", over.code);
+    let (status, _, body) = send_json(
+        state.clone(),
+        "POST",
+        &uri,
+        r#"{"learner":"learner-aaaa"}"#,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GONE);
+    let err = error_of(&body);
+    assert_eq!(err.error, ErrorCode::ClassExpired);
+    assert!(err.message.contains("Last week"), "{}", err.message);
+    assert_eq!(
+        join(&state, "ZZZZZZ", "learner-aaaa", None).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        join(&state, "../etc", "learner-aaaa", None).await,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points() {
+    if !kvm_present() {
+        return;
+    }
+    let state = state();
+    let class = create_class(&state, "Room 101").await;
+    assert_eq!(
+        join(&state, &class.code, "learner-ada1", Some("Ada")).await,
+        StatusCode::OK
+    );
+    // The code is read in any case.
+    let lower = class.code.to_lowercase();
+    assert_eq!(
+        join(&state, &lower, "learner-bob1", Some("Bob")).await,
+        StatusCode::OK
+    );
+
+    // A browser that did not join cannot count for the room.
+    let (status, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/runs",
+        &format!(
+            r#"{{"demo":"micro-vm","learner":"learner-eve1","class":"{}"}}"#,
+            class.code
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(error_of(&body).error, ErrorCode::NotAMember);
+
+    // The room's stream hears each run change, without names.
+    let changes_uri = format!("/api/classes/{}/events", class.code);
+    let res = tower::ServiceExt::oneshot(
+        stacklab_server::app(state.clone()),
+        axum::http::Request::get(&changes_uri)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut changes = res.into_body().into_data_stream();
+
+    for learner in ["learner-ada1", "learner-bob1"] {
+        let body = format!(
+            r#"{{"demo":"micro-vm","learner":"{learner}","class":"{}"}}"#,
+            class.code
+        );
+        let (_, events) = run_request_over_http(&state, &body, Duration::from_secs(30)).await;
+        assert!(events.iter().any(|e| matches!(
+            &e.kind,
+            stacklab_api::EventKind::Finished {
+                outcome: stacklab_api::Outcome::Ready { .. }
+            }
+        )));
+    }
+    let first = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut changes),
+    )
+    .await
+    .expect("the room's stream says something changed")
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(text.contains("event: changed"), "{text}");
+    assert!(
+        !text.contains("Ada"),
+        "no names on the room's stream: {text}"
+    );
+
+    // The history row is written just after the run reports finished.
+    let mut view: Option<ClassView> = None;
+    for _ in 0..100 {
+        let (status, _, body) =
+            get_as_instructor(state.clone(), &format!("/api/classes/{}", class.code)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let v: ClassView = serde_json::from_str(&body).unwrap();
+        let done = v.points.len() == 2;
+        view = Some(v);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = view.unwrap();
+    assert!(!view.expired);
+    let names: Vec<_> = view
+        .members
+        .iter()
+        .map(|m| m.display_name.clone())
+        .collect();
+    assert_eq!(names, [Some("Ada".to_owned()), Some("Bob".to_owned())]);
+    assert!(view
+        .members
+        .iter()
+        .all(|m| m.runs == 1 && m.active.is_empty()));
+    assert_eq!(view.points.len(), 2, "{:?}", view.points);
+    for p in &view.points {
+        assert_eq!(p.state, RunState::Succeeded);
+        assert!(p.time_to_ready_us.is_some_and(|t| t > 0.0));
+        assert!(p.memory_bytes.is_some_and(|m| m > 0.0));
+        assert!(p.learner.is_some(), "the instructor sees whose");
+        assert!(p.others_at_start.is_some());
+    }
+    assert!(!view.capacity.is_empty());
+
+    // A learner's view: the same points, no learner ids, their own marked.
+    let (status, _, body) = get(
+        state.clone(),
+        &format!("/api/classes/{}/points?learner=learner-ada1", class.code),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        !body.contains("learner-bob1") && !body.contains("Bob"),
+        "{body}"
+    );
+    let room: RoomPoints = serde_json::from_str(&body).unwrap();
+    assert_eq!(room.points.iter().filter(|p| p.mine).count(), 1);
+    assert!(room.points.iter().all(|p| p.learner.is_none()));
+
+    // The export has a learner column and the names.
+    let (status, headers, csv) = get_as_instructor(
+        state.clone(),
+        &format!("/api/classes/{}/export?format=csv", class.code),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    let lines: Vec<_> = csv.lines().collect();
+    assert!(
+        lines[0].ends_with(",learner,display_name,other_runs_at_start"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(
+        csv.contains(",learner-ada1,Ada,") && csv.contains(",learner-bob1,Bob,"),
+        "{csv}"
+    );
+
+    // The room's pages are served by the binary itself.
+    let (status, headers, page) = get(state.clone(), &format!("/class/{}", class.code)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap()
+        .contains("script-src 'self'"));
+    assert!(page.contains("/room/room.js"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_class_no_longer_tags_runs_they_stay_the_learners_own() {
+    if !kvm_present() {
+        return;
+    }
+    let state = state();
+    let class = create_class(&state, "Short").await;
+    assert_eq!(
+        join(&state, &class.code, "learner-ada1", None).await,
+        StatusCode::OK
+    );
+    // Close it (as time would).
+    let over = state.runs.history().create_class("Over", -1000).unwrap();
+    let body = format!(
+        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{}"}}"#,
+        over.code
+    );
+    let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "an expired class is ignored: {text}"
+    );
+}
+
+#[tokio::test]
+async fn run_requests_are_paced_per_address_and_per_learner_in_a_class() {
+    // No Docker client here: a request that passes the pace check fails
+    // fast with 503, which is all this test needs.
+    let state = AppState::with_docker(None, None, Settings::default())
+        .with_instructor_token("workshop-test-token")
+        .with_run_limit(2.0, Duration::from_secs(60));
+    let post = |ip: [u8; 4], body: String| {
+        let mut req = axum::http::Request::post("/api/runs")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 1,
+            ))));
+        common::send(state.clone(), req)
+    };
+    let anon = || r#"{"demo":"postgres-container"}"#.to_owned();
+    for _ in 0..2 {
+        let (status, _, _) = post([10, 0, 0, 1], anon()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let (status, headers, body) = post([10, 0, 0, 1], anon()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_of(&body).error, ErrorCode::RateLimited);
+    let wait: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // Another address is not affected.
+    assert_eq!(
+        post([10, 0, 0, 2], anon()).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // A room behind one address: members are paced one by one.
+    let class = create_class(&state, "NAT room").await;
+    for n in 0..4 {
+        let learner = format!("learner-nat{n}");
+        assert_eq!(
+            join(&state, &class.code, &learner, None).await,
+            StatusCode::OK
+        );
+        let body = format!(
+            r#"{{"demo":"postgres-container","learner":"{learner}","class":"{}"}}"#,
+            class.code
+        );
+        let (status, _, text) = post([10, 0, 0, 1], body).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{learner}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
+    let (status, _, body) = get(state(), "/api/health").await;
+    assert_eq!(status, StatusCode::OK);
+    let health: Health = serde_json::from_str(&body).unwrap();
+    assert_eq!(health.capacity.len(), 3, "{:?}", health.capacity);
+    let containers = &health.capacity[0];
+    let cores = std::thread::available_parallelism().unwrap().get() as u32;
+    assert_eq!(
+        containers.slots,
+        (cores / stacklab_server::engine::CORES_PER_CONTAINER_RUN as u32).max(1)
+    );
+    assert!(
+        containers.sized_by.contains("CPU"),
+        "{}",
+        containers.sized_by
+    );
+    assert_eq!((containers.in_use, containers.queued), (0, 0));
+    assert_eq!(health.capacity[1].slots, cores, "a micro-VM slot per CPU");
+}
