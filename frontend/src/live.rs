@@ -53,6 +53,19 @@ pub fn learner_id() -> Option<String> {
     Some(id)
 }
 
+/// Where the join page keeps the class this browser joined.
+const CLASS_KEY: &str = "stacklab.class";
+
+/// The class this browser joined on `/join/{code}`, if any: runs name it,
+/// and each demo card shows the room's results beside the learner's own.
+pub fn class_code() -> Option<String> {
+    let storage = web_sys::window()?.local_storage().ok()??;
+    storage
+        .get_item(CLASS_KEY)
+        .ok()?
+        .filter(|c| stacklab_api::valid_class_code(c))
+}
+
 /// `GET url` as text; `Err` with a sentence when there is no answer or the
 /// server says no.
 pub async fn get_text(url: &str) -> Result<String, String> {
@@ -85,6 +98,7 @@ pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
     let request = CreateRun {
         demo,
         learner: learner_id(),
+        class: class_code(),
     };
     let body = serde_json::to_string(&request).map_err(|_| StartError::Unreachable)?;
     let init = RequestInit::new();

@@ -67,6 +67,8 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
     // each finished run of the series.
     let repeat_left = RwSignal::new(0u32);
     let series = RwSignal::new(Vec::<(f64, f64)>::new());
+    // Bumped when a run finishes: the room's strip fetches again.
+    let room_turn = RwSignal::new(0u32);
     let subscription: StoredValue<Option<Rc<RefCell<Option<Subscription>>>>, LocalStorage> =
         StoredValue::new_local(None);
 
@@ -97,6 +99,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                                         latest.record();
                                     }
                                     progress.demo_run(demo);
+                                    room_turn.update(|n| *n += 1);
                                     if let (Some(t), Some(m)) = (
                                         outcome.value(Metric::RequestToReady),
                                         outcome.value(Metric::MemoryHeld),
@@ -207,7 +210,75 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             <Timeline events />
             <ConsoleTail events />
             <Results events />
+            <RoomStrip demo turn=room_turn />
         </section>
+    }
+}
+
+/// In a class: the room's request → ready times for this demo as dots,
+/// the learner's own in another colour, with the room's median. Names never
+/// reach a learner's browser.
+#[component]
+fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
+    let code = live::class_code();
+    let points = RwSignal::new(Vec::<(f64, bool)>::new());
+    if let Some(code) = code.clone() {
+        Effect::new(move |_| {
+            turn.track();
+            let code = code.clone();
+            leptos::task::spawn_local(async move {
+                let me = live::learner_id().unwrap_or_default();
+                let url = format!("/api/classes/{code}/points?learner={me}");
+                let Ok(text) = live::get_text(&url).await else {
+                    return;
+                };
+                // Only the fields drawn (a whole `RoomPoints` costs the
+                // bundle its deserialiser).
+                #[derive(serde::Deserialize)]
+                struct Room {
+                    points: Vec<Point>,
+                }
+                #[derive(serde::Deserialize)]
+                struct Point {
+                    demo: DemoId,
+                    time_to_ready_us: Option<f64>,
+                    mine: bool,
+                }
+                if let Ok(room) = serde_json::from_str::<Room>(&text) {
+                    points.set(
+                        room.points
+                            .into_iter()
+                            .filter(|p| p.demo == demo)
+                            .filter_map(|p| Some((p.time_to_ready_us?, p.mine)))
+                            .collect(),
+                    );
+                }
+            });
+        });
+    }
+    move || {
+        let pts = points.get();
+        let code = code.clone()?;
+        let mut times: Vec<f64> = pts.iter().map(|p| p.0).collect();
+        let spread = Spread::of(times.clone())?;
+        times.sort_by(f64::total_cmp);
+        let max = times.last().copied().unwrap_or(1.0) * 1.1;
+        let x = move |t: f64| 8.0 + t / max * 504.0;
+        let median = x(times[times.len() / 2]);
+        Some(view! {
+            <figure class="room" data-class=code.clone()>
+                <figcaption>
+                    {format!("Your class ({code}): request → ready of the room's {} run(s), {}. Yours are the filled dots.", pts.len(), spread.show(fmt_ms))}
+                </figcaption>
+                <svg viewBox="0 0 520 40" role="img" aria-label="The room's times, yours marked">
+                    <line class="axis" x1="8" x2="512" y1="30" y2="30" />
+                    <line class="median" x1=median x2=median y1="4" y2="34" />
+                    {pts.iter().enumerate().map(|(i, &(t, mine))| view! {
+                        <circle class:mine=mine cx=x(t) cy=8.0 + (i * 5 % 20) as f64 r="4" />
+                    }).collect_view()}
+                </svg>
+            </figure>
+        })
     }
 }
 

@@ -73,6 +73,19 @@ pub enum BenchCommand {
         #[arg(short, long, default_value_t = 10, value_parser = at_least_one())]
         n: usize,
     },
+    /// A workshop arriving at once: N learners join a class and each starts
+    /// the container and micro-VM demos at the same moment, against the
+    /// same server's runs alone; then a client flooding the API; then
+    /// leaks. Starts its own `stacklab serve` on a free port.
+    Room {
+        /// Learners in the room.
+        #[arg(long, default_value_t = 50, value_parser = at_least_one())]
+        learners: usize,
+        /// Container slots of the server under test (its default, sized
+        /// from this host, when not given).
+        #[arg(long, value_parser = at_least_one())]
+        container_slots: Option<usize>,
+    },
     /// The micro-VM: in-process vs a process per VM, throughput, and QEMU.
     Vm {
         /// Runs of each kind.
@@ -118,8 +131,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STACKLAB_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
     /// Container demo runs at once; more wait in a queue. By default one
-    /// per two CPUs (and per 512 MiB of available memory), so that runs
-    /// sharing the host do not inflate each other's measured times.
+    /// per CPU (and per 512 MiB of available memory), so that runs sharing
+    /// the host do not inflate each other's measured times (see `stacklab
+    /// bench room`).
     #[arg(long, env = "STACKLAB_MAX_CONTAINER_RUNS", value_parser = at_least_one())]
     pub max_container_runs: Option<usize>,
     /// Micro-VM demo runs at once; more wait in a queue. By default one

@@ -36,6 +36,10 @@ async fn main() -> std::process::ExitCode {
             })
         }
         Command::Bench(BenchCommand::Vm { n }) => tools::bench::vm(n).await,
+        Command::Bench(BenchCommand::Room {
+            learners,
+            container_slots,
+        }) => tools::bench::room(learners, container_slots).await,
         Command::Bench(BenchCommand::Container { n }) => match tools::image::connect_docker().await
         {
             Ok(docker) => tools::bench::container(docker, n).await,

@@ -777,3 +777,244 @@ async fn lessons_render_without_the_stacklab_server() {
     screenshot(&client, "static-only-history-unavailable").await;
     client.close().await.unwrap();
 }
+
+/// Workshop mode, as a room meets it: the instructor creates a class on
+/// their page, two learners (two browser profiles) join with its code and
+/// run the micro-VM demo; the instructor's page shows both points as they
+/// arrive, without a reload. A learner whose run has to wait sees their
+/// place in line and an estimate; a class that is over refuses to join.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workshop_in_the_browser() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    // One container slot, so that a learner's run can be seen waiting.
+    let mut settings = stacklab_server::Settings::default();
+    settings.slots.container = 1;
+    let state = stacklab_server::AppState::new(Some(dist_dir()), settings)
+        .with_instructor_token("browser-instructor-token");
+    let base = start_server_with(state.clone()).await;
+    let profiles: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let instructor = browser(port, profiles[0].path()).await;
+
+    // The instructor opens the link `serve` printed (token in the fragment)
+    // and creates a class.
+    instructor
+        .goto(&format!("{base}/class#token=browser-instructor-token"))
+        .await
+        .unwrap();
+    let name = instructor
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css("#class-name"))
+        .await
+        .unwrap();
+    name.send_keys("Browser workshop").await.unwrap();
+    click(&instructor, "#create-class button[type=submit]").await;
+    let code = text_of(&instructor, "#join-code").await;
+    assert!(stacklab_api::valid_class_code(&code), "{code:?}");
+    assert!(instructor
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with(&code));
+    wait_for_text(&instructor, "#no-results", "No finished runs yet").await;
+    screenshot(&instructor, "workshop-01-instructor-empty").await;
+
+    // Two learners join and run the micro-VM demo.
+    for (i, learner) in ["Ada", "Bob"].into_iter().enumerate() {
+        let client = browser(port, profiles[i + 1].path()).await;
+        client.goto(&format!("{base}/join/{code}")).await.unwrap();
+        let field = client
+            .wait()
+            .at_most(WAIT)
+            .for_element(Locator::Css("#display-name"))
+            .await
+            .unwrap();
+        field.send_keys(learner).await.unwrap();
+        click(&client, "#join-form button[type=submit]").await;
+        wait_for_text(&client, "#joined", "count for the room").await;
+        client
+            .goto(&format!("{base}/lessons/postgres-both-ways"))
+            .await
+            .unwrap();
+        let card = r#"section.demo-card[data-demo="micro-vm"]"#;
+        text_of(&client, card).await;
+        click(&client, &format!("{card} button.run")).await;
+        reading_text(
+            &client,
+            &format!(r#"{card} tr[data-key="create_to_ready"] td.num"#),
+        )
+        .await;
+        // The card shows the room's results, this learner's own filled.
+        let caption = text_of(&client, &format!("{card} figure.room figcaption")).await;
+        assert!(caption.contains(&code), "{caption}");
+        let mine = client
+            .find_all(Locator::Css(&format!("{card} figure.room circle.mine")))
+            .await
+            .unwrap();
+        assert_eq!(mine.len(), 1, "one run of mine in the room");
+        screenshot_of(
+            &client,
+            &format!("{card} figure.room"),
+            &format!("workshop-02-learner-{learner}"),
+        )
+        .await;
+
+        if learner == "Bob" {
+            queue_position_and_estimate(&client, &base).await;
+        }
+        client.close().await.unwrap();
+    }
+
+    // The instructor's page filled in live: both points, both names.
+    let dots = r#"section.demo[data-demo="micro-vm"] svg.strip circle"#;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let n = instructor.find_all(Locator::Css(dots)).await.unwrap().len();
+        // Two strips (time, memory), a dot per run in each.
+        if n == 4 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the instructor's page shows {n} dots, not 4, without a reload"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let members = text_of(&instructor, "#members").await;
+    assert!(
+        members.contains("Ada") && members.contains("Bob"),
+        "{members}"
+    );
+    let figure = text_of(
+        &instructor,
+        r#"section.demo[data-demo="micro-vm"] [data-figure="time"]"#,
+    )
+    .await;
+    assert!(figure.contains("2 run(s) · median"), "{figure}");
+    screenshot(&instructor, "workshop-03-instructor-room").await;
+    // Projector mode: the room's numbers, no tables.
+    click(&instructor, "#projector").await;
+    wait_for_text(&instructor, "#projector", "Leave projector mode").await;
+    let projector = eval(
+        &instructor,
+        "return document.body.classList.contains('projector') && getComputedStyle(document.querySelector('.members')).display === 'none'",
+        vec![],
+    )
+    .await;
+    assert_eq!(projector, json!(true));
+    screenshot(&instructor, "workshop-04-projector").await;
+
+    // A class that is over says so on its join page.
+    let over = state
+        .runs
+        .history()
+        .create_class("Yesterday's workshop", -1000)
+        .unwrap();
+    instructor
+        .goto(&format!("{base}/join/{}", over.code))
+        .await
+        .unwrap();
+    click(&instructor, "#join-form button[type=submit]").await;
+    wait_for_text(&instructor, "#status", "no longer takes learners").await;
+    let status = text_of(&instructor, "#status").await;
+    assert!(status.contains("Yesterday's workshop"), "{status}");
+    instructor.close().await.unwrap();
+}
+
+/// Another client keeps the one container slot busy; the learner's run
+/// waits, and the card says where it stands and for about how long.
+async fn queue_position_and_estimate(client: &Client, base: &str) {
+    use stacklab_api::DemoId;
+    let addr = base.trim_start_matches("http://").to_owned();
+    // One finished run gives the queue its estimate; then enough runs to
+    // fill every slot and wait behind them, each followed to its end (a
+    // run nobody watches is dropped).
+    let busy = |n: usize| {
+        let addr = addr.clone();
+        async move {
+            let mut followers = Vec::new();
+            for _ in 0..n {
+                let body = format!(r#"{{"demo":"{}"}}"#, DemoId::PostgresContainer);
+                // A run that just finished frees its place a moment after
+                // its stream ends: ask again on 429, at a pace the server's
+                // rate limit takes.
+                let mut answer = raw_http(&addr, "POST", "/api/runs", &body).await;
+                for _ in 0..20 {
+                    if answer.0 != 429 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    answer = raw_http(&addr, "POST", "/api/runs", &body).await;
+                }
+                let (status, text) = answer;
+                assert_eq!(status, 202, "{text}");
+                let id = serde_json::from_str::<stacklab_api::RunCreated>(&text)
+                    .unwrap()
+                    .id;
+                let addr = addr.clone();
+                followers.push(tokio::spawn(async move {
+                    raw_http(&addr, "GET", &format!("/api/runs/{id}/events"), "").await
+                }));
+            }
+            followers
+        }
+    };
+    for f in busy(1).await {
+        f.await.unwrap();
+    }
+    // One running, one waiting (as many as one client may have).
+    let followers = busy(2).await;
+    let card = r#"section.demo-card[data-demo="postgres-container"]"#;
+    click(client, &format!("{card} button.run")).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut said = Vec::new();
+    loop {
+        let text = client
+            .find(Locator::Css(&format!("{card} p.status")))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.starts_with("Waiting in line: position") {
+            assert!(text.contains(", about "), "an estimate: {text}");
+            screenshot(client, "workshop-05-queued").await;
+            break;
+        }
+        said.push(text);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the card never said it was waiting: {said:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    reading_within(
+        client,
+        &format!(r#"{card} tr[data-key="memory_pss"] td.num"#),
+        Duration::from_secs(60),
+    )
+    .await;
+    for f in followers {
+        f.await.unwrap();
+    }
+}
+
+/// One plain HTTP/1.1 request (`Connection: close`): status and body.
+async fn raw_http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_owned())
+}

@@ -157,13 +157,6 @@ impl ListQuery {
     /// What to select: one learner's runs, or (with the instructor token)
     /// everyone's.
     fn filter(&self, state: &AppState, headers: &HeaderMap) -> Result<Filter, AppError> {
-        if self.learner.is_none()
-            && !super::auth::Instructor::presented(headers, &state.instructor_token)
-        {
-            return Err(AppError::InstructorOnly(
-                "the whole history is the instructor's to see: pass learner=<your learner id> for your own runs, or send the instructor token".into(),
-            ));
-        }
         let bad = |message: String| AppError::BadRequest {
             status: StatusCode::BAD_REQUEST,
             message,
@@ -181,6 +174,13 @@ impl ListQuery {
                     "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
                 ));
             }
+        }
+        if self.learner.is_none()
+            && !super::auth::Instructor::presented(headers, &state.instructor_token)
+        {
+            return Err(AppError::InstructorOnly(
+                "the whole history is the instructor's to see: pass learner=<your learner id> for your own runs, or send the instructor token".into(),
+            ));
         }
         Ok(Filter {
             learner: self.learner.clone(),
@@ -217,7 +217,6 @@ pub async fn export_runs(
 ) -> Result<axum::response::Response, AppError> {
     use axum::http::header;
     use axum::response::IntoResponse;
-    let filter = query.filter(&state, &headers)?;
     let format = query.format.as_deref().unwrap_or("csv");
     if !matches!(format, "csv" | "json") {
         return Err(AppError::BadRequest {
@@ -225,6 +224,7 @@ pub async fn export_runs(
             message: format!("format must be csv or json, not {format:?}"),
         });
     }
+    let filter = query.filter(&state, &headers)?;
     let runs = with_history(&state, move |h| h.all(&filter)).await?;
     let (body, mime) = if format == "csv" {
         (store::to_csv(&runs), "text/csv; charset=utf-8")

@@ -89,9 +89,18 @@ pub fn dist_dir() -> PathBuf {
 
 /// The stacklab server, in-process on a free port, serving the built frontend.
 pub async fn start_server() -> String {
+    start_server_with(stacklab_server::AppState::new(
+        Some(dist_dir()),
+        Default::default(),
+    ))
+    .await
+}
+
+/// As [`start_server`] with a given state (the test keeps a clone to reach
+/// the server's store).
+pub async fn start_server_with(state: stacklab_server::AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let state = stacklab_server::AppState::new(Some(dist_dir()), Default::default());
     tokio::spawn(stacklab_server::run(
         listener,
         state,
@@ -152,7 +161,12 @@ pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
         .for_element(Locator::Css(css))
         .await;
     match el {
-        Ok(el) => el.text().await.unwrap(),
+        Ok(el) => match el.text().await {
+            Ok(text) => text,
+            // Re-rendered between finding and reading (a live page):
+            // read the new one.
+            Err(_) => Box::pin(text_within(client, css, wait)).await,
+        },
         Err(e) => {
             screenshot(client, "failure").await;
             let url = client.current_url().await.ok();

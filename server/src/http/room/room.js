@@ -129,8 +129,13 @@ function createPage() {
 }
 
 // ---------------------------------------------------------------- /class/{code}
+// The median of sorted numbers (the mean of the middle two for an even count).
+const medianOf = (s) => s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+
+// A dot per run on a line from 0 to a little past the largest, with the
+// median marked and labelled above the dots.
 function strip(points, value, fmt, demo) {
-  const W = 640, H = 74, L = 8, R = 8;
+  const W = 640, H = 84, L = 8, R = 8;
   const values = points.map(value).filter((v) => typeof v === "number");
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
@@ -138,7 +143,7 @@ function strip(points, value, fmt, demo) {
   svg.setAttribute("role", "img");
   if (values.length === 0) return svg;
   const sorted = [...values].sort((a, b) => a - b);
-  const max = sorted[sorted.length - 1] * 1.1 || 1;
+  const max = sorted[sorted.length - 1] * 1.15 || 1;
   const x = (v) => L + (v / max) * (W - L - R);
   const add = (tag, attrs, text) => {
     const n = document.createElementNS("http://www.w3.org/2000/svg", tag);
@@ -146,17 +151,18 @@ function strip(points, value, fmt, demo) {
     if (text !== undefined) n.textContent = text;
     svg.append(n);
   };
-  add("line", { class: "axis", x1: L, x2: W - R, y1: 50, y2: 50 });
-  add("text", { x: L, y: 66 }, "0");
-  add("text", { x: W - R, y: 66, "text-anchor": "end" }, fmt(max));
+  add("line", { class: "axis", x1: L, x2: W - R, y1: 62, y2: 62 });
+  add("text", { x: L, y: 78 }, "0");
+  add("text", { x: W - R, y: 78, "text-anchor": "end" }, fmt(max));
   points.forEach((p, i) => {
     const v = value(p);
     if (typeof v !== "number") return;
-    add("circle", { cx: x(v), cy: 14 + (i * 7) % 30, r: 5, "data-run": p.run });
+    add("circle", { cx: x(v), cy: 24 + (i * 7) % 32, r: 5, "data-run": p.run });
   });
-  const median = sorted[Math.floor(sorted.length / 2)];
-  add("line", { class: "median", x1: x(median), x2: x(median), y1: 6, y2: 52 });
-  add("text", { x: x(median), y: 66, "text-anchor": "middle" }, `median ${fmt(median)}`);
+  const median = medianOf(sorted);
+  const mx = x(median);
+  add("line", { class: "median", x1: mx, x2: mx, y1: 16, y2: 64 });
+  add("text", { x: mx, y: 11, "text-anchor": mx > W / 2 ? "end" : "start" }, `median ${fmt(median)}`);
   svg.setAttribute("aria-label", `${values.length} runs, median ${fmt(median)}`);
   return svg;
 }
@@ -165,7 +171,7 @@ function spread(values, fmt) {
   const s = values.filter((v) => typeof v === "number").sort((a, b) => a - b);
   if (s.length === 0) return "no finished runs yet";
   const q = (f) => s[Math.min(s.length - 1, Math.floor(f * s.length))];
-  return `${s.length} run(s) · median ${fmt(q(0.5))} · middle half ${fmt(q(0.25))}–${fmt(q(0.75))} · all ${fmt(s[0])}–${fmt(s[s.length - 1])}`;
+  return `${s.length} run(s) · median ${fmt(medianOf(s))} · middle half ${fmt(q(0.25))}–${fmt(q(0.75))} · all ${fmt(s[0])}–${fmt(s[s.length - 1])}`;
 }
 
 function demoSection(demo, points) {
@@ -183,7 +189,7 @@ function demoSection(demo, points) {
     strip(ok, (p) => p.memory_bytes, mib, demo),
     el("p", { class: "meta", "data-figure": "memory" }, "Memory: " + spread(ok.map((p) => p.memory_bytes), mib)),
     el("p", { class: "meta" },
-      others.length ? `Other runs on the host when each left the queue: median ${others[Math.floor(others.length / 2)]}, most ${others[others.length - 1]}.` : "",
+      others.length ? `Other runs on the host when each left the queue: median ${medianOf(others)}, most ${others[others.length - 1]}.` : "",
       failed ? ` ${failed} run(s) failed.` : ""),
   );
 }
@@ -237,7 +243,7 @@ function classPage(code) {
         ? `This class ended at ${when(view.class.expires_at_ms)}: joining is closed; its runs stay.`
         : `Open until ${when(view.class.expires_at_ms)}.`),
       el("div", { class: "tools" },
-        el("a", { class: "button quiet", href: projector ? location.pathname : "?projector" }, projector ? "Leave projector mode" : "Projector mode"),
+        el("a", { class: "button quiet", id: "projector", href: projector ? location.pathname : "?projector" }, projector ? "Leave projector mode" : "Projector mode"),
         el("button", { class: "quiet", onclick: () => download("csv") }, "Export CSV"),
         el("button", { class: "quiet", onclick: () => download("json") }, "Export JSON")),
       el("h2", {}, "The room's results"),

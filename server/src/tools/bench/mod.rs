@@ -1,8 +1,10 @@
 //! `stacklab bench`: benchmarks that print medians and ratios measured in
-//! one run against a baseline (`container`: the Docker CLI; `vm`: QEMU),
-//! with the platform's share of each start.
+//! one run against a baseline (`container`: the Docker CLI; `vm`: QEMU;
+//! `room`: the same server's runs alone), with the platform's share of
+//! each start.
 
 mod container;
+mod room;
 mod vm;
 
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use crate::backends::Runtime;
 use crate::engine::{Queue, Runs};
 
 pub use container::container;
+pub use room::room;
 pub use vm::vm;
 
 pub(crate) fn verdict(ok: bool) -> &'static str {

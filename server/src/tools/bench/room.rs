@@ -1,0 +1,479 @@
+//! `stacklab bench room`: a workshop arriving at once, against the same
+//! server's runs alone.
+//!
+//! Starts `stacklab serve` (this very binary) as a child process on a free
+//! port and talks to it over plain HTTP as browsers would:
+//!
+//! 1. **Alone**: one learner runs the container demo a few times, one after
+//!    another: the baseline of request → ready and of the server's measured
+//!    create → ready.
+//! 2. **Room**: N learners join one class; at one moment each starts the
+//!    container demo and the micro-VM demo and follows both event streams
+//!    to the end.
+//! 3. **Hog**: one anonymous client fires a burst of run requests; then one
+//!    learner of the class asks for a run; how long that learner waits.
+//! 4. **Leaks**: demo containers and VMM processes left, and the server's
+//!    open files, threads and RSS before and after.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use stacklab_api::{
+    Capacity, Class, DemoId, EventKind, Health, Metric, Outcome, RunCreated, RunEvent,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{median, ms, verdict};
+
+/// Container runs each learner makes alone for the baseline.
+const ALONE_RUNS: usize = 5;
+/// Run requests the hog fires at once.
+const HOG_REQUESTS: usize = 30;
+const TOKEN: &str = "bench-room-instructor";
+
+/// One finished run as a learner saw it.
+struct Seen {
+    /// Client clock: request sent → `finished` received.
+    wall: Duration,
+    /// Server clock: accepted → left the queue (the first phase after
+    /// `accepted`).
+    queued: Duration,
+    /// The server's measured figures, when ready.
+    outcome: Option<Outcome>,
+}
+
+impl Seen {
+    fn value(&self, metric: Metric) -> Option<Duration> {
+        self.outcome
+            .as_ref()?
+            .value(metric)
+            .map(|us| Duration::from_secs_f64(us / 1e6))
+    }
+}
+
+/// Runs the benchmark with `learners` learners (and the server's container
+/// slots set to `container_slots`, when given) and prints its report.
+pub async fn room(learners: usize, container_slots: Option<usize>) -> anyhow::Result<()> {
+    let data = tempdir()?;
+    let (mut server, addr) = spawn_server(&data, container_slots)?;
+    let result = scenario(&addr, server.id(), learners).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
+    let health: Health = serde_json::from_str(&call(addr, "GET", "/api/health", None).await?.1)?;
+    let slots = capacity_of(&health.capacity, DemoId::PostgresContainer)?.slots as usize;
+    println!(
+        "room: {learners} learners, each starting the container demo and the micro-VM demo at the same moment"
+    );
+    println!("host: {}", crate::backends::host::describe());
+    for c in &health.capacity {
+        println!(
+            "  slots for {:?}: {} ({})",
+            c.demos.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+            c.slots,
+            c.sized_by
+        );
+    }
+    let class: Class = serde_json::from_str(
+        &call(
+            addr,
+            "POST",
+            "/api/classes",
+            Some((r#"{"name":"bench room","expires_in_secs":3600}"#, true)),
+        )
+        .await?
+        .1,
+    )?;
+    let before = ServerUse::of(pid);
+
+    // 1. Alone.
+    let solo = learner_id(0);
+    join(addr, &class.code, &solo).await?;
+    let mut alone = Vec::new();
+    // One untimed run warms the page cache for the image.
+    run(addr, DemoId::PostgresContainer, &solo, &class.code).await?;
+    for _ in 0..ALONE_RUNS {
+        alone.push(run(addr, DemoId::PostgresContainer, &solo, &class.code).await?);
+    }
+    let alone_wall = median(&alone.iter().map(|s| s.wall).collect::<Vec<_>>());
+    let alone_create = median(
+        &alone
+            .iter()
+            .filter_map(|s| s.value(Metric::CreateToReady))
+            .collect::<Vec<_>>(),
+    );
+    println!(
+        "alone ({ALONE_RUNS} runs back to back): request → ready median {:.0} ms; measured create → SELECT 1 median {:.0} ms",
+        ms(alone_wall),
+        ms(alone_create)
+    );
+
+    // 2. The room.
+    let ids: Vec<String> = (1..=learners).map(learner_id).collect();
+    for id in &ids {
+        join(addr, &class.code, id).await?;
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .flat_map(|id| {
+            [DemoId::PostgresContainer, DemoId::MicroVm].map(|demo| {
+                let (addr, id, code) = (addr.to_owned(), id.clone(), class.code.clone());
+                tokio::spawn(async move { (demo, run(&addr, demo, &id, &code).await) })
+            })
+        })
+        .collect();
+    let mut by_demo: HashMap<DemoId, Vec<Seen>> = HashMap::new();
+    let mut failed = Vec::new();
+    for t in tasks {
+        let (demo, seen) = t.await?;
+        match seen {
+            Ok(s)
+                if s.outcome
+                    .as_ref()
+                    .is_some_and(|o| matches!(o, Outcome::Ready { .. })) =>
+            {
+                by_demo.entry(demo).or_default().push(s)
+            }
+            Ok(s) => failed.push(format!("{demo}: {:?}", s.outcome)),
+            Err(e) => failed.push(format!("{demo}: {e:#}")),
+        }
+    }
+    let room_time = started.elapsed();
+    println!(
+        "room: all {} runs ended after {:.1} s; {} failed",
+        learners * 2,
+        room_time.as_secs_f64(),
+        failed.len()
+    );
+    for f in failed.iter().take(5) {
+        println!("  failed: {f}");
+    }
+    for demo in [DemoId::PostgresContainer, DemoId::MicroVm] {
+        let seen = by_demo.remove(&demo).unwrap_or_default();
+        if seen.is_empty() {
+            continue;
+        }
+        let mut wall: Vec<Duration> = seen.iter().map(|s| s.wall).collect();
+        wall.sort();
+        let q = |f: f64| wall[((wall.len() as f64 * f) as usize).min(wall.len() - 1)];
+        let queued = seen.iter().map(|s| s.queued).max().unwrap_or_default();
+        let created: Vec<Duration> = seen
+            .iter()
+            .filter_map(|s| s.value(Metric::CreateToReady))
+            .collect();
+        println!(
+            "  {demo}: request → ready p50 {:.0} ms, p95 {:.0} ms, max {:.0} ms; longest queue wait {:.0} ms; measured create → ready median {:.1} ms",
+            ms(q(0.5)),
+            ms(q(0.95)),
+            ms(q(1.0)),
+            ms(queued),
+            ms(median(&created))
+        );
+        if demo == DemoId::PostgresContainer {
+            let back_to_back = alone_wall * learners as u32;
+            let goal = back_to_back / slots as u32 + alone_wall;
+            println!(
+                "    p95 {:.1} s against the same {learners} runs back to back ÷ {slots} slot(s) + one run = {:.1} s: {} (no scheduling waste)",
+                q(0.95).as_secs_f64(),
+                goal.as_secs_f64(),
+                verdict(q(0.95) <= goal)
+            );
+            let ratio = median(&created).as_secs_f64() / alone_create.as_secs_f64();
+            println!(
+                "    learners' measured create → ready in the room ÷ alone = {ratio:.2}× (goal ≤ 1.25×: {})",
+                verdict(ratio <= 1.25)
+            );
+        }
+    }
+
+    // 3. The hog.
+    let (hog_accepted, hog_refused, hog_runs) = hog(addr).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let honest = run(addr, DemoId::PostgresContainer, &learner_id(0), &class.code).await?;
+    for t in hog_runs {
+        let _ = t.await;
+    }
+    println!(
+        "hog: {HOG_REQUESTS} requests at once from one client: {hog_accepted} accepted, {hog_refused} refused with 429"
+    );
+    let per_run = alone_wall;
+    println!(
+        "  the next learner waited {:.0} ms in the queue (one run per slot ahead would be {:.0} ms): {}",
+        ms(honest.queued),
+        ms(per_run),
+        verdict(honest.queued <= per_run + per_run / 4)
+    );
+
+    // 4. Leaks.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = ServerUse::of(pid);
+    let containers = demo_containers();
+    let vmms = children_named(pid, "stacklab-vmm");
+    println!(
+        "leaks: {} demo container(s), {} VMM process(es) left; server open files {} → {}, threads {} → {}, RSS {:.1} → {:.1} MiB",
+        containers.map_or("?".into(), |n| n.to_string()),
+        vmms,
+        before.fds,
+        after.fds,
+        before.threads,
+        after.threads,
+        before.rss_kib as f64 / 1024.0,
+        after.rss_kib as f64 / 1024.0
+    );
+    if !failed.is_empty() || containers != Some(0) || vmms != 0 {
+        bail!("the room had failures or leaks (see above)");
+    }
+    Ok(())
+}
+
+/// One anonymous client's burst: how many were taken and refused, and the
+/// tasks following the taken ones (a run nobody watches is dropped).
+async fn hog(addr: &str) -> anyhow::Result<(usize, usize, Vec<tokio::task::JoinHandle<()>>)> {
+    let posts: Vec<_> = (0..HOG_REQUESTS)
+        .map(|_| {
+            let addr = addr.to_owned();
+            tokio::spawn(async move {
+                call(
+                    &addr,
+                    "POST",
+                    "/api/runs",
+                    Some((r#"{"demo":"postgres-container"}"#, false)),
+                )
+                .await
+            })
+        })
+        .collect();
+    let (mut accepted, mut refused, mut follow) = (0, 0, Vec::new());
+    for p in posts {
+        let (status, body) = p.await??;
+        match status {
+            202 => {
+                accepted += 1;
+                let id = serde_json::from_str::<RunCreated>(&body)?.id;
+                let addr = addr.to_owned();
+                follow.push(tokio::spawn(async move {
+                    let _ = events(&addr, &id).await;
+                }));
+            }
+            429 => refused += 1,
+            other => bail!("the hog's request got {other}: {body}"),
+        }
+    }
+    Ok((accepted, refused, follow))
+}
+
+fn capacity_of(capacity: &[Capacity], demo: DemoId) -> anyhow::Result<&Capacity> {
+    capacity
+        .iter()
+        .find(|c| c.demos.contains(&demo))
+        .with_context(|| format!("/api/health names no queue for {demo}"))
+}
+
+fn learner_id(n: usize) -> String {
+    format!("bench-learner-{n:04}")
+}
+
+async fn join(addr: &str, code: &str, learner: &str) -> anyhow::Result<()> {
+    let body = format!(r#"{{"learner":"{learner}","display_name":"{learner}"}}"#);
+    let path = format!("/api/classes/{code}/join");
+    let (status, text) = call(addr, "POST", &path, Some((&body, false))).await?;
+    if status != 200 {
+        bail!("join answered {status}: {text}");
+    }
+    Ok(())
+}
+
+/// Starts `demo` for `learner` in class `code` and follows it to the end.
+async fn run(addr: &str, demo: DemoId, learner: &str, code: &str) -> anyhow::Result<Seen> {
+    let started = Instant::now();
+    let body = format!(r#"{{"demo":"{demo}","learner":"{learner}","class":"{code}"}}"#);
+    let (status, text) = call(addr, "POST", "/api/runs", Some((&body, false))).await?;
+    if status != 202 {
+        bail!("POST /api/runs answered {status}: {text}");
+    }
+    let id = serde_json::from_str::<RunCreated>(&text)?.id;
+    let events = events(addr, &id).await?;
+    let queued = events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase != "accepted"))
+        .map_or(Duration::ZERO, |e| Duration::from_micros(e.at_us));
+    let outcome = events.into_iter().find_map(|e| match e.kind {
+        EventKind::Finished { outcome } => Some(outcome),
+        _ => None,
+    });
+    Ok(Seen {
+        wall: started.elapsed(),
+        queued,
+        outcome,
+    })
+}
+
+/// One request over its own connection: status and body. `body` is
+/// (JSON, with the instructor token).
+async fn call(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, bool)>,
+) -> anyhow::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let (text, token) = body.unwrap_or(("", false));
+    let auth = if token {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        text.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("no HTTP status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Follows `/api/runs/{id}/events` until `finished`; every event.
+async fn events(addr: &str, id: &str) -> anyhow::Result<Vec<RunEvent>> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request =
+        format!("GET /api/runs/{id}/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut seen = String::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            bail!("the event stream of run {id} ended before `finished`");
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        let events: Vec<RunEvent> = seen
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str(d).ok())
+            .collect();
+        if events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Finished { .. }))
+        {
+            return Ok(events);
+        }
+    }
+}
+
+/// The server process's open files, threads and RSS.
+struct ServerUse {
+    fds: usize,
+    threads: u64,
+    rss_kib: u64,
+}
+
+impl ServerUse {
+    fn of(pid: u32) -> Self {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        ServerUse {
+            fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count()),
+            threads: field("Threads:"),
+            rss_kib: field("VmRSS:"),
+        }
+    }
+}
+
+/// Demo containers on this host (by the label every demo container has).
+fn demo_containers() -> Option<usize> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!(
+            "label={}",
+            crate::backends::docker::reaper::LABEL_INSTANCE
+        ))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
+}
+
+/// Live child processes of `pid` whose name is `name`.
+fn children_named(pid: u32, name: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            // "pid (comm) state ppid …"; comm may hold spaces, so split at ')'.
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let comm = head.split_once('(').map_or("", |(_, c)| c);
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("");
+            let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+            comm == name && ppid == Some(pid) && state != "Z"
+        })
+        .count()
+}
+
+fn tempdir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("stacklab-bench-room-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `stacklab serve` on a free loopback port, with its history in `data`.
+fn spawn_server(data: &Path, container_slots: Option<usize>) -> anyhow::Result<(Child, String)> {
+    let mut serve = Command::new(std::env::current_exe()?);
+    serve
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data);
+    if let Some(n) = container_slots {
+        serve.arg("--max-container-runs").arg(n.to_string());
+    }
+    let mut child = serve
+        .env("STACKLAB_INSTRUCTOR_TOKEN", TOKEN)
+        .env("RUST_LOG", "stacklab_server=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start `stacklab serve`")?;
+    let mut log = std::io::BufReader::new(child.stderr.take().context("piped")?);
+    loop {
+        let mut line = String::new();
+        if log.read_line(&mut line)? == 0 {
+            let _ = child.wait();
+            bail!("`stacklab serve` exited before listening");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.trim().to_owned();
+            // Keep draining the log so the server never blocks on it.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return Ok((child, addr));
+        }
+    }
+}
