@@ -25,7 +25,7 @@ use std::str::FromStr;
 /// The built-in live demos. A learner can only ever pick one of these; the
 /// server maps each to a fixed, vetted specification (no image names or
 /// commands travel over the wire).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DemoId {
     /// A PostgreSQL 15 container started through the Docker engine.

@@ -266,6 +266,27 @@ async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points(
         "{csv}"
     );
 
+    // The same runs in /metrics, in Prometheus' text format.
+    let (status, headers, metrics) = get(state.clone(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "stacklab_runs_started_total{demo=\"micro-vm\"} 2",
+        "stacklab_runs_finished_total{demo=\"micro-vm\",outcome=\"succeeded\"} 2",
+        "stacklab_time_to_ready_seconds_count{demo=\"micro-vm\"} 2",
+        "stacklab_time_to_ready_seconds_bucket{demo=\"micro-vm\",le=\"+Inf\"} 2",
+        "stacklab_queue_wait_seconds_count{demo=\"micro-vm\"} 2",
+        "stacklab_runs_in_progress 0",
+        // The room's stream, still open above.
+        "stacklab_event_streams_open 1",
+        "# TYPE stacklab_queue_waiting gauge",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+
     // The room's pages are served by the binary itself.
     let (status, headers, page) = get(state.clone(), &format!("/class/{}", class.code)).await;
     assert_eq!(status, StatusCode::OK);

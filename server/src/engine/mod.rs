@@ -15,6 +15,7 @@ mod queue;
 mod registry;
 mod run;
 mod shares;
+mod stats;
 mod timeline;
 
 pub use crate::backends::{Ready, RunContext, Runtime};
@@ -23,4 +24,5 @@ pub use labs::{Labs, Refused, Settings, Slots, Unavailable, CORES_PER_CONTAINER_
 pub use queue::{Left, Queue, DEFAULT_QUEUE_TIMEOUT};
 pub use registry::{ClassChange, Requester, Runs, TooMany, PER_LEARNER_PER_DEMO, UNWATCHED_GRACE};
 pub use run::{Run, WatchGuard};
+pub use stats::{Histogram, Snapshot, Stats, BUCKETS};
 pub use timeline::Timeline;

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::queue::{Left, Queue};
 use super::run::Run;
 use super::shares;
+use super::stats::Stats;
 use crate::backends::{RunContext, Runtime};
 use crate::store::History;
 
@@ -100,6 +101,8 @@ pub struct Runs {
     pending: Mutex<HashMap<(String, DemoId), usize>>,
     /// Changes of class runs, for the room's event streams.
     rooms: tokio::sync::broadcast::Sender<ClassChange>,
+    /// Counters for `/metrics`.
+    stats: Stats,
 }
 
 /// How loaded the host was while a run ran: other runs in progress.
@@ -144,7 +147,13 @@ impl Runs {
             active: AtomicUsize::new(0),
             pending: Mutex::new(HashMap::new()),
             rooms: tokio::sync::broadcast::channel(1024).0,
+            stats: Stats::default(),
         }
+    }
+
+    /// Counters of the runs so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// Cancelled when the server starts shutting down.
@@ -275,6 +284,8 @@ impl Runs {
         });
         self.by_id().insert(run.id().to_owned(), run.clone());
         self.tell_room(&requester, &run, RunState::Queued);
+        self.stats.started(demo);
+        let accepted = std::time::Instant::now();
         let runs = self.clone();
         let task_run = run.clone();
         self.tasks.spawn(async move {
@@ -301,6 +312,7 @@ impl Runs {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };
                     let _active = ActiveGuard(&runs.active);
+                    runs.stats.left_queue(demo, accepted.elapsed());
                     if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
                         tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
                     }
@@ -338,6 +350,16 @@ impl Runs {
             if let Outcome::Failed { error } = &outcome {
                 tracing::info!(run = %task_run.id(), code = %error.code, "run failed: {}", error.message);
             }
+            let (label, ready) = match &outcome {
+                Outcome::Ready { .. } => (
+                    "succeeded",
+                    outcome
+                        .value(demo.headline_keys().0)
+                        .map(|us| Duration::from_secs_f64(us / 1e6)),
+                ),
+                Outcome::Failed { error } => (error.code.as_str(), None),
+            };
+            runs.stats.finished(demo, label, ready);
             task_run.push(EventKind::Finished { outcome });
             let history = runs.history.clone();
             let record = task_run.record();

@@ -19,6 +19,7 @@ use stacklab_api::{
 
 use super::auth::Instructor;
 use super::extract::{ApiJson, ApiQuery};
+use super::metrics::OpenStream;
 use super::runs::with_history;
 use super::{AppError, AppState};
 use crate::store::{self, JoinError};
@@ -237,32 +238,37 @@ pub async fn room_events(
     find(&state, &code).await?;
     let changes = state.runs.room_changes();
     let stopping = state.runs.stopping();
-    let stream = futures_util::stream::unfold((changes, code), move |(mut rx, code)| {
-        let stopping = stopping.clone();
-        async move {
-            loop {
-                let received = tokio::select! {
-                    r = rx.recv() => r,
-                    // The server is shutting down: end the stream so it can drain.
-                    () = stopping.cancelled() => return None,
-                };
-                match received {
-                    Ok(c) if c.class == code => {
-                        let event = Event::default()
-                            .event("changed")
-                            .json_data(&c.change)
-                            .unwrap_or_else(|_| Event::default().event("changed").data("{}"));
-                        return Some((Ok(event), (rx, code)));
+    let open = OpenStream::new(&state.open_streams);
+    let stream =
+        futures_util::stream::unfold((changes, code, open), move |(mut rx, code, open)| {
+            let stopping = stopping.clone();
+            async move {
+                loop {
+                    let received = tokio::select! {
+                        r = rx.recv() => r,
+                        // The server is shutting down: end the stream so it can drain.
+                        () = stopping.cancelled() => return None,
+                    };
+                    match received {
+                        Ok(c) if c.class == code => {
+                            let event = Event::default()
+                                .event("changed")
+                                .json_data(&c.change)
+                                .unwrap_or_else(|_| Event::default().event("changed").data("{}"));
+                            return Some((Ok(event), (rx, code, open)));
+                        }
+                        Ok(_) => {}
+                        // Missed some: say "changed" anyway; the page refetches.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            return Some((
+                                Ok(Event::default().event("changed").data("{}")),
+                                (rx, code, open),
+                            ))
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
-                    Ok(_) => {}
-                    // Missed some: say "changed" anyway; the page refetches.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        return Some((Ok(Event::default().event("changed").data("{}")), (rx, code)))
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                 }
             }
-        }
-    });
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default().interval(Duration::from_secs(15))))
 }

@@ -13,6 +13,7 @@ mod error;
 mod extract;
 mod health;
 mod limits;
+mod metrics;
 mod room;
 mod runs;
 mod static_files;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub instructor_token: Arc<str>,
     /// The pace of run requests per client.
     pub run_limit: Arc<limits::RateLimit>,
+    /// Event streams open now (runs' and rooms').
+    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
             labs: Arc::new(Labs::new(docker, &settings)),
             instructor_token: auth::new_token().into(),
             run_limit: Arc::new(limits::RateLimit::default()),
+            open_streams: Arc::default(),
         }
     }
 }
@@ -123,6 +127,7 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
     Router::new()
         .nest("/api", api)
+        .route("/metrics", get(metrics::metrics))
         .route("/class", get(room::page))
         .route("/class/{code}", get(room::page))
         .route("/join/{code}", get(room::page))

@@ -17,6 +17,7 @@ use stacklab_api::{valid_learner, CreateRun, EventKind, RunCreated, RunEvent, Ru
 
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
+use super::metrics::OpenStream;
 use super::AppState;
 use crate::engine::{Requester, Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
@@ -262,6 +263,7 @@ pub async fn run_events(
         buffered: VecDeque<RunEvent>,
         finished: bool,
         _watcher: WatchGuard,
+        _open: OpenStream,
     }
     let cursor = Cursor {
         run,
@@ -270,6 +272,7 @@ pub async fn run_events(
         buffered: VecDeque::new(),
         finished: false,
         _watcher: watcher,
+        _open: OpenStream::new(&state.open_streams),
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
