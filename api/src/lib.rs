@@ -545,6 +545,10 @@ pub struct RunRecord {
     pub demo: DemoId,
     /// Where it is now.
     pub state: RunState,
+    /// When the server accepted it (Unix time, ms, the server's wall
+    /// clock); absent in records stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_at_ms: Option<i64>,
     /// Every event so far, in order.
     pub events: Vec<RunEvent>,
 }

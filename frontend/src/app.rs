@@ -7,7 +7,7 @@ use leptos_router::path;
 
 use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
-use crate::history::HistoryPage;
+use crate::history::{HistoryPage, RunView};
 use crate::learn::{on_prose_click, GlossaryPage, OpenTerm, QuizBlock, TermCard};
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::live::LinuxGuestNote;
@@ -40,6 +40,7 @@ pub fn App() -> impl IntoView {
                         <Route path=path!("/") view=Home />
                         <Route path=path!("/lessons/:slug") view=LessonPage />
                         <Route path=path!("/runs") view=HistoryPage />
+                        <Route path=path!("/runs/:id") view=RunView />
                         <Route path=path!("/glossary") view=GlossaryPage />
                     </Routes>
                     <TermCard />

@@ -1,5 +1,6 @@
 //! `/runs`: the runs started from this browser, as the server's history
-//! database has them, charted, paged and exportable.
+//! database has them, charted, paged and exportable; `/runs/:id`: one of
+//! them again.
 
 use leptos::prelude::*;
 use stacklab_api::{DemoId, RunPage, RunState, RunSummary};
@@ -131,7 +132,7 @@ fn run_row(r: RunSummary) -> impl IntoView {
     view! {
         <tr data-run=r.id.clone() title=r.error.map(|e| e.message).unwrap_or_default()>
             <td>{when}</td>
-            <td>{r.demo.title()}</td>
+            <td><a href=format!("/runs/{}", r.id)>{r.demo.title()}</a></td>
             <td>{result}</td>
             <td class="num">{time}</td>
             <td class="num">{memory}</td>
@@ -177,5 +178,57 @@ fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
             {chart(DemoId::MicroVm, "Micro-VM", "s-vm",
                 "From the moment the server accepted the request (the VMM process not yet spawned) until the guest's boot-complete write, on the server's monotonic clock.")}
         </div>
+    }
+}
+
+/// `/runs/:id`: one run again, from the server's history: its phases, its
+/// results with how each was measured, and when it ran in the viewer's own
+/// time zone. Shareable: the id is the whole address.
+#[component]
+pub fn RunView() -> impl IntoView {
+    let params = leptos_router::hooks::use_params_map();
+    let events = RwSignal::new(Vec::<stacklab_api::RunEvent>::new());
+    let record = RwSignal::new(None::<(DemoId, Option<i64>)>);
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        let Some(id) = params.with(|p| p.get("id")) else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            match live::get_text(&format!("/api/runs/{id}"))
+                .await
+                .and_then(|t| {
+                    serde_json::from_str::<stacklab_api::RunRecord>(&t)
+                        .map_err(|e| format!("unexpected answer from the server: {e}"))
+                }) {
+                Ok(r) => {
+                    document().set_title(&format!("{} · stacklab run", r.demo.title()));
+                    record.set(Some((r.demo, r.accepted_at_ms)));
+                    events.set(r.events);
+                }
+                Err(why) => error.set(Some(why)),
+            }
+        });
+    });
+    let when = |ms: i64| {
+        js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64))
+            .to_locale_string("default", &wasm_bindgen::JsValue::UNDEFINED)
+            .as_string()
+            .unwrap_or_default()
+    };
+    view! {
+        <article class="run-page">
+            <p class="meta"><a href="/runs">"← My runs"</a></p>
+            <h1>{move || record.get().map_or("A run".to_owned(), |(d, _)| d.title().to_owned())}</h1>
+            <p class="status" role="status">
+                {move || error.get().or_else(|| record.get().map(|(_, at)| match at {
+                    Some(ms) => format!("Started {} (your time zone). Times below count from the moment the server accepted the request.", when(ms)),
+                    None => "Times below count from the moment the server accepted the request.".into(),
+                }))}
+            </p>
+            <crate::widgets::Timeline events />
+            <crate::widgets::Results events />
+            <crate::widgets::ConsoleTail events />
+        </article>
     }
 }

@@ -305,7 +305,7 @@ fn SeriesSummary(series: RwSignal<Vec<(f64, f64)>>, repeat_left: RwSignal<u32>) 
 }
 
 #[component]
-fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let phases = move || {
         events.with(|v| {
             v.iter()
@@ -449,7 +449,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
 }
 
 #[component]
-fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+pub(crate) fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let tail = move || {
         events.with(|v| {
             let lines: Vec<&str> = v
@@ -476,7 +476,7 @@ fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
 }
 
 #[component]
-fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let outcome = move || {
         events.with(|v| {
             v.iter().find_map(|e| match &e.kind {

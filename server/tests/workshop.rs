@@ -284,7 +284,10 @@ async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points(
         "stacklab_event_streams_open 1",
         "# TYPE stacklab_queue_waiting gauge",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line:?} in\n{metrics}"
+        );
     }
 
     // The room's pages are served by the binary itself.

@@ -629,6 +629,26 @@ async fn my_runs(visit: &Visit) {
             assert!(body.contains(id.as_str()), "{link} export has run {id}");
         }
     }
+
+    // A row opens its run's own page: phases and results again, from the
+    // history, with when it ran in the viewer's time zone; the address
+    // alone brings it back.
+    click(client, &format!(r#"tr[data-run="{}"] td a"#, ids[9])).await;
+    wait_for_h1(client, "PostgreSQL 15 in a container").await;
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.path(), format!("/runs/{}", ids[9]));
+    wait_for_text(client, ".run-page p.status", "your time zone").await;
+    reading_text(client, r#".run-page tr[data-key="memory_pss"] td.num"#).await;
+    let phases = phases_of(client, ".run-page").await;
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("ready"),
+        "{phases:?}"
+    );
+    client.refresh().await.unwrap();
+    wait_for_h1(client, "PostgreSQL 15 in a container").await;
+    screenshot(client, "run-page").await;
+    client.back().await.unwrap();
 }
 
 /// A deep link survives a reload (the server hands out the app shell).

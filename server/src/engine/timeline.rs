@@ -21,6 +21,9 @@ pub struct Timeline {
     id: String,
     demo: DemoId,
     started: Instant,
+    /// When it was accepted, on the wall clock (for people; durations use
+    /// `started`).
+    accepted_at_ms: i64,
     /// `started` as CLOCK_MONOTONIC ns, to place times measured by another
     /// process (the VMM) on this clock.
     started_mono_ns: u64,
@@ -42,6 +45,7 @@ impl Timeline {
             id,
             demo,
             started: Instant::now(),
+            accepted_at_ms: crate::store::now_ms(),
             started_mono_ns: stacklab_vmm::report::monotonic_ns(),
             inner: Mutex::new(Inner {
                 state: RunState::Queued,
@@ -142,6 +146,7 @@ impl Timeline {
             id: self.id.clone(),
             demo: self.demo,
             state: inner.state,
+            accepted_at_ms: Some(self.accepted_at_ms),
             events: inner.events.clone(),
         }
     }

@@ -418,6 +418,7 @@ pub(super) mod tests {
         RunRecord {
             id: id.into(),
             demo,
+            accepted_at_ms: Some(1_795_737_600_000),
             state: if ok {
                 RunState::Succeeded
             } else {
