@@ -215,9 +215,10 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
     }
 }
 
-/// In a class: the room's request → ready times for this demo as dots,
-/// the learner's own in another colour, with the room's median. Names never
-/// reach a learner's browser.
+/// In a class: the room's headline times for this demo as dots (request →
+/// ready; for a density sweep, all five ready), the learner's own filled,
+/// with the room's median; a sweep the instructor ran for the room is among
+/// them. Names never reach a learner's browser.
 #[component]
 fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
     let code = live::class_code();
@@ -268,7 +269,7 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
         Some(view! {
             <figure class="room" data-class=code.clone()>
                 <figcaption>
-                    {format!("Your class ({code}): request → ready of the room's {} run(s), {}. Yours are the filled dots.", pts.len(), spread.show(fmt_ms))}
+                    {format!("Your class ({code}): the headline time of the room's {} run(s), {}. Filled dots are yours.", pts.len(), spread.show(fmt_ms))}
                 </figcaption>
                 <svg viewBox="0 0 520 40" role="img" aria-label="The room's times, yours marked">
                     <line class="axis" x1="8" x2="512" y1="30" y2="30" />

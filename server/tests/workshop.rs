@@ -300,6 +300,58 @@ async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points(
     assert!(page.contains("/room/room.js"));
 }
 
+/// The density sweep (fifteen starts) is run once by the instructor for
+/// the room, not by every learner: with the token and no learner, a run
+/// counts for the class; without the token it is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_instructor_runs_the_density_sweep_once_for_the_room() {
+    if !kvm_present() {
+        return;
+    }
+    let state = state();
+    let class = create_class(&state, "Sweep room").await;
+    assert_eq!(
+        join(&state, &class.code, "learner-ada1", None).await,
+        StatusCode::OK
+    );
+    let body = format!(r#"{{"demo":"density-micro-vm","class":"{}"}}"#, class.code);
+    let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{text}");
+    let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, TOKEN).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let id = serde_json::from_str::<stacklab_api::RunCreated>(&text)
+        .unwrap()
+        .id;
+    let run = state.runs.get(&id).unwrap();
+    let _watching = run.watch();
+    let mut changes = run.subscribe();
+    while !run.is_finished() {
+        tokio::time::timeout(Duration::from_secs(60), changes.changed())
+            .await
+            .expect("the sweep finishes")
+            .unwrap();
+    }
+    let mut room = RoomPoints { points: vec![] };
+    for _ in 0..100 {
+        let (_, _, body) = get(
+            state.clone(),
+            &format!("/api/classes/{}/points?learner=learner-ada1", class.code),
+        )
+        .await;
+        room = serde_json::from_str(&body).unwrap();
+        if !room.points.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(room.points.len(), 1, "the room sees the instructor's sweep");
+    let sweep = &room.points[0];
+    assert_eq!(sweep.demo, stacklab_api::DemoId::DensityMicroVm);
+    assert_eq!(sweep.state, RunState::Succeeded);
+    assert!(!sweep.mine);
+    assert!(sweep.time_to_ready_us.is_some_and(|t| t > 0.0));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_class_no_longer_tags_runs_they_stay_the_learners_own() {
     if !kvm_present() {

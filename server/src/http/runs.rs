@@ -32,6 +32,7 @@ use crate::store::{self, Filter, History, HistoryError};
 pub async fn create_run(
     State(state): State<AppState>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<CreateRun>,
 ) -> Result<(StatusCode, Json<RunCreated>), AppError> {
     if let Some(learner) = &request.learner {
@@ -46,10 +47,12 @@ pub async fn create_run(
         Some(Extension(ConnectInfo(addr))) => format!("address {}", addr.ip()),
         None => "address unknown".to_owned(),
     };
-    let class = class_of(&state, &request).await?;
+    let instructor = super::auth::Instructor::presented(&headers, &state.instructor_token);
+    let class = class_of(&state, &request, instructor).await?;
     let requester = Requester {
         who: match (&class, &request.learner) {
             (Some(_), Some(learner)) => format!("learner {learner}"),
+            (Some(_), None) => "instructor".to_owned(),
             _ => address,
         },
         learner: request.learner.clone(),
@@ -78,8 +81,13 @@ pub async fn create_run(
 
 /// The class a run request counts for: `None` without one, or when it has
 /// expired (the run is then the learner's own); 403 when the learner has
-/// not joined it.
-async fn class_of(state: &AppState, request: &CreateRun) -> Result<Option<String>, AppError> {
+/// not joined it. The instructor (token, no learner) runs a demo once for
+/// the whole room, e.g. the density sweep.
+async fn class_of(
+    state: &AppState,
+    request: &CreateRun,
+    instructor: bool,
+) -> Result<Option<String>, AppError> {
     let Some(raw) = &request.class else {
         return Ok(None);
     };
@@ -88,8 +96,22 @@ async fn class_of(state: &AppState, request: &CreateRun) -> Result<Option<String
             "this browser has not joined that class; join it first with its code".into(),
         )
     };
-    let (Some(learner), true) = (&request.learner, stacklab_api::valid_class_code(raw)) else {
+    if !stacklab_api::valid_class_code(raw) {
         return Err(not_member());
+    }
+    let Some(learner) = &request.learner else {
+        if !instructor {
+            return Err(not_member());
+        }
+        let code = raw.to_ascii_uppercase();
+        let class = with_history(state, move |h| h.class(&code)).await?;
+        return match class {
+            Some(c) if c.expires_at_ms > store::now_ms() => Ok(Some(c.code)),
+            Some(_) => Err(AppError::ClassExpired(
+                "this class has ended; its runs stay, new ones are not added".into(),
+            )),
+            None => Err(AppError::NotFound(format!("no class has the code {raw:?}"))),
+        };
     };
     let (code, learner) = (raw.to_ascii_uppercase(), learner.clone());
     let found = with_history(state, move |h| {

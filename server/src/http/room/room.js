@@ -215,6 +215,29 @@ function classPage(code) {
   };
   const later = () => { if (!pending) { pending = true; setTimeout(draw, 250); } };
 
+  // A demo the instructor runs once for the whole room (the density
+  // sweeps: fifteen starts each, too heavy for every learner at once).
+  let forRoom = "";
+  const runForRoom = async (demo) => {
+    try {
+      const { json } = await api("POST", "/api/runs", { demo, class: code }, true);
+      forRoom = `${TITLES[demo]}: started…`;
+      later();
+      // Followed to the end: a run nobody watches is dropped.
+      const events = new EventSource(`/api/runs/${json.id}/events`);
+      events.addEventListener("phase", (e) => {
+        forRoom = `${TITLES[demo]}: ${JSON.parse(e.data).label}`;
+        later();
+      });
+      events.addEventListener("finished", (e) => {
+        events.close();
+        const outcome = JSON.parse(e.data).outcome;
+        forRoom = outcome.error ? `${TITLES[demo]} failed: ${outcome.error.message}` : `${TITLES[demo]}: done; its result is below.`;
+        later();
+      });
+    } catch (err) { say(err.message, true); }
+  };
+
   const download = async (format) => {
     try {
       const { text } = await api("GET", `/api/classes/${code}/export?format=${format}`, undefined, true);
@@ -246,6 +269,13 @@ function classPage(code) {
         el("a", { class: "button quiet", id: "projector", href: projector ? location.pathname : "?projector" }, projector ? "Leave projector mode" : "Projector mode"),
         el("button", { class: "quiet", onclick: () => download("csv") }, "Export CSV"),
         el("button", { class: "quiet", onclick: () => download("json") }, "Export JSON")),
+      el("section", { class: "for-room" },
+        el("h2", {}, "Run for the room"),
+        el("p", { class: "how" }, "A density sweep starts 1, then 2, 3, 4 and 5 instances at once: run it here once, on the projector, instead of forty times from the room. Learners see its result beside theirs."),
+        el("div", { class: "tools" },
+          el("button", { class: "quiet", id: "room-density-container", onclick: () => runForRoom("density-container") }, "Density sweep: containers"),
+          el("button", { class: "quiet", id: "room-density-micro-vm", onclick: () => runForRoom("density-micro-vm") }, "Density sweep: micro-VMs")),
+        el("p", { class: "meta", id: "for-room", role: "status" }, forRoom)),
       el("h2", {}, "The room's results"),
       ...(byDemo.size === 0
         ? [el("p", { class: "meta", id: "no-results" }, "No finished runs yet. They appear here as learners' runs finish.")]
