@@ -437,7 +437,7 @@ async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
     let (status, _, body) = get(state(), "/api/health").await;
     assert_eq!(status, StatusCode::OK);
     let health: Health = serde_json::from_str(&body).unwrap();
-    assert_eq!(health.capacity.len(), 3, "{:?}", health.capacity);
+    assert_eq!(health.capacity.len(), 4, "{:?}", health.capacity);
     let containers = &health.capacity[0];
     let cores = std::thread::available_parallelism().unwrap().get() as u32;
     assert_eq!(
@@ -451,4 +451,8 @@ async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
     );
     assert_eq!((containers.in_use, containers.queued), (0, 0));
     assert_eq!(health.capacity[1].slots, cores, "a micro-VM slot per CPU");
+    for sweeps in &health.capacity[2..] {
+        assert_eq!(sweeps.slots, 1, "one sweep at a time");
+        assert!(sweeps.sized_by.contains("after the single runs"));
+    }
 }

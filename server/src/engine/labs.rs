@@ -174,7 +174,8 @@ pub struct Labs {
     container_queue: Arc<Queue>,
     vm_queue: Arc<Queue>,
     /// Density sweeps run one at a time (each starts up to five instances).
-    density_queue: Arc<Queue>,
+    density_container_queue: Arc<Queue>,
+    density_vm_queue: Arc<Queue>,
     deadline: Duration,
     slots: Slots,
 }
@@ -201,6 +202,14 @@ impl Labs {
             })?;
             Ok(Arc::new(KvmRuntime::linux(vm, guest)))
         };
+        let container_queue = Arc::new(Queue::with_timeout(
+            settings.slots.container,
+            settings.queue_timeout,
+        ));
+        let vm_queue = Arc::new(Queue::with_timeout(
+            settings.slots.vm,
+            settings.queue_timeout,
+        ));
         Labs {
             containers: docker.map(|d| {
                 (
@@ -217,15 +226,16 @@ impl Labs {
                 .map(|a| Arc::new(KvmRuntime::new(a, Default::default()))),
             linux_vm: linux(LinuxGuestKind::Plain),
             postgres_vm: linux(LinuxGuestKind::Postgres),
-            container_queue: Arc::new(Queue::with_timeout(
-                settings.slots.container,
+            container_queue: container_queue.clone(),
+            vm_queue: vm_queue.clone(),
+            // A sweep goes after the single runs waiting, then holds every
+            // slot of its kind: one sweep at a time, alone on the host.
+            density_container_queue: Arc::new(Queue::gating(
+                1,
                 settings.queue_timeout,
+                container_queue,
             )),
-            vm_queue: Arc::new(Queue::with_timeout(
-                settings.slots.vm,
-                settings.queue_timeout,
-            )),
-            density_queue: Arc::new(Queue::with_timeout(1, settings.queue_timeout)),
+            density_vm_queue: Arc::new(Queue::gating(1, settings.queue_timeout, vm_queue)),
             deadline: settings.run_deadline,
             slots: settings.slots.clone(),
         }
@@ -235,7 +245,7 @@ impl Labs {
     pub fn capacity(&self) -> Vec<Capacity> {
         let containers = [DemoId::PostgresContainer, DemoId::HelloContainer];
         let vms = [DemoId::MicroVm, DemoId::LinuxVm, DemoId::PostgresVm];
-        let density = [DemoId::DensityContainer, DemoId::DensityMicroVm];
+        let sweep = "one sweep at a time, after the single runs waiting, holding every slot of its kind (a sweep starts up to five instances at once)";
         [
             (
                 &self.container_queue,
@@ -244,9 +254,14 @@ impl Labs {
             ),
             (&self.vm_queue, &vms[..], self.slots.vm_sized_by.clone()),
             (
-                &self.density_queue,
-                &density[..],
-                "one sweep at a time (each starts up to five instances)".to_owned(),
+                &self.density_container_queue,
+                &[DemoId::DensityContainer][..],
+                sweep.to_owned(),
+            ),
+            (
+                &self.density_vm_queue,
+                &[DemoId::DensityMicroVm][..],
+                sweep.to_owned(),
             ),
         ]
         .into_iter()
@@ -356,7 +371,11 @@ impl Labs {
                 requester,
                 demo,
                 Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
-                self.density_queue.clone(),
+                if base == DemoId::MicroVm {
+                    self.density_vm_queue.clone()
+                } else {
+                    self.density_container_queue.clone()
+                },
                 self.deadline * DENSITY_DEADLINE_FACTOR,
             ),
         };

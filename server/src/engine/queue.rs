@@ -4,8 +4,9 @@
 //! When a slot frees, it goes to the waiting run whose learner holds the
 //! fewest slots right now, and among those to the learner whose last turn
 //! is longest ago (then the earliest): round robin between learners, so one
-//! client cannot fill the room's slots. A run waits at most
-//! [`Queue::timeout`].
+//! client cannot fill the room's slots. A run waits at most the queue's
+//! timeout. A gating queue ([`Queue::gating`]) puts heavy runs behind the
+//! single runs of another queue and gives them all of its slots.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -108,27 +109,40 @@ pub struct Queue {
     timeout: Duration,
     state: Arc<Mutex<State>>,
     moved: watch::Sender<u64>,
+    /// A run that gets a slot here then needs every slot of this queue,
+    /// taken only when no run waits there (see [`Queue::gating`]).
+    then_all_of: Option<Arc<Queue>>,
 }
 
-/// A slot, held until dropped; its time feeds the wait estimate.
+/// A slot (or, for a gated queue, a slot and every slot of the queue it
+/// gates), held until dropped; its time feeds the wait estimate.
 pub struct Slot {
     learner: String,
+    /// Slots of `state` it holds.
+    count: usize,
     since: Instant,
     state: Arc<Mutex<State>>,
     moved: watch::Sender<u64>,
+    /// The gated queue's slots, released first.
+    all_of: Option<Box<Slot>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        drop(self.all_of.take());
         let mut state = lock(&self.state);
-        state.free += 1;
+        state.free += self.count;
         if let Some(n) = state.holding.get_mut(&self.learner) {
-            *n -= 1;
+            *n = n.saturating_sub(self.count);
             if *n == 0 {
                 state.holding.remove(&self.learner);
             }
         }
-        state.recent.push_back(self.since.elapsed());
+        // Only single runs feed the estimate (a sweep holding every slot
+        // would stretch it).
+        if self.count == 1 {
+            state.recent.push_back(self.since.elapsed());
+        }
         while state.recent.len() > RECENT {
             state.recent.pop_front();
         }
@@ -160,6 +174,19 @@ impl Queue {
                 ..State::default()
             })),
             moved: watch::channel(0).0,
+            then_all_of: None,
+        }
+    }
+
+    /// A queue of `slots` whose runs, once they have a slot here, also take
+    /// every slot of `base`, and only when no run is waiting there: heavy
+    /// runs (a density sweep starts five instances at once) go after the
+    /// single runs waiting, and nothing shares the host with them, so
+    /// neither's figures are inflated by the other.
+    pub fn gating(slots: usize, timeout: Duration, base: Arc<Queue>) -> Self {
+        Queue {
+            then_all_of: Some(base),
+            ..Queue::with_timeout(slots, timeout)
         }
     }
 
@@ -191,11 +218,70 @@ impl Queue {
     /// Waits for a slot for `run` of `learner`, reporting its position (and
     /// the estimated wait) whenever it changes.
     pub async fn enter(&self, run: &Run, learner: &str) -> Result<Slot, Left> {
+        let started = Instant::now();
+        let mut slot = self.enter_one(run, learner).await?;
+        if let Some(base) = &self.then_all_of {
+            let left = self.timeout.saturating_sub(started.elapsed());
+            slot.all_of = Some(Box::new(base.enter_all(run, learner, left).await.map_err(
+                |e| match e {
+                    Left::TimedOut(_) => Left::TimedOut(self.timeout),
+                    other => other,
+                },
+            )?));
+        }
+        Ok(slot)
+    }
+
+    /// Every slot, once no run is waiting and all are free; waits at most
+    /// `timeout`. Runs that arrive meanwhile go first.
+    async fn enter_all(&self, run: &Run, learner: &str, timeout: Duration) -> Result<Slot, Left> {
+        let mut moved = self.moved.subscribe();
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut reported = None;
+        loop {
+            let ahead = {
+                let mut state = lock(&self.state);
+                if state.waiting.is_empty() && state.free == self.slots {
+                    state.free = 0;
+                    *state.holding.entry(learner.to_owned()).or_default() += self.slots;
+                    drop(state);
+                    self.moved.send_modify(|n| *n += 1);
+                    return Ok(Slot {
+                        learner: learner.to_owned(),
+                        count: self.slots,
+                        since: Instant::now(),
+                        state: self.state.clone(),
+                        moved: self.moved.clone(),
+                        all_of: None,
+                    });
+                }
+                // Runs waiting, and those holding a slot.
+                (state.waiting.len() + self.slots - state.free) as u32
+            };
+            if reported != Some(ahead) {
+                run.push(EventKind::Queued {
+                    position: ahead + 1,
+                    estimate_ms: self.estimate(ahead + 1).map(|d| d.as_millis() as u64),
+                });
+                reported = Some(ahead);
+            }
+            tokio::select! {
+                _ = moved.changed() => {}
+                () = run.cancel_token().cancelled() => return Err(Left::Cancelled),
+                () = &mut deadline => return Err(Left::TimedOut(timeout)),
+            }
+        }
+    }
+
+    async fn enter_one(&self, run: &Run, learner: &str) -> Result<Slot, Left> {
         let slot = || Slot {
             learner: learner.to_owned(),
+            count: 1,
             since: Instant::now(),
             state: self.state.clone(),
             moved: self.moved.clone(),
+            all_of: None,
         };
         let (go, mut went) = oneshot::channel();
         {
@@ -260,9 +346,11 @@ impl Queue {
             // Granted just now: release it through a Slot's drop.
             drop(Slot {
                 learner: learner.to_owned(),
+                count: 1,
                 since: Instant::now(),
                 state: self.state.clone(),
                 moved: self.moved.clone(),
+                all_of: None,
             });
             return;
         }
@@ -344,6 +432,39 @@ mod tests {
         let one_round = queue.estimate(2).unwrap();
         assert!(one_round >= Duration::from_millis(30), "{one_round:?}");
         assert_eq!(queue.estimate(3).unwrap(), one_round * 2);
+    }
+
+    #[tokio::test]
+    async fn a_gated_run_goes_after_waiting_single_runs_and_then_holds_every_slot() {
+        let base = Arc::new(Queue::new(2));
+        let sweeps = Arc::new(Queue::gating(1, Duration::from_secs(5), base.clone()));
+        let single = base.enter(&run(), "a").await.unwrap();
+        let sweep_run = run();
+        let (q, r) = (sweeps.clone(), sweep_run.clone());
+        let sweep =
+            tokio::spawn(async move { q.enter(&r, "b").await.map(|slot| (Instant::now(), slot)) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A single run asking after the sweep still goes first.
+        let late = base.enter(&run(), "c").await.unwrap();
+        assert!(!sweep.is_finished(), "the sweep waits while singles run");
+        drop(single);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!sweep.is_finished());
+        let freed = Instant::now();
+        drop(late);
+        let (got, slot) = sweep.await.unwrap().unwrap();
+        assert!(got >= freed, "the sweep started once every slot was free");
+        assert_eq!(lock(&base.state).free, 0, "and holds them all");
+        drop(slot);
+        assert_eq!(lock(&base.state).free, 2, "then gives them all back");
+        assert!(
+            sweep_run
+                .record()
+                .events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Queued { .. })),
+            "the sweep said it was waiting"
+        );
     }
 
     #[tokio::test]
