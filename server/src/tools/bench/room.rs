@@ -189,6 +189,13 @@ async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
                 goal.as_secs_f64(),
                 verdict(q(0.95) <= goal)
             );
+            // Planning: the room's measured pace, and how many learners
+            // that serves within a minute (the last one's wait included).
+            let pace = learners as f64 / q(1.0).as_secs_f64();
+            println!(
+                "    this host served {pace:.2} container runs/s to the room: about {} learners get their container result within 60 s of all clicking at once",
+                (pace * 60.0).floor() as u64
+            );
             let ratio = median(&created).as_secs_f64() / alone_create.as_secs_f64();
             println!(
                 "    learners' measured create → ready in the room ÷ alone = {ratio:.2}× (goal ≤ 1.25×: {})",
