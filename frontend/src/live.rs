@@ -145,7 +145,7 @@ impl Drop for Subscription {
 }
 
 /// Follows `/api/runs/{id}/events`: `on_event` for each event, `on_lost`
-/// when the connection drops before the run finished.
+/// when the browser gives up on the stream before the run finished.
 pub fn follow(
     id: &str,
     on_event: impl Fn(RunEvent) + 'static,
@@ -187,15 +187,18 @@ pub fn follow(
         callbacks.push(cb);
     }
     let lost_slot = Rc::downgrade(&slot);
+    // A dropped connection is retried by the browser itself, which names
+    // the last event it saw (`Last-Event-ID`), and the server keeps the run
+    // for a grace period: only a stream the browser gave up on is lost.
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
-        if let Some(source) = lost_slot
+        let closed = lost_slot
             .upgrade()
             .as_ref()
-            .and_then(|s| s.borrow().as_ref().map(|s| s.source.clone()))
-        {
-            source.close();
+            .and_then(|s| s.borrow().as_ref().map(|s| s.source.ready_state()))
+            .is_none_or(|state| state == EventSource::CLOSED);
+        if closed {
+            on_lost();
         }
-        on_lost();
     });
     source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     callbacks.push(on_error);

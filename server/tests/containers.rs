@@ -326,9 +326,12 @@ async fn runs_beyond_the_slots_wait_in_a_queue_and_learn_their_position() {
     );
 }
 
+/// A client that leaves for good: once the grace period has passed with
+/// nobody watching, the run is cancelled and its container removed.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_client_that_disconnects_mid_run_cancels_it() {
-    let state = AppState::new(None, Settings::default());
+async fn a_client_that_disconnects_mid_run_and_stays_away_cancels_it() {
+    let state =
+        AppState::new(None, Settings::default()).with_watch_grace(Duration::from_millis(200));
     let (_, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
     let RunCreated { id } = serde_json::from_slice(&body).unwrap();
     let req = Request::get(format!("/api/runs/{id}/events"))
@@ -351,6 +354,51 @@ async fn a_client_that_disconnects_mid_run_cancels_it() {
         containers_of_run(&id).await,
         0,
         "the container is removed when the client leaves"
+    );
+}
+
+/// A network blip: the stream drops mid-run and the browser reconnects
+/// with `Last-Event-ID`; the run goes on, and the two streams together
+/// carry every event exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_reconnects_within_the_grace_period_loses_nothing() {
+    let state = AppState::new(None, Settings::default());
+    let (_, body) = send(&state, post_run(r#"{"demo":"postgres-container"}"#)).await;
+    let RunCreated { id } = serde_json::from_slice(&body).unwrap();
+    let stream = |last: Option<u32>| {
+        let mut req = Request::get(format!("/api/runs/{id}/events"));
+        if let Some(seq) = last {
+            req = req.header("last-event-id", seq.to_string());
+        }
+        app(state.clone()).oneshot(req.body(Body::empty()).unwrap())
+    };
+    let mut body = stream(None).await.unwrap().into_body();
+    let mut first = String::new();
+    while !first.contains("container_started") {
+        let frame = body.frame().await.expect("more events").unwrap();
+        if let Ok(data) = frame.into_data() {
+            first.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    drop(body);
+    let before = common::parse_sse(first.as_bytes());
+    let last = before.last().unwrap().seq;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rest = stream(Some(last)).await.unwrap().into_body();
+    let rest = tokio::time::timeout(Duration::from_secs(60), rest.collect())
+        .await
+        .expect("the stream ends")
+        .unwrap()
+        .to_bytes();
+    let after = common::parse_sse(&rest);
+    let seqs: Vec<u32> = before.iter().chain(&after).map(|e| e.seq).collect();
+    let want: Vec<u32> = (0..seqs.len() as u32).collect();
+    assert_eq!(seqs, want, "every event once, in order");
+    let record = wait_finished(&state.runs.get(&id).unwrap()).await;
+    assert!(
+        matches!(record.outcome(), Some(Outcome::Ready { .. })),
+        "the run went on through the blip: {:?}",
+        record.outcome()
     );
 }
 

@@ -1058,3 +1058,52 @@ async fn raw_http(addr: &str, method: &str, path: &str, body: &str) -> (u16, Str
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     (status, body.to_owned())
 }
+
+/// A network blip mid-run: every connection between browser and server is
+/// cut while the container starts. The browser's event stream reconnects
+/// with `Last-Event-ID`, the server kept the run, and the card ends with
+/// every phase once, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_network_blip_mid_run_loses_nothing() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    let base = start_server().await;
+    let proxy = Proxy::to(base.trim_start_matches("http://").to_owned()).await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    client
+        .goto(&format!("{}/lessons/postgres-both-ways", proxy.url))
+        .await
+        .unwrap();
+    let card = r#"section.demo-card[data-demo="postgres-container"]"#;
+    text_of(&client, card).await;
+    click(&client, &format!("{card} button.run")).await;
+    text_of(
+        &client,
+        &format!(r#"{card} li[data-phase="container_created"]"#),
+    )
+    .await;
+    proxy.cut();
+    reading_within(
+        &client,
+        &format!(r#"{card} tr[data-key="memory_pss"] td.num"#),
+        Duration::from_secs(60),
+    )
+    .await;
+    let phases = phases_of(&client, card).await;
+    let unique: std::collections::HashSet<&String> = phases.iter().collect();
+    assert_eq!(unique.len(), phases.len(), "no phase twice: {phases:?}");
+    assert_eq!(phases.first().map(String::as_str), Some("accepted"));
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("ready"),
+        "{phases:?}"
+    );
+    for step in ["container_created", "container_started", "ready"] {
+        assert!(phases.iter().any(|p| p == step), "{step} in {phases:?}");
+    }
+    let status = text_of(&client, &format!("{card} p.status")).await;
+    assert!(status.starts_with("Ready."), "{status}");
+    client.close().await.unwrap();
+}

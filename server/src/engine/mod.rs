@@ -23,6 +23,6 @@ pub use density::Density;
 pub use labs::{Labs, Refused, Settings, Slots, Unavailable, CORES_PER_CONTAINER_RUN};
 pub use queue::{Left, Queue, DEFAULT_QUEUE_TIMEOUT};
 pub use registry::{ClassChange, Requester, Runs, TooMany, PER_LEARNER_PER_DEMO, UNWATCHED_GRACE};
-pub use run::{Run, WatchGuard};
+pub use run::{Run, WatchGuard, WATCH_GRACE};
 pub use stats::{Histogram, Snapshot, Stats, BUCKETS};
 pub use timeline::Timeline;

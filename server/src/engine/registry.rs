@@ -103,6 +103,8 @@ pub struct Runs {
     rooms: tokio::sync::broadcast::Sender<ClassChange>,
     /// Counters for `/metrics`.
     stats: Stats,
+    /// How long a run outlives its last watcher.
+    watch_grace: Duration,
 }
 
 /// How loaded the host was while a run ran: other runs in progress.
@@ -148,7 +150,15 @@ impl Runs {
             pending: Mutex::new(HashMap::new()),
             rooms: tokio::sync::broadcast::channel(1024).0,
             stats: Stats::default(),
+            watch_grace: super::run::WATCH_GRACE,
         }
+    }
+
+    /// These runs, each kept `grace` after its last watcher left (before
+    /// any run starts).
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.watch_grace = grace;
+        self
     }
 
     /// Counters of the runs so far.
@@ -265,7 +275,7 @@ impl Runs {
         budget: Duration,
         admission: Option<Admission>,
     ) -> Arc<Run> {
-        let run = Run::new(demo, budget, self.shutdown.child_token());
+        let run = Run::with_grace(demo, budget, self.shutdown.child_token(), self.watch_grace);
         // One short insert (WAL, no fsync): cheap enough to do inline.
         if let Err(e) = self.history.accepted(
             run.id(),

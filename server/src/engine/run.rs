@@ -18,17 +18,38 @@ pub struct Run {
     budget: Duration,
     cancel: CancellationToken,
     watchers: AtomicUsize,
+    /// How long a run with no watcher left keeps going (a reconnecting
+    /// browser comes back within it).
+    grace: Duration,
 }
 
+/// How long a run outlives its last watcher unless configured otherwise:
+/// long enough for a browser's event stream to reconnect after a network
+/// blip (EventSource retries after about 3 s).
+pub const WATCH_GRACE: Duration = Duration::from_secs(10);
+
 impl Run {
-    /// A run of `demo` accepted now, with a new random id.
+    /// A run of `demo` accepted now, with a new random id (tests).
+    #[cfg(test)]
     pub(crate) fn new(demo: DemoId, budget: Duration, cancel: CancellationToken) -> Arc<Run> {
+        Run::with_grace(demo, budget, cancel, WATCH_GRACE)
+    }
+
+    /// A run of `demo` accepted now, with a new random id, cancelled
+    /// `grace` after its last watcher left.
+    pub(crate) fn with_grace(
+        demo: DemoId,
+        budget: Duration,
+        cancel: CancellationToken,
+        grace: Duration,
+    ) -> Arc<Run> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Arc::new(Run {
             timeline: Arc::new(Timeline::new(id, demo)),
             budget,
             cancel,
             watchers: AtomicUsize::new(0),
+            grace,
         })
     }
 
@@ -42,8 +63,8 @@ impl Run {
         self.budget
     }
 
-    /// Its cancellation token (cancelled when the last watcher leaves, or
-    /// at shutdown).
+    /// Its cancellation token (cancelled when the last watcher has been
+    /// gone for the grace period, or at shutdown).
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -53,8 +74,10 @@ impl Run {
         self.watchers.load(Ordering::SeqCst)
     }
 
-    /// Registers a watching client; when the last one leaves before the run
-    /// finished, the run is cancelled (nobody would see its result).
+    /// Registers a watching client; when the last one has been gone for
+    /// the grace period and the run has not finished, the run is cancelled
+    /// (nobody would see its result). A client that reconnects within it
+    /// (`Last-Event-ID`) keeps the run.
     pub fn watch(self: &Arc<Self>) -> WatchGuard {
         self.watchers.fetch_add(1, Ordering::SeqCst);
         WatchGuard(self.clone())
@@ -73,9 +96,26 @@ pub struct WatchGuard(Arc<Run>);
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        if self.0.watchers.fetch_sub(1, Ordering::SeqCst) == 1 && !self.0.is_finished() {
-            tracing::info!(run = %self.0.id(), "last watcher disconnected; cancelling the run");
-            self.0.cancel.cancel();
+        if self.0.watchers.fetch_sub(1, Ordering::SeqCst) != 1 || self.0.is_finished() {
+            return;
+        }
+        let run = self.0.clone();
+        let cancel_if_alone = move || {
+            if run.watchers() == 0 && !run.is_finished() {
+                tracing::info!(run = %run.id(), "no watcher came back within {:?}; cancelling the run", run.grace);
+                run.cancel.cancel();
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let grace = self.0.grace;
+                handle.spawn(async move {
+                    tokio::time::sleep(grace).await;
+                    cancel_if_alone();
+                });
+            }
+            // Outside a runtime (no one could reconnect anyway).
+            Err(_) => cancel_if_alone(),
         }
     }
 }

@@ -91,6 +91,13 @@ impl AppState {
         self
     }
 
+    /// This state with runs cancelled `grace` after their last watcher
+    /// left (call before any run starts).
+    pub fn with_watch_grace(mut self, grace: Duration) -> Self {
+        self.runs = Arc::new(Runs::new(self.runs.history().clone()).with_watch_grace(grace));
+        self
+    }
+
     /// As [`AppState::new`] with a given Docker client.
     pub fn with_docker(
         docker: Option<Docker>,

@@ -268,14 +268,24 @@ pub async fn export_runs(
         .into_response())
 }
 
-/// `GET /api/runs/{id}/events`: every event so far, then live ones, as
-/// Server-Sent Events; the stream ends after `finished`. A client that
-/// disconnects before the end cancels the run (its container is removed).
+/// `GET /api/runs/{id}/events`: every event so far (or, with
+/// `Last-Event-ID`, those after it), then live ones, as Server-Sent Events;
+/// the stream ends after `finished`. A run whose last client has been gone
+/// for the grace period ([`crate::engine::WATCH_GRACE`]) is cancelled (its
+/// container is removed); one that reconnects within it loses nothing.
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
+    // A reconnecting EventSource names the last event it saw: go on after
+    // it (events are numbered from 0 in order, so `seq` is an index).
+    let next = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(0, |last| last + 1);
     let watcher = run.watch();
     let changes = run.subscribe();
     struct Cursor {
@@ -290,7 +300,7 @@ pub async fn run_events(
     let cursor = Cursor {
         run,
         changes,
-        next: 0,
+        next,
         buffered: VecDeque::new(),
         finished: false,
         _watcher: watcher,

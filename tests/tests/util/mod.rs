@@ -302,3 +302,41 @@ pub fn lessons() -> Vec<Lesson> {
     let glossary = load_glossary(&content.join("glossary.yaml")).unwrap();
     load_dir(&content.join("lessons"), &glossary).unwrap()
 }
+
+/// A TCP proxy in front of a server, which can cut every connection open
+/// through it (a network blip) and keeps taking new ones.
+pub struct Proxy {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    cut: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Proxy {
+    /// A proxy to `upstream` (`host:port`).
+    pub async fn to(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cut = std::sync::Arc::new(tokio::sync::Notify::new());
+        let cuts = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (upstream, cut) = (upstream.clone(), cuts.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Proxy { url, cut }
+    }
+
+    /// Drops every connection open now.
+    pub fn cut(&self) {
+        self.cut.notify_waiters();
+    }
+}
