@@ -48,6 +48,11 @@ wire_enum! {
         ClassExpired => "class_expired",
         /// The learner has not joined the class the request names; 403.
         NotAMember => "not_a_member",
+        /// The request's `Host` is not a name this lab serves (DNS
+        /// rebinding protection); 403.
+        HostNotAllowed => "host_not_allowed",
+        /// The request came from a page of another site; 403.
+        OriginNotAllowed => "origin_not_allowed",
         // --- a run that failed ---
         /// No slot came free within the queue's timeout.
         QueueTimeout => "queue_timeout",

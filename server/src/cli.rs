@@ -144,6 +144,11 @@ pub struct ServeArgs {
     /// `queue_timeout`.
     #[arg(long, env = "STACKLAB_QUEUE_TIMEOUT_SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]
     pub queue_timeout_secs: u64,
+    /// The lab's public origin (`https://lab.example.org`) when it is
+    /// reached by a name: the API answers only loopback names, IP literals
+    /// and this host (against DNS rebinding), and pages of this origin.
+    #[arg(long, env = "STACKLAB_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// The instructor's token for workshop mode (creating classes, the
     /// room's view with names). A random one is made and printed at start
     /// when this is not set.

@@ -24,7 +24,7 @@ fn http(addr: &str, request: &str) -> String {
 fn http_get(addr: &str, path: &str) -> String {
     http(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"),
     )
 }
 
@@ -35,7 +35,7 @@ const INSTRUCTOR_TOKEN: &str = "binary-test-instructor-token";
 fn http_get_as_instructor(addr: &str, path: &str) -> String {
     http(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {INSTRUCTOR_TOKEN}\r\nConnection: close\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {INSTRUCTOR_TOKEN}\r\nConnection: close\r\n\r\n"),
     )
 }
 
@@ -79,7 +79,7 @@ fn post_run(addr: &str, body: &str) -> String {
     let created = http(
         addr,
         &format!(
-            "POST /api/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         ),
     );

@@ -193,7 +193,7 @@ async fn real_listener_serves_and_shuts_down_gracefully() {
     }));
 
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(b"GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    conn.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut response = String::new();
@@ -206,4 +206,53 @@ async fn real_listener_serves_and_shuts_down_gracefully() {
         .await
         .expect("server stops within 5 s of the shutdown signal");
     result.unwrap().unwrap();
+}
+
+/// DNS rebinding and other sites' pages: a request for a name this lab
+/// does not serve, or from a page of another origin, is refused with a
+/// JSON 403; loopback, IP literals and `--public-url` pass.
+#[tokio::test]
+async fn the_api_answers_only_its_own_names_and_origins() {
+    let state = state(None)
+        .with_public_url(Some("https://lab.example.org"))
+        .unwrap();
+    let ask = |host: &'static str, origin: Option<&'static str>| {
+        let state = state.clone();
+        async move {
+            let mut req = Request::get("/api/health").header(header::HOST, host);
+            if let Some(o) = origin {
+                req = req.header(header::ORIGIN, o);
+            }
+            common::send(state, req.body(Body::empty()).unwrap()).await
+        }
+    };
+    for (host, origin) in [
+        ("127.0.0.1:8080", None),
+        ("localhost:8080", Some("http://localhost:8080")),
+        ("lab.example.org", Some("https://lab.example.org")),
+        ("10.1.2.3:8080", None),
+    ] {
+        assert_eq!(
+            ask(host, origin).await.0,
+            StatusCode::OK,
+            "{host} {origin:?}"
+        );
+    }
+    for (host, origin, code) in [
+        ("rebound.evil.example:8080", None, ErrorCode::HostNotAllowed),
+        (
+            "127.0.0.1:8080",
+            Some("https://evil.example"),
+            ErrorCode::OriginNotAllowed,
+        ),
+    ] {
+        let (status, _, body) = ask(host, origin).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{host} {origin:?}");
+        let err: ErrorBody = serde_json::from_str(&body).unwrap();
+        assert_eq!(err.error, code);
+    }
+    assert!(state
+        .clone()
+        .with_public_url(Some("lab.example.org"))
+        .is_err());
 }

@@ -96,7 +96,7 @@ pub async fn join_class(
     let joined =
         tokio::task::spawn_blocking(move || history.join(&code, &request.learner, name.as_deref()))
             .await
-            .map_err(|e| AppError::Internal(format!("history task failed: {e}")))?;
+            .map_err(super::runs::task_error)?;
     match joined {
         Ok(class) => Ok(Json(class)),
         Err(JoinError::NotFound(code)) => Err(no_class(&code)),

@@ -51,6 +51,14 @@ pub enum AppError {
     /// The class no longer takes learners.
     #[error("{0}")]
     ClassExpired(String),
+    /// Refused for who is asking (a name or origin this lab does not serve).
+    #[error("{message}")]
+    Forbidden {
+        /// `host_not_allowed` or `origin_not_allowed`.
+        code: ErrorCode,
+        /// Why.
+        message: String,
+    },
     /// The learner has not joined the class the request names.
     #[error("{0}")]
     NotAMember(String),
@@ -89,6 +97,7 @@ impl AppError {
             }
             AppError::ClassExpired(_) => (StatusCode::GONE, ErrorCode::ClassExpired),
             AppError::NotAMember(_) => (StatusCode::FORBIDDEN, ErrorCode::NotAMember),
+            AppError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, *code),
         }
     }
 }

@@ -11,6 +11,7 @@ mod auth;
 mod classes;
 mod error;
 mod extract;
+mod guard;
 mod health;
 mod limits;
 mod metrics;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub run_limit: Arc<limits::RateLimit>,
     /// Event streams open now (runs' and rooms').
     pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The names and origins the API answers.
+    pub allowed: Arc<guard::Allowed>,
 }
 
 impl AppState {
@@ -82,6 +85,13 @@ impl AppState {
     pub fn with_run_limit(mut self, burst: f64, every: Duration) -> Self {
         self.run_limit = Arc::new(limits::RateLimit::new(burst, every));
         self
+    }
+
+    /// This state answering, besides loopback names and IP literals, to
+    /// `public_url`'s host and pages of its origin.
+    pub fn with_public_url(mut self, public_url: Option<&str>) -> anyhow::Result<Self> {
+        self.allowed = Arc::new(guard::Allowed::new(public_url).map_err(anyhow::Error::msg)?);
+        Ok(self)
     }
 
     /// This state with its run history kept in `history` (call before any
@@ -111,6 +121,7 @@ impl AppState {
             instructor_token: auth::new_token().into(),
             run_limit: Arc::new(limits::RateLimit::default()),
             open_streams: Arc::default(),
+            allowed: Arc::default(),
         }
     }
 }
@@ -131,7 +142,11 @@ pub fn app(state: AppState) -> Router {
         .route("/classes/{code}/events", get(classes::room_events))
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ));
     Router::new()
         .nest("/api", api)
         .route("/metrics", get(metrics::metrics))
@@ -202,7 +217,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let state = AppState::new(static_dir, settings)
         .with_history(history)
-        .with_instructor_token(&token);
+        .with_instructor_token(&token)
+        .with_public_url(args.public_url.as_deref())?;
     if let Some(docker) = state.labs.docker() {
         if let Err(e) = reaper::reap_orphans(docker).await {
             tracing::warn!("could not look for orphaned demo containers: {e}");

@@ -129,9 +129,22 @@ fn unknown_run(id: &str) -> AppError {
     AppError::NotFound(format!("no run with id {id:?}"))
 }
 
+/// The client gets a sentence; the log gets the cause (which names the
+/// database file: no server path in a response).
 pub(super) fn history_error(e: HistoryError) -> AppError {
     tracing::error!("{e}");
-    AppError::Internal(format!("the run history could not be read: {e}"))
+    AppError::Internal(
+        "the server's run history could not be read or written; the error is in the server's log"
+            .into(),
+    )
+}
+
+/// A history task that panicked or was cancelled.
+pub(super) fn task_error(e: tokio::task::JoinError) -> AppError {
+    tracing::error!("history task failed: {e}");
+    AppError::Internal(
+        "the server's run history task failed; the error is in the server's log".into(),
+    )
 }
 
 /// Runs `f` on the history off the async threads.
@@ -142,7 +155,7 @@ pub(super) async fn with_history<T: Send + 'static>(
     let history = state.runs.history().clone();
     tokio::task::spawn_blocking(move || f(&history))
         .await
-        .map_err(|e| AppError::Internal(format!("history task failed: {e}")))?
+        .map_err(task_error)?
         .map_err(history_error)
 }
 
@@ -338,4 +351,25 @@ fn sse_event(event: &RunEvent) -> Event {
         .id(event.seq.to_string())
         .json_data(event)
         .unwrap_or_else(|e| Event::default().event("error").data(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_history_failure_names_no_server_path_in_the_response() {
+        let e = HistoryError::Sqlite {
+            path: "/srv/secret/data/history.sqlite3".into(),
+            source: rusqlite::Error::InvalidQuery,
+        };
+        let response = history_error(e).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains("\"internal\""), "{body}");
+        assert!(!body.contains("/srv") && !body.contains("sqlite3"), "{body}");
+    }
 }
