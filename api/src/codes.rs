@@ -22,6 +22,8 @@ wire_enum! {
         MalformedRequest => "malformed_request",
         /// The server failed (its history database).
         Internal => "internal",
+        /// The server did not answer in time; 503.
+        RequestTimeout => "request_timeout",
         // --- a demo cannot run on this server now ---
         /// The Docker engine does not answer.
         DockerUnavailable => "docker_unavailable",

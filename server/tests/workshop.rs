@@ -456,3 +456,43 @@ async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
         assert!(sweeps.sized_by.contains("after the single runs"));
     }
 }
+
+/// Live streams hold a connection each: one client may hold only so many,
+/// and the next is refused with 429 and `Retry-After` until one closes.
+#[tokio::test]
+async fn event_streams_are_capped_per_client() {
+    let state = state().with_stream_caps(1, 100);
+    let class = state
+        .runs
+        .history()
+        .create_class("Streams", 60_000)
+        .unwrap();
+    let uri = format!("/api/classes/{}/events", class.code);
+    let open = || {
+        tower::ServiceExt::oneshot(
+            stacklab_server::app(state.clone()),
+            axum::http::Request::get(&uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open().await.unwrap();
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(second.headers().contains_key(header::RETRY_AFTER));
+    let body = http_body_util::BodyExt::collect(second.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(
+        error_of(&String::from_utf8_lossy(&body)).error,
+        ErrorCode::RateLimited
+    );
+    drop(first);
+    assert_eq!(
+        open().await.unwrap().status(),
+        StatusCode::OK,
+        "freed on close"
+    );
+}

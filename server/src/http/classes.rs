@@ -19,7 +19,6 @@ use stacklab_api::{
 
 use super::auth::Instructor;
 use super::extract::{ApiJson, ApiQuery};
-use super::metrics::OpenStream;
 use super::runs::with_history;
 use super::{AppError, AppState};
 use crate::store::{self, JoinError};
@@ -233,12 +232,13 @@ pub async fn export_class(
 pub async fn room_events(
     State(state): State<AppState>,
     Path(code): Path<String>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let code = code_of(&code)?;
     find(&state, &code).await?;
+    let open = state.streams.try_open(&super::runs::client_of(client))?;
     let changes = state.runs.room_changes();
     let stopping = state.runs.stopping();
-    let open = OpenStream::new(&state.open_streams);
     let stream =
         futures_util::stream::unfold((changes, code, open), move |(mut rx, code, open)| {
             let stopping = stopping.clone();

@@ -2,8 +2,6 @@
 //! here from the engine's counters (a few families; no registry needed).
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
@@ -11,23 +9,6 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 use crate::engine::{Histogram, BUCKETS};
-
-/// Counts an open event stream until dropped.
-pub struct OpenStream(Arc<AtomicUsize>);
-
-impl OpenStream {
-    /// One more stream open on `counter`.
-    pub fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        OpenStream(counter.clone())
-    }
-}
-
-impl Drop for OpenStream {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
 
 /// The handler.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -112,11 +93,7 @@ fn render(state: &AppState) -> String {
         "gauge",
         "Server-Sent Event streams open now.",
     );
-    let _ = writeln!(
-        out,
-        "stacklab_event_streams_open {}",
-        state.open_streams.load(Ordering::SeqCst)
-    );
+    let _ = writeln!(out, "stacklab_event_streams_open {}", state.streams.open());
     out
 }
 

@@ -18,6 +18,7 @@ mod metrics;
 mod room;
 mod runs;
 mod static_files;
+mod streams;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -43,6 +44,30 @@ use crate::store::History;
 /// Largest request body the API reads (a run request is ~30 bytes).
 const MAX_BODY_BYTES: usize = 4096;
 
+/// Longest an API request may take to get its response. An event stream's
+/// response starts at once, so its (long) body is not bounded by this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Answers 503 `request_timeout` when a handler takes longer than
+/// [`REQUEST_TIMEOUT`].
+async fn deadline(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable {
+            code: stacklab_api::ErrorCode::RequestTimeout,
+            message: format!(
+                "the server did not answer within {} s; try again",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        }
+        .into_response(),
+    }
+}
+
 /// What every request handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -56,8 +81,8 @@ pub struct AppState {
     pub instructor_token: Arc<str>,
     /// The pace of run requests per client.
     pub run_limit: Arc<limits::RateLimit>,
-    /// Event streams open now (runs' and rooms').
-    pub open_streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// Event streams open now (runs' and rooms'), capped.
+    pub streams: Arc<streams::Streams>,
     /// The names and origins the API answers.
     pub allowed: Arc<guard::Allowed>,
 }
@@ -84,6 +109,13 @@ impl AppState {
     /// per `every` per client.
     pub fn with_run_limit(mut self, burst: f64, every: Duration) -> Self {
         self.run_limit = Arc::new(limits::RateLimit::new(burst, every));
+        self
+    }
+
+    /// This state with at most `per_client` event streams per client and
+    /// `total` in all.
+    pub fn with_stream_caps(mut self, per_client: usize, total: usize) -> Self {
+        self.streams = Arc::new(streams::Streams::new(per_client, total));
         self
     }
 
@@ -120,7 +152,7 @@ impl AppState {
             labs: Arc::new(Labs::new(docker, &settings)),
             instructor_token: auth::new_token().into(),
             run_limit: Arc::new(limits::RateLimit::default()),
-            open_streams: Arc::default(),
+            streams: Arc::default(),
             allowed: Arc::default(),
         }
     }
@@ -143,6 +175,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(deadline))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

@@ -17,7 +17,7 @@ use stacklab_api::{valid_learner, CreateRun, EventKind, RunCreated, RunEvent, Ru
 
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
-use super::metrics::OpenStream;
+use super::streams::OpenStream;
 use super::AppState;
 use crate::engine::{Requester, Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
@@ -43,10 +43,7 @@ pub async fn create_run(
             });
         }
     }
-    let address = match client {
-        Some(Extension(ConnectInfo(addr))) => format!("address {}", addr.ip()),
-        None => "address unknown".to_owned(),
-    };
+    let address = client_of(client);
     let instructor = super::auth::Instructor::presented(&headers, &state.instructor_token);
     let class = class_of(&state, &request, instructor).await?;
     let requester = Requester {
@@ -77,6 +74,14 @@ pub async fn create_run(
             id: run.id().to_owned(),
         }),
     ))
+}
+
+/// The client's address as limits count it.
+pub(super) fn client_of(client: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
+    match client {
+        Some(Extension(ConnectInfo(addr))) => format!("address {}", addr.ip()),
+        None => "address unknown".to_owned(),
+    }
 }
 
 /// The class a run request counts for: `None` without one, or when it has
@@ -289,9 +294,11 @@ pub async fn export_runs(
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
+    let open = state.streams.try_open(&client_of(client))?;
     // A reconnecting EventSource names the last event it saw: go on after
     // it (events are numbered from 0 in order, so `seq` is an index).
     let next = headers
@@ -317,7 +324,7 @@ pub async fn run_events(
         buffered: VecDeque::new(),
         finished: false,
         _watcher: watcher,
-        _open: OpenStream::new(&state.open_streams),
+        _open: open,
     };
     let stream = futures_util::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -370,6 +377,9 @@ mod tests {
         let body = response.into_body().collect().await.unwrap().to_bytes();
         let body = String::from_utf8_lossy(&body);
         assert!(body.contains("\"internal\""), "{body}");
-        assert!(!body.contains("/srv") && !body.contains("sqlite3"), "{body}");
+        assert!(
+            !body.contains("/srv") && !body.contains("sqlite3"),
+            "{body}"
+        );
     }
 }
