@@ -495,4 +495,36 @@ async fn event_streams_are_capped_per_client() {
         StatusCode::OK,
         "freed on close"
     );
+
+    // A room behind one address: each member's run streams count for that
+    // member, not for the address they share.
+    if !kvm_present() {
+        return;
+    }
+    let mut streams = Vec::new();
+    for learner in ["learner-nat1", "learner-nat2"] {
+        assert_eq!(
+            join(&state, &class.code, learner, None).await,
+            StatusCode::OK
+        );
+        let body = format!(
+            r#"{{"demo":"micro-vm","learner":"{learner}","class":"{}"}}"#,
+            class.code
+        );
+        let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        let id = serde_json::from_str::<stacklab_api::RunCreated>(&text)
+            .unwrap()
+            .id;
+        let res = tower::ServiceExt::oneshot(
+            stacklab_server::app(state.clone()),
+            axum::http::Request::get(format!("/api/runs/{id}/events"))
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{learner}'s stream");
+        streams.push(res);
+    }
 }

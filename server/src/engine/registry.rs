@@ -275,7 +275,13 @@ impl Runs {
         budget: Duration,
         admission: Option<Admission>,
     ) -> Arc<Run> {
-        let run = Run::with_grace(demo, budget, self.shutdown.child_token(), self.watch_grace);
+        let run = Run::with_grace(
+            demo,
+            budget,
+            self.shutdown.child_token(),
+            self.watch_grace,
+            requester.who.clone(),
+        );
         // One short insert (WAL, no fsync): cheap enough to do inline.
         if let Err(e) = self.history.accepted(
             run.id(),

@@ -21,6 +21,9 @@ pub struct Run {
     /// How long a run with no watcher left keeps going (a reconnecting
     /// browser comes back within it).
     grace: Duration,
+    /// Whom limits count it for (a class member's learner id, else the
+    /// client's address; see `Requester::who`).
+    owner: String,
 }
 
 /// How long a run outlives its last watcher unless configured otherwise:
@@ -32,7 +35,7 @@ impl Run {
     /// A run of `demo` accepted now, with a new random id (tests).
     #[cfg(test)]
     pub(crate) fn new(demo: DemoId, budget: Duration, cancel: CancellationToken) -> Arc<Run> {
-        Run::with_grace(demo, budget, cancel, WATCH_GRACE)
+        Run::with_grace(demo, budget, cancel, WATCH_GRACE, "test".into())
     }
 
     /// A run of `demo` accepted now, with a new random id, cancelled
@@ -42,6 +45,7 @@ impl Run {
         budget: Duration,
         cancel: CancellationToken,
         grace: Duration,
+        owner: String,
     ) -> Arc<Run> {
         let id = uuid::Uuid::new_v4().simple().to_string();
         Arc::new(Run {
@@ -50,6 +54,7 @@ impl Run {
             cancel,
             watchers: AtomicUsize::new(0),
             grace,
+            owner,
         })
     }
 
@@ -67,6 +72,11 @@ impl Run {
     /// gone for the grace period, or at shutdown).
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.cancel
+    }
+
+    /// Whom limits count it for.
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// Clients watching now.

@@ -298,7 +298,11 @@ pub async fn run_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
-    let open = state.streams.try_open(&client_of(client))?;
+    // Counted like its run's limits: per learner inside a class (a room
+    // behind one NAT), per address outside one.
+    let open = state
+        .streams
+        .try_open(&format!("{} {}", client_of(client), run.owner()))?;
     // A reconnecting EventSource names the last event it saw: go on after
     // it (events are numbered from 0 in order, so `seq` is an index).
     let next = headers
