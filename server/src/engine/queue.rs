@@ -247,14 +247,7 @@ impl Queue {
                     *state.holding.entry(learner.to_owned()).or_default() += self.slots;
                     drop(state);
                     self.moved.send_modify(|n| *n += 1);
-                    return Ok(Slot {
-                        learner: learner.to_owned(),
-                        count: self.slots,
-                        since: Instant::now(),
-                        state: self.state.clone(),
-                        moved: self.moved.clone(),
-                        all_of: None,
-                    });
+                    return Ok(self.held(learner, self.slots));
                 }
                 // Runs waiting, and those holding a slot.
                 (state.waiting.len() + self.slots - state.free) as u32
@@ -274,15 +267,20 @@ impl Queue {
         }
     }
 
-    async fn enter_one(&self, run: &Run, learner: &str) -> Result<Slot, Left> {
-        let slot = || Slot {
+    /// A handle on `count` slots `learner` now holds (given back on drop).
+    fn held(&self, learner: &str, count: usize) -> Slot {
+        Slot {
             learner: learner.to_owned(),
-            count: 1,
+            count,
             since: Instant::now(),
             state: self.state.clone(),
             moved: self.moved.clone(),
             all_of: None,
-        };
+        }
+    }
+
+    async fn enter_one(&self, run: &Run, learner: &str) -> Result<Slot, Left> {
+        let slot = || self.held(learner, 1);
         let (go, mut went) = oneshot::channel();
         {
             let mut state = lock(&self.state);
@@ -344,14 +342,7 @@ impl Queue {
         went.close();
         if went.try_recv().is_ok() {
             // Granted just now: release it through a Slot's drop.
-            drop(Slot {
-                learner: learner.to_owned(),
-                count: 1,
-                since: Instant::now(),
-                state: self.state.clone(),
-                moved: self.moved.clone(),
-                all_of: None,
-            });
+            drop(self.held(learner, 1));
             return;
         }
         self.moved.send_modify(|n| *n += 1);
