@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// per CPU.
     #[arg(long, env = "STACKLAB_MAX_VM_RUNS", value_parser = at_least_one())]
     pub max_vm_runs: Option<usize>,
+    /// Days a finished run stays in the history (checked at start and every
+    /// hour); 0 keeps every run.
+    #[arg(long, env = "STACKLAB_KEEP_HISTORY_DAYS", default_value_t = 90)]
+    pub keep_history_days: u64,
     /// Seconds a run may wait in a queue before it gives up with
     /// `queue_timeout`.
     #[arg(long, env = "STACKLAB_QUEUE_TIMEOUT_SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]

@@ -256,3 +256,50 @@ async fn the_api_answers_only_its_own_names_and_origins() {
         .with_public_url(Some("lab.example.org"))
         .is_err());
 }
+
+/// An export longer than one page of the history is streamed page by page
+/// and arrives whole: every run once, in both formats.
+#[tokio::test]
+async fn a_long_history_exports_whole_page_by_page() {
+    let state = state(None);
+    let history = state.runs.history().clone();
+    let n = 1234;
+    for i in 0..n {
+        let id = format!("run-{i:05}");
+        history
+            .accepted(
+                &id,
+                stacklab_api::DemoId::MicroVm,
+                Some("learner-long"),
+                None,
+            )
+            .unwrap();
+        history
+            .finished(&stacklab_api::RunRecord {
+                id,
+                demo: stacklab_api::DemoId::MicroVm,
+                state: stacklab_api::RunState::Failed,
+                accepted_at_ms: None,
+                events: vec![],
+            })
+            .unwrap();
+    }
+    let (status, _, csv) = get(
+        state.clone(),
+        "/api/runs/export?format=csv&learner=learner-long",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(csv.lines().count(), n + 1, "a header and a line per run");
+    let (status, _, json) = get(
+        state.clone(),
+        "/api/runs/export?format=json&learner=learner-long",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let runs: Vec<stacklab_api::RunSummary> = serde_json::from_str(&json).unwrap();
+    assert_eq!(runs.len(), n);
+    let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(ids.len(), n, "each run once");
+    assert_eq!(runs[0].id, format!("run-{:05}", n - 1), "newest first");
+}

@@ -244,6 +244,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let history = History::open(&args.data_dir)?;
     tracing::info!("run history in {}", history.path());
+    if args.keep_history_days > 0 {
+        let keep_ms = args.keep_history_days as i64 * 24 * 3600 * 1000;
+        let history = history.clone();
+        tokio::spawn(async move {
+            loop {
+                let h = history.clone();
+                match tokio::task::spawn_blocking(move || h.prune(keep_ms)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => tracing::info!("{n} run(s) older than the kept history removed"),
+                    Ok(Err(e)) => tracing::warn!("could not prune the history: {e}"),
+                    Err(e) => tracing::warn!("history pruning task failed: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+        });
+    }
     let token = match &args.instructor_token {
         Some(t) => t.clone(),
         None => auth::new_token(),

@@ -249,8 +249,9 @@ pub async fn list_runs(
     Ok(Json(with_history(&state, move |h| h.list(&filter)).await?))
 }
 
-/// `GET /api/runs/export?format=csv|json&learner=…`: the whole history (or
-/// one learner's) as a download.
+/// `GET /api/runs/export?format=csv|json&learner=…`: one learner's history
+/// (or, for the instructor, everyone's) as a download, streamed page by
+/// page.
 pub async fn export_runs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -266,15 +267,62 @@ pub async fn export_runs(
         });
     }
     let filter = query.filter(&state, &headers)?;
-    let runs = with_history(&state, move |h| h.all(&filter)).await?;
-    let (body, mime) = if format == "csv" {
-        (store::to_csv(&runs), "text/csv; charset=utf-8")
+    let csv = format == "csv";
+    let mime = if csv {
+        "text/csv; charset=utf-8"
     } else {
-        (
-            serde_json::to_string_pretty(&runs).expect("summaries always serialise"),
-            "application/json",
-        )
+        "application/json"
     };
+    // Written page by page as it is read, so a long history never sits in
+    // memory whole; a client that leaves stops the reading.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let history = state.runs.history().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut page_filter = Filter {
+            limit: store::MAX_PAGE,
+            ..filter
+        };
+        let mut first = true;
+        let open = if csv { store::csv_header() } else { "[".into() };
+        if tx.blocking_send(Ok(open)).is_err() {
+            return;
+        }
+        loop {
+            let page = match history.list(&page_filter) {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::error!("export cut short: {e}");
+                    let _ = tx.blocking_send(Err(std::io::Error::other("the run history failed")));
+                    return;
+                }
+            };
+            let chunk = if csv {
+                store::csv_rows(&page.runs)
+            } else {
+                let mut out = String::new();
+                for r in &page.runs {
+                    out.push_str(if first { "\n" } else { ",\n" });
+                    first = false;
+                    out.push_str(&serde_json::to_string(r).expect("summaries always serialise"));
+                }
+                out
+            };
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return;
+            }
+            match page.next_before {
+                Some(b) => page_filter.before = Some(b),
+                None => break,
+            }
+        }
+        if !csv {
+            let _ = tx.blocking_send(Ok("\n]\n".into()));
+        }
+    });
+    let body =
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        }));
     let disposition = format!("attachment; filename=\"stacklab-runs.{format}\"");
     Ok((
         [

@@ -13,7 +13,17 @@ const SUMMARY_HEADER: &str = "seq,id,demo,state,accepted_at_utc,finished_at_utc,
 /// The history as CSV: one row per run, a header naming each column and its
 /// unit. Text fields are quoted when they hold a comma, quote or newline.
 pub fn to_csv(runs: &[RunSummary]) -> String {
-    let mut out = format!("{SUMMARY_HEADER}\n");
+    csv_header() + &csv_rows(runs)
+}
+
+/// The history CSV's header line (for an export written page by page).
+pub fn csv_header() -> String {
+    format!("{SUMMARY_HEADER}\n")
+}
+
+/// The history CSV's lines for `runs`, without the header.
+pub fn csv_rows(runs: &[RunSummary]) -> String {
+    let mut out = String::new();
     for r in runs {
         push_row(&mut out, summary_fields(r));
     }

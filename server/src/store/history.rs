@@ -362,6 +362,30 @@ impl History {
         Ok(RunPage { runs, next_before })
     }
 
+    /// Deletes finished runs older than `keep_ms` (by when they finished),
+    /// and classes that expired that long ago with no run left; returns how
+    /// many runs went.
+    pub fn prune(&self, keep_ms: i64) -> Result<usize, HistoryError> {
+        let cutoff = now_ms() - keep_ms;
+        self.with(|c| {
+            let runs = c.execute(
+                "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+                params![cutoff],
+            )?;
+            c.execute(
+                "DELETE FROM members WHERE class IN (SELECT code FROM classes
+                    WHERE expires_at_ms < ?1 AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL))",
+                params![cutoff],
+            )?;
+            c.execute(
+                "DELETE FROM classes WHERE expires_at_ms < ?1
+                    AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL)",
+                params![cutoff],
+            )?;
+            Ok(runs)
+        })
+    }
+
     /// Every summary matching `filter` (ignoring its limit), newest first.
     pub fn all(&self, filter: &Filter) -> Result<Vec<RunSummary>, HistoryError> {
         let mut out = Vec::new();
@@ -486,6 +510,33 @@ pub(super) mod tests {
             Some(record("run2", DemoId::MicroVm, true))
         );
         assert_eq!(h.get("nope").unwrap(), None);
+    }
+
+    #[test]
+    fn pruning_removes_runs_finished_before_the_cutoff_and_keeps_the_rest() {
+        let h = History::in_memory();
+        for id in ["old", "new", "open"] {
+            h.accepted(id, DemoId::MicroVm, None, None).unwrap();
+        }
+        h.finished(&record("old", DemoId::MicroVm, true)).unwrap();
+        h.finished(&record("new", DemoId::MicroVm, true)).unwrap();
+        h.with(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at_ms = finished_at_ms - 10000000 WHERE id = 'old'",
+                [],
+            )
+        })
+        .unwrap();
+        let gone = h.create_class("Long ago", -20_000_000).unwrap();
+        assert_eq!(h.prune(5_000_000).unwrap(), 1);
+        let left: Vec<_> = h
+            .all(&Filter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, ["open", "new"], "a run still open is never pruned");
+        assert!(h.class(&gone.code).unwrap().is_none());
     }
 
     #[test]

@@ -9,5 +9,5 @@ mod export;
 mod history;
 
 pub use classes::{ClassRun, JoinError};
-pub use export::{class_csv, rfc3339, to_csv};
+pub use export::{class_csv, csv_header, csv_rows, rfc3339, to_csv};
 pub use history::{now_ms, Filter, History, HistoryError, FILE_NAME, MAX_PAGE};
