@@ -319,10 +319,11 @@ pub async fn export_runs(
             let _ = tx.blocking_send(Ok("\n]\n".into()));
         }
     });
+    // A closed channel keeps answering "no more": the body may be polled
+    // again after its end (the compression layer does).
+    let mut rx = rx;
     let body =
-        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|chunk| (chunk, rx))
-        }));
+        axum::body::Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
     let disposition = format!("attachment; filename=\"stacklab-runs.{format}\"");
     Ok((
         [
