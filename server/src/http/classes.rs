@@ -7,9 +7,9 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use futures_util::Stream;
 use stacklab_api::{
@@ -215,15 +215,11 @@ pub async fn export_class(
             })
         }
     };
-    let disposition = format!("attachment; filename=\"stacklab-class-{code}.{format}\"");
-    Ok((
-        [
-            (header::CONTENT_TYPE, mime.to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
-        ],
+    Ok(super::runs::attachment(
+        &format!("stacklab-class-{code}.{format}"),
+        mime,
         body,
-    )
-        .into_response())
+    ))
 }
 
 /// `GET /api/classes/{code}/events`: a `changed` event (run id, demo,

@@ -257,8 +257,6 @@ pub async fn export_runs(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<axum::response::Response, AppError> {
-    use axum::http::header;
-    use axum::response::IntoResponse;
     let format = query.format.as_deref().unwrap_or("csv");
     if !matches!(format, "csv" | "json") {
         return Err(AppError::BadRequest {
@@ -324,15 +322,28 @@ pub async fn export_runs(
     let mut rx = rx;
     let body =
         axum::body::Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    let disposition = format!("attachment; filename=\"stacklab-runs.{format}\"");
-    Ok((
+    Ok(attachment(&format!("stacklab-runs.{format}"), mime, body))
+}
+
+/// A download: `body` as `mime`, saved as `filename`.
+pub(super) fn attachment(
+    filename: &str,
+    mime: &str,
+    body: impl Into<axum::body::Body>,
+) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    (
         [
             (header::CONTENT_TYPE, mime.to_owned()),
-            (header::CONTENT_DISPOSITION, disposition),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
         ],
-        body,
+        body.into(),
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /api/runs/{id}/events`: every event so far (or, with
