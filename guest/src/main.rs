@@ -350,8 +350,14 @@ struct UserStack([u8; 4096]);
 #[link_section = ".user.bss"]
 static mut USER_STACK: UserStack = UserStack([0; 4096]);
 
-fn outb(port: u16, value: u8) {
-    // SAFETY: port I/O to devices the VMM (or in-kernel irqchip) emulates.
+/// Writes `value` to I/O port `port`.
+///
+/// # Safety
+/// A port write can reset, power off or reprogram the machine: the caller
+/// names a port whose effect it intends (one the VMM or the in-kernel
+/// irqchip emulates).
+unsafe fn outb(port: u16, value: u8) {
+    // SAFETY: the caller chose the port and its effect (see above).
     unsafe {
         asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
     }
@@ -538,7 +544,9 @@ extern "C" fn kmain() -> ! {
         mode::CONSOLE_FLOOD => loop {
             puts(b"flood flood flood flood flood flood flood flood flood flood\n");
         },
-        mode::UNKNOWN_PORT => outb(0x1234, 1),
+        // SAFETY: a port nothing emulates: the VMM's answer is what this
+        // mode tests.
+        mode::UNKNOWN_PORT => unsafe { outb(0x1234, 1) },
         _ => {}
     }
 
@@ -568,8 +576,11 @@ extern "C" fn kmain() -> ! {
     };
     // Reset through the i8042 (Firecracker, QEMU's PCs, stacklab's VMM);
     // where there is no i8042, QEMU microvm's isa-debug-exit.
-    outb(abi::I8042_COMMAND_PORT, abi::I8042_RESET);
-    outb(abi::POWER_OFF_PORT, 0);
+    // SAFETY: ending the machine is the intent; both ports mean "off".
+    unsafe {
+        outb(abi::I8042_COMMAND_PORT, abi::I8042_RESET);
+        outb(abi::POWER_OFF_PORT, 0);
+    }
     loop {
         // SAFETY: nothing left to do.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
