@@ -78,6 +78,12 @@ wire_enum! {
         VmmProtocol => "vmm_protocol",
         /// The VMM was started with bad arguments.
         Usage => "usage",
+        /// The VMM could not enter its jail (namespaces, empty root,
+        /// unprivileged user).
+        Jail => "jail",
+        /// The jailed VMM made a system call its seccomp filter forbids,
+        /// and was stopped.
+        SyscallForbidden => "syscall_forbidden",
         /// KVM refused an ioctl.
         Kvm => "kvm",
         /// Guest memory outside the limits.

@@ -75,6 +75,7 @@ async fn a_micro_vm_run_streams_the_vmm_and_guest_phases_in_order() {
         [
             "accepted",
             "vmm_started",
+            "jailed",
             "kvm_opened",
             "vm_created",
             "memory_mapped",

@@ -43,7 +43,8 @@ fn artifacts(guest: LinuxGuestKind) -> Option<LinuxArtifacts> {
 }
 
 /// The steps every Linux guest goes through up to userspace.
-const BOOT: [&str; 8] = [
+const BOOT: [&str; 9] = [
+    "jailed",
     "kvm_opened",
     "vm_created",
     "memory_mapped",

@@ -17,6 +17,7 @@
 //! | `protocol` | the JSON lines `stacklab-vmm` prints |
 //! | `host`, `initramfs` | the KVM probe; the cpio writer |
 //! | `floor` | the bare KVM sequence the bench measures every VM against |
+//! | `jail` | namespaces, an empty root, an unprivileged user, seccomp |
 //!
 //! Guest-facing constants come from `stacklab_abi`; wire codes from
 //! `stacklab_api`. Nothing here knows about the server.
@@ -29,6 +30,7 @@ pub mod floor;
 pub mod guests;
 pub mod host;
 pub mod initramfs;
+pub mod jail;
 mod machine;
 pub mod protocol;
 pub mod report;

@@ -50,10 +50,42 @@ pub struct VmReport {
     pub vmm_pss_bytes: u64,
 }
 
+/// `/proc/self/smaps_rollup`, opened before the jail's empty root hid
+/// `/proc` (the kernel writes it anew on each read from offset 0).
+static OWN_SMAPS: std::sync::OnceLock<std::fs::File> = std::sync::OnceLock::new();
+
+/// Opens `/proc/self/smaps_rollup` now, for [`own_memory`] to read after
+/// `/proc` is gone from view.
+pub fn keep_own_memory_readable() {
+    if let Ok(file) = std::fs::File::open("/proc/self/smaps_rollup") {
+        let _ = OWN_SMAPS.set(file);
+    }
+}
+
+/// The text of this process's `smaps_rollup`, or "" if unreadable.
+fn own_smaps_rollup() -> String {
+    use std::os::unix::fs::FileExt;
+    let Some(file) = OWN_SMAPS.get() else {
+        return std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut len = 0;
+    while let Ok(n) = file.read_at(&mut buf[len..], len as u64) {
+        if n == 0 {
+            break;
+        }
+        len += n;
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+    }
+    String::from_utf8_lossy(&buf[..len]).into_owned()
+}
+
 /// `Rss:` and `Pss:` of this process, in bytes (from
 /// `/proc/self/smaps_rollup`).
 pub fn own_memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let text = own_smaps_rollup();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))

@@ -18,6 +18,24 @@ pub fn pss_bytes(pid: u32) -> io::Result<u64> {
     pss_from_rollup(&text).ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
 }
 
+/// The PIDs of process `pid`'s children (`/proc/PID/task/PID/children`).
+pub fn children(pid: u32) -> io::Result<Vec<u32>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
+    Ok(text
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+/// PSS of process `pid` and its children, summed, in bytes.
+pub fn tree_pss_bytes(pid: u32) -> io::Result<u64> {
+    let mut total = pss_bytes(pid)?;
+    for child in children(pid)? {
+        total += pss_bytes(child)?;
+    }
+    Ok(total)
+}
+
 fn pss_from_rollup(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| {

@@ -4,13 +4,41 @@
 
 use std::path::{Path, PathBuf};
 
-/// Where the VMM binary and the guest image are.
+use stacklab_vmm::jail::JailIds;
+
+/// Where the VMM binary and the guest image are, and whom the VMM runs as.
 #[derive(Debug, Clone)]
 pub struct VmArtifacts {
     /// The `stacklab-vmm` executable.
     pub vmm: PathBuf,
     /// The guest kernel ELF.
     pub guest: PathBuf,
+    /// The unprivileged user and group every VMM is jailed as.
+    pub jail: JailIds,
+}
+
+/// The user VMMs run as unless `STACKLAB_VMM_USER` names another.
+pub const VMM_USER: &str = "stacklab-vmm";
+
+/// The user and group of `user` in `/etc/passwd` (text of it), if listed
+/// and not root.
+fn jail_ids(passwd: &str, user: &str) -> Result<JailIds, String> {
+    let line = passwd
+        .lines()
+        .find(|l| l.split(':').next() == Some(user))
+        .ok_or_else(|| {
+            format!(
+                "the VMM's jail user {user} does not exist; create it with `useradd --system --no-create-home --shell /usr/sbin/nologin {user}` (./dev does)"
+            )
+        })?;
+    let fields: Vec<&str> = line.split(':').collect();
+    let ids = format!(
+        "{}:{}",
+        fields.get(2).unwrap_or(&""),
+        fields.get(3).unwrap_or(&"")
+    );
+    ids.parse()
+        .map_err(|e| format!("user {user} cannot be the VMM's jail user: {e}"))
 }
 
 impl VmArtifacts {
@@ -37,7 +65,10 @@ impl VmArtifacts {
         let guest = near("STACKLAB_GUEST_IMAGE", &["x86_64-unknown-none/guest/stacklab-guest"]).ok_or(
             "the guest kernel was not found (build it: cargo build -p stacklab-guest --profile guest --target x86_64-unknown-none)",
         )?;
-        Ok(VmArtifacts { vmm, guest })
+        let user = std::env::var("STACKLAB_VMM_USER").unwrap_or_else(|_| VMM_USER.to_owned());
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        let jail = jail_ids(&passwd, &user)?;
+        Ok(VmArtifacts { vmm, guest, jail })
     }
 }
 
@@ -139,5 +170,21 @@ impl LinuxArtifacts {
             kernel: self.kernel(),
             initrd: self.initrd(kind),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_jail_user_comes_from_passwd_and_is_never_root() {
+        let passwd = "root:x:0:0:root:/root:/bin/bash\nstacklab-vmm:x:999:995::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(
+            jail_ids(passwd, "stacklab-vmm"),
+            Ok(JailIds { uid: 999, gid: 995 })
+        );
+        assert!(jail_ids(passwd, "root").unwrap_err().contains("cannot be"));
+        assert!(jail_ids(passwd, "nobody").unwrap_err().contains("useradd"));
     }
 }

@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 pub use artifacts::{LinuxArtifacts, LinuxGuest, LinuxGuestKind, VmArtifacts};
 pub use measure::{measure_linux, measure_tiny};
 
-use crate::backends::host::pss_bytes;
+use crate::backends::host::{children, tree_pss_bytes};
 use crate::backends::{Ready, RunContext, Runtime};
 
 /// What a [`KvmRuntime`] boots.
@@ -107,6 +107,8 @@ impl KvmRuntime {
                     .arg(LINUX_DEADLINE.as_millis().to_string());
             }
         }
+        let jail = self.artifacts.jail;
+        cmd.arg("--jail").arg(format!("{}:{}", jail.uid, jail.gid));
         let (address_space, cpu_secs) = self.rlimits();
         let stdin = match self.guest {
             Guest::Tiny(_) => Stdio::piped(),
@@ -117,7 +119,7 @@ impl KvmRuntime {
             .stderr(Stdio::null())
             .kill_on_drop(true);
         // SAFETY: between fork and exec only async-signal-safe calls
-        // (setrlimit, prctl) are made.
+        // (setrlimit, prctl) are made, and no memory is allocated.
         unsafe {
             cmd.pre_exec(move || {
                 let limit = |resource, value: u64| {
@@ -125,15 +127,22 @@ impl KvmRuntime {
                         rlim_cur: value,
                         rlim_max: value,
                     };
-                    libc::setrlimit(resource, &l);
+                    if libc::setrlimit(resource, &l) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
                 };
-                limit(libc::RLIMIT_NOFILE, VMM_FILES);
-                limit(libc::RLIMIT_CORE, 0);
-                limit(libc::RLIMIT_CPU, cpu_secs);
-                limit(libc::RLIMIT_AS, address_space);
+                limit(libc::RLIMIT_NOFILE, VMM_FILES)?;
+                limit(libc::RLIMIT_CORE, 0)?;
+                limit(libc::RLIMIT_CPU, cpu_secs)?;
+                limit(libc::RLIMIT_AS, address_space)?;
                 // If the server dies (even by SIGKILL), the kernel kills
                 // its VMMs too: no VM outlives the server that started it.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                // (The jail's waiter sets it again for the VMM it forks.)
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             });
         }
@@ -160,6 +169,7 @@ impl Runtime for KvmRuntime {
         let mut stdin = child.stdin.take();
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut held = None;
+        let mut jailed_pid = None;
         let read = async {
             loop {
                 let line = lines.next_line().await.ok().flatten();
@@ -172,13 +182,16 @@ impl Runtime for KvmRuntime {
                 match serde_json::from_str::<Line>(&line) {
                     Ok(Line::Event(e)) => {
                         ctx.phase_observed(e.mono_ns, &e.phase, &e.label, e.detail.clone());
+                        if e.phase == "jailed" {
+                            jailed_pid = children(pid).ok().and_then(|c| c.first().copied());
+                        }
                         if e.phase == "ready" {
                             if let Some(mut stdin) = stdin.take() {
                                 // The VMM holds the VM at ready: measure it
                                 // now (with the other instances of a step).
                                 ctx.all_ready().await;
-                                held = Some(pss_bytes(pid).map_err(|e| {
-                                    format!("could not read /proc/{pid}/smaps_rollup: {e}")
+                                held = Some(tree_pss_bytes(pid).map_err(|e| {
+                                    format!("could not read the smaps_rollup of process {pid} or its child: {e}")
                                 }));
                                 ctx.all_measured().await;
                                 let _ = stdin.write_all(b"go\n").await;
@@ -232,14 +245,17 @@ impl Runtime for KvmRuntime {
                 "Memory held",
                 held.unwrap_or_else(|| Err("the VMM was not held at ready".into())).map(|b| b as f64),
                 Unit::Bytes,
-                "Pss of the stacklab-vmm process from /proc/PID/smaps_rollup, read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched (the guest's kernel, its data and any in-memory files), shared library pages split fairly. The same way a container's processes are read",
+                "Pss from /proc/PID/smaps_rollup summed over the VM's two host processes (the jail's waiter and the jailed stacklab-vmm), read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched (the guest's kernel, its data and any in-memory files), shared library pages split fairly. The same way a container's processes are read",
             );
         }
         ready.fact(
             FactKey::HostPids,
             "Its processes, as the host sees them",
-            format!("{pid} (stacklab-vmm); the guest's kernel and app run inside it and are not host processes"),
-            "the PID of the VMM process the server started; the host's process list has nothing else for this VM",
+            match jailed_pid {
+                Some(vmm) => format!("{pid} (the jail's waiter) and {vmm} (stacklab-vmm, PID 1 of its own PID namespace); the guest's kernel and app run inside it and are not host processes"),
+                None => format!("{pid} (stacklab-vmm); the guest's kernel and app run inside it and are not host processes"),
+            },
+            "the PID of the process the server started and of its one child (/proc/PID/task/PID/children); the host's process list has nothing else for this VM",
         );
         Ok(ready)
     }
