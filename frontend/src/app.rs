@@ -12,6 +12,7 @@ use crate::learn::{on_prose_click, GlossaryPage, OpenTerm, QuizBlock, TermCard};
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::live::LinuxGuestNote;
 use crate::progress::Progress;
+use crate::runs::ActiveRuns;
 use crate::widgets::DemoWidget;
 
 /// The root component.
@@ -21,6 +22,8 @@ pub fn App() -> impl IntoView {
     LinuxGuestNote::provide();
     Progress::provide();
     OpenTerm::provide();
+    // After the contexts a finished run feeds.
+    ActiveRuns::provide();
     view! {
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>

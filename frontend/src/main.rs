@@ -12,6 +12,7 @@ mod learn;
 mod lessons;
 mod live;
 mod progress;
+mod runs;
 mod widgets;
 
 fn main() {

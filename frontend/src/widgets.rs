@@ -2,33 +2,18 @@
 //! they arrive, the console tail, and the final figures with how each was
 //! measured.
 
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use leptos::prelude::*;
 use stacklab_api::{
     DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, RunEvent, Unit,
 };
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
-use crate::compare::{LatestRuns, Spread};
+use crate::compare::Spread;
 use crate::diagram::StackDiagram;
 use crate::learn::GuessBeside;
 use crate::lessons::{DemoId, Prediction, StackFocus};
-use crate::live::{self, LinuxGuestNote, Subscription};
-use crate::progress::Progress;
-
-/// Where the widget is.
-#[derive(Debug, Clone, PartialEq)]
-enum Status {
-    Idle,
-    Starting,
-    /// Position, and the expected wait in ms.
-    Queued(u32, Option<u64>),
-    Running,
-    Done,
-    Failed(String),
-}
+use crate::live::{self, LinuxGuestNote};
+use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
 
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
@@ -56,100 +41,34 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             "1, then 2, 3, 4 and 5 micro-VMs started at the same moment: how long until all were ready, and the memory their VMM processes hold together."
         }
     };
-    let status = RwSignal::new(Status::Idle);
-    let latest = LatestRuns::get();
-    let progress = Progress::get();
+    // The run's state lives above the page (see `runs`): leaving the
+    // lesson does not stop it, and this card shows it again on return.
+    let Some(run) = ActiveRuns::get().map(|r| r.of(demo)) else {
+        return ().into_any();
+    };
+    let DemoRun {
+        status,
+        events,
+        repeat_left,
+        series,
+        finished: room_turn,
+        ..
+    } = run;
     // After "Run", focus moves to the live status (the button is disabled
     // while the run lasts, and a disabled button drops the focus).
     let status_el = NodeRef::<leptos::html::P>::new();
-    let events = RwSignal::new(Vec::<RunEvent>::new());
-    // "Run 5 times": runs left to start, and (request → ready, memory) of
-    // each finished run of the series.
-    let repeat_left = RwSignal::new(0u32);
-    let series = RwSignal::new(Vec::<(f64, f64)>::new());
-    // Bumped when a run finishes: the room's strip fetches again.
-    let room_turn = RwSignal::new(0u32);
-    let subscription: StoredValue<Option<Rc<RefCell<Option<Subscription>>>>, LocalStorage> =
-        StoredValue::new_local(None);
-
-    let start = move |_| {
-        events.set(Vec::new());
-        status.set(Status::Starting);
+    let focus_status = move || {
         if let Some(el) = status_el.get_untracked() {
             let _ = el.focus();
         }
-        leptos::task::spawn_local(async move {
-            match live::start_run(demo).await {
-                Err(e) => status.set(Status::Failed(e.explain())),
-                Ok(id) => {
-                    status.set(Status::Running);
-                    let sub = live::follow(
-                        &id,
-                        move |event| {
-                            match &event.kind {
-                                EventKind::Queued {
-                                    position,
-                                    estimate_ms,
-                                } => status.set(Status::Queued(*position, *estimate_ms)),
-                                EventKind::Phase { .. } => status.set(Status::Running),
-                                EventKind::Finished {
-                                    outcome: outcome @ Outcome::Ready { .. },
-                                } => {
-                                    if let Some(latest) = latest {
-                                        latest.record();
-                                    }
-                                    progress.demo_run(demo);
-                                    room_turn.update(|n| *n += 1);
-                                    if let (Some(t), Some(m)) = (
-                                        outcome.value(Metric::RequestToReady),
-                                        outcome.value(Metric::MemoryHeld),
-                                    ) {
-                                        series.update(|v| v.push((t, m)));
-                                    }
-                                    status.set(Status::Done)
-                                }
-                                EventKind::Finished {
-                                    outcome: Outcome::Failed { error },
-                                } => {
-                                    repeat_left.set(0);
-                                    status.set(Status::Failed(error.message.clone()))
-                                }
-                                EventKind::Log { .. } => {}
-                            }
-                            events.update(|v| v.push(event));
-                        },
-                        move || {
-                            if matches!(
-                                status.get_untracked(),
-                                Status::Running | Status::Queued(..)
-                            ) {
-                                status.set(Status::Failed("The connection to the stacklab server was lost before the run finished.".into()));
-                            }
-                        },
-                    );
-                    subscription.set_value(sub);
-                }
-            }
-        });
     };
-    on_cleanup(move || subscription.set_value(None));
-    let start = StoredValue::new_local(start);
-    // The next run of a series starts when the previous one is done.
-    Effect::new(move |_| {
-        if status.get() == Status::Done && repeat_left.get_untracked() > 0 {
-            repeat_left.update(|n| *n -= 1);
-            start.with_value(|f| f(()));
-        }
-    });
     let repeat = move |_| {
-        series.set(Vec::new());
-        repeat_left.set(REPEATS - 1);
-        start.with_value(|f| f(()));
+        run.start(REPEATS);
+        focus_status();
     };
     let run_once = move |_| {
-        repeat_left.set(0);
-        series.set(Vec::new());
-        start.with_value(|f| f(()));
+        run.start(1);
+        focus_status();
     };
 
     // A Linux guest needs hardware virtualisation: the card says up front
@@ -158,12 +77,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
         Some(note) if demo.is_linux_guest() => note.fetched(),
         _ => RwSignal::new(None),
     };
-    let busy = move || {
-        matches!(
-            status.get(),
-            Status::Starting | Status::Queued(..) | Status::Running
-        )
-    };
+    let busy = move || run.busy();
     view! {
         <section class="demo-card" data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
             <p class="badge">"Live demo"</p>
@@ -213,6 +127,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             <RoomStrip demo turn=room_turn />
         </section>
     }
+    .into_any()
 }
 
 /// In a class: the room's headline times for this demo as dots (request →
@@ -282,9 +197,6 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
         })
     }
 }
-
-/// Runs a "Run N times" series starts.
-const REPEATS: u32 = 5;
 
 /// The median and spread of a series of runs, as it fills.
 #[component]

@@ -514,6 +514,9 @@ async fn density_sweeps(visit: &Visit) {
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
         click(client, &format!("{card} button.run")).await;
+        if demo == "density-container" {
+            away_and_back_mid_run(client, &card).await;
+        }
         let last = reading_within(
             client,
             &format!(r#"{card} tr[data-key="memory_total@5"] td.num"#),
@@ -549,6 +552,42 @@ async fn density_sweeps(visit: &Visit) {
         )
         .await;
     }
+}
+
+/// Moving around the app does not stop a run: mid-sweep the learner opens
+/// My runs, comes back (client-side navigation), then reloads the tab; the
+/// card shows the same run still going each time, and the caller sees it
+/// finish.
+async fn away_and_back_mid_run(client: &Client, card: &str) {
+    let status = format!("{card} p.status");
+    wait_for_text(client, &status, "Running").await;
+    let started = phases_of(client, card).await;
+    click(client, "a.my-runs").await;
+    wait_for_h1(client, "My runs").await;
+    client.back().await.unwrap();
+    let going = text_within(client, &status, WAIT).await;
+    assert!(
+        going.starts_with("Running") || going.starts_with("Ready"),
+        "back on the lesson, the card shows its run: {going:?}"
+    );
+    let again = phases_of(client, card).await;
+    assert!(
+        again.len() >= started.len() && again[..started.len()] == started[..],
+        "the same run, its phases kept: {started:?} then {again:?}"
+    );
+    // A reload re-attaches by run id (kept in sessionStorage) and the
+    // server replays the run's events: each phase once.
+    client.refresh().await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut going = String::new();
+    while going.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        going = text_within(client, &status, WAIT).await;
+    }
+    assert!(
+        going.starts_with("Running") || going.starts_with("Ready"),
+        "after a reload the card follows its run again: {going:?}"
+    );
 }
 
 /// My runs: the ten runs above, newest first, charted and exportable.
