@@ -10,13 +10,23 @@ use crate::{DemoId, RunState};
 
 /// `POST /api/classes` body (instructor token required).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateClass {
     /// Shown to the instructor and on the join page, 1 to 80 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 80,
+            pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+        )
+    )]
     pub name: String,
     /// How long learners may join, in seconds (default 4 hours, at most 7
     /// days).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 604800))]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -27,6 +37,7 @@ pub const MAX_CLASS_SECS: u64 = 7 * 24 * 3600;
 
 /// A class: its code, name and lifetime.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Class {
     /// The short join code, e.g. `K7QM2P` (see [`valid_class_code`]).
     pub code: String,
@@ -56,17 +67,24 @@ pub fn valid_class_code(s: &str) -> bool {
 
 /// `POST /api/classes/{code}/join` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JoinClass {
     /// The browser's learner id (see [`crate::valid_learner`]).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_-]{8,64}$"))]
     pub learner: String,
     /// What the instructor sees, up to 40 characters; optional.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 40, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
 }
 
 /// One learner of a class, as the instructor sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// Their learner id.
     pub learner: String,
@@ -82,6 +100,7 @@ pub struct Member {
 
 /// One finished run of the room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomPoint {
     /// Which demo.
     pub demo: DemoId,
@@ -105,6 +124,7 @@ pub struct RoomPoint {
 
 /// `GET /api/classes/{code}` (instructor token required): the room now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClassView {
     /// The class.
     pub class: Class,
@@ -121,6 +141,7 @@ pub struct ClassView {
 /// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,
 /// anonymous, the learner's own marked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomPoints {
     /// Oldest first.
     pub points: Vec<RoomPoint>,
@@ -128,6 +149,7 @@ pub struct RoomPoints {
 
 /// One queue of the server: how many runs at once, how many now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Capacity {
     /// The demos that share it.
     pub demos: Vec<DemoId>,
@@ -146,6 +168,7 @@ pub struct Capacity {
 /// What a class's event stream (`GET /api/classes/{code}/events`) says:
 /// something changed; fetch the view again. It carries no names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RoomChange {
     /// The run that changed.
     pub run: String,

@@ -152,6 +152,26 @@ impl<'de> serde::Deserialize<'de> for Key {
     }
 }
 
+/// A key is a string: a metric (`create_to_ready`), or a density metric
+/// at a step (`all_ready@3`).
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Key {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        let names: Vec<&str> = DensityMetric::ALL.iter().map(|m| m.as_str()).collect();
+        let density = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!("^({})@[0-9]+$", names.join("|"))));
+        OneOfBuilder::new()
+            .item(<Metric as utoipa::PartialSchema>::schema())
+            .item(density)
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Key {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

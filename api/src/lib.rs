@@ -26,6 +26,7 @@ use std::str::FromStr;
 /// server maps each to a fixed, vetted specification (no image names or
 /// commands travel over the wire).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum DemoId {
     /// A PostgreSQL 15 container started through the Docker engine.
@@ -198,6 +199,7 @@ impl FromStr for DemoId {
 
 /// The JSON body of every API error (4xx and 5xx).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable, machine-readable code such as `not_found`.
     pub error: ErrorCode,
@@ -207,6 +209,7 @@ pub struct ErrorBody {
 
 /// `GET /api/health`: what this server can run, as measured at request time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// The stacklab version (the server crate's version).
     pub version: String,
@@ -225,6 +228,7 @@ pub struct Health {
 
 /// Whether a Linux kernel can boot in this server's VMs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum LinuxGuestStatus {
     /// KVM is hardware-backed and the kernel and archives are installed.
@@ -240,6 +244,7 @@ pub enum LinuxGuestStatus {
 
 /// Whether the Docker engine answers, and its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum DockerStatus {
     /// The engine answered `GET /version`.
@@ -257,6 +262,7 @@ pub enum DockerStatus {
 
 /// Which PostgreSQL 15 image is present in the engine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ImageStatus {
     /// The official image from a registry.
@@ -269,6 +275,7 @@ pub enum ImageStatus {
 
 /// What `/dev/kvm` offers on this host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum KvmStatus {
     /// `/dev/kvm` opened and answered `KVM_GET_API_VERSION`.
@@ -286,6 +293,7 @@ pub enum KvmStatus {
 
 /// How KVM runs guest code on this host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KvmBacking {
     /// The CPU's own virtualisation extensions (Intel VT-x or AMD-V).
@@ -335,6 +343,7 @@ mod tests {
 
 /// `POST /api/runs` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
     /// Which built-in demo to run.
@@ -342,11 +351,16 @@ pub struct CreateRun {
     /// The browser's own random identifier (see [`valid_learner`]), so that
     /// "my runs" lists this learner's runs. Optional; never a secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_-]{8,64}$"))]
     pub learner: Option<String>,
     /// The class the learner joined (its code), so the run counts for the
     /// room. Needs `learner`, a member of that class; a class that has
     /// expired is ignored (the run is the learner's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^[2-9A-HJKMNP-Za-hjkmnp-z]{6}$")
+    )]
     pub class: Option<String>,
 }
 
@@ -360,6 +374,7 @@ pub fn valid_learner(s: &str) -> bool {
 
 /// One line of the run history (`GET /api/runs`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSummary {
     /// Position in the history; pass it as `before` to page on.
     pub seq: i64,
@@ -387,6 +402,7 @@ pub struct RunSummary {
 
 /// `GET /api/runs?limit=…&before=…`: newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunPage {
     /// Up to `limit` runs, newest first.
     pub runs: Vec<RunSummary>,
@@ -396,6 +412,7 @@ pub struct RunPage {
 
 /// `202 Accepted` body of `POST /api/runs`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunCreated {
     /// The run's id, for `/api/runs/{id}` and `/api/runs/{id}/events`.
     pub id: String,
@@ -403,6 +420,7 @@ pub struct RunCreated {
 
 /// One entry of a run's timeline, as sent over Server-Sent Events.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunEvent {
     /// 0, 1, 2… in the order the server recorded them.
     pub seq: u32,
@@ -415,6 +433,7 @@ pub struct RunEvent {
 
 /// What a [`RunEvent`] reports.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// Waiting for a free slot; `position` 1 is next. `estimate_ms`: the
@@ -445,6 +464,7 @@ pub enum EventKind {
 
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum Outcome {
     /// The demo reached "ready" and was measured.
@@ -464,6 +484,7 @@ pub enum Outcome {
 
 /// A measured number.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Measurement {
     /// What it is, e.g. `memory_pss`.
     pub key: Key,
@@ -479,6 +500,7 @@ pub struct Measurement {
 
 /// A reading that was tried and failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Missing {
     /// Which figure it would have been.
     pub key: Key,
@@ -490,6 +512,7 @@ pub struct Missing {
 
 /// Units of a [`Measurement`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Unit {
     /// Bytes.
@@ -502,6 +525,7 @@ pub enum Unit {
 
 /// A non-numeric observation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Fact {
     /// What it is, e.g. `kernel_inside`.
     pub key: FactKey,
@@ -515,6 +539,7 @@ pub struct Fact {
 
 /// Why a run failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunError {
     /// Why, as a stable code: `deadline`, `oom_killed`, `cancelled`…
     pub code: ErrorCode,
@@ -524,6 +549,7 @@ pub struct RunError {
 
 /// Where a run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Waiting for a free slot.
@@ -538,6 +564,7 @@ pub enum RunState {
 
 /// `GET /api/runs/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunRecord {
     /// The run's id.
     pub id: String,

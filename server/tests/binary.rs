@@ -1,13 +1,16 @@
 //! The `stacklab` binary itself, as a user runs it: from the repository root,
 //! on a free port, stopped with SIGTERM or killed outright.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use stacklab_api::{RunCreated, RunPage, RunRecord, RunState};
+
+mod common;
+use common::{spawn_server, INSTRUCTOR_TOKEN};
 
 const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -28,47 +31,12 @@ fn http_get(addr: &str, path: &str) -> String {
     )
 }
 
-/// The instructor token the spawned servers are given.
-const INSTRUCTOR_TOKEN: &str = "binary-test-instructor-token";
-
 /// `GET path` with the instructor token.
 fn http_get_as_instructor(addr: &str, path: &str) -> String {
     http(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {INSTRUCTOR_TOKEN}\r\nConnection: close\r\n\r\n"),
     )
-}
-
-/// Starts `stacklab serve` on a free port; returns it and its address.
-/// The caller waits for the child; on a panic here the test fails anyway.
-#[allow(clippy::zombie_processes)]
-fn spawn_server(data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_stacklab"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .current_dir(REPO_ROOT)
-        .env_remove("STACKLAB_STATIC_DIR")
-        .env("RUST_LOG", "stacklab_server=info")
-        .env("STACKLAB_INSTRUCTOR_TOKEN", INSTRUCTOR_TOKEN)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        if log.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait();
-            panic!("stacklab exited ({status:?}) before listening; log: {lines:?}");
-        }
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            let addr = rest.trim().to_owned();
-            // Keep draining the log so the server never blocks on a full pipe.
-            std::thread::spawn(move || for _ in log.lines() {});
-            return (child, addr);
-        }
-        lines.push(line);
-    }
 }
 
 fn body_of(response: &str) -> &str {

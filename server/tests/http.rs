@@ -303,3 +303,102 @@ async fn a_long_history_exports_whole_page_by_page() {
     assert_eq!(ids.len(), n, "each run once");
     assert_eq!(runs[0].id, format!("run-{:05}", n - 1), "newest first");
 }
+
+/// Every API route, as the router serves it: the OpenAPI document must
+/// list exactly these.
+const API_ROUTES: [(&str, &str); 13] = [
+    ("get", "/api/health"),
+    ("get", "/api/openapi.json"),
+    ("get", "/api/runs"),
+    ("post", "/api/runs"),
+    ("get", "/api/runs/export"),
+    ("get", "/api/runs/{id}"),
+    ("get", "/api/runs/{id}/events"),
+    ("post", "/api/classes"),
+    ("get", "/api/classes/{code}"),
+    ("post", "/api/classes/{code}/join"),
+    ("get", "/api/classes/{code}/points"),
+    ("get", "/api/classes/{code}/export"),
+    ("get", "/api/classes/{code}/events"),
+];
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_only_routes() {
+    let (status, headers, body) = get(state(None), "/api/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let mut listed = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            listed.push((method.clone(), path.clone()));
+            let responses = op["responses"].as_object().unwrap();
+            for code in ["403", "500", "503"] {
+                assert!(
+                    responses.contains_key(code),
+                    "{method} {path} documents {code}"
+                );
+            }
+        }
+    }
+    listed.sort();
+    let mut want: Vec<(String, String)> = API_ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    want.sort();
+    assert_eq!(listed, want);
+    // Each schema a response names is in the document.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "RunRecord",
+        "RunEvent",
+        "Health",
+        "ErrorBody",
+        "ClassView",
+        "ErrorCode",
+        "Key",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name}");
+    }
+
+    // Each listed operation is served by its handler, not the fallbacks,
+    // and the other methods on its path are refused.
+    for (method, path) in API_ROUTES {
+        let uri = path
+            .replace("{id}", "0123456789abcdef")
+            .replace("{code}", "ABCDEF");
+        let req = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let res = app(state(None)).oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            status != StatusCode::METHOD_NOT_ALLOWED && !text.contains("no API route"),
+            "{method} {uri} reached a fallback: {status} {text}"
+        );
+        for other in ["PUT", "DELETE", "PATCH"] {
+            let req = Request::builder()
+                .method(other)
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap();
+            let res = app(state(None)).oneshot(req).await.unwrap();
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {uri}"
+            );
+        }
+    }
+}

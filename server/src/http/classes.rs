@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::Json;
 use futures_util::Stream;
 use stacklab_api::{
-    valid_class_code, valid_learner, Class, ClassView, CreateClass, JoinClass, RoomPoints,
-    DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+    valid_class_code, valid_learner, Class, ClassView, CreateClass, ErrorBody, JoinClass,
+    RoomPoints, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
 };
 
 use super::auth::Instructor;
@@ -46,6 +46,17 @@ fn invalid(message: impl Into<String>) -> AppError {
 }
 
 /// `POST /api/classes` (instructor).
+#[utoipa::path(post, path = "/classes", tag = "classes",
+    request_body = CreateClass,
+    security(("instructor" = [])),
+    responses(
+        (status = 201, description = "The class, with its code", body = Class),
+        (status = 400, description = "A bad name or duration", body = ErrorBody),
+        (status = 401, description = "The instructor token is required", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Not a class request", body = ErrorBody),
+    ))]
 pub async fn create_class(
     State(state): State<AppState>,
     _: Instructor,
@@ -69,6 +80,18 @@ pub async fn create_class(
 }
 
 /// `POST /api/classes/{code}/join`.
+#[utoipa::path(post, path = "/classes/{code}/join", tag = "classes",
+    params(("code" = String, Path, description = "The class code")),
+    request_body = JoinClass,
+    responses(
+        (status = 200, description = "Joined", body = Class),
+        (status = 400, description = "A bad learner id or display name", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        (status = 410, description = "The class has expired", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Not a join request", body = ErrorBody),
+    ))]
 pub async fn join_class(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -115,6 +138,14 @@ async fn find(state: &AppState, code: &str) -> Result<Class, AppError> {
 }
 
 /// `GET /api/classes/{code}` (instructor): members, points, capacity.
+#[utoipa::path(get, path = "/classes/{code}", tag = "classes",
+    params(("code" = String, Path, description = "The class code")),
+    security(("instructor" = [])),
+    responses(
+        (status = 200, description = "Members, their runs, the room's figures", body = ClassView),
+        (status = 401, description = "The instructor token is required", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+    ))]
 pub async fn class_view(
     State(state): State<AppState>,
     _: Instructor,
@@ -141,15 +172,24 @@ pub async fn class_view(
 }
 
 /// Query of `GET /api/classes/{code}/points`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PointsQuery {
     /// Mark this learner's runs as `mine`.
+    #[param(pattern = r"^[A-Za-z0-9_-]{8,64}$")]
     learner: Option<String>,
 }
 
 /// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,
 /// with no names; the asking learner's own marked.
+#[utoipa::path(get, path = "/classes/{code}/points", tag = "classes",
+    params(("code" = String, Path, description = "The class code"), PointsQuery),
+    responses(
+        (status = 200, description = "The room's finished runs, without names", body = RoomPoints),
+        (status = 400, description = "A bad learner id", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+    ))]
 pub async fn room_points(
     State(state): State<AppState>,
     Path(code): Path<String>,
@@ -169,15 +209,29 @@ pub async fn room_points(
 }
 
 /// Query of the class export.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ExportQuery {
     /// `csv` (default) or `json`.
+    #[param(pattern = "^(csv|json)$")]
     format: Option<String>,
 }
 
 /// `GET /api/classes/{code}/export?format=csv|json` (instructor): every
 /// run of the class with its learner and display name.
+#[utoipa::path(get, path = "/classes/{code}/export", tag = "classes",
+    params(("code" = String, Path, description = "The class code"), ExportQuery),
+    security(("instructor" = [])),
+    responses(
+        (status = 200, description = "Every run of the class with learner and display name", content(
+            (String = "text/csv"),
+            (Vec<Object> = "application/json"),
+        )),
+        (status = 400, description = "A bad format", body = ErrorBody),
+        (status = 401, description = "The instructor token is required", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+    ))]
 pub async fn export_class(
     State(state): State<AppState>,
     _: Instructor,
@@ -225,6 +279,13 @@ pub async fn export_class(
 /// `GET /api/classes/{code}/events`: a `changed` event (run id, demo,
 /// state; no names) whenever a run of the class is queued, starts or
 /// finishes. The instructor's page fetches the view again on each.
+#[utoipa::path(get, path = "/classes/{code}/events", tag = "classes",
+    params(("code" = String, Path, description = "The class code")),
+    responses(
+        (status = 200, description = "Server-Sent Events `changed`: a RoomChange each (`{}` after missed ones), never a name", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No such class", body = ErrorBody),
+        (status = 429, description = "Too many event streams open (`Retry-After`)", body = ErrorBody),
+    ))]
 pub async fn room_events(
     State(state): State<AppState>,
     Path(code): Path<String>,

@@ -17,6 +17,8 @@ const START_DOCKER_HINT: &str =
     "start it with `dockerd &` (as root) or run the README's setup command";
 
 /// The handler.
+#[utoipa::path(get, path = "/health", tag = "lab",
+    responses((status = 200, description = "What this server can run, and why not", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     let (docker, postgres_image) = docker_status(state.labs.docker()).await;
     let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;

@@ -15,6 +15,7 @@ mod guard;
 mod health;
 mod limits;
 mod metrics;
+mod openapi;
 mod room;
 mod runs;
 mod static_files;
@@ -28,7 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, OriginalUri};
 use axum::http::Method;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use bollard::Docker;
 use tower_http::compression::CompressionLayer;
@@ -160,18 +161,7 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/health", get(health::health))
-        .route("/runs", post(runs::create_run).get(runs::list_runs))
-        .route("/runs/export", get(runs::export_runs))
-        .route("/runs/{id}", get(runs::get_run))
-        .route("/runs/{id}/events", get(runs::run_events))
-        .route("/classes", post(classes::create_class))
-        .route("/classes/{code}", get(classes::class_view))
-        .route("/classes/{code}/join", post(classes::join_class))
-        .route("/classes/{code}/points", get(classes::room_points))
-        .route("/classes/{code}/export", get(classes::export_class))
-        .route("/classes/{code}/events", get(classes::room_events))
+    let api = openapi::api_routes()
         .fallback(api_not_found)
         .method_not_allowed_fallback(api_method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -13,7 +13,10 @@ use axum::Json;
 use futures_util::Stream;
 use std::sync::Arc;
 
-use stacklab_api::{valid_learner, CreateRun, EventKind, RunCreated, RunEvent, RunPage, RunRecord};
+use stacklab_api::{
+    valid_learner, CreateRun, ErrorBody, EventKind, RunCreated, RunEvent, RunPage, RunRecord,
+    RunSummary,
+};
 
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
@@ -29,6 +32,20 @@ use crate::store::{self, Filter, History, HistoryError};
 /// runs of a demo (429 `too_many_runs`), and run requests at the pace of
 /// [`super::limits::RateLimit`] (429 `rate_limited`); both with
 /// `Retry-After`.
+#[utoipa::path(post, path = "/runs", tag = "runs",
+    request_body = CreateRun,
+    responses(
+        (status = 202, description = "Accepted: follow its events", body = RunCreated),
+        (status = 400, description = "A bad learner id or class code", body = ErrorBody),
+        (status = 403, description = "A class run by a learner who did not join it (`not_a_member`)", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        (status = 410, description = "The class has expired", body = ErrorBody),
+        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
+        (status = 415, description = "Not JSON", body = ErrorBody),
+        (status = 422, description = "Not a run request (unknown demo or field)", body = ErrorBody),
+        (status = 429, description = "Too many runs going or requested (`Retry-After`)", body = ErrorBody),
+        (status = 503, description = "This server cannot run that demo now (Docker down, no KVM, image missing)", body = ErrorBody),
+    ))]
 pub async fn create_run(
     State(state): State<AppState>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -166,6 +183,12 @@ pub(super) async fn with_history<T: Send + 'static>(
 
 /// `GET /api/runs/{id}`: a live run from memory, a finished one from memory
 /// or, after a restart, from the history.
+#[utoipa::path(get, path = "/runs/{id}", tag = "runs",
+    params(("id" = String, Path, description = "The run's id")),
+    responses(
+        (status = 200, description = "The run, live or from history", body = RunRecord),
+        (status = 404, description = "No such run", body = ErrorBody),
+    ))]
 pub async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -181,16 +204,20 @@ pub async fn get_run(
 }
 
 /// Query of `GET /api/runs` and `GET /api/runs/export`.
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u32>,
     /// Only runs older than this `seq` (from the previous page's `next_before`).
     before: Option<i64>,
     /// Only this learner's runs.
+    #[param(pattern = r"^[A-Za-z0-9_-]{8,64}$")]
     learner: Option<String>,
     /// Export format: `csv` or `json` (export only).
+    #[param(pattern = "^(csv|json)$")]
     format: Option<String>,
 }
 
@@ -234,6 +261,14 @@ impl ListQuery {
 
 /// `GET /api/runs?limit=…&before=…&learner=…`: a learner's history (or,
 /// for the instructor, everyone's), newest first.
+#[utoipa::path(get, path = "/runs", tag = "runs",
+    params(ListQuery),
+    security((), ("instructor" = [])),
+    responses(
+        (status = 200, description = "A page of runs, newest first", body = RunPage),
+        (status = 400, description = "A bad limit, cursor or learner id", body = ErrorBody),
+        (status = 401, description = "Everyone's runs need the instructor token", body = ErrorBody),
+    ))]
 pub async fn list_runs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -252,6 +287,17 @@ pub async fn list_runs(
 /// `GET /api/runs/export?format=csv|json&learner=…`: one learner's history
 /// (or, for the instructor, everyone's) as a download, streamed page by
 /// page.
+#[utoipa::path(get, path = "/runs/export", tag = "runs",
+    params(ListQuery),
+    security((), ("instructor" = [])),
+    responses(
+        (status = 200, description = "The runs as a download", content(
+            (String = "text/csv"),
+            (Vec<RunSummary> = "application/json"),
+        )),
+        (status = 400, description = "A bad format, limit or learner id", body = ErrorBody),
+        (status = 401, description = "Everyone's runs need the instructor token", body = ErrorBody),
+    ))]
 pub async fn export_runs(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -351,6 +397,16 @@ pub(super) fn attachment(
 /// the stream ends after `finished`. A run whose last client has been gone
 /// for the grace period ([`crate::engine::WATCH_GRACE`]) is cancelled (its
 /// container is removed); one that reconnects within it loses nothing.
+#[utoipa::path(get, path = "/runs/{id}/events", tag = "runs",
+    params(
+        ("id" = String, Path, description = "The run's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (its `seq`)"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events `queued`, `phase`, `log`, then `finished`; each `data` is a RunEvent", body = String, content_type = "text/event-stream"),
+        (status = 404, description = "No such run in progress", body = ErrorBody),
+        (status = 429, description = "Too many event streams open (`Retry-After`)", body = ErrorBody),
+    ))]
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,

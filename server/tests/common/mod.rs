@@ -1,6 +1,9 @@
 //! Helpers shared by the server's integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -198,4 +201,39 @@ pub fn phase_at(events: &[RunEvent], name: &str) -> f64 {
     stacklab_api::phase_at(events, name)
         .map(|us| us as f64)
         .unwrap_or_else(|| panic!("no {name} phase in {:?}", phases(events)))
+}
+
+/// The instructor token the spawned servers are given.
+pub const INSTRUCTOR_TOKEN: &str = "binary-test-instructor-token";
+
+/// Starts `stacklab serve` on a free port; returns it and its address.
+/// The caller waits for the child; on a panic here the test fails anyway.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server(data_dir: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_stacklab"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .env_remove("STACKLAB_STATIC_DIR")
+        .env("RUST_LOG", "stacklab_server=info")
+        .env("STACKLAB_INSTRUCTOR_TOKEN", INSTRUCTOR_TOKEN)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if log.read_line(&mut line).unwrap() == 0 {
+            let status = child.wait();
+            panic!("stacklab exited ({status:?}) before listening; log: {lines:?}");
+        }
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.trim().to_owned();
+            // Keep draining the log so the server never blocks on a full pipe.
+            std::thread::spawn(move || for _ in log.lines() {});
+            return (child, addr);
+        }
+        lines.push(line);
+    }
 }
