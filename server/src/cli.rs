@@ -141,9 +141,18 @@ pub struct ServeArgs {
     #[arg(long, env = "STACKLAB_MAX_VM_RUNS", value_parser = at_least_one())]
     pub max_vm_runs: Option<usize>,
     /// Days a finished run stays in the history (checked at start and every
-    /// hour); 0 keeps every run.
-    #[arg(long, env = "STACKLAB_KEEP_HISTORY_DAYS", default_value_t = 90)]
-    pub keep_history_days: u64,
+    /// hour); 0 keeps runs of any age.
+    #[arg(
+        long,
+        alias = "keep-history-days",
+        env = "STACKLAB_HISTORY_KEEP_DAYS",
+        default_value_t = 90
+    )]
+    pub history_keep_days: u64,
+    /// Finished runs the history keeps at most, newest first (checked at
+    /// start and every hour); 0 keeps any number.
+    #[arg(long, env = "STACKLAB_HISTORY_MAX_RUNS", default_value_t = 100_000)]
+    pub history_max_runs: u64,
     /// Seconds a run may wait in a queue before it gives up with
     /// `queue_timeout`.
     #[arg(long, env = "STACKLAB_QUEUE_TIMEOUT_SECS", default_value_t = 180, value_parser = clap::value_parser!(u64).range(1..))]

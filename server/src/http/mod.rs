@@ -40,7 +40,7 @@ pub use error::AppError;
 use crate::backends::docker::reaper;
 use crate::cli::ServeArgs;
 use crate::engine::{Labs, Runs, Settings, Slots};
-use crate::store::History;
+use crate::store::{History, Retention};
 
 /// Largest request body the API reads (a run request is ~30 bytes).
 const MAX_BODY_BYTES: usize = 4096;
@@ -234,15 +234,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let history = History::open(&args.data_dir)?;
     tracing::info!("run history in {}", history.path());
-    if args.keep_history_days > 0 {
-        let keep_ms = args.keep_history_days as i64 * 24 * 3600 * 1000;
+    let keep = Retention {
+        ms: (args.history_keep_days > 0).then(|| args.history_keep_days as i64 * 24 * 3600 * 1000),
+        max_runs: (args.history_max_runs > 0).then_some(args.history_max_runs),
+    };
+    {
         let history = history.clone();
         tokio::spawn(async move {
             loop {
                 let h = history.clone();
-                match tokio::task::spawn_blocking(move || h.prune(keep_ms)).await {
+                match tokio::task::spawn_blocking(move || h.prune(keep)).await {
                     Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!("{n} run(s) older than the kept history removed"),
+                    Ok(Ok(n)) => tracing::info!("{n} run(s) past the kept history removed"),
                     Ok(Err(e)) => tracing::warn!("could not prune the history: {e}"),
                     Err(e) => tracing::warn!("history pruning task failed: {e}"),
                 }

@@ -65,6 +65,14 @@ pub struct History {
     path: String,
 }
 
+/// How much finished history to keep: runs finished within `ms`, and at
+/// most the newest `max_runs` of them (`None`: no bound of that kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub ms: Option<i64>,
+    pub max_runs: Option<u64>,
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     seq             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -362,16 +370,27 @@ impl History {
         Ok(RunPage { runs, next_before })
     }
 
-    /// Deletes finished runs older than `keep_ms` (by when they finished),
-    /// and classes that expired that long ago with no run left; returns how
-    /// many runs went.
-    pub fn prune(&self, keep_ms: i64) -> Result<usize, HistoryError> {
-        let cutoff = now_ms() - keep_ms;
+    /// Deletes finished runs `keep` does not keep (too old by when they
+    /// finished, or past the newest `max_runs`), and classes that expired
+    /// that long ago with no run left; returns how many runs went. Runs
+    /// still open are never deleted.
+    pub fn prune(&self, keep: Retention) -> Result<usize, HistoryError> {
+        let cutoff = keep.ms.map_or(i64::MIN, |ms| now_ms() - ms);
         self.with(|c| {
-            let runs = c.execute(
+            let mut runs = c.execute(
                 "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
                 params![cutoff],
             )?;
+            if let Some(max) = keep.max_runs {
+                // The newest `max` finished runs stay (by seq, the order
+                // they were accepted in); runs still open always do.
+                runs += c.execute(
+                    "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND seq <
+                        (SELECT COALESCE(MIN(seq), 0) FROM (SELECT seq FROM runs
+                         WHERE finished_at_ms IS NOT NULL ORDER BY seq DESC LIMIT ?1))",
+                    params![max as i64],
+                )?;
+            }
             c.execute(
                 "DELETE FROM members WHERE class IN (SELECT code FROM classes
                     WHERE expires_at_ms < ?1 AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL))",
@@ -528,7 +547,11 @@ pub(super) mod tests {
         })
         .unwrap();
         let gone = h.create_class("Long ago", -20_000_000).unwrap();
-        assert_eq!(h.prune(5_000_000).unwrap(), 1);
+        let keep = Retention {
+            ms: Some(5_000_000),
+            max_runs: None,
+        };
+        assert_eq!(h.prune(keep).unwrap(), 1);
         let left: Vec<_> = h
             .all(&Filter::default())
             .unwrap()
@@ -537,6 +560,30 @@ pub(super) mod tests {
             .collect();
         assert_eq!(left, ["open", "new"], "a run still open is never pruned");
         assert!(h.class(&gone.code).unwrap().is_none());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_finished_runs_up_to_the_maximum() {
+        let h = History::in_memory();
+        for id in ["a", "b", "c", "d", "open"] {
+            h.accepted(id, DemoId::MicroVm, None, None).unwrap();
+        }
+        for id in ["a", "b", "c", "d"] {
+            h.finished(&record(id, DemoId::MicroVm, true)).unwrap();
+        }
+        let keep = Retention {
+            ms: None,
+            max_runs: Some(2),
+        };
+        assert_eq!(h.prune(keep).unwrap(), 2);
+        let left: Vec<_> = h
+            .all(&Filter::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left, ["open", "d", "c"]);
+        assert_eq!(h.prune(keep).unwrap(), 0, "nothing more to remove");
     }
 
     #[test]

@@ -10,4 +10,4 @@ mod history;
 
 pub use classes::{ClassRun, JoinError};
 pub use export::{class_csv, csv_header, csv_rows, rfc3339, to_csv};
-pub use history::{now_ms, Filter, History, HistoryError, FILE_NAME, MAX_PAGE};
+pub use history::{now_ms, Filter, History, HistoryError, Retention, FILE_NAME, MAX_PAGE};

@@ -3,6 +3,7 @@
 //! `room`: the same server's runs alone), with the platform's share of
 //! each start.
 
+mod client;
 mod container;
 mod room;
 mod vm;
