@@ -86,6 +86,15 @@ pub enum BenchCommand {
         #[arg(long, value_parser = at_least_one())]
         container_slots: Option<usize>,
     },
+    /// Mixed runs (micro-VMs, containers, density sweeps) with client
+    /// disconnects, a dockerd restart and a server kill -9 in the middle;
+    /// then whether any accepted run was lost and what was left behind.
+    /// Starts its own `stacklab serve`; restarts this host's dockerd.
+    Soak {
+        /// Runs in all.
+        #[arg(long, default_value_t = 500, value_parser = at_least_one())]
+        runs: usize,
+    },
     /// The micro-VM: in-process vs a process per VM, throughput, and QEMU.
     Vm {
         /// Runs of each kind.

@@ -36,6 +36,7 @@ async fn main() -> std::process::ExitCode {
             })
         }
         Command::Bench(BenchCommand::Vm { n }) => tools::bench::vm(n).await,
+        Command::Bench(BenchCommand::Soak { runs }) => tools::bench::soak(runs).await,
         Command::Bench(BenchCommand::Room {
             learners,
             container_slots,

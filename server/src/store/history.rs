@@ -297,21 +297,63 @@ impl History {
 
     /// A finished run's full record, if stored.
     pub fn get(&self, id: &str) -> Result<Option<RunRecord>, HistoryError> {
-        let json: Option<String> = self.with(|c| {
+        type Row = (
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+        );
+        let row: Option<(Option<String>, Row)> = self.with(|c| {
             c.query_row(
-                "SELECT record_json FROM runs WHERE id = ?1 AND record_json IS NOT NULL",
+                "SELECT record_json, demo, state, accepted_at_ms, finished_at_ms, error_code, error_message
+                 FROM runs WHERE id = ?1",
                 params![id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))),
             )
             .optional()
         })?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|source| HistoryError::Corrupt {
-                id: id.to_owned(),
-                source,
-            })
-        })
-        .transpose()
+        let Some((json, (demo, state, accepted_at_ms, finished_at_ms, code, message))) = row else {
+            return Ok(None);
+        };
+        if let Some(json) = json {
+            return serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|source| HistoryError::Corrupt {
+                    id: id.to_owned(),
+                    source,
+                });
+        }
+        // No record: a run a server was killed under, closed when the next
+        // one started. What is known is the row: one `finished` event, at
+        // the moment that server noticed (not when the run stopped).
+        let (Ok(demo), Some(finished)) = (demo.parse::<DemoId>(), finished_at_ms) else {
+            return Ok(None);
+        };
+        if state != "failed" {
+            return Ok(None);
+        }
+        let error = RunError {
+            code: code
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(ErrorCode::ServerStopped),
+            message: message
+                .unwrap_or_else(|| "the server stopped before this run finished".into()),
+        };
+        Ok(Some(RunRecord {
+            id: id.to_owned(),
+            demo,
+            state: RunState::Failed,
+            accepted_at_ms: Some(accepted_at_ms),
+            events: vec![stacklab_api::RunEvent {
+                seq: 0,
+                at_us: (finished.saturating_sub(accepted_at_ms).max(0) as u64) * 1000,
+                kind: stacklab_api::EventKind::Finished {
+                    outcome: stacklab_api::Outcome::Failed { error },
+                },
+            }],
+        }))
     }
 
     /// One page of summaries, newest first.
@@ -608,6 +650,15 @@ pub(super) mod tests {
             ErrorCode::ServerStopped
         );
         assert!(page.runs[0].finished_at_ms.is_some());
+        // The soak found it: listed, yet `get` (GET /api/runs/{id}) said 404.
+        let record = h.get("cut").unwrap().expect("a closed run can be opened");
+        assert_eq!(record.state, RunState::Failed);
+        match record.outcome() {
+            Some(stacklab_api::Outcome::Failed { error }) => {
+                assert_eq!(error.code, ErrorCode::ServerStopped)
+            }
+            other => panic!("{other:?}"),
+        }
         let mode: String = h
             .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
             .unwrap();

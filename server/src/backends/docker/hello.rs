@@ -305,10 +305,7 @@ impl HelloRuntime {
 
 impl Runtime for HelloRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
-        find(&self.docker).await.map_err(|e| RunError {
-            code: ErrorCode::ImageMissing,
-            message: e.to_string(),
-        })?;
+        find(&self.docker).await.map_err(ImageError::run_error)?;
         ctx.phase(
             "image_ready",
             "Image ready",

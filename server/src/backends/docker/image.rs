@@ -71,6 +71,21 @@ pub enum ImageError {
     },
 }
 
+impl ImageError {
+    /// The wire code of a run that could not find its image: a missing
+    /// image, or an engine that did not answer (as while it restarts).
+    pub fn run_error(self) -> stacklab_api::RunError {
+        let code = match self {
+            ImageError::Docker(_) => stacklab_api::ErrorCode::Docker,
+            _ => stacklab_api::ErrorCode::ImageMissing,
+        };
+        stacklab_api::RunError {
+            code,
+            message: self.to_string(),
+        }
+    }
+}
+
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     let what = what.into();
     move |source| ImageError::Io { what, source }

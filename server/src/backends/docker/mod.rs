@@ -144,10 +144,9 @@ impl DockerRuntime {
 
 impl Runtime for DockerRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
-        let image = image::find(&self.docker).await.map_err(|e| RunError {
-            code: ErrorCode::ImageMissing,
-            message: e.to_string(),
-        })?;
+        let image = image::find(&self.docker)
+            .await
+            .map_err(image::ImageError::run_error)?;
         let how = match image.kind {
             ImageKind::Official => "the official image, already present",
             ImageKind::OfflineBuilt => {

@@ -113,8 +113,9 @@ pub(crate) fn demo_containers() -> Option<usize> {
         .then(|| String::from_utf8_lossy(&out.stdout).lines().count())
 }
 
-/// Live child processes of `pid` whose name is `name`.
-pub(crate) fn children_named(pid: u32, name: &str) -> usize {
+/// Live processes (not zombies) named `name`: children of `parent`, or
+/// any on this host.
+pub(crate) fn processes_named(name: &str, parent: Option<u32>) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -129,7 +130,7 @@ pub(crate) fn children_named(pid: u32, name: &str) -> usize {
             let mut fields = rest.split_whitespace();
             let state = fields.next().unwrap_or("");
             let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-            comm == name && ppid == Some(pid) && state != "Z"
+            comm == name && state != "Z" && parent.is_none_or(|p| ppid == Some(p))
         })
         .count()
 }
@@ -175,4 +176,15 @@ pub(crate) fn spawn_server(
             return Ok((child, addr));
         }
     }
+}
+
+/// Joins `learner` to class `code`.
+pub(crate) async fn join(addr: &str, code: &str, learner: &str) -> anyhow::Result<()> {
+    let body = format!(r#"{{"learner":"{learner}","display_name":"{learner}"}}"#);
+    let path = format!("/api/classes/{code}/join");
+    let (status, text) = call(addr, "POST", &path, Some((&body, false))).await?;
+    if status != 200 {
+        bail!("join answered {status}: {text}");
+    }
+    Ok(())
 }

@@ -1,11 +1,13 @@
 //! `stacklab bench`: benchmarks that print medians and ratios measured in
 //! one run against a baseline (`container`: the Docker CLI; `vm`: QEMU;
 //! `room`: the same server's runs alone), with the platform's share of
-//! each start.
+//! each start; and `soak`, which counts what faults cost (nothing, it
+//! checks).
 
 mod client;
 mod container;
 mod room;
+mod soak;
 mod vm;
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use crate::engine::{Queue, Runs};
 
 pub use container::container;
 pub use room::room;
+pub use soak::soak;
 pub use vm::vm;
 
 pub(crate) fn verdict(ok: bool) -> &'static str {

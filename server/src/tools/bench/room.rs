@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use stacklab_api::{Capacity, Class, DemoId, EventKind, Health, Metric, Outcome, RunCreated};
 
 use super::client::{
-    call, children_named, demo_containers, events, spawn_server, tempdir, ServerUse,
+    call, demo_containers, events, join, processes_named, spawn_server, tempdir, ServerUse,
 };
 use super::{median, ms, verdict};
 
@@ -226,7 +226,7 @@ async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = ServerUse::of(pid);
     let containers = demo_containers();
-    let vmms = children_named(pid, "stacklab-vmm");
+    let vmms = processes_named("stacklab-vmm", Some(pid));
     println!(
         "leaks: {} demo container(s), {} VMM process(es) left; server open files {} → {}, threads {} → {}, RSS {:.1} → {:.1} MiB",
         containers.map_or("?".into(), |n| n.to_string()),
@@ -289,16 +289,6 @@ fn capacity_of(capacity: &[Capacity], demo: DemoId) -> anyhow::Result<&Capacity>
 
 fn learner_id(n: usize) -> String {
     format!("bench-learner-{n:04}")
-}
-
-async fn join(addr: &str, code: &str, learner: &str) -> anyhow::Result<()> {
-    let body = format!(r#"{{"learner":"{learner}","display_name":"{learner}"}}"#);
-    let path = format!("/api/classes/{code}/join");
-    let (status, text) = call(addr, "POST", &path, Some((&body, false))).await?;
-    if status != 200 {
-        bail!("join answered {status}: {text}");
-    }
-    Ok(())
 }
 
 /// Starts `demo` for `learner` in class `code` and follows it to the end.
