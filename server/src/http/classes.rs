@@ -19,6 +19,7 @@ use stacklab_api::{
 
 use super::auth::Instructor;
 use super::extract::{ApiJson, ApiQuery};
+use super::openapi::BodyErrors;
 use super::runs::with_history;
 use super::{AppError, AppState};
 use crate::store::{self, JoinError};
@@ -53,9 +54,7 @@ fn invalid(message: impl Into<String>) -> AppError {
         (status = 201, description = "The class, with its code", body = Class),
         (status = 400, description = "A bad name or duration", body = ErrorBody),
         (status = 401, description = "The instructor token is required", body = ErrorBody),
-        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Not a class request", body = ErrorBody),
+        BodyErrors,
     ))]
 pub async fn create_class(
     State(state): State<AppState>,
@@ -88,9 +87,7 @@ pub async fn create_class(
         (status = 400, description = "A bad learner id or display name", body = ErrorBody),
         (status = 404, description = "No such class", body = ErrorBody),
         (status = 410, description = "The class has expired", body = ErrorBody),
-        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Not a join request", body = ErrorBody),
+        BodyErrors,
     ))]
 pub async fn join_class(
     State(state): State<AppState>,

@@ -82,6 +82,21 @@ impl Modify for CommonErrors {
     }
 }
 
+/// What an operation with a JSON body answers when the body is wrong.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // a description only: handlers answer through AppError
+pub enum BodyErrors {
+    #[response(status = 413, description = "Body over 4 KiB")]
+    TooLarge(ErrorBody),
+    #[response(status = 415, description = "Not JSON")]
+    NotJson(ErrorBody),
+    #[response(
+        status = 422,
+        description = "Not the request this operation takes (unknown field or value)"
+    )]
+    Invalid(ErrorBody),
+}
+
 /// The document, made once when the app is built.
 static DOCUMENT: OnceLock<String> = OnceLock::new();
 

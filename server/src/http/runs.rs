@@ -20,6 +20,7 @@ use stacklab_api::{
 
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
+use super::openapi::BodyErrors;
 use super::streams::OpenStream;
 use super::AppState;
 use crate::engine::{Requester, Run, WatchGuard};
@@ -40,9 +41,7 @@ use crate::store::{self, Filter, History, HistoryError};
         (status = 403, description = "A class run by a learner who did not join it (`not_a_member`)", body = ErrorBody),
         (status = 404, description = "No such class", body = ErrorBody),
         (status = 410, description = "The class has expired", body = ErrorBody),
-        (status = 413, description = "Body over 4 KiB", body = ErrorBody),
-        (status = 415, description = "Not JSON", body = ErrorBody),
-        (status = 422, description = "Not a run request (unknown demo or field)", body = ErrorBody),
+        BodyErrors,
         (status = 429, description = "Too many runs going or requested (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "This server cannot run that demo now (Docker down, no KVM, image missing)", body = ErrorBody),
     ))]
