@@ -150,7 +150,13 @@ pub(crate) fn spawn_server(
     addr: &str,
     extra: &[String],
 ) -> anyhow::Result<(Child, String)> {
-    let mut serve = Command::new(std::env::current_exe()?);
+    // This binary's path as it was at the first start: a bench that
+    // restarts its server must not lose it if the file is rebuilt meanwhile.
+    static SELF: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let exe = SELF
+        .get_or_init(|| std::env::current_exe().unwrap_or_else(|_| "stacklab".into()))
+        .clone();
+    let mut serve = Command::new(exe);
     serve
         .args(["serve", "--addr", addr, "--data-dir"])
         .arg(data)
