@@ -23,16 +23,22 @@ struct VmSample {
     rss: u64,
 }
 
-fn vmm_child(artifacts: &VmArtifacts) -> anyhow::Result<VmSample> {
+/// One `stacklab-vmm` child run of the tiny guest, in its jail (as the
+/// server runs it) or bare.
+fn vmm_child(artifacts: &VmArtifacts, jailed: bool) -> anyhow::Result<VmSample> {
     use stacklab_vmm::protocol::Line;
     use std::io::BufRead;
     let spawned_ns = stacklab_vmm::report::monotonic_ns();
     let start = Instant::now();
-    let mut child = std::process::Command::new(&artifacts.vmm)
-        .arg("--image")
-        .arg(&artifacts.guest)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    let mut command = std::process::Command::new(&artifacts.vmm);
+    command.arg("--image").arg(&artifacts.guest);
+    if jailed {
+        let ids = artifacts.jail;
+        command
+            .arg("--jail")
+            .arg(format!("{}:{}", ids.uid, ids.gid));
+    }
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().context("stdout")?;
     let mut first = None;
     let mut ready = None;
@@ -40,7 +46,9 @@ fn vmm_child(artifacts: &VmArtifacts) -> anyhow::Result<VmSample> {
     for line in std::io::BufReader::new(stdout).lines() {
         match serde_json::from_str::<Line>(&line?)? {
             Line::Event(e) => {
-                first.get_or_insert(e.mono_ns);
+                if e.phase == "kvm_opened" {
+                    first = Some(e.mono_ns);
+                }
                 if e.phase == "ready" {
                     ready = Some(e.mono_ns);
                 }
@@ -180,10 +188,11 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     }
 
     // Child process per VM, back to back with nothing else running: the
-    // latency figures.
-    let mut child = Vec::new();
+    // latency figures, bare and in the jail the server uses.
+    let (mut child, mut jailed) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        child.push(vmm_child(&artifacts)?);
+        child.push(vmm_child(&artifacts, false)?);
+        jailed.push(vmm_child(&artifacts, true)?);
     }
     // The same guest under QEMU, each run paired with a stacklab run so both
     // see the same host (a QEMU exit leaves kernel teardown work behind that
@@ -195,13 +204,14 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
         Err(e) => println!("QEMU comparison skipped: {e:#}"),
         Ok(_) => {
             for _ in 0..n {
-                paired.push(vmm_child(&artifacts)?.spawn_to_exit);
+                paired.push(vmm_child(&artifacts, false)?.spawn_to_exit);
                 qemu_runs.push(qemu(&artifacts.guest)?);
             }
         }
     }
 
-    // Throughput: one worker per core, each running VMs back to back.
+    // Throughput: one worker per core, each running jailed VMs (as the
+    // server does) back to back.
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
         .unwrap_or(1);
@@ -212,7 +222,7 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
             .map(|_| {
                 s.spawn(|| -> anyhow::Result<()> {
                     for _ in 0..per_worker {
-                        vmm_child(&artifacts)?;
+                        vmm_child(&artifacts, true)?;
                     }
                     Ok(())
                 })
@@ -273,6 +283,12 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     );
     row("child process: spawn → ready", &c(|s| s.spawn_to_ready));
     row("child process: spawn → exit", &c(|s| s.spawn_to_exit));
+    let j = |f: fn(&VmSample) -> Duration| jailed.iter().map(f).collect::<Vec<_>>();
+    row(
+        "jailed child (as the server runs it): spawn → ready",
+        &j(|s| s.spawn_to_ready),
+    );
+    row("jailed child: spawn → exit", &j(|s| s.spawn_to_exit));
     if !qemu_runs.is_empty() {
         row("paired with QEMU: stacklab spawn → exit", &paired);
         row(
@@ -310,10 +326,14 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
         verdict(rss <= 2 << 20)
     );
     println!(
-        "throughput, {cores} workers, child processes: {throughput:.0} runs/s   target >= 300   {}",
+        "throughput, {cores} workers, jailed child processes: {throughput:.0} runs/s   target >= 300   {}",
         verdict(throughput >= 300.0)
     );
     println!("cost of a process per VM (spawn → VMM start): {process_cost:.2} ms per run");
+    println!(
+        "cost of the jail (spawn → ready, jailed − bare, medians): {:.2} ms per run",
+        ms(median(&j(|s| s.spawn_to_ready))) - ms(median(&c(|s| s.spawn_to_ready)))
+    );
     if !qemu_runs.is_empty() {
         let ratio = ms(median(&qemu_runs)) / ms(median(&paired));
         println!(
