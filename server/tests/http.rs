@@ -306,7 +306,7 @@ async fn a_long_history_exports_whole_page_by_page() {
 
 /// Every API route, as the router serves it: the OpenAPI document must
 /// list exactly these.
-const API_ROUTES: [(&str, &str); 13] = [
+const API_ROUTES: [(&str, &str); 14] = [
     ("get", "/api/health"),
     ("get", "/api/openapi.json"),
     ("get", "/api/runs"),
@@ -314,6 +314,7 @@ const API_ROUTES: [(&str, &str); 13] = [
     ("get", "/api/runs/export"),
     ("get", "/api/runs/{id}"),
     ("get", "/api/runs/{id}/events"),
+    ("get", "/api/demos/{demo}/latest"),
     ("post", "/api/classes"),
     ("get", "/api/classes/{code}"),
     ("post", "/api/classes/{code}/join"),

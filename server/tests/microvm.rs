@@ -417,3 +417,39 @@ async fn a_real_runs_answers_match_the_openapi_document() {
         "the key that failed before is checked"
     );
 }
+
+/// What an embedded demo shows when it cannot run one live: the lab's most
+/// recent successful result, cacheable, with its host facts.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_latest_successful_run_of_a_demo_is_served_for_fallbacks() {
+    if !kvm_present() {
+        return;
+    }
+    let state = AppState::new(None, Settings::default());
+    let (status, _, body) = common::get(state.clone(), "/api/demos/micro-vm/latest").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing has run yet: {body}");
+    assert!(body.contains("has succeeded"), "{body}");
+    let (status, _, body) = common::get(state.clone(), "/api/demos/nonsense/latest").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("unknown demo"), "{body}");
+
+    let (first, _) = run_over_http(&state, "micro-vm", Duration::from_secs(30)).await;
+    let (second, _) = run_over_http(&state, "micro-vm", Duration::from_secs(30)).await;
+    let (status, headers, body) = common::get(state, "/api/demos/micro-vm/latest").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        headers[axum::http::header::CACHE_CONTROL],
+        "public, max-age=60"
+    );
+    let record: RunRecord = serde_json::from_str(&body).unwrap();
+    assert_eq!(record.id, second, "the newer of {first} and {second}");
+    assert_eq!(record.state, RunState::Succeeded);
+    let Some(Outcome::Ready { facts, .. }) = record.outcome() else {
+        panic!("a ready outcome")
+    };
+    assert!(
+        facts.iter().any(|f| f.key == stacklab_api::FactKey::Host),
+        "where it was measured"
+    );
+    assert!(record.accepted_at_ms.is_some(), "when it was measured");
+}

@@ -9,6 +9,7 @@
 
 mod auth;
 mod classes;
+mod demos;
 mod error;
 mod extract;
 mod guard;

@@ -17,7 +17,7 @@ use utoipa::{Modify, OpenApi, PartialSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{classes, health, runs, AppState};
+use super::{classes, demos, health, runs, AppState};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -118,6 +118,7 @@ pub fn api_routes() -> axum::Router<AppState> {
         .routes(routes!(runs::export_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::run_events))
+        .routes(routes!(demos::latest))
         .routes(routes!(classes::create_class))
         .routes(routes!(classes::class_view))
         .routes(routes!(classes::join_class))

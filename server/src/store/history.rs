@@ -356,6 +356,24 @@ impl History {
         }))
     }
 
+    /// The newest run of `demo` that reached ready, whole.
+    pub fn latest_ready(&self, demo: DemoId) -> Result<Option<RunRecord>, HistoryError> {
+        let row: Option<(String, String)> = self.with(|c| {
+            c.query_row(
+                "SELECT id, record_json FROM runs
+                 WHERE demo = ?1 AND state = 'succeeded' AND record_json IS NOT NULL
+                 ORDER BY seq DESC LIMIT 1",
+                params![demo.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })?;
+        row.map(|(id, json)| {
+            serde_json::from_str(&json).map_err(|source| HistoryError::Corrupt { id, source })
+        })
+        .transpose()
+    }
+
     /// One page of summaries, newest first.
     pub fn list(&self, filter: &Filter) -> Result<RunPage, HistoryError> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
