@@ -271,26 +271,7 @@ fn exporting_100000_runs_keeps_the_servers_memory_flat() {
     let filled = Instant::now();
     {
         let history = stacklab_server::store::History::open(data.path()).unwrap();
-        for i in 0..RUNS {
-            let id = format!("run-{i:06}");
-            history
-                .accepted(
-                    &id,
-                    stacklab_api::DemoId::MicroVm,
-                    Some("learner-export"),
-                    None,
-                )
-                .unwrap();
-            history
-                .finished(&RunRecord {
-                    id,
-                    demo: stacklab_api::DemoId::MicroVm,
-                    state: RunState::Failed,
-                    accepted_at_ms: None,
-                    events: vec![],
-                })
-                .unwrap();
-        }
+        common::fill_history(&history, RUNS, "learner-export");
     }
     eprintln!("{RUNS} runs written in {:?}", filled.elapsed());
     let (mut server, addr) = spawn_server(data.path());

@@ -264,26 +264,7 @@ async fn a_long_history_exports_whole_page_by_page() {
     let state = state(None);
     let history = state.runs.history().clone();
     let n = 1234;
-    for i in 0..n {
-        let id = format!("run-{i:05}");
-        history
-            .accepted(
-                &id,
-                stacklab_api::DemoId::MicroVm,
-                Some("learner-long"),
-                None,
-            )
-            .unwrap();
-        history
-            .finished(&stacklab_api::RunRecord {
-                id,
-                demo: stacklab_api::DemoId::MicroVm,
-                state: stacklab_api::RunState::Failed,
-                accepted_at_ms: None,
-                events: vec![],
-            })
-            .unwrap();
-    }
+    common::fill_history(&history, n, "learner-long");
     let (status, _, csv) = get(
         state.clone(),
         "/api/runs/export?format=csv&learner=learner-long",
@@ -301,7 +282,7 @@ async fn a_long_history_exports_whole_page_by_page() {
     assert_eq!(runs.len(), n);
     let ids: std::collections::HashSet<_> = runs.iter().map(|r| r.id.clone()).collect();
     assert_eq!(ids.len(), n, "each run once");
-    assert_eq!(runs[0].id, format!("run-{:05}", n - 1), "newest first");
+    assert_eq!(runs[0].id, format!("run-{:06}", n - 1), "newest first");
 }
 
 /// Every API route, as the router serves it: the OpenAPI document must

@@ -237,3 +237,23 @@ pub fn spawn_server(data_dir: &Path) -> (Child, String) {
         lines.push(line);
     }
 }
+
+/// Writes `n` finished (failed, eventless) micro-VM runs of `learner` into
+/// `history`, ids `run-000000` upwards: a long history to export.
+pub fn fill_history(history: &stacklab_server::store::History, n: usize, learner: &str) {
+    for i in 0..n {
+        let id = format!("run-{i:06}");
+        history
+            .accepted(&id, stacklab_api::DemoId::MicroVm, Some(learner), None)
+            .unwrap();
+        history
+            .finished(&stacklab_api::RunRecord {
+                id,
+                demo: stacklab_api::DemoId::MicroVm,
+                state: stacklab_api::RunState::Failed,
+                accepted_at_ms: None,
+                events: vec![],
+            })
+            .unwrap();
+    }
+}
