@@ -9,7 +9,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Json;
 use stacklab_api::ErrorBody;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
@@ -27,7 +26,6 @@ use super::{classes, demos, health, runs, AppState};
     ),
     // Named only by the event streams' schemas (see below).
     components(schemas(stacklab_api::RoomChange, stacklab_api::RunEvent)),
-    modifiers(&CommonErrors),
     tags(
         (name = "lab", description = "What this server can run"),
         (name = "runs", description = "Start a demo, follow it, read the history"),
@@ -103,9 +101,12 @@ static DOCUMENT: OnceLock<String> = OnceLock::new();
 /// This API's OpenAPI 3.1 description.
 #[utoipa::path(get, path = "/openapi.json", tag = "lab",
     responses((status = 200, description = "This document", body = Object)))]
-pub async fn openapi_json() -> Json<serde_json::Value> {
+pub async fn openapi_json() -> impl axum::response::IntoResponse {
     let text = DOCUMENT.get().map(String::as_str).unwrap_or("{}");
-    Json(serde_json::from_str(text).unwrap_or_default())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
 }
 
 /// The API's routes (paths relative to `/api`); their description is
@@ -131,6 +132,7 @@ pub fn api_routes() -> axum::Router<AppState> {
         .into_iter()
         .map(|(path, item)| (format!("/api{path}"), item))
         .collect();
+    // After the prefixing: it walks the paths the routes added.
     CommonErrors.modify(&mut doc);
     DOCUMENT.get_or_init(|| {
         let mut json = serde_json::to_value(&doc).unwrap_or_default();

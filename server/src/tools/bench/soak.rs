@@ -88,8 +88,8 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let (child, addr) = spawn_server(&data, &addr, &[])?;
-    let server = Arc::new(Mutex::new(Server { child, addr }));
-    let addr = server.lock().unwrap().addr.clone();
+    let mut server = Server { child, addr };
+    let addr = server.addr.clone();
     let class: Class = serde_json::from_str(
         &call(
             &addr,
@@ -138,10 +138,7 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
     let docker_back = restart_dockerd().await?;
     println!("  fault: dockerd restarted; the engine answered again after {docker_back:.1?}");
     wait_for(2 * runs / 3).await;
-    let server_back = {
-        let mut s = server.lock().unwrap();
-        kill_and_restart(&mut s, &data)?
-    };
+    let server_back = kill_and_restart(&mut server, &data)?;
     println!("  fault: the server was killed (SIGKILL) and restarted; it listened again after {server_back:.1?}");
     let first_after = first_run_after_restart(&addr, &class.code).await?;
     println!("  after the restart, a new micro-VM run was ready {first_after:.1?} after the server listened again");
@@ -151,7 +148,7 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
     let wall = started.elapsed();
 
     // The account.
-    let pid = server.lock().unwrap().child.id();
+    let pid = server.child.id();
     let tally = std::mem::take(&mut *tally.lock().unwrap());
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
     let mut lost = Vec::new();
@@ -177,13 +174,10 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
     let after = ServerUse::of(pid);
     let containers = demo_containers();
     let vmms = processes_named("stacklab-vmm", None);
-    {
-        let mut s = server.lock().unwrap();
-        let _ = Command::new("kill")
-            .args(["-TERM", &s.child.id().to_string()])
-            .status();
-        let _ = s.child.wait();
-    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    let _ = server.child.wait();
     let _ = std::fs::remove_dir_all(&data);
 
     let accepted = tally.accepted.len();
