@@ -53,8 +53,11 @@ wire_enum! {
         /// The request's `Host` is not a name this lab serves (DNS
         /// rebinding protection); 403.
         HostNotAllowed => "host_not_allowed",
-        /// The request came from a page of another site; 403.
+        /// The request came from a page of another site, not one named
+        /// with `--embed-origin`; 403.
         OriginNotAllowed => "origin_not_allowed",
+        /// The app's pages are not built on this server; 503.
+        FrontendMissing => "frontend_missing",
         // --- a run that failed ---
         /// No slot came free within the queue's timeout.
         QueueTimeout => "queue_timeout",

@@ -16,8 +16,10 @@ use std::borrow::Cow;
 
 pub use stacklab_api::DemoId;
 
+pub mod page;
 #[cfg(feature = "render")]
 pub mod render;
+pub mod stack;
 
 /// One lesson page.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,15 +15,33 @@ use crate::progress::Progress;
 use crate::runs::ActiveRuns;
 use crate::widgets::DemoWidget;
 
-/// The root component.
-#[component]
-pub fn App() -> impl IntoView {
+/// What every page's components reach through context.
+fn provide_contexts() {
     LatestRuns::provide();
     LinuxGuestNote::provide();
     Progress::provide();
     OpenTerm::provide();
     // After the contexts a finished run feeds.
     ActiveRuns::provide();
+}
+
+/// The root of `/embed/{demo}`: that demo's card alone, framed by another
+/// site's page (see the server's `http::embed`).
+#[component]
+pub fn Embedded(demo: lessons::DemoId) -> impl IntoView {
+    provide_contexts();
+    view! {
+        <main class="embed">
+            <DemoWidget demo prediction=None />
+            <TermCard />
+        </main>
+    }
+}
+
+/// The root component.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_contexts();
     view! {
         <Router>
             <a class="skip-link" href="#main">"Skip to content"</a>
@@ -171,7 +189,10 @@ fn LessonView(lesson: &'static Lesson) -> impl IntoView {
             <p class="meta">
                 {format!("Lesson {position} of {} · {} min read", LESSONS.len(), lesson.reading_minutes)}
             </p>
-            <h1>{lesson.title.as_ref()}</h1>
+            // Named for Element Timing: the browser test times its paint.
+            {leptos::html::h1()
+                .attr("elementtiming", "lesson-heading")
+                .child(lesson.title.as_ref())}
             <p class="lead" inner_html=lesson.summary.as_ref()></p>
             {lesson.blocks.iter().map(|b| render_block(&lesson.slug, b)).collect_view()}
             <nav class="pager" aria-label="Previous and next lesson">

@@ -55,10 +55,10 @@ pub fn HistoryPage() -> impl IntoView {
     load(None);
     let older = move |_| load(next.get_untracked());
     let export = move |format: &str| {
-        format!(
+        live::api_url(&format!(
             "/api/runs/export?format={format}&learner={}",
             learner.as_deref().unwrap_or_default()
-        )
+        ))
     };
     view! {
         <article class="history">

@@ -66,11 +66,28 @@ pub fn class_code() -> Option<String> {
         .filter(|c| stacklab_api::valid_class_code(c))
 }
 
-/// `GET url` as text; `Err` with a sentence when there is no answer or the
-/// server says no.
-pub async fn get_text(url: &str) -> Result<String, String> {
+thread_local! {
+    /// The lab this page talks to: the origin that served it, or the one
+    /// an exported page names in `<meta name="stacklab-lab">` (`stacklab
+    /// export --lab`).
+    static LAB: String = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.query_selector("meta[name=stacklab-lab]").ok().flatten())
+        .and_then(|m| m.get_attribute("content"))
+        .map(|lab| lab.trim_end_matches('/').to_owned())
+        .unwrap_or_default();
+}
+
+/// The address of an API `path` (`/api/…`) on the lab.
+pub fn api_url(path: &str) -> String {
+    LAB.with(|lab| format!("{lab}{path}"))
+}
+
+/// `GET path` (`/api/…`) from the lab as text; `Err` with a sentence when
+/// there is no answer or the server says no.
+pub async fn get_text(path: &str) -> Result<String, String> {
     let window = web_sys::window().ok_or("no window")?;
-    let response: Response = JsFuture::from(window.fetch_with_str(url))
+    let response: Response = JsFuture::from(window.fetch_with_str(&api_url(path)))
         .await
         .map_err(|_| {
             "the stacklab server does not answer (this page may be served as static files)"
@@ -108,10 +125,11 @@ pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
     let _ = headers.set("Content-Type", "application/json");
     init.set_headers(&headers);
     let window = web_sys::window().ok_or(StartError::Unreachable)?;
-    let response: Response = JsFuture::from(window.fetch_with_str_and_init("/api/runs", &init))
-        .await
-        .map_err(|_| StartError::Unreachable)?
-        .unchecked_into();
+    let response: Response =
+        JsFuture::from(window.fetch_with_str_and_init(&api_url("/api/runs"), &init))
+            .await
+            .map_err(|_| StartError::Unreachable)?
+            .unchecked_into();
     let text = JsFuture::from(response.text().map_err(|_| StartError::Unreachable)?)
         .await
         .ok()
@@ -151,7 +169,7 @@ pub fn follow(
     on_event: impl Fn(RunEvent) + 'static,
     on_lost: impl Fn() + 'static,
 ) -> Option<Rc<RefCell<Option<Subscription>>>> {
-    let source = EventSource::new(&format!("/api/runs/{id}/events")).ok()?;
+    let source = EventSource::new(&api_url(&format!("/api/runs/{id}/events"))).ok()?;
     let slot: Rc<RefCell<Option<Subscription>>> = Rc::new(RefCell::new(None));
     let on_event = Rc::new(on_event);
     let mut callbacks = Vec::new();

@@ -18,29 +18,7 @@ use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
 pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl IntoView {
-    let what = match demo {
-        DemoId::HelloContainer => {
-            "A real container on this server running a program of under 200 bytes that prints one line and waits: what it costs is the platform's own cost."
-        }
-        DemoId::PostgresContainer => {
-            "A real PostgreSQL 15 container on this server, started through the Docker engine. Ready means its first SELECT 1 succeeded."
-        }
-        DemoId::MicroVm => {
-            "Boots a tiny guest kernel in a real KVM virtual machine on this server and times every boot step."
-        }
-        DemoId::DensityContainer => {
-            "1, then 2, 3, 4 and 5 PostgreSQL containers started at the same moment: how long until all answered, and the memory they hold together."
-        }
-        DemoId::LinuxVm => {
-            "Debian's own Linux kernel in a KVM virtual machine, timed until the guest's first program runs."
-        }
-        DemoId::PostgresVm => {
-            "Debian's Linux kernel in a KVM virtual machine, then PostgreSQL 15 initialised and started inside it: the guide's VM, measured like the container."
-        }
-        DemoId::DensityMicroVm => {
-            "1, then 2, 3, 4 and 5 micro-VMs started at the same moment: how long until all were ready, and the memory their VMM processes hold together."
-        }
-    };
+    let what = demo.description();
     // The run's state lives above the page (see `runs`): leaving the
     // lesson does not stop it, and this card shows it again on return.
     let Some(run) = ActiveRuns::get().map(|r| r.of(demo)) else {

@@ -28,6 +28,59 @@ pub enum Command {
     /// The Linux guests' kernel and initramfs archives.
     #[command(subcommand)]
     Linux(LinuxCommand),
+    /// Write the lessons as a static site: one HTML page per lesson (its
+    /// text, headings and diagrams, readable without JavaScript) plus the
+    /// app, which takes the page over when it loads.
+    Export(ExportArgs),
+}
+
+/// Options of `stacklab export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The folder to write (created; files of the same name are replaced).
+    /// Serve it at the root of its host.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The lab the exported pages' demos run on (`https://lab.example.org`;
+    /// it must allow the site's origin with `--embed-origin`). Without it,
+    /// the pages talk to the host that serves them.
+    #[arg(long, value_parser = |s: &str| parse_origin("--lab", s))]
+    pub lab: Option<String>,
+    /// The built frontend, as for `serve`.
+    #[arg(long, env = "STACKLAB_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+/// `url` as an origin (`scheme://host[:port]`, lower case), or why it is
+/// not one, naming `flag`.
+pub fn parse_origin(flag: &str, url: &str) -> Result<String, String> {
+    let url = url.trim_end_matches('/');
+    let (scheme, rest) = url
+        .split_once("://")
+        .filter(|(s, _)| matches!(*s, "http" | "https"))
+        .ok_or_else(|| format!("{flag} must start with http:// or https://, not {url:?}"))?;
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!(
+            "{flag} is an origin (scheme://host[:port]), with no path: {url:?}"
+        ));
+    }
+    Ok(format!("{scheme}://{}", rest.to_ascii_lowercase()))
+}
+
+/// The frontend folder: `flag` if given, else the first `frontend/dist`
+/// holding an `index.html` in the current directory or above the
+/// executable (`target/<profile>/stacklab` → repository root).
+pub fn resolve_static_dir(flag: Option<&std::path::Path>) -> Option<PathBuf> {
+    if let Some(dir) = flag {
+        return Some(dir.to_path_buf());
+    }
+    let mut candidates = vec![PathBuf::from("frontend/dist")];
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.extend(exe.ancestors().skip(1).map(|a| a.join("frontend/dist")));
+    }
+    candidates
+        .into_iter()
+        .find(|c| c.join("index.html").is_file())
 }
 
 /// `stacklab linux …`.
@@ -171,6 +224,21 @@ pub struct ServeArgs {
     /// and this host (against DNS rebinding), and pages of this origin.
     #[arg(long, env = "STACKLAB_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// A docs site allowed to embed this lab's demos
+    /// (`https://docs.example.org`; repeat the flag for more): its pages
+    /// may frame `/embed/{demo}` and call the API (CORS). None by default:
+    /// only the lab's own pages.
+    #[arg(
+        long = "embed-origin",
+        env = "STACKLAB_EMBED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub embed_origins: Vec<String>,
+    /// Send the bare app shell for the app's pages instead of their
+    /// pre-rendered text (the way stacklab served them before; for
+    /// measuring what pre-rendering buys).
+    #[arg(long)]
+    pub no_prerender: bool,
     /// The instructor's token for workshop mode (creating classes, the
     /// room's view with names). A random one is made and printed at start
     /// when this is not set.
@@ -182,20 +250,9 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The frontend folder to serve: the flag if given, else the first
-    /// `frontend/dist` holding an `index.html` in the current directory or
-    /// above the executable (`target/<profile>/stacklab` → repository root).
+    /// The frontend folder to serve (see [`resolve_static_dir`]).
     pub fn resolve_static_dir(&self) -> Option<PathBuf> {
-        if let Some(dir) = &self.static_dir {
-            return Some(dir.clone());
-        }
-        let mut candidates = vec![PathBuf::from("frontend/dist")];
-        if let Ok(exe) = std::env::current_exe() {
-            candidates.extend(exe.ancestors().skip(1).map(|a| a.join("frontend/dist")));
-        }
-        candidates
-            .into_iter()
-            .find(|c| c.join("index.html").is_file())
+        resolve_static_dir(self.static_dir.as_deref())
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! | module | what lives there | may import |
 //! | --- | --- | --- |
-//! | [`http`] | routes, handlers, extractors, `AppError`, static files, health | engine, store, backends, cli |
+//! | [`http`] | routes, handlers, extractors, `AppError`, static files, embeds, health | engine, store, backends, site, cli |
 //! | [`engine`] | runs, their timelines, the registry, queues, density, labs | backends, store |
 //! | [`backends`] | the `Runtime` trait; Docker and KVM runtimes; host facts | `stacklab_api`, `stacklab_vmm` |
+//! | [`site`] | the app's pages as documents: the shell, their static form, their CSP | `stacklab_content` |
 //! | [`store`] | the run history (SQLite) and its exports | `stacklab_api` |
-//! | [`tools`] | the CLI subcommands: image, linux build, nested, bench | backends, engine, store, cli |
+//! | [`tools`] | the CLI subcommands: image, linux build, nested, bench, export | backends, engine, store, site, cli |
 //! | [`cli`] | the command line's flags | nothing |
 //!
 //! Dependencies point one way (http → engine → backends/store); nothing
@@ -17,6 +18,7 @@ pub mod backends;
 pub mod cli;
 pub mod engine;
 pub mod http;
+pub mod site;
 pub mod store;
 pub mod tools;
 

@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => stacklab_server::http::serve(args).await,
         Command::Image(cmd) => tools::image::command(cmd).await,
+        Command::Export(args) => tools::export::command(&args),
         Command::Linux(LinuxCommand::Nested { guest, data_dir }) => {
             tools::nested::print(&guest, &data_dir)
         }

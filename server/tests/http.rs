@@ -15,12 +15,12 @@ use stacklab_api::{
 use stacklab_server::{app, AppState, Settings};
 use tower::ServiceExt;
 
-/// A fake `dist/` folder: an index page and one asset.
+/// A fake `dist/` folder: an app shell shaped like Trunk's and one asset.
 fn dist() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("index.html"),
-        "<!DOCTYPE html><title>shell</title>",
+        "<!DOCTYPE html><html><head><title>shell</title><script type=\"module\">boot()</script></head><body><noscript>shell</noscript></body></html>",
     )
     .unwrap();
     std::fs::write(dir.path().join("app-123.js"), "console.log('app')").unwrap();
@@ -119,16 +119,146 @@ async fn serves_files_and_the_app_shell_for_deep_links() {
 
     let (status, _, body) = get(state(Some(dir.path())), "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("shell"));
+    assert!(body.contains("<noscript>shell</noscript>"), "{body}");
 
-    let (status, headers, body) = get(state(Some(dir.path())), "/lessons/containers").await;
+    let (status, headers, body) = get(state(Some(dir.path())), "/runs/abc").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains("shell"), "deep links get index.html");
+    assert!(
+        body.contains("<noscript>shell</noscript>"),
+        "deep links get the shell"
+    );
     assert_eq!(headers[header::CACHE_CONTROL], "no-cache");
 
     // A missing asset is a 404, not the shell (which would confuse the browser).
     let (status, _, _) = get(state(Some(dir.path())), "/missing-456.wasm").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// What `curl /lessons/containers` sees: the lesson's text, its headings
+/// and its diagram in the first response, under a CSP that lets only the
+/// shell's own boot script run and nobody frame the page.
+#[tokio::test]
+async fn a_lesson_page_carries_its_text_before_any_script_runs() {
+    let dir = dist();
+    let lessons = common::lessons();
+    let lesson = lessons.iter().find(|l| l.slug == "containers").unwrap();
+    let (status, headers, body) = get(state(Some(dir.path())), "/lessons/containers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains(&format!(
+            "<h1 elementtiming=\"lesson-heading\">{}</h1>",
+            lesson.title
+        )),
+        "{body}"
+    );
+    for section in lesson.sections.iter() {
+        assert!(
+            body.contains(&format!("id=\"{}\"", section.id)),
+            "{}",
+            section.id
+        );
+    }
+    assert!(body.contains(r#"<figure class="stack-diagram static""#));
+    assert!(body.contains(&format!("<title>{} · stacklab</title>", lesson.title)));
+    assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval' 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.ends_with("frame-ancestors 'none'"), "{csp}");
+
+    // A lesson that does not exist is a 404 (with the shell, whose app
+    // says so in words).
+    let (status, _, _) = get(state(Some(dir.path())), "/lessons/no-such-lesson").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // --no-prerender: the bare shell, as before.
+    let bare = state(Some(dir.path())).without_prerender();
+    let (status, _, body) = get(bare, "/lessons/containers").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.contains("prerendered"), "{body}");
+}
+
+/// `/embed/{demo}` may be framed by the lab and the `--embed-origin`s
+/// only; `/embed.js` is readable by any page; the API answers embed
+/// origins with CORS and refuses others in a way their page can read.
+#[tokio::test]
+async fn embeds_are_framed_and_called_only_from_allowed_origins() {
+    let dir = dist();
+    let docs = "http://127.0.0.1:4000";
+    let lab = || {
+        state(Some(dir.path()))
+            .with_origins(None, &[docs.to_owned()])
+            .unwrap()
+    };
+    let (status, headers, body) = get(lab(), "/embed/micro-vm").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .ends_with("frame-ancestors 'self' http://127.0.0.1:4000"),
+        "{headers:?}"
+    );
+    assert!(
+        body.contains(r#"<section class="demo-card static" data-demo="micro-vm""#),
+        "{body}"
+    );
+    assert!(body.contains(r#"<script src="/embed/frame.js"></script>"#));
+    let (status, _, body) = get(lab(), "/embed/no-such-demo").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let err: ErrorBody = serde_json::from_str(&body).unwrap();
+    assert!(
+        err.message.contains("micro-vm"),
+        "names the demos: {}",
+        err.message
+    );
+
+    let (status, headers, body) = get(lab(), "/embed.js").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    assert!(headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(body.contains("customElements.define(\"stacklab-demo\""));
+
+    let ask = |method: &str, origin: &str| {
+        Request::builder()
+            .method(method)
+            .uri("/api/health")
+            .header(header::HOST, "127.0.0.1:8080")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .body(Body::empty())
+            .unwrap()
+    };
+    // The preflight of a docs page's request, then the request.
+    let res = app(lab()).oneshot(ask("OPTIONS", docs)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], docs);
+    assert!(res.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let res = app(lab()).oneshot(ask("GET", docs)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], docs);
+
+    // Another site: refused, and its page may read why.
+    let other = "http://127.0.0.1:4001";
+    let res = app(lab()).oneshot(ask("GET", other)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(res.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], other);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.error, ErrorCode::OriginNotAllowed);
+    assert!(
+        err.message.contains("--embed-origin http://127.0.0.1:4001"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -214,7 +344,7 @@ async fn real_listener_serves_and_shuts_down_gracefully() {
 #[tokio::test]
 async fn the_api_answers_only_its_own_names_and_origins() {
     let state = state(None)
-        .with_public_url(Some("https://lab.example.org"))
+        .with_origins(Some("https://lab.example.org"), &[])
         .unwrap();
     let ask = |host: &'static str, origin: Option<&'static str>| {
         let state = state.clone();
@@ -253,7 +383,7 @@ async fn the_api_answers_only_its_own_names_and_origins() {
     }
     assert!(state
         .clone()
-        .with_public_url(Some("lab.example.org"))
+        .with_origins(Some("lab.example.org"), &[])
         .is_err());
 }
 

@@ -11,7 +11,6 @@ use stacklab_content::Lesson;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::process::Command;
 use util::*;
 
 /// What every scenario shares: the browser, the server's base URL and the
@@ -781,34 +780,11 @@ async fn lessons_render_without_the_stacklab_server() {
     let Some((_driver, port)) = chromedriver().await else {
         return;
     };
-    let static_port = free_port();
-    let _static_server = Command::new("python3")
-        .args([
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            &static_port.to_string(),
-        ])
-        .current_dir(dist_dir())
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 -m http.server");
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", static_port))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (_static_server, site) = serve_static(&dist_dir()).await;
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
     let lessons = lessons();
-    let home = format!("http://127.0.0.1:{static_port}/");
+    let home = format!("{site}/");
     let last = lessons.last().unwrap();
     open_from_home(&client, &home, last).await;
     check_sections(&client, last).await;

@@ -5,15 +5,20 @@
 //! name to this server; they carry that name as `Host`. So `Host` must be
 //! an IP literal (which no rebinding can produce), a loopback name, or the
 //! host of `--public-url`. A browser request from another site's page
-//! carries that site as `Origin`; the API answers only its own origin and
-//! the public URL's.
+//! carries that site as `Origin`; the API answers its own origin, the
+//! public URL's, and the docs sites named with `--embed-origin`, which get
+//! CORS headers (and are the only ones allowed to frame `/embed/…`).
+//! A refusal is readable by the refused page (it carries
+//! `Access-Control-Allow-Origin` for it), so an embed can say why it got
+//! no demo; it tells nothing but that.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::{AppError, AppState};
+use crate::cli::parse_origin;
 
 /// The names this server answers to besides IP literals and loopback.
 #[derive(Debug, Clone, Default)]
@@ -22,31 +27,47 @@ pub struct Allowed {
     public_host: Option<String>,
     /// `scheme://host[:port]` of `--public-url`.
     public_origin: Option<String>,
+    /// The origins of `--embed-origin`, lower case.
+    embed_origins: Vec<String>,
+}
+
+/// How a request that passed the check came.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    /// From this lab's own pages, or not from a browser page at all.
+    Own,
+    /// From a page of an allowed docs site (this origin): CORS applies.
+    Embed(HeaderValue),
 }
 
 impl Allowed {
-    /// From `--public-url` (e.g. `https://lab.example.org`), or loopback
-    /// and IP literals only.
-    pub fn new(public_url: Option<&str>) -> Result<Allowed, String> {
-        let Some(url) = public_url else {
-            return Ok(Allowed::default());
-        };
-        let url = url.trim_end_matches('/');
-        let (scheme, rest) = url
-            .split_once("://")
-            .filter(|(s, _)| matches!(*s, "http" | "https"))
-            .ok_or_else(|| {
-                format!("--public-url must start with http:// or https://, not {url:?}")
-            })?;
-        if rest.is_empty() || rest.contains('/') {
-            return Err(format!(
-                "--public-url is the lab's origin (scheme://host[:port]), with no path: {url:?}"
-            ));
-        }
+    /// From `--public-url` (e.g. `https://lab.example.org`; without it,
+    /// loopback and IP literals only) and the `--embed-origin`s.
+    pub fn new(public_url: Option<&str>, embed_origins: &[String]) -> Result<Allowed, String> {
+        let public_origin = public_url
+            .map(|url| parse_origin("--public-url", url))
+            .transpose()?;
+        let embed_origins = embed_origins
+            .iter()
+            .map(|o| parse_origin("--embed-origin", o))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Allowed {
-            public_host: Some(rest.to_ascii_lowercase()),
-            public_origin: Some(format!("{scheme}://{}", rest.to_ascii_lowercase())),
+            public_host: public_origin
+                .as_deref()
+                .and_then(|o| o.split_once("://"))
+                .map(|(_, host)| host.to_owned()),
+            public_origin,
+            embed_origins,
         })
+    }
+
+    /// The `frame-ancestors` sources of `/embed/…` pages: this lab and the
+    /// embed origins.
+    pub fn frame_ancestors(&self) -> String {
+        std::iter::once("'self'")
+            .chain(self.embed_origins.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// Whether `host` (a `Host` header) names this server.
@@ -65,11 +86,11 @@ impl Allowed {
                 .is_some_and(|n| n.parse::<std::net::Ipv6Addr>().is_ok())
     }
 
-    /// Whether a request with these headers may use the API.
-    fn check(&self, headers: &HeaderMap) -> Result<(), AppError> {
+    /// Whether a request with these headers may use the API, and how.
+    fn check(&self, headers: &HeaderMap) -> Result<Access, AppError> {
         // No `Host` at all is not a browser (every browser request has one).
         let host = match headers.get(header::HOST) {
-            None => return Ok(()),
+            None => return Ok(Access::Own),
             Some(h) => h.to_str().unwrap_or(""),
         };
         if !self.host(host) {
@@ -78,19 +99,24 @@ impl Allowed {
                 message: format!("this server does not answer to the name {host:?}; start it with --public-url to add one"),
             });
         }
-        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
-            return Ok(());
+        let Some(value) = headers.get(header::ORIGIN) else {
+            return Ok(Access::Own);
         };
-        let origin = origin.to_ascii_lowercase();
+        let origin = value.to_str().unwrap_or("").to_ascii_lowercase();
         let own = origin
             .split_once("://")
             .is_some_and(|(_, rest)| rest == host.to_ascii_lowercase());
         if own || self.public_origin.as_deref() == Some(origin.as_str()) {
-            return Ok(());
+            return Ok(Access::Own);
+        }
+        if self.embed_origins.contains(&origin) {
+            return Ok(Access::Embed(value.clone()));
         }
         Err(AppError::Forbidden {
             code: stacklab_api::ErrorCode::OriginNotAllowed,
-            message: format!("requests from pages on {origin} are not accepted by this lab"),
+            message: format!(
+                "pages on {origin} may not use this lab; its operator can allow them with --embed-origin {origin}"
+            ),
         })
     }
 }
@@ -103,12 +129,50 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
-/// The middleware.
+/// The middleware: checks, answers CORS preflights of embed origins, and
+/// adds CORS headers for them.
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match state.allowed.check(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(e) => e.into_response(),
+        Ok(Access::Own) => next.run(request).await,
+        Ok(Access::Embed(origin)) if request.method() == Method::OPTIONS => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("content-type, last-event-id"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            allow(&mut response, origin);
+            response
+        }
+        Ok(Access::Embed(origin)) => {
+            let mut response = next.run(request).await;
+            allow(&mut response, origin);
+            response
+        }
+        Err(e) => {
+            let origin = request.headers().get(header::ORIGIN).cloned();
+            let mut response = e.into_response();
+            if let Some(origin) = origin {
+                allow(&mut response, origin);
+            }
+            response
+        }
     }
+}
+
+/// Lets a page of `origin` read `response` (no cookies are ever involved).
+fn allow(response: &mut Response, origin: HeaderValue) {
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.append(header::VARY, HeaderValue::from_static("origin"));
 }
 
 #[cfg(test)]
@@ -126,7 +190,7 @@ mod tests {
 
     #[test]
     fn loopback_ip_literals_and_the_public_url_pass_other_names_do_not() {
-        let local = Allowed::new(None).unwrap();
+        let local = Allowed::new(None, &[]).unwrap();
         for ok in [
             "127.0.0.1:8080",
             "localhost:8080",
@@ -145,16 +209,17 @@ mod tests {
         ] {
             assert!(!local.host(bad), "{bad}");
         }
-        let public = Allowed::new(Some("https://Lab.Example.org/")).unwrap();
+        let public = Allowed::new(Some("https://Lab.Example.org/"), &[]).unwrap();
         assert!(public.host("lab.example.org"));
         assert!(!public.host("lab.example.org:8443"));
-        assert!(Allowed::new(Some("lab.example.org")).is_err());
-        assert!(Allowed::new(Some("https://lab.example.org/path")).is_err());
+        assert!(Allowed::new(Some("lab.example.org"), &[]).is_err());
+        assert!(Allowed::new(Some("https://lab.example.org/path"), &[]).is_err());
+        assert!(Allowed::new(None, &["docs.example.org".into()]).is_err());
     }
 
     #[test]
     fn a_page_of_another_site_is_refused_its_own_origin_is_not() {
-        let public = Allowed::new(Some("https://lab.example.org")).unwrap();
+        let public = Allowed::new(Some("https://lab.example.org"), &[]).unwrap();
         assert!(public.check(&headers("127.0.0.1:8080", None)).is_ok());
         assert!(public
             .check(&headers("127.0.0.1:8080", Some("http://127.0.0.1:8080")))
@@ -166,5 +231,29 @@ mod tests {
             .check(&headers("127.0.0.1:8080", Some("https://evil.example")))
             .is_err());
         assert!(public.check(&headers("evil.example", None)).is_err());
+    }
+
+    #[test]
+    fn an_embed_origin_gets_cors_others_a_refusal_that_names_the_flag() {
+        let lab = Allowed::new(None, &["https://Docs.Example.org/".into()]).unwrap();
+        assert_eq!(
+            lab.check(&headers("127.0.0.1:8080", Some("https://docs.example.org")))
+                .unwrap(),
+            Access::Embed(HeaderValue::from_static("https://docs.example.org"))
+        );
+        assert_eq!(
+            lab.check(&headers("127.0.0.1:8080", Some("http://127.0.0.1:8080")))
+                .unwrap(),
+            Access::Own
+        );
+        let refused = lab
+            .check(&headers("127.0.0.1:8080", Some("https://other.example")))
+            .unwrap_err();
+        assert!(
+            matches!(&refused, AppError::Forbidden { message, .. } if message.contains("--embed-origin https://other.example")),
+            "{refused:?}"
+        );
+        assert_eq!(lab.frame_ancestors(), "'self' https://docs.example.org");
+        assert_eq!(Allowed::new(None, &[]).unwrap().frame_ancestors(), "'self'");
     }
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod classes;
 mod demos;
+mod embed;
 mod error;
 mod extract;
 mod guard;
@@ -41,6 +42,7 @@ pub use error::AppError;
 use crate::backends::docker::reaper;
 use crate::cli::ServeArgs;
 use crate::engine::{Labs, Runs, Settings, Slots};
+use crate::site::Shell;
 use crate::store::{History, Retention};
 
 /// Largest request body the API reads (a run request is ~30 bytes).
@@ -75,6 +77,10 @@ async fn deadline(
 pub struct AppState {
     /// The built frontend, if one was found.
     pub static_dir: Option<PathBuf>,
+    /// Its `index.html`, ready to take pages (absent without a frontend).
+    pub shell: Option<Arc<Shell>>,
+    /// Whether the app's pages go out with their static form inside.
+    pub prerender: bool,
     /// Every run this server knows.
     pub runs: Arc<Runs>,
     /// Which runtime serves each demo here, and its queue.
@@ -122,10 +128,22 @@ impl AppState {
     }
 
     /// This state answering, besides loopback names and IP literals, to
-    /// `public_url`'s host and pages of its origin.
-    pub fn with_public_url(mut self, public_url: Option<&str>) -> anyhow::Result<Self> {
-        self.allowed = Arc::new(guard::Allowed::new(public_url).map_err(anyhow::Error::msg)?);
+    /// `public_url`'s host and pages of its origin, and to pages of the
+    /// `embed_origins` (with CORS; they may frame `/embed/…`).
+    pub fn with_origins(
+        mut self,
+        public_url: Option<&str>,
+        embed_origins: &[String],
+    ) -> anyhow::Result<Self> {
+        self.allowed =
+            Arc::new(guard::Allowed::new(public_url, embed_origins).map_err(anyhow::Error::msg)?);
         Ok(self)
+    }
+
+    /// This state sending the bare app shell for the app's pages.
+    pub fn without_prerender(mut self) -> Self {
+        self.prerender = false;
+        self
     }
 
     /// This state with its run history kept in `history` (call before any
@@ -148,8 +166,16 @@ impl AppState {
         static_dir: Option<PathBuf>,
         settings: Settings,
     ) -> Self {
+        let shell = static_dir.as_deref().and_then(|dir| {
+            Shell::load(dir)
+                .inspect_err(|e| tracing::warn!("pages go out without their text: {e}"))
+                .ok()
+                .map(Arc::new)
+        });
         AppState {
             static_dir,
+            shell,
+            prerender: true,
             runs: Arc::new(Runs::default()),
             labs: Arc::new(Labs::new(docker, &settings)),
             instructor_token: auth::new_token().into(),
@@ -179,6 +205,9 @@ pub fn app(state: AppState) -> Router {
         .route("/join/{code}", get(room::page))
         .route("/room/room.js", get(room::script))
         .route("/room/room.css", get(room::style))
+        .route("/embed.js", get(embed::script))
+        .route("/embed/frame.js", get(embed::frame_script))
+        .route("/embed/{demo}", get(embed::page))
         .fallback(static_files::serve)
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
@@ -258,10 +287,19 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => auth::new_token(),
     };
-    let state = AppState::new(static_dir, settings)
+    let mut state = AppState::new(static_dir, settings)
         .with_history(history)
         .with_instructor_token(&token)
-        .with_public_url(args.public_url.as_deref())?;
+        .with_origins(args.public_url.as_deref(), &args.embed_origins)?;
+    if args.no_prerender {
+        state = state.without_prerender();
+    }
+    if !args.embed_origins.is_empty() {
+        tracing::info!(
+            "docs sites allowed to embed demos: {}",
+            args.embed_origins.join(", ")
+        );
+    }
     if let Some(docker) = state.labs.docker() {
         if let Err(e) = reaper::reap_orphans(docker).await {
             tracing::warn!("could not look for orphaned demo containers: {e}");

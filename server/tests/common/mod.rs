@@ -257,3 +257,13 @@ pub fn fill_history(history: &stacklab_server::store::History, n: usize, learner
             .unwrap();
     }
 }
+
+/// The course's lessons, rendered from the repository's Markdown (what a
+/// page must carry, known independently of the server).
+#[allow(dead_code)]
+pub fn lessons() -> Vec<stacklab_content::Lesson> {
+    use stacklab_content::render::{load_dir, load_glossary};
+    let content = Path::new(env!("CARGO_MANIFEST_DIR")).join("../content");
+    let glossary = load_glossary(&content.join("glossary.yaml")).unwrap();
+    load_dir(&content.join("lessons"), &glossary).unwrap()
+}

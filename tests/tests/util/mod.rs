@@ -1,6 +1,8 @@
 //! Helpers the browser scenarios share: chromedriver and Chromium, the
 //! server under test, and small waits and clicks that read as steps.
 
+#![allow(dead_code)] // each test binary uses its own subset
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -56,19 +58,28 @@ pub async fn chromedriver() -> Option<(Child, u16)> {
 }
 
 pub async fn browser(driver_port: u16, profile: &Path) -> Client {
+    browser_with(driver_port, profile, &[]).await
+}
+
+/// [`browser`] with more Chromium flags (`--blink-settings=scriptEnabled=false`).
+pub async fn browser_with(driver_port: u16, profile: &Path, extra: &[&str]) -> Client {
+    let mut args = vec![
+        "--headless=new".to_owned(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-quic".into(),
+        "--no-first-run".into(),
+        "--disable-background-networking".into(),
+        "--disable-component-update".into(),
+        "--disable-sync".into(),
+        "--window-size=1280,1000".into(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
-        json!({
-            "binary": CHROMIUM,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                "--window-size=1280,1000",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
+        json!({ "binary": CHROMIUM, "args": args }),
     );
     ClientBuilder::rustls()
         .expect("TLS roots")
@@ -187,7 +198,8 @@ pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
     }
 }
 
-/// Waits until the page's `<h1>` reads `title` (the WASM app rendered it).
+/// Waits until the page's `<h1>` reads `title` and the WASM app drew it
+/// (the page's static form, sent first, is gone).
 pub async fn wait_for_h1(client: &Client, title: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -195,7 +207,7 @@ pub async fn wait_for_h1(client: &Client, title: &str) {
             Ok(el) => el.text().await.unwrap_or_default(),
             Err(_) => String::new(),
         };
-        if h1 == title {
+        if h1 == title && client.find(Locator::Id("prerendered")).await.is_err() {
             return;
         }
         if tokio::time::Instant::now() > deadline {
@@ -303,12 +315,45 @@ pub fn lessons() -> Vec<Lesson> {
     load_dir(&content.join("lessons"), &glossary).unwrap()
 }
 
+/// A plain static file server (Python's `http.server`) over `dir` on a
+/// free loopback port, the way a docs site is served: killed when the
+/// child is dropped. Returns it and its origin.
+pub async fn serve_static(dir: &Path) -> (Child, String) {
+    let port = free_port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            &port.to_string(),
+        ])
+        .current_dir(dir)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 -m http.server");
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (child, format!("http://127.0.0.1:{port}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("python3 -m http.server did not listen on {port} within 5 s");
+}
+
 /// A TCP proxy in front of a server, which can cut every connection open
-/// through it (a network blip) and keeps taking new ones.
+/// through it (a network blip) and keeps taking new ones, or close for
+/// good (the server, as its clients see it, is down).
 pub struct Proxy {
     /// `http://127.0.0.1:<port>`.
     pub url: String,
     cut: std::sync::Arc<tokio::sync::Notify>,
+    accepting: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
@@ -318,7 +363,7 @@ impl Proxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let cut = std::sync::Arc::new(tokio::sync::Notify::new());
         let cuts = cut.clone();
-        tokio::spawn(async move {
+        let accepting = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let (upstream, cut) = (upstream.clone(), cuts.clone());
                 tokio::spawn(async move {
@@ -332,7 +377,19 @@ impl Proxy {
                 });
             }
         });
-        Proxy { url, cut }
+        Proxy {
+            url,
+            cut,
+            accepting,
+        }
+    }
+
+    /// Stops listening and drops every connection: nothing answers at
+    /// its address any more.
+    pub async fn close(self) {
+        self.accepting.abort();
+        let _ = self.accepting.await;
+        self.cut.notify_waiters();
     }
 
     /// Drops every connection open now.
