@@ -175,6 +175,7 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
         !fallback_shown(&client).await,
         "the fallback hides once the live card is up"
     );
+    screenshot(&client, "embed-docs-site").await;
     let before = frame_height(&client, "micro-vm").await;
     assert!(before > 100.0, "the frame has its card's height: {before}");
 

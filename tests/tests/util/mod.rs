@@ -237,10 +237,13 @@ pub async fn open_from_home(client: &Client, base: &str, lesson: &Lesson) {
     wait_for_h1(client, &lesson.title).await;
 }
 
-/// Clicks the element `css` names.
+/// Clicks the element `css` names, waiting for it to appear (a page's
+/// static form is there before the app that adds buttons).
 pub async fn click(client: &Client, css: &str) {
     client
-        .find(Locator::Css(css))
+        .wait()
+        .at_most(WAIT)
+        .for_element(Locator::Css(css))
         .await
         .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
