@@ -26,19 +26,22 @@ fn docs_page(script: &str, lab_attr: Option<&str>) -> String {
     format!(
         r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Our docs</title>
 <script type="module" src="{script}"></script></head>
+<style>stacklab-demo {{ --stacklab-accent: #aa00aa; }}</style>
 <body><h1>Our docs</h1><p>PostgreSQL, started for you:</p>
 <stacklab-demo demo="postgres-container"{lab}><p id="pg-fallback">A PostgreSQL container starts in about a second on our lab.</p></stacklab-demo>
 <p>And a micro-VM:</p>
-<stacklab-demo demo="micro-vm"{lab}></stacklab-demo>
+<stacklab-demo demo="micro-vm" theme="dark"{lab}></stacklab-demo>
 </body></html>"#
     )
 }
 
-/// A lab allowing `docs` to embed it, in-process with the built frontend.
-async fn lab_for(docs: &str) -> String {
+/// A lab allowing the `sites` to embed it, in-process with the built
+/// frontend.
+async fn lab_for(sites: &[&str]) -> String {
+    let sites: Vec<String> = sites.iter().map(|s| s.to_string()).collect();
     start_server_with(
         AppState::new(Some(dist_dir()), Default::default())
-            .with_origins(None, &[docs.to_owned()])
+            .with_origins(None, &sites)
             .unwrap(),
     )
     .await
@@ -77,6 +80,31 @@ async fn shadow_text(client: &Client, demo: &str, part: &str) -> String {
     .to_owned()
 }
 
+/// `js`'s value inside the frame of the element for `demo`.
+async fn in_frame(client: &Client, demo: &str, js: &str) -> serde_json::Value {
+    enter_frame_of(client, demo).await;
+    let value = eval(client, js, vec![]).await;
+    client.clone().enter_parent_frame().await.unwrap();
+    value
+}
+
+/// Switches into the frame of the element for `demo` (inside its shadow
+/// root, where WebDriver's frame numbers do not reach).
+async fn enter_frame_of(client: &Client, demo: &str) {
+    let host = client
+        .find(Locator::Css(&format!(r#"stacklab-demo[demo="{demo}"]"#)))
+        .await
+        .unwrap();
+    let frame = host
+        .shadow_root()
+        .await
+        .unwrap()
+        .find(Locator::Css("iframe"))
+        .await
+        .unwrap();
+    frame.enter_frame().await.unwrap();
+}
+
 /// Whether the PostgreSQL element's fallback child is rendered (through
 /// the element's shadow root, which WebDriver's own check does not see).
 async fn fallback_shown(client: &Client) -> bool {
@@ -105,18 +133,7 @@ async fn frame_height(client: &Client, demo: &str) -> f64 {
 /// Inside the frame of the element for `demo`, runs the card's demo and
 /// returns the reading `key`.
 async fn run_in_frame(client: &Client, demo: &str, key: &str) -> String {
-    let host = client
-        .find(Locator::Css(&format!(r#"stacklab-demo[demo="{demo}"]"#)))
-        .await
-        .unwrap();
-    let frame = host
-        .shadow_root()
-        .await
-        .unwrap()
-        .find(Locator::Css("iframe"))
-        .await
-        .unwrap();
-    frame.enter_frame().await.unwrap();
+    enter_frame_of(client, demo).await;
     let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
     click(client, &format!("{card} button.run")).await;
     let reading = reading_within(
@@ -142,7 +159,10 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
     };
     let site = tempfile::tempdir().unwrap();
     let (_docs_server, docs) = serve_static(site.path()).await;
-    let lab = lab_for(&docs).await;
+    // A second site: the lessons exported with `stacklab export --lab`.
+    let exported = tempfile::tempdir().unwrap();
+    let (_export_server, export_site) = serve_static(exported.path()).await;
+    let lab = lab_for(&[&docs, &export_site]).await;
     // The docs site reaches the lab through a proxy that can be closed:
     // the lab as the site's readers see it, up and then down.
     let proxy = Proxy::to(lab.trim_start_matches("http://").to_owned()).await;
@@ -195,10 +215,41 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
     }
     assert!(after > before + 50.0, "frame {before} → {after} px");
     screenshot(&client, "embed-docs-site-live").await;
+    // The host page's theme and accent reached the card.
+    let styled = in_frame(
+        &client,
+        "micro-vm",
+        "return [document.documentElement.dataset.theme, getComputedStyle(document.documentElement).getPropertyValue('--accent').trim()]",
+    )
+    .await;
+    assert_eq!(styled, json!(["dark", "#aa00aa"]));
 
-    // A reload: the element without children now has the lab's latest
-    // result to show (and this browser remembers it).
-    client.refresh().await.unwrap();
+    // The exported lessons run their demos on the lab (`--lab`), across
+    // origins.
+    stacklab_server::tools::export::export(&dist_dir(), exported.path(), Some(&lab_url)).unwrap();
+    client
+        .goto(&format!("{export_site}/lessons/postgres-both-ways/"))
+        .await
+        .unwrap();
+    let lessons = lessons();
+    let title = &lessons
+        .iter()
+        .find(|l| l.slug == "postgres-both-ways")
+        .unwrap()
+        .title;
+    wait_for_h1(&client, title).await;
+    let card = r#"section.demo-card[data-demo="hello-container"]"#;
+    click(&client, &format!("{card} button.run")).await;
+    let platform = reading_text(
+        &client,
+        &format!(r#"{card} tr[data-key="platform_share"] td.num"#),
+    )
+    .await;
+    assert!(platform.ends_with(" ms"), "{platform}");
+
+    // Back on the docs page: the element without children now has the
+    // lab's latest result to show (and this browser remembers it).
+    client.goto(&format!("{docs}/index.html")).await.unwrap();
     wait_for_state(&client, "micro-vm", "live").await;
 
     // The same page served from an origin the lab does not allow.
@@ -300,7 +351,7 @@ async fn an_mdbook_book_built_with_the_preprocessor_runs_a_demo() {
     std::fs::create_dir_all(&out).unwrap();
     // The site's origin comes first (the lab must allow it).
     let (_docs_server, docs) = serve_static(&out).await;
-    let lab = lab_for(&docs).await;
+    let lab = lab_for(&[&docs]).await;
     std::fs::create_dir_all(book.path().join("src")).unwrap();
     std::fs::write(
         book.path().join("book.toml"),
@@ -479,7 +530,7 @@ async fn the_lessons_text_paints_before_the_app_has_loaded() {
         ));
     }
     report.push_str(&format!(
-        "ratio (before / after, heading): {:.1}x\napp bundle (wasm + js, uncompressed): {bundle} bytes; the pre-rendered page needs none of it for its text\n",
+        "ratio (before / after, heading): {:.1}x\napp bundle (wasm + js, uncompressed): {bundle} bytes; the pre-rendered page needs none of it for its text\nload: the other tests of this file may run at the same time (cargo runs tests in parallel); for a quiet figure run this test alone: cargo test -p stacklab-tests --test embed the_lessons_text\n",
         rows[0].1 / rows[1].1
     ));
     std::fs::write(output_dir().join("first-paint.txt"), &report).unwrap();
