@@ -67,6 +67,9 @@ wire_enum! {
         Cancelled => "cancelled",
         /// The server stopped (or crashed) while the run was in progress.
         ServerStopped => "server_stopped",
+        /// The replica running it stopped heart-beating; another replica
+        /// closed the run.
+        HostLost => "host_lost",
         /// The kernel's OOM killer stopped the container.
         OomKilled => "oom_killed",
         /// The container exited before it was ready.

@@ -16,6 +16,8 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Serve the lessons and the live-demo API.
     Serve(ServeArgs),
@@ -244,6 +246,23 @@ pub struct ServeArgs {
     /// when this is not set.
     #[arg(long, env = "STACKLAB_INSTRUCTOR_TOKEN", hide_env_values = true)]
     pub instructor_token: Option<String>,
+    /// The PostgreSQL database replicas share (`postgres://user@host/db`;
+    /// the password may be in the URL or in `PGPASSWORD`-style config of
+    /// the URL). Without it the history is SQLite in the data dir, and
+    /// only one `stacklab serve` may use that.
+    #[arg(long, env = "STACKLAB_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// This replica's name in the shared store: what its runs and
+    /// heartbeats are recorded under. By default `<hostname>:<port>`.
+    #[arg(long, env = "STACKLAB_REPLICA")]
+    pub replica: Option<String>,
+    /// Seconds between a replica's heartbeats (with --database-url).
+    #[arg(long, env = "STACKLAB_HEARTBEAT_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_secs: u64,
+    /// Seconds without a heartbeat after which the other replicas close
+    /// a replica's unfinished runs as `host_lost`.
+    #[arg(long, env = "STACKLAB_HOST_LOST_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub host_lost_secs: u64,
     /// Seconds a demo run may take once it leaves the queue.
     #[arg(long, env = "STACKLAB_RUN_DEADLINE_SECS", default_value_t = 60)]
     pub run_deadline_secs: u64,

@@ -5,7 +5,8 @@
 //! events); [`Runs`] is the registry that starts runs behind a [`Queue`] and
 //! records them in the store; [`Density`] is a [`Runtime`] made of another
 //! (the trait itself lives with the backends that implement it). [`Labs`]
-//! says which runtime serves which demo on this host.
+//! says which runtime serves which demo on this host. [`relay`] is what
+//! replicas sharing a PostgreSQL store tell each other.
 //!
 //! May import `backends` and `store`; never `http` or `tools`.
 
@@ -13,6 +14,7 @@ mod density;
 mod labs;
 mod queue;
 mod registry;
+pub mod relay;
 mod run;
 mod shares;
 mod stats;

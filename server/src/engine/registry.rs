@@ -239,6 +239,21 @@ impl Runs {
         budget: Duration,
     ) -> Result<Arc<Run>, TooMany> {
         let key = (requester.who.clone(), demo);
+        // With replicas, the limit counts the learner's runs on all of
+        // them (the store knows every one; a request racing another on a
+        // second replica in the same instant can slip through).
+        if self.history.shared() {
+            match self.history.unfinished_of(&requester.who, demo) {
+                Ok(n) if n >= PER_LEARNER_PER_DEMO => {
+                    let wait = queue.estimate(1).unwrap_or(Duration::from_secs(5));
+                    return Err(TooMany {
+                        retry_after: Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot count the learner's runs on other replicas: {e}"),
+            }
+        }
         {
             let mut pending = self.pending();
             let n = pending.entry(key.clone()).or_default();
@@ -258,7 +273,7 @@ impl Runs {
         let watched = run.clone();
         tokio::spawn(async move {
             tokio::time::sleep(UNWATCHED_GRACE).await;
-            if watched.watchers() == 0 && !watched.is_finished() {
+            if watched.unwatched(UNWATCHED_GRACE) && !watched.is_finished() {
                 tracing::info!(run = %watched.id(), "nobody watched the run; dropping it");
                 watched.cancel_token().cancel();
             }
@@ -283,9 +298,10 @@ impl Runs {
             requester.who.clone(),
         );
         // One short insert (WAL, no fsync): cheap enough to do inline.
-        if let Err(e) = self.history.accepted(
+        if let Err(e) = self.history.accepted_for(
             run.id(),
             demo,
+            Some(&requester.who),
             requester.learner.as_deref(),
             requester.class.as_deref(),
         ) {
@@ -299,6 +315,11 @@ impl Runs {
             memory_how: None,
         });
         self.by_id().insert(run.id().to_owned(), run.clone());
+        if self.history.shared() {
+            // Other replicas serve its events too (see `relay`).
+            self.tasks
+                .spawn(super::relay::publish(run.clone(), self.history.clone()));
+        }
         self.tell_room(&requester, &run, RunState::Queued);
         self.stats.started(demo);
         let accepted = std::time::Instant::now();

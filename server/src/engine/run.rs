@@ -2,7 +2,7 @@
 //! its cancellation and the clients watching it.
 
 use std::ops::Deref;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub struct Run {
     /// Whom limits count it for (a class member's learner id, else the
     /// client's address; see `Requester::who`).
     owner: String,
+    /// When a client following it on another replica last said so (Unix
+    /// ms; 0: never). See [`Run::watched_elsewhere`].
+    watched_elsewhere_ms: AtomicI64,
 }
 
 /// How long a run outlives its last watcher unless configured otherwise:
@@ -55,6 +58,7 @@ impl Run {
             watchers: AtomicUsize::new(0),
             grace,
             owner,
+            watched_elsewhere_ms: AtomicI64::new(0),
         })
     }
 
@@ -84,6 +88,20 @@ impl Run {
         self.watchers.load(Ordering::SeqCst)
     }
 
+    /// Notes that a client follows the run through another replica (which
+    /// says so every few seconds while it does).
+    pub fn watched_elsewhere(&self) {
+        self.watched_elsewhere_ms
+            .store(crate::store::now_ms(), Ordering::SeqCst);
+    }
+
+    /// Whether nobody watches the run: no client here, and none elsewhere
+    /// within `within`.
+    pub fn unwatched(&self, within: Duration) -> bool {
+        let elsewhere = self.watched_elsewhere_ms.load(Ordering::SeqCst);
+        self.watchers() == 0 && crate::store::now_ms() - elsewhere > within.as_millis() as i64
+    }
+
     /// Registers a watching client; when the last one has been gone for
     /// the grace period and the run has not finished, the run is cancelled
     /// (nobody would see its result). A client that reconnects within it
@@ -111,7 +129,7 @@ impl Drop for WatchGuard {
         }
         let run = self.0.clone();
         let cancel_if_alone = move || {
-            if run.watchers() == 0 && !run.is_finished() {
+            if run.unwatched(run.grace) && !run.is_finished() {
                 tracing::info!(run = %run.id(), "no watcher came back within {:?}; cancelling the run", run.grace);
                 run.cancel.cancel();
             }

@@ -20,6 +20,11 @@ const START_DOCKER_HINT: &str =
 #[utoipa::path(get, path = "/health", tag = "lab",
     responses((status = 200, description = "What this server can run, and why not", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(report(&state).await)
+}
+
+/// What this server can run now (also what a replica heart-beats).
+pub(super) async fn report(state: &AppState) -> Health {
     let (docker, postgres_image) = docker_status(state.labs.docker()).await;
     let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
     let (kvm, linux_guests) = match probe {
@@ -46,14 +51,14 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
             )
         }
     };
-    Json(Health {
+    Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         docker,
         postgres_image,
         kvm,
         linux_guests,
         capacity: state.labs.capacity(),
-    })
+    }
 }
 
 async fn docker_status(docker: Option<&Docker>) -> (DockerStatus, ImageStatus) {

@@ -18,6 +18,7 @@ mod health;
 mod limits;
 mod metrics;
 mod openapi;
+mod replicas;
 mod room;
 mod runs;
 mod static_files;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub streams: Arc<streams::Streams>,
     /// The names and origins the API answers.
     pub allowed: Arc<guard::Allowed>,
+    /// What other replicas sharing the store say (with PostgreSQL).
+    pub notices: Option<tokio::sync::broadcast::Sender<crate::store::Notice>>,
 }
 
 impl AppState {
@@ -182,6 +185,7 @@ impl AppState {
             run_limit: Arc::new(limits::RateLimit::default()),
             streams: Arc::default(),
             allowed: Arc::default(),
+            notices: None,
         }
     }
 }
@@ -209,6 +213,10 @@ pub fn app(state: AppState) -> Router {
         .route("/embed/frame.js", get(embed::frame_script))
         .route("/embed/{demo}", get(embed::page))
         .fallback(static_files::serve)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            replicas::name,
+        ))
         .layer(CompressionLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -262,8 +270,29 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         queue_timeout: Duration::from_secs(args.queue_timeout_secs),
         data_dir: args.data_dir.clone(),
     };
-    let history = History::open(&args.data_dir)?;
-    tracing::info!("run history in {}", history.path());
+    // SQLite: this server alone on its data dir. PostgreSQL: one replica
+    // of several, named in the store.
+    let mut _data_dir_lock = None;
+    let history = match &args.database_url {
+        None => {
+            _data_dir_lock = Some(crate::store::lock_data_dir(&args.data_dir)?);
+            History::open(&args.data_dir)?
+        }
+        Some(url) => {
+            let replica = args.replica.clone().unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_owned())
+                    .unwrap_or_else(|_| "stacklab".into());
+                format!("{host}:{}", args.addr.port())
+            });
+            History::connect(url, &replica)?
+        }
+    };
+    tracing::info!(
+        "run history in {} (replica {})",
+        history.path(),
+        history.host()
+    );
     let keep = Retention {
         ms: (args.history_keep_days > 0).then(|| args.history_keep_days as i64 * 24 * 3600 * 1000),
         max_runs: (args.history_max_runs > 0).then_some(args.history_max_runs),
@@ -293,6 +322,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_origins(args.public_url.as_deref(), &args.embed_origins)?;
     if args.no_prerender {
         state = state.without_prerender();
+    }
+    if let Some(url) = &args.database_url {
+        let notices = crate::store::listen(url);
+        crate::engine::relay::follow_notices(state.runs.clone(), notices.subscribe());
+        state.notices = Some(notices);
+        replicas::start(
+            state.clone(),
+            Duration::from_secs(args.heartbeat_secs),
+            Duration::from_secs(args.host_lost_secs),
+        );
     }
     if !args.embed_origins.is_empty() {
         tracing::info!(

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use axum::Extension;
 use axum::Json;
-use futures_util::Stream;
+use futures_util::StreamExt;
 use std::sync::Arc;
 
 use stacklab_api::{
@@ -23,6 +23,7 @@ use super::extract::{ApiJson, ApiQuery};
 use super::openapi::BodyErrors;
 use super::streams::OpenStream;
 use super::AppState;
+use crate::engine::relay::RemoteCursor;
 use crate::engine::{Requester, Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
 
@@ -411,13 +412,7 @@ pub async fn run_events(
     Path(id): Path<String>,
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
-    let run = state.runs.get(&id).ok_or_else(|| unknown_run(&id))?;
-    // Counted like its run's limits: per learner inside a class (a room
-    // behind one NAT), per address outside one.
-    let open = state
-        .streams
-        .try_open(&format!("{} {}", client_of(client), run.owner()))?;
+) -> Result<Sse<KeepAliveStream<EventStream>>, AppError> {
     // A reconnecting EventSource names the last event it saw: go on after
     // it (events are numbered from 0 in order, so `seq` is an index).
     let next = headers
@@ -425,6 +420,14 @@ pub async fn run_events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<usize>().ok())
         .map_or(0, |last| last + 1);
+    let Some(run) = state.runs.get(&id) else {
+        return remote_events(state, id, client, next).await;
+    };
+    // Counted like its run's limits: per learner inside a class (a room
+    // behind one NAT), per address outside one.
+    let open = state
+        .streams
+        .try_open(&format!("{} {}", client_of(client), run.owner()))?;
     let watcher = run.watch();
     let changes = run.subscribe();
     struct Cursor {
@@ -462,8 +465,44 @@ pub async fn run_events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(stream.boxed()).keep_alive(KeepAlive::default()))
 }
+
+/// The event stream of a run another replica runs (through the shared
+/// store; see `engine::relay`), or 404 when no replica has it.
+async fn remote_events(
+    state: AppState,
+    id: String,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    next: usize,
+) -> Result<Sse<KeepAliveStream<EventStream>>, AppError> {
+    let history = state.runs.history().clone();
+    let (Some(notices), true) = (&state.notices, history.shared()) else {
+        return Err(unknown_run(&id));
+    };
+    let key = id.clone();
+    if with_history(&state, move |h| h.get(&key)).await?.is_none() {
+        return Err(unknown_run(&id));
+    }
+    let open = state
+        .streams
+        .try_open(&format!("{} remote", client_of(client)))?;
+    let cursor = RemoteCursor::new(history, id, next as u32, notices.subscribe());
+    let stream = futures_util::stream::unfold(
+        (cursor, VecDeque::<RunEvent>::new(), open),
+        |(mut cursor, mut buffered, open)| async move {
+            if buffered.is_empty() {
+                buffered.extend(cursor.next_events().await?);
+            }
+            let event = buffered.pop_front()?;
+            Some((Ok(sse_event(&event)), (cursor, buffered, open)))
+        },
+    );
+    Ok(Sse::new(stream.boxed()).keep_alive(KeepAlive::default()))
+}
+
+/// A run's events as Server-Sent Events, local or remote.
+type EventStream = futures_util::stream::BoxStream<'static, Result<Event, Infallible>>;
 
 fn sse_event(event: &RunEvent) -> Event {
     let name = match event.kind {
@@ -487,9 +526,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_history_failure_names_no_server_path_in_the_response() {
-        let e = HistoryError::Sqlite {
-            path: "/srv/secret/data/history.sqlite3".into(),
-            source: rusqlite::Error::InvalidQuery,
+        let e = HistoryError::Database {
+            store: "SQLite /srv/secret/data/history.sqlite3".into(),
+            source: crate::store::sql::DbError("/srv/secret/data/history.sqlite3: locked".into()),
         };
         let response = history_error(e).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

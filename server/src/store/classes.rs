@@ -1,10 +1,10 @@
 //! Classes of workshop mode, in the same database as the run history: a
 //! class, who joined it, and its runs (the `class` column of `runs`).
 
-use rusqlite::{params, OptionalExtension};
 use stacklab_api::{Class, DemoId, Member, RoomPoint, RunSummary};
 
 use super::history::{now_ms, History, HistoryError};
+use super::sql::{params, Row};
 use super::Filter;
 
 /// Why a learner could not join.
@@ -66,16 +66,27 @@ fn class_of(code: String, name: String, created: i64, expires: i64) -> Class {
     }
 }
 
+/// A class from a row of `code, name, created_at_ms, expires_at_ms`.
+fn class_from(r: &Row) -> Class {
+    class_of(
+        r.text(0).unwrap_or_default(),
+        r.text(1).unwrap_or_default(),
+        r.int(2).unwrap_or_default(),
+        r.int(3).unwrap_or_default(),
+    )
+}
+
 impl History {
     /// Creates a class open for `lifetime_ms`, under a new random code.
     pub fn create_class(&self, name: &str, lifetime_ms: i64) -> Result<Class, HistoryError> {
         let now = now_ms();
         loop {
             let code = new_code();
-            let inserted = self.with(|c| {
-                c.execute(
-                    "INSERT OR IGNORE INTO classes (code, name, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-                    params![code, name, now, now + lifetime_ms],
+            let inserted = self.with(|db| {
+                db.execute(
+                    "INSERT INTO classes (code, name, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (code) DO NOTHING",
+                    params![&code, name, now, now + lifetime_ms],
                 )
             })?;
             if inserted == 1 {
@@ -86,14 +97,13 @@ impl History {
 
     /// The class with this code (upper case).
     pub fn class(&self, code: &str) -> Result<Option<Class>, HistoryError> {
-        self.with(|c| {
-            c.query_row(
-                "SELECT code, name, created_at_ms, expires_at_ms FROM classes WHERE code = ?1",
+        let row = self.with(|db| {
+            db.query_one(
+                "SELECT code, name, created_at_ms, expires_at_ms FROM classes WHERE code = $1",
                 params![code],
-                |r| Ok(class_of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
-        })
+        })?;
+        Ok(row.as_ref().map(class_from))
     }
 
     /// Adds `learner` to the class (again: their display name is updated).
@@ -112,9 +122,9 @@ impl History {
                 ended: super::rfc3339(class.expires_at_ms),
             });
         }
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO members (class, learner, display_name, joined_at_ms) VALUES (?1, ?2, ?3, ?4)
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO members (class, learner, display_name, joined_at_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (class, learner) DO UPDATE SET display_name = excluded.display_name",
                 params![code, learner, display_name, now_ms()],
             )
@@ -124,45 +134,53 @@ impl History {
 
     /// The class, if `learner` has joined it and it has not expired.
     pub fn open_class_of(&self, code: &str, learner: &str) -> Result<Option<Class>, HistoryError> {
-        let class = self.with(|c| {
-            c.query_row(
+        let row = self.with(|db| {
+            db.query_one(
                 "SELECT c.code, c.name, c.created_at_ms, c.expires_at_ms FROM classes c
-                 JOIN members m ON m.class = c.code WHERE c.code = ?1 AND m.learner = ?2",
+                 JOIN members m ON m.class = c.code WHERE c.code = $1 AND m.learner = $2",
                 params![code, learner],
-                |r| Ok(class_of(r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
-            .optional()
         })?;
-        Ok(class.filter(|c| c.expires_at_ms > now_ms()))
+        Ok(row
+            .as_ref()
+            .map(class_from)
+            .filter(|c| c.expires_at_ms > now_ms()))
     }
 
     /// Who joined, in joining order, with their run counts and what they
     /// have waiting or running now.
     pub fn members(&self, code: &str) -> Result<Vec<Member>, HistoryError> {
-        self.with(|c| {
-            let mut stmt = c.prepare_cached(
+        let (members, active) = self.with(|db| {
+            let members = db.query(
                 "SELECT m.learner, m.display_name, m.joined_at_ms,
-                    (SELECT COUNT(*) FROM runs r WHERE r.class = m.class AND r.learner = m.learner),
-                    (SELECT group_concat(r.demo) FROM runs r WHERE r.class = m.class
-                        AND r.learner = m.learner AND r.state IN ('queued', 'running'))
-                 FROM members m WHERE m.class = ?1 ORDER BY m.joined_at_ms, m.learner",
+                    (SELECT COUNT(*) FROM runs r WHERE r.class = m.class AND r.learner = m.learner)
+                 FROM members m WHERE m.class = $1 ORDER BY m.joined_at_ms, m.learner",
+                params![code],
             )?;
-            let rows = stmt.query_map(params![code], |r| {
-                let active: Option<String> = r.get(4)?;
-                Ok(Member {
-                    learner: r.get(0)?,
-                    display_name: r.get(1)?,
-                    joined_at_ms: r.get(2)?,
-                    runs: r.get(3)?,
+            let active = db.query(
+                "SELECT learner, demo FROM runs
+                 WHERE class = $1 AND state IN ('queued', 'running') ORDER BY seq",
+                params![code],
+            )?;
+            Ok((members, active))
+        })?;
+        Ok(members
+            .iter()
+            .map(|r| {
+                let learner = r.text(0).unwrap_or_default();
+                Member {
                     active: active
-                        .unwrap_or_default()
-                        .split(',')
-                        .filter_map(|d| d.parse::<DemoId>().ok())
+                        .iter()
+                        .filter(|a| a.text(0).as_deref() == Some(learner.as_str()))
+                        .filter_map(|a| a.text(1)?.parse::<DemoId>().ok())
                         .collect(),
-                })
-            })?;
-            rows.collect()
-        })
+                    learner,
+                    display_name: r.text(1),
+                    joined_at_ms: r.int(2).unwrap_or_default(),
+                    runs: r.int(3).unwrap_or_default() as u32,
+                }
+            })
+            .collect())
     }
 
     /// Every run of the class, oldest first, finished or not.
@@ -173,25 +191,27 @@ impl History {
         };
         let mut summaries = self.all(&filter)?;
         summaries.reverse();
-        let extra: std::collections::HashMap<String, (String, Option<String>, Option<u32>)> = self
-            .with(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT r.id, r.learner, m.display_name, r.others_at_start FROM runs r
-                     LEFT JOIN members m ON m.class = r.class AND m.learner = r.learner
-                     WHERE r.class = ?1",
-                )?;
-                let rows = stmt.query_map(params![code], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        (
-                            r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                            r.get(2)?,
-                            r.get(3)?,
-                        ),
-                    ))
-                })?;
-                rows.collect()
-            })?;
+        let rows = self.with(|db| {
+            db.query(
+                "SELECT r.id, r.learner, m.display_name, r.others_at_start FROM runs r
+                 LEFT JOIN members m ON m.class = r.class AND m.learner = r.learner
+                 WHERE r.class = $1",
+                params![code],
+            )
+        })?;
+        let extra: std::collections::HashMap<String, (String, Option<String>, Option<u32>)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.text(0).unwrap_or_default(),
+                    (
+                        r.text(1).unwrap_or_default(),
+                        r.text(2),
+                        r.int(3).map(|n| n as u32),
+                    ),
+                )
+            })
+            .collect();
         Ok(summaries
             .into_iter()
             .filter_map(|summary| {
@@ -225,7 +245,12 @@ mod tests {
 
     #[test]
     fn a_class_is_joined_its_runs_are_its_own_and_it_expires() {
-        let h = History::in_memory();
+        for store in crate::store::testing::stores() {
+            a_class_in(&store.history);
+        }
+    }
+
+    fn a_class_in(h: &History) {
         let class = h.create_class("Tuesday workshop", 60_000).unwrap();
         assert!(stacklab_api::valid_class_code(&class.code));
         assert_eq!(class.join_path, format!("/join/{}", class.code));

@@ -1,23 +1,25 @@
-//! The run history: every run the server accepted, kept in an embedded
-//! SQLite database (`<data dir>/history.sqlite3`, WAL journal).
+//! The run history: every run the server accepted, in the store's
+//! database (SQLite by default, PostgreSQL for more than one replica; see
+//! [`super::sql`]).
 //!
 //! A run is written twice: a row when it is accepted, then its outcome and
 //! full event log when it finishes. A committed row survives a `kill -9` of
-//! the server (WAL with `synchronous=NORMAL` loses nothing on a process
-//! crash, only on a power cut). Rows still open when a server starts belong
-//! to a server that died mid-run; they are closed as failed with the code
-//! `server_stopped`, so a learner's history never shows a run as running
-//! forever.
+//! the server (SQLite in WAL with `synchronous=NORMAL` loses nothing on a
+//! process crash, only on a power cut; PostgreSQL commits durably). Rows
+//! still open when a server starts belong to a server that died mid-run;
+//! they are closed as failed with the code `server_stopped`, so a learner's
+//! history never shows a run as running forever. With PostgreSQL, a
+//! replica closes only its own such rows (by its host name).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension};
-use stacklab_api::{DemoId, ErrorCode, RunError, RunPage, RunRecord, RunState, RunSummary};
+use stacklab_api::{
+    DemoId, ErrorCode, RunError, RunEvent, RunPage, RunRecord, RunState, RunSummary,
+};
 
-/// The database file's name inside the data dir.
-pub const FILE_NAME: &str = "history.sqlite3";
+use super::sql::{params, DbError, Row, Sql};
 
 /// Largest page `GET /api/runs` returns.
 pub const MAX_PAGE: u32 = 500;
@@ -38,14 +40,14 @@ fn stored_error(code: &str, message: Option<String>) -> RunError {
 /// Errors of the history store.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    /// SQLite reported an error.
-    #[error("run history database {path}: {source}")]
-    Sqlite {
-        /// The database file (`:memory:` for a test store).
-        path: String,
-        /// What SQLite said.
+    /// The database reported an error.
+    #[error("run history ({store}): {source}")]
+    Database {
+        /// Which database (`SQLite <path>`, `PostgreSQL <host>/<db>`).
+        store: String,
+        /// What it said.
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     /// A stored record no longer parses (written by another version).
     #[error("run history: stored record of run {id} is unreadable: {source}")]
@@ -61,9 +63,31 @@ pub enum HistoryError {
 /// The history store. Cheap to clone; all clones share one connection.
 #[derive(Clone)]
 pub struct History {
-    conn: Arc<Mutex<Connection>>,
-    path: String,
+    db: Arc<Mutex<Box<dyn Sql>>>,
+    store: String,
+    /// This replica's name, written on every run it accepts.
+    host: Arc<str>,
+    /// Whether other replicas share the store (PostgreSQL).
+    shared: bool,
 }
+
+/// A replica as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    /// Its name (`--replica`).
+    pub name: String,
+    /// What it can run, as it last reported (JSON of the health's lab part).
+    pub can_json: String,
+    /// When it started (Unix ms).
+    pub started_at_ms: i64,
+    /// Its last heartbeat (Unix ms).
+    pub heartbeat_at_ms: i64,
+}
+
+/// PostgreSQL channels replicas talk on (payload: a run id).
+pub const EVENTS_CHANNEL: &str = "stacklab_events";
+/// See [`EVENTS_CHANNEL`]: someone watches this run on another replica.
+pub const WATCH_CHANNEL: &str = "stacklab_watch";
 
 /// How much finished history to keep: runs finished within `ms`, and at
 /// most the newest `max_runs` of them (`None`: no bound of that kind).
@@ -72,51 +96,6 @@ pub struct Retention {
     pub ms: Option<i64>,
     pub max_runs: Option<u64>,
 }
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS runs (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    id              TEXT NOT NULL UNIQUE,
-    demo            TEXT NOT NULL,
-    learner         TEXT,
-    state           TEXT NOT NULL,
-    accepted_at_ms  INTEGER NOT NULL,
-    finished_at_ms  INTEGER,
-    time_to_ready_us REAL,
-    memory_bytes    REAL,
-    platform_us     REAL,
-    error_code      TEXT,
-    error_message   TEXT,
-    record_json     TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_learner ON runs (learner, seq);
-CREATE TABLE IF NOT EXISTS classes (
-    code            TEXT PRIMARY KEY,
-    name            TEXT NOT NULL,
-    created_at_ms   INTEGER NOT NULL,
-    expires_at_ms   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS members (
-    class           TEXT NOT NULL REFERENCES classes (code),
-    learner         TEXT NOT NULL,
-    display_name    TEXT,
-    joined_at_ms    INTEGER NOT NULL,
-    PRIMARY KEY (class, learner)
-);
-";
-
-/// Indexes on added columns (made once the columns exist).
-const ADDED_INDEXES: &str = "
-CREATE INDEX IF NOT EXISTS runs_by_class ON runs (class, seq);
-";
-
-/// Columns added after the first schema, added to a database that lacks
-/// them (each `ALTER TABLE … ADD COLUMN`, nullable).
-const ADDED_COLUMNS: &[(&str, &str)] = &[
-    ("platform_us", "REAL"),
-    ("class", "TEXT"),
-    ("others_at_start", "INTEGER"),
-];
 
 /// Now, as Unix milliseconds (the server's wall clock).
 pub fn now_ms() -> i64 {
@@ -156,78 +135,88 @@ pub struct Filter {
     pub limit: u32,
 }
 
+/// The host name of a lone (SQLite) server's runs.
+const LOCAL_HOST: &str = "local";
+
 impl History {
     /// Opens (creating if needed) `<data_dir>/history.sqlite3` and closes
     /// runs a previous server left open.
     pub fn open(data_dir: &Path) -> Result<History, HistoryError> {
-        let path: PathBuf = data_dir.join(FILE_NAME);
-        let shown = path.display().to_string();
-        let err = |source| HistoryError::Sqlite {
-            path: shown.clone(),
-            source,
-        };
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(err)?;
-        // WAL: readers never block the writer and a commit is one append.
-        // NORMAL: no fsync per commit; safe against a crash of this process.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(err)?;
-        Self::init(conn, shown)
+        let db =
+            super::sqlite::Sqlite::open(data_dir).map_err(|source| HistoryError::Database {
+                store: format!("SQLite in {}", data_dir.display()),
+                source,
+            })?;
+        Self::init(Box::new(db), LOCAL_HOST, true)
     }
 
-    /// A store that lives in memory only (tests, and a server whose data dir
-    /// cannot be written; it says so in its log).
+    /// Connects to the PostgreSQL database at `url`, as the replica named
+    /// `host`, and closes the runs this replica left open when it last
+    /// stopped (other replicas' runs are theirs).
+    pub fn connect(url: &str, host: &str) -> Result<History, HistoryError> {
+        let db =
+            super::postgres::Postgres::connect(url).map_err(|source| HistoryError::Database {
+                store: "PostgreSQL".into(),
+                source,
+            })?;
+        Self::init(Box::new(db), host, false)
+    }
+
+    /// A store that lives in memory only (tests).
     pub fn in_memory() -> History {
-        let conn = Connection::open_in_memory().expect("SQLite can always open :memory:");
-        Self::init(conn, ":memory:".into()).expect("the schema applies to an empty database")
+        Self::init(
+            Box::new(super::sqlite::Sqlite::in_memory()),
+            LOCAL_HOST,
+            true,
+        )
+        .expect("an empty database takes the schema")
     }
 
-    fn init(conn: Connection, path: String) -> Result<History, HistoryError> {
+    fn init(db: Box<dyn Sql>, host: &str, alone: bool) -> Result<History, HistoryError> {
         let history = History {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
+            store: db.describe(),
+            db: Arc::new(Mutex::new(db)),
+            host: host.into(),
+            shared: !alone,
         };
-        history.with(|c| {
-            c.execute_batch(SCHEMA)?;
-            for (name, kind) in ADDED_COLUMNS {
-                let present: bool = c.query_row(
-                    "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
-                    params![name],
-                    |r| r.get(0),
-                )?;
-                if !present {
-                    c.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))?;
-                }
-            }
-            c.execute_batch(ADDED_INDEXES)?;
-            let closed = c.execute(
-                "UPDATE runs SET state = 'failed', finished_at_ms = ?1,
+        let closed = history.with(|db| {
+            db.execute(
+                "UPDATE runs SET state = 'failed', finished_at_ms = $1,
                     error_code = 'server_stopped',
                     error_message = 'the server stopped before this run finished'
-                 WHERE state IN ('queued', 'running')",
-                params![now_ms()],
-            )?;
-            if closed > 0 {
-                tracing::warn!("{closed} run(s) were cut short by a server stop; marked failed");
-            }
-            Ok(())
+                 WHERE state IN ('queued', 'running') AND ($2 = 1 OR host = $3)",
+                params![now_ms(), i64::from(alone), host],
+            )
         })?;
+        if closed > 0 {
+            tracing::warn!("{closed} run(s) were cut short by a server stop; marked failed");
+        }
         Ok(history)
     }
 
-    /// The database file (or `:memory:`).
+    /// Which database, for the log (`SQLite <path>`, `PostgreSQL <host>/<db>`).
     pub fn path(&self) -> &str {
-        &self.path
+        &self.store
+    }
+
+    /// This replica's name in the store.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Whether other replicas may share this store (PostgreSQL): then
+    /// events, limits and liveness go through it.
+    pub fn shared(&self) -> bool {
+        self.shared
     }
 
     pub(super) fn with<T>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError>,
     ) -> Result<T, HistoryError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&conn).map_err(|source| HistoryError::Sqlite {
-            path: self.path.clone(),
+        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
+        f(db.as_mut()).map_err(|source| HistoryError::Database {
+            store: self.store.clone(),
             source,
         })
     }
@@ -240,21 +229,157 @@ impl History {
         learner: Option<&str>,
         class: Option<&str>,
     ) -> Result<(), HistoryError> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO runs (id, demo, learner, class, state, accepted_at_ms) VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
-                params![id, demo.as_str(), learner, class, now_ms()],
+        self.accepted_for(id, demo, None, learner, class)
+    }
+
+    /// As [`History::accepted`], counted for `owner` (whom the learner
+    /// limits count by; see [`History::unfinished_of`]).
+    pub fn accepted_for(
+        &self,
+        id: &str,
+        demo: DemoId,
+        owner: Option<&str>,
+        learner: Option<&str>,
+        class: Option<&str>,
+    ) -> Result<(), HistoryError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO runs (id, demo, learner, class, state, accepted_at_ms, host, owner)
+                 VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
+                params![
+                    id,
+                    demo.as_str(),
+                    learner,
+                    class,
+                    now_ms(),
+                    &*self.host,
+                    owner
+                ],
             )
             .map(drop)
         })
     }
 
+    /// Unfinished runs counted for `owner` of `demo`, on every replica.
+    pub fn unfinished_of(&self, owner: &str, demo: DemoId) -> Result<usize, HistoryError> {
+        let row = self.with(|db| {
+            db.query_one(
+                "SELECT COUNT(*) FROM runs WHERE owner = $1 AND demo = $2
+                    AND state IN ('queued', 'running')",
+                params![owner, demo.as_str()],
+            )
+        })?;
+        Ok(row.and_then(|r| r.int(0)).unwrap_or(0) as usize)
+    }
+
+    /// Appends events of a run in progress (each once, by its `seq`) and,
+    /// with PostgreSQL, tells the other replicas (`NOTIFY`, with only the
+    /// run's id as payload: readers fetch the events from the table).
+    pub fn append_events(&self, id: &str, events: &[RunEvent]) -> Result<(), HistoryError> {
+        self.with(|db| {
+            for event in events {
+                let json = serde_json::to_string(event).expect("an event always serialises");
+                db.execute(
+                    "INSERT INTO run_events (run_id, seq, event_json) VALUES ($1, $2, $3)
+                     ON CONFLICT (run_id, seq) DO NOTHING",
+                    params![id, i64::from(event.seq), json],
+                )?;
+            }
+            if self.shared {
+                db.execute("SELECT pg_notify($1, $2)", params![EVENTS_CHANNEL, id])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A run's appended events from `seq` `from` on, in order.
+    pub fn events(&self, id: &str, from: u32) -> Result<Vec<RunEvent>, HistoryError> {
+        let rows = self.with(|db| {
+            db.query(
+                "SELECT event_json FROM run_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",
+                params![id, i64::from(from)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(&r.text(0).unwrap_or_default()).map_err(|source| {
+                    HistoryError::Corrupt {
+                        id: id.to_owned(),
+                        source,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// Tells the replica running `id` that a client follows it here (so it
+    /// does not cancel the run as unwatched). PostgreSQL only.
+    pub fn notify_watching(&self, id: &str) -> Result<(), HistoryError> {
+        if !self.shared {
+            return Ok(());
+        }
+        self.with(|db| {
+            db.execute("SELECT pg_notify($1, $2)", params![WATCH_CHANNEL, id])
+                .map(drop)
+        })
+    }
+
+    /// Records this replica as alive now, able to run what `can_json` says.
+    pub fn heartbeat(&self, can_json: &str, started_at_ms: i64) -> Result<(), HistoryError> {
+        self.with(|db| {
+            db.execute(
+                "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET can_json = excluded.can_json,
+                    started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms",
+                params![&*self.host, can_json, started_at_ms, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Every replica that has heart-beaten, most recent first.
+    pub fn hosts(&self) -> Result<Vec<HostRow>, HistoryError> {
+        let rows = self.with(|db| {
+            db.query(
+                "SELECT name, can_json, started_at_ms, heartbeat_at_ms FROM hosts
+                 ORDER BY heartbeat_at_ms DESC, name",
+                params![],
+            )
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| HostRow {
+                name: r.text(0).unwrap_or_default(),
+                can_json: r.text(1).unwrap_or_default(),
+                started_at_ms: r.int(2).unwrap_or_default(),
+                heartbeat_at_ms: r.int(3).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Closes as failed `host_lost` the unfinished runs of other replicas
+    /// whose last heartbeat is older than `timeout_ms`; returns their ids.
+    pub fn close_lost(&self, timeout_ms: i64) -> Result<Vec<String>, HistoryError> {
+        let cutoff = now_ms() - timeout_ms;
+        let rows = self.with(|db| {
+            db.query(
+                "UPDATE runs SET state = 'failed', finished_at_ms = $1, error_code = 'host_lost',
+                    error_message = 'the replica running it (' || host || ') stopped answering'
+                 WHERE state IN ('queued', 'running') AND host <> $2
+                    AND host IN (SELECT name FROM hosts WHERE heartbeat_at_ms < $3)
+                 RETURNING id",
+                params![now_ms(), &*self.host, cutoff],
+            )
+        })?;
+        Ok(rows.iter().filter_map(|r| r.text(0)).collect())
+    }
+
     /// Records that a run left the queue, with `others` runs in progress on
     /// the host at that moment.
     pub fn started(&self, id: &str, others: usize) -> Result<(), HistoryError> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE runs SET state = 'running', others_at_start = ?2 WHERE id = ?1",
+        self.with(|db| {
+            db.execute(
+                "UPDATE runs SET state = 'running', others_at_start = $2 WHERE id = $1",
                 params![id, others as i64],
             )
             .map(drop)
@@ -273,14 +398,14 @@ impl History {
             _ => None,
         };
         let json = serde_json::to_string(record).expect("a RunRecord always serialises");
-        self.with(|c| {
-            c.execute(
-                "UPDATE runs SET state = ?2, finished_at_ms = ?3, time_to_ready_us = ?4,
-                    memory_bytes = ?5, error_code = ?6, error_message = ?7, record_json = ?8,
-                    platform_us = ?9
-                 WHERE id = ?1",
+        self.with(|db| {
+            db.execute(
+                "UPDATE runs SET state = $2, finished_at_ms = $3, time_to_ready_us = $4,
+                    memory_bytes = $5, error_code = $6, error_message = $7, record_json = $8,
+                    platform_us = $9
+                 WHERE id = $1",
                 params![
-                    record.id,
+                    &record.id,
                     state_str(record.state),
                     now_ms(),
                     time,
@@ -297,27 +422,17 @@ impl History {
 
     /// A finished run's full record, if stored.
     pub fn get(&self, id: &str) -> Result<Option<RunRecord>, HistoryError> {
-        type Row = (
-            String,
-            String,
-            i64,
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-        );
-        let row: Option<(Option<String>, Row)> = self.with(|c| {
-            c.query_row(
+        let row = self.with(|db| {
+            db.query_one(
                 "SELECT record_json, demo, state, accepted_at_ms, finished_at_ms, error_code, error_message
-                 FROM runs WHERE id = ?1",
+                 FROM runs WHERE id = $1",
                 params![id],
-                |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))),
             )
-            .optional()
         })?;
-        let Some((json, (demo, state, accepted_at_ms, finished_at_ms, code, message))) = row else {
+        let Some(row) = row else {
             return Ok(None);
         };
-        if let Some(json) = json {
+        if let Some(json) = row.text(0) {
             return serde_json::from_str(&json)
                 .map(Some)
                 .map_err(|source| HistoryError::Corrupt {
@@ -325,20 +440,35 @@ impl History {
                     source,
                 });
         }
+        let demo = row.text(1).and_then(|d| d.parse::<DemoId>().ok());
+        let accepted_at_ms = row.int(3).unwrap_or_default();
+        // In progress on another replica: its events so far.
+        if let (Some(demo), Some(state @ ("queued" | "running"))) = (demo, row.text(2).as_deref()) {
+            return Ok(Some(RunRecord {
+                id: id.to_owned(),
+                demo,
+                state: parse_state(state),
+                accepted_at_ms: Some(accepted_at_ms),
+                events: self.events(id, 0)?,
+            }));
+        }
         // No record: a run a server was killed under, closed when the next
-        // one started. What is known is the row: one `finished` event, at
-        // the moment that server noticed (not when the run stopped).
-        let (Ok(demo), Some(finished)) = (demo.parse::<DemoId>(), finished_at_ms) else {
+        // one started (or by another replica, as `host_lost`). What is
+        // known is the row: one `finished` event, at the moment that was
+        // noticed (not when the run stopped).
+        let (Some(demo), Some(finished)) = (demo, row.int(4)) else {
             return Ok(None);
         };
-        if state != "failed" {
+        if row.text(2).as_deref() != Some("failed") {
             return Ok(None);
         }
         let error = RunError {
-            code: code
+            code: row
+                .text(5)
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(ErrorCode::ServerStopped),
-            message: message
+            message: row
+                .text(6)
                 .unwrap_or_else(|| "the server stopped before this run finished".into()),
         };
         Ok(Some(RunRecord {
@@ -358,18 +488,18 @@ impl History {
 
     /// The newest run of `demo` that reached ready, whole.
     pub fn latest_ready(&self, demo: DemoId) -> Result<Option<RunRecord>, HistoryError> {
-        let row: Option<(String, String)> = self.with(|c| {
-            c.query_row(
+        let row = self.with(|db| {
+            db.query_one(
                 "SELECT id, record_json FROM runs
-                 WHERE demo = ?1 AND state = 'succeeded' AND record_json IS NOT NULL
+                 WHERE demo = $1 AND state = 'succeeded' AND record_json IS NOT NULL
                  ORDER BY seq DESC LIMIT 1",
                 params![demo.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()
         })?;
-        row.map(|(id, json)| {
-            serde_json::from_str(&json).map_err(|source| HistoryError::Corrupt { id, source })
+        row.map(|r| {
+            let id = r.text(0).unwrap_or_default();
+            serde_json::from_str(&r.text(1).unwrap_or_default())
+                .map_err(|source| HistoryError::Corrupt { id, source })
         })
         .transpose()
     }
@@ -377,50 +507,26 @@ impl History {
     /// One page of summaries, newest first.
     pub fn list(&self, filter: &Filter) -> Result<RunPage, HistoryError> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let mut runs = self
-            .with(|c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
-                        memory_bytes, error_code, error_message, platform_us
+        let rows = self.with(|db| {
+            db.query(
+                "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
+                    memory_bytes, error_code, error_message, platform_us
                  FROM runs
-                 WHERE (?1 IS NULL OR learner = ?1) AND (?2 IS NULL OR seq < ?2)
-                    AND (?4 IS NULL OR class = ?4)
-                 ORDER BY seq DESC LIMIT ?3",
-                )?;
-                let rows = stmt.query_map(
-                    params![filter.learner, filter.before, limit + 1, filter.class],
-                    |r| {
-                        let demo: String = r.get(2)?;
-                        let state: String = r.get(3)?;
-                        let code: Option<String> = r.get(8)?;
-                        let message: Option<String> = r.get(9)?;
-                        Ok((
-                            demo,
-                            RunSummary {
-                                seq: r.get(0)?,
-                                id: r.get(1)?,
-                                demo: DemoId::PostgresContainer,
-                                state: parse_state(&state),
-                                accepted_at_ms: r.get(4)?,
-                                finished_at_ms: r.get(5)?,
-                                time_to_ready_us: r.get(6)?,
-                                memory_bytes: r.get(7)?,
-                                platform_us: r.get(10)?,
-                                error: code.map(|code| stored_error(&code, message)),
-                            },
-                        ))
-                    },
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()
-            })?
-            .into_iter()
-            // A demo this version no longer knows is skipped, not an error.
-            .filter_map(|(demo, mut s)| {
-                s.demo = demo.parse().ok()?;
-                Some(s)
-            })
-            .collect::<Vec<_>>();
-        let more = runs.len() > limit as usize;
+                 WHERE (CAST($1 AS TEXT) IS NULL OR learner = $1)
+                    AND (CAST($2 AS BIGINT) IS NULL OR seq < $2)
+                    AND (CAST($4 AS TEXT) IS NULL OR class = $4)
+                 ORDER BY seq DESC LIMIT $3",
+                params![
+                    filter.learner.as_deref(),
+                    filter.before,
+                    i64::from(limit) + 1,
+                    filter.class.as_deref()
+                ],
+            )
+        })?;
+        // A demo this version no longer knows is skipped, not an error.
+        let mut runs: Vec<RunSummary> = rows.iter().filter_map(summary).collect();
+        let more = rows.len() > limit as usize;
         runs.truncate(limit as usize);
         let next_before = if more {
             runs.last().map(|s| s.seq)
@@ -436,32 +542,38 @@ impl History {
     /// still open are never deleted.
     pub fn prune(&self, keep: Retention) -> Result<usize, HistoryError> {
         let cutoff = keep.ms.map_or(i64::MIN, |ms| now_ms() - ms);
-        self.with(|c| {
-            let mut runs = c.execute(
-                "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < ?1",
+        self.with(|db| {
+            let mut runs = db.execute(
+                "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
                 params![cutoff],
             )?;
             if let Some(max) = keep.max_runs {
                 // The newest `max` finished runs stay (by seq, the order
                 // they were accepted in); runs still open always do.
-                runs += c.execute(
+                runs += db.execute(
                     "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND seq <
                         (SELECT COALESCE(MIN(seq), 0) FROM (SELECT seq FROM runs
-                         WHERE finished_at_ms IS NOT NULL ORDER BY seq DESC LIMIT ?1))",
+                         WHERE finished_at_ms IS NOT NULL ORDER BY seq DESC LIMIT $1) AS newest)",
                     params![max as i64],
                 )?;
             }
-            c.execute(
+            db.execute(
                 "DELETE FROM members WHERE class IN (SELECT code FROM classes
-                    WHERE expires_at_ms < ?1 AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL))",
+                    WHERE expires_at_ms < $1 AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL))",
                 params![cutoff],
             )?;
-            c.execute(
-                "DELETE FROM classes WHERE expires_at_ms < ?1
+            db.execute(
+                "DELETE FROM classes WHERE expires_at_ms < $1
                     AND code NOT IN (SELECT class FROM runs WHERE class IS NOT NULL)",
                 params![cutoff],
             )?;
-            Ok(runs)
+            // A finished run's events are in its record.
+            db.execute(
+                "DELETE FROM run_events WHERE run_id NOT IN
+                    (SELECT id FROM runs WHERE state IN ('queued', 'running'))",
+                params![],
+            )?;
+            Ok(runs as usize)
         })
     }
 
@@ -481,6 +593,23 @@ impl History {
             }
         }
     }
+}
+
+/// A summary from a row of `list`'s query; `None` for a demo this version
+/// does not know.
+fn summary(r: &Row) -> Option<RunSummary> {
+    Some(RunSummary {
+        seq: r.int(0)?,
+        id: r.text(1)?,
+        demo: r.text(2)?.parse().ok()?,
+        state: parse_state(&r.text(3).unwrap_or_default()),
+        accepted_at_ms: r.int(4)?,
+        finished_at_ms: r.int(5),
+        time_to_ready_us: r.real(6),
+        memory_bytes: r.real(7),
+        platform_us: r.real(10),
+        error: r.text(8).map(|code| stored_error(&code, r.text(9))),
+    })
 }
 
 #[cfg(test)]
@@ -535,10 +664,16 @@ pub(super) mod tests {
         }
     }
 
+    use crate::store::testing::stores;
+
     #[test]
     fn a_run_is_stored_listed_paged_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let h = History::open(dir.path()).unwrap();
+        for store in stores() {
+            a_run_is_stored_listed_paged_and_read_back_in(&store.history);
+        }
+    }
+
+    fn a_run_is_stored_listed_paged_and_read_back_in(h: &History) {
         for i in 0..7 {
             let id = format!("run{i}");
             let learner = if i % 2 == 0 {
@@ -593,16 +728,21 @@ pub(super) mod tests {
 
     #[test]
     fn pruning_removes_runs_finished_before_the_cutoff_and_keeps_the_rest() {
-        let h = History::in_memory();
+        for store in stores() {
+            pruning_by_age_in(&store.history);
+        }
+    }
+
+    fn pruning_by_age_in(h: &History) {
         for id in ["old", "new", "open"] {
             h.accepted(id, DemoId::MicroVm, None, None).unwrap();
         }
         h.finished(&record("old", DemoId::MicroVm, true)).unwrap();
         h.finished(&record("new", DemoId::MicroVm, true)).unwrap();
-        h.with(|c| {
-            c.execute(
+        h.with(|db| {
+            db.execute(
                 "UPDATE runs SET finished_at_ms = finished_at_ms - 10000000 WHERE id = 'old'",
-                [],
+                params![],
             )
         })
         .unwrap();
@@ -624,7 +764,12 @@ pub(super) mod tests {
 
     #[test]
     fn pruning_keeps_the_newest_finished_runs_up_to_the_maximum() {
-        let h = History::in_memory();
+        for store in stores() {
+            pruning_by_count_in(&store.history);
+        }
+    }
+
+    fn pruning_by_count_in(h: &History) {
         for id in ["a", "b", "c", "d", "open"] {
             h.accepted(id, DemoId::MicroVm, None, None).unwrap();
         }
@@ -648,38 +793,60 @@ pub(super) mod tests {
 
     #[test]
     fn runs_left_open_by_a_dead_server_are_closed_on_open() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let h = History::open(dir.path()).unwrap();
-            h.accepted("cut", DemoId::PostgresContainer, None, None)
+        for store in stores() {
+            store
+                .history
+                .accepted("cut", DemoId::PostgresContainer, None, None)
                 .unwrap();
-        }
-        let h = History::open(dir.path()).unwrap();
-        let page = h
-            .list(&Filter {
-                limit: 10,
-                ..Filter::default()
-            })
-            .unwrap();
-        assert_eq!(page.runs.len(), 1);
-        assert_eq!(page.runs[0].state, RunState::Failed);
-        assert_eq!(
-            page.runs[0].error.as_ref().unwrap().code,
-            ErrorCode::ServerStopped
-        );
-        assert!(page.runs[0].finished_at_ms.is_some());
-        // The soak found it: listed, yet `get` (GET /api/runs/{id}) said 404.
-        let record = h.get("cut").unwrap().expect("a closed run can be opened");
-        assert_eq!(record.state, RunState::Failed);
-        match record.outcome() {
-            Some(stacklab_api::Outcome::Failed { error }) => {
-                assert_eq!(error.code, ErrorCode::ServerStopped)
+            let h = store.reopen();
+            let page = h
+                .list(&Filter {
+                    limit: 10,
+                    ..Filter::default()
+                })
+                .unwrap();
+            assert_eq!(page.runs.len(), 1, "{}", store.backend);
+            assert_eq!(page.runs[0].state, RunState::Failed);
+            assert_eq!(
+                page.runs[0].error.as_ref().unwrap().code,
+                ErrorCode::ServerStopped
+            );
+            assert!(page.runs[0].finished_at_ms.is_some());
+            // The soak found it: listed, yet `get` (GET /api/runs/{id}) said 404.
+            let record = h.get("cut").unwrap().expect("a closed run can be opened");
+            assert_eq!(record.state, RunState::Failed);
+            match record.outcome() {
+                Some(stacklab_api::Outcome::Failed { error }) => {
+                    assert_eq!(error.code, ErrorCode::ServerStopped)
+                }
+                other => panic!("{other:?}"),
             }
-            other => panic!("{other:?}"),
         }
-        let mode: String = h
-            .with(|c| c.query_row("PRAGMA journal_mode", [], |r| r.get(0)))
-            .unwrap();
-        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn sqlite_keeps_a_write_ahead_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::store::sqlite::Sqlite::open(dir.path()).unwrap();
+        assert_eq!(db.journal_mode().unwrap(), "wal");
+    }
+
+    /// With PostgreSQL, replicas share the store: a replica restarting
+    /// closes only the runs it left open, never another's.
+    #[test]
+    fn a_restarting_replica_closes_only_its_own_open_runs() {
+        let Ok(url) = crate::store::testing::fresh_schema() else {
+            assert!(std::env::var_os("CI").is_none(), "PostgreSQL is needed");
+            return;
+        };
+        let a = History::connect(&url, "replica-a").unwrap();
+        let b = History::connect(&url, "replica-b").unwrap();
+        a.accepted("a-run", DemoId::MicroVm, None, None).unwrap();
+        b.accepted("b-run", DemoId::MicroVm, None, None).unwrap();
+        let _a_again = History::connect(&url, "replica-a").unwrap();
+        let runs = b.all(&Filter::default()).unwrap();
+        let state = |id: &str| runs.iter().find(|r| r.id == id).unwrap().state;
+        assert_eq!(state("a-run"), RunState::Failed);
+        assert_eq!(state("b-run"), RunState::Queued);
     }
 }

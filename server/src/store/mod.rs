@@ -1,5 +1,7 @@
 //! The store: what outlives a run and a server process. The run
-//! history and workshop classes in SQLite, and their exports.
+//! history and workshop classes, and their exports, in SQLite (the
+//! default) or PostgreSQL (for more than one replica), behind one
+//! interface ([`sql::Sql`]).
 //!
 //! May import `stacklab_api` only; never `http`, `engine`, `backends` or
 //! `tools`.
@@ -7,7 +9,17 @@
 mod classes;
 mod export;
 mod history;
+mod postgres;
+pub mod sql;
+mod sqlite;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use classes::{ClassRun, JoinError};
 pub use export::{class_csv, csv_header, csv_rows, rfc3339, to_csv};
-pub use history::{now_ms, Filter, History, HistoryError, Retention, FILE_NAME, MAX_PAGE};
+pub use history::{
+    now_ms, Filter, History, HistoryError, HostRow, Retention, EVENTS_CHANNEL, MAX_PAGE,
+    WATCH_CHANNEL,
+};
+pub use postgres::{listen, Notice};
+pub use sqlite::{lock_data_dir, FILE_NAME};

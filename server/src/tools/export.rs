@@ -117,7 +117,7 @@ mod tests {
             std::fs::read_to_string(out.path().join("lessons/containers/index.html")).unwrap();
         assert!(lesson.contains(r#"<meta name="stacklab-lab" content="https://lab.example.org">"#));
         assert!(lesson.contains(r#"<div id="prerendered">"#));
-        assert!(lesson.contains("<h1>"));
+        assert!(lesson.contains("<h1 "));
         assert!(out.path().join("index.html").is_file());
         assert!(out.path().join("glossary/index.html").is_file());
         let runs = std::fs::read_to_string(out.path().join("runs/index.html")).unwrap();

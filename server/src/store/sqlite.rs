@@ -1,0 +1,237 @@
+//! The SQLite backend: one file in the data dir (`history.sqlite3`, WAL
+//! journal), one replica. Its migrations are numbered by `PRAGMA
+//! user_version`.
+
+use std::path::Path;
+
+use rusqlite::types::ValueRef;
+use rusqlite::Connection;
+
+use super::sql::{DbError, Row, Sql, Value};
+
+/// The database file's name inside the data dir.
+pub const FILE_NAME: &str = "history.sqlite3";
+
+/// The schema, one step per version. Step 1 is the schema before
+/// versions were kept, written so that it also completes a database made
+/// by any earlier build (`IF NOT EXISTS`, and the columns added since
+/// then, see [`STEP_1_COLUMNS`]).
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS runs (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        id              TEXT NOT NULL UNIQUE,
+        demo            TEXT NOT NULL,
+        learner         TEXT,
+        state           TEXT NOT NULL,
+        accepted_at_ms  INTEGER NOT NULL,
+        finished_at_ms  INTEGER,
+        time_to_ready_us REAL,
+        memory_bytes    REAL,
+        platform_us     REAL,
+        error_code      TEXT,
+        error_message   TEXT,
+        record_json     TEXT
+    );
+    CREATE INDEX IF NOT EXISTS runs_by_learner ON runs (learner, seq);
+    CREATE TABLE IF NOT EXISTS classes (
+        code            TEXT PRIMARY KEY,
+        name            TEXT NOT NULL,
+        created_at_ms   INTEGER NOT NULL,
+        expires_at_ms   INTEGER NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS members (
+        class           TEXT NOT NULL REFERENCES classes (code),
+        learner         TEXT NOT NULL,
+        display_name    TEXT,
+        joined_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (class, learner)
+    );",
+    // 2: which replica ran each run (one, with SQLite; kept alike on both
+    // backends).
+    "ALTER TABLE runs ADD COLUMN host TEXT;",
+    // 3: what replicas share (events of runs in progress, who is alive)
+    // and whom a run counts for (the learner limits across replicas).
+    "ALTER TABLE runs ADD COLUMN owner TEXT;
+    CREATE INDEX runs_by_owner ON runs (owner, demo, state);
+    CREATE TABLE run_events (
+        run_id          TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        event_json      TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    );
+    CREATE TABLE hosts (
+        name            TEXT PRIMARY KEY,
+        can_json        TEXT NOT NULL,
+        started_at_ms   INTEGER NOT NULL,
+        heartbeat_at_ms INTEGER NOT NULL
+    );",
+];
+
+/// Columns an early build added one by one; step 1 adds those missing.
+const STEP_1_COLUMNS: &[(&str, &str)] = &[
+    ("platform_us", "REAL"),
+    ("class", "TEXT"),
+    ("others_at_start", "INTEGER"),
+];
+
+/// A SQLite connection.
+pub struct Sqlite {
+    conn: Connection,
+    path: String,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) `<data_dir>/history.sqlite3` and brings
+    /// its schema up to date.
+    pub fn open(data_dir: &Path) -> Result<Sqlite, DbError> {
+        let path = data_dir.join(FILE_NAME);
+        let shown = path.display().to_string();
+        let conn = Connection::open(&path).map_err(|e| DbError(format!("{shown}: {e}")))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| DbError(e.to_string()))?;
+        // WAL: readers never block the writer and a commit is one append.
+        // NORMAL: no fsync per commit; safe against a crash of this process.
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+            .map_err(|e| DbError(e.to_string()))?;
+        Sqlite { conn, path: shown }.migrated()
+    }
+
+    /// A database in memory only (tests).
+    pub fn in_memory() -> Sqlite {
+        let conn = Connection::open_in_memory().expect("SQLite can always open :memory:");
+        Sqlite {
+            conn,
+            path: ":memory:".into(),
+        }
+        .migrated()
+        .expect("the schema applies to an empty database")
+    }
+
+    fn migrated(self) -> Result<Sqlite, DbError> {
+        let err = |e: rusqlite::Error| DbError(format!("{}: migrating: {e}", self.path));
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.unchecked_transaction().map_err(err)?;
+            tx.execute_batch(step).map_err(err)?;
+            if i == 0 {
+                for (name, kind) in STEP_1_COLUMNS {
+                    let present: bool = tx
+                        .query_row(
+                            "SELECT COUNT(*) > 0 FROM pragma_table_info('runs') WHERE name = ?1",
+                            [name],
+                            |r| r.get(0),
+                        )
+                        .map_err(err)?;
+                    if !present {
+                        tx.execute_batch(&format!("ALTER TABLE runs ADD COLUMN {name} {kind}"))
+                            .map_err(err)?;
+                    }
+                }
+                tx.execute_batch("CREATE INDEX IF NOT EXISTS runs_by_class ON runs (class, seq);")
+                    .map_err(err)?;
+            }
+            tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(self)
+    }
+
+    /// The journal mode in use (`wal`).
+    #[cfg(test)]
+    pub fn journal_mode(&self) -> Result<String, DbError> {
+        self.conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(|e| DbError(e.to_string()))
+    }
+
+    fn prepare<'a>(
+        &'a self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<rusqlite::CachedStatement<'a>, DbError> {
+        let err = |e: rusqlite::Error| DbError(format!("{}: {e}", self.path));
+        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+        for (i, value) in params.iter().enumerate() {
+            // `$n` by name: SQLite numbers parameters in order of first
+            // appearance, the store's SQL by their number.
+            let Some(index) = stmt.parameter_index(&format!("${}", i + 1)).map_err(err)? else {
+                continue;
+            };
+            let bound = match value {
+                Value::Null => stmt.raw_bind_parameter(index, rusqlite::types::Null),
+                Value::Int(v) => stmt.raw_bind_parameter(index, v),
+                Value::Real(v) => stmt.raw_bind_parameter(index, v),
+                Value::Text(v) => stmt.raw_bind_parameter(index, v),
+            };
+            bound.map_err(err)?;
+        }
+        Ok(stmt)
+    }
+}
+
+impl Sql for Sqlite {
+    fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let mut stmt = self.prepare(sql, params)?;
+        stmt.raw_execute()
+            .map(|n| n as u64)
+            .map_err(|e| DbError(format!("{}: {e}", self.path)))
+    }
+
+    fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let path = self.path.clone();
+        let err = move |e: rusqlite::Error| DbError(format!("{path}: {e}"));
+        let mut stmt = self.prepare(sql, params)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(&err)? {
+            let mut values = Vec::with_capacity(columns);
+            for i in 0..columns {
+                values.push(match row.get_ref(i).map_err(&err)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    ValueRef::Real(v) => Value::Real(v),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                        Value::Text(String::from_utf8_lossy(t).into_owned())
+                    }
+                });
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    fn describe(&self) -> String {
+        format!("SQLite {}", self.path)
+    }
+}
+
+/// Holds the data dir for this server: SQLite keeps the history of one
+/// replica, so a second `stacklab serve` on the same data dir is refused
+/// (an advisory lock on `<data dir>/serve.lock`, released by the kernel
+/// when the process ends, however it ends). Keep the file open while
+/// serving.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, DbError> {
+    use std::os::fd::AsRawFd;
+    let path = data_dir.join("serve.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DbError(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns (the file stays
+    // open in the returned value); no memory is passed.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if locked != 0 {
+        return Err(DbError(format!(
+            "another `stacklab serve` already uses the data dir {} (its SQLite history serves one replica); stop it, give this one another --data-dir, or run replicas on a shared PostgreSQL with --database-url postgres://…",
+            data_dir.display()
+        )));
+    }
+    Ok(file)
+}
