@@ -140,6 +140,12 @@ pub enum BenchCommand {
         /// from this host, when not given).
         #[arg(long, value_parser = at_least_one())]
         container_slots: Option<usize>,
+        /// A lab already running (`http://127.0.0.1:8080`, or a load
+        /// balancer in front of replicas) instead of a server of its own;
+        /// its instructor token must be `bench-instructor`. The report then
+        /// counts runs per replica.
+        #[arg(long, value_parser = |s: &str| parse_origin("--url", s), conflicts_with = "container_slots")]
+        url: Option<String>,
     },
     /// Mixed runs (micro-VMs, containers, density sweeps) with client
     /// disconnects, a dockerd restart and a server kill -9 in the middle;

@@ -41,7 +41,8 @@ async fn main() -> std::process::ExitCode {
         Command::Bench(BenchCommand::Room {
             learners,
             container_slots,
-        }) => tools::bench::room(learners, container_slots).await,
+            url,
+        }) => tools::bench::room(learners, container_slots, url.as_deref()).await,
         Command::Bench(BenchCommand::Container { n }) => match tools::image::connect_docker().await
         {
             Ok(docker) => tools::bench::container(docker, n).await,

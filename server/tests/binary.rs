@@ -314,3 +314,25 @@ fn exporting_100000_runs_keeps_the_servers_memory_flat() {
         "the server held the export in memory: RSS grew {grew_kib} KiB for a {body_kib} KiB body"
     );
 }
+
+/// SQLite keeps the history of one replica: a second `stacklab serve` on
+/// the same data dir exits at once, saying why and what to use instead.
+#[test]
+fn a_second_server_on_one_sqlite_data_dir_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut first, _addr) = common::spawn_server(data.path());
+    let second = Command::new(env!("CARGO_BIN_EXE_stacklab"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data.path())
+        .env_remove("STACKLAB_DATABASE_URL")
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        said.contains("already uses the data dir") && said.contains("--database-url"),
+        "{said}"
+    );
+}

@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::AppState;
+use crate::backends::docker::reaper;
 use crate::store::now_ms;
 
 /// The response header naming the replica that answered.
@@ -39,11 +40,20 @@ pub fn start(state: AppState, every: Duration, lost_after: Duration) {
             })
             .await;
             match done {
-                Ok(Ok(closed)) if !closed.is_empty() => tracing::warn!(
-                    "closed {} run(s) of replicas silent for {lost_after:?} as host_lost: {}",
-                    closed.len(),
-                    closed.join(", ")
-                ),
+                Ok(Ok(closed)) if !closed.is_empty() => {
+                    tracing::warn!(
+                        "closed {} run(s) of replicas silent for {lost_after:?} as host_lost: {}",
+                        closed.len(),
+                        closed.join(", ")
+                    );
+                    // A lost replica on this host left its containers
+                    // behind (their owner process is gone): remove them.
+                    if let Some(docker) = state.labs.docker() {
+                        if let Err(e) = reaper::reap_orphans(docker).await {
+                            tracing::warn!("could not look for orphaned demo containers: {e}");
+                        }
+                    }
+                }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => tracing::warn!("heartbeat: {e}"),
                 Err(e) => tracing::warn!("heartbeat task failed: {e}"),

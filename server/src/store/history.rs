@@ -824,6 +824,72 @@ pub(super) mod tests {
         }
     }
 
+    /// What replicas share through the store, on both backends: a run's
+    /// events while it runs, the learner limits, heartbeats, and the
+    /// closing of a silent replica's runs.
+    #[test]
+    fn replicas_share_events_limits_and_liveness() {
+        for store in stores() {
+            let h = &store.history;
+            let b = store.backend;
+            h.accepted_for("r1", DemoId::MicroVm, Some("who-1"), None, None)
+                .unwrap();
+            assert_eq!(h.unfinished_of("who-1", DemoId::MicroVm).unwrap(), 1, "{b}");
+            assert_eq!(h.unfinished_of("who-1", DemoId::HelloContainer).unwrap(), 0);
+            let events: Vec<RunEvent> = (0..3)
+                .map(|seq| RunEvent {
+                    seq,
+                    at_us: u64::from(seq) * 10,
+                    kind: stacklab_api::EventKind::Log {
+                        line: format!("line {seq}"),
+                    },
+                })
+                .collect();
+            h.append_events("r1", &events[..2]).unwrap();
+            // Appending again (a relay that retries) adds nothing twice.
+            h.append_events("r1", &events).unwrap();
+            assert_eq!(h.events("r1", 0).unwrap(), events, "{b}");
+            assert_eq!(h.events("r1", 2).unwrap(), events[2..], "{b}");
+            let live = h.get("r1").unwrap().expect("a run in progress is readable");
+            assert_eq!(live.state, RunState::Queued);
+            assert_eq!(live.events, events);
+
+            h.heartbeat(r#"{"docker":"up"}"#, 1).unwrap();
+            let hosts = h.hosts().unwrap();
+            assert_eq!(hosts[0].name, h.host(), "{b}");
+            assert_eq!(hosts[0].can_json, r#"{"docker":"up"}"#);
+            // A replica that stopped heart-beating long ago, mid-run.
+            h.with(|db| {
+                db.execute(
+                    "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms)
+                     VALUES ('gone', '{}', 0, 0)",
+                    params![],
+                )?;
+                db.execute(
+                    "INSERT INTO runs (id, demo, state, accepted_at_ms, host)
+                     VALUES ('r2', 'micro-vm', 'running', 0, 'gone')",
+                    params![],
+                )
+            })
+            .unwrap();
+            assert_eq!(h.close_lost(10_000).unwrap(), ["r2"], "{b}");
+            assert_eq!(h.close_lost(10_000).unwrap(), Vec::<String>::new());
+            let lost = h.get("r2").unwrap().unwrap();
+            match lost.outcome() {
+                Some(stacklab_api::Outcome::Failed { error }) => {
+                    assert_eq!(error.code, ErrorCode::HostLost, "{b}");
+                    assert!(error.message.contains("(gone)"), "{}", error.message);
+                }
+                other => panic!("{b}: {other:?}"),
+            }
+            assert_eq!(
+                h.get("r1").unwrap().unwrap().state,
+                RunState::Queued,
+                "its own run stays"
+            );
+        }
+    }
+
     #[test]
     fn sqlite_keeps_a_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();

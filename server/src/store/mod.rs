@@ -21,5 +21,5 @@ pub use history::{
     now_ms, Filter, History, HistoryError, HostRow, Retention, EVENTS_CHANNEL, MAX_PAGE,
     WATCH_CHANNEL,
 };
-pub use postgres::{listen, Notice};
+pub use postgres::{listen, new_schema, Notice};
 pub use sqlite::{lock_data_dir, FILE_NAME};

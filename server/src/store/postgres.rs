@@ -177,6 +177,19 @@ impl Postgres {
     }
 }
 
+/// Creates a new, empty schema in the database at `url` and returns a URL
+/// whose sessions use it: a store of its own on a shared server (tests).
+pub fn new_schema(url: &str) -> Result<String, DbError> {
+    let mut client = Client::connect(url, NoTls)
+        .map_err(|e| DbError(format!("cannot connect to PostgreSQL: {e}")))?;
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .map_err(|e| DbError(pg_message(&e)))?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+}
+
 /// The server's own words for an error, where it sent some.
 fn pg_message(e: &postgres::Error) -> String {
     match e.as_db_error() {

@@ -67,12 +67,5 @@ pub fn stores() -> Vec<TestStore> {
 
 /// A new, empty schema on the test server; the URL that uses it.
 pub fn fresh_schema() -> Result<String, String> {
-    let url = database_url();
-    let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .map_err(|e| e.to_string())?;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+    super::postgres::new_schema(&database_url()).map_err(|e| e.to_string())
 }

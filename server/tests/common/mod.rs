@@ -208,11 +208,17 @@ pub const INSTRUCTOR_TOKEN: &str = "binary-test-instructor-token";
 
 /// Starts `stacklab serve` on a free port; returns it and its address.
 /// The caller waits for the child; on a panic here the test fails anyway.
-#[allow(clippy::zombie_processes)]
 pub fn spawn_server(data_dir: &Path) -> (Child, String) {
+    spawn_server_with(data_dir, &[])
+}
+
+/// As [`spawn_server`], with more `serve` flags.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stacklab"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
+        .args(extra)
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env_remove("STACKLAB_STATIC_DIR")
         .env("RUST_LOG", "stacklab_server=info")

@@ -21,6 +21,27 @@ pub(crate) async fn call(
     path: &str,
     body: Option<(&str, bool)>,
 ) -> anyhow::Result<(u16, String)> {
+    call_on(addr, method, path, body)
+        .await
+        .map(|r| (r.status, r.body))
+}
+
+/// What a [`call_on`] got back.
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: String,
+    /// The replica that answered (`X-Stacklab-Replica`), if named.
+    pub replica: Option<String>,
+}
+
+/// As [`call`], with the replica that answered. HTTP/1.0, so that a
+/// proxy in between (nginx) answers without chunked encoding.
+pub(crate) async fn call_on(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, bool)>,
+) -> anyhow::Result<Reply> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let (text, token) = body.unwrap_or(("", false));
     let auth = if token {
@@ -29,7 +50,7 @@ pub(crate) async fn call(
         String::new()
     };
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
         text.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -42,14 +63,22 @@ pub(crate) async fn call(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("no HTTP status in {head:?}"))?;
-    Ok((status, body.to_owned()))
+    let replica = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("x-stacklab-replica")
+            .then(|| value.trim().to_owned())
+    });
+    Ok(Reply {
+        status,
+        body: body.to_owned(),
+        replica,
+    })
 }
 
 /// Follows `/api/runs/{id}/events` until `finished`; every event.
 pub(crate) async fn events(addr: &str, id: &str) -> anyhow::Result<Vec<RunEvent>> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request =
-        format!("GET /api/runs/{id}/events HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET /api/runs/{id}/events HTTP/1.0\r\nHost: {addr}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut seen = String::new();
     let mut buf = [0u8; 16384];

@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use stacklab_api::{Capacity, Class, DemoId, EventKind, Health, Metric, Outcome, RunCreated};
 
 use super::client::{
-    call, demo_containers, events, join, processes_named, spawn_server, tempdir, ServerUse,
+    call, call_on, demo_containers, events, join, processes_named, spawn_server, tempdir, ServerUse,
 };
 use super::{median, ms, verdict};
 
@@ -41,6 +41,8 @@ struct Seen {
     queued: Duration,
     /// The server's measured figures, when ready.
     outcome: Option<Outcome>,
+    /// The replica that accepted it.
+    replica: Option<String>,
 }
 
 impl Seen {
@@ -54,13 +56,22 @@ impl Seen {
 
 /// Runs the benchmark with `learners` learners (and the server's container
 /// slots set to `container_slots`, when given) and prints its report.
-pub async fn room(learners: usize, container_slots: Option<usize>) -> anyhow::Result<()> {
+pub async fn room(
+    learners: usize,
+    container_slots: Option<usize>,
+    url: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Some(url) = url {
+        // A lab someone else runs: no server process of ours to watch.
+        let addr = url.split_once("://").map_or(url, |(_, rest)| rest);
+        return scenario(addr, None, learners).await;
+    }
     let data = tempdir("room")?;
     let extra: Vec<String> = container_slots
         .map(|n| vec!["--max-container-runs".into(), n.to_string()])
         .unwrap_or_default();
     let (mut server, addr) = spawn_server(&data, "127.0.0.1:0", &extra)?;
-    let result = scenario(&addr, server.id(), learners).await;
+    let result = scenario(&addr, Some(server.id()), learners).await;
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
@@ -69,7 +80,7 @@ pub async fn room(learners: usize, container_slots: Option<usize>) -> anyhow::Re
     result
 }
 
-async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
+async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Result<()> {
     let health: Health = serde_json::from_str(&call(addr, "GET", "/api/health", None).await?.1)?;
     let slots = capacity_of(&health.capacity, DemoId::PostgresContainer)?.slots as usize;
     println!(
@@ -94,7 +105,7 @@ async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
         .await?
         .1,
     )?;
-    let before = ServerUse::of(pid);
+    let before = pid.map(ServerUse::of);
 
     // 1. Alone.
     let solo = learner_id(0);
@@ -158,6 +169,17 @@ async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
     );
     for f in failed.iter().take(5) {
         println!("  failed: {f}");
+    }
+    // Which replica accepted each run (one line per replica; a lone
+    // server names itself too).
+    let mut per_replica: std::collections::BTreeMap<String, usize> = Default::default();
+    for s in by_demo.values().flatten() {
+        *per_replica
+            .entry(s.replica.clone().unwrap_or_else(|| "unnamed".into()))
+            .or_default() += 1;
+    }
+    for (replica, n) in &per_replica {
+        println!("  runs per replica: {replica} {n}");
     }
     for demo in [DemoId::PostgresContainer, DemoId::MicroVm] {
         let seen = by_demo.remove(&demo).unwrap_or_default();
@@ -224,19 +246,24 @@ async fn scenario(addr: &str, pid: u32, learners: usize) -> anyhow::Result<()> {
 
     // 4. Leaks.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = ServerUse::of(pid);
     let containers = demo_containers();
-    let vmms = processes_named("stacklab-vmm", Some(pid));
+    let vmms = processes_named("stacklab-vmm", pid);
+    let server = match (before, pid.map(ServerUse::of)) {
+        (Some(before), Some(after)) => format!(
+            "; server open files {} → {}, threads {} → {}, RSS {:.1} → {:.1} MiB",
+            before.fds,
+            after.fds,
+            before.threads,
+            after.threads,
+            before.rss_kib as f64 / 1024.0,
+            after.rss_kib as f64 / 1024.0
+        ),
+        _ => String::new(),
+    };
     println!(
-        "leaks: {} demo container(s), {} VMM process(es) left; server open files {} → {}, threads {} → {}, RSS {:.1} → {:.1} MiB",
+        "leaks: {} demo container(s), {} VMM process(es) left{server}",
         containers.map_or("?".into(), |n| n.to_string()),
         vmms,
-        before.fds,
-        after.fds,
-        before.threads,
-        after.threads,
-        before.rss_kib as f64 / 1024.0,
-        after.rss_kib as f64 / 1024.0
     );
     if !failed.is_empty() || containers != Some(0) || vmms != 0 {
         bail!("the room had failures or leaks (see above)");
@@ -295,11 +322,11 @@ fn learner_id(n: usize) -> String {
 async fn run(addr: &str, demo: DemoId, learner: &str, code: &str) -> anyhow::Result<Seen> {
     let started = Instant::now();
     let body = format!(r#"{{"demo":"{demo}","learner":"{learner}","class":"{code}"}}"#);
-    let (status, text) = call(addr, "POST", "/api/runs", Some((&body, false))).await?;
-    if status != 202 {
-        bail!("POST /api/runs answered {status}: {text}");
+    let reply = call_on(addr, "POST", "/api/runs", Some((&body, false))).await?;
+    if reply.status != 202 {
+        bail!("POST /api/runs answered {}: {}", reply.status, reply.body);
     }
-    let id = serde_json::from_str::<RunCreated>(&text)?.id;
+    let id = serde_json::from_str::<RunCreated>(&reply.body)?.id;
     let events = events(addr, &id).await?;
     let queued = events
         .iter()
@@ -313,5 +340,6 @@ async fn run(addr: &str, demo: DemoId, learner: &str, code: &str) -> anyhow::Res
         wall: started.elapsed(),
         queued,
         outcome,
+        replica: reply.replica,
     })
 }
