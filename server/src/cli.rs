@@ -262,6 +262,11 @@ pub struct ServeArgs {
     /// heartbeats are recorded under. By default `<hostname>:<port>`.
     #[arg(long, env = "STACKLAB_REPLICA")]
     pub replica: Option<String>,
+    /// Where the other replicas reach this one (`http://10.0.0.5:8080`),
+    /// for handing over runs this host cannot serve. By default the
+    /// address it listens on.
+    #[arg(long, env = "STACKLAB_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
     /// Seconds between a replica's heartbeats (with --database-url).
     #[arg(long, env = "STACKLAB_HEARTBEAT_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_secs: u64,

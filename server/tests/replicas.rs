@@ -105,7 +105,37 @@ impl Stream {
     }
 }
 
+/// The processes a test started, by name: killed (and waited for) when
+/// the test ends, also when it fails.
+#[derive(Default)]
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    fn add(&mut self, name: &str, child: Child) {
+        self.0.push((name.to_owned(), child));
+    }
+
+    /// SIGKILLs `name` now.
+    fn kill(&mut self, name: &str) {
+        if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.0.remove(i);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// nginx in front of `upstreams`, round robin, streaming (no buffering).
+#[allow(clippy::zombie_processes)] // the caller's `Processes` waits for it
 fn start_nginx(dir: &Path, upstreams: &[&str]) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -162,7 +192,12 @@ http {{
 
 /// A replica of the lab on the shared database.
 fn replica(name: &str, url: &str, data: &Path) -> (Child, String) {
-    common::spawn_server_with(
+    replica_env(name, url, data, &[])
+}
+
+/// As [`replica`], with environment variables (`DOCKER_HOST`).
+fn replica_env(name: &str, url: &str, data: &Path, envs: &[(&str, &str)]) -> (Child, String) {
+    common::spawn_server_env(
         data,
         &[
             "--database-url",
@@ -176,6 +211,7 @@ fn replica(name: &str, url: &str, data: &Path) -> (Child, String) {
             "--instructor-token",
             "bench-instructor",
         ],
+        envs,
     )
 }
 
@@ -230,9 +266,13 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
     );
-    let (mut one, one_addr) = replica("one", &url, d1.path());
-    let (mut two, two_addr) = replica("two", &url, d2.path());
-    let (mut nginx, lb) = start_nginx(dn.path(), &[&one_addr, &two_addr]);
+    let mut procs = Processes::default();
+    let (one, one_addr) = replica("one", &url, d1.path());
+    procs.add("one", one);
+    let (two, two_addr) = replica("two", &url, d2.path());
+    procs.add("two", two);
+    let (nginx, lb) = start_nginx(dn.path(), &[&one_addr, &two_addr]);
+    procs.add("nginx", nginx);
 
     // nginx alternates: two requests, two replicas.
     let a = request(&lb, "GET", "/api/health", "").replica;
@@ -288,16 +328,66 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
         assert_eq!(run.state, RunState::Succeeded, "on {addr}");
     }
 
+    // A replica without a Docker engine hands a container run to one that
+    // has one, and follows it there.
+    let d3 = tempfile::tempdir().unwrap();
+    let (nodocker, nodocker_addr) = replica_env(
+        "nodocker",
+        &url,
+        d3.path(),
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    procs.add("nodocker", nodocker);
+    let handed = {
+        let mut s = TcpStream::connect(&nodocker_addr).unwrap();
+        let body = r#"{"demo":"hello-container","learner":"replica-learner-3"}"#;
+        write!(
+            s,
+            "POST /api/runs HTTP/1.0\r\nHost: {nodocker_addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text
+    };
+    let (head, body) = handed.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 202") || head.starts_with("HTTP/1.1 202"),
+        "{handed}"
+    );
+    let taker = header(head, "x-stacklab-handed-to");
+    assert!(taker == "one" || taker == "two", "{head}");
+    let handed_id = serde_json::from_str::<serde_json::Value>(body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut followed = Stream::open(&nodocker_addr, &handed_id, None);
+    assert_eq!(followed.replica, "nodocker");
+    let mut last = None;
+    while let Some(e) = followed.next() {
+        last = Some(e);
+    }
+    match last.map(|e| e.kind) {
+        Some(EventKind::Finished { outcome }) => {
+            assert!(
+                matches!(outcome, stacklab_api::Outcome::Ready { .. }),
+                "{outcome:?}"
+            )
+        }
+        other => panic!("the handed-over run did not finish: {other:?}"),
+    }
+    procs.kill("nodocker");
+
     // A replica killed mid-run: the other closes its run as host_lost.
     let (lost_id, lost_on) = start_run(&lb, "postgres-container", "replica-learner-2");
-    let (victim, survivor) = if lost_on == "one" {
-        (&mut one, two_addr.clone())
+    let survivor = if lost_on == "one" {
+        two_addr.clone()
     } else {
-        (&mut two, one_addr.clone())
+        one_addr.clone()
     };
     std::thread::sleep(Duration::from_millis(300));
-    victim.kill().unwrap();
-    let _ = victim.wait();
+    procs.kill(&lost_on);
     let killed = Instant::now();
     let closed_after = loop {
         let reply = request(&survivor, "GET", &format!("/api/runs/{lost_id}"), "");
@@ -330,10 +420,11 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
     } else {
         d2.path()
     };
-    let (mut back, back_addr) = replica(&lost_on, &url, data);
-    let _ = nginx.kill();
-    let _ = nginx.wait();
-    let (mut nginx, lb) = start_nginx(dn.path(), &[&back_addr, &survivor]);
+    let (back, back_addr) = replica(&lost_on, &url, data);
+    procs.add(&lost_on, back);
+    procs.kill("nginx");
+    let (nginx, lb) = start_nginx(dn.path(), &[&back_addr, &survivor]);
+    procs.add("nginx", nginx);
     let bench = Command::new(env!("CARGO_BIN_EXE_stacklab"))
         .args(["bench", "room", "--learners", "50", "--url"])
         .arg(format!("http://{lb}"))
@@ -366,11 +457,4 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
             .unwrap_or(0);
         assert!(n > 0, "replica {replica} served none of the room: {out}");
     }
-    for child in [&mut back, &mut nginx] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    let survivor_child = if lost_on == "one" { &mut two } else { &mut one };
-    let _ = survivor_child.kill();
-    let _ = survivor_child.wait();
 }

@@ -96,6 +96,8 @@ pub struct AppState {
     pub allowed: Arc<guard::Allowed>,
     /// What other replicas sharing the store say (with PostgreSQL).
     pub notices: Option<tokio::sync::broadcast::Sender<crate::store::Notice>>,
+    /// Silence after which a replica counts as lost (`--host-lost-secs`).
+    pub host_lost_after: Duration,
 }
 
 impl AppState {
@@ -186,6 +188,7 @@ impl AppState {
             streams: Arc::default(),
             allowed: Arc::default(),
             notices: None,
+            host_lost_after: Duration::from_secs(10),
         }
     }
 }
@@ -279,12 +282,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             History::open(&args.data_dir)?
         }
         Some(url) => {
-            let replica = args.replica.clone().unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_owned())
-                    .unwrap_or_else(|_| "stacklab".into());
-                format!("{host}:{}", args.addr.port())
-            });
+            let replica = args
+                .replica
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", hostname(), args.addr.port()));
             History::connect(url, &replica)?
         }
     };
@@ -323,15 +324,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_prerender {
         state = state.without_prerender();
     }
+    state.host_lost_after = Duration::from_secs(args.host_lost_secs);
     if let Some(url) = &args.database_url {
         let notices = crate::store::listen(url);
         crate::engine::relay::follow_notices(state.runs.clone(), notices.subscribe());
         state.notices = Some(notices);
-        replicas::start(
-            state.clone(),
-            Duration::from_secs(args.heartbeat_secs),
-            Duration::from_secs(args.host_lost_secs),
-        );
     }
     if !args.embed_origins.is_empty() {
         tracing::info!(
@@ -349,6 +346,23 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
     tracing::info!("stacklab listening on http://{local}");
+    if args.database_url.is_some() {
+        // Where the other replicas reach this one: as told, else this
+        // address (a wildcard one by this host's name).
+        let url = args.advertise_url.clone().unwrap_or_else(|| {
+            if local.ip().is_unspecified() {
+                format!("http://{}:{}", hostname(), local.port())
+            } else {
+                format!("http://{local}")
+            }
+        });
+        replicas::start(
+            state.clone(),
+            url,
+            Duration::from_secs(args.heartbeat_secs),
+            state.host_lost_after,
+        );
+    }
     if args.instructor_token.is_none() {
         // The fragment never reaches a server log; the page keeps it for the tab.
         tracing::info!(
@@ -381,6 +395,13 @@ pub async fn run(
     .with_graceful_shutdown(stop)
     .await
     .context("server error")
+}
+
+/// This machine's name (for replica names and addresses).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "stacklab".into())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,8 +1,18 @@
 //! Replicas sharing a PostgreSQL store: this one's heartbeat (with what it
-//! can run, as `/api/health` reports it), closing the runs of replicas
-//! that stopped heart-beating as `host_lost`, and this replica's name on
-//! every response (`X-Stacklab-Replica`, for load-balancer checks and the
-//! room benchmark's per-replica count).
+//! can run, as `/api/health` reports it, and where it is reached),
+//! closing the runs of replicas that stopped heart-beating as `host_lost`,
+//! handing a run request this host cannot serve to a replica that can,
+//! and this replica's name on every response (`X-Stacklab-Replica`, for
+//! load-balancer checks and the room benchmark's per-replica count).
+//!
+//! Why hand over on the server, not redirect the client (`307` +
+//! `Location`): the replicas sit behind one load balancer and one origin;
+//! a redirect would send the browser to a replica's own address (another
+//! origin, often not reachable from outside at all). The replica that got
+//! the request forwards it over the internal network to one whose last
+//! heartbeat says it can run the demo, and answers with that replica's
+//! answer. The run's events then reach the learner through any replica
+//! (see `engine::relay`).
 
 use std::time::Duration;
 
@@ -11,6 +21,8 @@ use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use stacklab_api::{DemoId, DockerStatus, Health, ImageStatus, KvmStatus, LinuxGuestStatus};
+
 use super::AppState;
 use crate::backends::docker::reaper;
 use crate::store::now_ms;
@@ -18,9 +30,16 @@ use crate::store::now_ms;
 /// The response header naming the replica that answered.
 pub const REPLICA_HEADER: &str = "x-stacklab-replica";
 
-/// Heart-beats every `every` and closes lost replicas' runs (those silent
-/// for `lost_after`), for as long as the server runs.
-pub fn start(state: AppState, every: Duration, lost_after: Duration) {
+/// Set on a handed-over request (the replica that handed it): it is not
+/// handed on again.
+pub const HANDED_BY: &str = "x-stacklab-handed-by";
+/// On the answer to a handed-over request: the replica that took it.
+pub const HANDED_TO: &str = "x-stacklab-handed-to";
+
+/// Heart-beats every `every` (saying it is reached at `url`) and closes
+/// lost replicas' runs (those silent for `lost_after`), for as long as the
+/// server runs.
+pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration) {
     tokio::spawn(async move {
         let started = now_ms();
         let history = state.runs.history().clone();
@@ -32,10 +51,10 @@ pub fn start(state: AppState, every: Duration, lost_after: Duration) {
                 can =
                     serde_json::to_string(&super::health::report(&state).await).unwrap_or_default();
             }
-            let (h, json) = (history.clone(), can.clone());
+            let (h, json, url) = (history.clone(), can.clone(), url.clone());
             let lost_ms = lost_after.as_millis() as i64;
             let done = tokio::task::spawn_blocking(move || {
-                h.heartbeat(&json, started)?;
+                h.heartbeat(&json, started, Some(&url))?;
                 h.close_lost(lost_ms)
             })
             .await;
@@ -70,4 +89,84 @@ pub async fn name(State(state): State<AppState>, request: Request, next: Next) -
         response.headers_mut().insert(REPLICA_HEADER, value);
     }
     response
+}
+
+/// Whether a replica whose health is `health` can run `demo`.
+pub fn can_run(health: &Health, demo: DemoId) -> bool {
+    let docker = matches!(health.docker, DockerStatus::Reachable { .. });
+    let kvm = matches!(health.kvm, KvmStatus::Available { .. });
+    match demo.density_of().unwrap_or(demo) {
+        DemoId::MicroVm => kvm,
+        DemoId::LinuxVm | DemoId::PostgresVm => {
+            matches!(health.linux_guests, LinuxGuestStatus::Available)
+        }
+        DemoId::HelloContainer => docker,
+        _ => docker && !matches!(health.postgres_image, ImageStatus::Missing { .. }),
+    }
+}
+
+/// A run request this replica cannot serve, handed to a live replica
+/// that can: `(its name, its status, its body)`, or `None` when no replica
+/// can (or none answers).
+pub async fn hand_off(
+    state: &AppState,
+    demo: DemoId,
+    body: &str,
+    authorization: Option<&str>,
+    lost_after: Duration,
+) -> Option<(String, u16, String)> {
+    let history = state.runs.history().clone();
+    let me = history.host().to_owned();
+    let hosts = tokio::task::spawn_blocking(move || history.hosts())
+        .await
+        .ok()?
+        .ok()?;
+    let fresh_since = now_ms() - lost_after.as_millis() as i64;
+    for host in hosts {
+        let Some(url) = &host.url else { continue };
+        if host.name == me || host.heartbeat_at_ms < fresh_since {
+            continue;
+        }
+        let Ok(health) = serde_json::from_str::<Health>(&host.can_json) else {
+            continue;
+        };
+        if !can_run(&health, demo) {
+            continue;
+        }
+        match forward(url, &me, body, authorization).await {
+            Ok((status, answer)) => return Some((host.name, status, answer)),
+            Err(e) => tracing::warn!("could not hand a {demo} run to {}: {e}", host.name),
+        }
+    }
+    None
+}
+
+/// `POST {url}/api/runs` with `body`, marked as handed over by `me`.
+async fn forward(
+    url: &str,
+    me: &str,
+    body: &str,
+    authorization: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.strip_prefix("http://").unwrap_or(url);
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+            .await??;
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let request = format!(
+        "POST /api/runs HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n{HANDED_BY}: {me}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
+    let response = String::from_utf8_lossy(&response);
+    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP status from {addr}")))?;
+    Ok((status, answer.to_owned()))
 }

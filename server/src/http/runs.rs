@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
+use axum::response::IntoResponse;
 use axum::Extension;
 use axum::Json;
 use futures_util::StreamExt;
@@ -22,7 +23,7 @@ use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
 use super::openapi::BodyErrors;
 use super::streams::OpenStream;
-use super::AppState;
+use super::{replicas, AppState};
 use crate::engine::relay::RemoteCursor;
 use crate::engine::{Requester, Run, WatchGuard};
 use crate::store::{self, Filter, History, HistoryError};
@@ -51,7 +52,7 @@ pub async fn create_run(
     client: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateRun>,
-) -> Result<(StatusCode, Json<RunCreated>), AppError> {
+) -> Result<axum::response::Response, AppError> {
     if let Some(learner) = &request.learner {
         if !valid_learner(learner) {
             return Err(AppError::BadRequest {
@@ -81,16 +82,54 @@ pub async fn create_run(
             retry_after_s,
         });
     }
-    let run = state
-        .labs
-        .start(&state.runs, requester, request.demo)
-        .await?;
+    let run = match state.labs.start(&state.runs, requester, request.demo).await {
+        Ok(run) => run,
+        // Not on this host: a replica that can takes it (see `replicas`).
+        Err(crate::engine::Refused::Unavailable(why))
+            if state.runs.history().shared() && !headers.contains_key(replicas::HANDED_BY) =>
+        {
+            let body = serde_json::to_string(&request).unwrap_or_default();
+            let authorization = headers
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            let Some((to, status, answer)) = replicas::hand_off(
+                &state,
+                request.demo,
+                &body,
+                authorization,
+                state.host_lost_after,
+            )
+            .await
+            else {
+                return Err(why.into());
+            };
+            tracing::info!(
+                "a {} run this host cannot serve was handed to replica {to}",
+                request.demo
+            );
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            return Ok((
+                status,
+                [
+                    (
+                        axum::http::header::CONTENT_TYPE,
+                        "application/json".to_owned(),
+                    ),
+                    (axum::http::HeaderName::from_static(replicas::HANDED_TO), to),
+                ],
+                answer,
+            )
+                .into_response());
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok((
         StatusCode::ACCEPTED,
         Json(RunCreated {
             id: run.id().to_owned(),
         }),
-    ))
+    )
+        .into_response())
 }
 
 /// The client's address as limits count it.

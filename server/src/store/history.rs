@@ -82,6 +82,8 @@ pub struct HostRow {
     pub started_at_ms: i64,
     /// Its last heartbeat (Unix ms).
     pub heartbeat_at_ms: i64,
+    /// Where other replicas reach it (`http://host:port`).
+    pub url: Option<String>,
 }
 
 /// PostgreSQL channels replicas talk on (payload: a run id).
@@ -324,14 +326,21 @@ impl History {
         })
     }
 
-    /// Records this replica as alive now, able to run what `can_json` says.
-    pub fn heartbeat(&self, can_json: &str, started_at_ms: i64) -> Result<(), HistoryError> {
+    /// Records this replica as alive now, able to run what `can_json`
+    /// says, reachable at `url`.
+    pub fn heartbeat(
+        &self,
+        can_json: &str,
+        started_at_ms: i64,
+        url: Option<&str>,
+    ) -> Result<(), HistoryError> {
         self.with(|db| {
             db.execute(
-                "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms) VALUES ($1, $2, $3, $4)
+                "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms, url) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (name) DO UPDATE SET can_json = excluded.can_json,
-                    started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms",
-                params![&*self.host, can_json, started_at_ms, now_ms()],
+                    started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms,
+                    url = excluded.url",
+                params![&*self.host, can_json, started_at_ms, now_ms(), url],
             )
             .map(drop)
         })
@@ -341,7 +350,7 @@ impl History {
     pub fn hosts(&self) -> Result<Vec<HostRow>, HistoryError> {
         let rows = self.with(|db| {
             db.query(
-                "SELECT name, can_json, started_at_ms, heartbeat_at_ms FROM hosts
+                "SELECT name, can_json, started_at_ms, heartbeat_at_ms, url FROM hosts
                  ORDER BY heartbeat_at_ms DESC, name",
                 params![],
             )
@@ -353,6 +362,7 @@ impl History {
                 can_json: r.text(1).unwrap_or_default(),
                 started_at_ms: r.int(2).unwrap_or_default(),
                 heartbeat_at_ms: r.int(3).unwrap_or_default(),
+                url: r.text(4),
             })
             .collect())
     }
@@ -854,10 +864,12 @@ pub(super) mod tests {
             assert_eq!(live.state, RunState::Queued);
             assert_eq!(live.events, events);
 
-            h.heartbeat(r#"{"docker":"up"}"#, 1).unwrap();
+            h.heartbeat(r#"{"docker":"up"}"#, 1, Some("http://127.0.0.1:1"))
+                .unwrap();
             let hosts = h.hosts().unwrap();
             assert_eq!(hosts[0].name, h.host(), "{b}");
             assert_eq!(hosts[0].can_json, r#"{"docker":"up"}"#);
+            assert_eq!(hosts[0].url.as_deref(), Some("http://127.0.0.1:1"));
             // A replica that stopped heart-beating long ago, mid-run.
             h.with(|db| {
                 db.execute(

@@ -69,6 +69,8 @@ const MIGRATIONS: &[&str] = &[
         started_at_ms   BIGINT NOT NULL,
         heartbeat_at_ms BIGINT NOT NULL
     );",
+    // 4: where the other replicas reach a replica (hand-offs).
+    "ALTER TABLE hosts ADD COLUMN url TEXT;",
 ];
 
 /// Any number, as the advisory lock the migrations hold.

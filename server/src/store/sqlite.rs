@@ -65,6 +65,8 @@ const MIGRATIONS: &[&str] = &[
         started_at_ms   INTEGER NOT NULL,
         heartbeat_at_ms INTEGER NOT NULL
     );",
+    // 4: where the other replicas reach a replica (hand-offs).
+    "ALTER TABLE hosts ADD COLUMN url TEXT;",
 ];
 
 /// Columns an early build added one by one; step 1 adds those missing.

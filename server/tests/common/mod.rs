@@ -213,12 +213,18 @@ pub fn spawn_server(data_dir: &Path) -> (Child, String) {
 }
 
 /// As [`spawn_server`], with more `serve` flags.
-#[allow(clippy::zombie_processes)]
 pub fn spawn_server_with(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+    spawn_server_env(data_dir, extra, &[])
+}
+
+/// As [`spawn_server_with`], with more environment variables.
+#[allow(clippy::zombie_processes)]
+pub fn spawn_server_env(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stacklab"))
         .args(["serve", "--addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .args(extra)
+        .envs(envs.iter().copied())
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .env_remove("STACKLAB_STATIC_DIR")
         .env("RUST_LOG", "stacklab_server=info")
