@@ -17,6 +17,7 @@
 //! | `protocol` | the JSON lines `stacklab-vmm` prints |
 //! | `host`, `initramfs` | the KVM probe; the cpio writer |
 //! | `floor` | the bare KVM sequence the bench measures every VM against |
+//! | `qemu` | the same guest under QEMU's microvm, for comparison |
 //! | `jail` | namespaces, an empty root, an unprivileged user, seccomp |
 //!
 //! Guest-facing constants come from `stacklab_abi`; wire codes from
@@ -33,6 +34,7 @@ pub mod initramfs;
 pub mod jail;
 mod machine;
 pub mod protocol;
+pub mod qemu;
 pub mod report;
 mod vcpu;
 

@@ -283,19 +283,7 @@ fn qemu_boots_the_same_guest_file() {
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/x86_64-unknown-none/guest/stacklab-guest");
-    let run = std::process::Command::new("qemu-system-x86_64")
-        .args(["-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "16M"])
-        .args(["-nodefaults", "-no-user-config", "-display", "none"])
-        .args([
-            "-serial",
-            "stdio",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        ])
-        .arg("-kernel")
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .output();
+    let run = stacklab_vmm::qemu::microvm(&path, "stdio").output();
     let out = match run {
         Ok(out) => out,
         Err(e) => {

@@ -90,33 +90,7 @@ fn floor_in_child(artifacts: &VmArtifacts) -> anyhow::Result<Duration> {
 /// it exits through `isa-debug-exit` right after its ready signal.
 fn qemu(guest: &std::path::Path) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    let mut child = std::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm",
-            "-enable-kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "16M",
-            "-smp",
-            "1",
-        ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-serial",
-            "null",
-        ])
-        .args([
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            "-kernel",
-        ])
-        .arg(guest)
-        .stdin(Stdio::null())
+    let mut child = stacklab_vmm::qemu::microvm(guest, "null")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
