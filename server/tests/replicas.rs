@@ -105,7 +105,7 @@ impl Stream {
     }
 }
 
-/// The processes a test started, by name: killed (and waited for) when
+/// The processes a test started, by name: stopped (and waited for) when
 /// the test ends, also when it fails.
 #[derive(Default)]
 struct Processes(Vec<(String, Child)>);
@@ -115,7 +115,7 @@ impl Processes {
         self.0.push((name.to_owned(), child));
     }
 
-    /// SIGKILLs `name` now.
+    /// SIGKILLs `name` now: a host that dies without a word.
     fn kill(&mut self, name: &str) {
         if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
             let (_, mut child) = self.0.remove(i);
@@ -123,15 +123,43 @@ impl Processes {
             let _ = child.wait();
         }
     }
+
+    /// Stops `name` the way an operator would: SIGTERM, so a replica
+    /// cleans up its runs and nginx's master takes its workers with it
+    /// (a SIGKILLed master leaves them running); SIGKILL after 10 s.
+    fn stop(&mut self, name: &str) {
+        if let Some(i) = self.0.iter().position(|(n, _)| n == name) {
+            let (_, child) = self.0.remove(i);
+            terminate(child);
+        }
+    }
 }
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
+        for (_, child) in self.0.drain(..) {
+            terminate(child);
         }
     }
+}
+
+fn terminate(mut child: Child) {
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return;
+    };
+    // SAFETY: kill(2) on the pid of a child we have not yet waited for,
+    // so the pid cannot have been reused.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for _ in 0..100 {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// nginx in front of `upstreams`, round robin, streaming (no buffering).
@@ -377,7 +405,7 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
         }
         other => panic!("the handed-over run did not finish: {other:?}"),
     }
-    procs.kill("nodocker");
+    procs.stop("nodocker");
 
     // A replica killed mid-run: the other closes its run as host_lost.
     let (lost_id, lost_on) = start_run(&lb, "postgres-container", "replica-learner-2");
@@ -422,7 +450,7 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
     };
     let (back, back_addr) = replica(&lost_on, &url, data);
     procs.add(&lost_on, back);
-    procs.kill("nginx");
+    procs.stop("nginx");
     let (nginx, lb) = start_nginx(dn.path(), &[&back_addr, &survivor]);
     procs.add("nginx", nginx);
     let bench = Command::new(env!("CARGO_BIN_EXE_stacklab"))
