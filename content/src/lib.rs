@@ -2,9 +2,10 @@
 //!
 //! The Markdown sources live in `content/lessons/*.md`, each with YAML front
 //! matter (`title`, `summary`, `tags`, `order`). At build time the frontend's
-//! build script calls [`render::load_dir`] and [`render::to_rust_source`]
+//! build script calls [`render::load_for_build`] and [`render::to_rust_source`]
 //! (feature `render`), so the browser receives ready-made HTML fragments and
-//! typed directive blocks instead of a Markdown parser.
+//! typed directive blocks instead of a Markdown parser; the server's build
+//! script renders the static pages ([`page::site`]) the same way.
 //!
 //! The types below are shared by both sides: the renderer fills them with
 //! owned strings, the generated code with `'static` borrowed ones, which is why

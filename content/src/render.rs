@@ -526,6 +526,44 @@ pub fn to_rust_source(lessons: &[Lesson], glossary: &[Term]) -> String {
     out
 }
 
+/// For the build scripts that embed the content (`frontend`, `server`):
+/// tells cargo to rebuild when a lesson or the glossary changes, and reads
+/// both from `content_dir`. A content error ends the build with a warning
+/// that names the file, not a panic's backtrace.
+pub fn load_for_build(content_dir: &Path) -> (Vec<Lesson>, Vec<Term>) {
+    let lessons_dir = content_dir.join("lessons");
+    let glossary_file = content_dir.join("glossary.yaml");
+    println!("cargo:rerun-if-changed={}", lessons_dir.display());
+    println!("cargo:rerun-if-changed={}", glossary_file.display());
+    for entry in std::fs::read_dir(&lessons_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        println!("cargo:rerun-if-changed={}", entry.path().display());
+    }
+    let loaded = load_glossary(&glossary_file)
+        .and_then(|glossary| load_dir(&lessons_dir, &glossary).map(|l| (l, glossary)));
+    loaded.unwrap_or_else(|e| {
+        println!("cargo:warning=content error: {e}");
+        std::process::exit(1)
+    })
+}
+
+/// Writes generated Rust to `OUT_DIR/file` for a build script, or ends the
+/// build with a warning saying why it could not.
+pub fn write_for_build(file: &str, source: &str) {
+    let out = std::env::var_os("OUT_DIR").map(std::path::PathBuf::from);
+    let written = match out {
+        Some(dir) => std::fs::write(dir.join(file), source).map_err(|e| e.to_string()),
+        None => Err("OUT_DIR is not set (not run by cargo?)".to_owned()),
+    };
+    if let Err(e) = written {
+        println!("cargo:warning=cannot write {file}: {e}");
+        std::process::exit(1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
