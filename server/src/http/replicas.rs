@@ -148,25 +148,15 @@ async fn forward(
     body: &str,
     authorization: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = url.strip_prefix("http://").unwrap_or(url);
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
-            .await??;
-    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
-    let request = format!(
-        "POST /api/runs HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n{HANDED_BY}: {me}\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await??;
-    let response = String::from_utf8_lossy(&response);
-    let (head, answer) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP status from {addr}")))?;
-    Ok((status, answer.to_owned()))
+    let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
+        .await??;
+    let mut headers = vec![(HANDED_BY, me)];
+    headers.extend(authorization.map(|a| ("Authorization", a)));
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        crate::http1::exchange(stream, addr, "POST", "/api/runs", &headers, body),
+    )
+    .await??;
+    Ok((answer.status, answer.body))
 }

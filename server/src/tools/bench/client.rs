@@ -34,44 +34,26 @@ pub(crate) struct Reply {
     pub replica: Option<String>,
 }
 
-/// As [`call`], with the replica that answered. HTTP/1.0, so that a
-/// proxy in between (nginx) answers without chunked encoding.
+/// As [`call`], with the replica that answered.
 pub(crate) async fn call_on(
     addr: &str,
     method: &str,
     path: &str,
     body: Option<(&str, bool)>,
 ) -> anyhow::Result<Reply> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let stream = tokio::net::TcpStream::connect(addr).await?;
     let (text, token) = body.unwrap_or(("", false));
-    let auth = if token {
-        format!("Authorization: Bearer {TOKEN}\r\n")
+    let bearer = format!("Bearer {TOKEN}");
+    let auth: &[(&str, &str)] = if token {
+        &[("Authorization", &bearer)]
     } else {
-        String::new()
+        &[]
     };
-    let request = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no HTTP status in {head:?}"))?;
-    let replica = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("x-stacklab-replica")
-            .then(|| value.trim().to_owned())
-    });
+    let answer = crate::http1::exchange(stream, addr, method, path, auth, text).await?;
     Ok(Reply {
-        status,
-        body: body.to_owned(),
-        replica,
+        status: answer.status,
+        replica: answer.header("x-stacklab-replica").map(str::to_owned),
+        body: answer.body,
     })
 }
 
