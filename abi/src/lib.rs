@@ -80,36 +80,6 @@ pub mod milestone {
     pub const ENTRY_64: u8 = 9;
 }
 
-/// Names for the learner, by milestone id.
-/// Both entries are the phase `guest_entry`: the guest's first instruction.
-pub const MILESTONE_NAMES: [(u8, &str, &str); 9] = [
-    (
-        milestone::ENTRY,
-        "guest_entry",
-        "Guest entry (32-bit, paging off)",
-    ),
-    (
-        milestone::ENTRY_64,
-        "guest_entry",
-        "Guest entry (64-bit, paging on)",
-    ),
-    (milestone::GDT, "guest_gdt", "Own GDT loaded"),
-    (milestone::PAGING, "guest_paging", "Page tables + paging on"),
-    (
-        milestone::LONG_MODE,
-        "guest_long_mode",
-        "Long mode (64-bit)",
-    ),
-    (milestone::IDT, "guest_idt", "Interrupt table + TSS"),
-    (milestone::TIMER_TICK, "guest_timer", "First timer tick"),
-    (milestone::USER_ENTER, "guest_user_enter", "Entering ring 3"),
-    (
-        milestone::USER_RETURN,
-        "guest_user_return",
-        "App (ring 3) returned",
-    ),
-];
-
 /// What the guest needs mapped when a VMM enters it in long mode (the
 /// 64-bit door): identity-mapped 2 MiB pages from 0 to [`IDENTITY_MAP_END`],
 /// of which only [`USER_BASE`]..[`USER_END`] is open to ring 3, plus the

@@ -10,16 +10,23 @@ use crate::wire_enum::wire_enum;
 wire_enum! {
     /// A measured figure of one demo instance.
     pub enum Metric {
-        /// Request accepted → ready, on the server's clock: the headline.
+        /// Request accepted → ready, on the server's clock: what the person
+        /// waited, time in the queue included.
         RequestToReady => "request_to_ready",
-        /// The platform's share: request → process running / first guest
+        /// The run left the queue → ready: the headline time.
+        StartToReady => "start_to_ready",
+        /// Request accepted → the run left the queue.
+        QueueWait => "queue_wait",
+        /// A density sweep from leaving the queue to its last step's end.
+        SweepTotal => "sweep_total",
+        /// The platform's share: start → process running / first guest
         /// instruction.
         PlatformShare => "platform_share",
         /// The workload's share: from there → ready.
         WorkloadShare => "workload_share",
         /// The memory the instance held at ready, counted the same way for
-        /// containers (PSS of its processes + its tmpfs pages) and VMs (PSS
-        /// of the VMM process, guest pages included).
+        /// containers (PSS of its processes + files on its tmpfs mounts) and
+        /// VMs (PSS of its host processes, guest pages included).
         MemoryHeld => "memory_held",
         /// Create → ready (the demo's own start point; see its `how`).
         CreateToReady => "create_to_ready",
@@ -43,8 +50,14 @@ wire_enum! {
         VmmRss => "vmm_rss",
         /// The VMM process's PSS.
         VmmPss => "vmm_pss",
-        /// VM exits handled.
+        /// Exits to the VMM (returns from `KVM_RUN`), all reasons.
         Exits => "exits",
+        /// Of those, I/O port exits.
+        ExitsIo => "exits_io",
+        /// Of those, MMIO exits.
+        ExitsMmio => "exits_mmio",
+        /// Of those, every other reason.
+        ExitsOther => "exits_other",
         /// The ring-3 app's own work.
         AppRing3 => "app_ring3",
         /// PSS of a container's processes.
@@ -53,8 +66,16 @@ wire_enum! {
         MemoryCgroup => "memory_cgroup",
         /// The figure `docker stats` shows.
         MemoryDockerStats => "memory_docker_stats",
-        /// A container's tmpfs (shmem) pages.
+        /// No longer measured: a cgroup's `shmem`, which also holds shared
+        /// anonymous memory that PSS already counts (kept so that runs
+        /// recorded before still read).
         MemoryTmpfs => "memory_tmpfs",
+        /// Bytes of files on an instance's tmpfs mounts.
+        MemoryTmpfsFiles => "memory_tmpfs_files",
+        /// Private memory (USS) of an instance's host processes.
+        MemoryUss => "memory_uss",
+        /// A density sweep: memory added per extra instance (median).
+        MemoryPerExtraInstance => "memory_per_extra_instance",
         /// Processes in a container.
         Processes => "processes",
         /// The image's size.

@@ -8,7 +8,9 @@
 
 mod class;
 mod codes;
+pub mod figures;
 mod keys;
+mod phases;
 mod wire_enum;
 
 pub use class::{
@@ -16,7 +18,9 @@ pub use class::{
     RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
 };
 pub use codes::ErrorCode;
+pub use figures::{Definition, Figure, Question};
 pub use keys::{DensityMetric, FactKey, Key, Metric};
+pub use phases::Phase;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -125,19 +129,19 @@ impl DemoId {
     /// The phase where the platform's share ends and the workload's
     /// begins: the container's process is running, or the VM's vCPU is
     /// about to run the guest's first instruction.
-    pub fn platform_phase(self) -> &'static str {
+    pub fn platform_phase(self) -> Phase {
         if self.is_container() {
-            "container_started"
+            Phase::ContainerStarted
         } else {
-            "vcpu_created"
+            Phase::VcpuCreated
         }
     }
 
     /// The phase that means "ready" for this demo's workload.
-    pub fn ready_phase(self) -> &'static str {
+    pub fn ready_phase(self) -> Phase {
         match self {
-            DemoId::PostgresVm => "postgres_ready",
-            _ => "ready",
+            DemoId::PostgresVm => Phase::PostgresReady,
+            _ => Phase::Ready,
         }
     }
 
@@ -169,22 +173,19 @@ impl DemoId {
     }
 
     /// The keys of this demo's headline time and memory measurements (kept
-    /// in the history): for a single instance request → ready and the
-    /// memory it held; for a density sweep the largest step's.
+    /// in the history), from the figure table ([`figures::headline`]): for
+    /// a single instance start → ready and the memory it held; for a
+    /// density sweep the whole sweep and the largest step's memory.
     pub fn headline_keys(self) -> (Key, Key) {
-        match self.density_of() {
-            None => (Metric::RequestToReady.into(), self.memory_key().into()),
-            Some(_) => (
-                Key::Density(DensityMetric::AllReady, Self::DENSITY_MAX),
-                Key::Density(DensityMetric::MemoryTotal, Self::DENSITY_MAX),
-            ),
-        }
+        (
+            figures::headline(self, Question::Time).key,
+            figures::headline(self, Question::Memory).key,
+        )
     }
 
-    /// The key of the measurement that is this demo's headline memory
-    /// figure (the one compared across demos and kept in the history):
-    /// for every demo the memory it held, counted the same way (see
-    /// [`Metric::MemoryHeld`]).
+    /// The key of the memory figure of one instance (what a density sweep
+    /// adds up): for every demo the memory it held, counted the same way
+    /// (see [`Metric::MemoryHeld`]).
     pub fn memory_key(self) -> Metric {
         Metric::MemoryHeld
     }
@@ -415,12 +416,17 @@ pub struct RunSummary {
     pub accepted_at_ms: i64,
     /// When it finished, if it has.
     pub finished_at_ms: Option<i64>,
-    /// Its headline time (µs): request → ready, or for a density sweep the
-    /// time until all five were ready (see [`DemoId::headline_keys`]).
+    /// Its headline time (µs): start → ready, or for a density sweep the
+    /// whole sweep (see [`DemoId::headline_keys`]). Runs recorded before
+    /// the queue had its own figure hold request → ready here.
     pub time_to_ready_us: Option<f64>,
     /// The platform's share of that time (µs), for a single instance.
     #[serde(default)]
     pub platform_us: Option<f64>,
+    /// How long it waited in line before its work started (µs); absent for
+    /// runs recorded before it was kept.
+    #[serde(default)]
+    pub queue_wait_us: Option<f64>,
     /// Its headline memory figure (bytes; see [`DemoId::headline_keys`]).
     pub memory_bytes: Option<f64>,
     /// Why it failed, if it did.
@@ -472,9 +478,9 @@ pub enum EventKind {
     },
     /// A step of the start-up reached.
     Phase {
-        /// Stable identifier, e.g. `container_created`.
-        phase: String,
-        /// Short human name, e.g. "Container created".
+        /// Which step, e.g. `container_created`.
+        phase: Phase,
+        /// Short human name, e.g. "Container created" ([`Phase::label`]).
         label: String,
         /// What exactly was observed, in a sentence.
         detail: String,
@@ -620,19 +626,19 @@ impl Outcome {
     }
 }
 
-/// When phase `name` was first reached among `events`, in µs on the run's
-/// clock.
-pub fn phase_at(events: &[RunEvent], name: &str) -> Option<u64> {
+/// When phase `which` was first reached among `events`, in µs on the
+/// run's clock.
+pub fn phase_at(events: &[RunEvent], which: Phase) -> Option<u64> {
     events.iter().find_map(|e| match &e.kind {
-        EventKind::Phase { phase, .. } if phase == name => Some(e.at_us),
+        EventKind::Phase { phase, .. } if *phase == which => Some(e.at_us),
         _ => None,
     })
 }
 
 impl RunRecord {
-    /// When phase `name` was reached (see [`phase_at`]).
-    pub fn phase_at(&self, name: &str) -> Option<u64> {
-        phase_at(&self.events, name)
+    /// When phase `which` was reached (see [`phase_at`]).
+    pub fn phase_at(&self, which: Phase) -> Option<u64> {
+        phase_at(&self.events, which)
     }
 
     /// The outcome, once finished.

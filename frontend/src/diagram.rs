@@ -4,7 +4,7 @@
 use leptos::ev::KeyboardEvent;
 use leptos::prelude::*;
 
-use stacklab_api::{EventKind, RunEvent};
+use stacklab_api::{EventKind, Phase, RunEvent};
 
 use crate::lessons::StackFocus;
 use stacklab_content::stack::{self, Layer, Stack, COL_W, HEIGHT, ROW_H};
@@ -161,23 +161,25 @@ fn LayerBox(
 
 /// The run phases that bring each layer to life, by layer label. Hardware
 /// and the host OS are in use from the start (time 0).
-fn layer_phases(layer: &Layer) -> &'static [&'static str] {
+fn layer_phases(layer: &Layer) -> &'static [Phase] {
     match layer.label {
-        "Hypervisor" => &["vm_created", "memory_mapped", "vcpu_created"],
+        "Hypervisor" => &[Phase::VmCreated, Phase::MemoryMapped, Phase::VcpuCreated],
         "Guest OS" => &[
             // A Linux guest: its kernel runs, then prints.
-            "first_exit",
-            "first_console",
+            Phase::FirstExit,
+            Phase::FirstConsole,
             // The tiny guest reports each boot step.
-            "guest_entry",
-            "guest_long_mode",
-            "guest_idt",
-            "guest_timer",
-            "guest_user_enter",
+            Phase::GuestEntry,
+            Phase::GuestLongMode,
+            Phase::GuestIdt,
+            Phase::GuestTimer,
+            Phase::GuestUserEnter,
         ],
-        "App + dependencies" => &["guest_user_return", "ready", "postgres_ready"],
-        "Docker Engine" => &["container_created"],
-        "Container (app + dependencies)" => &["container_started", "server_ready", "ready"],
+        "App + dependencies" => &[Phase::GuestUserReturn, Phase::Ready, Phase::PostgresReady],
+        "Docker Engine" => &[Phase::ContainerCreated],
+        "Container (app + dependencies)" => {
+            &[Phase::ContainerStarted, Phase::ServerReady, Phase::Ready]
+        }
         _ => &[],
     }
 }
@@ -192,7 +194,7 @@ fn reached_at(layer: &Layer, events: &[RunEvent]) -> Option<u64> {
     events
         .iter()
         .rev()
-        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phases.contains(&phase.as_str())))
+        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phases.contains(phase)))
         .map(|e| e.at_us)
 }
 

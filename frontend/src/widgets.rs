@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, RunEvent, Unit,
+    DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, Phase, RunEvent, Unit,
 };
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
@@ -208,7 +208,7 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                         memory_bytes,
                         memory_how,
                     } => Some((
-                        phase.clone(),
+                        phase.name().into_owned(),
                         label.clone(),
                         detail.clone(),
                         e.at_us,
@@ -285,11 +285,24 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
         events.with(|v| {
             let done = v
                 .iter()
-                .filter(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase.ends_with("_ready") && phase.starts_with('n')))
+                .filter(|e| {
+                    matches!(
+                        &e.kind,
+                        EventKind::Phase {
+                            phase: Phase::StepReady(_),
+                            ..
+                        }
+                    )
+                })
                 .count();
-            let finished = v.iter().any(|e| matches!(e.kind, EventKind::Finished { .. }));
+            let finished = v
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Finished { .. }));
             (done > 0 && !finished).then(|| {
-                format!("Step N = {done} of {} measured; the charts appear when the sweep is complete.", DemoId::DENSITY_MAX)
+                format!(
+                    "Step N = {done} of {} measured; the charts appear when the sweep is complete.",
+                    DemoId::DENSITY_MAX
+                )
             })
         })
     };
@@ -386,12 +399,19 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     move || {
         outcome().map(|(measurements, facts, missing)| {
             let find = |metric: Metric| measurements.iter().find(|m| m.key == Key::from(metric));
-            let time = find(Metric::RequestToReady).map(|m| fmt_us(m.value));
+            let time = find(Metric::StartToReady).map(|m| fmt_us(m.value));
+            let sweep = find(Metric::SweepTotal).map(|m| fmt_us(m.value));
             let memory = find(Metric::MemoryHeld).map(|m| fmt_bytes(m.value));
-            let headline = match (time, memory) {
-                (Some(t), Some(m)) => format!("Ready {t} after your click, holding {m} of memory while it ran (its own pages, shared ones split fairly)."),
-                (Some(t), None) => format!("Ready {t} after your click. Its memory was not measured: see the readings for why."),
-                (None, _) => "Finished; the readings below say what was measured.".to_owned(),
+            // The wait in line is its own figure: never part of the platform's time.
+            let waited = match find(Metric::QueueWait) {
+                Some(w) if w.value >= 1000.0 => format!(" It first waited {} in line for a free slot (not part of that time).", fmt_us(w.value)),
+                _ => String::new(),
+            };
+            let headline = match (time, sweep, memory) {
+                (Some(t), _, Some(m)) => format!("Ready {t} after its work started, holding {m} of memory while it ran (its own pages, shared ones split fairly, each counted once).{waited}"),
+                (Some(t), _, None) => format!("Ready {t} after its work started. Its memory was not measured: see the readings for why.{waited}"),
+                (None, Some(t), _) => format!("The whole sweep took {t}, one step after another; each step's own time is in the charts.{waited}"),
+                (None, None, _) => "Finished; the readings below say what was measured.".to_owned(),
             };
             view! {
                 <p class="headline" role="status">{headline}</p>

@@ -12,7 +12,7 @@ use bollard::query_parameters::ListContainersOptionsBuilder;
 use bollard::Docker;
 use http_body_util::BodyExt;
 use stacklab_api::{
-    DemoId, DensityMetric, ErrorBody, ErrorCode, EventKind, FactKey, Key, Metric, Outcome,
+    DemoId, DensityMetric, ErrorBody, ErrorCode, EventKind, FactKey, Key, Metric, Outcome, Phase,
     RunCreated, RunRecord, RunState, Unit,
 };
 use stacklab_server::backends::docker::{ContainerSpec, DockerRuntime, Owner};
@@ -37,6 +37,53 @@ async fn containers_of_run(id: &str) -> usize {
     docker().list_containers(Some(options)).await.unwrap().len()
 }
 
+/// Bytes of the files a local `initdb` of Debian's PostgreSQL 15 writes
+/// (`du` of its data directory), run as the postgres user: what the
+/// container's tmpfs should hold at ready, measured independently.
+fn local_initdb_bytes() -> u64 {
+    let dir = std::env::temp_dir().join(format!("stacklab-initdb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ok = std::process::Command::new("chown")
+        .args(["postgres:postgres", dir.to_str().unwrap()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(
+        ok,
+        "chown to postgres (Debian's postgresql-15 is installed by ./dev)"
+    );
+    let data = dir.join("pgdata");
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/initdb",
+            "-D",
+        ])
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let du = std::process::Command::new("du")
+        .args(["-s", "-B1"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("du prints a size")
+}
+
 async fn wait_finished(run: &Run) -> RunRecord {
     let mut changes = run.subscribe();
     tokio::time::timeout(Duration::from_secs(90), async {
@@ -49,7 +96,7 @@ async fn wait_finished(run: &Run) -> RunRecord {
     run.record()
 }
 
-fn phases(record: &RunRecord) -> Vec<String> {
+fn phases(record: &RunRecord) -> Vec<Phase> {
     common::phases(&record.events)
 }
 
@@ -118,20 +165,21 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
         record.events, events,
         "the JSON result holds the same events"
     );
-    common::assert_one_clock_two_shares(&events, DemoId::PostgresContainer);
+    common::assert_timed_from_the_slot(&events, DemoId::PostgresContainer);
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
     assert_eq!(
         phases(&record),
         [
-            "accepted",
-            "image_ready",
-            "container_created",
-            "container_started",
-            "first_log_byte",
-            "temp_server_ready",
-            "init_complete",
-            "server_ready",
-            "ready"
+            Phase::Accepted,
+            Phase::SlotGranted,
+            Phase::ImageReady,
+            Phase::ContainerCreated,
+            Phase::ContainerStarted,
+            Phase::FirstLogByte,
+            Phase::TempServerReady,
+            Phase::InitComplete,
+            Phase::ServerReady,
+            Phase::Ready
         ]
     );
     assert!(record.events.iter().any(
@@ -161,15 +209,22 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
         pss.value
     );
     assert!(get(Metric::MemoryCgroup).value >= get(Metric::MemoryDockerStats).value);
-    let tmpfs = get(Metric::MemoryTmpfs).value;
+    // Ground truth for the tmpfs part: the files a local initdb of the same
+    // PostgreSQL 15 writes, measured by du (independently of statvfs).
+    let tmpfs = get(Metric::MemoryTmpfsFiles).value;
+    let initdb = local_initdb_bytes() as f64;
     assert!(
-        tmpfs > 10.0 * 1048576.0,
-        "initdb's files live in tmpfs: {tmpfs}"
+        (tmpfs - initdb).abs() <= 0.10 * initdb,
+        "the tmpfs part ({tmpfs} B) is the database files initdb wrote (du of a local initdb: {initdb} B)"
     );
-    assert_eq!(
-        get(Metric::MemoryHeld).value,
-        pss.value + tmpfs,
-        "memory held = PSS of its processes + its tmpfs pages"
+    // Counted once: the whole cgroup charges every page (processes, shared
+    // buffers, tmpfs files, page cache) once, so the held memory cannot
+    // exceed it; PSS + the cgroup's shmem (the old sum) did.
+    let held = get(Metric::MemoryHeld).value;
+    let cgroup = get(Metric::MemoryCgroup).value;
+    assert!(
+        held <= cgroup,
+        "held {held} B > the whole cgroup {cgroup} B: a page counted twice"
     );
     for key in [
         FactKey::Host,
@@ -316,7 +371,15 @@ async fn runs_beyond_the_slots_wait_in_a_queue_and_learn_their_position() {
     let created = waited
         .events
         .iter()
-        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase == "container_created"))
+        .find(|e| {
+            matches!(
+                &e.kind,
+                EventKind::Phase {
+                    phase: Phase::ContainerCreated,
+                    ..
+                }
+            )
+        })
         .unwrap();
     assert!(
         created.at_us + 50_000 > finished.at_us,
@@ -520,7 +583,7 @@ async fn shutting_down_cancels_runs_and_removes_their_containers() {
     );
     // Wait until the container exists, then shut down.
     let mut changes = run.subscribe();
-    while !phases(&run.record()).contains(&"container_created".to_owned()) {
+    while !phases(&run.record()).contains(&Phase::ContainerCreated) {
         changes.changed().await.unwrap();
     }
     tokio::time::timeout(Duration::from_secs(20), runs.shut_down())
@@ -591,15 +654,16 @@ async fn the_smallest_container_is_timed_and_measured_like_the_micro_vm() {
     assert_eq!(
         common::phases(&events),
         [
-            "accepted",
-            "image_ready",
-            "container_created",
-            "container_started",
-            "ready",
-            "exited"
+            Phase::Accepted,
+            Phase::SlotGranted,
+            Phase::ImageReady,
+            Phase::ContainerCreated,
+            Phase::ContainerStarted,
+            Phase::Ready,
+            Phase::Exited
         ]
     );
-    common::assert_one_clock_two_shares(&events, DemoId::HelloContainer);
+    common::assert_timed_from_the_slot(&events, DemoId::HelloContainer);
     let Outcome::Ready {
         measurements,
         facts,
@@ -617,10 +681,7 @@ async fn the_smallest_container_is_timed_and_measured_like_the_micro_vm() {
             .value
     };
     assert_eq!(get(Metric::Processes), 1.0, "one process: the program");
-    assert_eq!(
-        get(Metric::MemoryHeld),
-        get(Metric::MemoryPss) + get(Metric::MemoryTmpfs)
-    );
+    assert_eq!(get(Metric::MemoryTmpfsFiles), 0.0, "no tmpfs mounts");
     assert!(get(Metric::MemoryPss) > 0.0 && get(Metric::MemoryPss) < 4.0 * 1048576.0);
     let output = facts.iter().find(|f| f.key == FactKey::Output).unwrap();
     assert_eq!(
@@ -628,7 +689,7 @@ async fn the_smallest_container_is_timed_and_measured_like_the_micro_vm() {
         stacklab_server::backends::docker::hello::GREETING
     );
     assert!(events.iter().any(|e| matches!(&e.kind,
-        EventKind::Phase { phase, detail, .. } if phase == "exited" && detail.contains("code 0"))));
+        EventKind::Phase { phase: Phase::Exited, detail, .. } if detail.contains("code 0"))));
     // Removed afterwards, like every demo container.
     let docker = Docker::connect_with_local_defaults().unwrap();
     let left = docker
@@ -718,4 +779,185 @@ async fn a_client_gets_one_run_going_and_one_waiting_then_429_with_retry_after()
         );
         assert_eq!(containers_of_run(id).await, 0);
     }
+}
+
+/// The fixture behind the memory rule: a static C program that maps
+/// `SHARED_MIB` of shared anonymous memory, touches it, forks (parent and
+/// child both map it), and writes `FILES_MIB` of files to a tmpfs, then
+/// waits. Built with the host's cc at test time.
+const FIXTURE_C: &str = r#"
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    size_t shared = (size_t)atol(argv[1]) << 20, files = (size_t)atol(argv[2]) << 20;
+    char *p = mmap(0, shared, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) return 2;
+    memset(p, 1, shared);
+    static char buf[1 << 16];
+    memset(buf, 2, sizeof buf);
+    int fd = open("/data/file", O_CREAT | O_WRONLY, 0600);
+    if (fd < 0) return 3;
+    for (size_t done = 0; done < files; done += sizeof buf)
+        if (write(fd, buf, sizeof buf) != sizeof buf) return 4;
+    close(fd);
+    if (fork() == 0) { for (;;) pause(); }
+    printf("ready\n");
+    fflush(stdout);
+    for (;;) pause();
+}
+"#;
+const SHARED_MIB: u64 = 48;
+const FILES_MIB: u64 = 24;
+
+/// A container holding known amounts of shared anonymous memory and of
+/// tmpfs files is read as exactly that (within 5 %): the shared memory
+/// once (in PSS, split between the two processes that map it, not again
+/// as the cgroup's shmem), the files once (on the tmpfs).
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_held_counts_shared_memory_and_tmpfs_files_once() {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+    use stacklab_server::backends::docker::measure::Cgroup;
+    use stacklab_server::backends::MemoryProbe;
+
+    let dir = std::env::temp_dir().join(format!("stacklab-memfix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("fixture.c"), FIXTURE_C).unwrap();
+    let cc = std::process::Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(dir.join("fixture"))
+        .arg(dir.join("fixture.c"))
+        .output()
+        .expect("cc (gcc is on the machine)");
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+
+    let docker = docker();
+    let hello = stacklab_server::backends::docker::hello::HELLO_IMAGE;
+    if stacklab_server::backends::docker::hello::find(&docker)
+        .await
+        .is_err()
+    {
+        stacklab_server::backends::docker::hello::build(&docker)
+            .await
+            .unwrap();
+    }
+    let body = ContainerCreateBody {
+        image: Some(hello.into()),
+        entrypoint: Some(vec!["/fixture".into()]),
+        cmd: Some(vec![SHARED_MIB.to_string(), FILES_MIB.to_string()]),
+        user: Some("0:0".into()),
+        labels: Some(std::collections::HashMap::from([(
+            "stacklab.test".into(),
+            "memory-fixture".into(),
+        )])),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!(
+                "{}:/fixture:ro",
+                dir.join("fixture").display()
+            )]),
+            tmpfs: Some(std::collections::HashMap::from([(
+                "/data".into(),
+                "rw,size=64m".into(),
+            )])),
+            memory: Some(256 << 20),
+            network_mode: Some("none".into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .unwrap()
+        .id;
+    docker.start_container(&id, None).await.unwrap();
+    let result = async {
+        // Ready when it said so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs: Vec<_> = futures_util::StreamExt::collect(
+                docker.logs(
+                    &id,
+                    Some(
+                        bollard::query_parameters::LogsOptionsBuilder::default()
+                            .stdout(true)
+                            .build(),
+                    ),
+                ),
+            )
+            .await;
+            let text: String = logs
+                .into_iter()
+                .filter_map(Result::ok)
+                .map(|l| l.to_string())
+                .collect();
+            if text.contains("ready") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the fixture never said ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let info = docker.inspect_container(&id, None).await.unwrap();
+        let pid = info.state.and_then(|s| s.pid).unwrap() as u32;
+        let cgroup = Cgroup::of_pid(pid).map_err(|e| e.to_string());
+        let stat =
+            std::fs::read_to_string(cgroup.as_ref().unwrap().dir().join("memory.stat")).unwrap();
+        let probe = MemoryProbe::Container {
+            cgroup,
+            pid,
+            tmpfs: vec!["/data"],
+        };
+        (probe.read(), stat)
+    }
+    .await;
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    docker.remove_container(&id, Some(options)).await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (ready, stat) = result;
+    let mib = |b: f64| b / 1048576.0;
+    let pss = mib(ready.value(Metric::MemoryPss).expect("PSS read"));
+    let files = mib(ready.value(Metric::MemoryTmpfsFiles).expect("tmpfs read"));
+    let within = |got: f64, want: f64| (got - want).abs() <= 0.05 * want;
+    eprintln!("fixture: PSS {pss:.1} MiB (planted {SHARED_MIB} shared), tmpfs files {files:.1} MiB (planted {FILES_MIB})");
+    assert!(
+        within(pss, SHARED_MIB as f64),
+        "PSS {pss:.2} MiB, planted {SHARED_MIB} MiB of shared memory"
+    );
+    assert!(
+        within(files, FILES_MIB as f64),
+        "tmpfs {files:.2} MiB, planted {FILES_MIB} MiB of files"
+    );
+    assert!(
+        within(pss + files, (SHARED_MIB + FILES_MIB) as f64),
+        "held {:.2} MiB, planted {} MiB",
+        pss + files,
+        SHARED_MIB + FILES_MIB
+    );
+    // The fixture does exercise the old double count: the cgroup's shmem
+    // holds the shared memory and the files together.
+    let shmem = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("shmem "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(mib)
+        .expect("memory.stat has shmem");
+    assert!(
+        shmem >= 0.95 * (SHARED_MIB + FILES_MIB) as f64,
+        "shmem {shmem:.1} MiB"
+    );
 }

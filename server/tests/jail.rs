@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stacklab_api::ErrorCode;
+use stacklab_api::{ErrorCode, Phase};
 use stacklab_server::backends::kvm::VmArtifacts;
 use stacklab_vmm::jail::seccomp::{FORBIDDEN_EXIT, VMM_ALLOWED};
 use stacklab_vmm::protocol::Line;
@@ -114,7 +114,7 @@ fn a_forbidden_system_call_ends_the_vmm_with_a_clear_error() {
 }
 
 /// Reads the VMM's lines until `phase`, returning them.
-fn lines_until(out: &mut impl BufRead, phase: &str) -> Vec<Line> {
+fn lines_until(out: &mut impl BufRead, phase: Phase) -> Vec<Line> {
     let mut seen = vec![];
     for line in out.lines() {
         let line: Line = serde_json::from_str(&line.unwrap()).unwrap();
@@ -140,9 +140,9 @@ fn the_jailed_vmm_is_a_child_of_its_waiter_and_dies_with_it() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let lines = lines_until(&mut out, "ready");
+    let lines = lines_until(&mut out, Phase::Ready);
     assert!(
-        matches!(&lines[0], Line::Event(e) if e.phase == "jailed" && e.detail.contains("seccomp")),
+        matches!(&lines[0], Line::Event(e) if e.phase == Phase::Jailed && e.detail.contains("seccomp")),
         "the jail is the first step: {:?}",
         lines[0]
     );
@@ -195,7 +195,7 @@ fn a_traced_run_stays_inside_the_allow_list() {
         .spawn()
         .unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    lines_until(&mut out, "ready");
+    lines_until(&mut out, Phase::Ready);
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
     assert!(child.wait().unwrap().success(), "{rest:?}");

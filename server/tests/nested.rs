@@ -105,11 +105,11 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
     if run.vmm_status != 0 {
         fail(&format!("stacklab-vmm exited with {}", run.vmm_status));
     }
-    let phases: Vec<&str> = run
+    let phases: Vec<String> = run
         .lines
         .iter()
         .filter_map(|l| match l {
-            Line::Event(e) => Some(e.phase.as_str()),
+            Line::Event(e) => Some(e.phase.name().into_owned()),
             _ => None,
         })
         .collect();
@@ -148,10 +148,28 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
         "{}",
         report.console
     );
-    assert!(*vmm_rss_bytes > 0);
+    assert!(vmm_rss_bytes.is_some_and(|b| b > 0));
     // The figures the server would show a learner for this run, each with
-    // its "how".
-    let figures = measure_linux(report, guest, kind, *vmm_rss_bytes, report.vmm_pss_bytes);
+    // its "how": the VMM's steps placed on one clock, its readings, and the
+    // engine's derive step, as for a run through the server.
+    let first = report.events.first().map_or(0, |e| e.mono_ns);
+    let events: Vec<stacklab_api::RunEvent> = report
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| stacklab_api::RunEvent {
+            seq: i as u32,
+            at_us: (e.mono_ns - first) / 1000,
+            kind: stacklab_server::backends::phase_event(e.phase, e.detail.clone(), None),
+        })
+        .collect();
+    let demo = match kind {
+        LinuxGuestKind::Postgres => stacklab_api::DemoId::PostgresVm,
+        _ => stacklab_api::DemoId::LinuxVm,
+    };
+    let readings = measure_linux(report, guest, kind);
+    let (measurements, _missing) =
+        stacklab_server::engine::derive::derive(demo, &events, &readings);
     let mut keys = vec![
         Metric::CreateToReady,
         Metric::HypervisorSetup,
@@ -163,26 +181,27 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
         Metric::VmmRss,
         Metric::VmmPss,
         Metric::Exits,
+        Metric::MemoryHeld,
     ];
     if kind == LinuxGuestKind::Postgres {
         keys.extend([Metric::PostgresStart, Metric::CreateToPostgres]);
     }
     for key in keys {
-        let m = figures
-            .measurements
+        let m = measurements
             .iter()
             .find(|m| m.key == key.into())
-            .unwrap_or_else(|| panic!("no {key} among {:?}", figures.measurements));
+            .unwrap_or_else(|| panic!("no {key} among {measurements:?}"));
         assert!(m.value > 0.0 && !m.how.is_empty(), "{m:?}");
     }
-    let inside = figures
+    let inside = readings
         .facts
         .iter()
         .find(|f| f.key == FactKey::KernelInside)
         .unwrap();
     assert_eq!(inside.value, release);
     // A span the run did not have is said so, never printed as a number.
-    let span = |a: &str, b: &str| {
+    use stacklab_api::Phase;
+    let span = |a: Phase, b: Phase| {
         report.span(a, b).map_or("none".to_owned(), |d| {
             format!("{:.0} ms", d.as_secs_f64() * 1000.0)
         })
@@ -190,12 +209,12 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
     eprintln!(
         "nested {guest_name} (emulated, not a performance figure): QEMU wall {:.1} s; inner VM: vCPU created → userspace {}, userspace → PostgreSQL ready {}, → reset {}; {} exits; guest MemTotal {} KiB, MemAvailable {} KiB; VMM RSS {} KiB",
         run.wall.as_secs_f64(),
-        span("vcpu_created", "ready"),
-        span("ready", "postgres_ready"),
-        span("vcpu_created", "reset"),
+        span(Phase::VcpuCreated, Phase::Ready),
+        span(Phase::Ready, Phase::PostgresReady),
+        span(Phase::VcpuCreated, Phase::Reset),
         report.exits,
         total >> 10,
         available >> 10,
-        vmm_rss_bytes >> 10
+        vmm_rss_bytes.unwrap_or(0) >> 10
     );
 }

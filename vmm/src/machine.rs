@@ -5,10 +5,11 @@ use kvm_bindings::{
     kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_CAP_SPLIT_IRQCHIP,
 };
 use kvm_ioctls::Kvm;
+use stacklab_api::Phase;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::error::{kvm_err, VmError};
-use crate::report::{own_memory, resident_bytes, Recorder, VmEvent, VmReport};
+use crate::report::{own_memory, resident_bytes, ExitCounts, Recorder, VmEvent, VmReport};
 
 /// Which interrupt controllers the host kernel emulates for a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,8 +44,7 @@ impl Machine {
     ) -> Result<Machine, VmError> {
         let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
         rec.step(
-            "kvm_opened",
-            "/dev/kvm opened",
+            Phase::KvmOpened,
             format!("KVM API version {}", kvm.get_api_version()),
             None,
         );
@@ -66,8 +66,7 @@ impl Machine {
             .map_err(kvm_err("KVM_CREATE_PIT2"))?;
         }
         rec.step(
-            "vm_created",
-            "VM created",
+            Phase::VmCreated,
             match irqchip {
                 IrqChip::Full { .. } => "KVM_CREATE_VM, plus the in-kernel interrupt controllers and timer (PIC, IOAPIC, PIT)".into(),
                 IrqChip::LapicOnly => "KVM_CREATE_VM: an empty virtual machine".into(),
@@ -87,8 +86,7 @@ impl Machine {
                 .map_err(kvm_err("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))?;
         }
         rec.step(
-            "memory_mapped",
-            "Guest memory mapped",
+            Phase::MemoryMapped,
             format!(
                 "{} MiB of anonymous host memory registered as guest RAM (pages are only backed when touched){}",
                 mem_bytes >> 20,
@@ -143,7 +141,7 @@ impl Machine {
         &self,
         events: Vec<VmEvent>,
         console: String,
-        exits: u64,
+        exits: ExitCounts,
         tsc_khz: u32,
         app_cycles: Option<u64>,
     ) -> VmReport {
@@ -153,7 +151,8 @@ impl Machine {
             console,
             mem_bytes: self.mem_bytes,
             touched_bytes: resident_bytes(self.host_addr, self.mem_bytes),
-            exits,
+            exits: exits.total(),
+            exit_reasons: exits,
             tsc_khz,
             app_cycles,
             vmm_rss_bytes,

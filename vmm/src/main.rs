@@ -184,8 +184,7 @@ fn enter_jail(ids: JailIds, selftest: Option<SelfTest>) {
     }
     let at = monotonic_ns();
     emit(&Line::Event(VmEvent {
-        phase: "jailed".into(),
-        label: "VMM jailed".into(),
+        phase: stacklab_api::Phase::Jailed,
         detail: format!(
             "{}; entering it took {} µs",
             jailed.detail(),

@@ -17,10 +17,13 @@ pub enum Line {
     Done {
         /// Everything measured.
         report: VmReport,
-        /// The VMM process's resident set at the end, in bytes.
-        vmm_rss_bytes: u64,
+        /// The VMM process's resident set at the end, in bytes (`None`:
+        /// unreadable).
+        #[serde(default)]
+        vmm_rss_bytes: Option<u64>,
         /// Its proportional set size, in bytes.
-        vmm_pss_bytes: u64,
+        #[serde(default)]
+        vmm_pss_bytes: Option<u64>,
         /// For a Linux guest: what its `/init` reported.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         guest: Option<GuestView>,

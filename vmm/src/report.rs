@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stacklab_api::Phase;
 
 /// One step of a run, as observed by the VMM.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VmEvent {
-    /// Stable id, e.g. `vm_created` or `guest_long_mode`.
-    pub phase: String,
-    /// Human name.
-    pub label: String,
+    /// Which step (its human name is [`Phase::label`]).
+    pub phase: Phase,
     /// What exactly happened.
     pub detail: String,
     /// When the VMM observed it: CLOCK_MONOTONIC in ns (comparable across
@@ -32,22 +31,55 @@ pub struct VmReport {
     pub console: String,
     /// Guest RAM configured.
     pub mem_bytes: usize,
-    /// Guest RAM the host actually backs with pages (mincore at ready).
-    pub touched_bytes: usize,
-    /// VM exits handled.
+    /// Guest RAM the host actually backs with pages (mincore at the end);
+    /// `None` if mincore failed.
+    pub touched_bytes: Option<usize>,
+    /// Exits to the VMM (returns from `KVM_RUN`), all reasons.
     pub exits: u64,
+    /// The same exits by reason.
+    #[serde(default)]
+    pub exit_reasons: ExitCounts,
     /// KVM's TSC frequency for the vCPU, used to convert guest TSC stamps.
     pub tsc_khz: u32,
     /// TSC cycles the ring-3 app measured for its own work (it runs at
     /// native speed even where ring-0 code is emulated).
     pub app_cycles: Option<u64>,
     /// The VMM process's resident set at the end of the run, before the
-    /// VM was torn down (guest pages included), in bytes.
+    /// VM was torn down (guest pages included), in bytes; `None` if its
+    /// smaps_rollup could not be read.
     #[serde(default)]
-    pub vmm_rss_bytes: u64,
+    pub vmm_rss_bytes: Option<u64>,
     /// Its proportional set size at the same moment, in bytes.
     #[serde(default)]
-    pub vmm_pss_bytes: u64,
+    pub vmm_pss_bytes: Option<u64>,
+}
+
+/// Exits to the VMM by reason: what `KVM_RUN` returned for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitCounts {
+    /// `KVM_EXIT_IO`: an I/O port read or write.
+    pub io: u64,
+    /// `KVM_EXIT_MMIO`: a read or write of an address with no memory.
+    pub mmio: u64,
+    /// Every other reason (halt, shutdown, signal, internal error…).
+    pub other: u64,
+}
+
+impl ExitCounts {
+    /// All of them.
+    pub fn total(&self) -> u64 {
+        self.io + self.mmio + self.other
+    }
+
+    /// Counts one exit of `exit`'s kind.
+    pub fn count(&mut self, exit: &kvm_ioctls::VcpuExit<'_>) {
+        use kvm_ioctls::VcpuExit as E;
+        match exit {
+            E::IoIn(..) | E::IoOut(..) => self.io += 1,
+            E::MmioRead(..) | E::MmioWrite(..) => self.mmio += 1,
+            _ => self.other += 1,
+        }
+    }
 }
 
 /// `/proc/self/smaps_rollup`, opened before the jail's empty root hid
@@ -83,23 +115,22 @@ fn own_smaps_rollup() -> String {
 }
 
 /// `Rss:` and `Pss:` of this process, in bytes (from
-/// `/proc/self/smaps_rollup`).
-pub fn own_memory() -> (u64, u64) {
+/// `/proc/self/smaps_rollup`); `None` for a field that could not be read.
+pub fn own_memory() -> (Option<u64>, Option<u64>) {
     let text = own_smaps_rollup();
     let field = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
+            .map(|kb| kb * 1024)
     };
     (field("Rss:"), field("Pss:"))
 }
 
 impl VmReport {
-    /// Time between two steps (by phase id), on the VMM's clock.
-    pub fn span(&self, from: &str, to: &str) -> Option<Duration> {
-        let at = |p: &str| self.events.iter().find(|e| e.phase == p).map(|e| e.mono_ns);
+    /// Time between two steps, on the VMM's clock.
+    pub fn span(&self, from: Phase, to: Phase) -> Option<Duration> {
+        let at = |p: Phase| self.events.iter().find(|e| e.phase == p).map(|e| e.mono_ns);
         Some(Duration::from_nanos(at(to)?.checked_sub(at(from)?)?))
     }
 }
@@ -131,10 +162,9 @@ impl Recorder<'_> {
     }
 
     /// Records a step now.
-    pub fn step(&mut self, phase: &str, label: &str, detail: String, guest_us: Option<f64>) {
+    pub fn step(&mut self, phase: Phase, detail: String, guest_us: Option<f64>) {
         let event = VmEvent {
-            phase: phase.into(),
-            label: label.into(),
+            phase,
             detail,
             mono_ns: monotonic_ns(),
             guest_us,
@@ -144,15 +174,16 @@ impl Recorder<'_> {
     }
 }
 
-/// Bytes of `[addr, addr+len)` backed by host pages right now (mincore).
-pub(crate) fn resident_bytes(addr: *mut u8, len: usize) -> usize {
+/// Bytes of `[addr, addr+len)` backed by host pages right now (mincore);
+/// `None` if mincore failed.
+pub(crate) fn resident_bytes(addr: *mut u8, len: usize) -> Option<usize> {
     let page = 4096;
     let mut vec = vec![0u8; len.div_ceil(page)];
     // SAFETY: `addr..addr+len` is one mapping we own (guest memory, still
     // alive), and `vec` has one byte per page.
     let rc = unsafe { libc::mincore(addr.cast(), len, vec.as_mut_ptr()) };
     if rc != 0 {
-        return 0;
+        return None;
     }
-    vec.iter().filter(|b| **b & 1 == 1).count() * page
+    Some(vec.iter().filter(|b| **b & 1 == 1).count() * page)
 }

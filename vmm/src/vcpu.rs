@@ -1,12 +1,13 @@
 //! Running a vCPU: the next exit, and the watchdog that kicks a vCPU out of
 //! `KVM_RUN` when the deadline has passed.
 
+use stacklab_api::Phase;
 use std::time::{Duration, Instant};
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::error::VmError;
-use crate::report::Recorder;
+use crate::report::{ExitCounts, Recorder};
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
 
@@ -91,7 +92,7 @@ pub(crate) fn next_exit<'a>(
     vcpu: &'a mut VcpuFd,
     deadline: Instant,
     limit: Duration,
-    exits: &mut u64,
+    exits: &mut ExitCounts,
     rec: &mut Recorder,
 ) -> Result<Option<VcpuExit<'a>>, VmError> {
     if Instant::now() >= deadline {
@@ -107,11 +108,10 @@ pub(crate) fn next_exit<'a>(
             })
         }
     };
-    *exits += 1;
-    if *exits == 1 {
+    exits.count(&exit);
+    if exits.total() == 1 {
         rec.step(
-            "first_exit",
-            "First VM exit",
+            Phase::FirstExit,
             "the guest ran its first instructions and handed control back to the VMM".into(),
             None,
         );

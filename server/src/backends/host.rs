@@ -11,11 +11,50 @@ pub fn kernel_release() -> String {
         .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
+/// What one process's `smaps_rollup` says of its memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// `Pss:`: private pages plus a fair share of shared ones.
+    pub pss: u64,
+    /// `Private_Clean:` + `Private_Dirty:` (USS): pages no one else maps.
+    pub uss: u64,
+}
+
+impl std::ops::Add for Rollup {
+    type Output = Rollup;
+    fn add(self, o: Rollup) -> Rollup {
+        Rollup {
+            pss: self.pss + o.pss,
+            uss: self.uss + o.uss,
+        }
+    }
+}
+
+fn rollup_from(text: &str) -> Option<Rollup> {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .map(|kb| kb * 1024)
+        })
+    };
+    Some(Rollup {
+        pss: field("Pss:")?,
+        uss: field("Private_Clean:")? + field("Private_Dirty:")?,
+    })
+}
+
 /// Proportional set size of one process in bytes (`Pss:` of
 /// smaps_rollup).
 pub fn pss_bytes(pid: u32) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    pss_from_rollup(&text).ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+    match process_memory(pid)? {
+        ProcessMemory::Read(r) => Ok(r.pss),
+        ProcessMemory::Exited => Err(io::Error::other(format!("process {pid} has exited"))),
+    }
 }
 
 /// The PIDs of process `pid`'s children (`/proc/PID/task/PID/children`).
@@ -27,43 +66,33 @@ pub fn children(pid: u32) -> io::Result<Vec<u32>> {
         .collect())
 }
 
-/// PSS of process `pid` and its children, summed, in bytes.
-pub fn tree_pss_bytes(pid: u32) -> io::Result<u64> {
-    let mut total = pss_bytes(pid)?;
+/// The memory of process `pid` and its children, summed. A process of
+/// the tree that is gone is an error: the tree is read while it is held.
+pub fn tree_rollup(pid: u32) -> io::Result<Rollup> {
+    let one = |p: u32| match process_memory(p)? {
+        ProcessMemory::Read(r) => Ok(r),
+        ProcessMemory::Exited => Err(io::Error::other(format!("process {p} has exited"))),
+    };
+    let mut total = one(pid)?;
     for child in children(pid)? {
-        total += pss_bytes(child)?;
+        total = total + one(child)?;
     }
     Ok(total)
-}
-
-fn pss_from_rollup(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| {
-            let rest = l.strip_prefix("Pss:")?;
-            rest.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map(|kb| kb * 1024)
 }
 
 /// What reading one process of a group found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProcessMemory {
-    /// Its PSS, in bytes.
-    Pss(u64),
-    /// It exited between being listed and being read (gone, or a zombie
-    /// with no memory left): it holds nothing, which is a reading, not a
-    /// failure.
+    /// Its memory.
+    Read(Rollup),
+    /// It has exited (or is exiting): it holds nothing any more.
     Exited,
 }
 
-/// Reads process `pid`'s PSS, telling a process that has just exited from
-/// a reading that failed: a process that is gone (no `/proc/PID`), or whose
-/// address space is already released (an empty `smaps_rollup`, as while it
-/// exits or as a zombie), holds no memory.
+/// Reads process `pid`'s memory, telling a process that has just exited
+/// from a reading that failed: a process that is gone (no `/proc/PID`), or
+/// whose address space is already released (an empty `smaps_rollup`, as
+/// while it exits or as a zombie), holds no memory.
 pub fn process_memory(pid: u32) -> io::Result<ProcessMemory> {
     let text = match std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")) {
         Ok(text) => text,
@@ -75,9 +104,9 @@ pub fn process_memory(pid: u32) -> io::Result<ProcessMemory> {
     if text.trim().is_empty() {
         return Ok(ProcessMemory::Exited);
     }
-    pss_from_rollup(&text)
-        .map(ProcessMemory::Pss)
-        .ok_or_else(|| io::Error::other(format!("no Pss line for process {pid}")))
+    rollup_from(&text)
+        .map(ProcessMemory::Read)
+        .ok_or_else(|| io::Error::other(format!("no Pss/Private lines for process {pid}")))
 }
 
 /// The host a result was measured on, in one sentence: its CPUs, whether it

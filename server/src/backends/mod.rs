@@ -10,6 +10,8 @@
 pub mod docker;
 pub mod host;
 pub mod kvm;
+pub mod memory;
 mod runtime;
 
-pub use runtime::{EventSink, Ready, RunContext, Runtime};
+pub use memory::{MemoryProbe, Snapshot};
+pub use runtime::{phase_event, EventSink, Reading, Ready, RunContext, Runtime};

@@ -6,7 +6,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stacklab_api::{ErrorCode, EventKind, Fact, FactKey, Key, Measurement, Missing, RunError};
+use stacklab_api::{ErrorCode, EventKind, Fact, FactKey, Key, Phase, RunError};
+
+use super::memory::{MemoryProbe, Snapshot};
 use tokio_util::sync::CancellationToken;
 
 /// Where a run's events go: the engine's timeline of the run (or of one
@@ -28,68 +30,58 @@ pub trait EventSink: Send + Sync {
     }
 }
 
-/// What a demo reports when it reached ready.
+/// One raw reading a backend took (or tried to): the engine turns
+/// readings and phases into measurements with the figure table
+/// (`stacklab_api::figures`), which alone says what each one is called and
+/// how it is explained.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reading {
+    /// Which figure it is.
+    pub key: Key,
+    /// The value in the figure's unit, or why it could not be read.
+    pub value: Result<f64, String>,
+    /// Something true of this reading only (added to the explanation),
+    /// e.g. "1 of them exited between being listed and being read".
+    pub note: Option<String>,
+}
+
+/// What a demo reports when it reached ready: raw readings and
+/// observations; its timed figures come from its phases.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ready {
-    /// Measured numbers, each with what and how.
-    pub measurements: Vec<Measurement>,
+    /// Readings taken, or tried and failed (with why: never a 0).
+    pub readings: Vec<Reading>,
     /// Observations that are not numbers.
     pub facts: Vec<Fact>,
-    /// Readings that failed: absent, with why.
-    pub missing: Vec<Missing>,
 }
 
 impl Ready {
-    /// Adds a measured number; `how` says what it measures and how.
-    pub fn measure(
-        &mut self,
-        key: impl Into<Key>,
-        label: &str,
-        value: f64,
-        unit: stacklab_api::Unit,
-        how: &str,
-    ) {
-        self.measurements.push(Measurement {
-            key: key.into(),
-            label: label.into(),
-            value,
-            unit,
-            how: how.into(),
-        });
+    /// Records a reading: its value, or why it could not be taken.
+    pub fn read(&mut self, key: impl Into<Key>, value: Result<f64, String>) {
+        self.read_noted(key, value, None);
     }
 
-    /// Records that a reading failed: the figure is absent, `reason` says
-    /// why (never a 0 in its place).
-    pub fn missing(&mut self, key: impl Into<Key>, label: &str, reason: impl Into<String>) {
-        self.missing.push(Missing {
-            key: key.into(),
-            label: label.into(),
-            reason: reason.into(),
-        });
-    }
-
-    /// Adds `value` as a measurement, or records why it is missing.
-    pub fn measure_or_missing(
+    /// Records a reading with a remark that is true of this reading only.
+    pub fn read_noted(
         &mut self,
         key: impl Into<Key>,
-        label: &str,
         value: Result<f64, String>,
-        unit: stacklab_api::Unit,
-        how: &str,
+        note: Option<String>,
     ) {
-        match value {
-            Ok(v) => self.measure(key, label, v, unit, how),
-            Err(reason) => self.missing(key, label, reason),
-        }
+        self.readings.push(Reading {
+            key: key.into(),
+            value,
+            note,
+        });
     }
 
-    /// The value of the measurement `key`, if it was taken.
+    /// The value of reading `key`, if it was taken.
     pub fn value(&self, key: impl Into<Key>) -> Option<f64> {
         let key = key.into();
-        self.measurements
+        self.readings
             .iter()
-            .find(|m| m.key == key)
-            .map(|m| m.value)
+            .find(|r| r.key == key)
+            .and_then(|r| r.value.as_ref().ok().copied())
     }
 
     /// Adds an observation that is not a number.
@@ -100,6 +92,12 @@ impl Ready {
             value,
             how: how.into(),
         });
+    }
+
+    /// Adds everything `other` holds.
+    pub fn extend(&mut self, other: Ready) {
+        self.readings.extend(other.readings);
+        self.facts.extend(other.facts);
     }
 }
 
@@ -118,7 +116,7 @@ pub struct RunContext {
     budget: Duration,
     deadline: Instant,
     cancel: CancellationToken,
-    rendezvous: Option<Arc<tokio::sync::Barrier>>,
+    snapshot: Option<(Arc<Snapshot>, usize)>,
 }
 
 impl RunContext {
@@ -130,36 +128,31 @@ impl RunContext {
             budget,
             deadline: Instant::now() + budget,
             cancel,
-            rendezvous: None,
+            snapshot: None,
         }
     }
 
-    /// This context, made to wait at `barrier` in [`RunContext::rendezvous`]
-    /// (the instances of a density step meet there once all are ready).
-    pub fn with_rendezvous(mut self, barrier: Arc<tokio::sync::Barrier>) -> Self {
-        self.rendezvous = Some(barrier);
+    /// This context, as member `index` of `snapshot`: the instances of a
+    /// density step, whose memory is read in one pass once all are ready.
+    pub fn with_snapshot(mut self, snapshot: Arc<Snapshot>, index: usize) -> Self {
+        self.snapshot = Some((snapshot, index));
         self
     }
 
-    /// Called by a runtime after ready and before it measures memory:
-    /// with a rendezvous set (the instances of a density step), waits
-    /// until every instance is ready, so all are measured while all run.
-    pub async fn all_ready(&self) {
-        self.meet().await
-    }
-
-    /// Called after measuring and before tearing down: waits until every
-    /// instance of the step has measured, so none is measured while
-    /// another is already gone.
-    pub async fn all_measured(&self) {
-        self.meet().await
-    }
-
-    async fn meet(&self) {
-        if let Some(barrier) = &self.rendezvous {
-            tokio::select! {
-                _ = barrier.wait() => {}
-                _ = self.stopped() => {}
+    /// Called by a runtime once its instance is ready and held: reads its
+    /// memory through `probe`. Alone, at once; as a member of a density
+    /// step, after every member is ready, all in one pass (one moment for
+    /// all), and it returns once every member has been read, so none is
+    /// read while another is already gone.
+    pub async fn read_memory(&self, probe: MemoryProbe) -> Ready {
+        match &self.snapshot {
+            None => probe.read(),
+            Some((snapshot, index)) => {
+                let fallback = probe.clone();
+                tokio::select! {
+                    part = snapshot.read(*index, probe) => part,
+                    e = self.stopped() => fallback.not_read(&format!("the run stopped before the step's memory was read: {}", e.message)),
+                }
             }
         }
     }
@@ -174,20 +167,19 @@ impl RunContext {
         self.timeline.elapsed_us()
     }
 
-    /// Records that a phase was reached.
-    pub fn phase(&self, phase: &str, label: &str, detail: impl Into<String>) {
-        self.phase_with_memory(phase, label, detail, None);
+    /// Records that a phase was reached now.
+    pub fn phase(&self, phase: Phase, detail: impl Into<String>) {
+        self.phase_with_memory(phase, detail, None);
     }
 
-    /// Records a phase with the memory in use at that moment.
+    /// Records a phase reached now, with the memory in use at that moment.
     pub fn phase_with_memory(
         &self,
-        phase: &str,
-        label: &str,
+        phase: Phase,
         detail: impl Into<String>,
         memory: Option<(u64, &str)>,
     ) {
-        self.phase_at(self.elapsed_us(), phase, label, detail, memory);
+        self.phase_at(self.elapsed_us(), phase, detail, memory);
     }
 
     /// Records a phase observed at `at_us` on this run's clock (taken with
@@ -195,41 +187,20 @@ impl RunContext {
     pub fn phase_at(
         &self,
         at_us: u64,
-        phase: &str,
-        label: &str,
+        phase: Phase,
         detail: impl Into<String>,
         memory: Option<(u64, &str)>,
     ) {
-        self.timeline.push_at(
-            at_us,
-            EventKind::Phase {
-                phase: phase.to_owned(),
-                label: label.to_owned(),
-                detail: detail.into(),
-                memory_bytes: memory.map(|m| m.0),
-                memory_how: memory.map(|m| m.1.to_owned()),
-            },
-        );
+        self.timeline
+            .push_at(at_us, phase_event(phase, detail.into(), memory));
     }
 
     /// Records a phase observed by another process at `mono_ns`
     /// (CLOCK_MONOTONIC), placed on this run's clock.
-    pub fn phase_observed(
-        &self,
-        mono_ns: u64,
-        phase: &str,
-        label: &str,
-        detail: impl Into<String>,
-    ) {
+    pub fn phase_observed(&self, mono_ns: u64, phase: Phase, detail: impl Into<String>) {
         self.timeline.push_at(
             self.timeline.us_since_start(mono_ns),
-            EventKind::Phase {
-                phase: phase.to_owned(),
-                label: label.to_owned(),
-                detail: detail.into(),
-                memory_bytes: None,
-                memory_how: None,
-            },
+            phase_event(phase, detail.into(), None),
         );
     }
 
@@ -270,5 +241,16 @@ impl RunContext {
     /// Whether the run has been told to stop.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+}
+
+/// A phase event, labelled from the phase itself.
+pub fn phase_event(phase: Phase, detail: String, memory: Option<(u64, &str)>) -> EventKind {
+    EventKind::Phase {
+        phase,
+        label: phase.label().into_owned(),
+        detail,
+        memory_bytes: memory.map(|m| m.0),
+        memory_how: memory.map(|m| m.1.to_owned()),
     }
 }

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use stacklab_api::{DemoId, DensityMetric, ErrorCode, Key, RunError, Unit};
+use stacklab_api::{phase_at, DemoId, DensityMetric, ErrorCode, Key, Metric, Phase, RunError};
 
+use super::derive;
 use super::timeline::Timeline;
-use crate::backends::{Ready, RunContext, Runtime};
+use crate::backends::{Ready, RunContext, Runtime, Snapshot};
 
 /// A density sweep over `inner`.
 pub struct Density<R> {
@@ -32,13 +33,16 @@ impl<R: Runtime> Density<R> {
 
 impl<R: Runtime> Runtime for Density<R> {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
-        let memory_key = self.demo.memory_key();
+        let memory_key: Key = self.demo.memory_key().into();
         let mut ready = Ready::default();
+        let mut totals: Vec<(u32, f64)> = Vec::new();
         for n in 1..=self.max_n {
-            ctx.phase(
-                &format!("n{n}_start"),
-                &format!("Starting {n} at once"),
+            let step_start_us = ctx.elapsed_us();
+            ctx.phase_at(
+                step_start_us,
+                Phase::StepStart(n),
                 format!("{n} × {} started at the same moment", self.demo),
+                None,
             );
             let budget = ctx.remaining().max(Duration::from_millis(1));
             // Each instance on its own timeline, whose clock starts when the
@@ -54,11 +58,11 @@ impl<R: Runtime> Runtime for Density<R> {
                 .collect();
             // One instance failing stops the others of its step at once.
             let step = ctx.child_token();
-            let barrier = Arc::new(tokio::sync::Barrier::new(n as usize));
-            let results = join_all(instances.iter().map(|timeline| {
+            let snapshot = Snapshot::new(n as usize);
+            let results = join_all(instances.iter().enumerate().map(|(i, timeline)| {
                 let inner = self.inner.clone();
                 let c = RunContext::new(timeline.clone(), budget, step.child_token())
-                    .with_rendezvous(barrier.clone());
+                    .with_snapshot(snapshot.clone(), i);
                 let step = step.clone();
                 async move {
                     let result = inner.run(&c).await;
@@ -76,67 +80,118 @@ impl<R: Runtime> Runtime for Density<R> {
                     message: format!("with {n} at once, instance {} failed: {}", i + 1, e.message),
                     code: e.code,
                 })?;
+                let events = timeline.record().events;
                 let ready_us =
-                    timeline
-                        .phase_at(self.demo.ready_phase())
-                        .ok_or_else(|| RunError {
-                            code: ErrorCode::Internal,
-                            message: format!(
-                                "with {n} at once, instance {} reported no ready phase",
-                                i + 1
-                            ),
-                        })?;
+                    phase_at(&events, self.demo.ready_phase()).ok_or_else(|| RunError {
+                        code: ErrorCode::Internal,
+                        message: format!(
+                            "with {n} at once, instance {} reported no ready phase",
+                            i + 1
+                        ),
+                    })?;
                 all_ready_us = all_ready_us.max(ready_us);
-                let memory = instance.value(memory_key).ok_or_else(|| {
-                    let why = instance
-                        .missing
-                        .iter()
-                        .find(|m| m.key == memory_key.into())
-                        .map_or("not measured".to_owned(), |m| m.reason.clone());
-                    format!("instance {}'s memory is missing: {why}", i + 1)
-                });
+                let memory = derive::value(self.demo, memory_key, &events, &instance)
+                    .map_err(|why| format!("instance {}'s memory is missing: {why}", i + 1));
                 total = total.and_then(|t| Ok(t + memory?));
             }
-            let memory_how = match self.demo {
-                DemoId::MicroVm => "the sum of each VMM process's PSS (guest pages included), read by the server while all N VMs were held at ready at the same moment",
-                _ => "the sum of each container's PSS (its processes) plus its tmpfs pages, read while all N had answered and were running at the same moment",
-            };
-            ctx.phase_with_memory(
-                &format!("n{n}_ready"),
-                &format!("{n} ready"),
+            // The moment the last instance was observed ready, on the
+            // sweep's clock (the instances' clocks started with the step).
+            ctx.phase_at(
+                step_start_us + all_ready_us,
+                Phase::StepReady(n),
                 match &total {
                     Ok(t) => format!(
-                        "all {n} were ready {:.1} ms after they were started, holding {:.1} MiB together",
+                        "all {n} were ready {:.1} ms after they were started (this step alone), holding {:.1} MiB together",
                         all_ready_us as f64 / 1000.0,
                         t / 1048576.0
                     ),
                     Err(why) => format!(
-                        "all {n} were ready {:.1} ms after they were started; their memory together is missing ({why})",
+                        "all {n} were ready {:.1} ms after they were started (this step alone); their memory together is missing ({why})",
                         all_ready_us as f64 / 1000.0
                     ),
                 },
-                total.as_ref().ok().map(|t| (*t as u64, memory_how)),
+                total.as_ref().ok().map(|t| (*t as u64, "the memory the step's instances held together, read in one pass once all were ready")),
             );
-            ready.measure(
-                Key::Density(DensityMetric::AllReady, n),
-                &format!("{n} at once: all ready"),
-                all_ready_us as f64,
-                Unit::Micros,
-                "from starting them all at the same moment until the last one reported ready (server's monotonic clock)",
-            );
-            ready.measure_or_missing(
-                Key::Density(DensityMetric::MemoryTotal, n),
-                &format!("{n} at once: memory held together"),
-                total,
-                Unit::Bytes,
-                memory_how,
-            );
+            if let Ok(t) = &total {
+                totals.push((n, *t));
+            }
+            ready.read(Key::Density(DensityMetric::MemoryTotal, n), total);
         }
+        ready.read_noted(
+            Metric::MemoryPerExtraInstance,
+            per_extra_instance(&totals).map(|(median, _)| median),
+            per_extra_instance(&totals).ok().map(|(_, spread)| spread),
+        );
         ctx.phase(
-            "ready",
-            "Sweep complete",
-            format!("measured 1 to {} instances at once", self.max_n),
+            Phase::Ready,
+            format!(
+                "sweep complete: measured 1 to {} instances at once",
+                self.max_n
+            ),
         );
         Ok(ready)
+    }
+}
+
+/// For each step N > 1, the memory added per extra instance against the
+/// first step, `(total(N) − total(1)) / (N − 1)`: the median, and the
+/// spread in words.
+fn per_extra_instance(totals: &[(u32, f64)]) -> Result<(f64, String), String> {
+    let (_, one) = totals
+        .iter()
+        .find(|(n, _)| *n == 1)
+        .ok_or("the step with one instance has no memory figure")?;
+    let mut each: Vec<f64> = totals
+        .iter()
+        .filter(|(n, _)| *n > 1)
+        .map(|(n, t)| (t - one) / f64::from(n - 1))
+        .collect();
+    if each.is_empty() {
+        return Err("no step with more than one instance has a memory figure".into());
+    }
+    each.sort_by(f64::total_cmp);
+    let median = if each.len() % 2 == 1 {
+        each[each.len() / 2]
+    } else {
+        (each[each.len() / 2 - 1] + each[each.len() / 2]) / 2.0
+    };
+    let kib = |b: f64| format!("{:.0} KiB", b / 1024.0);
+    Ok((
+        median,
+        format!(
+            "{} step(s): from {} to {}",
+            each.len(),
+            kib(each[0]),
+            kib(each[each.len() - 1])
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_extra_instance;
+
+    /// Planted totals: 10 MiB for one, then 4 MiB more per instance, with
+    /// one noisy step; the median ignores the noise, the spread shows it.
+    #[test]
+    fn the_increment_per_extra_instance_is_the_median_of_the_steps() {
+        let mib = 1048576.0;
+        let totals = [
+            (1, 10.0 * mib),
+            (2, 14.0 * mib),
+            (3, 18.0 * mib),
+            (4, 30.0 * mib),
+            (5, 26.0 * mib),
+        ];
+        let (median, spread) = per_extra_instance(&totals).unwrap();
+        assert_eq!(median, 4.0 * mib);
+        assert!(
+            spread.contains("4 step(s)") && spread.contains("6827 KiB"),
+            "{spread}"
+        );
+        assert!(
+            per_extra_instance(&totals[1..]).is_err(),
+            "no N=1: missing, not 0"
+        );
     }
 }

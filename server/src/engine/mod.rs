@@ -11,12 +11,12 @@
 //! May import `backends` and `store`; never `http` or `tools`.
 
 mod density;
+pub mod derive;
 mod labs;
 mod queue;
 mod registry;
 pub mod relay;
 mod run;
-mod shares;
 mod stats;
 mod timeline;
 

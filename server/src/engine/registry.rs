@@ -6,15 +6,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, RunError, RunState};
+use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, Phase, RunError, RunState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::derive::derive;
 use super::queue::{Left, Queue};
 use super::run::Run;
-use super::shares;
 use super::stats::Stats;
-use crate::backends::{RunContext, Runtime};
+use crate::backends::{phase_event, RunContext, Runtime};
 use crate::store::History;
 
 /// Finished runs kept in memory for `GET /api/runs/{id}` (older ones are
@@ -307,13 +307,11 @@ impl Runs {
         ) {
             tracing::error!(run = %run.id(), "cannot record the run in the history: {e}");
         }
-        run.push(EventKind::Phase {
-            phase: "accepted".into(),
-            label: "Request accepted".into(),
-            detail: format!("the server accepted a run of the {demo} demo"),
-            memory_bytes: None,
-            memory_how: None,
-        });
+        run.push(phase_event(
+            Phase::Accepted,
+            format!("the server accepted a run of the {demo} demo"),
+            None,
+        ));
         self.by_id().insert(run.id().to_owned(), run.clone());
         if self.history.shared() {
             // Other replicas serve its events too (see `relay`).
@@ -345,11 +343,20 @@ impl Runs {
                     },
                 },
                 Ok(_slot) => {
+                    let waited = accepted.elapsed();
+                    task_run.push(phase_event(
+                        Phase::SlotGranted,
+                        format!(
+                            "the run left the queue with a slot after waiting {:.1} ms: its work starts now",
+                            waited.as_secs_f64() * 1e3
+                        ),
+                        None,
+                    ));
                     let load = Load {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };
                     let _active = ActiveGuard(&runs.active);
-                    runs.stats.left_queue(demo, accepted.elapsed());
+                    runs.stats.left_queue(demo, waited);
                     if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
                         tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
                     }
@@ -361,7 +368,6 @@ impl Runs {
                     );
                     match runtime.run(&ctx).await {
                         Ok(mut ready) => {
-                            shares::add(demo, &task_run.record(), &mut ready);
                             ready.fact(
                                 FactKey::Host,
                                 "The host",
@@ -374,10 +380,12 @@ impl Runs {
                                 load.describe(runs.active.load(Ordering::SeqCst) - 1),
                                 "runs of any demo between leaving the queue and finishing, counted by this server",
                             );
+                            let (measurements, missing) =
+                                derive(demo, &task_run.record().events, &ready);
                             Outcome::Ready {
-                                measurements: ready.measurements,
+                                measurements,
                                 facts: ready.facts,
-                                missing: ready.missing,
+                                missing,
                             }
                         }
                         Err(error) => Outcome::Failed { error },

@@ -151,9 +151,9 @@ impl Timeline {
         }
     }
 
-    /// When the phase `name` was reached, on this clock.
-    pub fn phase_at(&self, name: &str) -> Option<u64> {
-        stacklab_api::phase_at(&self.lock().events, name)
+    /// When phase `which` was reached, on this clock.
+    pub fn phase_at(&self, which: stacklab_api::Phase) -> Option<u64> {
+        stacklab_api::phase_at(&self.lock().events, which)
     }
 
     /// Events from `from` on, and whether it has finished.
@@ -194,14 +194,8 @@ impl EventSink for Timeline {
 mod tests {
     use super::*;
 
-    fn phase(name: &str) -> EventKind {
-        EventKind::Phase {
-            phase: name.into(),
-            label: name.into(),
-            detail: String::new(),
-            memory_bytes: None,
-            memory_how: None,
-        }
+    fn phase(which: stacklab_api::Phase) -> EventKind {
+        crate::backends::phase_event(which, String::new(), None)
     }
 
     /// An event another process observed earlier than one already recorded
@@ -209,8 +203,8 @@ mod tests {
     #[test]
     fn events_keep_the_time_they_were_observed() {
         let t = Timeline::new("t".into(), DemoId::MicroVm);
-        t.push_at(100, phase("b"));
-        t.push_at(50, phase("a"));
+        t.push_at(100, phase(stacklab_api::Phase::Ready));
+        t.push_at(50, phase(stacklab_api::Phase::VcpuCreated));
         let events = t.record().events;
         let got: Vec<(u32, u64)> = events.iter().map(|e| (e.seq, e.at_us)).collect();
         assert_eq!(got, [(0, 100), (1, 50)], "neither re-ordered nor re-timed");

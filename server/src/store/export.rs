@@ -8,7 +8,7 @@ use stacklab_api::RunSummary;
 use super::classes::ClassRun;
 use super::history::state_str;
 
-const SUMMARY_HEADER: &str = "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms";
+const SUMMARY_HEADER: &str = "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms,queue_wait_ms";
 
 /// The history as CSV: one row per run, a header naming each column and its
 /// unit. Text fields are quoted when they hold a comma, quote or newline.
@@ -71,6 +71,7 @@ fn summary_fields(r: &RunSummary) -> Vec<String> {
             .map(|e| e.message.clone())
             .unwrap_or_default(),
         ms(r.platform_us),
+        ms(r.queue_wait_us),
     ]
 }
 
@@ -117,11 +118,16 @@ mod tests {
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("time_to_ready_ms,memory_mib"));
         assert!(
-            lines[1].ends_with(",deadline,\"too slow, \"\"really\"\", sorry\","),
+            lines[1].ends_with(",deadline,\"too slow, \"\"really\"\", sorry\",,"),
             "{}",
             lines[1]
         );
         assert!(lines[2].contains(",812.345,32.000,,"), "{}", lines[2]);
+        assert!(
+            lines[2].ends_with(",1.500"),
+            "the wait in line, in ms: {}",
+            lines[2]
+        );
     }
 
     #[test]

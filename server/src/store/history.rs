@@ -403,6 +403,7 @@ impl History {
         let time = outcome.and_then(|o| o.value(time_key));
         let memory = outcome.and_then(|o| o.value(memory_key));
         let platform = outcome.and_then(|o| o.value(stacklab_api::Metric::PlatformShare));
+        let queue_wait = outcome.and_then(|o| o.value(stacklab_api::Metric::QueueWait));
         let error = match outcome {
             Some(stacklab_api::Outcome::Failed { error }) => Some(error),
             _ => None,
@@ -412,7 +413,7 @@ impl History {
             db.execute(
                 "UPDATE runs SET state = $2, finished_at_ms = $3, time_to_ready_us = $4,
                     memory_bytes = $5, error_code = $6, error_message = $7, record_json = $8,
-                    platform_us = $9
+                    platform_us = $9, queue_wait_us = $10
                  WHERE id = $1",
                 params![
                     &record.id,
@@ -423,7 +424,8 @@ impl History {
                     error.map(|e| e.code.as_str()),
                     error.map(|e| &e.message),
                     json,
-                    platform
+                    platform,
+                    queue_wait
                 ],
             )
             .map(drop)
@@ -520,7 +522,7 @@ impl History {
         let rows = self.with(|db| {
             db.query(
                 "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
-                    memory_bytes, error_code, error_message, platform_us
+                    memory_bytes, error_code, error_message, platform_us, queue_wait_us
                  FROM runs
                  WHERE (CAST($1 AS TEXT) IS NULL OR learner = $1)
                     AND (CAST($2 AS BIGINT) IS NULL OR seq < $2)
@@ -618,6 +620,7 @@ fn summary(r: &Row) -> Option<RunSummary> {
         time_to_ready_us: r.real(6),
         memory_bytes: r.real(7),
         platform_us: r.real(10),
+        queue_wait_us: r.real(11),
         error: r.text(8).map(|code| stored_error(&code, r.text(9))),
     })
 }
@@ -632,9 +635,16 @@ pub(super) mod tests {
             Outcome::Ready {
                 measurements: vec![
                     Measurement {
-                        key: Metric::RequestToReady.into(),
+                        key: demo.headline_keys().0,
                         label: "t".into(),
                         value: 812_345.0,
+                        unit: Unit::Micros,
+                        how: "h".into(),
+                    },
+                    Measurement {
+                        key: Metric::QueueWait.into(),
+                        label: "w".into(),
+                        value: 1_500.0,
                         unit: Unit::Micros,
                         how: "h".into(),
                     },
@@ -719,6 +729,15 @@ pub(super) mod tests {
         );
         assert_eq!(page2.runs[1].time_to_ready_us, Some(812_345.0));
         assert_eq!(page2.runs[1].memory_bytes, Some(33_554_432.0));
+        assert_eq!(
+            page2.runs[1].queue_wait_us,
+            Some(1_500.0),
+            "the wait in line, its own column"
+        );
+        assert_eq!(
+            page2.runs[0].queue_wait_us, None,
+            "a failed run has no wait figure: absent, not 0"
+        );
 
         let mine = h
             .all(&Filter {

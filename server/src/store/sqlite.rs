@@ -67,6 +67,9 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: where the other replicas reach a replica (hand-offs).
     "ALTER TABLE hosts ADD COLUMN url TEXT;",
+    // 5: how long a run waited in line (its own figure since the queue
+    // was split from the platform's share; older runs have none).
+    "ALTER TABLE runs ADD COLUMN queue_wait_us REAL;",
 ];
 
 /// Columns an early build added one by one; step 1 adds those missing.

@@ -124,7 +124,7 @@ pub fn print(guest: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
                 println!(
                     "+{:>9.1} ms  {:<28} {}",
                     (e.mono_ns - t0) as f64 / 1e6,
-                    e.label,
+                    e.phase.label(),
                     e.detail
                 );
             }
@@ -134,8 +134,8 @@ pub fn print(guest: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
                 ..
             } => {
                 println!(
-                    "VMM RSS at the end: {} KiB; guest's own view: {guest:?}",
-                    vmm_rss_bytes >> 10
+                    "VMM RSS at the end: {}; guest's own view: {guest:?}",
+                    vmm_rss_bytes.map_or("unreadable".into(), |b| format!("{} KiB", b >> 10))
                 );
             }
             Line::Error { code, message } => println!("error {code}: {message}"),

@@ -5,6 +5,7 @@
 //! `stacklab_abi`. (The same file boots under Firecracker or QEMU through
 //! its PVH note, in 32-bit mode.)
 
+use stacklab_api::Phase;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use crate::arch::x86_64::long_mode::{self, page};
 use crate::error::{kvm_err, VmError};
 use crate::machine::{IrqChip, Machine};
-use crate::report::{Recorder, VmEvent, VmReport};
+use crate::report::{ExitCounts, Recorder, VmEvent, VmReport};
 use crate::vcpu::{next_exit, with_watchdog};
 
 /// Default guest RAM.
@@ -107,8 +108,7 @@ pub fn run(
         )
         .map_err(|e| VmError::Memory(e.to_string()))?;
     rec.step(
-        "guest_loaded",
-        "Guest kernel loaded",
+        Phase::GuestLoaded,
         format!(
             "the {} byte ELF image was loaded into guest RAM up to {:#x}; the VMM wrote a GDT and page tables (identity map of the first {} MiB, ring 3 allowed only at {:#x}-{:#x}) so the guest can start in 64-bit mode at its ELF entry {entry:#x} (its 32-bit PVH entry, for other VMMs, is at {pvh})",
             image.len(),
@@ -128,8 +128,7 @@ pub fn run(
     long_mode::set_long_mode_entry(&vcpu, entry, 0, 0)?;
     let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
     rec.step(
-        "vcpu_created",
-        "vCPU created",
+        Phase::VcpuCreated,
         format!(
             "one vCPU already in 64-bit long mode with paging on, at the entry point; TSC {:.3} GHz",
             tsc_khz as f64 / 1e6
@@ -146,6 +145,24 @@ pub fn run(
     Ok(Finished { report, machine })
 }
 
+/// The phase a guest milestone reports, and for the entry milestones
+/// which door the guest came in by.
+pub fn milestone_phase(id: u8) -> (Phase, &'static str) {
+    use abi::milestone as m;
+    match id {
+        m::ENTRY => (Phase::GuestEntry, " (32-bit entry, paging off)"),
+        m::ENTRY_64 => (Phase::GuestEntry, " (64-bit entry, paging on)"),
+        m::GDT => (Phase::GuestGdt, ""),
+        m::PAGING => (Phase::GuestPaging, ""),
+        m::LONG_MODE => (Phase::GuestLongMode, ""),
+        m::IDT => (Phase::GuestIdt, ""),
+        m::TIMER_TICK => (Phase::GuestTimer, ""),
+        m::USER_ENTER => (Phase::GuestUserEnter, ""),
+        m::USER_RETURN => (Phase::GuestUserReturn, ""),
+        _ => (Phase::GuestMilestone, ""),
+    }
+}
+
 fn exit_loop(
     vcpu: &mut VcpuFd,
     memory: &GuestMemoryMmap,
@@ -153,7 +170,7 @@ fn exit_loop(
     deadline: Instant,
     tsc_khz: u32,
     rec: &mut Recorder,
-) -> Result<(String, Option<u64>, u64), VmError> {
+) -> Result<(String, Option<u64>, ExitCounts), VmError> {
     let mut console: Vec<u8> = Vec::new();
     let append = |console: &mut Vec<u8>, data: &[u8]| {
         if console.len() + data.len() > config.console_limit {
@@ -162,7 +179,7 @@ fn exit_loop(
         console.extend_from_slice(data);
         Ok(())
     };
-    let mut exits: u64 = 0;
+    let mut exits = ExitCounts::default();
     let mut entry_tsc: Option<u64> = None;
     let mut ready = false;
     let mut app_cycles = None;
@@ -190,16 +207,11 @@ fn exit_loop(
                 if entry_tsc.is_none() {
                     entry_tsc = Some(tsc);
                 }
-                let (phase, label) = abi::MILESTONE_NAMES
-                    .iter()
-                    .find(|(m, _, _)| *m == id)
-                    .map(|(_, p, l)| (*p, *l))
-                    .unwrap_or(("guest_milestone", "Guest milestone"));
+                let (phase, door) = milestone_phase(id);
                 let guest_us = since_entry.map(tsc_to_us).unwrap_or(0.0);
                 rec.step(
                     phase,
-                    label,
-                    format!("reported by the guest through port {:#x}; guest TSC {tsc}, {guest_us:.1} µs after its first instruction", abi::MILESTONE_PORT),
+                    format!("reported by the guest through port {:#x}{door}; guest TSC {tsc}, {guest_us:.1} µs after its first instruction by that TSC", abi::MILESTONE_PORT),
                     Some(guest_us),
                 );
             }
@@ -230,8 +242,7 @@ fn exit_loop(
             {
                 ready = true;
                 rec.step(
-                    "ready",
-                    "Ready: boot complete",
+                    Phase::Ready,
                     format!("the guest wrote {} to the boot-complete register at {:#x} (Firecracker's signal)", abi::BOOT_COMPLETE_VALUE, abi::BOOT_COMPLETE_MMIO),
                     None,
                 );

@@ -2,16 +2,17 @@
 //! it, turn its log lines into phases, probe readiness, and explain an exit.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
-use stacklab_api::{ErrorCode, FactKey, RunError};
+use stacklab_api::{ErrorCode, FactKey, Phase, RunError};
 
 use super::image::PresentImage;
-use super::measure::{measure_memory, Cgroup};
+use super::measure::Cgroup;
 use super::readiness::probe_ready;
+use super::spec::TMPFS_MOUNTS;
 use super::{attach_and_start, engine_facts, DockerRuntime, NETWORK};
-use crate::backends::{Ready, RunContext};
+use crate::backends::{MemoryProbe, Ready, RunContext};
 
 /// Last console lines quoted when a container dies.
 const TAIL_LINES: usize = 8;
@@ -23,7 +24,6 @@ impl DockerRuntime {
         ctx: &RunContext,
         id: &str,
         image: &PresentImage,
-        created_at: Instant,
     ) -> Result<Ready, RunError> {
         let docker = &self.docker;
         let started = attach_and_start(docker, ctx, id, false).await?;
@@ -48,8 +48,7 @@ impl DockerRuntime {
         };
         ctx.phase_at(
             started_us,
-            "container_started",
-            "Container started",
+            Phase::ContainerStarted,
             format!(
                 "the engine started the entrypoint (the moment its start call returned); on the host it is the ordinary process {pid}"
             ),
@@ -81,7 +80,7 @@ impl DockerRuntime {
                     Some(Ok(chunk)) => {
                         if !first_byte {
                             first_byte = true;
-                            ctx.phase_with_memory("first_log_byte", "First output", "the container wrote its first byte of output", memory_now());
+                            ctx.phase_with_memory(Phase::FirstLogByte, "the container wrote its first byte of output", memory_now());
                         }
                         pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
                         while let Some(nl) = pending.find('\n') {
@@ -97,14 +96,14 @@ impl DockerRuntime {
                             }
                             if line.contains("database system is ready to accept connections") {
                                 ready_lines += 1;
-                                let (phase, label, detail) = if ready_lines == 1 {
-                                    ("temp_server_ready", "First \"ready\" (temporary server)", "PostgreSQL logged \"ready to accept connections\" for the first time: the entrypoint's temporary server, listening only on a Unix socket while it finishes the setup")
+                                let (phase, detail) = if ready_lines == 1 {
+                                    (Phase::TempServerReady, "PostgreSQL logged \"ready to accept connections\" for the first time: the entrypoint's temporary server, listening only on a Unix socket while it finishes the setup")
                                 } else {
-                                    ("server_ready", "Second \"ready\" (real server)", "PostgreSQL logged \"ready to accept connections\" again: the real server, now listening on the network")
+                                    (Phase::ServerReady, "PostgreSQL logged \"ready to accept connections\" again: the real server, now listening on the network")
                                 };
-                                ctx.phase_with_memory(phase, label, detail, memory_now());
+                                ctx.phase_with_memory(phase, detail, memory_now());
                             } else if line.contains("PostgreSQL init process complete") {
-                                ctx.phase_with_memory("init_complete", "Init complete", "initdb finished and the temporary server stopped", memory_now());
+                                ctx.phase_with_memory(Phase::InitComplete, "initdb finished and the temporary server stopped", memory_now());
                             }
                         }
                     }
@@ -136,19 +135,19 @@ impl DockerRuntime {
                 }
             }
         };
-        let ready_us = created_at.elapsed().as_micros() as u64;
         ctx.phase_with_memory(
-            "ready",
-            "Ready: SELECT 1 answered",
-            format!("the server's first successful `SELECT 1` over the PostgreSQL wire protocol to {ip}:5432 (after {attempts} connection attempts)"),
+            Phase::Ready,
+            format!("SELECT 1 answered: the server's first successful `SELECT 1` over the PostgreSQL wire protocol to {ip}:5432 (the probe connected {attempts} time(s), failed attempts included)"),
             memory_now(),
         );
-        ctx.all_ready().await;
-        let mut ready = Ready::default();
-        measure_memory(&mut ready, &cgroup);
-        ctx.all_measured().await;
-        self.describe(&mut ready, id, image, ip, &password, ready_us)
+        let mut ready = ctx
+            .read_memory(MemoryProbe::Container {
+                cgroup,
+                pid,
+                tmpfs: TMPFS_MOUNTS.to_vec(),
+            })
             .await;
+        self.describe(&mut ready, id, image, ip, &password).await;
         ready.fact(
             FactKey::Limits,
             "Its limits",

@@ -12,14 +12,14 @@ use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{BuildImageOptionsBuilder, CreateContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::StreamExt;
-use stacklab_api::{ErrorCode, FactKey, Metric, RunError, Unit};
+use stacklab_api::{ErrorCode, FactKey, Metric, Phase, RunError};
 use tokio::io::AsyncWriteExt;
 
 use super::image::ImageError;
-use super::measure::{measure_memory, Cgroup};
+use super::measure::Cgroup;
 use super::spec::{caps_text, DEMO_MEMORY_BYTES, DEMO_NANO_CPUS, DEMO_PIDS};
 use super::{attach_and_start, docker_error, drive_then_remove, engine_facts, Owner};
-use crate::backends::{Ready, RunContext, Runtime};
+use crate::backends::{MemoryProbe, Ready, RunContext, Runtime};
 
 /// The image's reference.
 pub const HELLO_IMAGE: &str = "stacklab/hello:1";
@@ -209,8 +209,7 @@ impl HelloRuntime {
         let (mut output, mut input, mut exited) = (started.output, started.input, started.exited);
         ctx.phase_at(
             started_us,
-            "container_started",
-            "Container started",
+            Phase::ContainerStarted,
             format!("the engine started /hello (the moment its start call returned); on the host it is the ordinary process {pid}"),
             None,
         );
@@ -232,15 +231,17 @@ impl HelloRuntime {
         }
         let line = printed.trim_end().to_owned();
         ctx.phase(
-            "ready",
-            "Ready: the program ran",
-            format!("the container's program printed {line:?}: it is running"),
+            Phase::Ready,
+            format!("the program ran: the container's program printed {line:?}; it is running"),
         );
         ctx.log(&line);
-        ctx.all_ready().await;
-        let mut ready = Ready::default();
-        measure_memory(&mut ready, &cgroup);
-        ctx.all_measured().await;
+        let mut ready = ctx
+            .read_memory(MemoryProbe::Container {
+                cgroup,
+                pid,
+                tmpfs: Vec::new(),
+            })
+            .await;
         // Let it go: one byte on its standard input, and it exits.
         let _ = input.write_all(b"\n").await;
         let _ = input.flush().await;
@@ -253,14 +254,14 @@ impl HelloRuntime {
         };
         match code {
             Some(code) => ctx.phase(
-                "exited",
-                "Program exited",
+                Phase::Exited,
                 format!("given a byte on its standard input, the program exited with code {code}"),
             ),
-            None => ready.missing(
-                Metric::CreateToReady,
+            None => ready.fact(
+                FactKey::Output,
                 "Exit",
-                "the program did not exit within 5 s of its byte; it was removed",
+                "the program did not exit within 5 s of its byte; it was removed".into(),
+                "waited 5 s on the engine's wait stream after writing its byte",
             ),
         }
         ready.fact(
@@ -292,13 +293,7 @@ impl HelloRuntime {
             "the container's specification, fixed in the server's code",
         );
         engine_facts(&self.docker, &mut ready).await;
-        ready.measure(
-            Metric::ImageSize,
-            "Program size",
-            program().len() as f64,
-            Unit::Bytes,
-            "the size of /hello, the image's only file",
-        );
+        ready.read(Metric::ImageSize, Ok(program().len() as f64));
         Ok(ready)
     }
 }
@@ -307,9 +302,8 @@ impl Runtime for HelloRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
         find(&self.docker).await.map_err(ImageError::run_error)?;
         ctx.phase(
-            "image_ready",
-            "Image ready",
-            format!("{HELLO_IMAGE}: already present"),
+            Phase::ImageReady,
+            format!("{HELLO_IMAGE}: already present; the create request follows at once"),
         );
         let created = self
             .docker

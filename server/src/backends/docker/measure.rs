@@ -6,7 +6,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use stacklab_api::{FactKey, Metric, Unit};
+use stacklab_api::{FactKey, Metric};
 
 use super::image::{ImageKind, PresentImage};
 use super::readiness::server_version;
@@ -27,21 +27,26 @@ pub struct CgroupMemory {
     /// `memory.usage_in_bytes` (v1) / `memory.current` (v2): everything
     /// charged, page cache and tmpfs included.
     pub usage: u64,
-    /// Page cache the kernel may drop first (`inactive_file`).
-    pub inactive_file: u64,
-    /// tmpfs and shared memory (`shmem`): with the data directory on tmpfs,
-    /// this is the database files themselves.
-    pub shmem: u64,
+    /// Page cache the kernel may drop first (`inactive_file`), if
+    /// `memory.stat` has it.
+    pub inactive_file: Option<u64>,
 }
 
 impl CgroupMemory {
     /// What `docker stats` shows: usage minus inactive page cache.
-    pub fn docker_stats(&self) -> u64 {
-        self.usage.saturating_sub(self.inactive_file)
+    pub fn docker_stats(&self) -> Result<u64, String> {
+        self.inactive_file
+            .map(|i| self.usage.saturating_sub(i))
+            .ok_or_else(|| "memory.stat has no inactive_file line".to_owned())
     }
 }
 
 impl Cgroup {
+    /// The group's directory under `/sys/fs/cgroup`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The memory cgroup of process `pid` (on the host's PID namespace).
     pub fn of_pid(pid: u32) -> io::Result<Cgroup> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
@@ -81,15 +86,14 @@ impl Cgroup {
         let usage = read_u64(&self.dir.join(usage_file))?;
         let stat = std::fs::read_to_string(self.dir.join("memory.stat"))?;
         // v1 reports the group's own and hierarchical (`total_`) figures.
-        let (inactive, shmem) = if self.v2 {
-            ("inactive_file", "shmem")
+        let inactive = if self.v2 {
+            "inactive_file"
         } else {
-            ("total_inactive_file", "total_shmem")
+            "total_inactive_file"
         };
         Ok(CgroupMemory {
             usage,
-            inactive_file: stat_field(&stat, inactive).unwrap_or(0),
-            shmem: stat_field(&stat, shmem).unwrap_or(0),
+            inactive_file: stat_field(&stat, inactive),
         })
     }
 
@@ -126,38 +130,61 @@ pub fn pid_in_namespace(pid: u32) -> Option<u32> {
         .ok()
 }
 
-/// The memory figures of a container, read now: the PSS of its processes
-/// and its tmpfs (shmem) pages, each on its own line and summed as the
-/// memory it holds (counted as a VM's is: everything that is the
-/// instance's own, shared pages split fairly), plus the cgroup's figures
-/// for comparison. A reading that fails is missing, with why.
-pub(super) fn measure_memory(ready: &mut Ready, cgroup: &Result<Cgroup, String>) {
+/// Used bytes of the tmpfs mounted at `mount` inside the container whose
+/// process is `pid` (statvfs through `/proc/PID/root`): the pages its
+/// files hold.
+pub fn tmpfs_used_bytes(pid: u32, mount: &str) -> io::Result<u64> {
+    let path = std::ffi::CString::new(format!("/proc/{pid}/root{mount}"))
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    // SAFETY: `path` is a NUL-terminated string we own; `st` is a plain C
+    // struct the call fills, zeroed before.
+    let st = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st
+    };
+    Ok((st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64)
+}
+
+/// The memory readings of a container, read now: the PSS of its
+/// processes and the files on its tmpfs mounts (the parts of the memory
+/// it holds), plus its cgroup's figures for comparison. A reading that
+/// fails is missing, with why.
+pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32, tmpfs: &[&str]) -> Ready {
+    let mut ready = Ready::default();
+    let files = tmpfs
+        .iter()
+        .map(|m| {
+            tmpfs_used_bytes(pid, m).map_err(|e| {
+                format!("could not statvfs the tmpfs at {m} through process {pid}'s root: {e}")
+            })
+        })
+        .sum::<Result<u64, String>>();
+    ready.read(Metric::MemoryTmpfsFiles, files.map(|b| b as f64));
     let cg = match cgroup {
         Ok(cg) => cg,
         Err(why) => {
-            for (key, label) in [
-                (Metric::MemoryHeld, "Memory held"),
-                (Metric::MemoryPss, "Memory of the processes (PSS)"),
-                (Metric::MemoryTmpfs, "Files in tmpfs (shmem)"),
+            for key in [
+                Metric::MemoryPss,
+                Metric::Processes,
+                Metric::MemoryCgroup,
+                Metric::MemoryDockerStats,
             ] {
-                ready.missing(key, label, format!("no memory cgroup: {why}"));
+                ready.read(key, Err(format!("no memory cgroup: {why}")));
             }
-            return;
+            return ready;
         }
     };
     let pss = match cg.pids() {
-        Err(e) => Err(format!(
-            "could not read {}/cgroup.procs: {e}",
-            cg.dir.display()
-        )),
+        Err(e) => {
+            let why = format!("could not read {}/cgroup.procs: {e}", cg.dir.display());
+            ready.read(Metric::Processes, Err(why.clone()));
+            Err(why)
+        }
         Ok(pids) => {
-            ready.measure(
-                Metric::Processes,
-                "Processes",
-                pids.len() as f64,
-                Unit::Count,
-                "entries in the container's cgroup.procs",
-            );
+            ready.read(Metric::Processes, Ok(pids.len() as f64));
             let listed: Vec<String> = pids
                 .iter()
                 .map(|p| match pid_in_namespace(*p) {
@@ -169,7 +196,7 @@ pub(super) fn measure_memory(ready: &mut Ready, cgroup: &Result<Cgroup, String>)
             let mut exited = 0;
             pids.iter()
                 .map(|p| match process_memory(*p) {
-                    Ok(ProcessMemory::Pss(b)) => Ok(b),
+                    Ok(ProcessMemory::Read(r)) => Ok(r.pss),
                     Ok(ProcessMemory::Exited) => {
                         exited += 1;
                         Ok(0)
@@ -180,40 +207,28 @@ pub(super) fn measure_memory(ready: &mut Ready, cgroup: &Result<Cgroup, String>)
                 .map(|b| (b, exited))
         }
     };
-    let pss_how = match &pss {
-        Ok((_, 0)) | Err(_) => "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones".to_owned(),
-        Ok((_, n)) => format!("Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup): private pages plus a fair share of shared ones; {n} of them exited between being listed and being read, and hold nothing"),
+    let note = match &pss {
+        Ok((_, n)) if *n > 0 => Some(format!(
+            "{n} of them exited between being listed and being read, and hold nothing"
+        )),
+        _ => None,
     };
-    let pss = pss.map(|(b, _)| b);
+    ready.read_noted(Metric::MemoryPss, pss.map(|(b, _)| b as f64), note);
     let counters = cg
         .memory()
         .map_err(|e| format!("could not read the memory cgroup {}: {e}", cg.dir.display()));
-    ready.measure_or_missing(
-        Metric::MemoryPss,
-        "Memory of the processes (PSS)",
-        pss.clone().map(|b| b as f64),
-        Unit::Bytes,
-        &pss_how,
+    ready.read(
+        Metric::MemoryCgroup,
+        counters
+            .as_ref()
+            .map(|m| m.usage as f64)
+            .map_err(Clone::clone),
     );
-    ready.measure_or_missing(Metric::MemoryTmpfs, "Files in tmpfs (shmem)", counters.as_ref().map(|m| m.shmem as f64).map_err(Clone::clone), Unit::Bytes,
-        "shmem in the cgroup's memory.stat: files the container wrote to its tmpfs mounts (for PostgreSQL, the database initdb made) live in memory, and no process maps them, so PSS leaves them out");
-    let held = match (&pss, &counters) {
-        (Ok(p), Ok(m)) => Ok((p + m.shmem) as f64),
-        (Err(e), _) | (_, Err(e)) => Err(e.clone()),
-    };
-    ready.measure_or_missing(Metric::MemoryHeld, "Memory held", held, Unit::Bytes,
-        "PSS of its processes + its tmpfs pages, read at ready: what is this container's own, shared pages split fairly. A VM's figure counts the same things: the VMM's PSS holds the guest's pages, its tmpfs included");
-    if let Ok(m) = &counters {
-        ready.measure(Metric::MemoryCgroup, "Memory charged to the container", m.usage as f64, Unit::Bytes,
-            "the container's memory cgroup usage: processes plus page cache plus tmpfs files, everything the kernel charges to it");
-        ready.measure(
-            Metric::MemoryDockerStats,
-            "Memory as docker stats shows it",
-            m.docker_stats() as f64,
-            Unit::Bytes,
-            "cgroup usage minus inactive page cache, the figure `docker stats` prints",
-        );
-    }
+    ready.read(
+        Metric::MemoryDockerStats,
+        counters.and_then(|m| m.docker_stats().map(|b| b as f64)),
+    );
+    ready
 }
 
 impl DockerRuntime {
@@ -226,22 +241,8 @@ impl DockerRuntime {
         image: &PresentImage,
         ip: IpAddr,
         password: &str,
-        ready_us: u64,
     ) {
-        ready.measure(
-            Metric::CreateToReady,
-            "Container create → ready",
-            ready_us as f64,
-            Unit::Micros,
-            "from the create request to the Docker engine until the first successful SELECT 1 over TCP, measured by the server's monotonic clock",
-        );
-        ready.measure(
-            Metric::ImageSize,
-            "Image size",
-            image.size_bytes as f64,
-            Unit::Bytes,
-            "the image's size as the Docker engine reports it (all layers, uncompressed)",
-        );
+        ready.read(Metric::ImageSize, Ok(image.size_bytes as f64));
         ready.fact(FactKey::Image, "Image", match image.kind {
                 ImageKind::Official => format!("{} (the official image)", image.reference),
                 ImageKind::OfflineBuilt => format!("{} (built offline by stacklab from Debian's postgresql-15: no registry is reachable here)", image.reference),
@@ -281,41 +282,36 @@ mod tests {
         (dir, cgroup)
     }
 
-    /// A reading that fails leaves its figure absent, with why, and the
-    /// sum it belongs to absent too (never a 0).
+    /// A reading that fails is missing with why (never a 0), and what
+    /// could be read is there.
     #[test]
     fn a_reading_that_fails_is_missing_with_its_reason() {
         let (_dir, cgroup) = cgroup_dir(&[
             ("memory.current", "4096\n".into()),
-            ("memory.stat", "shmem 8192\ninactive_file 0\n".into()),
+            ("memory.stat", "shmem 8192\n".into()),
         ]);
-        let mut ready = Ready::default();
-        measure_memory(&mut ready, &cgroup);
-        assert_eq!(ready.value(Metric::MemoryPss), None);
-        assert_eq!(ready.value(Metric::MemoryHeld), None);
-        assert_eq!(
-            ready.value(Metric::MemoryTmpfs),
-            Some(8192.0),
-            "what could be read is there"
-        );
-        let reason = |key: Metric| {
-            ready
-                .missing
-                .iter()
-                .find(|m| m.key == key.into())
-                .map(|m| m.reason.clone())
-                .unwrap_or_default()
+        let ready = read_container(&cgroup, std::process::id(), &["/no/such/mount"]);
+        let reason = |key: Metric| match ready.readings.iter().find(|r| r.key == key.into()) {
+            Some(r) => r.value.clone().err().unwrap_or_default(),
+            None => panic!("{key} not reported at all: {:?}", ready.readings),
         };
         assert!(
             reason(Metric::MemoryPss).contains("cgroup.procs"),
             "{:?}",
-            ready.missing
+            ready.readings
         );
-        assert!(reason(Metric::MemoryHeld).contains("cgroup.procs"));
+        assert!(reason(Metric::Processes).contains("cgroup.procs"));
+        assert!(reason(Metric::MemoryTmpfsFiles).contains("/no/such/mount"));
+        assert!(reason(Metric::MemoryDockerStats).contains("inactive_file"));
+        assert_eq!(
+            ready.value(Metric::MemoryCgroup),
+            Some(4096.0),
+            "what could be read is there"
+        );
     }
 
     /// A process that exits between being listed and being read holds
-    /// nothing: that is a reading (said in the how), not a failure.
+    /// nothing: that is a reading (said in its note), not a failure.
     #[test]
     fn a_process_that_just_exited_holds_nothing() {
         let mut gone = std::process::Command::new("true").spawn().unwrap();
@@ -325,21 +321,29 @@ mod tests {
         let (_dir, cgroup) = cgroup_dir(&[
             ("cgroup.procs", format!("{me}\n{pid}\n")),
             ("memory.current", "4096\n".into()),
-            ("memory.stat", "shmem 0\ninactive_file 0\n".into()),
+            ("memory.stat", "inactive_file 0\n".into()),
         ]);
-        let mut ready = Ready::default();
-        measure_memory(&mut ready, &cgroup);
-        assert!(ready.missing.is_empty(), "{:?}", ready.missing);
+        let ready = read_container(&cgroup, me, &[]);
+        assert!(
+            ready.readings.iter().all(|r| r.value.is_ok()),
+            "{:?}",
+            ready.readings
+        );
         let mine = crate::backends::host::pss_bytes(me).unwrap() as f64;
         let pss = ready.value(Metric::MemoryPss).unwrap();
         assert!(pss > 0.5 * mine && pss < 2.0 * mine, "{pss} vs {mine}");
-        let how = &ready
-            .measurements
+        let note = ready
+            .readings
             .iter()
-            .find(|m| m.key == Metric::MemoryPss.into())
-            .unwrap()
-            .how;
-        assert!(how.contains("1 of them exited"), "{how}");
+            .find(|r| r.key == Metric::MemoryPss.into())
+            .and_then(|r| r.note.clone())
+            .unwrap_or_default();
+        assert!(note.contains("1 of them exited"), "{note}");
+        assert_eq!(
+            ready.value(Metric::MemoryTmpfsFiles),
+            Some(0.0),
+            "no tmpfs mounts: nothing"
+        );
     }
 
     #[test]

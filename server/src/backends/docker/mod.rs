@@ -21,7 +21,6 @@ pub mod reaper;
 mod spec;
 
 use std::collections::HashMap;
-use std::time::Instant;
 
 use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::NetworkCreateRequest;
@@ -31,7 +30,7 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures_util::StreamExt;
-use stacklab_api::{ErrorCode, RunError};
+use stacklab_api::{ErrorCode, Phase, RunError};
 
 use crate::backends::{Ready, RunContext, Runtime};
 use image::ImageKind;
@@ -153,17 +152,18 @@ impl Runtime for DockerRuntime {
                 "stacklab's image built offline from Debian's postgresql-15, already present"
             }
         };
-        ctx.phase(
-            "image_ready",
-            "Image ready",
-            format!("{}: {how}", image.reference),
-        );
         self.ensure_network().await.map_err(docker_error)?;
         if ctx.is_cancelled() {
             return Err(ctx.stopped().await);
         }
         let run_id = ctx.run_id().to_owned();
-        let created_at = Instant::now();
+        ctx.phase(
+            Phase::ImageReady,
+            format!(
+                "{}: {how}; the create request follows at once",
+                image.reference
+            ),
+        );
         let created = self
             .docker
             .create_container(
@@ -177,7 +177,7 @@ impl Runtime for DockerRuntime {
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 docker_error(e)
             })?;
-        let drive = self.drive(ctx, &created.id, &image, created_at);
+        let drive = self.drive(ctx, &created.id, &image);
         drive_then_remove(&self.docker, ctx, &created.id, drive).await
     }
 }
@@ -286,8 +286,7 @@ async fn drive_then_remove(
     drive: impl std::future::Future<Output = Result<Ready, RunError>>,
 ) -> Result<Ready, RunError> {
     ctx.phase(
-        "container_created",
-        "Container created",
+        Phase::ContainerCreated,
         format!(
             "the engine created container {} (file system prepared, nothing running yet)",
             &id[..12.min(id.len())]

@@ -13,6 +13,13 @@ use super::image::PresentImage;
 pub const NETWORK: &str = "stacklab-demo";
 /// Where the data directory lives (a tmpfs) and PGDATA below it.
 const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+/// The socket directory, a small tmpfs.
+const RUN_MOUNT: &str = "/var/run/postgresql";
+/// Scratch space, a small tmpfs.
+const TMP_MOUNT: &str = "/tmp";
+/// Every tmpfs mount of the demo container: what its files hold is part
+/// of the memory it holds (see `backends::memory`).
+pub const TMPFS_MOUNTS: &[&str] = &[DATA_MOUNT, RUN_MOUNT, TMP_MOUNT];
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 
 /// The caps every demo container gets. 64 MiB gets PostgreSQL's initdb
@@ -97,11 +104,11 @@ impl ContainerSpec {
                 ),
             ),
             (
-                "/var/run/postgresql".to_owned(),
+                RUN_MOUNT.to_owned(),
                 format!("rw,nosuid,nodev,noexec,size=1m,uid={uid},gid={gid},mode=0775"),
             ),
             (
-                "/tmp".to_owned(),
+                TMP_MOUNT.to_owned(),
                 "rw,nosuid,nodev,noexec,size=8m,mode=1777".to_owned(),
             ),
         ]);

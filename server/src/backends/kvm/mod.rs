@@ -14,7 +14,7 @@ mod measure;
 use std::process::Stdio;
 use std::time::Duration;
 
-use stacklab_api::{ErrorCode, FactKey, Metric, RunError, Unit};
+use stacklab_api::{ErrorCode, FactKey, Phase, RunError};
 use stacklab_vmm::protocol::Line;
 use stacklab_vmm::VmConfig;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -22,8 +22,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 pub use artifacts::{LinuxArtifacts, LinuxGuest, LinuxGuestKind, VmArtifacts};
 pub use measure::{measure_linux, measure_tiny};
 
-use crate::backends::host::{children, tree_pss_bytes};
-use crate::backends::{Ready, RunContext, Runtime};
+use crate::backends::host::children;
+use crate::backends::{MemoryProbe, Ready, RunContext, Runtime};
 
 /// What a [`KvmRuntime`] boots.
 #[derive(Debug, Clone)]
@@ -160,8 +160,7 @@ impl Runtime for KvmRuntime {
         let pid = child.id().unwrap_or(0);
         ctx.phase_at(
             spawn_at,
-            "vmm_started",
-            "VMM process started",
+            Phase::VmmStarted,
             format!("the server asked the kernel to start stacklab-vmm, which became host process {pid} (one process per VM)"),
             None,
         );
@@ -181,30 +180,21 @@ impl Runtime for KvmRuntime {
                 };
                 match serde_json::from_str::<Line>(&line) {
                     Ok(Line::Event(e)) => {
-                        ctx.phase_observed(e.mono_ns, &e.phase, &e.label, e.detail.clone());
-                        if e.phase == "jailed" {
+                        ctx.phase_observed(e.mono_ns, e.phase, e.detail.clone());
+                        if e.phase == Phase::Jailed {
                             jailed_pid = children(pid).ok().and_then(|c| c.first().copied());
                         }
-                        if e.phase == "ready" {
+                        if e.phase == Phase::Ready {
                             if let Some(mut stdin) = stdin.take() {
                                 // The VMM holds the VM at ready: measure it
                                 // now (with the other instances of a step).
-                                ctx.all_ready().await;
-                                held = Some(tree_pss_bytes(pid).map_err(|e| {
-                                    format!("could not read the smaps_rollup of process {pid} or its child: {e}")
-                                }));
-                                ctx.all_measured().await;
+                                held = Some(ctx.read_memory(MemoryProbe::Vm { root: pid }).await);
                                 let _ = stdin.write_all(b"go\n").await;
                             }
                         }
                     }
-                    Ok(Line::Done {
-                        report,
-                        vmm_rss_bytes,
-                        vmm_pss_bytes,
-                        guest,
-                    }) => {
-                        return Ok((report, vmm_rss_bytes, vmm_pss_bytes, guest));
+                    Ok(Line::Done { report, guest, .. }) => {
+                        return Ok((report, guest));
                     }
                     Ok(Line::Error { code, message }) => return Err(RunError { code, message }),
                     Err(e) => {
@@ -223,15 +213,13 @@ impl Runtime for KvmRuntime {
         // Whatever happened, the VM is gone when its process is.
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
-        let (report, rss, pss, guest) = result?;
+        let (report, guest) = result?;
         for line in report.console.lines() {
             ctx.log(line);
         }
         let mut ready = match (&self.guest, guest) {
-            (Guest::Linux(linux), Some(view)) => {
-                measure_linux(&report, &view, linux.kind, rss, pss)
-            }
-            _ => measure_tiny(&report, rss, pss),
+            (Guest::Linux(linux), Some(view)) => measure_linux(&report, &view, linux.kind),
+            _ => measure_tiny(&report),
         };
         ready.fact(
             FactKey::Limits,
@@ -240,13 +228,9 @@ impl Runtime for KvmRuntime {
             "the VM's configuration and the VMM process's rlimits, fixed in the server's code",
         );
         if matches!(self.guest, Guest::Tiny(_)) {
-            ready.measure_or_missing(
-                Metric::MemoryHeld,
-                "Memory held",
-                held.unwrap_or_else(|| Err("the VMM was not held at ready".into())).map(|b| b as f64),
-                Unit::Bytes,
-                "Pss from /proc/PID/smaps_rollup summed over the VM's two host processes (the jail's waiter and the jailed stacklab-vmm), read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched (the guest's kernel, its data and any in-memory files), shared library pages split fairly. The same way a container's processes are read",
-            );
+            ready.extend(held.unwrap_or_else(|| {
+                MemoryProbe::Vm { root: pid }.not_read("the VMM never held the VM at ready")
+            }));
         }
         ready.fact(
             FactKey::HostPids,

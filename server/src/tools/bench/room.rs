@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use stacklab_api::{Capacity, Class, DemoId, EventKind, Health, Metric, Outcome, RunCreated};
+use stacklab_api::{
+    Capacity, Class, DemoId, EventKind, Health, Metric, Outcome, Phase, RunCreated,
+};
 
 use super::client::{
     call, call_on, demo_containers, events, join, processes_named, spawn_server, tempdir, ServerUse,
@@ -36,8 +38,8 @@ const HOG_REQUESTS: usize = 30;
 struct Seen {
     /// Client clock: request sent → `finished` received.
     wall: Duration,
-    /// Server clock: accepted → left the queue (the first phase after
-    /// `accepted`).
+    /// Server clock: accepted → left the queue (its `queue_wait` figure;
+    /// zero for a run that failed before it had one).
     queued: Duration,
     /// The server's measured figures, when ready.
     outcome: Option<Outcome>,
@@ -123,10 +125,17 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
             .filter_map(|s| s.value(Metric::CreateToReady))
             .collect::<Vec<_>>(),
     );
+    let alone_platform = median(
+        &alone
+            .iter()
+            .filter_map(|s| s.value(Metric::PlatformShare))
+            .collect::<Vec<_>>(),
+    );
     println!(
-        "alone ({ALONE_RUNS} runs back to back): request → ready median {:.0} ms; measured create → SELECT 1 median {:.0} ms",
+        "alone ({ALONE_RUNS} runs back to back): request → ready median {:.0} ms; measured create → SELECT 1 median {:.0} ms; platform share median {:.0} ms",
         ms(alone_wall),
-        ms(alone_create)
+        ms(alone_create),
+        ms(alone_platform)
     );
 
     // 2. The room.
@@ -222,6 +231,23 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
             println!(
                 "    learners' measured create → ready in the room ÷ alone = {ratio:.2}× (goal ≤ 1.25×: {})",
                 verdict(ratio <= 1.25)
+            );
+            let platform: Vec<Duration> = seen
+                .iter()
+                .filter_map(|s| s.value(Metric::PlatformShare))
+                .collect();
+            let ratio = median(&platform).as_secs_f64() / alone_platform.as_secs_f64();
+            println!(
+                "    platform share (start → container running), median in the room {:.0} ms ÷ alone {:.0} ms = {ratio:.2}× (goal ≤ 1.5×: {})",
+                ms(median(&platform)),
+                ms(alone_platform),
+                verdict(ratio <= 1.5)
+            );
+            let waits: Vec<Duration> = seen.iter().map(|s| s.queued).collect();
+            println!(
+                "    waited in line (accepted → left the queue, its own figure): median {:.0} ms, longest {:.0} ms",
+                ms(median(&waits)),
+                ms(waits.iter().max().copied().unwrap_or_default())
             );
         }
     }
@@ -328,10 +354,11 @@ async fn run(addr: &str, demo: DemoId, learner: &str, code: &str) -> anyhow::Res
     }
     let id = serde_json::from_str::<RunCreated>(&reply.body)?.id;
     let events = events(addr, &id).await?;
-    let queued = events
-        .iter()
-        .find(|e| matches!(&e.kind, EventKind::Phase { phase, .. } if phase != "accepted"))
-        .map_or(Duration::ZERO, |e| Duration::from_micros(e.at_us));
+    let queued = stacklab_api::phase_at(&events, Phase::SlotGranted)
+        .zip(stacklab_api::phase_at(&events, Phase::Accepted))
+        .map_or(Duration::ZERO, |(left, came)| {
+            Duration::from_micros(left.saturating_sub(came))
+        });
     let outcome = events.into_iter().find_map(|e| match e.kind {
         EventKind::Finished { outcome } => Some(outcome),
         _ => None,

@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 
 use std::sync::Arc;
 
-use stacklab_api::{DemoId, Metric};
+use stacklab_api::{DemoId, Metric, Phase};
 
 use super::{median, ms, row, through_server, verdict};
 use crate::backends::kvm::{KvmRuntime, VmArtifacts};
@@ -46,14 +46,16 @@ fn vmm_child(artifacts: &VmArtifacts, jailed: bool) -> anyhow::Result<VmSample> 
     for line in std::io::BufReader::new(stdout).lines() {
         match serde_json::from_str::<Line>(&line?)? {
             Line::Event(e) => {
-                if e.phase == "kvm_opened" {
+                if e.phase == Phase::KvmOpened {
                     first = Some(e.mono_ns);
                 }
-                if e.phase == "ready" {
+                if e.phase == Phase::Ready {
                     ready = Some(e.mono_ns);
                 }
             }
-            Line::Done { vmm_rss_bytes, .. } => rss = vmm_rss_bytes,
+            Line::Done { vmm_rss_bytes, .. } => {
+                rss = vmm_rss_bytes.context("the VMM could not read its own RSS")?
+            }
             Line::Error { message, .. } => bail!("the VMM failed: {message}"),
         }
     }
@@ -139,26 +141,27 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     }
 
     // In-process (a thread per VM): the VMM's own create → ready, the
-    // guest's own share of it, and the teardown after ready.
+    // guest's own share of it, and the teardown, timed from the moment it
+    // starts to the moment it ends (nothing else in between).
     let mut in_process = Vec::new();
     let mut guest_own = Vec::new();
     let mut teardown = Vec::new();
     for _ in 0..n {
-        let t = Instant::now();
         let finished = run(&image, &config, &mut |_| {})?;
         let report = finished.report.clone();
+        let t = Instant::now();
         finished.tear_down();
-        let whole = t.elapsed();
-        let ready = report
-            .span("kvm_opened", "ready")
-            .context("no ready step")?;
-        in_process.push(ready);
+        teardown.push(t.elapsed());
+        in_process.push(
+            report
+                .span(Phase::KvmOpened, Phase::Ready)
+                .context("no ready step")?,
+        );
         guest_own.push(
             report
-                .span("guest_entry", "ready")
+                .span(Phase::GuestEntry, Phase::Ready)
                 .context("no guest entry")?,
         );
-        teardown.push(whole.saturating_sub(ready));
     }
 
     // Child process per VM, back to back with nothing else running: the
@@ -225,7 +228,7 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
                 .with_context(|| format!("no {key}"))
         };
         platform.push(us(Metric::PlatformShare)?);
-        total.push(us(Metric::RequestToReady)?);
+        total.push(us(Metric::StartToReady)?);
     }
     // Let the history writes of those runs finish before anything else.
     runs.shut_down().await;
@@ -234,8 +237,12 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     let f = |pick: fn(&stacklab_vmm::floor::Floor) -> Duration| {
         floor.iter().map(pick).collect::<Vec<_>>()
     };
-    let (floor_ready, floor_teardown) = (f(|x| x.open_to_first_exit), f(|x| x.teardown));
-    row("floor: /dev/kvm open → first exit", &floor_ready);
+    let (floor_ready, floor_teardown) = (f(|x| x.opened_to_first_exit), f(|x| x.teardown));
+    row(
+        "floor: opening /dev/kvm → first exit",
+        &f(|x| x.open_to_first_exit),
+    );
+    row("floor: /dev/kvm opened → first exit", &floor_ready);
     row(
         "floor: of which KVM_SET_USER_MEMORY_REGION",
         &f(|x| x.set_memory),
@@ -243,13 +250,13 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     row("floor: teardown", &floor_teardown);
     row("floor as a child process: spawn → exit", &floor_child);
     row("guest's own entry → ready (in-process runs)", &guest_own);
-    row("server path: request → ready", &total);
+    row("server path: start (left the queue) → ready", &total);
     row(
-        "server path: platform share (→ first instruction)",
+        "server path: platform share (start → first instruction)",
         &platform,
     );
     row("in-process (thread): /dev/kvm open → ready", &in_process);
-    row("in-process: VM teardown after ready", &teardown);
+    row("in-process: VM teardown (tear_down() alone)", &teardown);
     let c = |f: fn(&VmSample) -> Duration| child.iter().map(f).collect::<Vec<_>>();
     row(
         "child process: VMM create → ready",
@@ -280,13 +287,13 @@ pub async fn vm(n: usize) -> anyhow::Result<()> {
     let ready = ms(median(&c(|s| s.create_to_ready)));
     let bound = ms(median(&floor_ready)) + ms(median(&guest_own));
     println!(
-        "VMM create → ready / (floor open → first exit + guest entry → ready), medians: {ready:.2} / {bound:.2} ms = {:.2}x   target <= 2x and <= 2 ms   {}",
+        "VMM create → ready / (floor /dev/kvm opened → first exit + guest entry → ready; all three start after the open), medians: {ready:.2} / {bound:.2} ms = {:.2}x   target <= 2x and <= 2 ms   {}",
         ready / bound,
         verdict(ready <= 2.0 * bound && ready <= 2.0)
     );
     let down = ms(median(&teardown));
     println!(
-        "teardown after ready (in-process, median): {down:.2} ms = {:.1}x the floor's   target <= 1 ms   {}",
+        "teardown (in-process, tear_down() alone, median): {down:.2} ms = {:.1}x the floor's   target <= 1 ms   {}",
         down / ms(median(&floor_teardown)),
         verdict(down <= 1.0)
     );

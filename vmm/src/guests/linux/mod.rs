@@ -10,6 +10,7 @@
 //! (see [`parse_report_line`]); further milestones are other values written
 //! to the boot-complete register ([`milestone`]).
 
+use stacklab_api::Phase;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ use crate::devices::i8042::{self, I8042};
 use crate::devices::serial::{IrqLine, Serial, SERIAL_BASE, SERIAL_IRQ};
 use crate::error::{kvm_err, VmError};
 use crate::machine::{IrqChip, Machine};
-use crate::report::{Recorder, VmEvent, VmReport};
+use crate::report::{ExitCounts, Recorder, VmEvent, VmReport};
 use crate::vcpu::{next_exit, with_watchdog};
 
 mod report;
@@ -138,8 +139,7 @@ pub fn run_linux(
         (initrd_addr, initrd.len()),
     )?;
     rec.step(
-        "kernel_loaded",
-        "Linux kernel loaded",
+        Phase::KernelLoaded,
         format!(
             "bzImage of {} bytes (boot protocol {}.{:02}) at {:#x}, initramfs of {} bytes at {initrd_addr:#x}, command line \"{}\"",
             kernel.len(),
@@ -179,8 +179,7 @@ pub fn run_linux(
     set_long_mode_entry(&vcpu, entry)?;
     let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
     rec.step(
-        "vcpu_created",
-        "vCPU created",
+        Phase::VcpuCreated,
         format!("one vCPU in 64-bit long mode with paging on, at the kernel's 64-bit entry {entry:#x}; RSI points to the boot parameters"),
         None,
     );
@@ -226,10 +225,10 @@ fn linux_exit_loop(
     deadline: Instant,
     guest: &mut GuestView,
     rec: &mut Recorder,
-) -> Result<u64, VmError> {
+) -> Result<ExitCounts, VmError> {
     let mut i8042 = I8042::default();
     let mut cmos = Cmos::default();
-    let mut exits = 0u64;
+    let mut exits = ExitCounts::default();
     let mut ready = false;
     let mut line_start = 0usize;
     loop {
@@ -246,8 +245,7 @@ fn linux_exit_loop(
                 let console = serial.writer();
                 if before == 0 && !console.is_empty() {
                     rec.step(
-                        "first_console",
-                        "First console output",
+                        Phase::FirstConsole,
                         "the guest wrote its first byte to the serial console (ttyS0)".into(),
                         None,
                     );
@@ -272,8 +270,7 @@ fn linux_exit_loop(
                         return Err(VmError::StoppedEarly("it reset itself"));
                     }
                     rec.step(
-                        "reset",
-                        "Guest reset",
+                        Phase::Reset,
                         "the guest asked for a reset through the i8042 controller (its reboot); the VM ends here".into(),
                         None,
                     );
@@ -305,15 +302,13 @@ fn linux_exit_loop(
                     Some(milestone::BOOT_COMPLETE) if !ready => {
                         ready = true;
                         rec.step(
-                            "ready",
-                            "Ready: userspace running",
+                            Phase::Ready,
                             format!("the guest's /init wrote {} to the boot-complete register at {:#x} (Firecracker's signal)", milestone::BOOT_COMPLETE, abi::BOOT_COMPLETE_MMIO),
                             None,
                         );
                     }
                     Some(milestone::POSTGRES_READY) => rec.step(
-                        "postgres_ready",
-                        "PostgreSQL ready",
+                        Phase::PostgresReady,
                         "the guest's /init saw `SELECT 1` answered over PostgreSQL's Unix socket inside the guest, then wrote 2 to the boot-complete register".into(),
                         None,
                     ),
@@ -328,8 +323,7 @@ fn linux_exit_loop(
             VcpuExit::Shutdown => {
                 if ready {
                     rec.step(
-                        "reset",
-                        "Guest reset",
+                        Phase::Reset,
                         "the guest reset itself (triple fault, the last resort of its reboot); the VM ends here".into(),
                         None,
                     );

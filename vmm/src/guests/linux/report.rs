@@ -3,6 +3,7 @@
 //! `stacklab: ` ([`parse_report_line`]).
 
 use serde::{Deserialize, Serialize};
+use stacklab_api::Phase;
 
 use crate::report::Recorder;
 
@@ -66,14 +67,13 @@ pub(crate) fn report_line(line: &str, guest: &mut GuestView, rec: &mut Recorder)
             guest.mem_total_bytes = Some(total_kb * 1024);
             guest.mem_available_bytes = Some(available_kb * 1024);
             rec.step(
-                "guest_meminfo",
-                "Guest reports its memory",
+                Phase::GuestMeminfo,
                 format!("/proc/meminfo inside the guest: MemTotal {total_kb} kB, MemAvailable {available_kb} kB"),
                 None,
             );
         }
         Some(ReportLine::Kernel(release)) => guest.kernel_release = Some(release),
-        Some(ReportLine::Say(text)) => rec.step("guest_init", "Guest /init", text, None),
+        Some(ReportLine::Say(text)) => rec.step(Phase::GuestInit, text, None),
         None => {}
     }
 }
