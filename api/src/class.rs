@@ -113,6 +113,9 @@ pub struct RoomPoint {
     pub state: RunState,
     /// Its headline time (µs), see [`DemoId::headline_keys`].
     pub time_to_ready_us: Option<f64>,
+    /// How long it waited in line first (µs): not part of the headline.
+    #[serde(default)]
+    pub queue_wait_us: Option<f64>,
     /// Its headline memory (bytes).
     pub memory_bytes: Option<f64>,
     /// Other runs in progress on the host when it left the queue.
@@ -136,6 +139,52 @@ pub struct ClassView {
     pub points: Vec<RoomPoint>,
     /// The server's queues now.
     pub capacity: Vec<Capacity>,
+    /// What the room's figures are, per demo, from the figure table.
+    #[serde(default)]
+    pub figures: Vec<DemoFigures>,
+}
+
+/// A demo's room figures, named and explained as the figure table does.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DemoFigures {
+    /// Which demo.
+    pub demo: DemoId,
+    /// Its headline time.
+    pub time: FigureText,
+    /// Its wait in line.
+    pub waited: FigureText,
+    /// Its headline memory.
+    pub memory: FigureText,
+}
+
+/// A figure's label and explanation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FigureText {
+    /// Short human name.
+    pub label: String,
+    /// What it measures and how.
+    pub how: String,
+}
+
+impl DemoFigures {
+    /// `demo`'s, from the figure table.
+    pub fn of(demo: DemoId) -> DemoFigures {
+        use crate::figures::{figure, headline, Figure, Question};
+        let text = |f: Figure| FigureText {
+            label: f.label.into_owned(),
+            how: f.how.into_owned(),
+        };
+        DemoFigures {
+            demo,
+            time: text(headline(demo, Question::Time)),
+            waited: text(
+                figure(demo, crate::Metric::QueueWait.into()).expect("every demo waits in line"),
+            ),
+            memory: text(headline(demo, Question::Memory)),
+        }
+    }
 }
 
 /// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,

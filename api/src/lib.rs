@@ -14,8 +14,9 @@ mod phases;
 mod wire_enum;
 
 pub use class::{
-    valid_class_code, Capacity, Class, ClassView, CreateClass, JoinClass, Member, RoomChange,
-    RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+    valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText, JoinClass,
+    Member, RoomChange, RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN,
+    DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
 };
 pub use codes::ErrorCode;
 pub use figures::{Definition, Figure, Question};

@@ -5,7 +5,8 @@
 //! a reload keeps it. Medians where the learner has several runs.
 
 use leptos::prelude::*;
-use stacklab_api::{DemoId, FactKey, Outcome, RunPage, RunRecord, RunState, RunSummary};
+use stacklab_api::figures::{self, Question};
+use stacklab_api::{DemoId, FactKey, Metric, Outcome, RunPage, RunRecord, RunState, RunSummary};
 
 use crate::charts::{fmt_mib, fmt_ms};
 use crate::live::{self, LinuxGuestNote};
@@ -87,6 +88,7 @@ impl Spread {
 struct DemoFigures {
     total: Option<Spread>,
     platform: Option<Spread>,
+    waited: Option<Spread>,
     memory: Option<Spread>,
     /// The latest successful run's record (for its facts).
     latest: Option<RunRecord>,
@@ -111,6 +113,7 @@ fn figures(runs: &[RunSummary], demo: DemoId) -> DemoFigures {
     DemoFigures {
         total: Spread::of(ok.iter().filter_map(|r| r.time_to_ready_us).collect()),
         platform: Spread::of(ok.iter().filter_map(|r| r.platform_us).collect()),
+        waited: Spread::of(ok.iter().filter_map(|r| r.queue_wait_us).collect()),
         memory: Spread::of(ok.iter().filter_map(|r| r.memory_bytes).collect()),
         latest: None,
     }
@@ -172,7 +175,7 @@ async fn load() -> Result<Loaded, String> {
 /// Two horizontal bars on one scale, each with its median and spread.
 #[component]
 fn Bars(
-    title: &'static str,
+    title: String,
     how: String,
     fmt: fn(f64) -> String,
     left: (&'static str, Option<Spread>),
@@ -218,6 +221,22 @@ fn Bars(
     }
 }
 
+/// A figure's label, from the figure table.
+fn label(demo: DemoId, metric: Metric) -> String {
+    figures::figure(demo, metric.into()).map_or(metric.to_string(), |f| f.label.into_owned())
+}
+
+/// What a bar pair measures, from the figure table: one sentence if both
+/// sides define it alike, else each side's.
+fn explain(c: DemoId, v: DemoId, pick: impl Fn(DemoId) -> figures::Figure) -> String {
+    let (fc, fv) = (pick(c), pick(v));
+    if fc.how == fv.how {
+        format!("{}.", fc.how)
+    } else {
+        format!("Container: {}. VM: {}.", fc.how, fv.how)
+    }
+}
+
 /// One pair: its bars, and why the VM side cannot run here if it cannot
 /// (`linux_unavailable`, from the server's health).
 fn pair_view(
@@ -235,14 +254,17 @@ fn pair_view(
             {cannot.map(|why| view! {
                 <p class="host-note" role="note"><strong>{format!("{}: cannot run on this server. ", v.title())}</strong>{why}</p>
             })}
-            <Bars title="Request → ready" fmt=fmt_ms
-                how="From the moment the server accepted the request until ready, on the server's one monotonic clock, for both.".to_owned()
+            <Bars title=figures::headline(c, Question::Time).label.into_owned() fmt=fmt_ms
+                how=explain(c, v, |d| figures::headline(d, Question::Time))
                 left=("Container", fc.total) right=("VM", fv.total) />
-            <Bars title="Of which: the platform's share" fmt=fmt_ms
-                how="Request → the container's process runs (engine: create, file system, namespaces, cgroups, start), or → the VM's vCPU is about to run the guest's first instruction (VMM process spawn, image read, KVM set-up). The rest is the program's or the guest's own work.".to_owned()
+            <Bars title=format!("Of which: {}", label(c, Metric::PlatformShare).to_lowercase()) fmt=fmt_ms
+                how=explain(c, v, |d| figures::figure(d, Metric::PlatformShare.into()).expect("every single demo has one"))
                 left=("Container", fc.platform) right=("VM", fv.platform) />
-            <Bars title="Memory held at ready" fmt=fmt_mib
-                how="Container: PSS of its processes plus its tmpfs pages. VM: PSS of the VMM process, every guest page it touched included. Both read from /proc/PID/smaps_rollup by the server while the instance ran.".to_owned()
+            <Bars title=format!("Not in either: {}", label(c, Metric::QueueWait).to_lowercase()) fmt=fmt_ms
+                how=explain(c, v, |d| figures::figure(d, Metric::QueueWait.into()).expect("every demo has one"))
+                left=("Container", fc.waited) right=("VM", fv.waited) />
+            <Bars title=figures::headline(c, Question::Memory).label.into_owned() fmt=fmt_mib
+                how=explain(c, v, |d| figures::headline(d, Question::Memory))
                 left=("Container", fc.memory) right=("VM", fv.memory) />
         </div>
     }

@@ -3,6 +3,7 @@
 //! them again.
 
 use leptos::prelude::*;
+use stacklab_api::figures::{self, Question};
 use stacklab_api::{DemoId, RunPage, RunState, RunSummary};
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
@@ -93,7 +94,8 @@ pub fn HistoryPage() -> impl IntoView {
                             <th scope="col">"Started (UTC)"</th>
                             <th scope="col">"Demo"</th>
                             <th scope="col">"Result"</th>
-                            <th scope="col">"Request → ready"</th>
+                            <th scope="col">"Time (start → ready)"</th>
+                            <th scope="col">"Waited in line"</th>
                             <th scope="col">"Memory"</th>
                         </tr>
                     </thead>
@@ -127,7 +129,15 @@ fn run_row(r: RunSummary) -> impl IntoView {
     } else {
         String::new()
     };
-    let time = r.time_to_ready_us.map(|t| format!("{prefix}{}", fmt_ms(t)));
+    let time = r.time_to_ready_us.map(|t| {
+        if r.demo.density_of().is_some() {
+            format!("whole sweep: {}", fmt_ms(t))
+        } else {
+            fmt_ms(t)
+        }
+    });
+    // Absent for runs stored before the wait was its own figure.
+    let waited = r.queue_wait_us.map(fmt_ms).unwrap_or_else(|| "—".into());
     let memory = r.memory_bytes.map(|b| format!("{prefix}{}", fmt_mib(b)));
     view! {
         <tr data-run=r.id.clone() title=r.error.map(|e| e.message).unwrap_or_default()>
@@ -135,6 +145,7 @@ fn run_row(r: RunSummary) -> impl IntoView {
             <td><a href=format!("/runs/{}", r.id)>{r.demo.title()}</a></td>
             <td>{result}</td>
             <td class="num">{time}</td>
+            <td class="num">{waited}</td>
             <td class="num">{memory}</td>
         </tr>
     }
@@ -145,7 +156,8 @@ fn run_row(r: RunSummary) -> impl IntoView {
 /// the container's scale).
 #[component]
 fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
-    let chart = |demo: DemoId, name: &'static str, class: &'static str, how: &str| {
+    let chart = |demo: DemoId, name: &'static str, class: &'static str| {
+        let figure = figures::headline(demo, Question::Time);
         let mut times: Vec<f64> = runs
             .iter()
             .filter(|r| r.demo == demo && r.state == RunState::Succeeded)
@@ -160,23 +172,20 @@ fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
         (!points.is_empty()).then(|| {
             view! {
                 <LineChart
-                    title=format!("{name}: request → ready, run by run")
+                    title=format!("{name}: {}, run by run", figure.label.to_lowercase())
                     x_label="your 1st, 2nd, … run listed here"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms
-                    how=how.to_owned()
+                    how=format!("{} (time waiting in line for a free slot is not in it).", figure.how)
                 />
             }
         })
     };
     view! {
         <div class="charts">
-            {chart(DemoId::HelloContainer, "Smallest container", "s-container",
-                "From the moment the server accepted the request until the program printed its line, on the server's monotonic clock.")}
-            {chart(DemoId::PostgresContainer, "PostgreSQL container", "s-container",
-                "From the moment the server accepted the request until the first successful SELECT 1, on the server's monotonic clock.")}
-            {chart(DemoId::MicroVm, "Micro-VM", "s-vm",
-                "From the moment the server accepted the request (the VMM process not yet spawned) until the guest's boot-complete write, on the server's monotonic clock.")}
+            {chart(DemoId::HelloContainer, "Smallest container", "s-container")}
+            {chart(DemoId::PostgresContainer, "PostgreSQL container", "s-container")}
+            {chart(DemoId::MicroVm, "Micro-VM", "s-vm")}
         </div>
     }
 }

@@ -8,6 +8,7 @@
 //! Needs `stacklab linux build` (./dev test runs it) and qemu-system-x86.
 //! Timings printed here are emulated: a correctness check, not a benchmark.
 
+use stacklab_api::Phase;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,23 +44,23 @@ fn artifacts(guest: LinuxGuestKind) -> Option<LinuxArtifacts> {
 }
 
 /// The steps every Linux guest goes through up to userspace.
-const BOOT: [&str; 9] = [
-    "jailed",
-    "kvm_opened",
-    "vm_created",
-    "memory_mapped",
-    "kernel_loaded",
-    "vcpu_created",
-    "first_exit",
-    "first_console",
-    "ready",
+const BOOT: [Phase; 9] = [
+    Phase::Jailed,
+    Phase::KvmOpened,
+    Phase::VmCreated,
+    Phase::MemoryMapped,
+    Phase::KernelLoaded,
+    Phase::VcpuCreated,
+    Phase::FirstExit,
+    Phase::FirstConsole,
+    Phase::Ready,
 ];
 
 #[test]
 fn our_vmm_boots_a_linux_guest_to_userspace_under_nested_emulation() {
     check_nested(
         LinuxGuestKind::Plain,
-        &[&BOOT[..], &["guest_meminfo", "reset"]].concat(),
+        &[&BOOT[..], &[Phase::GuestMeminfo, Phase::Reset]].concat(),
     );
 }
 
@@ -72,12 +73,12 @@ fn postgres_runs_inside_a_linux_guest_under_nested_emulation() {
         &[
             &BOOT[..],
             &[
-                "guest_meminfo",
-                "guest_init",
-                "postgres_ready",
-                "guest_init",
-                "guest_meminfo",
-                "reset",
+                Phase::GuestMeminfo,
+                Phase::GuestInit,
+                Phase::PostgresReady,
+                Phase::GuestInit,
+                Phase::GuestMeminfo,
+                Phase::Reset,
             ],
         ]
         .concat(),
@@ -88,7 +89,7 @@ fn postgres_runs_inside_a_linux_guest_under_nested_emulation() {
 /// host starve each other's timers, and the runs are about a minute each.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
+fn check_nested(kind: LinuxGuestKind, want: &[Phase]) {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let (guest_name, mem_mib) = (kind.name(), kind.mem_mib());
     let Some(artifacts) = artifacts(kind) else {
@@ -105,11 +106,11 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
     if run.vmm_status != 0 {
         fail(&format!("stacklab-vmm exited with {}", run.vmm_status));
     }
-    let phases: Vec<String> = run
+    let phases: Vec<Phase> = run
         .lines
         .iter()
         .filter_map(|l| match l {
-            Line::Event(e) => Some(e.phase.name().into_owned()),
+            Line::Event(e) => Some(e.phase),
             _ => None,
         })
         .collect();
@@ -200,7 +201,6 @@ fn check_nested(kind: LinuxGuestKind, want: &[&str]) {
         .unwrap();
     assert_eq!(inside.value, release);
     // A span the run did not have is said so, never printed as a number.
-    use stacklab_api::Phase;
     let span = |a: Phase, b: Phase| {
         report.span(a, b).map_or("none".to_owned(), |d| {
             format!("{:.0} ms", d.as_secs_f64() * 1000.0)

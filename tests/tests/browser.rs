@@ -7,6 +7,7 @@
 mod util;
 
 use fantoccini::{Client, Locator};
+use stacklab_api::Phase;
 use stacklab_content::Lesson;
 use std::time::Duration;
 
@@ -211,12 +212,8 @@ async fn container_demo(visit: &Visit) {
     .await;
     assert!(pss.ends_with("MiB"), "{pss}");
     let phases = phases_of(client, card).await;
-    assert_eq!(phases.first().map(String::as_str), Some("accepted"));
-    assert_eq!(
-        phases.last().map(String::as_str),
-        Some("ready"),
-        "{phases:?}"
-    );
+    assert_eq!(phases.first(), Some(&Phase::Accepted));
+    assert_eq!(phases.last(), Some(&Phase::Ready), "{phases:?}");
     let image = reading_text(client, &format!(r#"{card} tr[data-key="image"] td"#)).await;
     assert!(
         image.contains("postgres"),
@@ -408,15 +405,8 @@ async fn micro_vm_demo(visit: &Visit) {
     let boot = reading_text(client, &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#)).await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
     let phases = phases_of(client, vm).await;
-    assert!(
-        phases.contains(&"guest_user_return".to_owned()),
-        "{phases:?}"
-    );
-    assert_eq!(
-        phases.last().map(String::as_str),
-        Some("ready"),
-        "{phases:?}"
-    );
+    assert!(phases.contains(&Phase::GuestUserReturn), "{phases:?}");
+    assert_eq!(phases.last(), Some(&Phase::Ready), "{phases:?}");
     assert_lit(
         client,
         &format!(r#"{vm} g[aria-label="Virtual machine: Guest OS"]"#),
@@ -678,11 +668,7 @@ async fn my_runs(visit: &Visit) {
     wait_for_text(client, ".run-page p.status", "your time zone").await;
     reading_text(client, r#".run-page tr[data-key="memory_pss"] td.num"#).await;
     let phases = phases_of(client, ".run-page").await;
-    assert_eq!(
-        phases.last().map(String::as_str),
-        Some("ready"),
-        "{phases:?}"
-    );
+    assert_eq!(phases.last(), Some(&Phase::Ready), "{phases:?}");
     client.refresh().await.unwrap();
     wait_for_h1(client, "PostgreSQL 15 in a container").await;
     screenshot(client, "run-page").await;
@@ -1107,16 +1093,17 @@ async fn a_network_blip_mid_run_loses_nothing() {
     )
     .await;
     let phases = phases_of(&client, card).await;
-    let unique: std::collections::HashSet<&String> = phases.iter().collect();
+    let unique: std::collections::HashSet<&Phase> = phases.iter().collect();
     assert_eq!(unique.len(), phases.len(), "no phase twice: {phases:?}");
-    assert_eq!(phases.first().map(String::as_str), Some("accepted"));
-    assert_eq!(
-        phases.last().map(String::as_str),
-        Some("ready"),
-        "{phases:?}"
-    );
-    for step in ["container_created", "container_started", "ready"] {
-        assert!(phases.iter().any(|p| p == step), "{step} in {phases:?}");
+    assert_eq!(phases.first(), Some(&Phase::Accepted));
+    assert_eq!(phases.last(), Some(&Phase::Ready), "{phases:?}");
+    for step in [
+        Phase::SlotGranted,
+        Phase::ContainerCreated,
+        Phase::ContainerStarted,
+        Phase::Ready,
+    ] {
+        assert!(phases.contains(&step), "{step} in {phases:?}");
     }
     let status = text_of(&client, &format!("{card} p.status")).await;
     assert!(status.starts_with("Ready."), "{status}");

@@ -13,8 +13,8 @@ use axum::response::Response;
 use axum::Json;
 use futures_util::Stream;
 use stacklab_api::{
-    valid_class_code, valid_learner, Class, ClassView, CreateClass, ErrorBody, JoinClass,
-    RoomPoints, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+    valid_class_code, valid_learner, Class, ClassView, CreateClass, DemoFigures, DemoId, ErrorBody,
+    JoinClass, RoomPoints, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
 };
 
 use super::auth::Instructor;
@@ -165,6 +165,7 @@ pub async fn class_view(
             .map(|r| r.point(true, false))
             .collect(),
         capacity: state.labs.capacity(),
+        figures: DemoId::ALL.into_iter().map(DemoFigures::of).collect(),
     }))
 }
 

@@ -49,6 +49,7 @@ impl ClassRun {
             learner: with_learner.then(|| self.learner.clone()),
             state: self.summary.state,
             time_to_ready_us: self.summary.time_to_ready_us,
+            queue_wait_us: self.summary.queue_wait_us,
             memory_bytes: self.summary.memory_bytes,
             others_at_start: self.others_at_start,
             mine,

@@ -252,14 +252,18 @@ pub async fn click(client: &Client, css: &str) {
 }
 
 /// The `data-phase` of every timeline entry of a demo card, in order.
-pub async fn phases_of(client: &Client, card: &str) -> Vec<String> {
+pub async fn phases_of(client: &Client, card: &str) -> Vec<stacklab_api::Phase> {
     let mut phases = Vec::new();
     for li in client
         .find_all(Locator::Css(&format!("{card} .timeline li")))
         .await
         .unwrap()
     {
-        phases.push(li.attr("data-phase").await.unwrap().unwrap_or_default());
+        let name = li.attr("data-phase").await.unwrap().unwrap_or_default();
+        phases.push(
+            name.parse()
+                .unwrap_or_else(|e| panic!("the page shows a phase the API does not know: {e}")),
+        );
     }
     phases
 }

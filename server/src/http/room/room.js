@@ -174,20 +174,21 @@ function spread(values, fmt) {
   return `${s.length} run(s) · median ${fmt(medianOf(s))} · middle half ${fmt(q(0.25))}–${fmt(q(0.75))} · all ${fmt(s[0])}–${fmt(s[s.length - 1])}`;
 }
 
-function demoSection(demo, points) {
+// figures: the server's figure table for this demo (labels and
+// explanations are defined there once, not here).
+function demoSection(demo, points, figures) {
   const ok = points.filter((p) => p.state === "succeeded");
   const failed = points.length - ok.length;
   const others = ok.map((p) => p.others_at_start).filter((n) => typeof n === "number").sort((a, b) => a - b);
-  const density = demo.startsWith("density");
+  const f = figures || { time: { label: "Time", how: "" }, waited: { label: "Waited in line", how: "" }, memory: { label: "Memory", how: "" } };
   return el("section", { class: "demo", "data-demo": demo },
     el("h3", {}, TITLES[demo] || demo),
-    el("p", { class: "how" }, density
-      ? "Time until all five instances of the sweep's last step were ready, and the memory they held together."
-      : "Request → ready: from the moment the server accepted the request until the demo answered, on the server's clock. Memory: what the run held when measured (PSS)."),
+    el("p", { class: "how" }, `${f.time.label}: ${f.time.how}. ${f.memory.label}: ${f.memory.how}.`),
     strip(ok, (p) => p.time_to_ready_us, ms, demo),
-    el("p", { class: "meta", "data-figure": "time" }, "Time: " + spread(ok.map((p) => p.time_to_ready_us), ms)),
+    el("p", { class: "meta", "data-figure": "time" }, `${f.time.label}: ` + spread(ok.map((p) => p.time_to_ready_us), ms)),
+    el("p", { class: "meta", "data-figure": "waited", title: f.waited.how }, `${f.waited.label} (not part of the time above): ` + spread(ok.map((p) => p.queue_wait_us), ms)),
     strip(ok, (p) => p.memory_bytes, mib, demo),
-    el("p", { class: "meta", "data-figure": "memory" }, "Memory: " + spread(ok.map((p) => p.memory_bytes), mib)),
+    el("p", { class: "meta", "data-figure": "memory" }, `${f.memory.label}: ` + spread(ok.map((p) => p.memory_bytes), mib)),
     el("p", { class: "meta" },
       others.length ? `Other runs on the host when each left the queue: median ${medianOf(others)}, most ${others[others.length - 1]}.` : "",
       failed ? ` ${failed} run(s) failed.` : ""),
@@ -279,7 +280,7 @@ function classPage(code) {
       el("h2", {}, "The room's results"),
       ...(byDemo.size === 0
         ? [el("p", { class: "meta", id: "no-results" }, "No finished runs yet. They appear here as learners' runs finish.")]
-        : [...byDemo].map(([demo, points]) => demoSection(demo, points))),
+        : [...byDemo].map(([demo, points]) => demoSection(demo, points, (view.figures || []).find((f) => f.demo === demo)))),
       el("section", { class: "members" },
         el("h2", {}, `Who joined (${view.members.length})`),
         el("table", { id: "members" },
