@@ -144,7 +144,9 @@ pub struct ClassView {
     pub figures: Vec<DemoFigures>,
 }
 
-/// A demo's room figures, named and explained as the figure table does.
+/// A demo's headline figures, named and explained as the figure table
+/// does (`GET /api/figures`, and the room view): what clients show beside
+/// the numbers, so the browser needs no copy of the table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DemoFigures {
@@ -154,12 +156,15 @@ pub struct DemoFigures {
     pub time: FigureText,
     /// Its wait in line.
     pub waited: FigureText,
+    /// The platform's share of its time (a single instance only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<FigureText>,
     /// Its headline memory.
     pub memory: FigureText,
 }
 
 /// A figure's label and explanation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FigureText {
     /// Short human name.
@@ -182,6 +187,7 @@ impl DemoFigures {
             waited: text(
                 figure(demo, crate::Metric::QueueWait.into()).expect("every demo waits in line"),
             ),
+            platform: figure(demo, crate::Metric::PlatformShare.into()).map(text),
             memory: text(headline(demo, Question::Memory)),
         }
     }

@@ -5,8 +5,9 @@
 //! a reload keeps it. Medians where the learner has several runs.
 
 use leptos::prelude::*;
-use stacklab_api::figures::{self, Question};
-use stacklab_api::{DemoId, FactKey, Metric, Outcome, RunPage, RunRecord, RunState, RunSummary};
+use stacklab_api::{
+    DemoFigures, DemoId, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState, RunSummary,
+};
 
 use crate::charts::{fmt_mib, fmt_ms};
 use crate::live::{self, LinuxGuestNote};
@@ -85,7 +86,7 @@ impl Spread {
 
 /// One demo's figures from the learner's history.
 #[derive(Debug, Clone, Default)]
-struct DemoFigures {
+struct Figures {
     total: Option<Spread>,
     platform: Option<Spread>,
     waited: Option<Spread>,
@@ -94,7 +95,7 @@ struct DemoFigures {
     latest: Option<RunRecord>,
 }
 
-impl DemoFigures {
+impl Figures {
     fn fact(&self, key: FactKey) -> Option<String> {
         match self.latest.as_ref()?.outcome()? {
             Outcome::Ready { facts, .. } => {
@@ -105,12 +106,12 @@ impl DemoFigures {
     }
 }
 
-fn figures(runs: &[RunSummary], demo: DemoId) -> DemoFigures {
+fn figures(runs: &[RunSummary], demo: DemoId) -> Figures {
     let ok: Vec<&RunSummary> = runs
         .iter()
         .filter(|r| r.demo == demo && r.state == RunState::Succeeded)
         .collect();
-    DemoFigures {
+    Figures {
         total: Spread::of(ok.iter().filter_map(|r| r.time_to_ready_us).collect()),
         platform: Spread::of(ok.iter().filter_map(|r| r.platform_us).collect()),
         waited: Spread::of(ok.iter().filter_map(|r| r.queue_wait_us).collect()),
@@ -133,14 +134,26 @@ const PAIRS: [(DemoId, DemoId, &str); 2] = [
     ),
 ];
 
-/// Every demo's figures, fetched together.
+/// Every demo's figures, fetched together, and what each figure is.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
-    by_demo: Vec<(DemoId, DemoFigures)>,
+    by_demo: Vec<(DemoId, Figures)>,
+    named: Vec<DemoFigures>,
 }
 
 impl Loaded {
-    fn get(&self, demo: DemoId) -> DemoFigures {
+    /// What `pick` says of `demo`'s figure, from the server's table
+    /// (empty if the server did not say).
+    fn text(&self, demo: DemoId, pick: fn(&DemoFigures) -> Option<&FigureText>) -> FigureText {
+        self.named
+            .iter()
+            .find(|f| f.demo == demo)
+            .and_then(pick)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn get(&self, demo: DemoId) -> Figures {
         self.by_demo
             .iter()
             .find(|(d, _)| *d == demo)
@@ -169,7 +182,8 @@ async fn load() -> Result<Loaded, String> {
             by_demo.push((demo, f));
         }
     }
-    Ok(Loaded { by_demo })
+    let named = live::figures().await?;
+    Ok(Loaded { by_demo, named })
 }
 
 /// Two horizontal bars on one scale, each with its median and spread.
@@ -221,20 +235,21 @@ fn Bars(
     }
 }
 
-/// A figure's label, from the figure table.
-fn label(demo: DemoId, metric: Metric) -> String {
-    figures::figure(demo, metric.into()).map_or(metric.to_string(), |f| f.label.into_owned())
-}
-
-/// What a bar pair measures, from the figure table: one sentence if both
-/// sides define it alike, else each side's.
-fn explain(c: DemoId, v: DemoId, pick: impl Fn(DemoId) -> figures::Figure) -> String {
-    let (fc, fv) = (pick(c), pick(v));
-    if fc.how == fv.how {
-        format!("{}.", fc.how)
+/// A bar pair's title and explanation, from the server's figure table:
+/// one sentence if both sides define the figure alike, else each side's.
+fn named(
+    loaded: &Loaded,
+    (c, v): (DemoId, DemoId),
+    prefix: &str,
+    pick: fn(&DemoFigures) -> Option<&FigureText>,
+) -> (String, String) {
+    let (fc, fv) = (loaded.text(c, pick), loaded.text(v, pick));
+    let how = if fc.how == fv.how {
+        fc.how
     } else {
-        format!("Container: {}. VM: {}.", fc.how, fv.how)
-    }
+        format!("Container: {}. VM: {}", fc.how, fv.how)
+    };
+    (format!("{prefix}{}", fc.label), how)
 }
 
 /// One pair: its bars, and why the VM side cannot run here if it cannot
@@ -245,6 +260,12 @@ fn pair_view(
     (c, v, title): (DemoId, DemoId, &'static str),
 ) -> impl IntoView {
     let (fc, fv) = (loaded.get(c), loaded.get(v));
+    let time = named(loaded, (c, v), "", |f| Some(&f.time));
+    let platform = named(loaded, (c, v), "Of which: ", |f| f.platform.as_ref());
+    let waited = named(loaded, (c, v), "In neither (before the start): ", |f| {
+        Some(&f.waited)
+    });
+    let memory = named(loaded, (c, v), "", |f| Some(&f.memory));
     let cannot = (v.is_linux_guest() && fv.total.is_none())
         .then_some(linux_unavailable)
         .flatten();
@@ -254,17 +275,13 @@ fn pair_view(
             {cannot.map(|why| view! {
                 <p class="host-note" role="note"><strong>{format!("{}: cannot run on this server. ", v.title())}</strong>{why}</p>
             })}
-            <Bars title=figures::headline(c, Question::Time).label.into_owned() fmt=fmt_ms
-                how=explain(c, v, |d| figures::headline(d, Question::Time))
+            <Bars title=time.0 fmt=fmt_ms how=time.1
                 left=("Container", fc.total) right=("VM", fv.total) />
-            <Bars title=format!("Of which: {}", label(c, Metric::PlatformShare).to_lowercase()) fmt=fmt_ms
-                how=explain(c, v, |d| figures::figure(d, Metric::PlatformShare.into()).expect("every single demo has one"))
+            <Bars title=platform.0 fmt=fmt_ms how=platform.1
                 left=("Container", fc.platform) right=("VM", fv.platform) />
-            <Bars title=format!("Not in either: {}", label(c, Metric::QueueWait).to_lowercase()) fmt=fmt_ms
-                how=explain(c, v, |d| figures::figure(d, Metric::QueueWait.into()).expect("every demo has one"))
+            <Bars title=waited.0 fmt=fmt_ms how=waited.1
                 left=("Container", fc.waited) right=("VM", fv.waited) />
-            <Bars title=figures::headline(c, Question::Memory).label.into_owned() fmt=fmt_mib
-                how=explain(c, v, |d| figures::headline(d, Question::Memory))
+            <Bars title=memory.0 fmt=fmt_mib how=memory.1
                 left=("Container", fc.memory) right=("VM", fv.memory) />
         </div>
     }

@@ -3,8 +3,7 @@
 //! them again.
 
 use leptos::prelude::*;
-use stacklab_api::figures::{self, Question};
-use stacklab_api::{DemoId, RunPage, RunState, RunSummary};
+use stacklab_api::{DemoFigures, DemoId, RunPage, RunState, RunSummary};
 
 use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
 use crate::live;
@@ -30,6 +29,7 @@ pub fn HistoryPage() -> impl IntoView {
     let next = RwSignal::new(None::<i64>);
     let error = RwSignal::new(None::<String>);
     let loaded = RwSignal::new(false);
+    let named = RwSignal::new(Vec::<DemoFigures>::new());
     let load = {
         let learner = learner.clone();
         move |before: Option<i64>| {
@@ -41,6 +41,10 @@ pub fn HistoryPage() -> impl IntoView {
                 return;
             };
             leptos::task::spawn_local(async move {
+                if named.with_untracked(Vec::is_empty) {
+                    // What each chart's figure is, from the server's figure table.
+                    named.set(live::figures().await.unwrap_or_default());
+                }
                 match fetch_page(&learner, before).await {
                     Ok(page) => {
                         runs.update(|r| r.extend(page.runs));
@@ -85,7 +89,7 @@ pub fn HistoryPage() -> impl IntoView {
                     }
                 })}
             </p>
-            {move || (!runs.with(Vec::is_empty)).then(|| view! { <HistoryChart runs=runs.get() /> })}
+            {move || (!runs.with(Vec::is_empty)).then(|| view! { <HistoryChart runs=runs.get() named=named.get() /> })}
             <Show when=move || !runs.with(Vec::is_empty)>
                 <table class="runs">
                     <caption>"Newest first. Times are the server's measurements; memory is what each run held at ready (a density sweep: all five together)."</caption>
@@ -155,9 +159,13 @@ fn run_row(r: RunSummary) -> impl IntoView {
 /// demo, each on its own scale (a micro-VM's milliseconds would vanish on
 /// the container's scale).
 #[component]
-fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
+fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView {
     let chart = |demo: DemoId, name: &'static str, class: &'static str| {
-        let figure = figures::headline(demo, Question::Time);
+        // What the figure is, from the server's figure table.
+        let figure = named
+            .iter()
+            .find(|f| f.demo == demo)
+            .map(|f| f.time.clone())?;
         let mut times: Vec<f64> = runs
             .iter()
             .filter(|r| r.demo == demo && r.state == RunState::Succeeded)
@@ -172,7 +180,7 @@ fn HistoryChart(runs: Vec<RunSummary>) -> impl IntoView {
         (!points.is_empty()).then(|| {
             view! {
                 <LineChart
-                    title=format!("{name}: {}, run by run", figure.label.to_lowercase())
+                    title=format!("{name}: {}, run by run", figure.label)
                     x_label="your 1st, 2nd, … run listed here"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms

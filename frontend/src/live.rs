@@ -280,3 +280,10 @@ impl LinuxGuestNote {
         self.reason
     }
 }
+
+/// Each demo's headline figures, labelled and explained by the server's
+/// figure table (`GET /api/figures`, cacheable), so the browser carries no
+/// copy of the table.
+pub async fn figures() -> Result<Vec<stacklab_api::DemoFigures>, String> {
+    serde_json::from_str(&get_text("/api/figures").await?).map_err(|e| e.to_string())
+}

@@ -407,11 +407,14 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                 Some(w) if w.value >= 1000.0 => format!(" It first waited {} in line for a free slot (not part of that time).", fmt_us(w.value)),
                 _ => String::new(),
             };
-            let headline = match (time, sweep, memory) {
-                (Some(t), _, Some(m)) => format!("Ready {t} after its work started, holding {m} of memory while it ran (its own pages, shared ones split fairly, each counted once).{waited}"),
-                (Some(t), _, None) => format!("Ready {t} after its work started. Its memory was not measured: see the readings for why.{waited}"),
-                (None, Some(t), _) => format!("The whole sweep took {t}, one step after another; each step's own time is in the charts.{waited}"),
-                (None, None, _) => "Finished; the readings below say what was measured.".to_owned(),
+            let memory = match memory {
+                Some(m) => format!(", holding {m} of memory (its own pages, shared ones split fairly)"),
+                None => " (memory not measured: see the readings)".to_owned(),
+            };
+            let headline = match (time, sweep) {
+                (Some(t), _) => format!("Ready {t} after its work started{memory}.{waited}"),
+                (None, Some(t)) => format!("The whole sweep took {t}, step after step.{waited}"),
+                (None, None) => "Finished; the readings below say what was measured.".to_owned(),
             };
             view! {
                 <p class="headline" role="status">{headline}</p>

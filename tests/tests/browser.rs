@@ -915,6 +915,23 @@ async fn a_workshop_in_the_browser() {
     )
     .await;
     assert!(figure.contains("2 run(s) · median"), "{figure}");
+    // Bob's PostgreSQL run waited in line: the room shows the wait on its
+    // own line, apart from the time.
+    wait_for_text(
+        &instructor,
+        r#"section.demo[data-demo="postgres-container"] [data-figure="waited"]"#,
+        "1 run(s)",
+    )
+    .await;
+    let waited = text_of(
+        &instructor,
+        r#"section.demo[data-demo="postgres-container"] [data-figure="waited"]"#,
+    )
+    .await;
+    assert!(
+        waited.starts_with("Waited in line (not part of the time above)"),
+        "{waited}"
+    );
     screenshot(&instructor, "workshop-03-instructor-room").await;
     // The heavy demo, once for the room: its result joins the room's.
     click(&instructor, "#room-density-micro-vm").await;
@@ -1041,6 +1058,36 @@ async fn queue_position_and_estimate(client: &Client, base: &str) {
     for f in followers {
         f.await.unwrap();
     }
+    // The wait is its own figure, apart from the run's time: on the card…
+    let waited = reading_text(
+        client,
+        &format!(r#"{card} tr[data-key="queue_wait"] td.num"#),
+    )
+    .await;
+    let headline = text_of(client, &format!("{card} p.headline")).await;
+    assert!(
+        headline.contains("in line") && headline.contains("not part of that time"),
+        "the headline says it waited ({waited}) apart from its time: {headline}"
+    );
+    // …in My runs, its own column…
+    click(client, "a.my-runs").await;
+    wait_for_h1(client, "My runs").await;
+    let row = r#"table.runs tbody tr:first-child"#;
+    wait_for_text(client, row, "PostgreSQL").await;
+    let cell = text_of(client, &format!("{row} td:nth-child(5)")).await;
+    assert!(
+        cell.ends_with("ms") && cell != "0.0 ms",
+        "waited in line: {cell:?}"
+    );
+    // …and in the compare block, a bar of its own.
+    client
+        .goto(&format!("{base}/lessons/key-differences"))
+        .await
+        .unwrap();
+    let pair = r#"section.demo-card[data-demo="compare"] .pair[data-pair="postgres-container+postgres-vm"]"#;
+    wait_for_text(client, pair, "Waited in line").await;
+    let text = text_of(client, pair).await;
+    assert!(text.contains("In neither (before the start)"), "{text}");
 }
 
 /// One plain HTTP/1.1 request (`Connection: close`): status and body.

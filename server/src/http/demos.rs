@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
-use stacklab_api::{DemoId, ErrorBody, RunRecord};
+use stacklab_api::{DemoFigures, DemoId, ErrorBody, RunRecord};
 
 use super::runs::with_history;
 use super::{AppError, AppState};
@@ -40,4 +40,21 @@ pub async fn latest(
         )],
         Json(record),
     ))
+}
+
+/// `GET /api/figures`: every demo's headline figures, labelled and
+/// explained from the figure table (the one place they are defined).
+#[utoipa::path(get, path = "/figures", tag = "runs",
+    responses(
+        (status = 200, description = "Each demo's headline time, wait in line, platform share and headline memory: label and explanation; cacheable for a minute", body = Vec<DemoFigures>),
+    ))]
+pub async fn figures() -> impl IntoResponse {
+    let all: Vec<DemoFigures> = DemoId::ALL.into_iter().map(DemoFigures::of).collect();
+    (
+        [(
+            header::CACHE_CONTROL,
+            format!("public, max-age={MAX_AGE_SECS}"),
+        )],
+        Json(all),
+    )
 }

@@ -120,6 +120,7 @@ pub fn api_routes() -> axum::Router<AppState> {
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::run_events))
         .routes(routes!(demos::latest))
+        .routes(routes!(demos::figures))
         .routes(routes!(classes::create_class))
         .routes(routes!(classes::class_view))
         .routes(routes!(classes::join_class))
