@@ -122,6 +122,13 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
             } else {
                 memory
             });
+            out.push(fig(
+                Key::Density(DensityMetric::AnonMedian, n),
+                format!("Step {n}: anonymous memory per instance (median)"),
+                Bytes,
+                "the median of the instances' anonymous memory (Pss_Anon + Pss_Shmem of their processes: heap, stacks, shared buffers, guest RAM), read in the same pass: what each instance adds, since no other instance can share it",
+                Definition::Reading,
+            ));
         }
         out.push(fig(M::MemoryPerExtraInstance, "Memory added per extra instance", Bytes,
             "for each step N > 1: (memory held together at N − at 1) / (N − 1); the median of those steps, their spread in the note",
@@ -168,8 +175,10 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         out.push(fig(M::MemoryPss, "Its processes (PSS)", Bytes,
             "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup), read at ready: private pages plus a fair share of shared ones, shared memory such as PostgreSQL's buffers included",
             Definition::Reading));
+        out.push(uss());
+        out.push(anon());
         out.push(fig(M::MemoryTmpfsFiles, "Files on its tmpfs mounts", Bytes,
-            "used bytes of each tmpfs mount the container's specification declares (statvfs through /proc/PID/root), read at ready: files kept in memory that no process maps, so PSS leaves them out",
+            "used bytes of each tmpfs mount in the container's mount namespace but /dev/shm (statvfs through /proc/PID/root), read at ready: files kept in memory that no process maps, so PSS leaves them out (/dev/shm's shared memory is mapped, so PSS has it)",
             Definition::Reading));
         out.push(fig(M::MemoryCgroup, "Memory charged to the container", Bytes,
             "the container's memory cgroup usage: processes, page cache and tmpfs, everything the kernel charges to it (for comparison, not the same count)",
@@ -229,9 +238,8 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         },
         Definition::Reading));
     if !linux {
-        out.push(fig(M::MemoryUss, "Its processes' private memory (USS)", Bytes,
-            "Private_Clean + Private_Dirty from the same smaps_rollup files at the same moment: pages no other process maps",
-            Definition::Reading));
+        out.push(uss());
+        out.push(anon());
     }
     out.push(fig(M::CreateToReady,
         if linux { "VM create → userspace" } else { "VM create → ready" }, Micros,
@@ -313,6 +321,18 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
             Definition::Reading));
     }
     out
+}
+
+fn anon() -> Figure {
+    fig(Metric::MemoryAnon, "Its processes' anonymous memory", Unit::Bytes,
+        "Pss_Anon + Pss_Shmem from the same smaps_rollup files at the same moment: heap, stacks, shared memory and (a VM) guest RAM, pages shared between its own processes counted once; no other instance can share them",
+        Definition::Reading)
+}
+
+fn uss() -> Figure {
+    fig(Metric::MemoryUss, "Its processes' private memory (USS)", Unit::Bytes,
+        "Private_Clean + Private_Dirty from the same smaps_rollup files at the same moment: pages no other process maps (a program's pages count here while it runs alone, and stop counting once another copy maps them too)",
+        Definition::Reading)
 }
 
 fn queue_wait() -> Figure {

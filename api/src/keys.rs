@@ -74,6 +74,9 @@ wire_enum! {
         MemoryTmpfsFiles => "memory_tmpfs_files",
         /// Private memory (USS) of an instance's host processes.
         MemoryUss => "memory_uss",
+        /// Anonymous memory of an instance's host processes (Pss_Anon +
+        /// Pss_Shmem: heap, stacks, shared memory, guest RAM).
+        MemoryAnon => "memory_anon",
         /// A density sweep: memory added per extra instance (median).
         MemoryPerExtraInstance => "memory_per_extra_instance",
         /// Processes in a container.
@@ -90,6 +93,10 @@ wire_enum! {
         AllReady => "all_ready",
         /// The memory the N instances held together.
         MemoryTotal => "memory_total",
+        /// The median of the N instances' anonymous memory (Pss_Anon +
+        /// Pss_Shmem of their processes), read in the same pass: memory no
+        /// other instance can share.
+        AnonMedian => "anon_median",
     }
 }
 

@@ -217,14 +217,24 @@ async fn a_run_streams_every_phase_in_order_and_measures_memory() {
         (tmpfs - initdb).abs() <= 0.10 * initdb,
         "the tmpfs part ({tmpfs} B) is the database files initdb wrote (du of a local initdb: {initdb} B)"
     );
-    // Counted once: the whole cgroup charges every page (processes, shared
-    // buffers, tmpfs files, page cache) once, so the held memory cannot
-    // exceed it; PSS + the cgroup's shmem (the old sum) did.
-    let held = get(Metric::MemoryHeld).value;
-    let cgroup = get(Metric::MemoryCgroup).value;
-    assert!(
-        held <= cgroup,
-        "held {held} B > the whole cgroup {cgroup} B: a page counted twice"
+    // (Held memory is not compared with the cgroup's usage: PSS also holds
+    // a share of the PostgreSQL program's and libraries' file pages, which
+    // the kernel charged to whichever cgroup read them first. That shared
+    // memory is counted once is checked on a fixture whose pages are known:
+    // memory_held_counts_shared_memory_and_tmpfs_files_once.)
+    let parts = get(Metric::MemoryPss).value + tmpfs;
+    assert_eq!(
+        get(Metric::MemoryHeld).value,
+        parts,
+        "the parts sum to the total"
+    );
+    eprintln!(
+        "postgres-container: held {:.1} MiB = PSS {:.1} + tmpfs files {:.1} (a local initdb: {:.1}); cgroup {:.1} MiB",
+        parts / 1048576.0,
+        get(Metric::MemoryPss).value / 1048576.0,
+        tmpfs / 1048576.0,
+        initdb / 1048576.0,
+        get(Metric::MemoryCgroup).value / 1048576.0
     );
     for key in [
         FactKey::Host,
@@ -913,11 +923,7 @@ async fn memory_held_counts_shared_memory_and_tmpfs_files_once() {
         let cgroup = Cgroup::of_pid(pid).map_err(|e| e.to_string());
         let stat =
             std::fs::read_to_string(cgroup.as_ref().unwrap().dir().join("memory.stat")).unwrap();
-        let probe = MemoryProbe::Container {
-            cgroup,
-            pid,
-            tmpfs: vec!["/data"],
-        };
+        let probe = MemoryProbe::Container { cgroup, pid };
         (probe.read(), stat)
     }
     .await;

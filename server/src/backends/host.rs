@@ -18,6 +18,9 @@ pub struct Rollup {
     pub pss: u64,
     /// `Private_Clean:` + `Private_Dirty:` (USS): pages no one else maps.
     pub uss: u64,
+    /// `Pss_Anon:` + `Pss_Shmem:`: anonymous and shared memory, split
+    /// among the processes that map it.
+    pub anon: u64,
 }
 
 impl std::ops::Add for Rollup {
@@ -26,6 +29,7 @@ impl std::ops::Add for Rollup {
         Rollup {
             pss: self.pss + o.pss,
             uss: self.uss + o.uss,
+            anon: self.anon + o.anon,
         }
     }
 }
@@ -45,6 +49,7 @@ fn rollup_from(text: &str) -> Option<Rollup> {
     Some(Rollup {
         pss: field("Pss:")?,
         uss: field("Private_Clean:")? + field("Private_Dirty:")?,
+        anon: field("Pss_Anon:")? + field("Pss_Shmem:")?,
     })
 }
 

@@ -20,14 +20,12 @@ use super::Ready;
 #[derive(Debug, Clone)]
 pub enum MemoryProbe {
     /// A container: the processes of its memory cgroup, and the tmpfs
-    /// mounts of its specification seen through its process `pid`'s root.
+    /// mounts in its mount namespace, seen through its process `pid`.
     Container {
         /// Its memory cgroup, or why it could not be found.
         cgroup: Result<Cgroup, String>,
         /// Its first process, as the host sees it.
         pid: u32,
-        /// Mount points of its tmpfs mounts, inside the container.
-        tmpfs: Vec<&'static str>,
     },
     /// A VM: the process the server started (and its child, the jailed
     /// VMM), held at ready.
@@ -41,7 +39,7 @@ impl MemoryProbe {
     /// Reads the memory now.
     pub fn read(&self) -> Ready {
         match self {
-            MemoryProbe::Container { cgroup, pid, tmpfs } => read_container(cgroup, *pid, tmpfs),
+            MemoryProbe::Container { cgroup, pid } => read_container(cgroup, *pid),
             MemoryProbe::Vm { root } => {
                 let mut ready = Ready::default();
                 let rollup = tree_rollup(*root).map_err(|e| {
@@ -51,7 +49,11 @@ impl MemoryProbe {
                     Metric::MemoryPss,
                     rollup.as_ref().map(|r| r.pss as f64).map_err(Clone::clone),
                 );
-                ready.read(Metric::MemoryUss, rollup.map(|r| r.uss as f64));
+                ready.read(
+                    Metric::MemoryUss,
+                    rollup.as_ref().map(|r| r.uss as f64).map_err(Clone::clone),
+                );
+                ready.read(Metric::MemoryAnon, rollup.map(|r| r.anon as f64));
                 ready
             }
         }
@@ -60,8 +62,12 @@ impl MemoryProbe {
     /// The keys a reading of this kind of probe gives.
     fn keys(&self) -> &'static [Metric] {
         match self {
-            MemoryProbe::Container { .. } => &[Metric::MemoryPss, Metric::MemoryTmpfsFiles],
-            MemoryProbe::Vm { .. } => &[Metric::MemoryPss, Metric::MemoryUss],
+            MemoryProbe::Container { .. } => &[
+                Metric::MemoryPss,
+                Metric::MemoryUss,
+                Metric::MemoryTmpfsFiles,
+            ],
+            MemoryProbe::Vm { .. } => &[Metric::MemoryPss, Metric::MemoryUss, Metric::MemoryAnon],
         }
     }
 

@@ -75,6 +75,7 @@ impl<R: Runtime> Runtime for Density<R> {
             .await;
             let mut all_ready_us = 0;
             let mut total = Ok(0.0);
+            let mut anon = Ok(Vec::new());
             for (i, (result, timeline)) in results.into_iter().zip(&instances).enumerate() {
                 let instance = result.map_err(|e| RunError {
                     message: format!("with {n} at once, instance {} failed: {}", i + 1, e.message),
@@ -93,6 +94,13 @@ impl<R: Runtime> Runtime for Density<R> {
                 let memory = derive::value(self.demo, memory_key, &events, &instance)
                     .map_err(|why| format!("instance {}'s memory is missing: {why}", i + 1));
                 total = total.and_then(|t| Ok(t + memory?));
+                let private = instance
+                    .value(Metric::MemoryAnon)
+                    .ok_or_else(|| format!("instance {}'s anonymous memory was not read", i + 1));
+                anon = anon.and_then(|mut all: Vec<f64>| {
+                    all.push(private?);
+                    Ok(all)
+                });
             }
             // The moment the last instance was observed ready, on the
             // sweep's clock (the instances' clocks started with the step).
@@ -116,6 +124,18 @@ impl<R: Runtime> Runtime for Density<R> {
                 totals.push((n, *t));
             }
             ready.read(Key::Density(DensityMetric::MemoryTotal, n), total);
+            ready.read(
+                Key::Density(DensityMetric::AnonMedian, n),
+                anon.map(|mut all| {
+                    all.sort_by(f64::total_cmp);
+                    let mid = all.len() / 2;
+                    if all.len() % 2 == 1 {
+                        all[mid]
+                    } else {
+                        (all[mid - 1] + all[mid]) / 2.0
+                    }
+                }),
+            );
         }
         ready.read_noted(
             Metric::MemoryPerExtraInstance,

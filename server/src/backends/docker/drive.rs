@@ -10,7 +10,6 @@ use stacklab_api::{ErrorCode, FactKey, Phase, RunError};
 use super::image::PresentImage;
 use super::measure::Cgroup;
 use super::readiness::probe_ready;
-use super::spec::TMPFS_MOUNTS;
 use super::{attach_and_start, engine_facts, DockerRuntime, NETWORK};
 use crate::backends::{MemoryProbe, Ready, RunContext};
 
@@ -141,11 +140,7 @@ impl DockerRuntime {
             memory_now(),
         );
         let mut ready = ctx
-            .read_memory(MemoryProbe::Container {
-                cgroup,
-                pid,
-                tmpfs: TMPFS_MOUNTS.to_vec(),
-            })
+            .read_memory(MemoryProbe::Container { cgroup, pid })
             .await;
         self.describe(&mut ready, id, image, ip, &password).await;
         ready.fact(

@@ -236,11 +236,7 @@ impl HelloRuntime {
         );
         ctx.log(&line);
         let mut ready = ctx
-            .read_memory(MemoryProbe::Container {
-                cgroup,
-                pid,
-                tmpfs: Vec::new(),
-            })
+            .read_memory(MemoryProbe::Container { cgroup, pid })
             .await;
         // Let it go: one byte on its standard input, and it exits.
         let _ = input.write_all(b"\n").await;

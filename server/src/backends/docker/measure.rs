@@ -11,7 +11,7 @@ use stacklab_api::{FactKey, Metric};
 use super::image::{ImageKind, PresentImage};
 use super::readiness::server_version;
 use super::DockerRuntime;
-use crate::backends::host::{process_memory, ProcessMemory};
+use crate::backends::host::{process_memory, ProcessMemory, Rollup};
 use crate::backends::Ready;
 
 /// A container's memory cgroup (v1 `memory` controller or a v2 group).
@@ -130,6 +130,23 @@ pub fn pid_in_namespace(pid: u32) -> Option<u32> {
         .ok()
 }
 
+/// The tmpfs mounts of the container whose process is `pid`, as the
+/// kernel lists them in its mount namespace (`/proc/PID/mountinfo`, mount
+/// points without symlinks), but `/dev/shm`: POSIX shared memory there is
+/// mapped by the processes that use it, so PSS already counts it.
+pub fn tmpfs_mounts(pid: u32) -> io::Result<Vec<String>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [TAGS…] - FSTYPE SOURCE SUPER
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            (right.split(' ').next()? == "tmpfs" && point != "/dev/shm").then(|| point.to_owned())
+        })
+        .collect())
+}
+
 /// Used bytes of the tmpfs mounted at `mount` inside the container whose
 /// process is `pid` (statvfs through `/proc/PID/root`): the pages its
 /// files hold.
@@ -152,22 +169,30 @@ pub fn tmpfs_used_bytes(pid: u32, mount: &str) -> io::Result<u64> {
 /// processes and the files on its tmpfs mounts (the parts of the memory
 /// it holds), plus its cgroup's figures for comparison. A reading that
 /// fails is missing, with why.
-pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32, tmpfs: &[&str]) -> Ready {
+pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32) -> Ready {
     let mut ready = Ready::default();
-    let files = tmpfs
-        .iter()
-        .map(|m| {
-            tmpfs_used_bytes(pid, m).map_err(|e| {
-                format!("could not statvfs the tmpfs at {m} through process {pid}'s root: {e}")
-            })
-        })
-        .sum::<Result<u64, String>>();
+    let files = tmpfs_mounts(pid)
+        .map_err(|e| format!("could not read /proc/{pid}/mountinfo: {e}"))
+        .and_then(|mounts| {
+            mounts
+                .iter()
+                .map(|m| {
+                    tmpfs_used_bytes(pid, m).map_err(|e| {
+                        format!(
+                            "could not statvfs the tmpfs at {m} through process {pid}'s root: {e}"
+                        )
+                    })
+                })
+                .sum::<Result<u64, String>>()
+        });
     ready.read(Metric::MemoryTmpfsFiles, files.map(|b| b as f64));
     let cg = match cgroup {
         Ok(cg) => cg,
         Err(why) => {
             for key in [
                 Metric::MemoryPss,
+                Metric::MemoryUss,
+                Metric::MemoryAnon,
                 Metric::Processes,
                 Metric::MemoryCgroup,
                 Metric::MemoryDockerStats,
@@ -181,6 +206,8 @@ pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32, tmpfs: &[&str])
         Err(e) => {
             let why = format!("could not read {}/cgroup.procs: {e}", cg.dir.display());
             ready.read(Metric::Processes, Err(why.clone()));
+            ready.read(Metric::MemoryUss, Err(why.clone()));
+            ready.read(Metric::MemoryAnon, Err(why.clone()));
             Err(why)
         }
         Ok(pids) => {
@@ -196,14 +223,14 @@ pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32, tmpfs: &[&str])
             let mut exited = 0;
             pids.iter()
                 .map(|p| match process_memory(*p) {
-                    Ok(ProcessMemory::Read(r)) => Ok(r.pss),
+                    Ok(ProcessMemory::Read(r)) => Ok(r),
                     Ok(ProcessMemory::Exited) => {
                         exited += 1;
-                        Ok(0)
+                        Ok(Rollup::default())
                     }
                     Err(e) => Err(format!("could not read /proc/{p}/smaps_rollup: {e}")),
                 })
-                .sum::<Result<u64, String>>()
+                .try_fold(Rollup::default(), |total, r| r.map(|r| total + r))
                 .map(|b| (b, exited))
         }
     };
@@ -213,7 +240,13 @@ pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32, tmpfs: &[&str])
         )),
         _ => None,
     };
-    ready.read_noted(Metric::MemoryPss, pss.map(|(b, _)| b as f64), note);
+    ready.read(
+        Metric::MemoryUss,
+        pss.as_ref()
+            .map(|(r, _)| r.uss as f64)
+            .map_err(Clone::clone),
+    );
+    ready.read_noted(Metric::MemoryPss, pss.map(|(r, _)| r.pss as f64), note);
     let counters = cg
         .memory()
         .map_err(|e| format!("could not read the memory cgroup {}: {e}", cg.dir.display()));
@@ -290,7 +323,7 @@ mod tests {
             ("memory.current", "4096\n".into()),
             ("memory.stat", "shmem 8192\n".into()),
         ]);
-        let ready = read_container(&cgroup, std::process::id(), &["/no/such/mount"]);
+        let ready = read_container(&cgroup, u32::MAX);
         let reason = |key: Metric| match ready.readings.iter().find(|r| r.key == key.into()) {
             Some(r) => r.value.clone().err().unwrap_or_default(),
             None => panic!("{key} not reported at all: {:?}", ready.readings),
@@ -301,7 +334,7 @@ mod tests {
             ready.readings
         );
         assert!(reason(Metric::Processes).contains("cgroup.procs"));
-        assert!(reason(Metric::MemoryTmpfsFiles).contains("/no/such/mount"));
+        assert!(reason(Metric::MemoryTmpfsFiles).contains("mountinfo"));
         assert!(reason(Metric::MemoryDockerStats).contains("inactive_file"));
         assert_eq!(
             ready.value(Metric::MemoryCgroup),
@@ -323,7 +356,7 @@ mod tests {
             ("memory.current", "4096\n".into()),
             ("memory.stat", "inactive_file 0\n".into()),
         ]);
-        let ready = read_container(&cgroup, me, &[]);
+        let ready = read_container(&cgroup, me);
         assert!(
             ready.readings.iter().all(|r| r.value.is_ok()),
             "{:?}",

@@ -17,9 +17,7 @@ const DATA_MOUNT: &str = "/var/lib/postgresql/data";
 const RUN_MOUNT: &str = "/var/run/postgresql";
 /// Scratch space, a small tmpfs.
 const TMP_MOUNT: &str = "/tmp";
-/// Every tmpfs mount of the demo container: what its files hold is part
-/// of the memory it holds (see `backends::memory`).
-pub const TMPFS_MOUNTS: &[&str] = &[DATA_MOUNT, RUN_MOUNT, TMP_MOUNT];
+
 const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 
 /// The caps every demo container gets. 64 MiB gets PostgreSQL's initdb
