@@ -71,6 +71,10 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: where the other replicas reach a replica (hand-offs).
     "ALTER TABLE hosts ADD COLUMN url TEXT;",
+    // 5: a class's size (classes made before it take the default), and
+    // the members its instructor removed (kept, so they cannot join again).
+    "ALTER TABLE classes ADD COLUMN max_members BIGINT NOT NULL DEFAULT 100;
+    ALTER TABLE members ADD COLUMN removed_at_ms BIGINT;",
 ];
 
 /// Any number, as the advisory lock the migrations hold.
