@@ -15,6 +15,8 @@ mod labs;
 mod queue;
 mod registry;
 pub mod relay;
+#[cfg(test)]
+mod room_tests;
 mod run;
 mod shares;
 mod stats;
@@ -23,7 +25,7 @@ mod timeline;
 pub use crate::backends::{Ready, RunContext, Runtime};
 pub use density::Density;
 pub use labs::{Labs, Refused, Settings, Slots, Unavailable, CORES_PER_CONTAINER_RUN};
-pub use queue::{Left, Queue, DEFAULT_QUEUE_TIMEOUT};
+pub use queue::{Full, Left, Queue, DEFAULT_QUEUE_TIMEOUT, WAITING_PER_SLOT};
 pub use registry::{ClassChange, Requester, Runs, TooMany, PER_LEARNER_PER_DEMO, UNWATCHED_GRACE};
 pub use run::{Run, WatchGuard, WATCH_GRACE};
 pub use stats::{Histogram, Snapshot, Stats, BUCKETS};
