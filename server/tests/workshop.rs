@@ -5,6 +5,7 @@
 mod common;
 use common::{get, get_as_instructor, kvm_present, run_request_over_http, send_json};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -705,4 +706,152 @@ async fn a_removed_member_cannot_join_again_nor_run_in_the_class() {
     // The room page offers the removal.
     let (_, _, script) = get(state.clone(), "/room/room.js").await;
     assert!(script.contains("/members/") && script.contains("\"DELETE\""));
+}
+
+/// Holds its slot for a fixed time, or until the run is stopped: a
+/// stand-in for a demo, so a long line needs no container or VM.
+struct Slow(Duration);
+
+impl stacklab_server::engine::Runtime for Slow {
+    async fn run(
+        &self,
+        ctx: &stacklab_server::engine::RunContext,
+    ) -> Result<stacklab_server::engine::Ready, stacklab_api::RunError> {
+        tokio::select! {
+            () = tokio::time::sleep(self.0) => Ok(Default::default()),
+            error = ctx.stopped() => Err(error),
+        }
+    }
+}
+
+/// A flooder fills a class for 20 from one address with 19 invented
+/// learners, each with two runs queued (a stand-in runtime behind one
+/// slot); the instructor removes them through the API. Their runs end
+/// with `removed_from_class`, the line empties, and the honest member's
+/// run starts within one run per slot of the last removal.
+#[tokio::test]
+async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_member_goes_next() {
+    use stacklab_server::engine::{Queue, Requester};
+    let state = state();
+    let (_, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/classes",
+        r#"{"name":"Flooded","max_members":20}"#,
+        TOKEN,
+    )
+    .await;
+    let class: Class = serde_json::from_str(&body).unwrap();
+    let flooders: Vec<String> = (0..19).map(|n| format!("flooder-{n:02}")).collect();
+    for learner in flooders.iter().map(String::as_str).chain(["honest-member"]) {
+        let (status, _, body) = join_from(&state, [10, 0, 0, 66], &class.code, learner).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _, _) = join_from(&state, [10, 0, 0, 66], &class.code, "flooder-19").await;
+    assert_eq!(status, StatusCode::CONFLICT, "the 21st is refused");
+
+    let queue = Arc::new(Queue::new(1));
+    let runtime = Arc::new(Slow(Duration::from_millis(200)));
+    let start = |learner: &str| {
+        state
+            .runs
+            .try_start(
+                Requester {
+                    who: format!("learner {learner}"),
+                    learner: Some(learner.to_owned()),
+                    class: Some(class.code.clone()),
+                },
+                stacklab_api::DemoId::HelloContainer,
+                runtime.clone(),
+                queue.clone(),
+                Duration::from_secs(30),
+            )
+            .unwrap()
+    };
+    let mut changes = state.runs.room_changes();
+    let flood: Vec<_> = flooders.iter().flat_map(|l| [start(l), start(l)]).collect();
+    let honest = start("honest-member");
+    while queue.snapshot().2 < 38 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let removing = std::time::Instant::now();
+    let mut ended = 0;
+    let mut last_removal = removing;
+    for learner in &flooders {
+        if learner == flooders.last().unwrap() {
+            // Whatever left the queue before the last removal: not counted.
+            while changes.try_recv().is_ok() {}
+            last_removal = std::time::Instant::now();
+        }
+        let uri = format!("/api/classes/{}/members/{learner}", class.code);
+        let (status, _, body) = send_json(state.clone(), "DELETE", &uri, "", TOKEN).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let removed: stacklab_api::RemovedMember = serde_json::from_str(&body).unwrap();
+        ended += removed.runs_ended;
+    }
+    assert!(ended >= 36, "their unfinished runs ended: {ended} of 38");
+    let mut others_first = Vec::new();
+    loop {
+        let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("the honest run leaves the queue")
+            .unwrap()
+            .change;
+        if change.state != RunState::Running {
+            continue;
+        }
+        if change.run == honest.id() {
+            break;
+        }
+        others_first.push(change.run);
+    }
+    let after_last = last_removal.elapsed();
+    let after_first = removing.elapsed();
+    // Within one run per slot: a flood run handed the slot just before
+    // the last removal (its start told after it) is the most that may go
+    // first; none is handed a slot after it.
+    assert!(
+        others_first.len() <= 1,
+        "the honest run started next: {others_first:?}"
+    );
+    let last: Vec<&str> = flood[36..].iter().map(|r| r.id()).collect();
+    assert!(
+        others_first.iter().all(|id| last.contains(&id.as_str())),
+        "only a run of the last member removed: {others_first:?}"
+    );
+    for run in &flood {
+        let mut changed = run.subscribe();
+        while !run.is_finished() {
+            tokio::time::timeout(Duration::from_secs(5), changed.changed())
+                .await
+                .expect("a removed member's run ends at once")
+                .unwrap();
+        }
+        let error = run
+            .record()
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                stacklab_api::EventKind::Finished {
+                    outcome: stacklab_api::Outcome::Failed { error },
+                } => Some(error.clone()),
+                _ => None,
+            })
+            .expect("it failed");
+        assert_eq!(error.code, ErrorCode::RemovedFromClass);
+        assert!(error.message.contains("removed you"), "{}", error.message);
+    }
+    assert_eq!(queue.snapshot().2, 0, "the line is empty");
+    eprintln!(
+        "honest member started {} ms after the first of 19 removals through the API, {} ms after the last",
+        after_first.as_millis(),
+        after_last.as_millis()
+    );
+    // The room now: the honest member alone.
+    let (_, _, body) =
+        get_as_instructor(state.clone(), &format!("/api/classes/{}", class.code)).await;
+    let view: ClassView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.members.len(), 1);
+    assert_eq!(view.members[0].learner, "honest-member");
 }
