@@ -186,6 +186,8 @@ pub struct Capacity {
     pub in_use: u32,
     /// Runs waiting now.
     pub queued: u32,
+    /// Runs that may wait at once; the next is refused (`queue_full`).
+    pub max_waiting: u32,
     /// Median time a recent run held its slot (ms; `None` before the first).
     pub recent_median_ms: Option<u64>,
     /// Why this many slots (from the host's CPUs and memory, or a flag).

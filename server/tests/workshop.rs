@@ -451,6 +451,11 @@ async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
         containers.sized_by
     );
     assert_eq!((containers.in_use, containers.queued), (0, 0));
+    assert_eq!(
+        containers.max_waiting,
+        containers.slots * stacklab_server::engine::WAITING_PER_SLOT as u32,
+        "a line of 60 per slot"
+    );
     assert_eq!(health.capacity[1].slots, cores, "a micro-VM slot per CPU");
     for sweeps in &health.capacity[2..] {
         assert_eq!(sweeps.slots, 1, "one sweep at a time");

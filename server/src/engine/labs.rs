@@ -275,6 +275,7 @@ impl Labs {
                 slots: slots as u32,
                 in_use: in_use as u32,
                 queued: queued as u32,
+                max_waiting: queue.max_waiting() as u32,
                 recent_median_ms: median.map(|d| d.as_millis() as u64),
                 sized_by,
             }

@@ -294,6 +294,11 @@ impl Queue {
         })
     }
 
+    /// Runs that may wait at once.
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting
+    }
+
     /// How many times this queue has put its whole line in order: once
     /// per change of the line, whatever its length.
     pub fn orderings(&self) -> u64 {

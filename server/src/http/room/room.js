@@ -318,7 +318,7 @@ function classPage(code) {
             el("td", {}, c.demos.map((d) => TITLES[d] || d).join(", ")),
             el("td", { title: c.sized_by }, `${c.slots} (${c.sized_by})`),
             el("td", {}, c.in_use),
-            el("td", {}, c.queued),
+            el("td", { title: "Runs waiting, and the most that may wait" }, `${c.queued} of ${c.max_waiting}`),
             el("td", {}, c.recent_median_ms == null ? "none yet" : `${c.recent_median_ms} ms`)))))),
       statusLine,
     );
