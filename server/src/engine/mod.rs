@@ -6,7 +6,8 @@
 //! records them in the store; [`Density`] is a [`Runtime`] made of another
 //! (the trait itself lives with the backends that implement it). [`Labs`]
 //! says which runtime serves which demo on this host. [`relay`] is what
-//! replicas sharing a PostgreSQL store tell each other.
+//! replicas sharing a PostgreSQL store tell each other. `room_tests`
+//! floods a class's queue through the engine and removes the flooders.
 //!
 //! May import `backends` and `store`; never `http` or `tools`.
 

@@ -103,12 +103,21 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     let mut changes = runs.room_changes();
     let (_, honest) = flood(&runs, &queue);
     let asked = Instant::now();
-    let ahead = started_before(&mut changes, &honest).await;
+    let ahead_flooded = started_before(&mut changes, &honest).await.len();
     let waited_flooded = asked.elapsed();
+    let told_flooded = honest
+        .record()
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Queued { .. }))
+        .count();
     assert!(
-        ahead.len() >= FLOODERS,
-        "behind every flooder's first run: {} ahead",
-        ahead.len()
+        told_flooded <= ahead_flooded + 1,
+        "a queued event per position it moved, no more: {told_flooded}"
+    );
+    assert!(
+        ahead_flooded >= FLOODERS,
+        "behind every flooder's first run: {ahead_flooded} ahead"
     );
     runs.shut_down().await;
 
@@ -168,11 +177,14 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
         queue.snapshot()
     );
     eprintln!(
-        "honest member, {} flood runs queued ahead on 1 slot of {} ms runs: started after {} ms flooded; \
-         with the flooders removed, {} ms after the removal began ({} ms after asking)",
+        "honest member, {} flood runs queued ahead on 1 slot of {} ms runs: started after {} ms flooded \
+         ({} queued events, {} runs started ahead of it); with the flooders removed, {} ms after the removal \
+         began ({} ms after asking)",
         2 * FLOODERS,
         RUN_TIME.as_millis(),
         waited_flooded.as_millis(),
+        told_flooded,
+        ahead_flooded,
         waited_after_removal.as_millis(),
         waited_in_all.as_millis(),
     );
