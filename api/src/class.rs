@@ -28,6 +28,12 @@ pub struct CreateClass {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 604800))]
     pub expires_in_secs: Option<u64>,
+    /// The room's size: how many learners may join (default
+    /// [`DEFAULT_MAX_MEMBERS`], at most [`MAX_MAX_MEMBERS`]). The next one
+    /// is refused with `class_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 500))]
+    pub max_members: Option<u32>,
 }
 
 /// Default lifetime of a class.
@@ -35,7 +41,14 @@ pub const DEFAULT_CLASS_SECS: u64 = 4 * 3600;
 /// Longest lifetime of a class.
 pub const MAX_CLASS_SECS: u64 = 7 * 24 * 3600;
 
-/// A class: its code, name and lifetime.
+/// Learners a class takes unless its instructor says otherwise: a large
+/// workshop room.
+pub const DEFAULT_MAX_MEMBERS: u32 = 100;
+/// The most a class may take: beyond a few hundred, one server's slots
+/// could not give each learner a turn within a queue's timeout anyway.
+pub const MAX_MAX_MEMBERS: u32 = 500;
+
+/// A class: its code, name, lifetime and size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Class {
@@ -49,6 +62,8 @@ pub struct Class {
     pub expires_at_ms: i64,
     /// The page a learner opens to join: `/join/{code}`.
     pub join_path: String,
+    /// How many learners may join.
+    pub max_members: u32,
 }
 
 /// Letters of a class code: no 0/O, 1/I/L, so a code read off a projector
@@ -96,6 +111,18 @@ pub struct Member {
     pub runs: u32,
     /// The demos they have waiting or running right now.
     pub active: Vec<DemoId>,
+}
+
+/// `DELETE /api/classes/{code}/members/{learner}` (instructor token
+/// required): who was removed and how many of their runs were ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RemovedMember {
+    /// Their learner id.
+    pub learner: String,
+    /// Their waiting and running runs in this class that were ended
+    /// (`removed_from_class`).
+    pub runs_ended: u32,
 }
 
 /// One finished run of the room.
@@ -214,6 +241,8 @@ pub struct Capacity {
     pub in_use: u32,
     /// Runs waiting now.
     pub queued: u32,
+    /// Runs that may wait at once; the next is refused (`queue_full`).
+    pub max_waiting: u32,
     /// Median time a recent run held its slot (ms; `None` before the first).
     pub recent_median_ms: Option<u64>,
     /// Why this many slots (from the host's CPUs and memory, or a flag).

@@ -50,6 +50,16 @@ wire_enum! {
         ClassExpired => "class_expired",
         /// The learner has not joined the class the request names; 403.
         NotAMember => "not_a_member",
+        /// The class has as many members as its instructor allowed
+        /// (`max_members`); 409.
+        ClassFull => "class_full",
+        /// The instructor removed this learner from the class: a join or a
+        /// run request in it is refused (403), and their waiting and
+        /// running runs ended with this code.
+        RemovedFromClass => "removed_from_class",
+        /// The demo's queue has as many runs waiting as it holds; 503 with
+        /// `Retry-After`.
+        QueueFull => "queue_full",
         /// The request's `Host` is not a name this lab serves (DNS
         /// rebinding protection); 403.
         HostNotAllowed => "host_not_allowed",

@@ -15,8 +15,8 @@ mod wire_enum;
 
 pub use class::{
     valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText, JoinClass,
-    Member, RoomChange, RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN,
-    DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+    Member, RemovedMember, RoomChange, RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN,
+    DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
 };
 pub use codes::ErrorCode;
 pub use figures::{Definition, Figure, Question};

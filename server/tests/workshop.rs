@@ -5,6 +5,7 @@
 mod common;
 use common::{get, get_as_instructor, kvm_present, run_request_over_http, send_json};
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -450,6 +451,11 @@ async fn health_reports_each_queues_capacity_and_why_that_many_slots() {
         containers.sized_by
     );
     assert_eq!((containers.in_use, containers.queued), (0, 0));
+    assert_eq!(
+        containers.max_waiting,
+        containers.slots * stacklab_server::engine::WAITING_PER_SLOT as u32,
+        "a line of 60 per slot"
+    );
     assert_eq!(health.capacity[1].slots, cores, "a micro-VM slot per CPU");
     for sweeps in &health.capacity[2..] {
         assert_eq!(sweeps.slots, 1, "one sweep at a time");
@@ -527,4 +533,330 @@ async fn event_streams_are_capped_per_client() {
         assert_eq!(res.status(), StatusCode::OK, "{learner}'s stream");
         streams.push(res);
     }
+}
+
+/// `POST /api/classes/{code}/join` from a given client address.
+async fn join_from(
+    state: &AppState,
+    ip: [u8; 4],
+    code: &str,
+    learner: &str,
+) -> (StatusCode, axum::http::HeaderMap, String) {
+    let mut req = axum::http::Request::post(format!("/api/classes/{code}/join"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(format!(
+            r#"{{"learner":"{learner}"}}"#
+        )))
+        .unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            ip, 1,
+        ))));
+    common::send(state.clone(), req).await
+}
+
+/// A class made for 20 takes 20: the 21st join is refused with
+/// `class_full` (409), a member joining again is not a new member, and
+/// joins from one address beyond twice the class's size in a burst get
+/// 429 with `Retry-After` (a whole room behind one NAT joins freely).
+#[tokio::test]
+async fn a_class_for_20_refuses_the_21st_join_and_paces_joins_per_address() {
+    let state = state();
+    let (status, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/classes",
+        r#"{"name":"Twenty","max_members":20}"#,
+        TOKEN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let class: Class = serde_json::from_str(&body).unwrap();
+    assert_eq!(class.max_members, 20);
+    let nat = [10, 0, 0, 7];
+    for n in 0..20 {
+        let (status, _, body) =
+            join_from(&state, nat, &class.code, &format!("learner-{n:04}")).await;
+        assert_eq!(status, StatusCode::OK, "join {n}: {body}");
+    }
+    let (status, headers, body) = join_from(&state, nat, &class.code, "learner-0020").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(!headers.contains_key(header::RETRY_AFTER));
+    let err = error_of(&body);
+    assert_eq!(err.error, ErrorCode::ClassFull);
+    assert!(
+        err.message.contains("Twenty") && err.message.contains("20"),
+        "{}",
+        err.message
+    );
+    // A member joining again (a reload) is still welcome.
+    assert_eq!(
+        join_from(&state, nat, &class.code, "learner-0003").await.0,
+        StatusCode::OK
+    );
+    let (_, _, body) =
+        get_as_instructor(state.clone(), &format!("/api/classes/{}", class.code)).await;
+    let view: ClassView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.members.len(), 20);
+    assert_eq!(view.class.max_members, 20);
+
+    // A script inventing learner ids from that address: refused as full
+    // until its burst (twice the class) is spent, then paced.
+    let mut paced = None;
+    for n in 22..60 {
+        let (status, headers, body) =
+            join_from(&state, nat, &class.code, &format!("learner-{n:04}")).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(error_of(&body).error, ErrorCode::RateLimited);
+            let wait: u64 = headers[header::RETRY_AFTER]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!((1..=3).contains(&wait), "a minute per 20 joins: {wait}");
+            paced = Some(n);
+            break;
+        }
+        assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+    assert_eq!(paced, Some(40), "the 41st join from one address is paced");
+    // Another address is not.
+    let (status, _, _) = join_from(&state, [10, 0, 0, 8], &class.code, "learner-0099").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    // Sizes outside 1..=500 are refused with a sentence.
+    for size in ["0", "501"] {
+        let body = format!(r#"{{"name":"x","max_members":{size}}}"#);
+        let (status, _, text) =
+            send_json(state.clone(), "POST", "/api/classes", &body, TOKEN).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{size}");
+        assert!(error_of(&text).message.contains("max_members"), "{text}");
+    }
+    // Without a size, the default.
+    assert_eq!(
+        create_class(&state, "Default").await.max_members,
+        stacklab_api::DEFAULT_MAX_MEMBERS
+    );
+}
+
+/// The instructor removes a member: only with the token; the member is
+/// gone from the room, cannot join again and cannot start runs in the
+/// class (403 `removed_from_class`), while the others still can.
+#[tokio::test]
+async fn a_removed_member_cannot_join_again_nor_run_in_the_class() {
+    // No Docker client: a run request that passes the class checks fails
+    // fast with 503, which is all this test needs.
+    let state = AppState::with_docker(None, None, Settings::default())
+        .with_instructor_token("workshop-test-token");
+    let class = create_class(&state, "Removals").await;
+    for learner in ["learner-ada1", "learner-flood"] {
+        assert_eq!(
+            join(&state, &class.code, learner, None).await,
+            StatusCode::OK
+        );
+    }
+    let uri = format!("/api/classes/{}/members/learner-flood", class.code);
+    let (status, _, body) = send_json(state.clone(), "DELETE", &uri, "", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _, body) = send_json(state.clone(), "DELETE", &uri, "", TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let removed: stacklab_api::RemovedMember = serde_json::from_str(&body).unwrap();
+    assert_eq!(removed.learner, "learner-flood");
+    assert_eq!(removed.runs_ended, 0, "it had none going");
+    let unknown = format!("/api/classes/{}/members/learner-nobody", class.code);
+    let (status, _, body) = send_json(state.clone(), "DELETE", &unknown, "", TOKEN).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error_of(&body).error, ErrorCode::NotFound);
+
+    let (status, _, body) = join_from(&state, [10, 0, 0, 1], &class.code, "learner-flood").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(error_of(&body).error, ErrorCode::RemovedFromClass);
+    let run = |learner: &str| {
+        format!(
+            r#"{{"demo":"postgres-container","learner":"{learner}","class":"{}"}}"#,
+            class.code
+        )
+    };
+    let (status, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/runs",
+        &run("learner-flood"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let err = error_of(&body);
+    assert_eq!(err.error, ErrorCode::RemovedFromClass);
+    assert!(err.message.contains("removed"), "{}", err.message);
+    let (status, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/runs",
+        &run("learner-ada1"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the others still run: {body}"
+    );
+
+    let (_, _, body) =
+        get_as_instructor(state.clone(), &format!("/api/classes/{}", class.code)).await;
+    let view: ClassView = serde_json::from_str(&body).unwrap();
+    let members: Vec<_> = view.members.iter().map(|m| m.learner.as_str()).collect();
+    assert_eq!(members, ["learner-ada1"]);
+    // The room page offers the removal.
+    let (_, _, script) = get(state.clone(), "/room/room.js").await;
+    assert!(script.contains("/members/") && script.contains("\"DELETE\""));
+}
+
+/// Holds its slot for a fixed time, or until the run is stopped: a
+/// stand-in for a demo, so a long line needs no container or VM.
+struct Slow(Duration);
+
+impl stacklab_server::engine::Runtime for Slow {
+    async fn run(
+        &self,
+        ctx: &stacklab_server::engine::RunContext,
+    ) -> Result<stacklab_server::engine::Ready, stacklab_api::RunError> {
+        tokio::select! {
+            () = tokio::time::sleep(self.0) => Ok(Default::default()),
+            error = ctx.stopped() => Err(error),
+        }
+    }
+}
+
+/// A flooder fills a class for 20 from one address with 19 invented
+/// learners, each with two runs queued (a stand-in runtime behind one
+/// slot); the instructor removes them through the API. Their runs end
+/// with `removed_from_class`, the line empties, and the honest member's
+/// run starts within one run per slot of the last removal.
+#[tokio::test]
+async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_member_goes_next() {
+    use stacklab_server::engine::{Queue, Requester};
+    let state = state();
+    let (_, _, body) = send_json(
+        state.clone(),
+        "POST",
+        "/api/classes",
+        r#"{"name":"Flooded","max_members":20}"#,
+        TOKEN,
+    )
+    .await;
+    let class: Class = serde_json::from_str(&body).unwrap();
+    let flooders: Vec<String> = (0..19).map(|n| format!("flooder-{n:02}")).collect();
+    for learner in flooders.iter().map(String::as_str).chain(["honest-member"]) {
+        let (status, _, body) = join_from(&state, [10, 0, 0, 66], &class.code, learner).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, _, _) = join_from(&state, [10, 0, 0, 66], &class.code, "flooder-19").await;
+    assert_eq!(status, StatusCode::CONFLICT, "the 21st is refused");
+
+    let queue = Arc::new(Queue::new(1));
+    let runtime = Arc::new(Slow(Duration::from_millis(200)));
+    let start = |learner: &str| {
+        state
+            .runs
+            .try_start(
+                Requester {
+                    who: format!("learner {learner}"),
+                    learner: Some(learner.to_owned()),
+                    class: Some(class.code.clone()),
+                },
+                stacklab_api::DemoId::HelloContainer,
+                runtime.clone(),
+                queue.clone(),
+                Duration::from_secs(30),
+            )
+            .unwrap()
+    };
+    let mut changes = state.runs.room_changes();
+    let flood: Vec<_> = flooders.iter().flat_map(|l| [start(l), start(l)]).collect();
+    let honest = start("honest-member");
+    while queue.snapshot().2 < 38 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    let removing = std::time::Instant::now();
+    let mut ended = 0;
+    let mut last_removal = removing;
+    for learner in &flooders {
+        if learner == flooders.last().unwrap() {
+            // Whatever left the queue before the last removal: not counted.
+            while changes.try_recv().is_ok() {}
+            last_removal = std::time::Instant::now();
+        }
+        let uri = format!("/api/classes/{}/members/{learner}", class.code);
+        let (status, _, body) = send_json(state.clone(), "DELETE", &uri, "", TOKEN).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let removed: stacklab_api::RemovedMember = serde_json::from_str(&body).unwrap();
+        ended += removed.runs_ended;
+    }
+    assert!(ended >= 36, "their unfinished runs ended: {ended} of 38");
+    let mut others_first = Vec::new();
+    loop {
+        let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+            .await
+            .expect("the honest run leaves the queue")
+            .unwrap()
+            .change;
+        if change.state != RunState::Running {
+            continue;
+        }
+        if change.run == honest.id() {
+            break;
+        }
+        others_first.push(change.run);
+    }
+    let after_last = last_removal.elapsed();
+    let after_first = removing.elapsed();
+    // Within one run per slot: a flood run handed the slot just before
+    // the last removal (its start told after it) is the most that may go
+    // first; none is handed a slot after it.
+    assert!(
+        others_first.len() <= 1,
+        "the honest run started next: {others_first:?}"
+    );
+    let last: Vec<&str> = flood[36..].iter().map(|r| r.id()).collect();
+    assert!(
+        others_first.iter().all(|id| last.contains(&id.as_str())),
+        "only a run of the last member removed: {others_first:?}"
+    );
+    for run in &flood {
+        let mut changed = run.subscribe();
+        while !run.is_finished() {
+            tokio::time::timeout(Duration::from_secs(5), changed.changed())
+                .await
+                .expect("a removed member's run ends at once")
+                .unwrap();
+        }
+        let error = run
+            .record()
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                stacklab_api::EventKind::Finished {
+                    outcome: stacklab_api::Outcome::Failed { error },
+                } => Some(error.clone()),
+                _ => None,
+            })
+            .expect("it failed");
+        assert_eq!(error.code, ErrorCode::RemovedFromClass);
+        assert!(error.message.contains("removed you"), "{}", error.message);
+    }
+    assert_eq!(queue.snapshot().2, 0, "the line is empty");
+    eprintln!(
+        "honest member started {} ms after the first of 19 removals through the API, {} ms after the last",
+        after_first.as_millis(),
+        after_last.as_millis()
+    );
+    // The room now: the honest member alone.
+    let (_, _, body) =
+        get_as_instructor(state.clone(), &format!("/api/classes/{}", class.code)).await;
+    let view: ClassView = serde_json::from_str(&body).unwrap();
+    assert_eq!(view.members.len(), 1);
+    assert_eq!(view.members[0].learner, "honest-member");
 }

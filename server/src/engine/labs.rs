@@ -11,7 +11,7 @@ use stacklab_api::{Capacity, DemoId, ErrorCode, KvmBacking};
 use stacklab_vmm::host::{KvmHost, ProbeError};
 
 use super::density::Density;
-use super::queue::Queue;
+use super::queue::{Full, Queue};
 use super::registry::{Requester, Runs, TooMany, PER_LEARNER_PER_DEMO};
 use super::run::Run;
 use crate::backends::docker::hello::{self, HelloRuntime};
@@ -125,6 +125,9 @@ pub enum Refused {
     /// The learner already has enough runs of this demo in progress.
     #[error("You already have a run of this demo going and one waiting (at most {} at a time, so everyone in the room gets a turn). Try again when one has finished.", PER_LEARNER_PER_DEMO)]
     TooMany(TooMany),
+    /// The demo's queue is as long as it gets.
+    #[error("The server is busy: {} runs are already waiting for this demo, as many as can get a turn before they would time out. Try again in a little while.", .0.waiting)]
+    QueueFull(Full),
 }
 
 /// A demo cannot run on this server now: a stable code and a sentence
@@ -272,6 +275,7 @@ impl Labs {
                 slots: slots as u32,
                 in_use: in_use as u32,
                 queued: queued as u32,
+                max_waiting: queue.max_waiting() as u32,
                 recent_median_ms: median.map(|d| d.as_millis() as u64),
                 sized_by,
             }
@@ -356,8 +360,9 @@ impl Labs {
     }
 
     /// Starts `request` on `runtime`: one instance behind `queue`, or a
-    /// density sweep behind the one-at-a-time density queue.
-    fn start_on<R: Runtime>(
+    /// density sweep behind the one-at-a-time density queue; refused at
+    /// once when that queue's line is full.
+    pub(super) fn start_on<R: Runtime>(
         &self,
         runs: &Arc<Runs>,
         requester: Requester,
@@ -365,17 +370,19 @@ impl Labs {
         runtime: Arc<R>,
         queue: &Arc<Queue>,
     ) -> Result<Arc<Run>, Refused> {
+        let queue = match demo.density_of() {
+            Some(DemoId::MicroVm) => &self.density_vm_queue,
+            Some(_) => &self.density_container_queue,
+            None => queue,
+        };
+        queue.room().map_err(Refused::QueueFull)?;
         let started = match demo.density_of() {
             None => runs.try_start(requester, demo, runtime, queue.clone(), self.deadline),
             Some(base) => runs.try_start(
                 requester,
                 demo,
                 Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
-                if base == DemoId::MicroVm {
-                    self.density_vm_queue.clone()
-                } else {
-                    self.density_container_queue.clone()
-                },
+                queue.clone(),
                 self.deadline * DENSITY_DEADLINE_FACTOR,
             ),
         };

@@ -1,12 +1,19 @@
 //! The queue in front of a runtime's slots: fair across learners, bounded
-//! in time, and able to say how long the wait will be.
+//! in time and in length, and able to say how long the wait will be.
 //!
 //! When a slot frees, it goes to the waiting run whose learner holds the
 //! fewest slots right now, and among those to the learner whose last turn
 //! is longest ago (then the earliest): round robin between learners, so one
 //! client cannot fill the room's slots. A run waits at most the queue's
-//! timeout. A gating queue ([`Queue::gating`]) puts heavy runs behind the
-//! single runs of another queue and gives them all of its slots.
+//! timeout, and a queue takes at most [`WAITING_PER_SLOT`] waiting runs
+//! per slot ([`Queue::room`]). A gating queue ([`Queue::gating`]) puts
+//! heavy runs behind the single runs of another queue and gives them all
+//! of its slots.
+//!
+//! The line's order is computed once per change (a run arrives, leaves or
+//! gets a slot, a slot frees), under the queue's lock, and each waiting
+//! run is told its new position (a `Queued` event) only when it moved: a
+//! change costs one sort of the line, not one per waiter.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,11 +21,20 @@ use std::time::{Duration, Instant};
 
 use stacklab_api::EventKind;
 use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::run::Run;
+use super::timeline::Timeline;
 
 /// How long a queued run waits for a slot unless configured otherwise.
 pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Waiting runs a queue takes per slot. A slot serves a PostgreSQL
+/// container run in about 3 s on the reference host, so 60 is what one
+/// slot gets through within [`DEFAULT_QUEUE_TIMEOUT`]: a run further back
+/// would most likely time out after waiting 3 minutes, so it is refused at
+/// once instead (503 `queue_full` with `Retry-After`).
+pub const WAITING_PER_SLOT: usize = 60;
 
 /// Finished runs whose slot times feed the wait estimate.
 const RECENT: usize = 20;
@@ -32,14 +48,31 @@ pub enum Left {
     TimedOut(Duration),
 }
 
+/// The queue has as many runs waiting as it takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full {
+    /// Runs waiting (the queue's limit).
+    pub waiting: usize,
+    /// When a place is likely to be free: one round of slots.
+    pub retry_after: Duration,
+}
+
 struct Waiter {
     id: String,
     learner: String,
     go: oneshot::Sender<()>,
+    /// Where its `Queued` events go.
+    timeline: Arc<Timeline>,
+    /// Its run's cancellation: a cancelled run gets no slot, even before
+    /// its task has taken it out of the line.
+    cancel: CancellationToken,
+    /// The position it was last told.
+    told: Option<u32>,
 }
 
 #[derive(Default)]
 struct State {
+    slots: usize,
     free: usize,
     waiting: VecDeque<Waiter>,
     /// Slots held, by learner.
@@ -49,26 +82,65 @@ struct State {
     last_turn: HashMap<String, u64>,
     /// How long recent runs held their slot.
     recent: VecDeque<Duration>,
+    /// Times the whole line was put in order (see [`Queue::orderings`]).
+    orderings: u64,
 }
 
 impl State {
-    /// The index in `waiting` of the run that gets the next slot.
+    /// What decides a waiting run's place: its learner's slots held now,
+    /// then their last turn (then arrival, the index).
+    fn key(&self, i: usize) -> (usize, u64, usize) {
+        let learner = &self.waiting[i].learner;
+        (
+            self.holding.get(learner).copied().unwrap_or(0),
+            self.last_turn.get(learner).copied().unwrap_or(0),
+            i,
+        )
+    }
+
+    /// The index in `waiting` of the run that gets the next slot: the
+    /// first of [`State::order`], found in one pass without sorting.
     fn next(&self) -> Option<usize> {
-        self.order().first().copied()
+        (0..self.waiting.len()).min_by_key(|&i| self.key(i))
     }
 
     /// Waiting runs in the order they would get slots now.
-    fn order(&self) -> Vec<usize> {
+    fn order(&mut self) -> Vec<usize> {
+        self.orderings += 1;
         let mut order: Vec<usize> = (0..self.waiting.len()).collect();
-        // A stable sort: among equals, arrival order.
-        order.sort_by_key(|&i| {
-            let learner = &self.waiting[i].learner;
-            (
-                self.holding.get(learner).copied().unwrap_or(0),
-                self.last_turn.get(learner).copied().unwrap_or(0),
-            )
-        });
+        order.sort_by_key(|&i| self.key(i));
         order
+    }
+
+    /// The median slot time of recent runs.
+    fn median(&self) -> Option<Duration> {
+        let mut recent: Vec<Duration> = self.recent.iter().copied().collect();
+        recent.sort();
+        recent.get(recent.len() / 2).copied()
+    }
+
+    /// Puts the line in order once and tells each waiting run that moved
+    /// its new position (and the estimated wait there).
+    fn reposition(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let order = self.order();
+        let median = self.median();
+        let slots = self.slots.max(1);
+        for (place, i) in order.into_iter().enumerate() {
+            let position = place as u32 + 1;
+            let waiter = &mut self.waiting[i];
+            if waiter.told == Some(position) {
+                continue;
+            }
+            waiter.told = Some(position);
+            let rounds = (position as usize).div_ceil(slots) as u32;
+            waiter.timeline.push(EventKind::Queued {
+                position,
+                estimate_ms: median.map(|m| (m * rounds).as_millis() as u64),
+            });
+        }
     }
 
     /// Gives `learner` a slot.
@@ -89,17 +161,22 @@ impl State {
         self.last_turn.insert(learner.to_owned(), self.turns);
     }
 
-    /// Hands free slots to waiting runs, fairest first.
+    /// Hands free slots to waiting runs, fairest first, then tells the
+    /// others where they are now.
     fn dispatch(&mut self) {
+        // Runs ended while waiting (a member removed from the class: all
+        // of theirs at once) leave before the next is picked.
+        self.waiting.retain(|w| !w.cancel.is_cancelled());
         while self.free > 0 {
-            let Some(i) = self.next() else { return };
+            let Some(i) = self.next() else { break };
             let Some(waiter) = self.waiting.remove(i) else {
-                return;
+                break;
             };
             if waiter.go.send(()).is_ok() {
                 self.grant(&waiter.learner);
             }
         }
+        self.reposition();
     }
 }
 
@@ -107,6 +184,8 @@ impl State {
 pub struct Queue {
     slots: usize,
     timeout: Duration,
+    /// Runs that may wait at once.
+    max_waiting: usize,
     state: Arc<Mutex<State>>,
     moved: watch::Sender<u64>,
     /// A run that gets a slot here then needs every slot of this queue,
@@ -169,7 +248,9 @@ impl Queue {
         Queue {
             slots,
             timeout,
+            max_waiting: slots * WAITING_PER_SLOT,
             state: Arc::new(Mutex::new(State {
+                slots,
                 free: slots,
                 ..State::default()
             })),
@@ -190,13 +271,45 @@ impl Queue {
         }
     }
 
+    /// This queue taking at most `max_waiting` waiting runs (instead of
+    /// [`WAITING_PER_SLOT`] per slot).
+    pub fn with_max_waiting(mut self, max_waiting: usize) -> Self {
+        self.max_waiting = max_waiting;
+        self
+    }
+
+    /// Whether a run asking now may wait here, or how full the line is and
+    /// when to ask again. Checked when a run is accepted (runs accepted in
+    /// the same instant on other threads may pass the last place together;
+    /// the line then holds a few more than its limit).
+    pub fn room(&self) -> Result<(), Full> {
+        let state = lock(&self.state);
+        if state.waiting.len() < self.max_waiting {
+            return Ok(());
+        }
+        let round = state.median().unwrap_or(Duration::from_secs(5));
+        Err(Full {
+            waiting: state.waiting.len(),
+            retry_after: round.max(Duration::from_secs(1)),
+        })
+    }
+
+    /// Runs that may wait at once.
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting
+    }
+
+    /// How many times this queue has put its whole line in order: once
+    /// per change of the line, whatever its length.
+    pub fn orderings(&self) -> u64 {
+        lock(&self.state).orderings
+    }
+
     /// Slots, slots taken, runs waiting, and the median slot time of recent
     /// runs, now.
     pub fn snapshot(&self) -> (usize, usize, usize, Option<Duration>) {
         let state = lock(&self.state);
-        let mut recent: Vec<Duration> = state.recent.iter().copied().collect();
-        recent.sort();
-        let median = recent.get(recent.len() / 2).copied();
+        let median = state.median();
         (
             self.slots,
             self.slots - state.free,
@@ -292,30 +405,23 @@ impl Queue {
                 id: run.id().to_owned(),
                 learner: learner.to_owned(),
                 go,
+                timeline: run.timeline().clone(),
+                cancel: run.cancel_token().clone(),
+                told: None,
             });
+            // Tells this run its place (and any run it went ahead of).
+            state.reposition();
         }
         self.moved.send_modify(|n| *n += 1);
-        let mut moved = self.moved.subscribe();
         let deadline = tokio::time::sleep(self.timeout);
         tokio::pin!(deadline);
-        let mut reported = None;
-        let result = loop {
-            let position = self.position(run.id());
-            if position.is_some() && position != reported {
-                let position = position.unwrap_or(1);
-                let estimate_ms = self.estimate(position).map(|d| d.as_millis() as u64);
-                run.push(EventKind::Queued {
-                    position,
-                    estimate_ms,
-                });
-                reported = Some(position);
-            }
-            tokio::select! {
-                went_ok = &mut went => break went_ok.map(|()| slot()).map_err(|_| Left::Cancelled),
-                _ = moved.changed() => {}
-                () = run.cancel_token().cancelled() => break Err(Left::Cancelled),
-                () = &mut deadline => break Err(Left::TimedOut(self.timeout)),
-            }
+        let result = tokio::select! {
+            // Cancelled wins over a slot handed over in the same instant
+            // (`leave` gives the slot back).
+            biased;
+            () = run.cancel_token().cancelled() => Err(Left::Cancelled),
+            went_ok = &mut went => went_ok.map(|()| slot()).map_err(|_| Left::Cancelled),
+            () = &mut deadline => Err(Left::TimedOut(self.timeout)),
         };
         if result.is_err() {
             self.leave(run.id(), learner, &mut went);
@@ -323,21 +429,26 @@ impl Queue {
         result
     }
 
-    /// 1-based place of `id` in the order slots would be handed out now.
+    /// 1-based place of `id` in the line, as it was last told.
+    #[cfg(test)]
     fn position(&self, id: &str) -> Option<u32> {
         let state = lock(&self.state);
         state
-            .order()
+            .waiting
             .iter()
-            .position(|&i| state.waiting[i].id == id)
-            .map(|p| p as u32 + 1)
+            .find(|w| w.id == id)
+            .and_then(|w| w.told)
     }
 
     /// Takes a run that gives up out of the line. If a slot was handed to it
     /// in the meantime, the slot goes back.
     fn leave(&self, id: &str, learner: &str, went: &mut oneshot::Receiver<()>) {
         let mut state = lock(&self.state);
+        let before = state.waiting.len();
         state.waiting.retain(|w| w.id != id);
+        if state.waiting.len() != before {
+            state.reposition();
+        }
         drop(state);
         went.close();
         if went.try_recv().is_ok() {
@@ -471,5 +582,145 @@ mod tests {
         assert_eq!(queue.position(waiting.id()), None);
         drop(held);
         assert!(lock(&queue.state).free == 1);
+    }
+
+    fn queued_events(run: &Run) -> Vec<u32> {
+        run.record()
+            .events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Queued { position, .. } => Some(position),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Waits until `f` holds (the waiters' tasks run concurrently), at
+    /// most 5 s.
+    async fn until(mut f: impl FnMut() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < give_up, "the condition never held");
+            // Mostly the other tasks only need a turn.
+            tokio::task::yield_now().await;
+            if !f() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+
+    /// 120 runs of 60 learners wait behind a held slot. A change in the
+    /// line (one run in the middle gives up) sorts the line once, not once
+    /// per waiter; the runs ahead of it, whose place did not change, hear
+    /// nothing; each run behind it hears its new place once.
+    #[tokio::test]
+    async fn a_change_in_a_line_of_120_is_one_ordering_and_only_runs_that_moved_hear_of_it() {
+        let queue = Arc::new(Queue::new(1));
+        let held = queue.enter(&run(), "holder").await.unwrap();
+        let mut waiting = Vec::new();
+        for n in 0..120 {
+            let r = run();
+            let (q, w) = (queue.clone(), r.clone());
+            let learner = format!("flood-{}", n % 60);
+            let task = hold_when_granted(q, w, learner);
+            waiting.push((r, task));
+            // In order of arrival (each task enters the line at once).
+            let r = &waiting[n].0;
+            until(|| queue.position(r.id()).is_some()).await;
+        }
+        assert_eq!(queue.snapshot().2, 120);
+        for (r, _) in &waiting {
+            let told = queue_positions(&queue, r);
+            assert_eq!(queued_events(r).last().copied(), told);
+        }
+        let before_events: Vec<Vec<u32>> = waiting.iter().map(|(r, _)| queued_events(r)).collect();
+        let before = queue.orderings();
+
+        // The run in position 60 gives up.
+        let order: Vec<usize> = {
+            let mut ids: Vec<(u32, usize)> = waiting
+                .iter()
+                .enumerate()
+                .map(|(i, (r, _))| (queue.position(r.id()).unwrap(), i))
+                .collect();
+            ids.sort();
+            ids.into_iter().map(|(_, i)| i).collect()
+        };
+        let leaving = order[59];
+        waiting[leaving].0.cancel_token().cancel();
+        until(|| queue.snapshot().2 == 119).await;
+        assert_eq!(
+            queue.orderings() - before,
+            1,
+            "one change, one ordering of the line of 119"
+        );
+        for (place, &i) in order.iter().enumerate() {
+            let (r, _) = &waiting[i];
+            let events = queued_events(r);
+            match place.cmp(&59) {
+                std::cmp::Ordering::Less => assert_eq!(
+                    events,
+                    before_events[i],
+                    "position {} did not change: no new event",
+                    place + 1
+                ),
+                std::cmp::Ordering::Greater => {
+                    assert_eq!(events.len(), before_events[i].len() + 1, "one event each");
+                    assert_eq!(events.last().copied(), Some(place as u32), "moved up one");
+                }
+                std::cmp::Ordering::Equal => {}
+            }
+        }
+        // A slot frees: one ordering more (the pick of the next run is a
+        // single pass, not a sort).
+        let before = queue.orderings();
+        drop(held);
+        until(|| queue.snapshot().2 == 118).await;
+        assert_eq!(queue.orderings() - before, 1);
+        for (r, task) in waiting {
+            r.cancel_token().cancel();
+            let _ = task.await;
+        }
+    }
+
+    /// Waits in `queue` for `r`; a slot it gets is held until `r` is
+    /// cancelled.
+    fn hold_when_granted(
+        queue: Arc<Queue>,
+        r: Arc<Run>,
+        learner: String,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            if let Ok(slot) = queue.enter(&r, &learner).await {
+                r.cancel_token().cancelled().await;
+                drop(slot);
+            }
+        })
+    }
+
+    fn queue_positions(queue: &Queue, r: &Run) -> Option<u32> {
+        queue.position(r.id())
+    }
+
+    #[tokio::test]
+    async fn a_full_line_refuses_the_next_run_and_says_when_to_ask_again() {
+        let queue = Arc::new(Queue::new(1).with_max_waiting(2));
+        let held = queue.enter(&run(), "a").await.unwrap();
+        assert!(queue.room().is_ok(), "a free place in the line");
+        let mut tasks = Vec::new();
+        for learner in ["b", "c"] {
+            let (q, r) = (queue.clone(), run());
+            tasks.push((r.clone(), hold_when_granted(q, r, learner.into())));
+        }
+        until(|| queue.snapshot().2 == 2).await;
+        let full = queue.room().unwrap_err();
+        assert_eq!(full.waiting, 2);
+        assert!(full.retry_after >= Duration::from_secs(1));
+        drop(held);
+        until(|| queue.room().is_ok()).await;
+        for (r, task) in tasks {
+            r.cancel_token().cancel();
+            let _ = task.await;
+        }
     }
 }

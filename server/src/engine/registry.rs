@@ -297,6 +297,9 @@ impl Runs {
             self.watch_grace,
             requester.who.clone(),
         );
+        if let (Some(class), Some(learner)) = (&requester.class, &requester.learner) {
+            run.set_member(class, learner);
+        }
         // One short insert (WAL, no fsync): cheap enough to do inline.
         if let Err(e) = self.history.accepted_for(
             run.id(),
@@ -392,6 +395,12 @@ impl Runs {
                     }
                 }
             };
+            // Ended on purpose (a member removed from the class): that is
+            // the reason, not the cancellation it caused.
+            let outcome = match (outcome, task_run.ended_because()) {
+                (Outcome::Failed { .. }, Some(error)) => Outcome::Failed { error },
+                (outcome, _) => outcome,
+            };
             if let Outcome::Failed { error } = &outcome {
                 tracing::info!(run = %task_run.id(), code = %error.code, "run failed: {}", error.message);
             }
@@ -434,6 +443,21 @@ impl Runs {
                 self.by_id().remove(&old);
             }
         }
+    }
+
+    /// Ends every waiting and running run of `learner` in `class` on this
+    /// server at once, for `reason`; how many.
+    pub fn end_member_runs(&self, class: &str, learner: &str, reason: &RunError) -> usize {
+        let runs: Vec<Arc<Run>> = self
+            .by_id()
+            .values()
+            .filter(|r| !r.is_finished() && r.is_member_run(class, learner))
+            .cloned()
+            .collect();
+        for run in &runs {
+            run.end(reason.clone());
+        }
+        runs.len()
     }
 
     /// Cancels every run and waits until each has cleaned up.

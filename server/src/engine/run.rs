@@ -3,10 +3,10 @@
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use stacklab_api::DemoId;
+use stacklab_api::{DemoId, RunError};
 use tokio_util::sync::CancellationToken;
 
 use super::timeline::Timeline;
@@ -27,6 +27,11 @@ pub struct Run {
     /// When a client following it on another replica last said so (Unix
     /// ms; 0: never). See [`Run::watched_elsewhere`].
     watched_elsewhere_ms: AtomicI64,
+    /// The class (code) and learner it counts for, if a class member's.
+    member: OnceLock<(String, String)>,
+    /// Why it was ended on purpose (see [`Run::end`]), which its outcome
+    /// then says instead of "cancelled".
+    ended: Mutex<Option<RunError>>,
 }
 
 /// How long a run outlives its last watcher unless configured otherwise:
@@ -59,7 +64,37 @@ impl Run {
             grace,
             owner,
             watched_elsewhere_ms: AtomicI64::new(0),
+            member: OnceLock::new(),
+            ended: Mutex::new(None),
         })
+    }
+
+    /// Notes that the run counts for `learner`'s membership of `class`
+    /// (once, before it is shared).
+    pub(crate) fn set_member(&self, class: &str, learner: &str) {
+        let _ = self.member.set((class.to_owned(), learner.to_owned()));
+    }
+
+    /// Whether the run counts for `learner` in `class`.
+    pub fn is_member_run(&self, class: &str, learner: &str) -> bool {
+        self.member
+            .get()
+            .is_some_and(|(c, l)| c == class && l == learner)
+    }
+
+    /// Ends the run now, waiting or running, for `reason`: it is cancelled
+    /// (its instance removed as on any cancellation) and, unless it had
+    /// already succeeded, fails with `reason` rather than "cancelled".
+    pub fn end(&self, reason: RunError) {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.get_or_insert(reason);
+        drop(ended);
+        self.cancel.cancel();
+    }
+
+    /// Why [`Run::end`] ended it, if it did.
+    pub fn ended_because(&self) -> Option<RunError> {
+        self.ended.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Its timeline, to share with the runtime that runs it.

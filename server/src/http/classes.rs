@@ -1,7 +1,11 @@
 //! Workshop mode: create a class, join it, see the room.
 //!
-//! The instructor's routes (create, view, export) need the instructor
-//! token; joining and the room's anonymous points need only the class code.
+//! The instructor's routes (create, view, export, remove a member) need
+//! the instructor token; joining and the room's anonymous points need only
+//! the class code. A class takes as many learners as its instructor said
+//! (`max_members`), joins are paced per address (see
+//! [`super::limits::JoinLimit`]), and a member the instructor removes has
+//! their runs ended and cannot start new ones there.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,7 +18,8 @@ use axum::Json;
 use futures_util::Stream;
 use stacklab_api::{
     valid_class_code, valid_learner, Class, ClassView, CreateClass, DemoFigures, DemoId, ErrorBody,
-    JoinClass, RoomPoints, DEFAULT_CLASS_SECS, MAX_CLASS_SECS,
+    ErrorCode, JoinClass, RemovedMember, RoomPoints, RunError, DEFAULT_CLASS_SECS,
+    DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
 };
 
 use super::auth::Instructor;
@@ -52,7 +57,7 @@ fn invalid(message: impl Into<String>) -> AppError {
     security(("instructor" = [])),
     responses(
         (status = 201, description = "The class, with its code", body = Class),
-        (status = 400, description = "A bad name or duration", body = ErrorBody),
+        (status = 400, description = "A bad name, duration or size", body = ErrorBody),
         (status = 401, description = "The instructor token is required", body = ErrorBody),
         BodyErrors,
     ))]
@@ -73,7 +78,16 @@ pub async fn create_class(
             "expires_in_secs must be between 60 and {MAX_CLASS_SECS} (7 days), not {secs}"
         )));
     }
-    let class = with_history(&state, move |h| h.create_class(&name, secs as i64 * 1000)).await?;
+    let max_members = request.max_members.unwrap_or(DEFAULT_MAX_MEMBERS);
+    if !(1..=MAX_MAX_MEMBERS).contains(&max_members) {
+        return Err(invalid(format!(
+            "max_members must be between 1 and {MAX_MAX_MEMBERS}, not {max_members}"
+        )));
+    }
+    let class = with_history(&state, move |h| {
+        h.create_class_of(&name, secs as i64 * 1000, max_members)
+    })
+    .await?;
     tracing::info!(code = %class.code, "class {:?} created", class.name);
     Ok((StatusCode::CREATED, Json(class)))
 }
@@ -85,13 +99,17 @@ pub async fn create_class(
     responses(
         (status = 200, description = "Joined", body = Class),
         (status = 400, description = "A bad learner id or display name", body = ErrorBody),
+        (status = 403, description = "The instructor removed this learner from the class (`removed_from_class`)", body = ErrorBody),
         (status = 404, description = "No such class", body = ErrorBody),
+        (status = 409, description = "The class has as many members as it takes (`class_full`)", body = ErrorBody),
         (status = 410, description = "The class has expired", body = ErrorBody),
         BodyErrors,
+        (status = 429, description = "Joins from this address come faster than a room joins (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn join_class(
     State(state): State<AppState>,
     Path(code): Path<String>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ApiJson(request): ApiJson<JoinClass>,
 ) -> Result<Json<Class>, AppError> {
     let code = code_of(&code)?;
@@ -111,6 +129,23 @@ pub async fn join_class(
             ));
         }
     }
+    let address = super::runs::client_of(client);
+    let key = code.clone();
+    let paced = match with_history(&state, move |h| h.class(&key)).await? {
+        Some(class) => state
+            .join_limit
+            .take(&address, &class.code, class.max_members),
+        None => state.join_limit.take_unknown(&address),
+    };
+    if let Err(wait) = paced {
+        let retry_after_s = wait.as_secs_f64().ceil().max(1.0) as u64;
+        return Err(AppError::RateLimited {
+            message: format!(
+                "Too many joins from here in a short time (more than a whole class at once); try again in {retry_after_s} s."
+            ),
+            retry_after_s,
+        });
+    }
     let history = state.runs.history().clone();
     let joined =
         tokio::task::spawn_blocking(move || history.join(&code, &request.learner, name.as_deref()))
@@ -122,8 +157,70 @@ pub async fn join_class(
         Err(e @ JoinError::Expired { .. }) => Err(AppError::ClassExpired(format!(
             "This class no longer takes learners: {e}."
         ))),
+        Err(e @ JoinError::Full { .. }) => Err(AppError::ClassFull(format!("Cannot join: {e}."))),
+        Err(e @ JoinError::Removed { .. }) => Err(AppError::RemovedFromClass(format!(
+            "Cannot join: {e}; ask them if this is a mistake."
+        ))),
         Err(JoinError::Store(e)) => Err(super::runs::history_error(e)),
     }
+}
+
+/// What a removed member's runs fail with.
+fn removed_reason() -> RunError {
+    RunError {
+        code: ErrorCode::RemovedFromClass,
+        message: "The instructor removed you from this class, so your runs in it were ended."
+            .into(),
+    }
+}
+
+/// `DELETE /api/classes/{code}/members/{learner}` (instructor): the
+/// member's waiting and running runs end at once (`removed_from_class`),
+/// they no longer count for the room, and they can neither join again nor
+/// start runs in the class. Removing a removed member again ends any run
+/// of theirs still going.
+#[utoipa::path(delete, path = "/classes/{code}/members/{learner}", tag = "classes",
+    params(
+        ("code" = String, Path, description = "The class code"),
+        ("learner" = String, Path, description = "The member's learner id"),
+    ),
+    security(("instructor" = [])),
+    responses(
+        (status = 200, description = "Removed; their runs in the class ended", body = RemovedMember),
+        (status = 401, description = "The instructor token is required", body = ErrorBody),
+        (status = 404, description = "No such class, or no such member", body = ErrorBody),
+    ))]
+pub async fn remove_member(
+    State(state): State<AppState>,
+    _: Instructor,
+    Path((code, learner)): Path<(String, String)>,
+) -> Result<Json<RemovedMember>, AppError> {
+    let code = code_of(&code)?;
+    find(&state, &code).await?;
+    let no_member = || {
+        AppError::NotFound(format!(
+            "the class {code} has no member with the learner id {learner:?}"
+        ))
+    };
+    if !valid_learner(&learner) {
+        return Err(no_member());
+    }
+    let (key, who) = (code.clone(), learner.clone());
+    let removed = with_history(&state, move |h| {
+        Ok(h.remove_member(&key, &who)? || h.was_removed(&key, &who)?)
+    })
+    .await?;
+    if !removed {
+        return Err(no_member());
+    }
+    let ended = state
+        .runs
+        .end_member_runs(&code, &learner, &removed_reason());
+    tracing::info!(class = %code, "the instructor removed learner {learner}; {ended} run(s) ended");
+    Ok(Json(RemovedMember {
+        learner,
+        runs_ended: ended as u32,
+    }))
 }
 
 /// The class, or 404.

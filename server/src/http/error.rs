@@ -62,6 +62,20 @@ pub enum AppError {
     /// The learner has not joined the class the request names.
     #[error("{0}")]
     NotAMember(String),
+    /// The class has as many members as it takes.
+    #[error("{0}")]
+    ClassFull(String),
+    /// The instructor removed the learner from the class.
+    #[error("{0}")]
+    RemovedFromClass(String),
+    /// The demo's queue is full.
+    #[error("{message}")]
+    QueueFull {
+        /// What to do.
+        message: String,
+        /// Seconds until a place is likely to be free (`Retry-After`).
+        retry_after_s: u64,
+    },
     /// A dependency (Docker engine, image, KVM) is not available now.
     #[error("{message}")]
     Unavailable {
@@ -97,6 +111,9 @@ impl AppError {
             }
             AppError::ClassExpired(_) => (StatusCode::GONE, ErrorCode::ClassExpired),
             AppError::NotAMember(_) => (StatusCode::FORBIDDEN, ErrorCode::NotAMember),
+            AppError::ClassFull(_) => (StatusCode::CONFLICT, ErrorCode::ClassFull),
+            AppError::RemovedFromClass(_) => (StatusCode::FORBIDDEN, ErrorCode::RemovedFromClass),
+            AppError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::QueueFull),
             AppError::Forbidden { code, .. } => (StatusCode::FORBIDDEN, *code),
         }
     }
@@ -118,6 +135,10 @@ impl From<Refused> for AppError {
             Refused::TooMany(ref too_many) => AppError::TooMany {
                 message: refused.to_string(),
                 retry_after_s: too_many.retry_after.as_secs().max(1),
+            },
+            Refused::QueueFull(ref full) => AppError::QueueFull {
+                message: refused.to_string(),
+                retry_after_s: full.retry_after.as_secs_f64().ceil().max(1.0) as u64,
             },
         }
     }
@@ -146,7 +167,8 @@ impl IntoResponse for AppError {
         let (status, code) = self.status_and_code();
         let retry_after = match &self {
             AppError::TooMany { retry_after_s, .. }
-            | AppError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            | AppError::RateLimited { retry_after_s, .. }
+            | AppError::QueueFull { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
         let bearer = matches!(self, AppError::InstructorOnly(_));
@@ -167,5 +189,32 @@ impl IntoResponse for AppError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// A full queue answers 503 `queue_full` with `Retry-After` (whole
+    /// seconds, rounded up) and a sentence.
+    #[tokio::test]
+    async fn a_full_queue_is_a_503_with_retry_after_and_a_sentence() {
+        let refused = Refused::QueueFull(crate::engine::Full {
+            waiting: 120,
+            retry_after: std::time::Duration::from_millis(2500),
+        });
+        let response = AppError::from(refused).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[axum::http::header::RETRY_AFTER], "3");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error, ErrorCode::QueueFull);
+        assert!(
+            body.message.contains("120 runs are already waiting"),
+            "{}",
+            body.message
+        );
     }
 }

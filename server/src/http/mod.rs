@@ -90,6 +90,8 @@ pub struct AppState {
     pub instructor_token: Arc<str>,
     /// The pace of run requests per client.
     pub run_limit: Arc<limits::RateLimit>,
+    /// The pace of class joins per client address.
+    pub join_limit: Arc<limits::JoinLimit>,
     /// Event streams open now (runs' and rooms'), capped.
     pub streams: Arc<streams::Streams>,
     /// The names and origins the API answers.
@@ -185,6 +187,7 @@ impl AppState {
             labs: Arc::new(Labs::new(docker, &settings)),
             instructor_token: auth::new_token().into(),
             run_limit: Arc::new(limits::RateLimit::default()),
+            join_limit: Arc::default(),
             streams: Arc::default(),
             allowed: Arc::default(),
             notices: None,

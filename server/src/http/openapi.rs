@@ -61,7 +61,10 @@ impl Modify for CommonErrors {
                 .build()
         };
         for item in doc.paths.paths.values_mut() {
-            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
                 for (status, what) in [
                     ("403", "A Host or Origin this server does not serve"),
                     (
@@ -124,6 +127,7 @@ pub fn api_routes() -> axum::Router<AppState> {
         .routes(routes!(classes::create_class))
         .routes(routes!(classes::class_view))
         .routes(routes!(classes::join_class))
+        .routes(routes!(classes::remove_member))
         .routes(routes!(classes::room_points))
         .routes(routes!(classes::export_class))
         .routes(routes!(classes::room_events))

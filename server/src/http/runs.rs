@@ -40,12 +40,12 @@ use crate::store::{self, Filter, History, HistoryError};
     responses(
         (status = 202, description = "Accepted: follow its events", body = RunCreated),
         (status = 400, description = "A bad learner id or class code", body = ErrorBody),
-        (status = 403, description = "A class run by a learner who did not join it (`not_a_member`)", body = ErrorBody),
+        (status = 403, description = "A class run by a learner who did not join it (`not_a_member`) or was removed from it (`removed_from_class`)", body = ErrorBody),
         (status = 404, description = "No such class", body = ErrorBody),
         (status = 410, description = "The class has expired", body = ErrorBody),
         BodyErrors,
         (status = 429, description = "Too many runs going or requested (`Retry-After`)", body = ErrorBody),
-        (status = 503, description = "This server cannot run that demo now (Docker down, no KVM, image missing)", body = ErrorBody),
+        (status = 503, description = "This server cannot run that demo now (Docker down, no KVM, image missing), or its queue is full (`queue_full`, `Retry-After`)", body = ErrorBody),
     ))]
 pub async fn create_run(
     State(state): State<AppState>,
@@ -176,12 +176,18 @@ async fn class_of(
     };
     let (code, learner) = (raw.to_ascii_uppercase(), learner.clone());
     let found = with_history(state, move |h| {
-        Ok((h.open_class_of(&code, &learner)?, h.class(&code)?))
+        let open = h.open_class_of(&code, &learner)?;
+        let removed = open.is_none() && h.was_removed(&code, &learner)?;
+        Ok((open, h.class(&code)?, removed))
     })
     .await?;
     match found {
-        (Some(open), _) => Ok(Some(open.code)),
-        (None, Some(class)) if class.expires_at_ms <= store::now_ms() => Ok(None),
+        (Some(open), _, _) => Ok(Some(open.code)),
+        (None, Some(class), _) if class.expires_at_ms <= store::now_ms() => Ok(None),
+        (None, Some(_), true) => Err(AppError::RemovedFromClass(
+            "the instructor removed you from this class: runs in it are no longer yours to start"
+                .into(),
+        )),
         _ => Err(not_member()),
     }
 }

@@ -21,10 +21,27 @@ pub enum JoinError {
         /// When (RFC 3339, UTC).
         ended: String,
     },
+    /// The class has as many members as it takes.
+    #[error("the class {name:?} is full: it takes {max} learners, and {max} have joined; ask your instructor")]
+    Full {
+        /// The class's name.
+        name: String,
+        /// Its `max_members`.
+        max: u32,
+    },
+    /// The instructor removed this learner from the class.
+    #[error("the instructor removed you from the class {name:?}")]
+    Removed {
+        /// The class's name.
+        name: String,
+    },
     /// The database failed.
     #[error(transparent)]
     Store(#[from] HistoryError),
 }
+
+/// Columns a [`Class`] is read from, in [`class_from`]'s order.
+const CLASS_COLUMNS: &str = "c.code, c.name, c.created_at_ms, c.expires_at_ms, c.max_members";
 
 /// One run of a class, with whose it was, for the instructor.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,41 +74,64 @@ impl ClassRun {
     }
 }
 
-fn class_of(code: String, name: String, created: i64, expires: i64) -> Class {
+fn class_of(code: String, name: String, created: i64, expires: i64, max_members: u32) -> Class {
     Class {
         join_path: format!("/join/{code}"),
         code,
         name,
         created_at_ms: created,
         expires_at_ms: expires,
+        max_members,
     }
 }
 
-/// A class from a row of `code, name, created_at_ms, expires_at_ms`.
+/// A class from a row of [`CLASS_COLUMNS`].
 fn class_from(r: &Row) -> Class {
     class_of(
         r.text(0).unwrap_or_default(),
         r.text(1).unwrap_or_default(),
         r.int(2).unwrap_or_default(),
         r.int(3).unwrap_or_default(),
+        r.int(4)
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(stacklab_api::DEFAULT_MAX_MEMBERS),
     )
 }
 
 impl History {
-    /// Creates a class open for `lifetime_ms`, under a new random code.
+    /// Creates a class open for `lifetime_ms`, under a new random code,
+    /// taking [`stacklab_api::DEFAULT_MAX_MEMBERS`] learners.
     pub fn create_class(&self, name: &str, lifetime_ms: i64) -> Result<Class, HistoryError> {
+        self.create_class_of(name, lifetime_ms, stacklab_api::DEFAULT_MAX_MEMBERS)
+    }
+
+    /// Creates a class open for `lifetime_ms` that takes `max_members`
+    /// learners, under a new random code.
+    pub fn create_class_of(
+        &self,
+        name: &str,
+        lifetime_ms: i64,
+        max_members: u32,
+    ) -> Result<Class, HistoryError> {
         let now = now_ms();
         loop {
             let code = new_code();
             let inserted = self.with(|db| {
                 db.execute(
-                    "INSERT INTO classes (code, name, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4)
+                    "INSERT INTO classes (code, name, created_at_ms, expires_at_ms, max_members)
+                     VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (code) DO NOTHING",
-                    params![&code, name, now, now + lifetime_ms],
+                    params![&code, name, now, now + lifetime_ms, i64::from(max_members)],
                 )
             })?;
             if inserted == 1 {
-                return Ok(class_of(code, name.to_owned(), now, now + lifetime_ms));
+                return Ok(class_of(
+                    code,
+                    name.to_owned(),
+                    now,
+                    now + lifetime_ms,
+                    max_members,
+                ));
             }
         }
     }
@@ -100,14 +140,22 @@ impl History {
     pub fn class(&self, code: &str) -> Result<Option<Class>, HistoryError> {
         let row = self.with(|db| {
             db.query_one(
-                "SELECT code, name, created_at_ms, expires_at_ms FROM classes WHERE code = $1",
+                &format!("SELECT {CLASS_COLUMNS} FROM classes c WHERE c.code = $1"),
                 params![code],
             )
         })?;
         Ok(row.as_ref().map(class_from))
     }
 
-    /// Adds `learner` to the class (again: their display name is updated).
+    /// Adds `learner` to the class (again: their display name is updated),
+    /// if it has room: a member joining again is not a new member, a
+    /// removed member may not come back, and the members removed no longer
+    /// count (their seats are free).
+    ///
+    /// The room is counted and the member added in one statement, so one
+    /// server never lets more in than the class takes; two replicas
+    /// sharing PostgreSQL adding the last seat's learners in the same
+    /// instant could each see it free.
     pub fn join(
         &self,
         code: &str,
@@ -123,22 +171,72 @@ impl History {
                 ended: super::rfc3339(class.expires_at_ms),
             });
         }
-        self.with(|db| {
-            db.execute(
-                "INSERT INTO members (class, learner, display_name, joined_at_ms) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (class, learner) DO UPDATE SET display_name = excluded.display_name",
+        let (added, removed) = self.with(|db| {
+            let added = db.execute(
+                "INSERT INTO members (class, learner, display_name, joined_at_ms)
+                 SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT)
+                 WHERE EXISTS (SELECT 1 FROM members
+                               WHERE class = $1 AND learner = $2 AND removed_at_ms IS NULL)
+                    OR (SELECT COUNT(*) FROM members WHERE class = $1 AND removed_at_ms IS NULL)
+                       < (SELECT max_members FROM classes WHERE code = $1)
+                 ON CONFLICT (class, learner) DO UPDATE SET display_name = excluded.display_name
+                 WHERE members.removed_at_ms IS NULL",
                 params![code, learner, display_name, now_ms()],
-            )
+            )?;
+            if added == 1 {
+                return Ok((true, false));
+            }
+            let removed = db.query_one(
+                "SELECT 1 FROM members WHERE class = $1 AND learner = $2 AND removed_at_ms IS NOT NULL",
+                params![code, learner],
+            )?;
+            Ok((false, removed.is_some()))
         })?;
-        Ok(class)
+        match (added, removed) {
+            (true, _) => Ok(class),
+            (false, true) => Err(JoinError::Removed { name: class.name }),
+            (false, false) => Err(JoinError::Full {
+                name: class.name,
+                max: class.max_members,
+            }),
+        }
     }
 
-    /// The class, if `learner` has joined it and it has not expired.
+    /// Removes `learner` from the class: they no longer count for it, may
+    /// not start runs in it nor join it again. Whether they were a member
+    /// (and not removed already).
+    pub fn remove_member(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
+        let changed = self.with(|db| {
+            db.execute(
+                "UPDATE members SET removed_at_ms = $3
+                 WHERE class = $1 AND learner = $2 AND removed_at_ms IS NULL",
+                params![code, learner, now_ms()],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    /// Whether the instructor removed `learner` from the class.
+    pub fn was_removed(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
+        let row = self.with(|db| {
+            db.query_one(
+                "SELECT 1 FROM members WHERE class = $1 AND learner = $2 AND removed_at_ms IS NOT NULL",
+                params![code, learner],
+            )
+        })?;
+        Ok(row.is_some())
+    }
+
+    /// The class, if `learner` has joined it (and was not removed) and it
+    /// has not expired.
     pub fn open_class_of(&self, code: &str, learner: &str) -> Result<Option<Class>, HistoryError> {
         let row = self.with(|db| {
             db.query_one(
-                "SELECT c.code, c.name, c.created_at_ms, c.expires_at_ms FROM classes c
-                 JOIN members m ON m.class = c.code WHERE c.code = $1 AND m.learner = $2",
+                &format!(
+                    "SELECT {CLASS_COLUMNS} FROM classes c
+                     JOIN members m ON m.class = c.code
+                     WHERE c.code = $1 AND m.learner = $2 AND m.removed_at_ms IS NULL"
+                ),
                 params![code, learner],
             )
         })?;
@@ -148,14 +246,15 @@ impl History {
             .filter(|c| c.expires_at_ms > now_ms()))
     }
 
-    /// Who joined, in joining order, with their run counts and what they
+    /// Who joined (and was not removed), in joining order, with their run counts and what they
     /// have waiting or running now.
     pub fn members(&self, code: &str) -> Result<Vec<Member>, HistoryError> {
         let (members, active) = self.with(|db| {
             let members = db.query(
                 "SELECT m.learner, m.display_name, m.joined_at_ms,
                     (SELECT COUNT(*) FROM runs r WHERE r.class = m.class AND r.learner = m.learner)
-                 FROM members m WHERE m.class = $1 ORDER BY m.joined_at_ms, m.learner",
+                 FROM members m WHERE m.class = $1 AND m.removed_at_ms IS NULL
+                 ORDER BY m.joined_at_ms, m.learner",
                 params![code],
             )?;
             let active = db.query(
@@ -307,5 +406,65 @@ mod tests {
             h.join("ZZZZZZ", "learner-aaaa", None),
             Err(JoinError::NotFound(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// The cap counts members, not joins: a member joining again is not a
+    /// new one; a removed member's seat is free but they cannot come back.
+    /// On both backends, and after a restart (the size is stored).
+    #[test]
+    fn a_class_takes_its_size_and_keeps_removed_members_out() {
+        for store in crate::store::testing::stores() {
+            let h = &store.history;
+            let class = h.create_class_of("Small room", 60_000, 2).unwrap();
+            assert_eq!(class.max_members, 2);
+            h.join(&class.code, "learner-aaaa", Some("Ada")).unwrap();
+            h.join(&class.code, "learner-bbbb", None).unwrap();
+            match h.join(&class.code, "learner-cccc", None) {
+                Err(JoinError::Full { max: 2, name }) => assert_eq!(name, "Small room"),
+                other => panic!("{}: {other:?}", store.backend),
+            }
+            // Again, with a new name: still two members.
+            h.join(&class.code, "learner-aaaa", Some("Ada L.")).unwrap();
+            let members = h.members(&class.code).unwrap();
+            assert_eq!(members.len(), 2, "{}", store.backend);
+            assert_eq!(members[0].display_name.as_deref(), Some("Ada L."));
+
+            assert!(h.remove_member(&class.code, "learner-bbbb").unwrap());
+            assert!(
+                !h.remove_member(&class.code, "learner-bbbb").unwrap(),
+                "removed once"
+            );
+            assert!(!h.remove_member(&class.code, "learner-zzzz").unwrap());
+            assert!(h.was_removed(&class.code, "learner-bbbb").unwrap());
+            assert!(!h.was_removed(&class.code, "learner-aaaa").unwrap());
+            assert!(h
+                .open_class_of(&class.code, "learner-bbbb")
+                .unwrap()
+                .is_none());
+            assert!(matches!(
+                h.join(&class.code, "learner-bbbb", None),
+                Err(JoinError::Removed { .. })
+            ));
+            // The seat is free for someone else.
+            h.join(&class.code, "learner-cccc", None).unwrap();
+            let again = store.reopen();
+            assert_eq!(again.class(&class.code).unwrap().unwrap().max_members, 2);
+            let learners: Vec<_> = again
+                .members(&class.code)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.learner)
+                .collect();
+            assert_eq!(learners, ["learner-aaaa", "learner-cccc"]);
+            assert!(matches!(
+                again.join(&class.code, "learner-dddd", None),
+                Err(JoinError::Full { .. })
+            ));
+        }
     }
 }

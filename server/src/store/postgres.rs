@@ -71,7 +71,11 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: where the other replicas reach a replica (hand-offs).
     "ALTER TABLE hosts ADD COLUMN url TEXT;",
-    // 5: how long a run waited in line (its own figure since the queue
+    // 5: a class's size (classes made before it take the default), and
+    // the members its instructor removed (kept, so they cannot join again).
+    "ALTER TABLE classes ADD COLUMN max_members BIGINT NOT NULL DEFAULT 100;
+    ALTER TABLE members ADD COLUMN removed_at_ms BIGINT;",
+    // 6: how long a run waited in line (its own figure since the queue
     // was split from the platform's share; older runs have none).
     "ALTER TABLE runs ADD COLUMN queue_wait_us DOUBLE PRECISION;",
 ];

@@ -102,6 +102,7 @@ function createPage() {
   if (!token()) return tokenForm(createPage);
   const name = el("input", { id: "class-name", required: "", maxlength: "80", placeholder: "Tuesday workshop" });
   const hours = el("input", { id: "class-hours", type: "number", min: "1", max: "168", value: "4" });
+  const size = el("input", { id: "class-size", type: "number", min: "1", max: "500", value: "100" });
   const code = el("input", { id: "open-code", maxlength: "6", placeholder: "K7QM2P" });
   main.replaceChildren(
     el("h1", {}, "Run a workshop"),
@@ -112,12 +113,17 @@ function createPage() {
         e.preventDefault();
         try {
           const { json } = await api("POST", "/api/classes",
-            { name: name.value, expires_in_secs: Math.round(Number(hours.value) * 3600) }, true);
+            {
+              name: name.value,
+              expires_in_secs: Math.round(Number(hours.value) * 3600),
+              max_members: Math.round(Number(size.value)),
+            }, true);
           location.assign(`/class/${json.code}`);
         } catch (err) { say(err.message, true); }
       },
     }, el("label", { for: "class-name" }, "Name", name),
       el("label", { for: "class-hours" }, "Open for (hours)", hours),
+      el("label", { for: "class-size" }, "Learners at most (the room's size)", size),
       el("button", { type: "submit" }, "Create class")),
     el("form", {
       onsubmit: (e) => { e.preventDefault(); location.assign(`/class/${code.value.trim().toUpperCase()}`); },
@@ -239,6 +245,17 @@ function classPage(code) {
     } catch (err) { say(err.message, true); }
   };
 
+  // Removes a member: their waiting and running runs end at once and they
+  // cannot join again or start runs in this class.
+  const removeMember = async (learner, shown) => {
+    if (!confirm(`Remove ${shown} from the class? Their waiting and running runs end now, and they cannot join again.`)) return;
+    try {
+      const { json } = await api("DELETE", `/api/classes/${code}/members/${encodeURIComponent(learner)}`, undefined, true);
+      say(`Removed ${shown}; ${json.runs_ended} run(s) of theirs ended.`);
+      later();
+    } catch (err) { say(err.message, true); }
+  };
+
   const download = async (format) => {
     try {
       const { text } = await api("GET", `/api/classes/${code}/export?format=${format}`, undefined, true);
@@ -282,14 +299,18 @@ function classPage(code) {
         ? [el("p", { class: "meta", id: "no-results" }, "No finished runs yet. They appear here as learners' runs finish.")]
         : [...byDemo].map(([demo, points]) => demoSection(demo, points, (view.figures || []).find((f) => f.demo === demo)))),
       el("section", { class: "members" },
-        el("h2", {}, `Who joined (${view.members.length})`),
+        el("h2", {}, `Who joined (${view.members.length} of ${view.class.max_members})`),
         el("table", { id: "members" },
-          el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Joined"), el("th", {}, "Runs"), el("th", {}, "Now"))),
-          el("tbody", {}, ...view.members.map((m) => el("tr", {},
+          el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Joined"), el("th", {}, "Runs"), el("th", {}, "Now"), el("th", {}, ""))),
+          el("tbody", {}, ...view.members.map((m) => el("tr", { "data-learner": m.learner },
             el("td", {}, names.get(m.learner)),
             el("td", {}, new Date(m.joined_at_ms).toLocaleTimeString()),
             el("td", {}, m.runs),
-            el("td", { class: m.active.length ? "running" : "" }, m.active.map((d) => TITLES[d] || d).join(", ") || "—")))))),
+            el("td", { class: m.active.length ? "running" : "" }, m.active.map((d) => TITLES[d] || d).join(", ") || "—"),
+            el("td", {}, el("button", {
+              class: "quiet remove", title: "End their runs and keep them out of this class",
+              onclick: () => removeMember(m.learner, names.get(m.learner)),
+            }, "Remove")))))),
       el("section", { class: "capacity" },
         el("h2", {}, "This server"),
         el("table", {},
@@ -298,7 +319,7 @@ function classPage(code) {
             el("td", {}, c.demos.map((d) => TITLES[d] || d).join(", ")),
             el("td", { title: c.sized_by }, `${c.slots} (${c.sized_by})`),
             el("td", {}, c.in_use),
-            el("td", {}, c.queued),
+            el("td", { title: "Runs waiting, and the most that may wait" }, `${c.queued} of ${c.max_waiting}`),
             el("td", {}, c.recent_median_ms == null ? "none yet" : `${c.recent_median_ms} ms`)))))),
       statusLine,
     );

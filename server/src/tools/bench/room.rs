@@ -102,7 +102,14 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
             addr,
             "POST",
             "/api/classes",
-            Some((r#"{"name":"bench room","expires_in_secs":3600}"#, true)),
+            // The room's learners and the one who runs alone first.
+            Some((
+                &format!(
+                    r#"{{"name":"bench room","expires_in_secs":3600,"max_members":{}}}"#,
+                    (learners + 1).min(stacklab_api::MAX_MAX_MEMBERS as usize)
+                ),
+                true,
+            )),
         )
         .await?
         .1,
