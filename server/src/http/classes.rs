@@ -286,11 +286,11 @@ pub async fn export_class(
 pub async fn room_events(
     State(state): State<AppState>,
     Path(code): Path<String>,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: super::client::ClientKey,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let code = code_of(&code)?;
     find(&state, &code).await?;
-    let open = state.streams.try_open(&super::runs::client_of(client))?;
+    let open = state.streams.try_open(&client.0)?;
     let changes = state.runs.room_changes();
     let stopping = state.runs.stopping();
     let stream =
