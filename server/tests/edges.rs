@@ -331,6 +331,34 @@ async fn a_trickling_crowd_holds_only_its_cap_and_others_are_served() {
     assert!(u64::from(c.total_cap) < c.fd_limit, "{c:?}");
 }
 
+/// A request whose body stalls after its headers (past hyper's header
+/// timeout, which covers only the head) is closed by the idle timeout,
+/// and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_closed_by_the_idle_timeout() {
+    let idle = Duration::from_secs(1);
+    let limits = ConnLimits::new(Duration::from_secs(10), idle, 8, None);
+    let lab = start_lab(lab_state().with_connection_limits(limits)).await;
+    let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 4), lab.addr).await;
+    let started = Instant::now();
+    s.write_all(
+        b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"demo\":",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("closed within 10 s");
+    let after = started.elapsed();
+    assert!(
+        after >= idle && after < idle * 4,
+        "closed after {after:?} (idle timeout {idle:?})"
+    );
+    let (_, health) = health_from(Ipv4Addr::new(127, 0, 0, 5), lab.addr).await;
+    assert_eq!(health.connections.idle_closed_total, 1);
+}
+
 /// `/metrics` answers only names this lab serves, like the API.
 #[tokio::test]
 async fn metrics_refuse_a_foreign_host() {

@@ -5,10 +5,13 @@
 //! may have, and `/api/health` then times out for everyone.
 //!
 //! - a header-read timeout (hyper's, HTTP/1): a request whose headers are
-//!   not all in within it is closed;
+//!   not all in within it is closed. Its clock also runs while a kept-alive
+//!   connection waits for its next request, so that wait is bounded by it
+//!   too;
 //! - an idle timeout: a connection with no byte read or written for that
-//!   long is closed (event streams send a comment every 15 s, so a live
-//!   one is never idle);
+//!   long is closed, whatever it is doing: a request body that stalls
+//!   after its head, a client that stops reading its answer (event streams
+//!   send a comment every 15 s, so a live one is never idle);
 //! - a cap on connections open per client address (IPv6: per /64), so one
 //!   address cannot hold more than its share; trusted proxies
 //!   (`--trusted-proxy`) are exempt, they carry everyone;
@@ -234,6 +237,24 @@ impl Drop for Admitted {
         }
         self.connections.open.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted (the
+/// kernel caps it at `net.core.somaxconn`, 4096 by default). A crowd
+/// reconnecting as fast as it is closed fills a short queue, and then
+/// everyone's connection attempt waits for a SYN retransmit (1 s or more).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`].
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Serves `router` on `listener` under `connections`' limits until `stop`

@@ -410,9 +410,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("could not look for orphaned demo containers: {e}");
         }
     }
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let listener =
+        conn::listen(args.addr).with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
     tracing::info!("stacklab listening on http://{local}");
     if args.database_url.is_some() {
