@@ -184,11 +184,12 @@ pub fn key_of(ip: IpAddr) -> String {
     }
 }
 
-/// The client of a request, resolved as this module says: `address
-/// 203.0.113.7` or `address 2001:db8:1:2::/64` (`address unknown` when the
-/// connection's address is not known, as in `oneshot` tests).
+/// The client of a request, resolved as this module says: the key limits
+/// count (`address 203.0.113.7` or `address 2001:db8:1:2::/64`; `address
+/// unknown` when the connection's address is not known, as in `oneshot`
+/// tests), and the address itself (what a handover forwards).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientKey(pub String);
+pub struct ClientKey(pub String, pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientKey {
     type Rejection = std::convert::Infallible;
@@ -197,14 +198,13 @@ impl FromRequestParts<AppState> for ClientKey {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<ClientKey, Self::Rejection> {
-        Ok(ClientKey(
-            match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-                Some(ConnectInfo(peer)) => {
-                    key_of(state.trusted_proxies.client(peer.ip(), &parts.headers))
-                }
-                None => "address unknown".to_owned(),
-            },
-        ))
+        Ok(match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(peer)) => {
+                let ip = state.trusted_proxies.client(peer.ip(), &parts.headers);
+                ClientKey(key_of(ip), Some(ip))
+            }
+            None => ClientKey("address unknown".to_owned(), None),
+        })
     }
 }
 

@@ -64,7 +64,7 @@ pub async fn create_run(
     let instructor = super::auth::Instructor::presented(&headers, &state.instructor_token);
     let class = class_of(&state, &request, instructor).await?;
     density_allowed(&state, &request, &class, instructor, &client)?;
-    let address = client.0;
+    let (address, client_ip) = (client.0, client.1);
     let requester = Requester {
         who: match (&class, &request.learner) {
             (Some(_), Some(learner)) => format!("learner {learner}"),
@@ -98,6 +98,7 @@ pub async fn create_run(
                 request.demo,
                 &body,
                 authorization,
+                client_ip,
                 state.host_lost_after,
             )
             .await
