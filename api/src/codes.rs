@@ -43,6 +43,13 @@ wire_enum! {
         /// This client sent more run requests than a learner would; 429
         /// with `Retry-After`.
         RateLimited => "rate_limited",
+        /// A density sweep (several demos at once, holding every slot)
+        /// asked for too often from this address outside a class; 429
+        /// with `Retry-After`.
+        DensityLimited => "density_limited",
+        /// A density sweep asked for by a learner in a class: there the
+        /// instructor runs it once for the whole room; 403.
+        DensityForInstructor => "density_for_instructor",
         /// The route is the instructor's and the request had no (or a
         /// wrong) instructor token; 401.
         InstructorTokenRequired => "instructor_token_required",

@@ -253,6 +253,37 @@ pub struct Health {
     /// The run queues: slots, in use, waiting, recent median.
     #[serde(default)]
     pub capacity: Vec<Capacity>,
+    /// Connection limits and the connections open now.
+    #[serde(default)]
+    pub connections: ConnectionsStatus,
+}
+
+/// The server's connection limits (`--header-read-timeout-secs`,
+/// `--idle-timeout-secs`, `--max-connections-per-address`,
+/// `--max-connections`) and its connections now.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConnectionsStatus {
+    /// Seconds a client has to send a request's headers.
+    pub header_read_timeout_s: f64,
+    /// Seconds a connection may pass without a byte either way.
+    pub idle_timeout_s: f64,
+    /// Connections one client address (IPv6: its /64) may hold open.
+    pub per_address_cap: u32,
+    /// Connections open at once in all (below the descriptor limit).
+    pub total_cap: u32,
+    /// The process's file-descriptor limit (`RLIMIT_NOFILE`).
+    pub fd_limit: u64,
+    /// Connections open now.
+    pub open: u32,
+    /// Client addresses with a connection open now.
+    pub addresses: u32,
+    /// The most connections one address holds open now.
+    pub busiest_address: u32,
+    /// Connections closed at once since start, for a cap.
+    pub refused_total: u64,
+    /// Connections closed for being idle since start.
+    pub idle_closed_total: u64,
 }
 
 /// Whether a Linux kernel can boot in this server's VMs.

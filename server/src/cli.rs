@@ -277,6 +277,35 @@ pub struct ServeArgs {
     /// Seconds a demo run may take once it leaves the queue.
     #[arg(long, env = "STACKLAB_RUN_DEADLINE_SECS", default_value_t = 60)]
     pub run_deadline_secs: u64,
+    /// A reverse proxy or load balancer (`10.0.0.5`, `10.0.0.0/8`,
+    /// `fd00::/8`; repeat the flag for more) whose `X-Forwarded-For` (or
+    /// `Forwarded`) names the client. Only requests whose TCP peer is one
+    /// of these have the header read, and the client is the rightmost
+    /// address in it that is not one of these. Without it, limits count
+    /// the TCP peer: behind a proxy, everyone as one client.
+    #[arg(
+        long = "trusted-proxy",
+        env = "STACKLAB_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+    /// Seconds a client has to send a request's headers before its
+    /// connection is closed.
+    #[arg(long, env = "STACKLAB_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may pass without a byte sent or received
+    /// before it is closed (event streams send one every 15 s).
+    #[arg(long, env = "STACKLAB_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(16..))]
+    pub idle_timeout_secs: u64,
+    /// Connections one client address (IPv6: its /64) may hold open;
+    /// more are closed at once. Trusted proxies are exempt.
+    #[arg(long, env = "STACKLAB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64, value_parser = at_least_one())]
+    pub max_connections_per_address: usize,
+    /// Connections open at once in all. By default (and at most) the
+    /// process's file-descriptor limit less a reserve for its own work
+    /// (a quarter of it, at least 256).
+    #[arg(long, env = "STACKLAB_MAX_CONNECTIONS", value_parser = at_least_one())]
+    pub max_connections: Option<usize>,
 }
 
 impl ServeArgs {

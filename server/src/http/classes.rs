@@ -109,7 +109,7 @@ pub async fn create_class(
 pub async fn join_class(
     State(state): State<AppState>,
     Path(code): Path<String>,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: super::client::ClientKey,
     ApiJson(request): ApiJson<JoinClass>,
 ) -> Result<Json<Class>, AppError> {
     let code = code_of(&code)?;
@@ -129,7 +129,8 @@ pub async fn join_class(
             ));
         }
     }
-    let address = super::runs::client_of(client);
+    // Behind a trusted proxy, the person's address, not the proxy's.
+    let address = client.0;
     let key = code.clone();
     let paced = match with_history(&state, move |h| h.class(&key)).await? {
         Some(class) => state
@@ -384,11 +385,11 @@ pub async fn export_class(
 pub async fn room_events(
     State(state): State<AppState>,
     Path(code): Path<String>,
-    client: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    client: super::client::ClientKey,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let code = code_of(&code)?;
     find(&state, &code).await?;
-    let open = state.streams.try_open(&super::runs::client_of(client))?;
+    let open = state.streams.try_open(&client.0)?;
     let changes = state.runs.room_changes();
     let stopping = state.runs.stopping();
     let stream =

@@ -45,6 +45,14 @@ pub enum AppError {
         /// Seconds until the next request will be taken (`Retry-After`).
         retry_after_s: u64,
     },
+    /// This client started density sweeps faster than a learner would.
+    #[error("{message}")]
+    DensityLimited {
+        /// What to do.
+        message: String,
+        /// Seconds until the next sweep will be taken (`Retry-After`).
+        retry_after_s: u64,
+    },
     /// An instructor's route, without the instructor's token.
     #[error("{0}")]
     InstructorOnly(String),
@@ -106,6 +114,9 @@ impl AppError {
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
             AppError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRuns),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
+            AppError::DensityLimited { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::DensityLimited)
+            }
             AppError::InstructorOnly(_) => {
                 (StatusCode::UNAUTHORIZED, ErrorCode::InstructorTokenRequired)
             }
@@ -168,7 +179,8 @@ impl IntoResponse for AppError {
         let retry_after = match &self {
             AppError::TooMany { retry_after_s, .. }
             | AppError::RateLimited { retry_after_s, .. }
-            | AppError::QueueFull { retry_after_s, .. } => Some(*retry_after_s),
+            | AppError::QueueFull { retry_after_s, .. }
+            | AppError::DensityLimited { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
         let bearer = matches!(self, AppError::InstructorOnly(_));

@@ -1,6 +1,13 @@
-//! `GET /api/health`: what this server can run, checked at request time.
+//! `GET /api/health`: what this server can run, and its connections.
+//!
+//! The engine probes (Docker's `info` and image list, opening `/dev/kvm`)
+//! cost a round trip to the Docker engine and a few system calls; asked on
+//! every request they let anyone hammering `/api/health` hammer the Docker
+//! engine too. So they are cached for [`PROBE_TTL`], and requests that
+//! arrive while a probe runs wait for that one instead of starting more.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::Json;
@@ -16,6 +23,33 @@ const DOCKER_TIMEOUT: Duration = Duration::from_secs(3);
 const START_DOCKER_HINT: &str =
     "start it with `dockerd &` (as root) or run the README's setup command";
 
+/// How long a probe's findings are served before the engines are asked
+/// again.
+pub const PROBE_TTL: Duration = Duration::from_secs(5);
+
+/// What the engine probes found.
+#[derive(Debug, Clone)]
+struct Probed {
+    docker: DockerStatus,
+    postgres_image: ImageStatus,
+    kvm: KvmStatus,
+    linux_guests: LinuxGuestStatus,
+}
+
+/// The last probe's findings, and how many probes ran.
+#[derive(Debug, Default)]
+pub struct Probes {
+    last: tokio::sync::Mutex<Option<(Instant, Probed)>>,
+    count: AtomicU64,
+}
+
+impl Probes {
+    /// Probes run since start.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
 /// The handler.
 #[utoipa::path(get, path = "/health", tag = "lab",
     responses((status = 200, description = "What this server can run, and why not", body = Health)))]
@@ -25,6 +59,32 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
 
 /// What this server can run now (also what a replica heart-beats).
 pub(super) async fn report(state: &AppState) -> Health {
+    let probed = {
+        // Held across the probe: who comes meanwhile waits for its answer.
+        let mut last = state.probes.last.lock().await;
+        match &*last {
+            Some((at, probed)) if at.elapsed() < PROBE_TTL => probed.clone(),
+            _ => {
+                state.probes.count.fetch_add(1, Ordering::Relaxed);
+                let probed = probe(state).await;
+                *last = Some((Instant::now(), probed.clone()));
+                probed
+            }
+        }
+    };
+    Health {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        docker: probed.docker,
+        postgres_image: probed.postgres_image,
+        kvm: probed.kvm,
+        linux_guests: probed.linux_guests,
+        capacity: state.labs.capacity(),
+        connections: state.connections.status(),
+    }
+}
+
+/// Asks the Docker engine and `/dev/kvm` now.
+async fn probe(state: &AppState) -> Probed {
     let (docker, postgres_image) = docker_status(state.labs.docker()).await;
     let probe = tokio::task::spawn_blocking(stacklab_vmm::host::probe).await;
     let (kvm, linux_guests) = match probe {
@@ -51,13 +111,11 @@ pub(super) async fn report(state: &AppState) -> Health {
             )
         }
     };
-    Health {
-        version: env!("CARGO_PKG_VERSION").to_owned(),
+    Probed {
         docker,
         postgres_image,
         kvm,
         linux_guests,
-        capacity: state.labs.capacity(),
     }
 }
 
@@ -135,5 +193,35 @@ fn kvm_status(
         Err(e) => KvmStatus::Unavailable {
             reason: e.to_string(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Settings;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_health_requests_cost_one_probe() {
+        let state = AppState::with_docker(None, None, Settings::default());
+        let asks = (0..40).map(|_| {
+            let app = super::super::app(state.clone());
+            tokio::spawn(async move {
+                let req = Request::get("/api/health").body(Body::empty()).unwrap();
+                app.oneshot(req).await.unwrap().status()
+            })
+        });
+        for ask in futures_util::future::join_all(asks).await {
+            assert_eq!(ask.unwrap(), StatusCode::OK);
+        }
+        for _ in 0..10 {
+            let req = Request::get("/api/health").body(Body::empty()).unwrap();
+            let res = super::super::app(state.clone()).oneshot(req).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+        assert_eq!(state.probes.count(), 1, "50 requests at once and after");
     }
 }

@@ -12,6 +12,12 @@ pub const RUN_REQUEST_BURST: f64 = 12.0;
 /// times" on every card stays well inside).
 pub const RUN_REQUEST_EVERY: Duration = Duration::from_secs(2);
 
+/// Density sweeps one client may start at once outside a class (each
+/// holds every slot of its queue while it runs).
+pub const DENSITY_BURST: f64 = 2.0;
+/// And then one per this long.
+pub const DENSITY_EVERY: Duration = Duration::from_secs(300);
+
 /// Keys kept before idle (full) buckets are forgotten.
 const MAX_KEYS: usize = 10_000;
 
@@ -129,6 +135,11 @@ impl Default for RateLimit {
 }
 
 impl RateLimit {
+    /// The limit on density sweeps outside a class.
+    pub fn density() -> Self {
+        RateLimit::new(DENSITY_BURST, DENSITY_EVERY)
+    }
+
     /// `burst` requests at once, then one per `every`.
     pub fn new(burst: f64, every: Duration) -> Self {
         RateLimit {

@@ -94,7 +94,76 @@ fn render(state: &AppState) -> String {
         "Server-Sent Event streams open now.",
     );
     let _ = writeln!(out, "stacklab_event_streams_open {}", state.streams.open());
+    connections(&mut out, &state.connections.status());
     out
+}
+
+fn connections(out: &mut String, c: &stacklab_api::ConnectionsStatus) {
+    for (name, kind, help, value) in [
+        (
+            "stacklab_connections_open",
+            "gauge",
+            "TCP connections open now.",
+            f64::from(c.open),
+        ),
+        (
+            "stacklab_connections_addresses",
+            "gauge",
+            "Client addresses (IPv6: /64s) with a connection open now.",
+            f64::from(c.addresses),
+        ),
+        (
+            "stacklab_connections_busiest_address",
+            "gauge",
+            "The most connections one address holds open now.",
+            f64::from(c.busiest_address),
+        ),
+        (
+            "stacklab_connections_per_address_cap",
+            "gauge",
+            "Connections one address may hold open.",
+            f64::from(c.per_address_cap),
+        ),
+        (
+            "stacklab_connections_cap",
+            "gauge",
+            "Connections open at once in all, below the descriptor limit.",
+            f64::from(c.total_cap),
+        ),
+        (
+            "stacklab_fd_limit",
+            "gauge",
+            "The process's file-descriptor limit (RLIMIT_NOFILE).",
+            c.fd_limit as f64,
+        ),
+        (
+            "stacklab_header_read_timeout_seconds",
+            "gauge",
+            "Time a client has to send a request's headers.",
+            c.header_read_timeout_s,
+        ),
+        (
+            "stacklab_idle_timeout_seconds",
+            "gauge",
+            "Time a connection may pass without a byte either way.",
+            c.idle_timeout_s,
+        ),
+        (
+            "stacklab_connections_refused_total",
+            "counter",
+            "Connections closed at once for a cap.",
+            c.refused_total as f64,
+        ),
+        (
+            "stacklab_connections_idle_closed_total",
+            "counter",
+            "Connections closed for being idle.",
+            c.idle_closed_total as f64,
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, handlers, extractors, the one error type, the
-//! static frontend and `/api/health`.
+//! static frontend and `/api/health`; who a client is ([`client`]) and the
+//! accept loop that holds connections to their limits ([`conn`]).
 //!
 //! [`app`] builds the whole application from an [`AppState`], so tests drive
 //! it with `tower::ServiceExt::oneshot` exactly as a browser would.
@@ -9,6 +10,8 @@
 
 mod auth;
 mod classes;
+pub mod client;
+pub mod conn;
 mod demos;
 mod embed;
 mod error;
@@ -100,6 +103,15 @@ pub struct AppState {
     pub notices: Option<tokio::sync::broadcast::Sender<crate::store::Notice>>,
     /// Silence after which a replica counts as lost (`--host-lost-secs`).
     pub host_lost_after: Duration,
+    /// The proxies whose `X-Forwarded-For` names the client
+    /// (`--trusted-proxy`); see [`client`].
+    pub trusted_proxies: client::TrustedProxies,
+    /// The connections open now and their limits (see [`conn`]).
+    pub connections: Arc<conn::Connections>,
+    /// The health check's cached engine probes.
+    pub probes: Arc<health::Probes>,
+    /// The pace of density sweeps per client outside a class.
+    pub density_limit: Arc<limits::RateLimit>,
 }
 
 impl AppState {
@@ -147,6 +159,26 @@ impl AppState {
         Ok(self)
     }
 
+    /// This state reading the client's address from `X-Forwarded-For` /
+    /// `Forwarded` of requests whose peer is in `proxies`.
+    pub fn with_trusted_proxies(mut self, proxies: client::TrustedProxies) -> Self {
+        self.trusted_proxies = proxies;
+        self
+    }
+
+    /// This state holding connections to `limits` (call before serving).
+    pub fn with_connection_limits(mut self, limits: conn::ConnLimits) -> Self {
+        self.connections = Arc::new(conn::Connections::new(limits));
+        self
+    }
+
+    /// This state with density sweeps outside a class limited to `burst`
+    /// at once, then one per `every` per client.
+    pub fn with_density_limit(mut self, burst: f64, every: Duration) -> Self {
+        self.density_limit = Arc::new(limits::RateLimit::new(burst, every));
+        self
+    }
+
     /// This state sending the bare app shell for the app's pages.
     pub fn without_prerender(mut self) -> Self {
         self.prerender = false;
@@ -192,6 +224,10 @@ impl AppState {
             allowed: Arc::default(),
             notices: None,
             host_lost_after: Duration::from_secs(10),
+            trusted_proxies: client::TrustedProxies::default(),
+            connections: Arc::default(),
+            probes: Arc::default(),
+            density_limit: Arc::new(limits::RateLimit::density()),
         }
     }
 }
@@ -209,7 +245,15 @@ pub fn app(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/api", api)
-        .route("/metrics", get(metrics::metrics))
+        // The same guard as the API: a foreign page (or a rebound name)
+        // reads nothing of this lab.
+        .route(
+            "/metrics",
+            get(metrics::metrics).layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                guard::guard,
+            )),
+        )
         .route("/class", get(room::page))
         .route("/class/{code}", get(room::page))
         .route("/join/{code}", get(room::page))
@@ -327,6 +371,31 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.no_prerender {
         state = state.without_prerender();
     }
+    let trusted =
+        client::TrustedProxies::parse(&args.trusted_proxies).map_err(anyhow::Error::msg)?;
+    if !args.trusted_proxies.is_empty() {
+        tracing::info!(
+            "client addresses read from X-Forwarded-For of requests from {}",
+            args.trusted_proxies.join(", ")
+        );
+    }
+    let limits = conn::ConnLimits::new(
+        Duration::from_secs(args.header_read_timeout_secs),
+        Duration::from_secs(args.idle_timeout_secs),
+        args.max_connections_per_address,
+        args.max_connections,
+    );
+    tracing::info!(
+        "connections: {} per address, {} in all (descriptor limit {}), headers within {} s, idle {} s",
+        limits.per_address,
+        limits.total,
+        limits.fd_limit,
+        args.header_read_timeout_secs,
+        args.idle_timeout_secs
+    );
+    state = state
+        .with_trusted_proxies(trusted)
+        .with_connection_limits(limits);
     state.host_lost_after = Duration::from_secs(args.host_lost_secs);
     if let Some(url) = &args.database_url {
         let notices = crate::store::listen(url);
@@ -344,9 +413,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("could not look for orphaned demo containers: {e}");
         }
     }
-    let listener = tokio::net::TcpListener::bind(args.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let listener =
+        conn::listen(args.addr).with_context(|| format!("cannot listen on {}", args.addr))?;
     let local = listener.local_addr()?;
     tracing::info!("stacklab listening on http://{local}");
     if args.database_url.is_some() {
@@ -391,13 +459,10 @@ pub async fn run(
         // Ends every event stream too, so the graceful drain can finish.
         runs.shut_down().await;
     };
-    axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop)
-    .await
-    .context("server error")
+    let connections = state.connections.clone();
+    let trusted = state.trusted_proxies.clone();
+    conn::serve(listener, app(state), connections, trusted, stop).await;
+    Ok(())
 }
 
 /// This machine's name (for replica names and addresses).

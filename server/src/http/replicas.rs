@@ -107,12 +107,15 @@ pub fn can_run(health: &Health, demo: DemoId) -> bool {
 
 /// A run request this replica cannot serve, handed to a live replica
 /// that can: `(its name, its status, its body)`, or `None` when no replica
-/// can (or none answers).
+/// can (or none answers). The client's address goes along as
+/// `X-Forwarded-For`, so a replica that trusts this one (`--trusted-proxy`)
+/// counts the run against the client, not against this replica.
 pub async fn hand_off(
     state: &AppState,
     demo: DemoId,
     body: &str,
     authorization: Option<&str>,
+    client: Option<std::net::IpAddr>,
     lost_after: Duration,
 ) -> Option<(String, u16, String)> {
     let history = state.runs.history().clone();
@@ -133,7 +136,7 @@ pub async fn hand_off(
         if !can_run(&health, demo) {
             continue;
         }
-        match forward(url, &me, body, authorization).await {
+        match forward(url, &me, body, authorization, client).await {
             Ok((status, answer)) => return Some((host.name, status, answer)),
             Err(e) => tracing::warn!("could not hand a {demo} run to {}: {e}", host.name),
         }
@@ -147,16 +150,59 @@ async fn forward(
     me: &str,
     body: &str,
     authorization: Option<&str>,
+    client: Option<std::net::IpAddr>,
 ) -> std::io::Result<(u16, String)> {
     let addr = url.strip_prefix("http://").unwrap_or(url);
     let stream = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(addr))
         .await??;
+    let client = client.map(|ip| ip.to_string());
     let mut headers = vec![(HANDED_BY, me)];
     headers.extend(authorization.map(|a| ("Authorization", a)));
+    headers.extend(client.as_deref().map(|ip| ("X-Forwarded-For", ip)));
     let answer = tokio::time::timeout(
         Duration::from_secs(10),
         crate::http1::exchange(stream, addr, "POST", "/api/runs", &headers, body),
     )
     .await??;
     Ok((answer.status, answer.body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The handed-over request names the client, so the receiving
+    /// replica (trusting this one) limits the client, not this replica.
+    #[tokio::test]
+    async fn a_handover_forwards_the_clients_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let received = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&got).contains("\r\n\r\n{}") {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.0 202 Accepted\r\n\r\n{\"id\":\"x\"}")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        let client = "203.0.113.7".parse().ok();
+        let (status, body) = forward(&url, "one", "{}", None, client).await.unwrap();
+        assert_eq!((status, body.as_str()), (202, r#"{"id":"x"}"#));
+        let request = received.await.unwrap();
+        assert!(
+            request.contains("\r\nX-Forwarded-For: 203.0.113.7\r\n"),
+            "{request}"
+        );
+        assert!(
+            request.contains(&format!("\r\n{HANDED_BY}: one\r\n")),
+            "{request}"
+        );
+    }
 }

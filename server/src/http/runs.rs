@@ -3,13 +3,10 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, KeepAliveStream, Sse};
 use axum::response::IntoResponse;
-use axum::Extension;
 use axum::Json;
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -19,6 +16,7 @@ use stacklab_api::{
     RunSummary,
 };
 
+use super::client::ClientKey;
 use super::error::AppError;
 use super::extract::{ApiJson, ApiQuery};
 use super::openapi::BodyErrors;
@@ -34,22 +32,24 @@ use crate::store::{self, Filter, History, HistoryError};
 /// outside one: at most [`crate::engine::PER_LEARNER_PER_DEMO`] unfinished
 /// runs of a demo (429 `too_many_runs`), and run requests at the pace of
 /// [`super::limits::RateLimit`] (429 `rate_limited`); both with
-/// `Retry-After`.
+/// `Retry-After`. The client is the one [`ClientKey`] resolves (behind a
+/// trusted proxy, the address it forwarded). Density sweeps: see
+/// [`density_allowed`].
 #[utoipa::path(post, path = "/runs", tag = "runs",
     request_body = CreateRun,
     responses(
         (status = 202, description = "Accepted: follow its events", body = RunCreated),
         (status = 400, description = "A bad learner id or class code", body = ErrorBody),
-        (status = 403, description = "A class run by a learner who did not join it (`not_a_member`) or was removed from it (`removed_from_class`)", body = ErrorBody),
+        (status = 403, description = "A class run by a learner who did not join it (`not_a_member`) or was removed from it (`removed_from_class`), or a density sweep by a learner in a class (`density_for_instructor`)", body = ErrorBody),
         (status = 404, description = "No such class", body = ErrorBody),
         (status = 410, description = "The class has expired", body = ErrorBody),
         BodyErrors,
-        (status = 429, description = "Too many runs going or requested (`Retry-After`)", body = ErrorBody),
+        (status = 429, description = "Too many runs going or requested, or density sweeps outside a class (`density_limited`); with `Retry-After`", body = ErrorBody),
         (status = 503, description = "This server cannot run that demo now (Docker down, no KVM, image missing), or its queue is full (`queue_full`, `Retry-After`)", body = ErrorBody),
     ))]
 pub async fn create_run(
     State(state): State<AppState>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: ClientKey,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateRun>,
 ) -> Result<axum::response::Response, AppError> {
@@ -61,9 +61,10 @@ pub async fn create_run(
             });
         }
     }
-    let address = client_of(client);
     let instructor = super::auth::Instructor::presented(&headers, &state.instructor_token);
     let class = class_of(&state, &request, instructor).await?;
+    density_allowed(&state, &request, &class, instructor, &client)?;
+    let (address, client_ip) = (client.0, client.1);
     let requester = Requester {
         who: match (&class, &request.learner) {
             (Some(_), Some(learner)) => format!("learner {learner}"),
@@ -97,6 +98,7 @@ pub async fn create_run(
                 request.demo,
                 &body,
                 authorization,
+                client_ip,
                 state.host_lost_after,
             )
             .await
@@ -132,12 +134,43 @@ pub async fn create_run(
         .into_response())
 }
 
-/// The client's address as limits count it.
-pub(super) fn client_of(client: Option<Extension<ConnectInfo<SocketAddr>>>) -> String {
-    match client {
-        Some(Extension(ConnectInfo(addr))) => format!("address {}", addr.ip()),
-        None => "address unknown".to_owned(),
+/// Whether this density sweep may start: several demos at once holding
+/// every slot of their queue, so in a class only the instructor runs one
+/// (for the whole room; 403 `density_for_instructor` for a learner), and
+/// outside a class each client address gets a few and then one per
+/// [`super::limits::DENSITY_EVERY`] (429 `density_limited`). The
+/// instructor's token is not limited.
+fn density_allowed(
+    state: &AppState,
+    request: &CreateRun,
+    class: &Option<String>,
+    instructor: bool,
+    client: &ClientKey,
+) -> Result<(), AppError> {
+    if request.demo.density_of().is_none() {
+        return Ok(());
     }
+    if class.is_some() && request.learner.is_some() {
+        return Err(AppError::Forbidden {
+            code: stacklab_api::ErrorCode::DensityForInstructor,
+            message: "in a class the instructor runs the density sweep once for the whole room; \
+                      its results appear on the room's page"
+                .into(),
+        });
+    }
+    if instructor {
+        return Ok(());
+    }
+    state.density_limit.take(&client.0).map_err(|wait| {
+        let retry_after_s = wait.as_secs_f64().ceil().max(1.0) as u64;
+        AppError::DensityLimited {
+            message: format!(
+                "A density sweep holds every slot of its queue while it runs, so each address may start one every {} minutes; the next is taken in {retry_after_s} s.",
+                super::limits::DENSITY_EVERY.as_secs() / 60
+            ),
+            retry_after_s,
+        }
+    })
 }
 
 /// The class a run request counts for: `None` without one, or when it has
@@ -455,7 +488,7 @@ pub(super) fn attachment(
 pub async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: ClientKey,
     headers: HeaderMap,
 ) -> Result<Sse<KeepAliveStream<EventStream>>, AppError> {
     // A reconnecting EventSource names the last event it saw: go on after
@@ -472,7 +505,7 @@ pub async fn run_events(
     // behind one NAT), per address outside one.
     let open = state
         .streams
-        .try_open(&format!("{} {}", client_of(client), run.owner()))?;
+        .try_open(&format!("{client} {}", run.owner()))?;
     let watcher = run.watch();
     let changes = run.subscribe();
     struct Cursor {
@@ -518,7 +551,7 @@ pub async fn run_events(
 async fn remote_events(
     state: AppState,
     id: String,
-    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    client: ClientKey,
     next: usize,
 ) -> Result<Sse<KeepAliveStream<EventStream>>, AppError> {
     let history = state.runs.history().clone();
@@ -529,9 +562,7 @@ async fn remote_events(
     if with_history(&state, move |h| h.get(&key)).await?.is_none() {
         return Err(unknown_run(&id));
     }
-    let open = state
-        .streams
-        .try_open(&format!("{} remote", client_of(client)))?;
+    let open = state.streams.try_open(&format!("{client} remote"))?;
     let cursor = RemoteCursor::new(history, id, next as u32, notices.subscribe());
     let stream = futures_util::stream::unfold(
         (cursor, VecDeque::<RunEvent>::new(), open),

@@ -1,5 +1,10 @@
 //! Exports of the history: CSV for a spreadsheet (JSON is the summaries
 //! as they are).
+//!
+//! Every CSV cell goes through [`csv_field`], which also neutralises
+//! formulas: a display name such as `=HYPERLINK("…")` is text the learner
+//! chose, and a spreadsheet opening the instructor's export must show it,
+//! not evaluate it.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -81,11 +86,24 @@ fn push_row(out: &mut String, fields: Vec<String>) {
     out.push('\n');
 }
 
+/// The characters that make a spreadsheet read a cell as a formula (or,
+/// tab and CR, hide one behind them).
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// One CSV cell: a cell that a spreadsheet would take for a formula gets a
+/// leading `'` (shown as text, as OWASP advises); quoted when it holds a
+/// comma, quote or newline. The exports' numbers are never negative, so no
+/// number is changed by this.
 fn csv_field(f: &str) -> String {
+    let f = if f.starts_with(FORMULA_STARTS) {
+        format!("'{f}")
+    } else {
+        f.to_owned()
+    };
     if f.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", f.replace('"', "\"\""))
     } else {
-        f.to_owned()
+        f
     }
 }
 
@@ -128,6 +146,45 @@ mod tests {
             "the wait in line, in ms: {}",
             lines[2]
         );
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_evaluate_start_with_a_quote() {
+        for (cell, written) in [
+            ("=1+1", "'=1+1"),
+            ("+1", "'+1"),
+            ("-1", "'-1"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("Ada", "Ada"),
+            ("a=b", "a=b"),
+            ("12.5", "12.5"),
+        ] {
+            assert_eq!(csv_field(cell), written, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn a_display_name_formula_reaches_the_class_export_as_text() {
+        let h = History::in_memory();
+        h.accepted("a", DemoId::PostgresContainer, None, None)
+            .unwrap();
+        h.finished(&record("a", DemoId::PostgresContainer, true))
+            .unwrap();
+        let summary = h.all(&Filter::default()).unwrap().remove(0);
+        let csv = class_csv(&[ClassRun {
+            summary,
+            learner: "learner-0001".into(),
+            display_name: Some("=HYPERLINK(\"x\")".into()),
+            others_at_start: Some(0),
+        }]);
+        let row = csv.lines().nth(1).unwrap();
+        assert!(
+            row.ends_with(",learner-0001,\"'=HYPERLINK(\"\"x\"\")\",0"),
+            "{row}"
+        );
+        assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");
     }
 
     #[test]
