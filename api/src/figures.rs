@@ -160,7 +160,11 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         "from there to ready: what the program (or guest) itself did to become ready",
         span(platform, ready),
     ));
-    let held_how = "the parts below, summed: what is this instance's own, shared pages split fairly, each page counted once; a container and a VM are counted by the same rule";
+    let held_how = if demo.is_container() {
+        "its processes' PSS plus the files on its tmpfs mounts, summed: what is this instance's own, shared pages split fairly, each page counted once; a VM is counted by the same rule"
+    } else {
+        "its processes' PSS (the guest's pages included), the same rule as a container's (which adds its tmpfs files: a VM keeps its files in guest pages): what is this instance's own, shared pages split fairly, each page counted once"
+    };
     if demo.is_container() {
         out.push(
             fig(
@@ -232,7 +236,7 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
     let linux = demo.is_linux_guest();
     out.push(fig(M::MemoryPss, "Its processes (PSS)", Bytes,
         if linux {
-            "Pss of the stacklab-vmm process from its own /proc/self/smaps_rollup, read by the VMM after the guest was ready and before it tore the VM down (Linux guests are not held at ready): the VMM's pages plus every guest page touched"
+            "Pss of the stacklab-vmm process from its own /proc/self/smaps_rollup, read by the VMM at the end of the run, after the guest reset and before it tore the VM down (its guest pages still mapped), its jail's waiter not included: Linux guests are not held at ready as the tiny guest is (this kind of host cannot boot them to build that), so this is not the same moment as a container's reading"
         } else {
             "Pss from /proc/PID/smaps_rollup summed over the VM's host processes (the jail's waiter and the jailed stacklab-vmm), read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched, shared library pages split fairly"
         },
@@ -244,15 +248,15 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
     out.push(fig(M::CreateToReady,
         if linux { "VM create → userspace" } else { "VM create → ready" }, Micros,
         if linux {
-            "from opening /dev/kvm until the guest's /init wrote the boot-complete value (VMM's observations, CLOCK_MONOTONIC)"
+            "from /dev/kvm opened until the guest's /init wrote the boot-complete value (VMM's observations, CLOCK_MONOTONIC)"
         } else {
-            "from opening /dev/kvm to the guest's boot-complete write (VMM's observations, CLOCK_MONOTONIC)"
+            "from /dev/kvm opened to the guest's boot-complete write (VMM's observations, CLOCK_MONOTONIC)"
         },
         span(Phase::KvmOpened, Phase::Ready)));
     out.push(fig(M::HypervisorSetup,
         if linux { "Hypervisor work (VM, memory, kernel load, vCPU)" } else { "Hypervisor work (VM, memory, page tables, vCPU)" },
         Micros,
-        "from opening /dev/kvm until the vCPU is ready to run the guest: the hypervisor's share of the start",
+        "from /dev/kvm opened until the vCPU is ready to run the guest: the hypervisor's share of the start",
         span(Phase::KvmOpened, Phase::VcpuCreated)));
     if linux {
         out.push(fig(M::GuestBoot, "Linux kernel boot → userspace", Micros,
@@ -268,7 +272,7 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
             "from /init's boot-complete write to its first successful SELECT 1 over the guest's Unix socket: the application's share",
             span(Phase::Ready, Phase::PostgresReady)));
         out.push(fig(M::CreateToPostgres, "VM create → PostgreSQL ready", Micros,
-            "from opening /dev/kvm to the guest's PostgreSQL answering SELECT 1: comparable with the container's create → ready",
+            "from /dev/kvm opened to the guest's PostgreSQL answering SELECT 1: comparable with the container's create → ready",
             span(Phase::KvmOpened, Phase::PostgresReady)));
     }
     out.push(fig(

@@ -5,7 +5,7 @@
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
-use stacklab_api::{DensityMetric, EventKind, Key, Metric, Outcome, RunEvent};
+use stacklab_api::{EventKind, Metric, Outcome, RunEvent};
 
 use crate::charts::fmt_ms;
 use crate::lessons::{self, time_scale_of, DemoId, Prediction, Question, GLOSSARY, TIME_SCALES};
@@ -96,19 +96,18 @@ pub fn GuessBeside(
     let progress = Progress::get();
     let guess = move || progress.guessed(demo);
     let name = format!("guess-{}", demo.as_str());
-    // request → ready of a single run, or until all of the largest density
-    // step were ready.
+    // What the learner waited for: request → ready of a single run (the
+    // wait in line included: it is from the click), or a whole sweep.
+    let (key, said) = match demo.density_of() {
+        None => (Metric::RequestToReady, "Measured from your click to ready"),
+        Some(_) => (Metric::SweepTotal, "The whole sweep, every step"),
+    };
     let measured = move || {
         events.with(|v| {
             v.iter().find_map(|e| match &e.kind {
                 EventKind::Finished {
                     outcome: outcome @ Outcome::Ready { .. },
-                } => match demo.density_of() {
-                    None => outcome.value(Metric::RequestToReady),
-                    Some(_) => {
-                        outcome.value(Key::Density(DensityMetric::AllReady, DemoId::DENSITY_MAX))
-                    }
-                },
+                } => outcome.value(key),
                 _ => None,
             })
         })
@@ -127,7 +126,7 @@ pub fn GuessBeside(
             view! {
                 <p class="guess-verdict" role="status">
                     <strong>{line}</strong>
-                    {format!(" Measured from your click to ready: {}. ", fmt_ms(us))}
+                    {format!(" {said}: {}. ", fmt_ms(us))}
                     <span inner_html=prediction.why.as_ref()></span>
                 </p>
             }

@@ -413,7 +413,8 @@ async fn a_client_that_disconnects_mid_run_and_stays_away_cancels_it() {
     let mut body = app(state.clone()).oneshot(req).await.unwrap().into_body();
     // Read until the container exists, then hang up.
     let mut seen = String::new();
-    while !seen.contains("container_started") {
+    let started = format!("\"{}\"", stacklab_api::Phase::ContainerStarted);
+    while !seen.contains(&started) {
         let frame = body.frame().await.expect("more events").unwrap();
         if let Ok(data) = frame.into_data() {
             seen.push_str(&String::from_utf8_lossy(&data));
@@ -447,7 +448,8 @@ async fn a_client_that_reconnects_within_the_grace_period_loses_nothing() {
     };
     let mut body = stream(None).await.unwrap().into_body();
     let mut first = String::new();
-    while !first.contains("container_started") {
+    let started = format!("\"{}\"", stacklab_api::Phase::ContainerStarted);
+    while !first.contains(&started) {
         let frame = body.frame().await.expect("more events").unwrap();
         if let Ok(data) = frame.into_data() {
             first.push_str(&String::from_utf8_lossy(&data));

@@ -1129,7 +1129,7 @@ async fn a_network_blip_mid_run_loses_nothing() {
     click(&client, &format!("{card} button.run")).await;
     text_of(
         &client,
-        &format!(r#"{card} li[data-phase="container_created"]"#),
+        &format!(r#"{card} li[data-phase="{}"]"#, Phase::ContainerCreated),
     )
     .await;
     proxy.cut();

@@ -73,6 +73,19 @@ impl<R: Runtime> Runtime for Density<R> {
                 }
             }))
             .await;
+            // One instance's failure cancels its siblings: report it, not
+            // the cancellations it caused.
+            if let Some((i, e)) = results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+                .min_by_key(|(_, e)| e.code == ErrorCode::Cancelled)
+            {
+                return Err(RunError {
+                    message: format!("with {n} at once, instance {} failed: {}", i + 1, e.message),
+                    code: e.code,
+                });
+            }
             let mut all_ready_us = 0;
             let mut total = Ok(0.0);
             let mut anon = Ok(Vec::new());

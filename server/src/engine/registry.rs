@@ -359,7 +359,14 @@ impl Runs {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };
                     let _active = ActiveGuard(&runs.active);
-                    runs.stats.left_queue(demo, waited);
+                    // The same two observed moments the figure is derived from.
+                    let span = task_run
+                        .phase_at(Phase::SlotGranted)
+                        .zip(task_run.phase_at(Phase::Accepted))
+                        .map_or(waited, |(left, came)| {
+                            Duration::from_micros(left.saturating_sub(came))
+                        });
+                    runs.stats.left_queue(demo, span);
                     if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
                         tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
                     }

@@ -84,7 +84,7 @@ fn render(state: &AppState) -> String {
     histograms(
         &mut out,
         "stacklab_time_to_ready_seconds",
-        "Request → ready of succeeded runs (the demo's headline time), by demo.",
+        "The headline time of succeeded runs, by demo: start (left the queue) → ready, a density sweep the whole sweep (GET /api/figures names each); the wait in line is stacklab_queue_wait_seconds.",
         &stats.ready,
     );
     family(

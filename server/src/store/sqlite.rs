@@ -72,8 +72,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE classes ADD COLUMN max_members INTEGER NOT NULL DEFAULT 100;
     ALTER TABLE members ADD COLUMN removed_at_ms INTEGER;",
     // 6: how long a run waited in line (its own figure since the queue
-    // was split from the platform's share; older runs have none).
-    "ALTER TABLE runs ADD COLUMN queue_wait_us REAL;",
+    // was split from the platform's share; older runs have none). Older
+    // runs' headline time and platform share began at the request, the
+    // wait included: they are cleared from the summary (missing, not mixed
+    // with figures that begin where the work does); each run's full record
+    // keeps what it measured, under its own labels.
+    "ALTER TABLE runs ADD COLUMN queue_wait_us REAL;
+    UPDATE runs SET time_to_ready_us = NULL, platform_us = NULL WHERE finished_at_ms IS NOT NULL;",
 ];
 
 /// Columns an early build added one by one; step 1 adds those missing.

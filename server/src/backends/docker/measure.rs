@@ -240,13 +240,14 @@ pub fn read_container(cgroup: &Result<Cgroup, String>, pid: u32) -> Ready {
         )),
         _ => None,
     };
-    ready.read(
-        Metric::MemoryUss,
+    let part = |pick: fn(&Rollup) -> u64| {
         pss.as_ref()
-            .map(|(r, _)| r.uss as f64)
-            .map_err(Clone::clone),
-    );
-    ready.read_noted(Metric::MemoryPss, pss.map(|(r, _)| r.pss as f64), note);
+            .map(|(r, _)| pick(r) as f64)
+            .map_err(Clone::clone)
+    };
+    ready.read(Metric::MemoryUss, part(|r| r.uss));
+    ready.read(Metric::MemoryAnon, part(|r| r.anon));
+    ready.read_noted(Metric::MemoryPss, part(|r| r.pss), note);
     let counters = cg
         .memory()
         .map_err(|e| format!("could not read the memory cgroup {}: {e}", cg.dir.display()));

@@ -38,9 +38,9 @@ const HOG_REQUESTS: usize = 30;
 struct Seen {
     /// Client clock: request sent → `finished` received.
     wall: Duration,
-    /// Server clock: accepted → left the queue (its `queue_wait` figure;
-    /// zero for a run that failed before it had one).
-    queued: Duration,
+    /// Server clock: accepted → left the queue (`None`: the run never
+    /// left it).
+    queued: Option<Duration>,
     /// The server's measured figures, when ready.
     outcome: Option<Outcome>,
     /// The replica that accepted it.
@@ -205,7 +205,11 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
         let mut wall: Vec<Duration> = seen.iter().map(|s| s.wall).collect();
         wall.sort();
         let q = |f: f64| wall[((wall.len() as f64 * f) as usize).min(wall.len() - 1)];
-        let queued = seen.iter().map(|s| s.queued).max().unwrap_or_default();
+        let queued = seen
+            .iter()
+            .filter_map(|s| s.queued)
+            .max()
+            .unwrap_or_default();
         let created: Vec<Duration> = seen
             .iter()
             .filter_map(|s| s.value(Metric::CreateToReady))
@@ -243,19 +247,29 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
                 .iter()
                 .filter_map(|s| s.value(Metric::PlatformShare))
                 .collect();
-            let ratio = median(&platform).as_secs_f64() / alone_platform.as_secs_f64();
-            println!(
-                "    platform share (start → container running), median in the room {:.0} ms ÷ alone {:.0} ms = {ratio:.2}× (goal ≤ 1.5×: {})",
-                ms(median(&platform)),
-                ms(alone_platform),
-                verdict(ratio <= 1.5)
-            );
-            let waits: Vec<Duration> = seen.iter().map(|s| s.queued).collect();
-            println!(
-                "    waited in line (accepted → left the queue, its own figure): median {:.0} ms, longest {:.0} ms",
-                ms(median(&waits)),
-                ms(waits.iter().max().copied().unwrap_or_default())
-            );
+            if platform.is_empty() || alone_platform.is_zero() {
+                println!("    platform share: missing (no run of the room, or none alone, reported one): FAIL");
+            } else {
+                let ratio = median(&platform).as_secs_f64() / alone_platform.as_secs_f64();
+                println!(
+                    "    platform share (start → container running), median in the room {:.0} ms ÷ alone {:.0} ms = {ratio:.2}× of {} runs (goal ≤ 1.5×: {})",
+                    ms(median(&platform)),
+                    ms(alone_platform),
+                    platform.len(),
+                    verdict(ratio <= 1.5)
+                );
+            }
+            let waits: Vec<Duration> = seen.iter().filter_map(|s| s.queued).collect();
+            if waits.is_empty() {
+                println!("    waited in line: missing (no run left the queue)");
+            } else {
+                println!(
+                    "    waited in line (accepted → left the queue, its own figure): median {:.0} ms, longest {:.0} ms, of {} runs",
+                    ms(median(&waits)),
+                    ms(waits.iter().max().copied().unwrap_or_default()),
+                    waits.len()
+                );
+            }
         }
     }
 
@@ -270,12 +284,15 @@ async fn scenario(addr: &str, pid: Option<u32>, learners: usize) -> anyhow::Resu
         "hog: {HOG_REQUESTS} requests at once from one client: {hog_accepted} accepted, {hog_refused} refused with 429"
     );
     let per_run = alone_wall;
-    println!(
-        "  the next learner waited {:.0} ms in the queue (one run per slot ahead would be {:.0} ms): {}",
-        ms(honest.queued),
-        ms(per_run),
-        verdict(honest.queued <= per_run + per_run / 4)
-    );
+    match honest.queued {
+        Some(waited) => println!(
+            "  the next learner waited {:.0} ms in the queue (one run per slot ahead would be {:.0} ms): {}",
+            ms(waited),
+            ms(per_run),
+            verdict(waited <= per_run + per_run / 4)
+        ),
+        None => println!("  the next learner's run never left the queue: FAIL"),
+    }
 
     // 4. Leaks.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -363,9 +380,7 @@ async fn run(addr: &str, demo: DemoId, learner: &str, code: &str) -> anyhow::Res
     let events = events(addr, &id).await?;
     let queued = stacklab_api::phase_at(&events, Phase::SlotGranted)
         .zip(stacklab_api::phase_at(&events, Phase::Accepted))
-        .map_or(Duration::ZERO, |(left, came)| {
-            Duration::from_micros(left.saturating_sub(came))
-        });
+        .map(|(left, came)| Duration::from_micros(left.saturating_sub(came)));
     let outcome = events.into_iter().find_map(|e| match e.kind {
         EventKind::Finished { outcome } => Some(outcome),
         _ => None,
