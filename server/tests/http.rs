@@ -417,7 +417,7 @@ async fn a_long_history_exports_whole_page_by_page() {
 
 /// Every API route, as the router serves it: the OpenAPI document must
 /// list exactly these.
-const API_ROUTES: [(&str, &str); 15] = [
+const API_ROUTES: [(&str, &str); 16] = [
     ("get", "/api/health"),
     ("get", "/api/openapi.json"),
     ("get", "/api/runs"),
@@ -426,6 +426,7 @@ const API_ROUTES: [(&str, &str); 15] = [
     ("get", "/api/runs/{id}"),
     ("get", "/api/runs/{id}/events"),
     ("get", "/api/demos/{demo}/latest"),
+    ("get", "/api/figures"),
     ("post", "/api/classes"),
     ("get", "/api/classes/{code}"),
     ("post", "/api/classes/{code}/join"),
@@ -517,5 +518,45 @@ async fn the_openapi_document_describes_every_route_and_only_routes() {
                 "{other} {uri}"
             );
         }
+    }
+}
+
+/// The figure table reaches clients: every demo's headline time, wait in
+/// line and memory, labelled and explained as `api/src/figures.rs` says.
+#[tokio::test]
+async fn figures_are_served_from_the_one_table() {
+    let (status, _, body) = get(state(None), "/api/figures").await;
+    assert_eq!(status, StatusCode::OK);
+    let all: Vec<stacklab_api::DemoFigures> = serde_json::from_str(&body).unwrap();
+    assert_eq!(all.len(), stacklab_api::DemoId::ALL.len());
+    for f in &all {
+        let time = stacklab_api::figures::headline(f.demo, stacklab_api::Question::Time);
+        assert_eq!(f.time.label, time.label, "{}", f.demo);
+        assert!(!f.waited.how.is_empty() && !f.memory.how.is_empty());
+        assert_eq!(
+            f.platform.is_some(),
+            f.demo.density_of().is_none(),
+            "{}",
+            f.demo
+        );
+    }
+}
+
+/// The scripts the server sends as they are (room, embed) parse: a
+/// syntax error there breaks a whole page, and no Rust compiler sees them.
+#[test]
+fn the_served_scripts_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/http");
+    for script in ["room/room.js", "embed/embed.js", "embed/frame.js"] {
+        let out = std::process::Command::new("node")
+            .arg("--check")
+            .arg(dir.join(script))
+            .output()
+            .expect("node (./dev installs npm, which brings it)");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

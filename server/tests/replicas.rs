@@ -126,6 +126,10 @@ fn replica_env(name: &str, url: &str, data: &Path, envs: &[(&str, &str)]) -> (Ch
             &LOST_AFTER_SECS.to_string(),
             "--instructor-token",
             "bench-instructor",
+            // nginx in front and the other replicas are on loopback: as in
+            // the shipped deployment, they are the trusted proxies.
+            "--trusted-proxy",
+            "127.0.0.1/32",
         ],
         envs,
     )

@@ -310,7 +310,7 @@ function classPage(code) {
             el("td", {}, el("button", {
               class: "quiet remove", title: "End their runs and keep them out of this class",
               onclick: () => removeMember(m.learner, names.get(m.learner)),
-            }, "Remove")))))),
+            }, "Remove"))))))),
       el("section", { class: "capacity" },
         el("h2", {}, "This server"),
         el("table", {},

@@ -260,12 +260,19 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
 async fn one_run(addr: &str, code: &str, i: usize, tally: &Mutex<Tally>) -> anyhow::Result<()> {
     let (demo, client) = plan(i);
     let learner = format!("soak-learner-{i:05}");
-    let body = format!(r#"{{"demo":"{demo}","learner":"{learner}","class":"{code}"}}"#);
+    // In a class the instructor runs the sweeps, once for the room (with
+    // the token and no learner); learners run the single demos.
+    let as_instructor = demo.density_of().is_some();
+    let body = if as_instructor {
+        format!(r#"{{"demo":"{demo}","class":"{code}"}}"#)
+    } else {
+        format!(r#"{{"demo":"{demo}","learner":"{learner}","class":"{code}"}}"#)
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     let id = loop {
         // The server may be down for a moment (its restart): retry.
         let answer = match join(addr, code, &learner).await {
-            Ok(()) => call(addr, "POST", "/api/runs", Some((&body, false))).await,
+            Ok(()) => call(addr, "POST", "/api/runs", Some((&body, as_instructor))).await,
             Err(e) => Err(e),
         };
         match answer {
