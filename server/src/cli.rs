@@ -298,8 +298,9 @@ pub struct ServeArgs {
     #[arg(long, env = "STACKLAB_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(16..))]
     pub idle_timeout_secs: u64,
     /// Connections one client address (IPv6: its /64) may hold open;
-    /// more are closed at once. Trusted proxies are exempt.
-    #[arg(long, env = "STACKLAB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 64, value_parser = at_least_one())]
+    /// more are closed at once. Trusted proxies are exempt. The default
+    /// fits a workshop of 100 behind one NAT.
+    #[arg(long, env = "STACKLAB_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = crate::http::conn::PER_ADDRESS, value_parser = at_least_one())]
     pub max_connections_per_address: usize,
     /// Connections open at once in all. By default (and at most) the
     /// process's file-descriptor limit less a reserve for its own work

@@ -375,7 +375,10 @@ async fn metrics_refuse_a_foreign_host() {
     let (status, _, body) = common::send(state.clone(), req("127.0.0.1:8080")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
-        body.contains("stacklab_connections_per_address_cap 64"),
+        body.contains(&format!(
+            "stacklab_connections_per_address_cap {}",
+            stacklab_server::http::conn::PER_ADDRESS
+        )),
         "{body}"
     );
 }

@@ -47,9 +47,12 @@ use super::client::TrustedProxies;
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
 /// Default seconds a connection may pass without a byte either way.
 pub const IDLE_TIMEOUT_SECS: u64 = 60;
-/// Default connections one address may hold open (a browser opens six
-/// per host, plus one event stream per demo card being watched).
-pub const PER_ADDRESS: usize = 64;
+/// Default connections one address may hold open. One address can be a
+/// whole workshop behind one NAT: 100 learners, each with a page's
+/// requests and an event stream or two (`stacklab bench room` with 50
+/// learners from one address had 37 of its 100 runs refused at 64). Still
+/// far below the descriptor limit, so one address cannot starve the rest.
+pub const PER_ADDRESS: usize = 512;
 /// File descriptors kept out of the global connection cap for the server's
 /// own work, at least; a quarter of the limit when that is more.
 pub const FD_RESERVE: usize = 256;
