@@ -19,7 +19,7 @@ use stacklab_api::{
     DemoId, ErrorCode, RunError, RunEvent, RunPage, RunRecord, RunState, RunSummary,
 };
 
-use super::sql::{params, DbError, Row, Sql};
+use super::sql::{params, DbError, Row, Sql, Value};
 
 /// Largest page `GET /api/runs` returns.
 pub const MAX_PAGE: u32 = 500;
@@ -519,23 +519,37 @@ impl History {
     /// One page of summaries, newest first.
     pub fn list(&self, filter: &Filter) -> Result<RunPage, HistoryError> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        let rows = self.with(|db| {
-            db.query(
-                "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
-                    memory_bytes, error_code, error_message, platform_us, queue_wait_us
-                 FROM runs
-                 WHERE (CAST($1 AS TEXT) IS NULL OR learner = $1)
-                    AND (CAST($2 AS BIGINT) IS NULL OR seq < $2)
-                    AND (CAST($4 AS TEXT) IS NULL OR class = $4)
-                 ORDER BY seq DESC LIMIT $3",
-                params![
-                    filter.learner.as_deref(),
-                    filter.before,
-                    i64::from(limit) + 1,
-                    filter.class.as_deref()
-                ],
-            )
-        })?;
+        // Only the filters given, each a plain comparison, so the store
+        // walks its (learner, seq) or (class, seq) index instead of the
+        // whole table (`$1 IS NULL OR learner = $1` defeats the index).
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        let mut add = |clause: &str, value: Value| {
+            values.push(value);
+            clauses.push(clause.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(learner) = &filter.learner {
+            add("learner = ?", Value::from(learner.as_str()));
+        }
+        if let Some(class) = &filter.class {
+            add("class = ?", Value::from(class.as_str()));
+        }
+        if let Some(before) = filter.before {
+            add("seq < ?", Value::from(before));
+        }
+        values.push(Value::from(i64::from(limit) + 1));
+        let sql = format!(
+            "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
+                memory_bytes, error_code, error_message, platform_us, queue_wait_us
+             FROM runs {} ORDER BY seq DESC LIMIT ${}",
+            if clauses.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", clauses.join(" AND "))
+            },
+            values.len()
+        );
+        let rows = self.with(|db| db.query(&sql, &values))?;
         // A demo this version no longer knows is skipped, not an error.
         let mut runs: Vec<RunSummary> = rows.iter().filter_map(summary).collect();
         let more = rows.len() > limit as usize;
