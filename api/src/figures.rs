@@ -165,17 +165,22 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
     } else {
         "its processes' PSS (the guest's pages included), the same rule as a container's (which adds its tmpfs files: a VM keeps its files in guest pages): what is this instance's own, shared pages split fairly, each page counted once"
     };
+    let parts = if demo.is_container() {
+        CONTAINER_HELD
+    } else {
+        VM_HELD
+    };
+    out.push(
+        fig(
+            M::MemoryHeld,
+            "Memory held",
+            Bytes,
+            held_how,
+            Definition::Sum(parts),
+        )
+        .headline(Question::Memory),
+    );
     if demo.is_container() {
-        out.push(
-            fig(
-                M::MemoryHeld,
-                "Memory held",
-                Bytes,
-                held_how,
-                Definition::Sum(CONTAINER_HELD),
-            )
-            .headline(Question::Memory),
-        );
         out.push(fig(M::MemoryPss, "Its processes (PSS)", Bytes,
             "Pss from /proc/PID/smaps_rollup summed over the container's processes (PIDs from its cgroup), read at ready: private pages plus a fair share of shared ones, shared memory such as PostgreSQL's buffers included",
             Definition::Reading));
@@ -223,16 +228,6 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         return out;
     }
     // Virtual machines.
-    out.push(
-        fig(
-            M::MemoryHeld,
-            "Memory held",
-            Bytes,
-            held_how,
-            Definition::Sum(VM_HELD),
-        )
-        .headline(Question::Memory),
-    );
     let linux = demo.is_linux_guest();
     out.push(fig(M::MemoryPss, "Its processes (PSS)", Bytes,
         if linux {

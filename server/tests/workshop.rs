@@ -23,8 +23,16 @@ fn error_of(body: &str) -> ErrorBody {
 }
 
 async fn create_class(state: &AppState, name: &str) -> Class {
-    let body = format!(r#"{{"name":"{name}","expires_in_secs":3600}}"#);
-    let (status, _, body) = send_json(state.clone(), "POST", "/api/classes", &body, TOKEN).await;
+    create_class_with(
+        state,
+        &format!(r#"{{"name":"{name}","expires_in_secs":3600}}"#),
+    )
+    .await
+}
+
+/// A class created by the instructor with `body` (the request as sent).
+async fn create_class_with(state: &AppState, body: &str) -> Class {
+    let (status, _, body) = send_json(state.clone(), "POST", "/api/classes", body, TOKEN).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -562,16 +570,7 @@ async fn join_from(
 #[tokio::test]
 async fn a_class_for_20_refuses_the_21st_join_and_paces_joins_per_address() {
     let state = state();
-    let (status, _, body) = send_json(
-        state.clone(),
-        "POST",
-        "/api/classes",
-        r#"{"name":"Twenty","max_members":20}"#,
-        TOKEN,
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let class: Class = serde_json::from_str(&body).unwrap();
+    let class = create_class_with(&state, r#"{"name":"Twenty","max_members":20}"#).await;
     assert_eq!(class.max_members, 20);
     let nat = [10, 0, 0, 7];
     for n in 0..20 {
@@ -738,15 +737,7 @@ impl stacklab_server::engine::Runtime for Slow {
 async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_member_goes_next() {
     use stacklab_server::engine::{Queue, Requester};
     let state = state();
-    let (_, _, body) = send_json(
-        state.clone(),
-        "POST",
-        "/api/classes",
-        r#"{"name":"Flooded","max_members":20}"#,
-        TOKEN,
-    )
-    .await;
-    let class: Class = serde_json::from_str(&body).unwrap();
+    let class = create_class_with(&state, r#"{"name":"Flooded","max_members":20}"#).await;
     let flooders: Vec<String> = (0..19).map(|n| format!("flooder-{n:02}")).collect();
     for learner in flooders.iter().map(String::as_str).chain(["honest-member"]) {
         let (status, _, body) = join_from(&state, [10, 0, 0, 66], &class.code, learner).await;
