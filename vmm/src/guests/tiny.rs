@@ -145,6 +145,24 @@ pub fn run(
     Ok(Finished { report, machine })
 }
 
+/// The steps a run of the tiny guest reports, in order, when it enters
+/// through its 64-bit door (the VMM did the GDT, paging and long mode, so
+/// the guest reports from its 64-bit entry on).
+pub const STEPS: [Phase; 12] = [
+    Phase::KvmOpened,
+    Phase::VmCreated,
+    Phase::MemoryMapped,
+    Phase::GuestLoaded,
+    Phase::VcpuCreated,
+    Phase::FirstExit,
+    Phase::GuestEntry,
+    Phase::GuestIdt,
+    Phase::GuestTimer,
+    Phase::GuestUserEnter,
+    Phase::GuestUserReturn,
+    Phase::Ready,
+];
+
 /// The phase a guest milestone reports, and for the entry milestones
 /// which door the guest came in by.
 pub fn milestone_phase(id: u8) -> (Phase, &'static str) {
