@@ -245,3 +245,24 @@ fn a_traced_run_stays_inside_the_allow_list() {
         "calls outside the allow-list: {outside:?} (all: {calls:?})"
     );
 }
+
+/// Time held at ready is the server's, not the guest's: a VM held well
+/// past its boot deadline (a density step waiting for its slowest
+/// sibling) still finishes, instead of failing a guest that was ready.
+#[test]
+fn time_held_at_ready_does_not_count_against_the_boot_deadline() {
+    let Some(a) = artifacts() else { return };
+    let mut child = jailed_vmm(&a, &["--hold", "--deadline-ms", "300"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    lines_until(&mut out, Phase::Ready);
+    std::thread::sleep(Duration::from_millis(900));
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let last: Line = serde_json::from_str(rest.last().expect("a last line")).unwrap();
+    assert!(matches!(last, Line::Done { .. }), "{last:?}");
+}
