@@ -220,19 +220,24 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     // (the program's file pages are shared, counted once in both steps).
     // Not USS: pages a VM's two processes share with each other (a fork's
     // copy-on-write) are its own but not "private" to either process.
-    let uss = outcome
+    let anon = outcome
         .value(Key::Density(DensityMetric::AnonMedian, 5))
         .expect("anonymous memory per VM at N=5");
     let added = memory[4] - memory[0];
     eprintln!(
         "density (micro-VMs): N=5 − N=1 = {:.0} KiB; 4 × one VM's anonymous memory = {:.0} KiB",
         added / 1024.0,
-        4.0 * uss / 1024.0
+        4.0 * anon / 1024.0
     );
+    // Each extra VM adds at least its anonymous memory, and little more:
+    // measured here, about 28 KiB of file pages a VM's two processes share
+    // with each other but with no other VM (Pss_File grew by 112 KiB from
+    // one to five), which no per-process figure isolates. So: at least 4 ×,
+    // at most 25 % above (measured 10–18 % above in nine sittings).
     assert!(
-        (added - 4.0 * uss).abs() <= 0.2 * 4.0 * uss,
+        added >= 4.0 * anon && added <= 1.25 * 4.0 * anon,
         "N=5 − N=1 = {added} B against 4 × one VM's anonymous memory = {} B",
-        4.0 * uss
+        4.0 * anon
     );
     // Held together: every VMM waits at ready until all N are measured, so
     // five hold clearly more than one. Not five times as much: PSS splits
