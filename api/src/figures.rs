@@ -23,13 +23,27 @@ pub enum Question {
     Memory,
 }
 
+/// The clock a span is read on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    /// The run's clock: the server's monotonic clock from the moment it
+    /// accepted the request; steps the VMM observed are placed on it through
+    /// CLOCK_MONOTONIC, the same clock in every process of the host. (The
+    /// guest's own TSC is not a span clock: the figures it times are
+    /// readings the VMM converts, and say so.)
+    Run,
+}
+
 /// How a figure is obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Definition {
-    /// The time from phase `from` to phase `to`, both on the run's clock
-    /// (the server's monotonic clock; times the VMM observed are placed on
-    /// it through CLOCK_MONOTONIC).
-    Span { from: Phase, to: Phase },
+    /// The time from phase `from` to phase `to`, both as observed on
+    /// `clock`.
+    Span {
+        from: Phase,
+        to: Phase,
+        clock: Clock,
+    },
     /// A value a backend reads (memory, counts, sizes), or says why not.
     Reading,
     /// The sum of other figures of the same run; missing if any part is.
@@ -71,7 +85,11 @@ fn fig(
 }
 
 fn span(from: Phase, to: Phase) -> Definition {
-    Definition::Span { from, to }
+    Definition::Span {
+        from,
+        to,
+        clock: Clock::Run,
+    }
 }
 
 impl Figure {

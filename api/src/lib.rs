@@ -19,7 +19,7 @@ pub use class::{
     DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
 };
 pub use codes::ErrorCode;
-pub use figures::{Definition, Figure, Question};
+pub use figures::{Clock, Definition, Figure, Question};
 pub use keys::{DensityMetric, FactKey, Key, Metric};
 pub use phases::Phase;
 

@@ -62,7 +62,12 @@ fn evaluate(
     ready: &Ready,
 ) -> Result<(f64, Option<String>), String> {
     match &figure.definition {
-        Definition::Span { from, to } => {
+        // One clock so far: the run's (see `figures::Clock`).
+        Definition::Span {
+            from,
+            to,
+            clock: figures::Clock::Run,
+        } => {
             let start =
                 phase_at(events, *from).ok_or_else(|| format!("the run has no {from} phase"))?;
             let end = phase_at(events, *to).ok_or_else(|| format!("the run has no {to} phase"))?;
@@ -201,7 +206,7 @@ mod tests {
         let mut ready = Ready::default();
         for f in figures(demo) {
             match f.definition {
-                Definition::Span { from, to } => {
+                Definition::Span { from, to, .. } => {
                     for p in [from, to] {
                         if !phases.contains(&p) {
                             phases.push(p);
@@ -258,7 +263,7 @@ mod tests {
                 };
                 let (measured, missing) = derive(demo, &fewer, &ready);
                 let needs = |key: Key| {
-                    figures(demo).into_iter().any(|f| f.key == key && matches!(f.definition, Definition::Span { from, to } if from == phase || to == phase))
+                    figures(demo).into_iter().any(|f| f.key == key && matches!(f.definition, Definition::Span { from, to, .. } if from == phase || to == phase))
                 };
                 for f in figures(demo) {
                     let gone = missing.iter().find(|m| m.key == f.key);
