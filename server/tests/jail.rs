@@ -113,6 +113,19 @@ fn a_forbidden_system_call_ends_the_vmm_with_a_clear_error() {
     }
 }
 
+/// A VMM started with `--hold`: waits for its ready step, holds it there
+/// for `hold`, lets it go, and returns its remaining lines once it exited
+/// successfully.
+fn held_then_let_go(child: &mut std::process::Child, hold: Duration) -> Vec<String> {
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    lines_until(&mut out, Phase::Ready);
+    std::thread::sleep(hold);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
+    assert!(child.wait().unwrap().success(), "{rest:?}");
+    rest
+}
+
 /// Reads the VMM's lines until `phase`, returning them.
 fn lines_until(out: &mut impl BufRead, phase: Phase) -> Vec<Line> {
     let mut seen = vec![];
@@ -194,11 +207,7 @@ fn a_traced_run_stays_inside_the_allow_list() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    lines_until(&mut out, Phase::Ready);
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
+    held_then_let_go(&mut child, Duration::ZERO);
     let text = std::fs::read_to_string(&trace).unwrap();
     let _ = std::fs::remove_file(&trace);
     // The VMM is the process that creates the VM; its calls after its
@@ -257,12 +266,7 @@ fn time_held_at_ready_does_not_count_against_the_boot_deadline() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    lines_until(&mut out, Phase::Ready);
-    std::thread::sleep(Duration::from_millis(900));
-    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let rest: Vec<String> = out.lines().map_while(Result::ok).collect();
-    assert!(child.wait().unwrap().success(), "{rest:?}");
+    let rest = held_then_let_go(&mut child, Duration::from_millis(900));
     let last: Line = serde_json::from_str(rest.last().expect("a last line")).unwrap();
     assert!(matches!(last, Line::Done { .. }), "{last:?}");
 }

@@ -53,15 +53,6 @@ fn rollup_from(text: &str) -> Option<Rollup> {
     })
 }
 
-/// Proportional set size of one process in bytes (`Pss:` of
-/// smaps_rollup).
-pub fn pss_bytes(pid: u32) -> io::Result<u64> {
-    match process_memory(pid)? {
-        ProcessMemory::Read(r) => Ok(r.pss),
-        ProcessMemory::Exited => Err(io::Error::other(format!("process {pid} has exited"))),
-    }
-}
-
 /// The PIDs of process `pid`'s children (`/proc/PID/task/PID/children`).
 pub fn children(pid: u32) -> io::Result<Vec<u32>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;

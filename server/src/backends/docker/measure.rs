@@ -363,7 +363,7 @@ mod tests {
             "{:?}",
             ready.readings
         );
-        let mine = crate::backends::host::pss_bytes(me).unwrap() as f64;
+        let mine = own_pss(me) as f64;
         let pss = ready.value(Metric::MemoryPss).unwrap();
         assert!(pss > 0.5 * mine && pss < 2.0 * mine, "{pss} vs {mine}");
         let note = ready
@@ -378,6 +378,14 @@ mod tests {
             Some(0.0),
             "no tmpfs mounts: nothing"
         );
+    }
+
+    /// This test process's PSS, read independently of `read_container`.
+    fn own_pss(me: u32) -> u64 {
+        match process_memory(me).unwrap() {
+            ProcessMemory::Read(r) => r.pss,
+            ProcessMemory::Exited => unreachable!("this process runs"),
+        }
     }
 
     #[test]
@@ -407,7 +415,7 @@ mod tests {
     fn measures_this_process() {
         let me = std::process::id();
         assert!(
-            crate::backends::host::pss_bytes(me).unwrap() > 100 * 1024,
+            own_pss(me) > 100 * 1024,
             "a test binary maps more than 100 KiB"
         );
         assert_eq!(
