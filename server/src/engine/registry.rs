@@ -323,7 +323,6 @@ impl Runs {
         }
         self.tell_room(&requester, &run, RunState::Queued);
         self.stats.started(demo);
-        let accepted = std::time::Instant::now();
         let runs = self.clone();
         let task_run = run.clone();
         self.tasks.spawn(async move {
@@ -346,27 +345,28 @@ impl Runs {
                     },
                 },
                 Ok(_slot) => {
-                    let waited = accepted.elapsed();
-                    task_run.push(phase_event(
-                        Phase::SlotGranted,
-                        format!(
-                            "the run left the queue with a slot after waiting {:.1} ms: its work starts now",
-                            waited.as_secs_f64() * 1e3
+                    // One pair of observed moments on the run's clock: the
+                    // figure is derived from them, and so is /metrics' wait.
+                    let left_us = task_run.elapsed_us();
+                    let waited = Duration::from_micros(
+                        left_us.saturating_sub(task_run.phase_at(Phase::Accepted).unwrap_or(0)),
+                    );
+                    task_run.push_at(
+                        left_us,
+                        phase_event(
+                            Phase::SlotGranted,
+                            format!(
+                                "the run left the queue with a slot after waiting {:.1} ms: its work starts now",
+                                waited.as_secs_f64() * 1e3
+                            ),
+                            None,
                         ),
-                        None,
-                    ));
+                    );
                     let load = Load {
                         at_start: runs.active.fetch_add(1, Ordering::SeqCst),
                     };
                     let _active = ActiveGuard(&runs.active);
-                    // The same two observed moments the figure is derived from.
-                    let span = task_run
-                        .phase_at(Phase::SlotGranted)
-                        .zip(task_run.phase_at(Phase::Accepted))
-                        .map_or(waited, |(left, came)| {
-                            Duration::from_micros(left.saturating_sub(came))
-                        });
-                    runs.stats.left_queue(demo, span);
+                    runs.stats.left_queue(demo, waited);
                     if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
                         tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
                     }
