@@ -184,6 +184,28 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
         return;
     }
     let _vms = alone().await;
+    // Shared program pages are split among every VMM on the host, so one
+    // still running (another test's spinning guest lives until its own
+    // 60 s deadline) would move N=1 and N=5 apart. Wait until none is left.
+    let waited = std::time::Instant::now();
+    loop {
+        let others = std::process::Command::new("pgrep")
+            .args(["-x", "stacklab-vmm"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if others.is_empty() {
+            break;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(75),
+            "VMM processes {others} outlived their deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if waited.elapsed() > Duration::from_millis(200) {
+        eprintln!("waited {:?} for other VMMs to end", waited.elapsed());
+    }
     let state = AppState::new(None, Settings::default());
     let (id, events) = run_over_http(&state, "density-micro-vm", Duration::from_secs(60)).await;
     let record = state.runs.get(&id).unwrap().record();
