@@ -28,16 +28,16 @@ fn every_guide_section_has_a_heading() {
     for topic in [
         "why the question matters", // Introduction
         "what you need",            // What You'll Need
-        "a whole computer, simulated",
+        "what a virtual machine is made of",
         "the vm stack", // How Virtual Machines Work
         "the container stack",
-        "processes, not machines",    // How Docker Works
-        "key differences",            // Key Differences at a Glance
-        "in a virtual machine",       // PostgreSQL: the VM route
-        "in a container",             // PostgreSQL: docker run
-        "a rule of thumb",            // When to use Docker vs. VMs
-        "containers inside vms",      // the middle ground
-        "the right tool for the job", // Final thoughts
+        "processes, not machines", // How Docker Works
+        "key differences",         // Key Differences at a Glance
+        "in a virtual machine",    // PostgreSQL: the VM route
+        "in a container",          // PostgreSQL: docker run
+        "a rule of thumb",         // When to use Docker vs. VMs
+        "containers inside vms",   // the middle ground
+        "what to keep apart",      // Final thoughts
     ] {
         assert!(
             headings.iter().any(|h| h == topic),
