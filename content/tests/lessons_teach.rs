@@ -381,3 +381,78 @@ fn every_page_defines_a_term_where_it_first_uses_it() {
         bad.join("\n")
     );
 }
+
+/// A choice's visible text (its inline HTML without tags).
+fn visible(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Quizzes cannot be passed by a pattern: in the source the right answer
+/// is spread over the positions (the page also shuffles them per learner),
+/// it is not given away by being the longest choice, and every distractor
+/// is of a similar length to it (a short, silly distractor is no test).
+#[test]
+fn quiz_answers_follow_no_pattern() {
+    let questions: Vec<(String, stacklab_content::Question)> = course()
+        .iter()
+        .flat_map(|l| {
+            l.blocks.iter().flat_map(move |b| match b {
+                Block::Quiz(qs) => qs
+                    .iter()
+                    .map(|q| (l.slug.to_string(), q.clone()))
+                    .collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+        })
+        .collect();
+    let n = questions.len();
+    assert!(n >= 10, "only {n} questions in the course");
+    let mut at = [0usize; 3];
+    let mut longest = 0;
+    for (slug, q) in questions.iter() {
+        assert_eq!(
+            q.choices.len(),
+            3,
+            "lesson {slug}: {:?} should offer three choices",
+            q.prompt
+        );
+        at[q.answer as usize] += 1;
+        let lens: Vec<usize> = q
+            .choices
+            .iter()
+            .map(|c| visible(c).chars().count())
+            .collect();
+        let right = lens[q.answer as usize];
+        if lens.iter().filter(|&&l| l >= right).count() == 1 {
+            longest += 1;
+        }
+        for (i, len) in lens.iter().enumerate() {
+            let ratio = *len as f64 / right as f64;
+            assert!(
+                (0.6..=1.6).contains(&ratio),
+                "lesson {slug}: choice {i} of {:?} is {len} characters against the answer's {right}: write a distractor of similar length",
+                q.prompt
+            );
+        }
+    }
+    for (position, count) in at.iter().enumerate() {
+        assert!(
+            *count * 5 >= n && *count * 2 <= n,
+            "the right answer is choice {position} in {count} of {n} questions: spread the answers ({at:?})"
+        );
+    }
+    assert!(
+        longest * 3 <= n,
+        "the right answer is the longest choice in {longest} of {n} questions: a learner could game that"
+    );
+}
