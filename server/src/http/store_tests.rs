@@ -235,3 +235,61 @@ async fn a_stalled_export_reader_holds_no_connection_and_is_cut_at_the_bound() {
         assert_eq!(idle, open, "{b}");
     }
 }
+
+/// A request whose store call cannot be served within the store's bounds
+/// (here: the one connection busy with a slow statement) answers 503
+/// `store_busy` with `Retry-After`, in about the pool's wait, rather than
+/// waiting for the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_past_its_bounds_answers_503_store_busy() {
+    let limits = Limits {
+        size: 1,
+        wait: Duration::from_millis(200),
+        statement: Duration::from_secs(2),
+        export: Duration::from_secs(60),
+    };
+    for store in stores_with(limits).await {
+        let (h, b) = (store.history.clone(), store.backend);
+        let router = app(AppState::new(None, Settings::default()).with_history(h.clone()));
+        let slow = {
+            let (h, sql) = (h.clone(), slow_statement(b));
+            tokio::spawn(async move { h.run_for_tests(move |db| db.execute(sql, params![])).await })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let t = Instant::now();
+        let res = router
+            .clone()
+            .oneshot(
+                Request::get("/api/runs?learner=learner-busy01")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let took = t.elapsed();
+        let status = res.status();
+        let retry = res.headers().get("retry-after").cloned();
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let error: stacklab_api::ErrorBody = serde_json::from_slice(&body).unwrap();
+        eprintln!(
+            "{b}: with the store busy, GET /api/runs answered {status} in {took:?}: {error:?}"
+        );
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+        assert_eq!(error.error, stacklab_api::ErrorCode::StoreBusy, "{b}");
+        assert_eq!(
+            retry.as_ref().and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{b}"
+        );
+        assert!(
+            !error.message.contains("/tmp"),
+            "{b}: no server path: {}",
+            error.message
+        );
+        assert!(took < Duration::from_secs(1), "{b}: {took:?}");
+        assert!(slow.await.unwrap().unwrap_err().timed_out(), "{b}");
+        // Free again: the same request is answered.
+        let (status, body, _) = get(&router, "/api/runs?learner=learner-busy01").await;
+        assert_eq!(status, StatusCode::OK, "{b}: {body}");
+    }
+}

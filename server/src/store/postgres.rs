@@ -271,6 +271,40 @@ pub fn new_schema(url: &str) -> Result<String, DbError> {
     .map_err(|_| DbError::new("the schema thread panicked".into()))?
 }
 
+/// Drops the schema a URL from [`new_schema`] uses, with what is in it
+/// (tests: a long history is not left behind on the test server).
+#[cfg(test)]
+pub fn drop_schema(url: &str) -> Result<(), DbError> {
+    let Some(schema) = url
+        .rsplit_once("search_path%3D")
+        .map(|(_, s)| s.to_owned())
+        .filter(|s| {
+            s.starts_with("t_") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+    else {
+        return Err(DbError::new("not a URL from new_schema".into()));
+    };
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::new(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async {
+            let (config, label) = config(&url)?;
+            let client = tokio::time::timeout(Duration::from_secs(5), client(&config, &label))
+                .await
+                .map_err(|_| DbError::new(format!("PostgreSQL {label}: no answer in 5 s")))??;
+            client
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .map_err(|e| DbError::new(pg_message(&e)))
+        })
+    })
+    .join()
+    .map_err(|_| DbError::new("the schema thread panicked".into()))?
+}
+
 /// The server's own words for an error, where it sent some.
 fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {

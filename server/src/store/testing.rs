@@ -44,6 +44,18 @@ impl TestStore {
     }
 }
 
+impl Drop for TestStore {
+    /// A PostgreSQL store's schema goes with it (the SQLite one goes with
+    /// its temporary directory).
+    fn drop(&mut self) {
+        if self.backend == "postgres" {
+            if let Err(e) = super::postgres::drop_schema(&self.at) {
+                eprintln!("the test schema stays on the test server: {e}");
+            }
+        }
+    }
+}
+
 /// One store per backend, each empty.
 pub async fn stores() -> Vec<TestStore> {
     stores_with(Limits::default()).await
