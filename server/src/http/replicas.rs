@@ -51,15 +51,14 @@ pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration
                 can =
                     serde_json::to_string(&super::health::report(&state).await).unwrap_or_default();
             }
-            let (h, json, url) = (history.clone(), can.clone(), url.clone());
             let lost_ms = lost_after.as_millis() as i64;
-            let done = tokio::task::spawn_blocking(move || {
-                h.heartbeat(&json, started, Some(&url))?;
-                h.close_lost(lost_ms)
-            })
-            .await;
+            // Both on the heartbeat's own connection (see `History::heartbeat`).
+            let done = match history.heartbeat(&can, started, Some(&url)).await {
+                Ok(()) => history.close_lost(lost_ms).await,
+                Err(e) => Err(e),
+            };
             match done {
-                Ok(Ok(closed)) if !closed.is_empty() => {
+                Ok(closed) if !closed.is_empty() => {
                     tracing::warn!(
                         "closed {} run(s) of replicas silent for {lost_after:?} as host_lost: {}",
                         closed.len(),
@@ -73,9 +72,8 @@ pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration
                         }
                     }
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("heartbeat: {e}"),
-                Err(e) => tracing::warn!("heartbeat task failed: {e}"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("heartbeat: {e}"),
             }
             tokio::time::sleep(every).await;
         }
@@ -118,12 +116,9 @@ pub async fn hand_off(
     client: Option<std::net::IpAddr>,
     lost_after: Duration,
 ) -> Option<(String, u16, String)> {
-    let history = state.runs.history().clone();
+    let history = state.runs.history();
     let me = history.host().to_owned();
-    let hosts = tokio::task::spawn_blocking(move || history.hosts())
-        .await
-        .ok()?
-        .ok()?;
+    let hosts = history.hosts().await.ok()?;
     let fresh_since = now_ms() - lost_after.as_millis() as i64;
     for host in hosts {
         let Some(url) = &host.url else { continue };
