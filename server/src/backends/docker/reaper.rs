@@ -14,9 +14,11 @@
 //!   its PID namespace. Only a sweeper in that same namespace judges it;
 //!   one that cannot see the PID leaves the container alone.
 //!
-//! A container no rule can judge (another store's replica, another PID
-//! namespace's lone server) is left alone: removing a live demo is worse
-//! than leaving an orphan for its own kind to remove.
+//! An owner in the sweeper's own PID namespace is judged by its PID (it is
+//! seen directly, replica or not). A container no rule can judge (another
+//! store's replica in another PID namespace, another namespace's lone
+//! server) is left alone: removing a live demo is worse than leaving an
+//! orphan for its own kind to remove.
 //!
 //! Imports nothing of the store: the caller reads the `hosts` rows into
 //! [`Peers`].
@@ -140,45 +142,51 @@ pub enum Verdict {
 
 /// Judges the owner of a container labelled `labels`.
 pub fn judge(labels: &HashMap<String, String>, peers: &Peers) -> Verdict {
-    if let Some(name) = labels.get(LABEL_REPLICA) {
-        let started = labels
-            .get(LABEL_REPLICA_START)
-            .and_then(|s| s.parse::<i64>().ok());
-        let Some(me) = &peers.me else {
-            return Verdict::Unknown("a replica's, and this server shares no store");
-        };
-        if labels.get(LABEL_STORE) != Some(&me.store) {
-            return Verdict::Unknown("a replica of another store");
-        }
-        let Some(started) = started else {
-            return Verdict::Unknown("no start time on a replica's container");
-        };
-        if *name == me.name {
-            return if started == me.started_at_ms {
-                Verdict::Alive
-            } else {
-                Verdict::Gone("an earlier run of this replica")
-            };
-        }
-        return match peers.hosts.get(name) {
-            None => Verdict::Unknown("a replica the store does not know"),
-            Some(&(latest, _)) if latest > started => {
-                Verdict::Gone("its replica has restarted since")
-            }
-            Some(&(latest, _)) if latest < started => {
-                Verdict::Unknown("a replica start the store has not recorded")
-            }
-            Some(&(_, beat)) if peers.now_ms - beat > peers.lost_after_ms => {
-                Verdict::Gone("its replica stopped heart-beating")
-            }
-            Some(_) => Verdict::Alive,
+    // An owner in this PID namespace is seen directly: its process runs
+    // or it does not, whatever a store says.
+    let same_namespace =
+        labels.get(LABEL_PID_NS).is_some() && labels.get(LABEL_PID_NS) == peers.pid_ns.as_ref();
+    if same_namespace || (labels.get(LABEL_PID_NS).is_none() && !labels.contains_key(LABEL_REPLICA))
+    {
+        return by_pid(labels);
+    }
+    let Some(name) = labels.get(LABEL_REPLICA) else {
+        return Verdict::Unknown("a server in another PID namespace");
+    };
+    let started = labels
+        .get(LABEL_REPLICA_START)
+        .and_then(|s| s.parse::<i64>().ok());
+    let Some(me) = &peers.me else {
+        return Verdict::Unknown("a replica's, and this server shares no store");
+    };
+    if labels.get(LABEL_STORE) != Some(&me.store) {
+        return Verdict::Unknown("a replica of another store");
+    }
+    let Some(started) = started else {
+        return Verdict::Unknown("no start time on a replica's container");
+    };
+    if *name == me.name {
+        return if started == me.started_at_ms {
+            Verdict::Alive
+        } else {
+            Verdict::Gone("an earlier run of this replica")
         };
     }
-    if let Some(ns) = labels.get(LABEL_PID_NS) {
-        if peers.pid_ns.as_ref() != Some(ns) {
-            return Verdict::Unknown("a server in another PID namespace");
+    match peers.hosts.get(name) {
+        None => Verdict::Unknown("a replica the store does not know"),
+        Some(&(latest, _)) if latest > started => Verdict::Gone("its replica has restarted since"),
+        Some(&(latest, _)) if latest < started => {
+            Verdict::Unknown("a replica start the store has not recorded")
         }
+        Some(&(_, beat)) if peers.now_ms - beat > peers.lost_after_ms => {
+            Verdict::Gone("its replica stopped heart-beating")
+        }
+        Some(_) => Verdict::Alive,
     }
+}
+
+/// The PID rule: the owner runs if its PID has its start time here.
+fn by_pid(labels: &HashMap<String, String>) -> Verdict {
     let pid = labels.get(LABEL_PID).and_then(|p| p.parse::<u32>().ok());
     let start = labels.get(LABEL_START).and_then(|s| s.parse::<u64>().ok());
     match (pid, start) {
@@ -341,6 +349,20 @@ mod tests {
         let peers = view_of(&now, ("replica-2", 2_000, 9_000));
         assert!(matches!(judge(&before.labels(), &peers), Verdict::Gone(_)));
         assert_eq!(judge(&mine.labels(), &peers), Verdict::Alive);
+    }
+
+    /// In this PID namespace the process is seen: a replica whose PID has
+    /// exited is gone even while its last heartbeat is fresh.
+    #[test]
+    fn a_replica_in_this_pid_namespace_is_judged_by_its_pid() {
+        let a = replica("replica-1", 1_000);
+        let here = Owner::current().as_replica(Some(replica("replica-2", 2_000)));
+        let mut peers = view_of(&a, ("replica-2", 2_000, 9_900));
+        peers.pid_ns = here.pid_ns.clone();
+        assert_eq!(judge(&here.labels(), &peers), Verdict::Alive);
+        let mut exited = here.labels();
+        exited.insert(LABEL_START.into(), (here.start_ticks + 1).to_string());
+        assert!(matches!(judge(&exited, &peers), Verdict::Gone(_)));
     }
 
     /// A lone server's PID means something only in its own namespace.
