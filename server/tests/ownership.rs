@@ -27,7 +27,9 @@ fn skip(why: &str) {
 }
 
 /// `stacklab serve` as replica `name` on `url`, under `wrap` (a command
-/// and its arguments to run it in, or none).
+/// and its arguments to run it in, or none). The caller reaps it
+/// ([`Cleanup`]).
+#[allow(clippy::zombie_processes)]
 fn replica(wrap: &[&str], name: &str, url: &str, data: &Path) -> (Child, String) {
     let exe = env!("CARGO_BIN_EXE_stacklab");
     let mut cmd = match wrap.split_first() {
