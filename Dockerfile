@@ -5,8 +5,10 @@
 # deploy/kubernetes/.
 #
 # Build: docker build -t stacklab .   (needs a registry for the two base
-# images; the reference host of this repository has none, so this file
-# is not built by its CI.)
+# images.) Without a registry, deploy/build-images makes the image
+# compose.yaml runs (stacklab/stacklab:deploy) from the already built
+# binaries on a Debian base made with debootstrap; that is what the
+# reference host and its CI build and run.
 
 # --- build: the same toolchain `./dev install` sets up -------------------
 FROM rust:1.88-bookworm AS build

@@ -150,7 +150,8 @@ pub enum BenchCommand {
     /// Mixed runs (micro-VMs, containers, density sweeps) with client
     /// disconnects, a dockerd restart and a server kill -9 in the middle;
     /// then whether any accepted run was lost and what was left behind.
-    /// Starts its own `stacklab serve`; restarts this host's dockerd.
+    /// Starts its own `stacklab serve` on a Docker engine of its own (its
+    /// own dockerd, socket and data root): the host's engine is untouched.
     Soak {
         /// Runs in all.
         #[arg(long, default_value_t = 500, value_parser = at_least_one())]

@@ -2,8 +2,10 @@
 //! against the Kubernetes API's schemas (`kubernetes-validate` from PyPI,
 //! which `./dev` installs into target/tools/venv; `kubectl --dry-run` needs
 //! an API server, and none runs here), the compose file by Debian's
-//! `docker-compose config`. The image itself is not built here: its base
-//! images come from a container registry, and this host reaches none.
+//! `docker-compose config`, and the two against each other (the same
+//! settings, the same needs). The compose deployment itself is built
+//! offline and run for real in `compose.rs`; Kubernetes is not run (no API
+//! server here).
 
 use std::path::Path;
 use std::process::Command;
@@ -84,4 +86,47 @@ fn the_compose_file_is_valid() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+/// The manifests and compose file set the same settings with the same
+/// values, and ask for the same host access (network, PID namespace, the
+/// Docker socket, /dev/kvm, the cgroup tree).
+#[test]
+fn compose_and_kubernetes_agree() {
+    let compose = std::fs::read_to_string(repo().join("compose.yaml")).unwrap();
+    let kube = std::fs::read_to_string(repo().join("deploy/kubernetes/stacklab.yaml")).unwrap();
+    for setting in [
+        "STACKLAB_DATABASE_URL",
+        "STACKLAB_REPLICA",
+        "STACKLAB_ADDR",
+        "STACKLAB_ADVERTISE_URL",
+        "STACKLAB_INSTRUCTOR_TOKEN",
+        "STACKLAB_TRUSTED_PROXIES",
+        "STACKLAB_HEARTBEAT_SECS",
+        "STACKLAB_HOST_LOST_SECS",
+        "/var/run/docker.sock",
+        "/dev/kvm",
+        "/sys/fs/cgroup",
+    ] {
+        assert!(compose.contains(setting), "compose.yaml lacks {setting}");
+        assert!(kube.contains(setting), "the manifests lack {setting}");
+    }
+    for (c, k) in [
+        (
+            "STACKLAB_HEARTBEAT_SECS: ${STACKLAB_HEARTBEAT_SECS:-2}",
+            "- name: STACKLAB_HEARTBEAT_SECS\n              value: \"2\"",
+        ),
+        (
+            "STACKLAB_HOST_LOST_SECS: ${STACKLAB_HOST_LOST_SECS:-10}",
+            "- name: STACKLAB_HOST_LOST_SECS\n              value: \"10\"",
+        ),
+        ("network_mode: host", "hostNetwork: true"),
+        ("pid: host", "hostPID: true"),
+    ] {
+        assert!(compose.contains(c), "compose.yaml lacks {c}");
+        assert!(kube.contains(k), "the manifests lack {k}");
+    }
+    // nginx and the ingress forward the client's address.
+    let nginx = std::fs::read_to_string(repo().join("deploy/nginx.conf")).unwrap();
+    assert!(nginx.contains("proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"));
 }

@@ -15,7 +15,7 @@ use super::queue::{Full, Queue};
 use super::registry::{Requester, Runs, TooMany, PER_LEARNER_PER_DEMO};
 use super::run::Run;
 use crate::backends::docker::hello::{self, HelloRuntime};
-use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner};
+use crate::backends::docker::{image, ContainerSpec, DockerRuntime, Owner, Replica};
 use crate::backends::kvm::{KvmRuntime, LinuxArtifacts, LinuxGuestKind, VmArtifacts};
 use crate::backends::Runtime;
 
@@ -103,6 +103,9 @@ pub struct Settings {
     pub queue_timeout: Duration,
     /// Where the Linux guests' archives are (`<data dir>/linux`).
     pub data_dir: PathBuf,
+    /// This server as a replica of a shared store (its containers are
+    /// labelled so; `None`: a lone server).
+    pub replica: Option<Replica>,
 }
 
 impl Default for Settings {
@@ -112,6 +115,7 @@ impl Default for Settings {
             run_deadline: Duration::from_secs(60),
             queue_timeout: super::DEFAULT_QUEUE_TIMEOUT,
             data_dir: PathBuf::from("data"),
+            replica: None,
         }
     }
 }
@@ -187,7 +191,7 @@ impl Labs {
     /// The labs of this host: containers on `docker`, VMs with the VMM and
     /// guests found next to this program and in `settings.data_dir`.
     pub fn new(docker: Option<Docker>, settings: &Settings) -> Self {
-        let owner = Owner::current();
+        let owner = Owner::current().as_replica(settings.replica.clone());
         let vm = VmArtifacts::locate().map_err(|why| {
             Unavailable::new(
                 ErrorCode::VmmMissing,

@@ -29,6 +29,9 @@ pub struct Allowed {
     public_origin: Option<String>,
     /// The origins of `--embed-origin`, lower case.
     embed_origins: Vec<String>,
+    /// `host[:port]` of `--advertise-url`, lower case: the name the other
+    /// replicas use when they hand a run over.
+    advertised_host: Option<String>,
 }
 
 /// How a request that passed the check came.
@@ -58,7 +61,15 @@ impl Allowed {
                 .map(|(_, host)| host.to_owned()),
             public_origin,
             embed_origins,
+            advertised_host: None,
         })
+    }
+
+    /// These names, and the host of `url` (a replica's `--advertise-url`).
+    pub fn with_host_of(mut self, url: &str) -> Result<Allowed, String> {
+        let origin = parse_origin("--advertise-url", url)?;
+        self.advertised_host = origin.split_once("://").map(|(_, host)| host.to_owned());
+        Ok(self)
     }
 
     /// The `frame-ancestors` sources of `/embed/…` pages: this lab and the
@@ -73,7 +84,9 @@ impl Allowed {
     /// Whether `host` (a `Host` header) names this server.
     pub fn host(&self, host: &str) -> bool {
         let host = host.to_ascii_lowercase();
-        if self.public_host.as_deref() == Some(host.as_str()) {
+        if self.public_host.as_deref() == Some(host.as_str())
+            || self.advertised_host.as_deref() == Some(host.as_str())
+        {
             return true;
         }
         let name = strip_port(&host);
@@ -186,6 +199,20 @@ mod tests {
             h.insert(header::ORIGIN, o.parse().unwrap());
         }
         h
+    }
+
+    /// A handover carries the receiving replica's advertised name as
+    /// `Host` (`replica-1:8080` in compose): refused before, so no run
+    /// could be handed over there.
+    #[test]
+    fn a_replica_answers_to_its_advertised_name() {
+        let plain = Allowed::new(Some("http://localhost:8080"), &[]).unwrap();
+        assert!(!plain.host("replica-1:8080"));
+        let replica = plain.with_host_of("http://Replica-1:8080").unwrap();
+        assert!(replica.host("replica-1:8080"));
+        assert!(!replica.host("replica-2:8080"));
+        assert!(!replica.host("replica-1:8081"));
+        assert!(replica.host("localhost:8080"), "the public name still");
     }
 
     #[test]

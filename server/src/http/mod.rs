@@ -161,6 +161,14 @@ impl AppState {
         Ok(self)
     }
 
+    /// This state answering also to the host of `url` (a replica's
+    /// advertised address, which the others send as `Host`).
+    pub fn answering_to(mut self, url: &str) -> anyhow::Result<Self> {
+        let allowed = (*self.allowed).clone().with_host_of(url);
+        self.allowed = Arc::new(allowed.map_err(anyhow::Error::msg)?);
+        Ok(self)
+    }
+
     /// This state reading the client's address from `X-Forwarded-For` /
     /// `Forwarded` of requests whose peer is in `proxies`.
     pub fn with_trusted_proxies(mut self, proxies: client::TrustedProxies) -> Self {
@@ -316,11 +324,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         slots.vm,
         slots.vm_sized_by
     );
-    let settings = Settings {
+    let mut settings = Settings {
         slots,
         run_deadline: Duration::from_secs(args.run_deadline_secs),
         queue_timeout: Duration::from_secs(args.queue_timeout_secs),
         data_dir: args.data_dir.clone(),
+        replica: None,
     };
     // SQLite: this server alone on its data dir. PostgreSQL: one replica
     // of several, named in the store.
@@ -343,6 +352,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         history.path(),
         history.host()
     );
+    // Listening now queues connections until serving begins; a replica
+    // needs its address to register before its labs exist.
+    let listener =
+        conn::listen(args.addr).with_context(|| format!("cannot listen on {}", args.addr))?;
+    let local = listener.local_addr()?;
+    // Where the other replicas reach this one: as told, else this address
+    // (a wildcard one by this host's name).
+    let advertise = args.advertise_url.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            format!("http://{}:{}", hostname(), local.port())
+        } else {
+            format!("http://{local}")
+        }
+    });
+    if args.database_url.is_some() {
+        // Registered before any container of it can exist: its containers
+        // are labelled with this start, and the store vouches for it.
+        let me = replicas::register(&history, &advertise).await?;
+        tracing::info!(
+            "replica {} of store {} registered (started {})",
+            me.name,
+            me.store,
+            me.started_at_ms
+        );
+        settings.replica = Some(me);
+    }
     let keep = Retention {
         ms: (args.history_keep_days > 0).then(|| args.history_keep_days as i64 * 24 * 3600 * 1000),
         max_runs: (args.history_max_runs > 0).then_some(args.history_max_runs),
@@ -364,10 +399,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => auth::new_token(),
     };
-    let mut state = AppState::new(static_dir, settings)
+    let mut state = AppState::new(static_dir, settings.clone())
         .with_history(history)
         .with_instructor_token(&token)
         .with_origins(args.public_url.as_deref(), &args.embed_origins)?;
+    if settings.replica.is_some() {
+        // Other replicas hand runs over with this name as `Host`.
+        state = state.answering_to(&advertise)?;
+    }
     if args.no_prerender {
         state = state.without_prerender();
     }
@@ -408,28 +447,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.embed_origins.join(", ")
         );
     }
-    if let Some(docker) = state.labs.docker() {
-        if let Err(e) = reaper::reap_orphans(docker).await {
-            tracing::warn!("could not look for orphaned demo containers: {e}");
+    match &settings.replica {
+        Some(me) => replicas::reap(&state, me, state.host_lost_after).await,
+        None => {
+            if let Some(docker) = state.labs.docker() {
+                if let Err(e) = reaper::reap_orphans(docker, &reaper::Peers::lone()).await {
+                    tracing::warn!("could not look for orphaned demo containers: {e}");
+                }
+            }
         }
     }
-    let listener =
-        conn::listen(args.addr).with_context(|| format!("cannot listen on {}", args.addr))?;
-    let local = listener.local_addr()?;
     tracing::info!("stacklab listening on http://{local}");
-    if args.database_url.is_some() {
-        // Where the other replicas reach this one: as told, else this
-        // address (a wildcard one by this host's name).
-        let url = args.advertise_url.clone().unwrap_or_else(|| {
-            if local.ip().is_unspecified() {
-                format!("http://{}:{}", hostname(), local.port())
-            } else {
-                format!("http://{local}")
-            }
-        });
+    if let Some(me) = settings.replica {
         replicas::start(
             state.clone(),
-            url,
+            me,
+            advertise,
             Duration::from_secs(args.heartbeat_secs),
             state.host_lost_after,
         );

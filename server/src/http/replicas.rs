@@ -24,8 +24,8 @@ use axum::response::Response;
 use stacklab_api::{DemoId, DockerStatus, Health, ImageStatus, KvmStatus, LinuxGuestStatus};
 
 use super::AppState;
-use crate::backends::docker::reaper;
-use crate::store::now_ms;
+use crate::backends::docker::reaper::{self, Peers, Replica};
+use crate::store::{now_ms, History, HistoryError};
 
 /// The response header naming the replica that answered.
 pub const REPLICA_HEADER: &str = "x-stacklab-replica";
@@ -36,12 +36,12 @@ pub const HANDED_BY: &str = "x-stacklab-handed-by";
 /// On the answer to a handed-over request: the replica that took it.
 pub const HANDED_TO: &str = "x-stacklab-handed-to";
 
-/// Heart-beats every `every` (saying it is reached at `url`) and closes
-/// lost replicas' runs (those silent for `lost_after`), for as long as the
-/// server runs.
-pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration) {
+/// Heart-beats every `every` as `me` (saying it is reached at `url`),
+/// closes lost replicas' runs (those silent for `lost_after`) and removes
+/// the demo containers of replicas that are gone, for as long as the server
+/// runs. The first heartbeat is [`register`]'s, before serving.
+pub fn start(state: AppState, me: Replica, url: String, every: Duration, lost_after: Duration) {
     tokio::spawn(async move {
-        let started = now_ms();
         let history = state.runs.history().clone();
         let mut can = String::new();
         for beat in 0u64.. {
@@ -52,11 +52,13 @@ pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration
                     serde_json::to_string(&super::health::report(&state).await).unwrap_or_default();
             }
             let lost_ms = lost_after.as_millis() as i64;
+            let started = me.started_at_ms;
             // Both on the heartbeat's own connection (see `History::heartbeat`).
             let done = match history.heartbeat(&can, started, Some(&url)).await {
                 Ok(()) => history.close_lost(lost_ms).await,
                 Err(e) => Err(e),
             };
+            let mut sweep = beat % 10 == 5;
             match done {
                 Ok(closed) if !closed.is_empty() => {
                     tracing::warn!(
@@ -64,20 +66,67 @@ pub fn start(state: AppState, url: String, every: Duration, lost_after: Duration
                         closed.len(),
                         closed.join(", ")
                     );
-                    // A lost replica on this host left its containers
-                    // behind (their owner process is gone): remove them.
-                    if let Some(docker) = state.labs.docker() {
-                        if let Err(e) = reaper::reap_orphans(docker).await {
-                            tracing::warn!("could not look for orphaned demo containers: {e}");
-                        }
-                    }
+                    // A lost replica on this engine left its containers.
+                    sweep = true;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("heartbeat: {e}"),
             }
+            if sweep {
+                reap(&state, &me, lost_after).await;
+            }
             tokio::time::sleep(every).await;
         }
     });
+}
+
+/// This replica's first heartbeat, before it serves (so no container of
+/// it exists that its store row does not vouch for): who it is, with the
+/// store's id and this start.
+pub async fn register(history: &History, url: &str) -> Result<Replica, HistoryError> {
+    let me = Replica {
+        name: history.host().to_owned(),
+        started_at_ms: now_ms(),
+        store: history.store_id().await?,
+    };
+    history.heartbeat("", me.started_at_ms, Some(url)).await?;
+    Ok(me)
+}
+
+/// What replica `me` knows of its peers now, from the store.
+pub async fn peers(
+    history: &History,
+    me: &Replica,
+    lost_after: Duration,
+) -> Result<Peers, HistoryError> {
+    let hosts = history
+        .hosts()
+        .await?
+        .into_iter()
+        .map(|h| (h.name, (h.started_at_ms, h.heartbeat_at_ms)))
+        .collect();
+    Ok(Peers {
+        me: Some(me.clone()),
+        hosts,
+        now_ms: now_ms(),
+        lost_after_ms: lost_after.as_millis() as i64,
+        ..Peers::lone()
+    })
+}
+
+/// Removes the demo containers of replicas that are gone (and those of
+/// this replica's earlier runs) from this host's engine.
+pub async fn reap(state: &AppState, me: &Replica, lost_after: Duration) {
+    let Some(docker) = state.labs.docker() else {
+        return;
+    };
+    let peers = match peers(state.runs.history(), me, lost_after).await {
+        Ok(p) => p,
+        Err(e) => return tracing::warn!("could not read the replicas' heartbeats: {e}"),
+    };
+    if let Err(e) = reaper::reap_orphans(docker, &peers).await {
+        tracing::warn!("could not look for orphaned demo containers: {e}");
+    }
 }
 
 /// Names this replica on every response.

@@ -476,6 +476,26 @@ impl History {
             .map_err(|e| self.error(e))
     }
 
+    /// Which shared store this is: the PostgreSQL cluster's system
+    /// identifier, the database and the schema (replicas label their
+    /// containers with it, so two deployments on one Docker engine never
+    /// judge each other's). A lone store: its description.
+    pub async fn store_id(&self) -> Result<String, HistoryError> {
+        if !self.shared {
+            return Ok(self.store.clone());
+        }
+        let row = self
+            .run(|db| {
+                db.query_one(
+                    "SELECT (SELECT system_identifier::text FROM pg_control_system())
+                    || '/' || current_database() || '/' || current_schema()",
+                    params![],
+                )
+            })
+            .await?;
+        Ok(row.and_then(|r| r.text(0)).unwrap_or_default())
+    }
+
     /// Every replica that has heart-beaten, most recent first.
     pub async fn hosts(&self) -> Result<Vec<HostRow>, HistoryError> {
         let rows = self

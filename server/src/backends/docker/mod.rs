@@ -10,7 +10,7 @@
 //! | `measure.rs` | memory from the cgroup and `/proc`, the result's figures |
 //! | `image.rs` | the PostgreSQL 15 image: official, or built offline |
 //! | `hello.rs` | `hello-container`: a hand-written program in a `FROM scratch` image |
-//! | `reaper.rs` | labels, and removing a crashed server's containers |
+//! | `reaper.rs` | ownership labels (replica + heartbeat, or PID), removing a gone owner's containers |
 
 mod drive;
 pub mod hello;
@@ -34,7 +34,7 @@ use stacklab_api::{ErrorCode, Phase, RunError};
 
 use crate::backends::{Ready, RunContext, Runtime};
 use image::ImageKind;
-pub use reaper::Owner;
+pub use reaper::{Owner, Replica};
 pub use spec::{ContainerSpec, NETWORK};
 
 /// Runs [`ContainerSpec`]s on a Docker engine.

@@ -111,7 +111,12 @@ impl ServerUse {
 
 /// Demo containers on this host (by the label every demo container has).
 pub(crate) fn demo_containers() -> Option<usize> {
-    let out = Command::new("docker")
+    demo_containers_with(&mut Command::new("docker"))
+}
+
+/// [`demo_containers`], asked with `docker` (a command set up for an engine).
+pub(crate) fn demo_containers_with(docker: &mut Command) -> Option<usize> {
+    let out = docker
         .args(["ps", "-aq", "--filter"])
         .arg(format!(
             "label={}",
@@ -161,6 +166,16 @@ pub(crate) fn spawn_server(
     addr: &str,
     extra: &[String],
 ) -> anyhow::Result<(Child, String)> {
+    spawn_server_env(data, addr, extra, &[])
+}
+
+/// [`spawn_server`] with environment variables (`DOCKER_HOST`).
+pub(crate) fn spawn_server_env(
+    data: &Path,
+    addr: &str,
+    extra: &[String],
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(Child, String)> {
     // This binary's path as it was at the first start: a bench that
     // restarts its server must not lose it if the file is rebuilt meanwhile.
     static SELF: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
@@ -171,7 +186,8 @@ pub(crate) fn spawn_server(
     serve
         .args(["serve", "--addr", addr, "--data-dir"])
         .arg(data)
-        .args(extra);
+        .args(extra)
+        .envs(envs.iter().copied());
     let mut child = serve
         .env("STACKLAB_INSTRUCTOR_TOKEN", TOKEN)
         .env("RUST_LOG", "stacklab_server=info")

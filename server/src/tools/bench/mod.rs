@@ -6,6 +6,7 @@
 
 mod client;
 mod container;
+mod private_engine;
 mod room;
 mod soak;
 mod vm;

@@ -13,24 +13,33 @@
 //! - one `dockerd` restart after a third of the runs, one `kill -9` of the
 //!   server and a restart on the same data after two thirds.
 //!
+//! The engine is the soak's own ([`PrivateEngine`]: its own socket, data
+//! root, exec root, containerd namespace, no iptables rules), with the
+//! demo images copied in from the host's engine (`docker save | docker
+//! load`); the server under test is pointed at it with `DOCKER_HOST`. The
+//! whole soak runs in a network namespace of its own, so that engine's
+//! bridges are not the host's. The host's `dockerd`, its network and its
+//! containers are never touched.
+//!
 //! At the end: every accepted run is in the history, finished (`server_
 //! stopped` for those the killed server had); no demo container and no VMM
 //! process is left; the server's open files and threads are back where
 //! they were. The exit status says whether all of that held.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use stacklab_api::{Class, DemoId, EventKind, RunCreated, RunRecord, RunState};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{
-    call, demo_containers, join, processes_named, spawn_server, tempdir, ServerUse,
+    call, demo_containers_with, join, processes_named, spawn_server_env, tempdir, ServerUse,
 };
+use super::private_engine::{in_own_network, PrivateEngine, DEMO_IMAGES};
 
 /// Runs going at once.
 const WORKERS: usize = 4;
@@ -75,20 +84,53 @@ struct Tally {
     gaps: Vec<String>,
 }
 
-/// The server under test, restartable on the same address and data.
+/// The server under test, restartable on the same address, data and engine.
 struct Server {
     child: Child,
     addr: String,
+    docker_host: String,
+}
+
+impl Server {
+    fn spawn(data: &std::path::Path, addr: &str, docker_host: &str) -> anyhow::Result<Server> {
+        let (child, addr) = spawn_server_env(data, addr, &[], &[("DOCKER_HOST", docker_host)])?;
+        Ok(Server {
+            child,
+            addr,
+            docker_host: docker_host.to_owned(),
+        })
+    }
 }
 
 pub async fn soak(runs: usize) -> anyhow::Result<()> {
+    let args = [
+        "bench".to_owned(),
+        "soak".into(),
+        "--runs".into(),
+        runs.to_string(),
+    ];
+    if let Some(status) = in_own_network(&args)? {
+        if !status.success() {
+            bail!("the soak (in its own network namespace) failed: {status}");
+        }
+        return Ok(());
+    }
+    let prepared = Instant::now();
+    let mut engine = PrivateEngine::start()?;
+    engine.load_from_host(&DEMO_IMAGES)?;
+    println!(
+        "stacklab bench soak: a private dockerd (pid {}) on {} (under {}), demo images copied in; ready after {:.1?}",
+        engine.pid().unwrap_or(0),
+        engine.host(),
+        engine.dir().display(),
+        prepared.elapsed()
+    );
     let data = tempdir("soak")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
     let addr = format!("127.0.0.1:{port}");
-    let (child, addr) = spawn_server(&data, &addr, &[])?;
-    let mut server = Server { child, addr };
+    let mut server = Server::spawn(&data, &addr, &engine.host())?;
     let addr = server.addr.clone();
     let class: Class = serde_json::from_str(
         &call(
@@ -135,8 +177,10 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
         }
     };
     wait_for(runs / 3).await;
-    let docker_back = restart_dockerd().await?;
-    println!("  fault: dockerd restarted; the engine answered again after {docker_back:.1?}");
+    let docker_back = tokio::task::block_in_place(|| engine.restart())?;
+    println!(
+        "  fault: the private dockerd restarted; the engine answered again after {docker_back:.1?}"
+    );
     wait_for(2 * runs / 3).await;
     let server_back = kill_and_restart(&mut server, &data)?;
     println!("  fault: the server was killed (SIGKILL) and restarted; it listened again after {server_back:.1?}");
@@ -175,7 +219,7 @@ pub async fn soak(runs: usize) -> anyhow::Result<()> {
     // Idle: tokio's spare blocking threads exit after 10 s.
     tokio::time::sleep(Duration::from_secs(11)).await;
     let after = ServerUse::of(pid);
-    let containers = demo_containers();
+    let containers = demo_containers_with(&mut engine.docker());
     let vmms = processes_named("stacklab-vmm", None);
     let _ = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
@@ -381,66 +425,20 @@ async fn finished_record(addr: &str, id: &str) -> Option<RunRecord> {
     }
 }
 
-/// Stops `dockerd` (SIGTERM, as a service manager would), starts it again
-/// as ./dev does, and waits until it answers; how long it was away.
-async fn restart_dockerd() -> anyhow::Result<Duration> {
-    let stopped = Instant::now();
-    let status = Command::new("pkill")
-        .args(["-TERM", "-x", "dockerd"])
-        .status()?;
-    if !status.success() {
-        bail!("no dockerd to restart (pkill found none)");
-    }
-    while Command::new("pgrep")
-        .args(["-x", "dockerd"])
-        .stdout(Stdio::null())
-        .status()?
-        .success()
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open("/var/log/stacklab-dockerd.log")?;
-    Command::new("setsid")
-        .arg("dockerd")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start dockerd again")?;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let up = Command::new("docker")
-            .arg("info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()?
-            .success();
-        if up {
-            return Ok(stopped.elapsed());
-        }
-        if Instant::now() > deadline {
-            bail!("dockerd did not answer within 60 s of its restart");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// SIGKILL, then `stacklab serve` again on the same address and data;
 /// how long until it listened.
 fn kill_and_restart(server: &mut Server, data: &std::path::Path) -> anyhow::Result<Duration> {
     let killed = Instant::now();
     server.child.kill()?;
     server.child.wait()?;
-    let (child, addr) = spawn_server(data, &server.addr, &[])?;
-    server.child = child;
+    let again = Server::spawn(data, &server.addr, &server.docker_host)?;
     anyhow::ensure!(
-        addr == server.addr,
-        "the restarted server listens on {addr}, not {}",
+        again.addr == server.addr,
+        "the restarted server listens on {}, not {}",
+        again.addr,
         server.addr
     );
+    *server = again;
     Ok(killed.elapsed())
 }
 
