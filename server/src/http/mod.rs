@@ -325,23 +325,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // SQLite: this server alone on its data dir. PostgreSQL: one replica
     // of several, named in the store.
     let mut _data_dir_lock = None;
+    let limits = crate::store::Limits {
+        size: args.db_connections as usize,
+        statement: Duration::from_millis(args.db_statement_timeout_ms),
+        ..crate::store::Limits::default()
+    };
     let history = match &args.database_url {
         None => {
             _data_dir_lock = Some(crate::store::lock_data_dir(&args.data_dir)?);
-            History::open(&args.data_dir).await?
+            History::open_with(&args.data_dir, limits).await?
         }
         Some(url) => {
             let replica = args
                 .replica
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", hostname(), args.addr.port()));
-            History::connect(url, &replica).await?
+            History::connect_with(url, &replica, limits).await?
         }
     };
     tracing::info!(
-        "run history in {} (replica {})",
+        "run history in {} (replica {}; up to {} connections, statements bounded at {:?})",
         history.path(),
-        history.host()
+        history.host(),
+        limits.size,
+        limits.statement
     );
     let keep = Retention {
         ms: (args.history_keep_days > 0).then(|| args.history_keep_days as i64 * 24 * 3600 * 1000),
