@@ -232,7 +232,7 @@ fn unknown_run(id: &str) -> AppError {
 
 /// The client gets a sentence; the log gets the cause (which names the
 /// database file: no server path in a response). A store that did not
-/// answer within its bounds is a 503 (`store_busy`, with `Retry-After`):
+/// answer within its bounds is a 503 (`request_timeout`, with `Retry-After`):
 /// asking again shortly may work.
 pub(super) fn history_error(e: HistoryError) -> AppError {
     tracing::error!("{e}");

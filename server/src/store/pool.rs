@@ -291,7 +291,7 @@ pub(crate) mod tests {
     }
 
     /// A statement past its bound ends with an error that says so (the
-    /// HTTP layer makes it a 503 `store_busy`), at its bound, not minutes
+    /// HTTP layer makes it a 503 `request_timeout`), at its bound, not minutes
     /// later; the store answers again at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_statement_past_its_timeout_is_a_clear_error_not_a_hang() {
