@@ -22,12 +22,10 @@ wire_enum! {
         MalformedRequest => "malformed_request",
         /// The server failed (its history database).
         Internal => "internal",
-        /// The server did not answer in time; 503.
+        /// The server did not answer in time (a request past its deadline,
+        /// or the run history's database past its bounds: a statement
+        /// past its timeout, no free connection in time); 503.
         RequestTimeout => "request_timeout",
-        /// The run history's database did not answer within its bounds (a
-        /// statement past its timeout, or no free connection in time);
-        /// 503 with `Retry-After`.
-        StoreBusy => "store_busy",
         // --- a demo cannot run on this server now ---
         /// The Docker engine does not answer.
         DockerUnavailable => "docker_unavailable",

@@ -259,6 +259,16 @@ pub struct ServeArgs {
     /// only one `stacklab serve` may use that.
     #[arg(long, env = "STACKLAB_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Connections the history's pool opens at most (SQLite or
+    /// PostgreSQL); a call waits at most 5 s for a free one, then answers
+    /// 503 `request_timeout`.
+    #[arg(long, env = "STACKLAB_DB_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub db_connections: u64,
+    /// Milliseconds one statement on the history may run before it is
+    /// stopped (SQLite: interrupted; PostgreSQL: `statement_timeout`) and
+    /// its request answers 503 `request_timeout`.
+    #[arg(long, env = "STACKLAB_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub db_statement_timeout_ms: u64,
     /// This replica's name in the shared store: what its runs and
     /// heartbeats are recorded under. By default `<hostname>:<port>`.
     #[arg(long, env = "STACKLAB_REPLICA")]

@@ -114,7 +114,9 @@ impl AppError {
                 },
             ),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
-            AppError::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreBusy),
+            // The code the request deadline uses: no new wire code (the
+            // app's bundle has no room for one); the message says which.
+            AppError::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::RequestTimeout),
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
             AppError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRuns),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),

@@ -334,23 +334,30 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // SQLite: this server alone on its data dir. PostgreSQL: one replica
     // of several, named in the store.
     let mut _data_dir_lock = None;
+    let limits = crate::store::Limits {
+        size: args.db_connections as usize,
+        statement: Duration::from_millis(args.db_statement_timeout_ms),
+        ..crate::store::Limits::default()
+    };
     let history = match &args.database_url {
         None => {
             _data_dir_lock = Some(crate::store::lock_data_dir(&args.data_dir)?);
-            History::open(&args.data_dir).await?
+            History::open_with(&args.data_dir, limits).await?
         }
         Some(url) => {
             let replica = args
                 .replica
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", hostname(), args.addr.port()));
-            History::connect(url, &replica).await?
+            History::connect_with(url, &replica, limits).await?
         }
     };
     tracing::info!(
-        "run history in {} (replica {})",
+        "run history in {} (replica {}; up to {} connections, statements bounded at {:?})",
         history.path(),
-        history.host()
+        history.host(),
+        limits.size,
+        limits.statement
     );
     // Listening now queues connections until serving begins; a replica
     // needs its address to register before its labs exist.

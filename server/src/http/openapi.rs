@@ -5,7 +5,7 @@
 //!
 //! Every operation may also answer 403 (a `Host` or `Origin` this server
 //! does not serve), 500 (a store failure, with a code and a sentence, never
-//! a path) and 503 (`request_timeout`, `store_busy`); [`CommonErrors`]
+//! a path) and 503 (`request_timeout`); [`CommonErrors`]
 //! adds those once.
 
 use std::sync::OnceLock;
@@ -74,7 +74,7 @@ impl Modify for CommonErrors {
                     ),
                     (
                         "503",
-                        "No answer within the request deadline (request_timeout), or the run history busy past its bounds (store_busy, with Retry-After)",
+                        "No answer within the request deadline, or the run history past its bounds (then with Retry-After)",
                     ),
                 ] {
                     op.responses

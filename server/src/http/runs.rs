@@ -232,7 +232,7 @@ fn unknown_run(id: &str) -> AppError {
 
 /// The client gets a sentence; the log gets the cause (which names the
 /// database file: no server path in a response). A store that did not
-/// answer within its bounds is a 503 (`store_busy`, with `Retry-After`):
+/// answer within its bounds is a 503 (`request_timeout`, with `Retry-After`):
 /// asking again shortly may work.
 pub(super) fn history_error(e: HistoryError) -> AppError {
     tracing::error!("{e}");
@@ -399,6 +399,11 @@ pub async fn export_runs(
     ))
 }
 
+/// Runs per page of an export: each page is one store call and one chunk
+/// of the body; small pages keep what a page allocates (on the store's
+/// thread, then on the async worker that writes it) small.
+const EXPORT_PAGE: u32 = 100;
+
 /// Where an export stands.
 enum Export {
     /// Nothing sent yet (what to select).
@@ -445,7 +450,7 @@ fn export_stream(
                 Export::Opening(filter) => {
                     let open = if csv { store::csv_header() } else { "[".into() };
                     let filter = Filter {
-                        limit: store::MAX_PAGE,
+                        limit: EXPORT_PAGE,
                         ..filter
                     };
                     Some((

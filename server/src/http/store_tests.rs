@@ -238,10 +238,10 @@ async fn a_stalled_export_reader_holds_no_connection_and_is_cut_at_the_bound() {
 
 /// A request whose store call cannot be served within the store's bounds
 /// (here: the one connection busy with a slow statement) answers 503
-/// `store_busy` with `Retry-After`, in about the pool's wait, rather than
+/// `request_timeout` with `Retry-After`, in about the pool's wait, rather than
 /// waiting for the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_past_its_bounds_answers_503_store_busy() {
+async fn a_store_past_its_bounds_answers_503_request_timeout() {
     let limits = Limits {
         size: 1,
         wait: Duration::from_millis(200),
@@ -275,7 +275,7 @@ async fn a_store_past_its_bounds_answers_503_store_busy() {
             "{b}: with the store busy, GET /api/runs answered {status} in {took:?}: {error:?}"
         );
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{b}");
-        assert_eq!(error.error, stacklab_api::ErrorCode::StoreBusy, "{b}");
+        assert_eq!(error.error, stacklab_api::ErrorCode::RequestTimeout, "{b}");
         assert_eq!(
             retry.as_ref().and_then(|v| v.to_str().ok()),
             Some("1"),

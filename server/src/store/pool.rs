@@ -1,7 +1,10 @@
 //! The store's connections: a pool ([`deadpool`]) of connections to one
 //! database, and [`Pool::run`], which runs a piece of the store's
 //! (synchronous) SQL on a connection from it without ever blocking an
-//! async worker.
+//! async worker. Each connection lives on a thread of its own and is
+//! handed calls over a channel: its statements block that thread only,
+//! and the store never takes the runtime's blocking threads (which other
+//! work, such as the KVM probe, needs).
 //!
 //! Every bound in one place ([`Limits`]):
 //! - waiting for a free connection: at most [`Limits::wait`], then a
@@ -12,7 +15,7 @@
 //!   [`super::postgres`]);
 //! - one call as a whole, seen from the async side: at most
 //!   [`Limits::call`]; past it the caller gets a timeout error while the
-//!   blocking thread finishes its statement (which its own bound ends).
+//!   connection's thread finishes its statement (which its own bound ends).
 //!
 //! A connection is held only while a call runs: never across an await
 //! of the caller, never while an HTTP client reads.
@@ -20,6 +23,8 @@
 //! May import `stacklab_api` only (like the rest of the store).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, QueueMode, RecycleError, RecycleResult, Timeouts};
@@ -74,6 +79,38 @@ pub(super) enum Source {
     Postgres(Box<tokio_postgres::Config>, String),
 }
 
+/// A call for a connection's thread.
+type Job = Box<dyn FnOnce(&mut dyn Sql) + Send>;
+
+/// A pooled connection: the sending end of its thread's calls.
+pub(super) struct Conn {
+    jobs: std::sync::mpsc::Sender<Job>,
+    /// Cleared when the connection may not be used again (see
+    /// [`Sql::usable`]), or its thread is gone.
+    usable: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// Moves `db` to a thread of its own, which runs the calls sent to it
+    /// until the pool drops this connection.
+    fn start(db: Box<dyn Sql>) -> Result<Conn, DbError> {
+        let (jobs, inbox) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("stacklab-store".into())
+            .spawn(move || {
+                let mut db = db;
+                for job in inbox {
+                    job(db.as_mut());
+                }
+            })
+            .map_err(|e| DbError::new(format!("cannot start a connection's thread: {e}")))?;
+        Ok(Conn {
+            jobs,
+            usable: Arc::new(AtomicBool::new(true)),
+        })
+    }
+}
+
 /// Makes and checks the pool's connections.
 pub(super) struct Manager {
     source: Source,
@@ -81,10 +118,27 @@ pub(super) struct Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = Box<dyn Sql>;
+    type Type = Conn;
     type Error = DbError;
 
-    async fn create(&self) -> Result<Box<dyn Sql>, DbError> {
+    async fn create(&self) -> Result<Conn, DbError> {
+        Conn::start(self.open().await?)
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<DbError> {
+        if conn.usable.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(RecycleError::message(
+                "the connection is closed or was cut short",
+            ))
+        }
+    }
+}
+
+impl Manager {
+    /// A new connection from the source.
+    async fn open(&self) -> Result<Box<dyn Sql>, DbError> {
         let statement = self.statement;
         match &self.source {
             Source::SqliteFile(dir) => {
@@ -104,16 +158,6 @@ impl managed::Manager for Manager {
                     .await
                     .map(|db| Box::new(db) as Box<dyn Sql>)
             }
-        }
-    }
-
-    async fn recycle(&self, conn: &mut Box<dyn Sql>, _: &Metrics) -> RecycleResult<DbError> {
-        if conn.usable() {
-            Ok(())
-        } else {
-            Err(RecycleError::message(
-                "the connection is closed or was cut short",
-            ))
         }
     }
 }
@@ -169,14 +213,14 @@ impl Pool {
         (status.available, status.size)
     }
 
-    /// Runs `f` on a connection of the pool, on a blocking thread; the
-    /// wait for a connection and the call are bounded (see the module
+    /// Runs `f` on a connection of the pool, on that connection's thread;
+    /// the wait for a connection and the call are bounded (see the module
     /// documentation).
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, DbError> {
-        let mut conn = self.pool.get().await.map_err(|e| match e {
+        let conn = self.pool.get().await.map_err(|e| match e {
             managed::PoolError::Timeout(_) => DbError::timed_out(format!(
                 "{}: no connection came free within {:?} ({} in use)",
                 self.label, self.limits.wait, self.limits.size
@@ -184,13 +228,28 @@ impl Pool {
             managed::PoolError::Backend(e) => e,
             other => DbError::new(format!("{}: {other}", self.label)),
         })?;
-        // The connection goes back to the pool when the blocking call ends
-        // (dropped there), whether or not anyone still waits for it.
-        let call = tokio::task::spawn_blocking(move || f(&mut **conn));
+        // The connection goes back to the pool when the call ends (dropped
+        // on its thread), whether or not anyone still waits for the answer.
+        let (answer, call) = tokio::sync::oneshot::channel();
+        let (jobs, usable) = (conn.jobs.clone(), conn.usable.clone());
+        let job: Job = Box::new(move |db| {
+            let out = f(db);
+            conn.usable.store(db.usable(), Ordering::Release);
+            drop(conn);
+            let _ = answer.send(out);
+        });
+        if let Err(unsent) = jobs.send(job) {
+            usable.store(false, Ordering::Release);
+            drop(unsent);
+            return Err(DbError::new(format!(
+                "{}: the connection's thread is gone",
+                self.label
+            )));
+        }
         match tokio::time::timeout(self.limits.call(), call).await {
             Ok(Ok(out)) => out,
-            Ok(Err(e)) => Err(DbError::new(format!(
-                "{}: the call failed: {e}",
+            Ok(Err(_)) => Err(DbError::new(format!(
+                "{}: the call ended without an answer",
                 self.label
             ))),
             Err(_) => Err(DbError::timed_out(format!(
@@ -232,7 +291,7 @@ pub(crate) mod tests {
     }
 
     /// A statement past its bound ends with an error that says so (the
-    /// HTTP layer makes it a 503 `store_busy`), at its bound, not minutes
+    /// HTTP layer makes it a 503 `request_timeout`), at its bound, not minutes
     /// later; the store answers again at once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_statement_past_its_timeout_is_a_clear_error_not_a_hang() {

@@ -5,7 +5,7 @@
 //!
 //! A connection here is an asynchronous `tokio_postgres` client whose
 //! connection task runs on the server's runtime; the store's
-//! (synchronous) SQL waits on it from a blocking thread of the pool (see
+//! (synchronous) SQL waits on it from the connection's own thread (see
 //! [`super::pool`]). Every statement is bounded twice: by the server
 //! (`statement_timeout`, set on the session) and by the client (the
 //! same bound plus [`CLIENT_GRACE`]: a server or network that does not
@@ -207,7 +207,7 @@ impl Postgres {
         })
     }
 
-    /// Waits (from a blocking thread) for `query` to answer within the
+    /// Waits (from the connection's thread) for `query` to answer within the
     /// client's bound; past it, cancels the query and retires the
     /// connection.
     fn wait<T>(
@@ -215,7 +215,12 @@ impl Postgres {
         query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
         let bound = self.statement + CLIENT_GRACE;
-        match self.runtime.block_on(tokio::time::timeout(bound, query)) {
+        // The timer is made inside `block_on`: this thread is not the
+        // runtime's, and only there is its context entered.
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(bound, query).await })
+        {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.code().map(|c| c.code()) == Some(QUERY_CANCELED) => {
                 Err(DbError::timed_out(format!(

@@ -136,8 +136,8 @@ impl fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
-/// A connection that runs the store's SQL. Its calls block: they run on a
-/// blocking thread of the pool ([`super::pool`]), never on an async
+/// A connection that runs the store's SQL. Its calls block: they run on
+/// the connection's own thread ([`super::pool`]), never on an async
 /// worker, and each statement is bounded in time by the implementation
 /// (a statement past its bound fails with [`DbError::timed_out`]).
 pub trait Sql: Send {
