@@ -213,6 +213,24 @@ async fn follow(src: Ipv4Addr, id: &str) -> Outcome {
     }
 }
 
+/// Watches run `id`'s events through nginx until the stream ends, however
+/// it ends (a run nobody watches is cancelled; a stream on a killed
+/// replica just stops).
+async fn watch(src: Ipv4Addr, id: String) {
+    let mut s = connect_from(src).await;
+    let req = format!("GET /api/runs/{id}/events HTTP/1.0\r\nHost: {LB}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
 /// Run `id`'s record, once finished, as any replica reports it.
 async fn record(id: &str) -> RunRecord {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -367,13 +385,25 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
     // 2. A replica killed mid-run. Runs from 8 more addresses; as soon as
     // one replica has a demo container, it is killed.
     let runs: Vec<_> = (0..8u8)
-        .map(|i| tokio::spawn(async move { start(learner(LEARNERS + i)).await }))
+        .map(|i| {
+            tokio::spawn(async move {
+                let src = learner(LEARNERS + i);
+                let (id, replica) = start(src).await;
+                // Watched, as a learner's page does (unwatched, a run is
+                // cancelled after a grace period).
+                let watcher = tokio::spawn(watch(src, id.clone()));
+                (id, replica, watcher)
+            })
+        })
         .collect();
     // Accepted (202) before the kill: a request in flight to the victim
     // would get nginx's 502, which is not what this checks.
     let mut started = Vec::new();
+    let mut watchers = Vec::new();
     for r in runs {
-        started.push(r.await.unwrap());
+        let (id, replica, watcher) = r.await.unwrap();
+        started.push((id, replica));
+        watchers.push(watcher);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let (victim, victim_containers) = loop {
@@ -448,6 +478,9 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
             assert_eq!(end, "host_lost", "the victim's run {id}");
         }
         *ends.entry(format!("{replica}: {end}")).or_default() += 1;
+    }
+    for w in watchers {
+        w.abort();
     }
     eprintln!("compose: killed {victim} with {} demo container(s) running; {survivor} removed them {swept_after:.1?} after the kill (lost after {LOST_SECS} s) and kept its own; runs started around the kill: {ends:?}", victim_containers.len());
 
