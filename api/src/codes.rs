@@ -24,6 +24,10 @@ wire_enum! {
         Internal => "internal",
         /// The server did not answer in time; 503.
         RequestTimeout => "request_timeout",
+        /// The run history's database did not answer within its bounds (a
+        /// statement past its timeout, or no free connection in time);
+        /// 503 with `Retry-After`.
+        StoreBusy => "store_busy",
         // --- a demo cannot run on this server now ---
         /// The Docker engine does not answer.
         DockerUnavailable => "docker_unavailable",

@@ -269,10 +269,12 @@ fn exporting_100000_runs_keeps_the_servers_memory_flat() {
     const RUNS: usize = 100_000;
     let data = tempfile::tempdir().unwrap();
     let filled = Instant::now();
-    {
-        let history = stacklab_server::store::History::open(data.path()).unwrap();
-        common::fill_history(&history, RUNS, "learner-export");
-    }
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let history = stacklab_server::store::History::open(data.path())
+            .await
+            .unwrap();
+        common::fill_history(&history, RUNS, "learner-export").await;
+    });
     eprintln!("{RUNS} runs written in {:?}", filled.elapsed());
     let (mut server, addr) = spawn_server(data.path());
     let pid = server.id();

@@ -394,7 +394,7 @@ async fn a_long_history_exports_whole_page_by_page() {
     let state = state(None);
     let history = state.runs.history().clone();
     let n = 1234;
-    common::fill_history(&history, n, "learner-long");
+    common::fill_history(&history, n, "learner-long").await;
     let (status, _, csv) = get(
         state.clone(),
         "/api/runs/export?format=csv&learner=learner-long",

@@ -106,6 +106,7 @@ async fn an_expired_class_refuses_to_join_and_an_unknown_code_is_not_found() {
         .runs
         .history()
         .create_class("Last week", -1000)
+        .await
         .unwrap();
     let uri = format!("/api/classes/{}/join", over.code);
     let (status, _, body) = send_json(
@@ -373,7 +374,12 @@ async fn an_expired_class_no_longer_tags_runs_they_stay_the_learners_own() {
         StatusCode::OK
     );
     // Close it (as time would).
-    let over = state.runs.history().create_class("Over", -1000).unwrap();
+    let over = state
+        .runs
+        .history()
+        .create_class("Over", -1000)
+        .await
+        .unwrap();
     let body = format!(
         r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{}"}}"#,
         over.code
@@ -480,6 +486,7 @@ async fn event_streams_are_capped_per_client() {
         .runs
         .history()
         .create_class("Streams", 60_000)
+        .await
         .unwrap();
     let uri = format!("/api/classes/{}/events", class.code);
     let open = || {
@@ -748,7 +755,7 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
 
     let queue = Arc::new(Queue::new(1));
     let runtime = Arc::new(Slow(Duration::from_millis(200)));
-    let start = |learner: &str| {
+    let start = async |learner: &str| {
         state
             .runs
             .try_start(
@@ -762,11 +769,16 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
                 queue.clone(),
                 Duration::from_secs(30),
             )
+            .await
             .unwrap()
     };
     let mut changes = state.runs.room_changes();
-    let flood: Vec<_> = flooders.iter().flat_map(|l| [start(l), start(l)]).collect();
-    let honest = start("honest-member");
+    let mut flood = Vec::new();
+    for l in &flooders {
+        flood.push(start(l).await);
+        flood.push(start(l).await);
+    }
+    let honest = start("honest-member").await;
     while queue.snapshot().2 < 38 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

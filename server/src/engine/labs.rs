@@ -320,7 +320,7 @@ impl Labs {
                 if let Ok(Err(e)) = probe {
                     return Err(Unavailable::no_kvm(&e).into());
                 }
-                start(self.micro_vm.clone()?)
+                start(self.micro_vm.clone()?).await
             }
             DemoId::LinuxVm | DemoId::PostgresVm => {
                 let runtime = if demo == DemoId::LinuxVm {
@@ -333,12 +333,13 @@ impl Labs {
                     .map_err(|e| {
                         Unavailable::new(ErrorCode::Internal, format!("the KVM probe failed: {e}"))
                     })?;
-                start(linux_guest_check(&probe, runtime)?)
+                start(linux_guest_check(&probe, runtime)?).await
             }
             DemoId::HelloContainer => {
                 let (_, hello) = self.containers_up().await?;
                 hello::find(hello.docker()).await.map_err(image_missing)?;
                 self.start_on(runs, requester, demo, hello, &self.container_queue)
+                    .await
             }
             _ => {
                 let (postgres, _) = self.containers_up().await?;
@@ -346,6 +347,7 @@ impl Labs {
                     .await
                     .map_err(image_missing)?;
                 self.start_on(runs, requester, demo, postgres, &self.container_queue)
+                    .await
             }
         }
     }
@@ -366,7 +368,7 @@ impl Labs {
     /// Starts `request` on `runtime`: one instance behind `queue`, or a
     /// density sweep behind the one-at-a-time density queue; refused at
     /// once when that queue's line is full.
-    pub(super) fn start_on<R: Runtime>(
+    pub(super) async fn start_on<R: Runtime>(
         &self,
         runs: &Arc<Runs>,
         requester: Requester,
@@ -381,14 +383,20 @@ impl Labs {
         };
         queue.room().map_err(Refused::QueueFull)?;
         let started = match demo.density_of() {
-            None => runs.try_start(requester, demo, runtime, queue.clone(), self.deadline),
-            Some(base) => runs.try_start(
-                requester,
-                demo,
-                Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
-                queue.clone(),
-                self.deadline * DENSITY_DEADLINE_FACTOR,
-            ),
+            None => {
+                runs.try_start(requester, demo, runtime, queue.clone(), self.deadline)
+                    .await
+            }
+            Some(base) => {
+                runs.try_start(
+                    requester,
+                    demo,
+                    Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
+                    queue.clone(),
+                    self.deadline * DENSITY_DEADLINE_FACTOR,
+                )
+                .await
+            }
         };
         started.map_err(Refused::TooMany)
     }

@@ -224,13 +224,14 @@ impl Runs {
         budget: Duration,
     ) -> Arc<Run> {
         self.launch(Requester::server(), demo, runtime, queue, budget, None)
+            .0
     }
 
     /// As [`Runs::start`] for a learner's request: `requester.who` may have
     /// at most [`PER_LEARNER_PER_DEMO`] unfinished runs of `demo`, the
     /// queue shares slots fairly by it, and a run nobody watches for
     /// [`UNWATCHED_GRACE`] is dropped.
-    pub fn try_start<R: Runtime>(
+    pub async fn try_start<R: Runtime>(
         self: &Arc<Self>,
         requester: Requester,
         demo: DemoId,
@@ -243,7 +244,7 @@ impl Runs {
         // them (the store knows every one; a request racing another on a
         // second replica in the same instant can slip through).
         if self.history.shared() {
-            match self.history.unfinished_of(&requester.who, demo) {
+            match self.history.unfinished_of(&requester.who, demo).await {
                 Ok(n) if n >= PER_LEARNER_PER_DEMO => {
                     let wait = queue.estimate(1).unwrap_or(Duration::from_secs(5));
                     return Err(TooMany {
@@ -269,7 +270,11 @@ impl Runs {
             runs: self.clone(),
             key,
         };
-        let run = self.launch(requester, demo, runtime, queue, budget, Some(admission));
+        let (run, recorded) = self.launch(requester, demo, runtime, queue, budget, Some(admission));
+        // The answer waits for the run's row (bounded by the store's own
+        // bounds): a follow-up request that reaches another replica finds
+        // the run there.
+        let _ = recorded.await;
         let watched = run.clone();
         tokio::spawn(async move {
             tokio::time::sleep(UNWATCHED_GRACE).await;
@@ -281,6 +286,8 @@ impl Runs {
         Ok(run)
     }
 
+    /// Starts the run's task; the receiver hears once the task has written
+    /// the run's row (or failed to).
     fn launch<R: Runtime>(
         self: &Arc<Self>,
         requester: Requester,
@@ -289,7 +296,7 @@ impl Runs {
         queue: Arc<Queue>,
         budget: Duration,
         admission: Option<Admission>,
-    ) -> Arc<Run> {
+    ) -> (Arc<Run>, tokio::sync::oneshot::Receiver<()>) {
         let run = Run::with_grace(
             demo,
             budget,
@@ -299,16 +306,6 @@ impl Runs {
         );
         if let (Some(class), Some(learner)) = (&requester.class, &requester.learner) {
             run.set_member(class, learner);
-        }
-        // One short insert (WAL, no fsync): cheap enough to do inline.
-        if let Err(e) = self.history.accepted_for(
-            run.id(),
-            demo,
-            Some(&requester.who),
-            requester.learner.as_deref(),
-            requester.class.as_deref(),
-        ) {
-            tracing::error!(run = %run.id(), "cannot record the run in the history: {e}");
         }
         run.push(phase_event(
             Phase::Accepted,
@@ -325,9 +322,33 @@ impl Runs {
         self.stats.started(demo);
         let runs = self.clone();
         let task_run = run.clone();
+        let (recorded, heard) = tokio::sync::oneshot::channel();
         self.tasks.spawn(async move {
             // Held until the run has finished: its learner's count.
             let _admission = admission;
+            // The run's row, written on the store's pool while the run
+            // takes its place in line (the line's order is the order runs
+            // were accepted in); awaited before its start or end is written.
+            let row = {
+                let (history, run, requester) =
+                    (runs.history.clone(), task_run.clone(), requester.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = history
+                        .accepted_for(
+                            run.id(),
+                            demo,
+                            Some(&requester.who),
+                            requester.learner.as_deref(),
+                            requester.class.as_deref(),
+                        )
+                        .await
+                    {
+                        tracing::error!(run = %run.id(), "cannot record the run in the history: {e}");
+                    }
+                    let _ = recorded.send(());
+                })
+            };
+            let mut row = Some(row);
             let outcome = match queue.enter(&task_run, &requester.who).await {
                 Err(Left::Cancelled) => Outcome::Failed {
                     error: RunError {
@@ -367,7 +388,10 @@ impl Runs {
                     };
                     let _active = ActiveGuard(&runs.active);
                     runs.stats.left_queue(demo, waited);
-                    if let Err(e) = runs.history.started(task_run.id(), load.at_start) {
+                    if let Some(row) = row.take() {
+                        let _ = row.await;
+                    }
+                    if let Err(e) = runs.history.started(task_run.id(), load.at_start).await {
                         tracing::error!(run = %task_run.id(), "cannot record the run's start: {e}");
                     }
                     runs.tell_room(&requester, &task_run, RunState::Running);
@@ -422,21 +446,17 @@ impl Runs {
             };
             runs.stats.finished(demo, label, ready);
             task_run.push(EventKind::Finished { outcome });
-            let history = runs.history.clone();
             let record = task_run.record();
-            let stored = {
-                let record = record.clone();
-                tokio::task::spawn_blocking(move || history.finished(&record)).await
-            };
-            match stored {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(run = %task_run.id(), "cannot store the finished run: {e}"),
-                Err(e) => tracing::error!(run = %task_run.id(), "history task failed: {e}"),
+            if let Some(row) = row.take() {
+                let _ = row.await;
+            }
+            if let Err(e) = runs.history.finished(&record).await {
+                tracing::error!(run = %task_run.id(), "cannot store the finished run: {e}");
             }
             runs.tell_room(&requester, &task_run, record.state);
             runs.finished(task_run.id());
         });
-        run
+        (run, heard)
     }
 
     fn finished(&self, id: &str) {

@@ -29,13 +29,8 @@ pub async fn publish(run: Arc<Run>, history: History) {
         let (events, finished) = run.events_since(next);
         if !events.is_empty() {
             next += events.len();
-            let (history, id) = (history.clone(), run.id().to_owned());
-            let stored =
-                tokio::task::spawn_blocking(move || history.append_events(&id, &events)).await;
-            match stored {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(run = %run.id(), "cannot share the run's events: {e}"),
-                Err(e) => tracing::warn!(run = %run.id(), "event relay task failed: {e}"),
+            if let Err(e) = history.append_events(run.id(), &events).await {
+                tracing::warn!(run = %run.id(), "cannot share the run's events: {e}");
             }
         }
         if finished || changes.changed().await.is_err() {
@@ -97,11 +92,7 @@ impl RemoteCursor {
     /// events never said so (`host_lost`, `server_stopped`), numbered as
     /// this stream's next.
     async fn closed_elsewhere(&self) -> Option<RunEvent> {
-        let (history, id) = (self.history.clone(), self.id.clone());
-        let record = tokio::task::spawn_blocking(move || history.get(&id))
-            .await
-            .ok()?
-            .ok()??;
+        let record = self.history.get(&self.id).await.ok()??;
         if matches!(record.state, RunState::Queued | RunState::Running) {
             return None;
         }
@@ -126,18 +117,14 @@ impl RemoteCursor {
                 .is_none_or(|at| at.elapsed() >= WATCHING_EVERY)
             {
                 self.said_watching = Some(tokio::time::Instant::now());
-                let (history, id) = (self.history.clone(), self.id.clone());
-                let _ = tokio::task::spawn_blocking(move || history.notify_watching(&id)).await;
+                let _ = self.history.notify_watching(&self.id).await;
             }
-            let (history, id, from) = (self.history.clone(), self.id.clone(), self.next);
-            let events = match tokio::task::spawn_blocking(move || history.events(&id, from)).await
-            {
-                Ok(Ok(events)) => events,
-                Ok(Err(e)) => {
+            let events = match self.history.events(&self.id, self.next).await {
+                Ok(events) => events,
+                Err(e) => {
                     tracing::warn!(run = %self.id, "cannot read the run's events: {e}");
                     return None;
                 }
-                Err(_) => return None,
             };
             if !events.is_empty() {
                 self.next += events.len() as u32;

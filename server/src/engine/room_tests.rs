@@ -37,9 +37,9 @@ fn member(learner: &str) -> Requester {
 
 /// Nineteen flooders' runs (two each), then the honest member's; the
 /// runs, the honest one last.
-fn flood(runs: &Arc<Runs>, queue: &Arc<Queue>) -> (Vec<Arc<Run>>, Arc<Run>) {
+async fn flood(runs: &Arc<Runs>, queue: &Arc<Queue>) -> (Vec<Arc<Run>>, Arc<Run>) {
     let runtime = Arc::new(Slow(RUN_TIME));
-    let start = |learner: &str| {
+    let start = async |learner: &str| {
         runs.try_start(
             member(learner),
             DemoId::MicroVm,
@@ -47,15 +47,16 @@ fn flood(runs: &Arc<Runs>, queue: &Arc<Queue>) -> (Vec<Arc<Run>>, Arc<Run>) {
             queue.clone(),
             Duration::from_secs(30),
         )
+        .await
         .unwrap()
     };
     let mut flood = Vec::new();
     for n in 0..FLOODERS {
         for _ in 0..2 {
-            flood.push(start(&format!("flooder-{n:02}")));
+            flood.push(start(&format!("flooder-{n:02}")).await);
         }
     }
-    (flood, start("honest-member"))
+    (flood, start("honest-member").await)
 }
 
 /// Waits for `run` to leave the queue (its class's `Running` change);
@@ -101,7 +102,7 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     let runs = Arc::new(Runs::default());
     let queue = Arc::new(Queue::new(1));
     let mut changes = runs.room_changes();
-    let (_, honest) = flood(&runs, &queue);
+    let (_, honest) = flood(&runs, &queue).await;
     let asked = Instant::now();
     let ahead_flooded = started_before(&mut changes, &honest).await.len();
     let waited_flooded = asked.elapsed();
@@ -125,7 +126,7 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     let runs = Arc::new(Runs::default());
     let queue = Arc::new(Queue::new(1));
     let mut changes = runs.room_changes();
-    let (flood, honest) = flood(&runs, &queue);
+    let (flood, honest) = flood(&runs, &queue).await;
     let asked = Instant::now();
     while queue.snapshot().2 < 2 * FLOODERS {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -219,6 +220,7 @@ async fn a_full_line_refuses_the_next_run_at_once() {
                 runtime.clone(),
                 &queue,
             )
+            .await
             .unwrap();
         started.push(run);
         // Each enters the line in its own task.
@@ -227,7 +229,10 @@ async fn a_full_line_refuses_the_next_run_at_once() {
         }
     }
     assert_eq!(queue.snapshot().2, 2, "one running, two waiting");
-    match labs.start_on(&runs, member("learner-3"), DemoId::MicroVm, runtime, &queue) {
+    match labs
+        .start_on(&runs, member("learner-3"), DemoId::MicroVm, runtime, &queue)
+        .await
+    {
         Err(super::Refused::QueueFull(full)) => {
             assert_eq!(full.waiting, 2);
             assert!(full.retry_after >= Duration::from_secs(1));

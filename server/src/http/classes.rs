@@ -25,7 +25,7 @@ use stacklab_api::{
 use super::auth::Instructor;
 use super::extract::{ApiJson, ApiQuery};
 use super::openapi::BodyErrors;
-use super::runs::with_history;
+use super::runs::stored;
 use super::{AppError, AppState};
 use crate::store::{self, JoinError};
 
@@ -84,9 +84,11 @@ pub async fn create_class(
             "max_members must be between 1 and {MAX_MAX_MEMBERS}, not {max_members}"
         )));
     }
-    let class = with_history(&state, move |h| {
-        h.create_class_of(&name, secs as i64 * 1000, max_members)
-    })
+    let class = stored(state.runs.history().create_class_of(
+        &name,
+        secs as i64 * 1000,
+        max_members,
+    ))
     .await?;
     tracing::info!(code = %class.code, "class {:?} created", class.name);
     Ok((StatusCode::CREATED, Json(class)))
@@ -131,8 +133,7 @@ pub async fn join_class(
     }
     // Behind a trusted proxy, the person's address, not the proxy's.
     let address = client.0;
-    let key = code.clone();
-    let paced = match with_history(&state, move |h| h.class(&key)).await? {
+    let paced = match stored(state.runs.history().class(&code)).await? {
         Some(class) => state
             .join_limit
             .take(&address, &class.code, class.max_members),
@@ -147,11 +148,11 @@ pub async fn join_class(
             retry_after_s,
         });
     }
-    let history = state.runs.history().clone();
-    let joined =
-        tokio::task::spawn_blocking(move || history.join(&code, &request.learner, name.as_deref()))
-            .await
-            .map_err(super::runs::task_error)?;
+    let joined = state
+        .runs
+        .history()
+        .join(&code, &request.learner, name.as_deref())
+        .await;
     match joined {
         Ok(class) => Ok(Json(class)),
         Err(JoinError::NotFound(code)) => Err(no_class(&code)),
@@ -206,9 +207,9 @@ pub async fn remove_member(
     if !valid_learner(&learner) {
         return Err(no_member());
     }
-    let (key, who) = (code.clone(), learner.clone());
-    let removed = with_history(&state, move |h| {
-        Ok(h.remove_member(&key, &who)? || h.was_removed(&key, &who)?)
+    let h = state.runs.history();
+    let removed = stored(async {
+        Ok(h.remove_member(&code, &learner).await? || h.was_removed(&code, &learner).await?)
     })
     .await?;
     if !removed {
@@ -226,8 +227,7 @@ pub async fn remove_member(
 
 /// The class, or 404.
 async fn find(state: &AppState, code: &str) -> Result<Class, AppError> {
-    let key = code.to_owned();
-    with_history(state, move |h| h.class(&key))
+    stored(state.runs.history().class(code))
         .await?
         .ok_or_else(|| no_class(code))
 }
@@ -248,10 +248,9 @@ pub async fn class_view(
 ) -> Result<Json<ClassView>, AppError> {
     let code = code_of(&code)?;
     let class = find(&state, &code).await?;
-    let (members, runs) = with_history(&state, move |h| {
-        Ok((h.members(&code)?, h.class_runs(&code)?))
-    })
-    .await?;
+    let h = state.runs.history();
+    let (members, runs) =
+        stored(async { Ok((h.members(&code).await?, h.class_runs(&code).await?)) }).await?;
     let expired = class.expires_at_ms <= store::now_ms();
     Ok(Json(ClassView {
         class,
@@ -293,7 +292,7 @@ pub async fn room_points(
 ) -> Result<Json<RoomPoints>, AppError> {
     let code = code_of(&code)?;
     find(&state, &code).await?;
-    let runs = with_history(&state, move |h| h.class_runs(&code)).await?;
+    let runs = stored(state.runs.history().class_runs(&code)).await?;
     let me = query.learner.unwrap_or_default();
     Ok(Json(RoomPoints {
         points: runs
@@ -337,8 +336,7 @@ pub async fn export_class(
     let code = code_of(&code)?;
     find(&state, &code).await?;
     let format = query.format.unwrap_or_else(|| "csv".into());
-    let key = code.clone();
-    let runs = with_history(&state, move |h| h.class_runs(&key)).await?;
+    let runs = stored(state.runs.history().class_runs(&code)).await?;
     let (body, mime) = match format.as_str() {
         "csv" => (store::class_csv(&runs), "text/csv; charset=utf-8"),
         "json" => {

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use stacklab_api::{DemoFigures, DemoId, ErrorBody, RunRecord};
 
-use super::runs::with_history;
+use super::runs::stored;
 use super::{AppError, AppState};
 
 /// How long a browser or proxy may reuse the answer.
@@ -28,7 +28,7 @@ pub async fn latest(
     let demo: DemoId = demo
         .parse()
         .map_err(|e: stacklab_api::UnknownDemo| AppError::NotFound(e.to_string()))?;
-    let record = with_history(&state, move |h| h.latest_ready(demo))
+    let record = stored(state.runs.history().latest_ready(demo))
         .await?
         .ok_or_else(|| {
             AppError::NotFound(format!("no run of {demo} has succeeded on this lab yet"))

@@ -84,6 +84,9 @@ pub enum AppError {
         /// Seconds until a place is likely to be free (`Retry-After`).
         retry_after_s: u64,
     },
+    /// The run history did not answer within its time bounds.
+    #[error("{0}")]
+    StoreBusy(String),
     /// A dependency (Docker engine, image, KVM) is not available now.
     #[error("{message}")]
     Unavailable {
@@ -111,6 +114,7 @@ impl AppError {
                 },
             ),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
+            AppError::StoreBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::StoreBusy),
             AppError::Unavailable { code, .. } => (StatusCode::SERVICE_UNAVAILABLE, *code),
             AppError::TooMany { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyRuns),
             AppError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
@@ -181,6 +185,7 @@ impl IntoResponse for AppError {
             | AppError::RateLimited { retry_after_s, .. }
             | AppError::QueueFull { retry_after_s, .. }
             | AppError::DensityLimited { retry_after_s, .. } => Some(*retry_after_s),
+            AppError::StoreBusy(_) => Some(1),
             _ => None,
         };
         let bearer = matches!(self, AppError::InstructorOnly(_));

@@ -25,6 +25,8 @@ mod replicas;
 mod room;
 mod runs;
 mod static_files;
+#[cfg(test)]
+mod store_tests;
 mod streams;
 
 use std::future::Future;
@@ -335,14 +337,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let history = match &args.database_url {
         None => {
             _data_dir_lock = Some(crate::store::lock_data_dir(&args.data_dir)?);
-            History::open(&args.data_dir)?
+            History::open(&args.data_dir).await?
         }
         Some(url) => {
             let replica = args
                 .replica
                 .clone()
                 .unwrap_or_else(|| format!("{}:{}", hostname(), args.addr.port()));
-            History::connect(url, &replica)?
+            History::connect(url, &replica).await?
         }
     };
     tracing::info!(
@@ -367,7 +369,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.database_url.is_some() {
         // Registered before any container of it can exist: its containers
         // are labelled with this start, and the store vouches for it.
-        let me = replicas::register(&history, &advertise)?;
+        let me = replicas::register(&history, &advertise).await?;
         tracing::info!(
             "replica {} of store {} registered (started {})",
             me.name,
@@ -384,12 +386,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let history = history.clone();
         tokio::spawn(async move {
             loop {
-                let h = history.clone();
-                match tokio::task::spawn_blocking(move || h.prune(keep)).await {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => tracing::info!("{n} run(s) past the kept history removed"),
-                    Ok(Err(e)) => tracing::warn!("could not prune the history: {e}"),
-                    Err(e) => tracing::warn!("history pruning task failed: {e}"),
+                match history.prune(keep).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("{n} run(s) past the kept history removed"),
+                    Err(e) => tracing::warn!("could not prune the history: {e}"),
                 }
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             }

@@ -5,7 +5,8 @@
 //!
 //! Every operation may also answer 403 (a `Host` or `Origin` this server
 //! does not serve), 500 (a store failure, with a code and a sentence, never
-//! a path) and 503 (`request_timeout`); [`CommonErrors`] adds those once.
+//! a path) and 503 (`request_timeout`, `store_busy`); [`CommonErrors`]
+//! adds those once.
 
 use std::sync::OnceLock;
 
@@ -71,7 +72,10 @@ impl Modify for CommonErrors {
                         "500",
                         "The server failed; the body names the code, not the cause",
                     ),
-                    ("503", "No answer within the request deadline"),
+                    (
+                        "503",
+                        "No answer within the request deadline (request_timeout), or the run history busy past its bounds (store_busy, with Retry-After)",
+                    ),
                 ] {
                     op.responses
                         .responses

@@ -51,17 +51,16 @@ pub fn start(state: AppState, me: Replica, url: String, every: Duration, lost_af
                 can =
                     serde_json::to_string(&super::health::report(&state).await).unwrap_or_default();
             }
-            let (h, json, url) = (history.clone(), can.clone(), url.clone());
             let lost_ms = lost_after.as_millis() as i64;
             let started = me.started_at_ms;
-            let done = tokio::task::spawn_blocking(move || {
-                h.heartbeat(&json, started, Some(&url))?;
-                h.close_lost(lost_ms)
-            })
-            .await;
+            // Both on the heartbeat's own connection (see `History::heartbeat`).
+            let done = match history.heartbeat(&can, started, Some(&url)).await {
+                Ok(()) => history.close_lost(lost_ms).await,
+                Err(e) => Err(e),
+            };
             let mut sweep = beat % 10 == 5;
             match done {
-                Ok(Ok(closed)) if !closed.is_empty() => {
+                Ok(closed) if !closed.is_empty() => {
                     tracing::warn!(
                         "closed {} run(s) of replicas silent for {lost_after:?} as host_lost: {}",
                         closed.len(),
@@ -70,9 +69,8 @@ pub fn start(state: AppState, me: Replica, url: String, every: Duration, lost_af
                     // A lost replica on this engine left its containers.
                     sweep = true;
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::warn!("heartbeat: {e}"),
-                Err(e) => tracing::warn!("heartbeat task failed: {e}"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("heartbeat: {e}"),
             }
             if sweep {
                 reap(&state, &me, lost_after).await;
@@ -85,20 +83,25 @@ pub fn start(state: AppState, me: Replica, url: String, every: Duration, lost_af
 /// This replica's first heartbeat, before it serves (so no container of
 /// it exists that its store row does not vouch for): who it is, with the
 /// store's id and this start.
-pub fn register(history: &History, url: &str) -> Result<Replica, HistoryError> {
+pub async fn register(history: &History, url: &str) -> Result<Replica, HistoryError> {
     let me = Replica {
         name: history.host().to_owned(),
         started_at_ms: now_ms(),
-        store: history.store_id()?,
+        store: history.store_id().await?,
     };
-    history.heartbeat("", me.started_at_ms, Some(url))?;
+    history.heartbeat("", me.started_at_ms, Some(url)).await?;
     Ok(me)
 }
 
 /// What replica `me` knows of its peers now, from the store.
-pub fn peers(history: &History, me: &Replica, lost_after: Duration) -> Result<Peers, HistoryError> {
+pub async fn peers(
+    history: &History,
+    me: &Replica,
+    lost_after: Duration,
+) -> Result<Peers, HistoryError> {
     let hosts = history
-        .hosts()?
+        .hosts()
+        .await?
         .into_iter()
         .map(|h| (h.name, (h.started_at_ms, h.heartbeat_at_ms)))
         .collect();
@@ -117,11 +120,9 @@ pub async fn reap(state: &AppState, me: &Replica, lost_after: Duration) {
     let Some(docker) = state.labs.docker() else {
         return;
     };
-    let (history, me2) = (state.runs.history().clone(), me.clone());
-    let peers = match tokio::task::spawn_blocking(move || peers(&history, &me2, lost_after)).await {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => return tracing::warn!("could not read the replicas' heartbeats: {e}"),
-        Err(e) => return tracing::warn!("replica lookup failed: {e}"),
+    let peers = match peers(state.runs.history(), me, lost_after).await {
+        Ok(p) => p,
+        Err(e) => return tracing::warn!("could not read the replicas' heartbeats: {e}"),
     };
     if let Err(e) = reaper::reap_orphans(docker, &peers).await {
         tracing::warn!("could not look for orphaned demo containers: {e}");
@@ -164,12 +165,9 @@ pub async fn hand_off(
     client: Option<std::net::IpAddr>,
     lost_after: Duration,
 ) -> Option<(String, u16, String)> {
-    let history = state.runs.history().clone();
+    let history = state.runs.history();
     let me = history.host().to_owned();
-    let hosts = tokio::task::spawn_blocking(move || history.hosts())
-        .await
-        .ok()?
-        .ok()?;
+    let hosts = history.hosts().await.ok()?;
     let fresh_since = now_ms() - lost_after.as_millis() as i64;
     for host in hosts {
         let Some(url) = &host.url else { continue };

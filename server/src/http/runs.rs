@@ -198,7 +198,7 @@ async fn class_of(
             return Err(not_member());
         }
         let code = raw.to_ascii_uppercase();
-        let class = with_history(state, move |h| h.class(&code)).await?;
+        let class = stored(state.runs.history().class(&code)).await?;
         return match class {
             Some(c) if c.expires_at_ms > store::now_ms() => Ok(Some(c.code)),
             Some(_) => Err(AppError::ClassExpired(
@@ -208,10 +208,11 @@ async fn class_of(
         };
     };
     let (code, learner) = (raw.to_ascii_uppercase(), learner.clone());
-    let found = with_history(state, move |h| {
-        let open = h.open_class_of(&code, &learner)?;
-        let removed = open.is_none() && h.was_removed(&code, &learner)?;
-        Ok((open, h.class(&code)?, removed))
+    let h = state.runs.history();
+    let found = stored(async {
+        let open = h.open_class_of(&code, &learner).await?;
+        let removed = open.is_none() && h.was_removed(&code, &learner).await?;
+        Ok((open, h.class(&code).await?, removed))
     })
     .await?;
     match found {
@@ -230,33 +231,29 @@ fn unknown_run(id: &str) -> AppError {
 }
 
 /// The client gets a sentence; the log gets the cause (which names the
-/// database file: no server path in a response).
+/// database file: no server path in a response). A store that did not
+/// answer within its bounds is a 503 (`store_busy`, with `Retry-After`):
+/// asking again shortly may work.
 pub(super) fn history_error(e: HistoryError) -> AppError {
     tracing::error!("{e}");
+    if e.timed_out() {
+        return AppError::StoreBusy(
+            "the server's run history did not answer in time (it is busy); try again in a moment"
+                .into(),
+        );
+    }
     AppError::Internal(
         "the server's run history could not be read or written; the error is in the server's log"
             .into(),
     )
 }
 
-/// A history task that panicked or was cancelled.
-pub(super) fn task_error(e: tokio::task::JoinError) -> AppError {
-    tracing::error!("history task failed: {e}");
-    AppError::Internal(
-        "the server's run history task failed; the error is in the server's log".into(),
-    )
-}
-
-/// Runs `f` on the history off the async threads.
-pub(super) async fn with_history<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&History) -> Result<T, HistoryError> + Send + 'static,
+/// Awaits a store call (on the store's pool: no async worker waits on
+/// the database), its failure as the client's answer.
+pub(super) async fn stored<T>(
+    call: impl std::future::Future<Output = Result<T, HistoryError>>,
 ) -> Result<T, AppError> {
-    let history = state.runs.history().clone();
-    tokio::task::spawn_blocking(move || f(&history))
-        .await
-        .map_err(task_error)?
-        .map_err(history_error)
+    call.await.map_err(history_error)
 }
 
 /// `GET /api/runs/{id}`: a live run from memory, a finished one from memory
@@ -274,8 +271,7 @@ pub async fn get_run(
     if let Some(run) = state.runs.get(&id) {
         return Ok(Json(run.record()));
     }
-    let key = id.clone();
-    with_history(&state, move |h| h.get(&key))
+    stored(state.runs.history().get(&id))
         .await?
         .map(Json)
         .ok_or_else(|| unknown_run(&id))
@@ -359,7 +355,7 @@ pub async fn list_runs(
         });
     }
     let filter = query.filter(&state, &headers)?;
-    Ok(Json(with_history(&state, move |h| h.list(&filter)).await?))
+    Ok(Json(stored(state.runs.history().list(&filter)).await?))
 }
 
 /// `GET /api/runs/export?format=csv|json&learner=…`: one learner's history
@@ -395,58 +391,117 @@ pub async fn export_runs(
     } else {
         "application/json"
     };
-    // Written page by page as it is read, so a long history never sits in
-    // memory whole; a client that leaves stops the reading.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    let history = state.runs.history().clone();
-    tokio::task::spawn_blocking(move || {
-        let mut page_filter = Filter {
-            limit: store::MAX_PAGE,
-            ..filter
-        };
-        let mut first = true;
-        let open = if csv { store::csv_header() } else { "[".into() };
-        if tx.blocking_send(Ok(open)).is_err() {
-            return;
-        }
-        loop {
-            let page = match history.list(&page_filter) {
-                Ok(page) => page,
-                Err(e) => {
-                    tracing::error!("export cut short: {e}");
-                    let _ = tx.blocking_send(Err(std::io::Error::other("the run history failed")));
-                    return;
-                }
-            };
-            let chunk = if csv {
-                store::csv_rows(&page.runs)
-            } else {
-                let mut out = String::new();
-                for r in &page.runs {
-                    out.push_str(if first { "\n" } else { ",\n" });
-                    first = false;
-                    out.push_str(&serde_json::to_string(r).expect("summaries always serialise"));
-                }
-                out
-            };
-            if tx.blocking_send(Ok(chunk)).is_err() {
-                return;
+    let body = export_stream(state.runs.history().clone(), filter, csv);
+    Ok(attachment(
+        &format!("stacklab-runs.{format}"),
+        mime,
+        axum::body::Body::from_stream(body),
+    ))
+}
+
+/// Where an export stands.
+enum Export {
+    /// Nothing sent yet (what to select).
+    Opening(Filter),
+    /// Pages from this filter's cursor on (`first`: no run written yet).
+    Pages { filter: Filter, first: bool },
+    /// The last page was sent: the closing bracket (JSON) is next.
+    Closing,
+    /// Over (its end or its error sent).
+    Done,
+}
+
+/// The export's body, written page by page as the client reads it, so a
+/// long history never sits in memory whole: each page is one call on the
+/// store's pool (a connection is held for that call only, never while
+/// the client reads; a client that stalls holds no connection and no
+/// thread), and a client that leaves stops the reading. The whole export
+/// is bounded by the store's `export` limit (5 minutes by default,
+/// counted from the request): past it the body ends with an error (the
+/// client sees the download cut short, not a shorter complete file).
+fn export_stream(
+    history: History,
+    filter: Filter,
+    csv: bool,
+) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send {
+    let bound = history.limits().export;
+    let deadline = tokio::time::Instant::now() + bound;
+    let over = move || {
+        std::io::Error::other(format!(
+            "the export took longer than its bound of {:?} and was cut short",
+            bound
+        ))
+    };
+    let start = Export::Opening(filter);
+    futures_util::stream::unfold(start, move |stage| {
+        let history = history.clone();
+        async move {
+            if tokio::time::Instant::now() >= deadline && !matches!(stage, Export::Done) {
+                tracing::warn!("export cut short: past its bound");
+                return Some((Err(over()), Export::Done));
             }
-            match page.next_before {
-                Some(b) => page_filter.before = Some(b),
-                None => break,
+            match stage {
+                Export::Done => None,
+                Export::Opening(filter) => {
+                    let open = if csv { store::csv_header() } else { "[".into() };
+                    let filter = Filter {
+                        limit: store::MAX_PAGE,
+                        ..filter
+                    };
+                    Some((
+                        Ok(open),
+                        Export::Pages {
+                            filter,
+                            first: true,
+                        },
+                    ))
+                }
+                Export::Closing => Some((Ok("\n]\n".into()), Export::Done)),
+                Export::Pages {
+                    mut filter,
+                    mut first,
+                } => {
+                    let page = match tokio::time::timeout_at(deadline, history.list(&filter)).await
+                    {
+                        Ok(Ok(page)) => page,
+                        Ok(Err(e)) => {
+                            tracing::error!("export cut short: {e}");
+                            return Some((
+                                Err(std::io::Error::other("the run history failed")),
+                                Export::Done,
+                            ));
+                        }
+                        Err(_) => {
+                            tracing::warn!("export cut short: past its bound");
+                            return Some((Err(over()), Export::Done));
+                        }
+                    };
+                    let chunk = if csv {
+                        store::csv_rows(&page.runs)
+                    } else {
+                        let mut out = String::new();
+                        for r in &page.runs {
+                            out.push_str(if first { "\n" } else { ",\n" });
+                            first = false;
+                            out.push_str(
+                                &serde_json::to_string(r).expect("summaries always serialise"),
+                            );
+                        }
+                        out
+                    };
+                    let next = match page.next_before {
+                        Some(b) => {
+                            filter.before = Some(b);
+                            Export::Pages { filter, first }
+                        }
+                        None if csv => Export::Done,
+                        None => Export::Closing,
+                    };
+                    Some((Ok(chunk), next))
+                }
             }
         }
-        if !csv {
-            let _ = tx.blocking_send(Ok("\n]\n".into()));
-        }
-    });
-    // A closed channel keeps answering "no more": the body may be polled
-    // again after its end (the compression layer does).
-    let mut rx = rx;
-    let body =
-        axum::body::Body::from_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
-    Ok(attachment(&format!("stacklab-runs.{format}"), mime, body))
+    })
 }
 
 /// A download: `body` as `mime`, saved as `filename`.
@@ -558,8 +613,7 @@ async fn remote_events(
     let (Some(notices), true) = (&state.notices, history.shared()) else {
         return Err(unknown_run(&id));
     };
-    let key = id.clone();
-    if with_history(&state, move |h| h.get(&key)).await?.is_none() {
+    if stored(history.get(&id)).await?.is_none() {
         return Err(unknown_run(&id));
     }
     let open = state.streams.try_open(&format!("{client} remote"))?;
@@ -604,7 +658,9 @@ mod tests {
     async fn a_history_failure_names_no_server_path_in_the_response() {
         let e = HistoryError::Database {
             store: "SQLite /srv/secret/data/history.sqlite3".into(),
-            source: crate::store::sql::DbError("/srv/secret/data/history.sqlite3: locked".into()),
+            source: crate::store::sql::DbError::new(
+                "/srv/secret/data/history.sqlite3: locked".into(),
+            ),
         };
         let response = history_error(e).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);

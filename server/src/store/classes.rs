@@ -4,7 +4,7 @@
 use stacklab_api::{Class, DemoId, Member, RoomPoint, RunSummary};
 
 use super::history::{now_ms, History, HistoryError};
-use super::sql::{params, Row};
+use super::sql::{params, Row, Value};
 use super::Filter;
 
 /// Why a learner could not join.
@@ -101,13 +101,14 @@ fn class_from(r: &Row) -> Class {
 impl History {
     /// Creates a class open for `lifetime_ms`, under a new random code,
     /// taking [`stacklab_api::DEFAULT_MAX_MEMBERS`] learners.
-    pub fn create_class(&self, name: &str, lifetime_ms: i64) -> Result<Class, HistoryError> {
+    pub async fn create_class(&self, name: &str, lifetime_ms: i64) -> Result<Class, HistoryError> {
         self.create_class_of(name, lifetime_ms, stacklab_api::DEFAULT_MAX_MEMBERS)
+            .await
     }
 
     /// Creates a class open for `lifetime_ms` that takes `max_members`
     /// learners, under a new random code.
-    pub fn create_class_of(
+    pub async fn create_class_of(
         &self,
         name: &str,
         lifetime_ms: i64,
@@ -116,14 +117,18 @@ impl History {
         let now = now_ms();
         loop {
             let code = new_code();
-            let inserted = self.with(|db| {
-                db.execute(
-                    "INSERT INTO classes (code, name, created_at_ms, expires_at_ms, max_members)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (code) DO NOTHING",
-                    params![&code, name, now, now + lifetime_ms, i64::from(max_members)],
-                )
-            })?;
+            let values =
+                params![&code, name, now, now + lifetime_ms, i64::from(max_members)].to_vec();
+            let inserted = self
+                .run(move |db| {
+                    db.execute(
+                        "INSERT INTO classes (code, name, created_at_ms, expires_at_ms, max_members)
+                         VALUES ($1, $2, $3, $4, $5)
+                         ON CONFLICT (code) DO NOTHING",
+                        &values,
+                    )
+                })
+                .await?;
             if inserted == 1 {
                 return Ok(class_of(
                     code,
@@ -137,13 +142,16 @@ impl History {
     }
 
     /// The class with this code (upper case).
-    pub fn class(&self, code: &str) -> Result<Option<Class>, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                &format!("SELECT {CLASS_COLUMNS} FROM classes c WHERE c.code = $1"),
-                params![code],
-            )
-        })?;
+    pub async fn class(&self, code: &str) -> Result<Option<Class>, HistoryError> {
+        let values = params![code].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    &format!("SELECT {CLASS_COLUMNS} FROM classes c WHERE c.code = $1"),
+                    &values,
+                )
+            })
+            .await?;
         Ok(row.as_ref().map(class_from))
     }
 
@@ -156,14 +164,15 @@ impl History {
     /// server never lets more in than the class takes; two replicas
     /// sharing PostgreSQL adding the last seat's learners in the same
     /// instant could each see it free.
-    pub fn join(
+    pub async fn join(
         &self,
         code: &str,
         learner: &str,
         display_name: Option<&str>,
     ) -> Result<Class, JoinError> {
         let class = self
-            .class(code)?
+            .class(code)
+            .await?
             .ok_or_else(|| JoinError::NotFound(code.to_owned()))?;
         if class.expires_at_ms <= now_ms() {
             return Err(JoinError::Expired {
@@ -171,7 +180,8 @@ impl History {
                 ended: super::rfc3339(class.expires_at_ms),
             });
         }
-        let (added, removed) = self.with(|db| {
+        let values: Vec<Value> = params![code, learner, display_name, now_ms()].to_vec();
+        let (added, removed) = self.run(move |db| {
             let added = db.execute(
                 "INSERT INTO members (class, learner, display_name, joined_at_ms)
                  SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS BIGINT)
@@ -181,17 +191,17 @@ impl History {
                        < (SELECT max_members FROM classes WHERE code = $1)
                  ON CONFLICT (class, learner) DO UPDATE SET display_name = excluded.display_name
                  WHERE members.removed_at_ms IS NULL",
-                params![code, learner, display_name, now_ms()],
+                &values,
             )?;
             if added == 1 {
                 return Ok((true, false));
             }
             let removed = db.query_one(
                 "SELECT 1 FROM members WHERE class = $1 AND learner = $2 AND removed_at_ms IS NOT NULL",
-                params![code, learner],
+                &values[..2],
             )?;
             Ok((false, removed.is_some()))
-        })?;
+        }).await?;
         match (added, removed) {
             (true, _) => Ok(class),
             (false, true) => Err(JoinError::Removed { name: class.name }),
@@ -205,41 +215,54 @@ impl History {
     /// Removes `learner` from the class: they no longer count for it, may
     /// not start runs in it nor join it again. Whether they were a member
     /// (and not removed already).
-    pub fn remove_member(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
-        let changed = self.with(|db| {
-            db.execute(
-                "UPDATE members SET removed_at_ms = $3
-                 WHERE class = $1 AND learner = $2 AND removed_at_ms IS NULL",
-                params![code, learner, now_ms()],
-            )
-        })?;
+    pub async fn remove_member(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
+        let values = params![code, learner, now_ms()].to_vec();
+        let changed = self
+            .run(move |db| {
+                db.execute(
+                    "UPDATE members SET removed_at_ms = $3
+                     WHERE class = $1 AND learner = $2 AND removed_at_ms IS NULL",
+                    &values,
+                )
+            })
+            .await?;
         Ok(changed == 1)
     }
 
     /// Whether the instructor removed `learner` from the class.
-    pub fn was_removed(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                "SELECT 1 FROM members WHERE class = $1 AND learner = $2 AND removed_at_ms IS NOT NULL",
-                params![code, learner],
-            )
-        })?;
+    pub async fn was_removed(&self, code: &str, learner: &str) -> Result<bool, HistoryError> {
+        let values = params![code, learner].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    "SELECT 1 FROM members WHERE class = $1 AND learner = $2 AND removed_at_ms IS NOT NULL",
+                    &values,
+                )
+            })
+            .await?;
         Ok(row.is_some())
     }
 
     /// The class, if `learner` has joined it (and was not removed) and it
     /// has not expired.
-    pub fn open_class_of(&self, code: &str, learner: &str) -> Result<Option<Class>, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                &format!(
-                    "SELECT {CLASS_COLUMNS} FROM classes c
-                     JOIN members m ON m.class = c.code
-                     WHERE c.code = $1 AND m.learner = $2 AND m.removed_at_ms IS NULL"
-                ),
-                params![code, learner],
-            )
-        })?;
+    pub async fn open_class_of(
+        &self,
+        code: &str,
+        learner: &str,
+    ) -> Result<Option<Class>, HistoryError> {
+        let values = params![code, learner].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    &format!(
+                        "SELECT {CLASS_COLUMNS} FROM classes c
+                         JOIN members m ON m.class = c.code
+                         WHERE c.code = $1 AND m.learner = $2 AND m.removed_at_ms IS NULL"
+                    ),
+                    &values,
+                )
+            })
+            .await?;
         Ok(row
             .as_ref()
             .map(class_from)
@@ -248,22 +271,25 @@ impl History {
 
     /// Who joined (and was not removed), in joining order, with their run counts and what they
     /// have waiting or running now.
-    pub fn members(&self, code: &str) -> Result<Vec<Member>, HistoryError> {
-        let (members, active) = self.with(|db| {
-            let members = db.query(
-                "SELECT m.learner, m.display_name, m.joined_at_ms,
+    pub async fn members(&self, code: &str) -> Result<Vec<Member>, HistoryError> {
+        let values = params![code].to_vec();
+        let (members, active) = self
+            .run(move |db| {
+                let members = db.query(
+                    "SELECT m.learner, m.display_name, m.joined_at_ms,
                     (SELECT COUNT(*) FROM runs r WHERE r.class = m.class AND r.learner = m.learner)
                  FROM members m WHERE m.class = $1 AND m.removed_at_ms IS NULL
                  ORDER BY m.joined_at_ms, m.learner",
-                params![code],
-            )?;
-            let active = db.query(
-                "SELECT learner, demo FROM runs
+                    &values,
+                )?;
+                let active = db.query(
+                    "SELECT learner, demo FROM runs
                  WHERE class = $1 AND state IN ('queued', 'running') ORDER BY seq",
-                params![code],
-            )?;
-            Ok((members, active))
-        })?;
+                    &values,
+                )?;
+                Ok((members, active))
+            })
+            .await?;
         Ok(members
             .iter()
             .map(|r| {
@@ -284,21 +310,24 @@ impl History {
     }
 
     /// Every run of the class, oldest first, finished or not.
-    pub fn class_runs(&self, code: &str) -> Result<Vec<ClassRun>, HistoryError> {
+    pub async fn class_runs(&self, code: &str) -> Result<Vec<ClassRun>, HistoryError> {
         let filter = Filter {
             class: Some(code.to_owned()),
             ..Filter::default()
         };
-        let mut summaries = self.all(&filter)?;
+        let mut summaries = self.all(&filter).await?;
         summaries.reverse();
-        let rows = self.with(|db| {
-            db.query(
-                "SELECT r.id, r.learner, m.display_name, r.others_at_start FROM runs r
-                 LEFT JOIN members m ON m.class = r.class AND m.learner = r.learner
-                 WHERE r.class = $1",
-                params![code],
-            )
-        })?;
+        let values = params![code].to_vec();
+        let rows = self
+            .run(move |db| {
+                db.query(
+                    "SELECT r.id, r.learner, m.display_name, r.others_at_start FROM runs r
+                     LEFT JOIN members m ON m.class = r.class AND m.learner = r.learner
+                     WHERE r.class = $1",
+                    &values,
+                )
+            })
+            .await?;
         let extra: std::collections::HashMap<String, (String, Option<String>, Option<u32>)> = rows
             .iter()
             .map(|r| {
@@ -343,25 +372,29 @@ mod tests {
     use super::*;
     use crate::store::history::tests::record;
 
-    #[test]
-    fn a_class_is_joined_its_runs_are_its_own_and_it_expires() {
-        for store in crate::store::testing::stores() {
-            a_class_in(&store.history);
+    #[tokio::test]
+    async fn a_class_is_joined_its_runs_are_its_own_and_it_expires() {
+        for store in crate::store::testing::stores().await {
+            a_class_in(&store.history).await;
         }
     }
 
-    fn a_class_in(h: &History) {
-        let class = h.create_class("Tuesday workshop", 60_000).unwrap();
+    async fn a_class_in(h: &History) {
+        let class = h.create_class("Tuesday workshop", 60_000).await.unwrap();
         assert!(stacklab_api::valid_class_code(&class.code));
         assert_eq!(class.join_path, format!("/join/{}", class.code));
-        h.join(&class.code, "learner-aaaa", Some("Ada")).unwrap();
-        h.join(&class.code, "learner-bbbb", None).unwrap();
+        h.join(&class.code, "learner-aaaa", Some("Ada"))
+            .await
+            .unwrap();
+        h.join(&class.code, "learner-bbbb", None).await.unwrap();
         assert!(h
             .open_class_of(&class.code, "learner-aaaa")
+            .await
             .unwrap()
             .is_some());
         assert!(h
             .open_class_of(&class.code, "learner-zzzz")
+            .await
             .unwrap()
             .is_none());
         h.accepted(
@@ -370,18 +403,21 @@ mod tests {
             Some("learner-aaaa"),
             Some(&class.code),
         )
+        .await
         .unwrap();
-        h.started("r1", 3).unwrap();
+        h.started("r1", 3).await.unwrap();
         h.accepted(
             "r2",
             DemoId::PostgresContainer,
             Some("learner-bbbb"),
             Some(&class.code),
         )
+        .await
         .unwrap();
         h.accepted("elsewhere", DemoId::MicroVm, Some("learner-aaaa"), None)
+            .await
             .unwrap();
-        let members = h.members(&class.code).unwrap();
+        let members = h.members(&class.code).await.unwrap();
         assert_eq!(members.len(), 2);
         assert_eq!(members[0].display_name.as_deref(), Some("Ada"));
         assert_eq!(
@@ -389,21 +425,23 @@ mod tests {
             "the run outside the class is not counted"
         );
         assert_eq!(members[0].active, [DemoId::MicroVm]);
-        h.finished(&record("r1", DemoId::MicroVm, true)).unwrap();
-        let runs = h.class_runs(&class.code).unwrap();
+        h.finished(&record("r1", DemoId::MicroVm, true))
+            .await
+            .unwrap();
+        let runs = h.class_runs(&class.code).await.unwrap();
         let ids: Vec<_> = runs.iter().map(|r| r.summary.id.as_str()).collect();
         assert_eq!(ids, ["r1", "r2"]);
         assert_eq!(runs[0].others_at_start, Some(3));
         assert_eq!(runs[0].display_name.as_deref(), Some("Ada"));
-        assert!(h.members(&class.code).unwrap()[0].active.is_empty());
+        assert!(h.members(&class.code).await.unwrap()[0].active.is_empty());
 
-        let over = h.create_class("Yesterday", -1).unwrap();
-        match h.join(&over.code, "learner-aaaa", None) {
+        let over = h.create_class("Yesterday", -1).await.unwrap();
+        match h.join(&over.code, "learner-aaaa", None).await {
             Err(JoinError::Expired { name, .. }) => assert_eq!(name, "Yesterday"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            h.join("ZZZZZZ", "learner-aaaa", None),
+            h.join("ZZZZZZ", "learner-aaaa", None).await,
             Err(JoinError::NotFound(_))
         ));
     }
@@ -416,53 +454,62 @@ mod size_tests {
     /// The cap counts members, not joins: a member joining again is not a
     /// new one; a removed member's seat is free but they cannot come back.
     /// On both backends, and after a restart (the size is stored).
-    #[test]
-    fn a_class_takes_its_size_and_keeps_removed_members_out() {
-        for store in crate::store::testing::stores() {
+    #[tokio::test]
+    async fn a_class_takes_its_size_and_keeps_removed_members_out() {
+        for store in crate::store::testing::stores().await {
             let h = &store.history;
-            let class = h.create_class_of("Small room", 60_000, 2).unwrap();
+            let class = h.create_class_of("Small room", 60_000, 2).await.unwrap();
             assert_eq!(class.max_members, 2);
-            h.join(&class.code, "learner-aaaa", Some("Ada")).unwrap();
-            h.join(&class.code, "learner-bbbb", None).unwrap();
-            match h.join(&class.code, "learner-cccc", None) {
+            h.join(&class.code, "learner-aaaa", Some("Ada"))
+                .await
+                .unwrap();
+            h.join(&class.code, "learner-bbbb", None).await.unwrap();
+            match h.join(&class.code, "learner-cccc", None).await {
                 Err(JoinError::Full { max: 2, name }) => assert_eq!(name, "Small room"),
                 other => panic!("{}: {other:?}", store.backend),
             }
             // Again, with a new name: still two members.
-            h.join(&class.code, "learner-aaaa", Some("Ada L.")).unwrap();
-            let members = h.members(&class.code).unwrap();
+            h.join(&class.code, "learner-aaaa", Some("Ada L."))
+                .await
+                .unwrap();
+            let members = h.members(&class.code).await.unwrap();
             assert_eq!(members.len(), 2, "{}", store.backend);
             assert_eq!(members[0].display_name.as_deref(), Some("Ada L."));
 
-            assert!(h.remove_member(&class.code, "learner-bbbb").unwrap());
+            assert!(h.remove_member(&class.code, "learner-bbbb").await.unwrap());
             assert!(
-                !h.remove_member(&class.code, "learner-bbbb").unwrap(),
+                !h.remove_member(&class.code, "learner-bbbb").await.unwrap(),
                 "removed once"
             );
-            assert!(!h.remove_member(&class.code, "learner-zzzz").unwrap());
-            assert!(h.was_removed(&class.code, "learner-bbbb").unwrap());
-            assert!(!h.was_removed(&class.code, "learner-aaaa").unwrap());
+            assert!(!h.remove_member(&class.code, "learner-zzzz").await.unwrap());
+            assert!(h.was_removed(&class.code, "learner-bbbb").await.unwrap());
+            assert!(!h.was_removed(&class.code, "learner-aaaa").await.unwrap());
             assert!(h
                 .open_class_of(&class.code, "learner-bbbb")
+                .await
                 .unwrap()
                 .is_none());
             assert!(matches!(
-                h.join(&class.code, "learner-bbbb", None),
+                h.join(&class.code, "learner-bbbb", None).await,
                 Err(JoinError::Removed { .. })
             ));
             // The seat is free for someone else.
-            h.join(&class.code, "learner-cccc", None).unwrap();
-            let again = store.reopen();
-            assert_eq!(again.class(&class.code).unwrap().unwrap().max_members, 2);
+            h.join(&class.code, "learner-cccc", None).await.unwrap();
+            let again = store.reopen().await;
+            assert_eq!(
+                again.class(&class.code).await.unwrap().unwrap().max_members,
+                2
+            );
             let learners: Vec<_> = again
                 .members(&class.code)
+                .await
                 .unwrap()
                 .into_iter()
                 .map(|m| m.learner)
                 .collect();
             assert_eq!(learners, ["learner-aaaa", "learner-cccc"]);
             assert!(matches!(
-                again.join(&class.code, "learner-dddd", None),
+                again.join(&class.code, "learner-dddd", None).await,
                 Err(JoinError::Full { .. })
             ));
         }

@@ -120,18 +120,22 @@ mod tests {
     use crate::store::{Filter, History};
     use stacklab_api::DemoId;
 
-    #[test]
-    fn csv_quotes_what_needs_quoting_and_states_units() {
+    #[tokio::test]
+    async fn csv_quotes_what_needs_quoting_and_states_units() {
         let h = History::in_memory();
         h.accepted("a", DemoId::PostgresContainer, None, None)
+            .await
             .unwrap();
         h.finished(&record("a", DemoId::PostgresContainer, true))
+            .await
             .unwrap();
         h.accepted("b", DemoId::PostgresContainer, None, None)
+            .await
             .unwrap();
         h.finished(&record("b", DemoId::PostgresContainer, false))
+            .await
             .unwrap();
-        let csv = to_csv(&h.all(&Filter::default()).unwrap());
+        let csv = to_csv(&h.all(&Filter::default()).await.unwrap());
         let lines: Vec<_> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
         assert!(lines[0].contains("time_to_ready_ms,memory_mib"));
@@ -148,8 +152,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn cells_a_spreadsheet_would_evaluate_start_with_a_quote() {
+    #[tokio::test]
+    async fn cells_a_spreadsheet_would_evaluate_start_with_a_quote() {
         for (cell, written) in [
             ("=1+1", "'=1+1"),
             ("+1", "'+1"),
@@ -165,14 +169,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_display_name_formula_reaches_the_class_export_as_text() {
+    #[tokio::test]
+    async fn a_display_name_formula_reaches_the_class_export_as_text() {
         let h = History::in_memory();
         h.accepted("a", DemoId::PostgresContainer, None, None)
+            .await
             .unwrap();
         h.finished(&record("a", DemoId::PostgresContainer, true))
+            .await
             .unwrap();
-        let summary = h.all(&Filter::default()).unwrap().remove(0);
+        let summary = h.all(&Filter::default()).await.unwrap().remove(0);
         let csv = class_csv(&[ClassRun {
             summary,
             learner: "learner-0001".into(),
@@ -187,8 +193,8 @@ mod tests {
         assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");
     }
 
-    #[test]
-    fn rfc3339_matches_known_instants() {
+    #[tokio::test]
+    async fn rfc3339_matches_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_123), "2000-02-29T00:00:00.123Z");
         assert_eq!(rfc3339(1_795_737_600_000), "2026-11-27T00:00:00.000Z");

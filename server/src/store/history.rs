@@ -11,14 +11,15 @@
 //! history never shows a run as running forever. With PostgreSQL, a
 //! replica closes only its own such rows (by its host name).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use stacklab_api::{
     DemoId, ErrorCode, RunError, RunEvent, RunPage, RunRecord, RunState, RunSummary,
 };
 
+use super::pool::{Limits, Pool, Source};
 use super::sql::{params, DbError, Row, Sql, Value};
 
 /// Largest page `GET /api/runs` returns.
@@ -60,10 +61,23 @@ pub enum HistoryError {
     },
 }
 
-/// The history store. Cheap to clone; all clones share one connection.
+impl HistoryError {
+    /// Whether a time bound ended the call (the database is busy or slow
+    /// now; asking again later may work).
+    pub fn timed_out(&self) -> bool {
+        matches!(self, HistoryError::Database { source, .. } if source.timed_out)
+    }
+}
+
+/// The history store. Cheap to clone; all clones share one pool of
+/// connections (see [`super::pool`]) and, for heartbeats, one connection
+/// of their own.
 #[derive(Clone)]
 pub struct History {
-    db: Arc<Mutex<Box<dyn Sql>>>,
+    pool: Pool,
+    /// Heartbeats' own connection: a busy pool cannot make this replica
+    /// look lost to the others.
+    beat: Pool,
     store: String,
     /// This replica's name, written on every run it accepts.
     host: Arc<str>,
@@ -143,53 +157,123 @@ const LOCAL_HOST: &str = "local";
 impl History {
     /// Opens (creating if needed) `<data_dir>/history.sqlite3` and closes
     /// runs a previous server left open.
-    pub fn open(data_dir: &Path) -> Result<History, HistoryError> {
-        let db =
-            super::sqlite::Sqlite::open(data_dir).map_err(|source| HistoryError::Database {
-                store: format!("SQLite in {}", data_dir.display()),
-                source,
-            })?;
-        Self::init(Box::new(db), LOCAL_HOST, true)
+    pub async fn open(data_dir: &Path) -> Result<History, HistoryError> {
+        Self::open_with(data_dir, Limits::default()).await
+    }
+
+    /// As [`History::open`], with these bounds.
+    pub async fn open_with(data_dir: &Path, limits: Limits) -> Result<History, HistoryError> {
+        let shown = format!("SQLite in {}", data_dir.display());
+        let error = |source| HistoryError::Database {
+            store: shown.clone(),
+            source,
+        };
+        // The schema, once, before any pooled connection opens.
+        let dir: PathBuf = data_dir.to_owned();
+        let db = tokio::task::spawn_blocking(move || super::sqlite::Sqlite::open(&dir))
+            .await
+            .map_err(|e| error(DbError::new(format!("opening failed: {e}"))))?
+            .map_err(error)?;
+        let store = db.describe();
+        drop(db);
+        let source = || Source::SqliteFile(data_dir.to_owned());
+        let pool = Pool::new(source(), limits, store.clone()).map_err(error)?;
+        let beat =
+            Pool::new(source(), Limits { size: 1, ..limits }, store.clone()).map_err(error)?;
+        Self::init(pool, beat, store, LOCAL_HOST, true).await
     }
 
     /// Connects to the PostgreSQL database at `url`, as the replica named
     /// `host`, and closes the runs this replica left open when it last
     /// stopped (other replicas' runs are theirs).
-    pub fn connect(url: &str, host: &str) -> Result<History, HistoryError> {
-        let db =
-            super::postgres::Postgres::connect(url).map_err(|source| HistoryError::Database {
-                store: "PostgreSQL".into(),
-                source,
-            })?;
-        Self::init(Box::new(db), host, false)
+    pub async fn connect(url: &str, host: &str) -> Result<History, HistoryError> {
+        Self::connect_with(url, host, Limits::default()).await
+    }
+
+    /// As [`History::connect`], with these bounds.
+    pub async fn connect_with(
+        url: &str,
+        host: &str,
+        limits: Limits,
+    ) -> Result<History, HistoryError> {
+        let error = |source| HistoryError::Database {
+            store: "PostgreSQL".into(),
+            source,
+        };
+        let (config, label) = super::postgres::config(url).map_err(error)?;
+        tokio::time::timeout(limits.call(), super::postgres::migrate(&config, &label))
+            .await
+            .map_err(|_| {
+                error(DbError::timed_out(format!(
+                    "PostgreSQL {label}: no answer within {:?}",
+                    limits.call()
+                )))
+            })?
+            .map_err(error)?;
+        let store = format!("PostgreSQL {label}");
+        let source = || Source::Postgres(Box::new(config.clone()), label.clone());
+        let pool = Pool::new(source(), limits, store.clone()).map_err(error)?;
+        let beat =
+            Pool::new(source(), Limits { size: 1, ..limits }, store.clone()).map_err(error)?;
+        Self::init(pool, beat, store, host, false).await
     }
 
     /// A store that lives in memory only (tests).
     pub fn in_memory() -> History {
-        Self::init(
-            Box::new(super::sqlite::Sqlite::in_memory()),
-            LOCAL_HOST,
-            true,
-        )
-        .expect("an empty database takes the schema")
+        Self::in_memory_with(Limits::default())
     }
 
-    fn init(db: Box<dyn Sql>, host: &str, alone: bool) -> Result<History, HistoryError> {
+    /// As [`History::in_memory`], with these bounds (its one connection
+    /// serves heartbeats too).
+    pub fn in_memory_with(limits: Limits) -> History {
+        let store = "SQLite :memory:".to_owned();
+        let pool = Pool::new(Source::SqliteMemory, limits, store.clone())
+            .expect("a pool in memory always builds");
+        History {
+            beat: pool.clone(),
+            pool,
+            store,
+            host: LOCAL_HOST.into(),
+            shared: false,
+        }
+    }
+
+    async fn init(
+        pool: Pool,
+        beat: Pool,
+        store: String,
+        host: &str,
+        alone: bool,
+    ) -> Result<History, HistoryError> {
         let history = History {
-            store: db.describe(),
-            db: Arc::new(Mutex::new(db)),
+            pool,
+            beat,
+            store,
             host: host.into(),
             shared: !alone,
         };
-        let closed = history.with(|db| {
-            db.execute(
-                "UPDATE runs SET state = 'failed', finished_at_ms = $1,
-                    error_code = 'server_stopped',
-                    error_message = 'the server stopped before this run finished'
-                 WHERE state IN ('queued', 'running') AND ($2 = 1 OR host = $3)",
-                params![now_ms(), i64::from(alone), host],
-            )
-        })?;
+        // Two statements rather than `$2 = 1 OR host = $3`: each a plain
+        // condition the planner can use.
+        let (now, host) = (now_ms(), host.to_owned());
+        let closed = history
+            .run(move |db| {
+                let (all, one) = (
+                    "UPDATE runs SET state = 'failed', finished_at_ms = $1,
+                        error_code = 'server_stopped',
+                        error_message = 'the server stopped before this run finished'
+                     WHERE state IN ('queued', 'running')",
+                    "UPDATE runs SET state = 'failed', finished_at_ms = $1,
+                        error_code = 'server_stopped',
+                        error_message = 'the server stopped before this run finished'
+                     WHERE state IN ('queued', 'running') AND host = $2",
+                );
+                if alone {
+                    db.execute(all, params![now])
+                } else {
+                    db.execute(one, params![now, host])
+                }
+            })
+            .await?;
         if closed > 0 {
             tracing::warn!("{closed} run(s) were cut short by a server stop; marked failed");
         }
@@ -212,31 +296,56 @@ impl History {
         self.shared
     }
 
-    pub(super) fn with<T>(
-        &self,
-        f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError>,
-    ) -> Result<T, HistoryError> {
-        let mut db = self.db.lock().unwrap_or_else(|p| p.into_inner());
-        f(db.as_mut()).map_err(|source| HistoryError::Database {
+    /// The bounds the store keeps.
+    pub fn limits(&self) -> Limits {
+        self.pool.limits()
+    }
+
+    /// The pool's connections: idle now, and open (idle or in use).
+    pub fn connections(&self) -> (usize, usize) {
+        self.pool.idle_and_open()
+    }
+
+    fn error(&self, source: DbError) -> HistoryError {
+        HistoryError::Database {
             store: self.store.clone(),
             source,
-        })
+        }
+    }
+
+    /// Runs `f` on a connection of the pool, off the async workers, bounded
+    /// in time (see [`super::pool`]).
+    pub(super) async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, HistoryError> {
+        self.pool.run(f).await.map_err(|e| self.error(e))
+    }
+
+    /// [`History::run`], for tests outside the store (a deliberately slow
+    /// statement).
+    #[cfg(test)]
+    pub(crate) async fn run_for_tests<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, HistoryError> {
+        self.run(f).await
     }
 
     /// Records an accepted run, of `learner` in `class` when given.
-    pub fn accepted(
+    pub async fn accepted(
         &self,
         id: &str,
         demo: DemoId,
         learner: Option<&str>,
         class: Option<&str>,
     ) -> Result<(), HistoryError> {
-        self.accepted_for(id, demo, None, learner, class)
+        self.accepted_for(id, demo, None, learner, class).await
     }
 
     /// As [`History::accepted`], counted for `owner` (whom the learner
     /// limits count by; see [`History::unfinished_of`]).
-    pub fn accepted_for(
+    pub async fn accepted_for(
         &self,
         id: &str,
         demo: DemoId,
@@ -244,64 +353,81 @@ impl History {
         learner: Option<&str>,
         class: Option<&str>,
     ) -> Result<(), HistoryError> {
-        self.with(|db| {
+        let values = params![
+            id,
+            demo.as_str(),
+            learner,
+            class,
+            now_ms(),
+            &*self.host,
+            owner
+        ]
+        .to_vec();
+        self.run(move |db| {
             db.execute(
                 "INSERT INTO runs (id, demo, learner, class, state, accepted_at_ms, host, owner)
                  VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7)",
-                params![
-                    id,
-                    demo.as_str(),
-                    learner,
-                    class,
-                    now_ms(),
-                    &*self.host,
-                    owner
-                ],
+                &values,
             )
             .map(drop)
         })
+        .await
     }
 
     /// Unfinished runs counted for `owner` of `demo`, on every replica.
-    pub fn unfinished_of(&self, owner: &str, demo: DemoId) -> Result<usize, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                "SELECT COUNT(*) FROM runs WHERE owner = $1 AND demo = $2
-                    AND state IN ('queued', 'running')",
-                params![owner, demo.as_str()],
-            )
-        })?;
+    pub async fn unfinished_of(&self, owner: &str, demo: DemoId) -> Result<usize, HistoryError> {
+        let values = params![owner, demo.as_str()].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    "SELECT COUNT(*) FROM runs WHERE owner = $1 AND demo = $2
+                        AND state IN ('queued', 'running')",
+                    &values,
+                )
+            })
+            .await?;
         Ok(row.and_then(|r| r.int(0)).unwrap_or(0) as usize)
     }
 
     /// Appends events of a run in progress (each once, by its `seq`) and,
     /// with PostgreSQL, tells the other replicas (`NOTIFY`, with only the
     /// run's id as payload: readers fetch the events from the table).
-    pub fn append_events(&self, id: &str, events: &[RunEvent]) -> Result<(), HistoryError> {
-        self.with(|db| {
-            for event in events {
+    pub async fn append_events(&self, id: &str, events: &[RunEvent]) -> Result<(), HistoryError> {
+        let rows: Vec<Vec<Value>> = events
+            .iter()
+            .map(|event| {
                 let json = serde_json::to_string(event).expect("an event always serialises");
+                params![id, i64::from(event.seq), json].to_vec()
+            })
+            .collect();
+        let (shared, id) = (self.shared, id.to_owned());
+        self.run(move |db| {
+            for values in rows {
                 db.execute(
                     "INSERT INTO run_events (run_id, seq, event_json) VALUES ($1, $2, $3)
                      ON CONFLICT (run_id, seq) DO NOTHING",
-                    params![id, i64::from(event.seq), json],
+                    &values,
                 )?;
             }
-            if self.shared {
+            if shared {
                 db.execute("SELECT pg_notify($1, $2)", params![EVENTS_CHANNEL, id])?;
             }
             Ok(())
         })
+        .await
     }
 
     /// A run's appended events from `seq` `from` on, in order.
-    pub fn events(&self, id: &str, from: u32) -> Result<Vec<RunEvent>, HistoryError> {
-        let rows = self.with(|db| {
-            db.query(
-                "SELECT event_json FROM run_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",
-                params![id, i64::from(from)],
-            )
-        })?;
+    pub async fn events(&self, id: &str, from: u32) -> Result<Vec<RunEvent>, HistoryError> {
+        let values = params![id, i64::from(from)].to_vec();
+        let rows = self
+            .run(move |db| {
+                db.query(
+                    "SELECT event_json FROM run_events WHERE run_id = $1 AND seq >= $2 ORDER BY seq",
+                    &values,
+                )
+            })
+            .await?;
         rows.iter()
             .map(|r| {
                 serde_json::from_str(&r.text(0).unwrap_or_default()).map_err(|source| {
@@ -316,63 +442,71 @@ impl History {
 
     /// Tells the replica running `id` that a client follows it here (so it
     /// does not cancel the run as unwatched). PostgreSQL only.
-    pub fn notify_watching(&self, id: &str) -> Result<(), HistoryError> {
+    pub async fn notify_watching(&self, id: &str) -> Result<(), HistoryError> {
         if !self.shared {
             return Ok(());
         }
-        self.with(|db| {
-            db.execute("SELECT pg_notify($1, $2)", params![WATCH_CHANNEL, id])
-                .map(drop)
-        })
+        let values = params![WATCH_CHANNEL, id].to_vec();
+        self.run(move |db| db.execute("SELECT pg_notify($1, $2)", &values).map(drop))
+            .await
     }
 
     /// Records this replica as alive now, able to run what `can_json`
-    /// says, reachable at `url`.
-    pub fn heartbeat(
+    /// says, reachable at `url`. On the heartbeat's own connection: a pool
+    /// busy with slow statements does not delay it.
+    pub async fn heartbeat(
         &self,
         can_json: &str,
         started_at_ms: i64,
         url: Option<&str>,
     ) -> Result<(), HistoryError> {
-        self.with(|db| {
-            db.execute(
-                "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms, url) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (name) DO UPDATE SET can_json = excluded.can_json,
-                    started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms,
-                    url = excluded.url",
-                params![&*self.host, can_json, started_at_ms, now_ms(), url],
-            )
-            .map(drop)
-        })
+        let values = params![&*self.host, can_json, started_at_ms, now_ms(), url].to_vec();
+        self.beat
+            .run(move |db| {
+                db.execute(
+                    "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms, url) VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (name) DO UPDATE SET can_json = excluded.can_json,
+                        started_at_ms = excluded.started_at_ms, heartbeat_at_ms = excluded.heartbeat_at_ms,
+                        url = excluded.url",
+                    &values,
+                )
+                .map(drop)
+            })
+            .await
+            .map_err(|e| self.error(e))
     }
 
     /// Which shared store this is: the PostgreSQL cluster's system
     /// identifier, the database and the schema (replicas label their
     /// containers with it, so two deployments on one Docker engine never
     /// judge each other's). A lone store: its description.
-    pub fn store_id(&self) -> Result<String, HistoryError> {
+    pub async fn store_id(&self) -> Result<String, HistoryError> {
         if !self.shared {
             return Ok(self.store.clone());
         }
-        let row = self.with(|db| {
-            db.query_one(
-                "SELECT (SELECT system_identifier::text FROM pg_control_system())
-                    || '/' || current_database() || '/' || current_schema()",
-                params![],
-            )
-        })?;
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    "SELECT (SELECT system_identifier::text FROM pg_control_system())
+                        || '/' || current_database() || '/' || current_schema()",
+                    params![],
+                )
+            })
+            .await?;
         Ok(row.and_then(|r| r.text(0)).unwrap_or_default())
     }
 
     /// Every replica that has heart-beaten, most recent first.
-    pub fn hosts(&self) -> Result<Vec<HostRow>, HistoryError> {
-        let rows = self.with(|db| {
-            db.query(
-                "SELECT name, can_json, started_at_ms, heartbeat_at_ms, url FROM hosts
-                 ORDER BY heartbeat_at_ms DESC, name",
-                params![],
-            )
-        })?;
+    pub async fn hosts(&self) -> Result<Vec<HostRow>, HistoryError> {
+        let rows = self
+            .run(move |db| {
+                db.query(
+                    "SELECT name, can_json, started_at_ms, heartbeat_at_ms, url FROM hosts
+                     ORDER BY heartbeat_at_ms DESC, name",
+                    params![],
+                )
+            })
+            .await?;
         Ok(rows
             .iter()
             .map(|r| HostRow {
@@ -387,35 +521,44 @@ impl History {
 
     /// Closes as failed `host_lost` the unfinished runs of other replicas
     /// whose last heartbeat is older than `timeout_ms`; returns their ids.
-    pub fn close_lost(&self, timeout_ms: i64) -> Result<Vec<String>, HistoryError> {
+    /// On the heartbeat's connection: the liveness loop waits for no other
+    /// store call.
+    pub async fn close_lost(&self, timeout_ms: i64) -> Result<Vec<String>, HistoryError> {
         let cutoff = now_ms() - timeout_ms;
-        let rows = self.with(|db| {
-            db.query(
-                "UPDATE runs SET state = 'failed', finished_at_ms = $1, error_code = 'host_lost',
-                    error_message = 'the replica running it (' || host || ') stopped answering'
-                 WHERE state IN ('queued', 'running') AND host <> $2
-                    AND host IN (SELECT name FROM hosts WHERE heartbeat_at_ms < $3)
-                 RETURNING id",
-                params![now_ms(), &*self.host, cutoff],
-            )
-        })?;
+        let values = params![now_ms(), &*self.host, cutoff].to_vec();
+        let rows = self
+            .beat
+            .run(move |db| {
+                db.query(
+                    "UPDATE runs SET state = 'failed', finished_at_ms = $1, error_code = 'host_lost',
+                        error_message = 'the replica running it (' || host || ') stopped answering'
+                     WHERE state IN ('queued', 'running') AND host <> $2
+                        AND host IN (SELECT name FROM hosts WHERE heartbeat_at_ms < $3)
+                     RETURNING id",
+                    &values,
+                )
+            })
+            .await
+            .map_err(|e| self.error(e))?;
         Ok(rows.iter().filter_map(|r| r.text(0)).collect())
     }
 
     /// Records that a run left the queue, with `others` runs in progress on
     /// the host at that moment.
-    pub fn started(&self, id: &str, others: usize) -> Result<(), HistoryError> {
-        self.with(|db| {
+    pub async fn started(&self, id: &str, others: usize) -> Result<(), HistoryError> {
+        let values = params![id, others as i64].to_vec();
+        self.run(move |db| {
             db.execute(
                 "UPDATE runs SET state = 'running', others_at_start = $2 WHERE id = $1",
-                params![id, others as i64],
+                &values,
             )
             .map(drop)
         })
+        .await
     }
 
     /// Records a finished run: its outcome, headline numbers and events.
-    pub fn finished(&self, record: &RunRecord) -> Result<(), HistoryError> {
+    pub async fn finished(&self, record: &RunRecord) -> Result<(), HistoryError> {
         let outcome = record.outcome();
         let (time_key, memory_key) = record.demo.headline_keys();
         let time = outcome.and_then(|o| o.value(time_key));
@@ -427,38 +570,113 @@ impl History {
             _ => None,
         };
         let json = serde_json::to_string(record).expect("a RunRecord always serialises");
-        self.with(|db| {
+        let values = params![
+            &record.id,
+            state_str(record.state),
+            now_ms(),
+            time,
+            memory,
+            error.map(|e| e.code.as_str()),
+            error.map(|e| &e.message),
+            json,
+            platform,
+            queue_wait
+        ]
+        .to_vec();
+        self.run(move |db| {
             db.execute(
                 "UPDATE runs SET state = $2, finished_at_ms = $3, time_to_ready_us = $4,
                     memory_bytes = $5, error_code = $6, error_message = $7, record_json = $8,
                     platform_us = $9, queue_wait_us = $10
                  WHERE id = $1",
-                params![
-                    &record.id,
-                    state_str(record.state),
-                    now_ms(),
-                    time,
-                    memory,
-                    error.map(|e| e.code.as_str()),
-                    error.map(|e| &e.message),
-                    json,
-                    platform,
-                    queue_wait
-                ],
+                &values,
             )
             .map(drop)
         })
+        .await
+    }
+
+    /// Writes finished runs, each accepted and finished as `record` says,
+    /// of `learner`, in one transaction of multi-row inserts (an import; a
+    /// long history for a test in seconds, not minutes).
+    pub async fn insert_finished(
+        &self,
+        records: &[RunRecord],
+        learner: Option<&str>,
+    ) -> Result<(), HistoryError> {
+        /// Rows per statement (8 parameters each). SQLite looks each named
+        /// parameter up among those before it while it parses a
+        /// statement: more rows per statement cost more than they save.
+        const ROWS: usize = 50;
+        let now = now_ms();
+        let batches: Vec<(String, Vec<Value>)> = records
+            .chunks(ROWS)
+            .map(|chunk| {
+                let mut values = Vec::with_capacity(chunk.len() * 8);
+                let mut rows = Vec::with_capacity(chunk.len());
+                for record in chunk {
+                    let n = values.len();
+                    rows.push(format!(
+                        "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                        n + 1,
+                        n + 2,
+                        n + 3,
+                        n + 4,
+                        n + 5,
+                        n + 6,
+                        n + 7,
+                        n + 8
+                    ));
+                    values.extend(
+                        params![
+                            &record.id,
+                            record.demo.as_str(),
+                            learner,
+                            state_str(record.state),
+                            record.accepted_at_ms.unwrap_or(now),
+                            now,
+                            serde_json::to_string(record).expect("a RunRecord always serialises"),
+                            &*self.host
+                        ]
+                        .iter()
+                        .cloned(),
+                    );
+                }
+                (
+                    format!(
+                        "INSERT INTO runs (id, demo, learner, state, accepted_at_ms, finished_at_ms, record_json, host)
+                         VALUES {}",
+                        rows.join(", ")
+                    ),
+                    values,
+                )
+            })
+            .collect();
+        self.run(move |db| {
+            db.execute("BEGIN", params![])?;
+            for (sql, values) in &batches {
+                if let Err(e) = db.execute(sql, values) {
+                    let _ = db.execute("ROLLBACK", params![]);
+                    return Err(e);
+                }
+            }
+            db.execute("COMMIT", params![]).map(drop)
+        })
+        .await
     }
 
     /// A finished run's full record, if stored.
-    pub fn get(&self, id: &str) -> Result<Option<RunRecord>, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                "SELECT record_json, demo, state, accepted_at_ms, finished_at_ms, error_code, error_message
-                 FROM runs WHERE id = $1",
-                params![id],
-            )
-        })?;
+    pub async fn get(&self, id: &str) -> Result<Option<RunRecord>, HistoryError> {
+        let values = params![id].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    "SELECT record_json, demo, state, accepted_at_ms, finished_at_ms, error_code, error_message
+                     FROM runs WHERE id = $1",
+                    &values,
+                )
+            })
+            .await?;
         let Some(row) = row else {
             return Ok(None);
         };
@@ -479,7 +697,7 @@ impl History {
                 demo,
                 state: parse_state(state),
                 accepted_at_ms: Some(accepted_at_ms),
-                events: self.events(id, 0)?,
+                events: self.events(id, 0).await?,
             }));
         }
         // No record: a run a server was killed under, closed when the next
@@ -517,15 +735,18 @@ impl History {
     }
 
     /// The newest run of `demo` that reached ready, whole.
-    pub fn latest_ready(&self, demo: DemoId) -> Result<Option<RunRecord>, HistoryError> {
-        let row = self.with(|db| {
-            db.query_one(
-                "SELECT id, record_json FROM runs
-                 WHERE demo = $1 AND state = 'succeeded' AND record_json IS NOT NULL
-                 ORDER BY seq DESC LIMIT 1",
-                params![demo.as_str()],
-            )
-        })?;
+    pub async fn latest_ready(&self, demo: DemoId) -> Result<Option<RunRecord>, HistoryError> {
+        let values = params![demo.as_str()].to_vec();
+        let row = self
+            .run(move |db| {
+                db.query_one(
+                    "SELECT id, record_json FROM runs
+                     WHERE demo = $1 AND state = 'succeeded' AND record_json IS NOT NULL
+                     ORDER BY seq DESC LIMIT 1",
+                    &values,
+                )
+            })
+            .await?;
         row.map(|r| {
             let id = r.text(0).unwrap_or_default();
             serde_json::from_str(&r.text(1).unwrap_or_default())
@@ -535,39 +756,10 @@ impl History {
     }
 
     /// One page of summaries, newest first.
-    pub fn list(&self, filter: &Filter) -> Result<RunPage, HistoryError> {
+    pub async fn list(&self, filter: &Filter) -> Result<RunPage, HistoryError> {
         let limit = filter.limit.clamp(1, MAX_PAGE);
-        // Only the filters given, each a plain comparison, so the store
-        // walks its (learner, seq) or (class, seq) index instead of the
-        // whole table (`$1 IS NULL OR learner = $1` defeats the index).
-        let mut clauses = Vec::new();
-        let mut values = Vec::new();
-        let mut add = |clause: &str, value: Value| {
-            values.push(value);
-            clauses.push(clause.replace('?', &format!("${}", values.len())));
-        };
-        if let Some(learner) = &filter.learner {
-            add("learner = ?", Value::from(learner.as_str()));
-        }
-        if let Some(class) = &filter.class {
-            add("class = ?", Value::from(class.as_str()));
-        }
-        if let Some(before) = filter.before {
-            add("seq < ?", Value::from(before));
-        }
-        values.push(Value::from(i64::from(limit) + 1));
-        let sql = format!(
-            "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
-                memory_bytes, error_code, error_message, platform_us, queue_wait_us
-             FROM runs {} ORDER BY seq DESC LIMIT ${}",
-            if clauses.is_empty() {
-                String::new()
-            } else {
-                format!("WHERE {}", clauses.join(" AND "))
-            },
-            values.len()
-        );
-        let rows = self.with(|db| db.query(&sql, &values))?;
+        let (sql, values) = list_query(filter, limit);
+        let rows = self.run(move |db| db.query(&sql, &values)).await?;
         // A demo this version no longer knows is skipped, not an error.
         let mut runs: Vec<RunSummary> = rows.iter().filter_map(summary).collect();
         let more = rows.len() > limit as usize;
@@ -584,9 +776,9 @@ impl History {
     /// finished, or past the newest `max_runs`), and classes that expired
     /// that long ago with no run left; returns how many runs went. Runs
     /// still open are never deleted.
-    pub fn prune(&self, keep: Retention) -> Result<usize, HistoryError> {
+    pub async fn prune(&self, keep: Retention) -> Result<usize, HistoryError> {
         let cutoff = keep.ms.map_or(i64::MIN, |ms| now_ms() - ms);
-        self.with(|db| {
+        self.run(move |db| {
             let mut runs = db.execute(
                 "DELETE FROM runs WHERE finished_at_ms IS NOT NULL AND finished_at_ms < $1",
                 params![cutoff],
@@ -619,17 +811,20 @@ impl History {
             )?;
             Ok(runs as usize)
         })
+        .await
     }
 
-    /// Every summary matching `filter` (ignoring its limit), newest first.
-    pub fn all(&self, filter: &Filter) -> Result<Vec<RunSummary>, HistoryError> {
+    /// Every summary matching `filter` (ignoring its limit), newest first:
+    /// page by page, each page its own call (no connection is held
+    /// between pages).
+    pub async fn all(&self, filter: &Filter) -> Result<Vec<RunSummary>, HistoryError> {
         let mut out = Vec::new();
         let mut page_filter = Filter {
             limit: MAX_PAGE,
             ..filter.clone()
         };
         loop {
-            let page = self.list(&page_filter)?;
+            let page = self.list(&page_filter).await?;
             out.extend(page.runs);
             match page.next_before {
                 Some(b) => page_filter.before = Some(b),
@@ -637,6 +832,41 @@ impl History {
             }
         }
     }
+}
+
+/// `list`'s statement for `filter`: only the filters given, each a plain
+/// comparison, so the store walks its (learner, seq) or (class, seq)
+/// index instead of the whole table (`$1 IS NULL OR learner = $1` defeats
+/// the index).
+fn list_query(filter: &Filter, limit: u32) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    let mut add = |clause: &str, value: Value| {
+        values.push(value);
+        clauses.push(clause.replace('?', &format!("${}", values.len())));
+    };
+    if let Some(learner) = &filter.learner {
+        add("learner = ?", Value::from(learner.as_str()));
+    }
+    if let Some(class) = &filter.class {
+        add("class = ?", Value::from(class.as_str()));
+    }
+    if let Some(before) = filter.before {
+        add("seq < ?", Value::from(before));
+    }
+    values.push(Value::from(i64::from(limit) + 1));
+    let sql = format!(
+        "SELECT seq, id, demo, state, accepted_at_ms, finished_at_ms, time_to_ready_us,
+            memory_bytes, error_code, error_message, platform_us, queue_wait_us
+         FROM runs {} ORDER BY seq DESC LIMIT ${}",
+        if clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        },
+        values.len()
+    );
+    (sql, values)
 }
 
 /// A summary from a row of `list`'s query; `None` for a demo this version
@@ -718,14 +948,14 @@ pub(super) mod tests {
 
     use crate::store::testing::stores;
 
-    #[test]
-    fn a_run_is_stored_listed_paged_and_read_back() {
-        for store in stores() {
-            a_run_is_stored_listed_paged_and_read_back_in(&store.history);
+    #[tokio::test]
+    async fn a_run_is_stored_listed_paged_and_read_back() {
+        for store in stores().await {
+            a_run_is_stored_listed_paged_and_read_back_in(&store.history).await;
         }
     }
 
-    fn a_run_is_stored_listed_paged_and_read_back_in(h: &History) {
+    async fn a_run_is_stored_listed_paged_and_read_back_in(h: &History) {
         for i in 0..7 {
             let id = format!("run{i}");
             let learner = if i % 2 == 0 {
@@ -734,14 +964,18 @@ pub(super) mod tests {
                 "learner-bbbb"
             };
             h.accepted(&id, DemoId::MicroVm, Some(learner), None)
+                .await
                 .unwrap();
-            h.finished(&record(&id, DemoId::MicroVm, i != 3)).unwrap();
+            h.finished(&record(&id, DemoId::MicroVm, i != 3))
+                .await
+                .unwrap();
         }
         let page = h
             .list(&Filter {
                 limit: 3,
                 ..Filter::default()
             })
+            .await
             .unwrap();
         let ids: Vec<_> = page.runs.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["run6", "run5", "run4"]);
@@ -751,6 +985,7 @@ pub(super) mod tests {
                 before: page.next_before,
                 ..Filter::default()
             })
+            .await
             .unwrap();
         let ids: Vec<_> = page2.runs.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["run3", "run2", "run1"]);
@@ -776,95 +1011,107 @@ pub(super) mod tests {
                 learner: Some("learner-bbbb".into()),
                 ..Filter::default()
             })
+            .await
             .unwrap();
         let ids: Vec<_> = mine.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids, ["run5", "run3", "run1"]);
 
         assert_eq!(
-            h.get("run2").unwrap(),
+            h.get("run2").await.unwrap(),
             Some(record("run2", DemoId::MicroVm, true))
         );
-        assert_eq!(h.get("nope").unwrap(), None);
+        assert_eq!(h.get("nope").await.unwrap(), None);
     }
 
-    #[test]
-    fn pruning_removes_runs_finished_before_the_cutoff_and_keeps_the_rest() {
-        for store in stores() {
-            pruning_by_age_in(&store.history);
+    #[tokio::test]
+    async fn pruning_removes_runs_finished_before_the_cutoff_and_keeps_the_rest() {
+        for store in stores().await {
+            pruning_by_age_in(&store.history).await;
         }
     }
 
-    fn pruning_by_age_in(h: &History) {
+    async fn pruning_by_age_in(h: &History) {
         for id in ["old", "new", "open"] {
-            h.accepted(id, DemoId::MicroVm, None, None).unwrap();
+            h.accepted(id, DemoId::MicroVm, None, None).await.unwrap();
         }
-        h.finished(&record("old", DemoId::MicroVm, true)).unwrap();
-        h.finished(&record("new", DemoId::MicroVm, true)).unwrap();
-        h.with(|db| {
+        h.finished(&record("old", DemoId::MicroVm, true))
+            .await
+            .unwrap();
+        h.finished(&record("new", DemoId::MicroVm, true))
+            .await
+            .unwrap();
+        h.run(|db| {
             db.execute(
                 "UPDATE runs SET finished_at_ms = finished_at_ms - 10000000 WHERE id = 'old'",
                 params![],
             )
         })
+        .await
         .unwrap();
-        let gone = h.create_class("Long ago", -20_000_000).unwrap();
+        let gone = h.create_class("Long ago", -20_000_000).await.unwrap();
         let keep = Retention {
             ms: Some(5_000_000),
             max_runs: None,
         };
-        assert_eq!(h.prune(keep).unwrap(), 1);
+        assert_eq!(h.prune(keep).await.unwrap(), 1);
         let left: Vec<_> = h
             .all(&Filter::default())
+            .await
             .unwrap()
             .into_iter()
             .map(|r| r.id)
             .collect();
         assert_eq!(left, ["open", "new"], "a run still open is never pruned");
-        assert!(h.class(&gone.code).unwrap().is_none());
+        assert!(h.class(&gone.code).await.unwrap().is_none());
     }
 
-    #[test]
-    fn pruning_keeps_the_newest_finished_runs_up_to_the_maximum() {
-        for store in stores() {
-            pruning_by_count_in(&store.history);
+    #[tokio::test]
+    async fn pruning_keeps_the_newest_finished_runs_up_to_the_maximum() {
+        for store in stores().await {
+            pruning_by_count_in(&store.history).await;
         }
     }
 
-    fn pruning_by_count_in(h: &History) {
+    async fn pruning_by_count_in(h: &History) {
         for id in ["a", "b", "c", "d", "open"] {
-            h.accepted(id, DemoId::MicroVm, None, None).unwrap();
+            h.accepted(id, DemoId::MicroVm, None, None).await.unwrap();
         }
         for id in ["a", "b", "c", "d"] {
-            h.finished(&record(id, DemoId::MicroVm, true)).unwrap();
+            h.finished(&record(id, DemoId::MicroVm, true))
+                .await
+                .unwrap();
         }
         let keep = Retention {
             ms: None,
             max_runs: Some(2),
         };
-        assert_eq!(h.prune(keep).unwrap(), 2);
+        assert_eq!(h.prune(keep).await.unwrap(), 2);
         let left: Vec<_> = h
             .all(&Filter::default())
+            .await
             .unwrap()
             .into_iter()
             .map(|r| r.id)
             .collect();
         assert_eq!(left, ["open", "d", "c"]);
-        assert_eq!(h.prune(keep).unwrap(), 0, "nothing more to remove");
+        assert_eq!(h.prune(keep).await.unwrap(), 0, "nothing more to remove");
     }
 
-    #[test]
-    fn runs_left_open_by_a_dead_server_are_closed_on_open() {
-        for store in stores() {
+    #[tokio::test]
+    async fn runs_left_open_by_a_dead_server_are_closed_on_open() {
+        for store in stores().await {
             store
                 .history
                 .accepted("cut", DemoId::PostgresContainer, None, None)
+                .await
                 .unwrap();
-            let h = store.reopen();
+            let h = store.reopen().await;
             let page = h
                 .list(&Filter {
                     limit: 10,
                     ..Filter::default()
                 })
+                .await
                 .unwrap();
             assert_eq!(page.runs.len(), 1, "{}", store.backend);
             assert_eq!(page.runs[0].state, RunState::Failed);
@@ -874,7 +1121,11 @@ pub(super) mod tests {
             );
             assert!(page.runs[0].finished_at_ms.is_some());
             // The soak found it: listed, yet `get` (GET /api/runs/{id}) said 404.
-            let record = h.get("cut").unwrap().expect("a closed run can be opened");
+            let record = h
+                .get("cut")
+                .await
+                .unwrap()
+                .expect("a closed run can be opened");
             assert_eq!(record.state, RunState::Failed);
             match record.outcome() {
                 Some(stacklab_api::Outcome::Failed { error }) => {
@@ -888,15 +1139,25 @@ pub(super) mod tests {
     /// What replicas share through the store, on both backends: a run's
     /// events while it runs, the learner limits, heartbeats, and the
     /// closing of a silent replica's runs.
-    #[test]
-    fn replicas_share_events_limits_and_liveness() {
-        for store in stores() {
+    #[tokio::test]
+    async fn replicas_share_events_limits_and_liveness() {
+        for store in stores().await {
             let h = &store.history;
             let b = store.backend;
             h.accepted_for("r1", DemoId::MicroVm, Some("who-1"), None, None)
+                .await
                 .unwrap();
-            assert_eq!(h.unfinished_of("who-1", DemoId::MicroVm).unwrap(), 1, "{b}");
-            assert_eq!(h.unfinished_of("who-1", DemoId::HelloContainer).unwrap(), 0);
+            assert_eq!(
+                h.unfinished_of("who-1", DemoId::MicroVm).await.unwrap(),
+                1,
+                "{b}"
+            );
+            assert_eq!(
+                h.unfinished_of("who-1", DemoId::HelloContainer)
+                    .await
+                    .unwrap(),
+                0
+            );
             let events: Vec<RunEvent> = (0..3)
                 .map(|seq| RunEvent {
                     seq,
@@ -906,23 +1167,28 @@ pub(super) mod tests {
                     },
                 })
                 .collect();
-            h.append_events("r1", &events[..2]).unwrap();
+            h.append_events("r1", &events[..2]).await.unwrap();
             // Appending again (a relay that retries) adds nothing twice.
-            h.append_events("r1", &events).unwrap();
-            assert_eq!(h.events("r1", 0).unwrap(), events, "{b}");
-            assert_eq!(h.events("r1", 2).unwrap(), events[2..], "{b}");
-            let live = h.get("r1").unwrap().expect("a run in progress is readable");
+            h.append_events("r1", &events).await.unwrap();
+            assert_eq!(h.events("r1", 0).await.unwrap(), events, "{b}");
+            assert_eq!(h.events("r1", 2).await.unwrap(), events[2..], "{b}");
+            let live = h
+                .get("r1")
+                .await
+                .unwrap()
+                .expect("a run in progress is readable");
             assert_eq!(live.state, RunState::Queued);
             assert_eq!(live.events, events);
 
             h.heartbeat(r#"{"docker":"up"}"#, 1, Some("http://127.0.0.1:1"))
+                .await
                 .unwrap();
-            let hosts = h.hosts().unwrap();
+            let hosts = h.hosts().await.unwrap();
             assert_eq!(hosts[0].name, h.host(), "{b}");
             assert_eq!(hosts[0].can_json, r#"{"docker":"up"}"#);
             assert_eq!(hosts[0].url.as_deref(), Some("http://127.0.0.1:1"));
             // A replica that stopped heart-beating long ago, mid-run.
-            h.with(|db| {
+            h.run(|db| {
                 db.execute(
                     "INSERT INTO hosts (name, can_json, started_at_ms, heartbeat_at_ms)
                      VALUES ('gone', '{}', 0, 0)",
@@ -934,10 +1200,11 @@ pub(super) mod tests {
                     params![],
                 )
             })
+            .await
             .unwrap();
-            assert_eq!(h.close_lost(10_000).unwrap(), ["r2"], "{b}");
-            assert_eq!(h.close_lost(10_000).unwrap(), Vec::<String>::new());
-            let lost = h.get("r2").unwrap().unwrap();
+            assert_eq!(h.close_lost(10_000).await.unwrap(), ["r2"], "{b}");
+            assert_eq!(h.close_lost(10_000).await.unwrap(), Vec::<String>::new());
+            let lost = h.get("r2").await.unwrap().unwrap();
             match lost.outcome() {
                 Some(stacklab_api::Outcome::Failed { error }) => {
                     assert_eq!(error.code, ErrorCode::HostLost, "{b}");
@@ -946,15 +1213,15 @@ pub(super) mod tests {
                 other => panic!("{b}: {other:?}"),
             }
             assert_eq!(
-                h.get("r1").unwrap().unwrap().state,
+                h.get("r1").await.unwrap().unwrap().state,
                 RunState::Queued,
                 "its own run stays"
             );
         }
     }
 
-    #[test]
-    fn sqlite_keeps_a_write_ahead_log() {
+    #[tokio::test]
+    async fn sqlite_keeps_a_write_ahead_log() {
         let dir = tempfile::tempdir().unwrap();
         let db = crate::store::sqlite::Sqlite::open(dir.path()).unwrap();
         assert_eq!(db.journal_mode().unwrap(), "wal");
@@ -962,18 +1229,22 @@ pub(super) mod tests {
 
     /// With PostgreSQL, replicas share the store: a replica restarting
     /// closes only the runs it left open, never another's.
-    #[test]
-    fn a_restarting_replica_closes_only_its_own_open_runs() {
+    #[tokio::test]
+    async fn a_restarting_replica_closes_only_its_own_open_runs() {
         let Ok(url) = crate::store::testing::fresh_schema() else {
             assert!(std::env::var_os("CI").is_none(), "PostgreSQL is needed");
             return;
         };
-        let a = History::connect(&url, "replica-a").unwrap();
-        let b = History::connect(&url, "replica-b").unwrap();
-        a.accepted("a-run", DemoId::MicroVm, None, None).unwrap();
-        b.accepted("b-run", DemoId::MicroVm, None, None).unwrap();
-        let _a_again = History::connect(&url, "replica-a").unwrap();
-        let runs = b.all(&Filter::default()).unwrap();
+        let a = History::connect(&url, "replica-a").await.unwrap();
+        let b = History::connect(&url, "replica-b").await.unwrap();
+        a.accepted("a-run", DemoId::MicroVm, None, None)
+            .await
+            .unwrap();
+        b.accepted("b-run", DemoId::MicroVm, None, None)
+            .await
+            .unwrap();
+        let _a_again = History::connect(&url, "replica-a").await.unwrap();
+        let runs = b.all(&Filter::default()).await.unwrap();
         let state = |id: &str| runs.iter().find(|r| r.id == id).unwrap().state;
         assert_eq!(state("a-run"), RunState::Failed);
         assert_eq!(state("b-run"), RunState::Queued);

@@ -1,7 +1,8 @@
 //! The store: what outlives a run and a server process. The run
 //! history and workshop classes, and their exports, in SQLite (the
 //! default) or PostgreSQL (for more than one replica), behind one
-//! interface ([`sql::Sql`]).
+//! interface ([`sql::Sql`]), on a pool of connections that keeps every
+//! call off the async workers and bounded in time ([`pool`]).
 //!
 //! May import `stacklab_api` only; never `http`, `engine`, `backends` or
 //! `tools`.
@@ -9,6 +10,7 @@
 mod classes;
 mod export;
 mod history;
+pub(crate) mod pool;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -21,5 +23,6 @@ pub use history::{
     now_ms, Filter, History, HistoryError, HostRow, Retention, EVENTS_CHANNEL, MAX_PAGE,
     WATCH_CHANNEL,
 };
+pub use pool::Limits;
 pub use postgres::{listen, new_schema, Notice};
 pub use sqlite::{lock_data_dir, FILE_NAME};

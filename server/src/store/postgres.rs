@@ -3,17 +3,22 @@
 //! table `stacklab_schema`, applied under an advisory lock so replicas
 //! starting together do not race.
 //!
-//! The connection lives on its own thread (the synchronous `postgres`
-//! client runs its own small runtime), and every call is handed to that
-//! thread and waited for: the store can then be called from anywhere,
-//! async code included, exactly like the SQLite one.
+//! A connection here is an asynchronous `tokio_postgres` client whose
+//! connection task runs on the server's runtime; the store's
+//! (synchronous) SQL waits on it from a blocking thread of the pool (see
+//! [`super::pool`]). Every statement is bounded twice: by the server
+//! (`statement_timeout`, set on the session) and by the client (the
+//! same bound plus [`CLIENT_GRACE`]: a server or network that does not
+//! answer at all); past the client's bound the query is cancelled and
+//! the connection is not used again.
 
 use std::error::Error;
-use std::sync::mpsc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use postgres::{Client, Config, NoTls};
+use tokio::runtime::Handle;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, Config, NoTls};
 
 use super::sql::{DbError, Row, Sql, Value};
 
@@ -88,124 +93,220 @@ const MIGRATIONS: &[&str] = &[
 /// Any number, as the advisory lock the migrations hold.
 const MIGRATION_LOCK: i64 = 0x5354_4143_4B4C_4142; // "STACKLAB"
 
-type Job = Box<dyn FnOnce(&mut Client) + Send>;
+/// How much longer than `statement_timeout` the client waits for an
+/// answer before it cancels the query itself.
+pub const CLIENT_GRACE: Duration = Duration::from_secs(1);
 
-/// A PostgreSQL connection, on its own thread.
+/// SQLSTATE of a statement the server cancelled (`statement_timeout`, or
+/// the client's cancel request).
+const QUERY_CANCELED: &str = "57014";
+
+/// The URL parsed, and a label for messages: host and database, never
+/// the password.
+pub(super) fn config(url: &str) -> Result<(Config, String), DbError> {
+    let config: Config = url
+        .parse()
+        .map_err(|e| DbError::new(format!("--database-url is not a PostgreSQL URL: {e}")))?;
+    let label = format!(
+        "{}/{}",
+        config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .unwrap_or_default(),
+        config.get_dbname().unwrap_or("")
+    );
+    Ok((config, label))
+}
+
+/// A connected client; its connection task runs on the current runtime
+/// until the client is dropped or the connection fails.
+async fn client(config: &Config, label: &str) -> Result<Client, DbError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| DbError::new(format!("cannot connect to PostgreSQL {label}: {e}")))?;
+    let label = label.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("PostgreSQL {label}: connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Brings the schema at `config` up to date (under the advisory lock).
+pub(super) async fn migrate(config: &Config, label: &str) -> Result<(), DbError> {
+    let mut client = client(config, label).await?;
+    let err = |e: tokio_postgres::Error| {
+        DbError::new(format!("PostgreSQL {label}: migrating: {}", pg_message(&e)))
+    };
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS stacklab_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(err)?;
+    let version: i32 = tx
+        .query_opt("SELECT version FROM stacklab_schema", &[])
+        .await
+        .map_err(err)?
+        .map_or(0, |r| r.get(0));
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(step).await.map_err(err)?;
+        tx.execute("DELETE FROM stacklab_schema", &[])
+            .await
+            .map_err(err)?;
+        tx.execute(
+            "INSERT INTO stacklab_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)
+}
+
+/// One PostgreSQL connection of the pool.
 pub struct Postgres {
-    jobs: mpsc::Sender<Job>,
+    client: Client,
+    runtime: Handle,
+    statement: Duration,
     label: String,
+    /// A query outlived the client's bound: the connection is in an
+    /// unknown state and is not used again.
+    broken: std::cell::Cell<bool>,
 }
 
 impl Postgres {
-    /// Connects to `url` (`postgres://user[:password]@host[:port]/db`) and
-    /// brings the schema up to date.
-    pub fn connect(url: &str) -> Result<Postgres, DbError> {
-        let config: Config = url
-            .parse()
-            .map_err(|e| DbError(format!("--database-url is not a PostgreSQL URL: {e}")))?;
-        // For messages: host and database, never the password.
-        let label = format!(
-            "{}/{}",
-            config
-                .get_hosts()
-                .first()
-                .map(|h| match h {
-                    postgres::config::Host::Tcp(name) => name.clone(),
-                    postgres::config::Host::Unix(path) => path.display().to_string(),
-                })
-                .unwrap_or_default(),
-            config.get_dbname().unwrap_or("")
-        );
-        let (jobs, inbox) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let thread_label = label.clone();
-        std::thread::Builder::new()
-            .name("stacklab-postgres".into())
-            .spawn(move || {
-                let mut client = match config.connect(NoTls) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(Ok(()));
-                for job in inbox {
-                    if client.is_closed() {
-                        match config.connect(NoTls) {
-                            Ok(c) => client = c,
-                            Err(e) => {
-                                tracing::warn!("PostgreSQL {thread_label}: reconnecting: {e}")
-                            }
-                        }
-                    }
-                    job(&mut client);
-                }
-            })
-            .map_err(|e| DbError(format!("cannot start the PostgreSQL thread: {e}")))?;
-        ready_rx
-            .recv()
-            .map_err(|_| DbError("the PostgreSQL thread ended".into()))?
-            .map_err(|e| DbError(format!("cannot connect to PostgreSQL {label}: {e}")))?;
-        let db = Postgres { jobs, label };
-        db.migrate()?;
-        Ok(db)
-    }
-
-    /// Runs `f` on the connection's thread and waits for its result.
-    fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Client) -> Result<T, postgres::Error> + Send + 'static,
-    ) -> Result<T, DbError> {
-        let (tx, rx) = mpsc::channel();
-        self.jobs
-            .send(Box::new(move |client| {
-                let _ = tx.send(f(client));
-            }))
-            .map_err(|_| DbError(format!("PostgreSQL {}: connection thread gone", self.label)))?;
-        rx.recv()
-            .map_err(|_| DbError(format!("PostgreSQL {}: connection thread gone", self.label)))?
-            .map_err(|e| DbError(format!("PostgreSQL {}: {}", self.label, pg_message(&e))))
-    }
-
-    fn migrate(&self) -> Result<(), DbError> {
-        self.run(|client| {
-            let mut tx = client.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
-            tx.batch_execute(
-                "CREATE TABLE IF NOT EXISTS stacklab_schema (version INTEGER NOT NULL)",
-            )?;
-            let version: i32 = tx
-                .query_opt("SELECT version FROM stacklab_schema", &[])?
-                .map_or(0, |r| r.get(0));
-            for (i, step) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-                tx.batch_execute(step)?;
-                tx.execute("DELETE FROM stacklab_schema", &[])?;
-                tx.execute(
-                    "INSERT INTO stacklab_schema (version) VALUES ($1)",
-                    &[&(i as i32 + 1)],
-                )?;
-            }
-            tx.commit()
+    /// Connects (on the current runtime) with every statement bounded by
+    /// `statement`.
+    pub(super) async fn connect(
+        config: &Config,
+        label: &str,
+        statement: Duration,
+    ) -> Result<Postgres, DbError> {
+        let client = client(config, label).await?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = {}",
+                statement.as_millis().max(1)
+            ))
+            .await
+            .map_err(|e| DbError::new(format!("PostgreSQL {label}: {}", pg_message(&e))))?;
+        Ok(Postgres {
+            client,
+            runtime: Handle::current(),
+            statement,
+            label: label.to_owned(),
+            broken: std::cell::Cell::new(false),
         })
+    }
+
+    /// Waits (from a blocking thread) for `query` to answer within the
+    /// client's bound; past it, cancels the query and retires the
+    /// connection.
+    fn wait<T>(
+        &self,
+        query: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, DbError> {
+        let bound = self.statement + CLIENT_GRACE;
+        match self.runtime.block_on(tokio::time::timeout(bound, query)) {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.code().map(|c| c.code()) == Some(QUERY_CANCELED) => {
+                Err(DbError::timed_out(format!(
+                    "PostgreSQL {}: a statement ran past its {:?} bound and was cancelled",
+                    self.label, self.statement
+                )))
+            }
+            Ok(Err(e)) => Err(DbError::new(format!(
+                "PostgreSQL {}: {}",
+                self.label,
+                pg_message(&e)
+            ))),
+            Err(_) => {
+                self.broken.set(true);
+                let cancel = self.client.cancel_token();
+                self.runtime.spawn(async move {
+                    let _ = cancel.cancel_query(NoTls).await;
+                });
+                Err(DbError::timed_out(format!(
+                    "PostgreSQL {}: no answer within {bound:?}; the query was cancelled",
+                    self.label
+                )))
+            }
+        }
     }
 }
 
 /// Creates a new, empty schema in the database at `url` and returns a URL
 /// whose sessions use it: a store of its own on a shared server (tests).
+/// Callable from anywhere (it runs on a thread and runtime of its own).
 pub fn new_schema(url: &str) -> Result<String, DbError> {
-    let mut client = Client::connect(url, NoTls)
-        .map_err(|e| DbError(format!("cannot connect to PostgreSQL: {e}")))?;
-    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .map_err(|e| DbError(pg_message(&e)))?;
-    let sep = if url.contains('?') { '&' } else { '?' };
-    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::new(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async {
+            let (config, label) = config(&url)?;
+            let client = tokio::time::timeout(Duration::from_secs(5), client(&config, &label))
+                .await
+                .map_err(|_| DbError::new(format!("PostgreSQL {label}: no answer in 5 s")))??;
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            client
+                .batch_execute(&format!("CREATE SCHEMA {schema}"))
+                .await
+                .map_err(|e| DbError::new(pg_message(&e)))?;
+            let sep = if url.contains('?') { '&' } else { '?' };
+            Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
+        })
+    })
+    .join()
+    .map_err(|_| DbError::new("the schema thread panicked".into()))?
+}
+
+/// Drops the schema a URL from [`new_schema`] uses, with what is in it
+/// (tests: a long history is not left behind on the test server).
+#[cfg(test)]
+pub fn drop_schema(url: &str) -> Result<(), DbError> {
+    let Some(schema) = url
+        .rsplit_once("search_path%3D")
+        .map(|(_, s)| s.to_owned())
+        .filter(|s| {
+            s.starts_with("t_") && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        })
+    else {
+        return Err(DbError::new("not a URL from new_schema".into()));
+    };
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::new(format!("cannot start a runtime: {e}")))?;
+        runtime.block_on(async {
+            let (config, label) = config(&url)?;
+            let client = tokio::time::timeout(Duration::from_secs(5), client(&config, &label))
+                .await
+                .map_err(|_| DbError::new(format!("PostgreSQL {label}: no answer in 5 s")))??;
+            client
+                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .await
+                .map_err(|e| DbError::new(pg_message(&e)))
+        })
+    })
+    .join()
+    .map_err(|_| DbError::new("the schema thread panicked".into()))?
 }
 
 /// The server's own words for an error, where it sent some.
-fn pg_message(e: &postgres::Error) -> String {
+fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => e.to_string(),
@@ -245,7 +346,7 @@ impl ToSql for Value {
 }
 
 /// A row's columns as [`Value`]s, by their PostgreSQL types.
-fn values(row: &postgres::Row) -> Result<Row, postgres::Error> {
+fn values(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
     let mut out = Vec::with_capacity(row.len());
     for (i, column) in row.columns().iter().enumerate() {
         let ty = column.type_();
@@ -275,15 +376,16 @@ fn refs(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
 
 impl Sql for Postgres {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let (sql, params) = (sql.to_owned(), params.to_vec());
-        self.run(move |client| client.execute(sql.as_str(), &refs(&params)))
+        let refs = refs(params);
+        self.wait(self.client.execute(sql, &refs))
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        let (sql, params) = (sql.to_owned(), params.to_vec());
-        self.run(move |client| {
-            client
-                .query(sql.as_str(), &refs(&params))?
+        let refs = refs(params);
+        self.wait(async {
+            self.client
+                .query(sql, &refs)
+                .await?
                 .iter()
                 .map(values)
                 .collect()
@@ -292,6 +394,10 @@ impl Sql for Postgres {
 
     fn describe(&self) -> String {
         format!("PostgreSQL {}", self.label)
+    }
+
+    fn usable(&self) -> bool {
+        !self.broken.get() && !self.client.is_closed()
     }
 }
 

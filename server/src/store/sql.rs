@@ -101,17 +101,45 @@ impl Row {
 
 /// What a database said.
 #[derive(Debug)]
-pub struct DbError(pub String);
+pub struct DbError {
+    /// The message (may name the database file: for the log only).
+    pub message: String,
+    /// Whether a time bound ended the call (a statement past its timeout,
+    /// a lock not granted in time, no free connection): the database may
+    /// answer again shortly.
+    pub timed_out: bool,
+}
+
+impl DbError {
+    /// A failure.
+    pub fn new(message: String) -> DbError {
+        DbError {
+            message,
+            timed_out: false,
+        }
+    }
+
+    /// A call its time bound ended.
+    pub fn timed_out(message: String) -> DbError {
+        DbError {
+            message,
+            timed_out: true,
+        }
+    }
+}
 
 impl fmt::Display for DbError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for DbError {}
 
-/// A connection that runs the store's SQL.
+/// A connection that runs the store's SQL. Its calls block: they run on a
+/// blocking thread of the pool ([`super::pool`]), never on an async
+/// worker, and each statement is bounded in time by the implementation
+/// (a statement past its bound fails with [`DbError::timed_out`]).
 pub trait Sql: Send {
     /// Runs a statement; returns how many rows it changed.
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
@@ -119,6 +147,11 @@ pub trait Sql: Send {
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
     /// Which backend, for messages (`SQLite <path>`, `PostgreSQL <host>`).
     fn describe(&self) -> String;
+    /// Whether the connection may be used again (not closed, not left in
+    /// an unknown state by a call its bound ended).
+    fn usable(&self) -> bool {
+        true
+    }
 }
 
 impl dyn Sql + '_ {

@@ -3,10 +3,14 @@
 //! user_version`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::ValueRef;
 use rusqlite::Connection;
 
+use super::pool::DEFAULT_STATEMENT;
 use super::sql::{DbError, Row, Sql, Value};
 
 /// The database file's name inside the data dir.
@@ -88,41 +92,103 @@ const STEP_1_COLUMNS: &[(&str, &str)] = &[
     ("others_at_start", "INTEGER"),
 ];
 
-/// A SQLite connection.
+/// A SQLite connection. Each statement is bounded by `statement`: lock
+/// waits by the busy timeout, the work itself by a progress handler that
+/// interrupts it past its deadline.
 pub struct Sqlite {
     conn: Connection,
     path: String,
+    statement: Duration,
+    /// When the statement in progress must end, as nanoseconds since
+    /// `epoch`; 0: none in progress.
+    deadline: Arc<AtomicU64>,
+    epoch: Instant,
 }
+
+/// SQLite virtual-machine steps between two looks at the clock.
+const PROGRESS_STEPS: i32 = 1000;
 
 impl Sqlite {
     /// Opens (creating if needed) `<data_dir>/history.sqlite3` and brings
     /// its schema up to date.
     pub fn open(data_dir: &Path) -> Result<Sqlite, DbError> {
+        Self::open_bounded(data_dir, DEFAULT_STATEMENT)?.migrated()
+    }
+
+    /// Opens `<data_dir>/history.sqlite3` (its schema already made) with
+    /// every statement bounded by `statement`.
+    pub(super) fn open_bounded(data_dir: &Path, statement: Duration) -> Result<Sqlite, DbError> {
         let path = data_dir.join(FILE_NAME);
         let shown = path.display().to_string();
-        let conn = Connection::open(&path).map_err(|e| DbError(format!("{shown}: {e}")))?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| DbError(e.to_string()))?;
+        let conn = Connection::open(&path).map_err(|e| DbError::new(format!("{shown}: {e}")))?;
         // WAL: readers never block the writer and a commit is one append.
         // NORMAL: no fsync per commit; safe against a crash of this process.
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(|e| DbError(e.to_string()))?;
-        Sqlite { conn, path: shown }.migrated()
+            .map_err(|e| DbError::new(format!("{shown}: {e}")))?;
+        Self::bounded(conn, shown, statement)
     }
 
-    /// A database in memory only (tests).
-    pub fn in_memory() -> Sqlite {
+    /// A database in memory only (tests), its statements bounded by
+    /// `statement`.
+    pub fn in_memory_bounded(statement: Duration) -> Sqlite {
         let conn = Connection::open_in_memory().expect("SQLite can always open :memory:");
-        Sqlite {
+        Self::bounded(conn, ":memory:".into(), statement)
+            .and_then(Sqlite::migrated)
+            .expect("the schema applies to an empty database")
+    }
+
+    fn bounded(mut conn: Connection, path: String, statement: Duration) -> Result<Sqlite, DbError> {
+        conn.busy_timeout(statement)
+            .map_err(|e| DbError::new(e.to_string()))?;
+        let deadline = Arc::new(AtomicU64::new(0));
+        let epoch = Instant::now();
+        let watched = deadline.clone();
+        conn.progress_handler(
+            PROGRESS_STEPS,
+            Some(move || {
+                let at = watched.load(Ordering::Relaxed);
+                at != 0 && epoch.elapsed().as_nanos() as u64 > at
+            }),
+        )
+        .map_err(|e| DbError::new(e.to_string()))?;
+        Ok(Sqlite {
             conn,
-            path: ":memory:".into(),
-        }
-        .migrated()
-        .expect("the schema applies to an empty database")
+            path,
+            statement,
+            deadline,
+            epoch,
+        })
+    }
+
+    /// Runs `f` with the statement deadline armed; a statement that
+    /// overran it (interrupted, or a lock not granted in time) is a
+    /// timeout.
+    fn bounded_call<T>(
+        &mut self,
+        f: impl FnOnce(&Sqlite) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, DbError> {
+        let at = self.epoch.elapsed() + self.statement;
+        self.deadline
+            .store((at.as_nanos() as u64).max(1), Ordering::Relaxed);
+        let out = f(self);
+        self.deadline.store(0, Ordering::Relaxed);
+        out.map_err(|e| match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::OperationInterrupted) => DbError::timed_out(format!(
+                "{}: a statement ran past its {:?} bound and was interrupted",
+                self.path, self.statement
+            )),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                DbError::timed_out(format!(
+                    "{}: the database stayed locked for {:?}: {e}",
+                    self.path, self.statement
+                ))
+            }
+            _ => DbError::new(format!("{}: {e}", self.path)),
+        })
     }
 
     fn migrated(self) -> Result<Sqlite, DbError> {
-        let err = |e: rusqlite::Error| DbError(format!("{}: migrating: {e}", self.path));
+        let err = |e: rusqlite::Error| DbError::new(format!("{}: migrating: {e}", self.path));
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -159,29 +225,35 @@ impl Sqlite {
     pub fn journal_mode(&self) -> Result<String, DbError> {
         self.conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-            .map_err(|e| DbError(e.to_string()))
+            .map_err(|e| DbError::new(e.to_string()))
     }
 
     fn prepare<'a>(
         &'a self,
         sql: &str,
         params: &[Value],
-    ) -> Result<rusqlite::CachedStatement<'a>, DbError> {
-        let err = |e: rusqlite::Error| DbError(format!("{}: {e}", self.path));
-        let mut stmt = self.conn.prepare_cached(sql).map_err(err)?;
+    ) -> Result<rusqlite::CachedStatement<'a>, rusqlite::Error> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
         for (i, value) in params.iter().enumerate() {
             // `$n` by name: SQLite numbers parameters in order of first
-            // appearance, the store's SQL by their number.
-            let Some(index) = stmt.parameter_index(&format!("${}", i + 1)).map_err(err)? else {
-                continue;
+            // appearance, the store's SQL by their number. Most statements
+            // use them in order (a look-up by name is a scan of them all:
+            // quadratic for a multi-row insert).
+            let name = format!("${}", i + 1);
+            let index = if stmt.parameter_name(i + 1) == Some(name.as_str()) {
+                i + 1
+            } else {
+                match stmt.parameter_index(&name)? {
+                    Some(index) => index,
+                    None => continue,
+                }
             };
-            let bound = match value {
+            match value {
                 Value::Null => stmt.raw_bind_parameter(index, rusqlite::types::Null),
                 Value::Int(v) => stmt.raw_bind_parameter(index, v),
                 Value::Real(v) => stmt.raw_bind_parameter(index, v),
                 Value::Text(v) => stmt.raw_bind_parameter(index, v),
-            };
-            bound.map_err(err)?;
+            }?;
         }
         Ok(stmt)
     }
@@ -189,34 +261,34 @@ impl Sqlite {
 
 impl Sql for Sqlite {
     fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        let mut stmt = self.prepare(sql, params)?;
-        stmt.raw_execute()
-            .map(|n| n as u64)
-            .map_err(|e| DbError(format!("{}: {e}", self.path)))
+        self.bounded_call(|db| {
+            let mut stmt = db.prepare(sql, params)?;
+            stmt.raw_execute().map(|n| n as u64)
+        })
     }
 
     fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
-        let path = self.path.clone();
-        let err = move |e: rusqlite::Error| DbError(format!("{path}: {e}"));
-        let mut stmt = self.prepare(sql, params)?;
-        let columns = stmt.column_count();
-        let mut rows = stmt.raw_query();
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(&err)? {
-            let mut values = Vec::with_capacity(columns);
-            for i in 0..columns {
-                values.push(match row.get_ref(i).map_err(&err)? {
-                    ValueRef::Null => Value::Null,
-                    ValueRef::Integer(v) => Value::Int(v),
-                    ValueRef::Real(v) => Value::Real(v),
-                    ValueRef::Text(t) | ValueRef::Blob(t) => {
-                        Value::Text(String::from_utf8_lossy(t).into_owned())
-                    }
-                });
+        self.bounded_call(|db| {
+            let mut stmt = db.prepare(sql, params)?;
+            let columns = stmt.column_count();
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next()? {
+                let mut values = Vec::with_capacity(columns);
+                for i in 0..columns {
+                    values.push(match row.get_ref(i)? {
+                        ValueRef::Null => Value::Null,
+                        ValueRef::Integer(v) => Value::Int(v),
+                        ValueRef::Real(v) => Value::Real(v),
+                        ValueRef::Text(t) | ValueRef::Blob(t) => {
+                            Value::Text(String::from_utf8_lossy(t).into_owned())
+                        }
+                    });
+                }
+                out.push(Row(values));
             }
-            out.push(Row(values));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn describe(&self) -> String {
@@ -237,12 +309,12 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, DbError> {
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| DbError(format!("cannot open {}: {e}", path.display())))?;
+        .map_err(|e| DbError::new(format!("cannot open {}: {e}", path.display())))?;
     // SAFETY: flock on a descriptor this function owns (the file stays
     // open in the returned value); no memory is passed.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if locked != 0 {
-        return Err(DbError(format!(
+        return Err(DbError::new(format!(
             "another `stacklab serve` already uses the data dir {} (its SQLite history serves one replica); stop it, give this one another --data-dir, or run replicas on a shared PostgreSQL with --database-url postgres://…",
             data_dir.display()
         )));

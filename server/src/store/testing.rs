@@ -4,7 +4,7 @@
 //! loopback; `STACKLAB_TEST_DATABASE_URL` names another). Under CI a
 //! PostgreSQL that does not answer is a failure, not a skip.
 
-use super::History;
+use super::{History, Limits};
 
 /// Where the test PostgreSQL listens unless told otherwise (see `./dev`).
 pub const DEFAULT_URL: &str = "postgres://stacklab@127.0.0.1:54329/stacklab";
@@ -20,34 +20,65 @@ pub struct TestStore {
     pub backend: &'static str,
     /// The store.
     pub history: History,
-    reopen: Box<dyn Fn() -> History>,
+    /// Where it is: the SQLite data dir, or the PostgreSQL URL.
+    at: String,
     _dir: tempfile::TempDir,
 }
 
 impl TestStore {
     /// The same database opened again, as a restarted server would.
-    pub fn reopen(&self) -> History {
-        (self.reopen)()
+    pub async fn reopen(&self) -> History {
+        self.reopen_with(Limits::default()).await
+    }
+
+    /// As [`TestStore::reopen`], with these bounds.
+    pub async fn reopen_with(&self, limits: Limits) -> History {
+        match self.backend {
+            "sqlite" => History::open_with(std::path::Path::new(&self.at), limits)
+                .await
+                .unwrap(),
+            _ => History::connect_with(&self.at, "test-host", limits)
+                .await
+                .unwrap(),
+        }
+    }
+}
+
+impl Drop for TestStore {
+    /// A PostgreSQL store's schema goes with it (the SQLite one goes with
+    /// its temporary directory).
+    fn drop(&mut self) {
+        if self.backend == "postgres" {
+            if let Err(e) = super::postgres::drop_schema(&self.at) {
+                eprintln!("the test schema stays on the test server: {e}");
+            }
+        }
     }
 }
 
 /// One store per backend, each empty.
-pub fn stores() -> Vec<TestStore> {
+pub async fn stores() -> Vec<TestStore> {
+    stores_with(Limits::default()).await
+}
+
+/// As [`stores`], with these bounds.
+pub async fn stores_with(limits: Limits) -> Vec<TestStore> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let mut stores = vec![TestStore {
         backend: "sqlite",
-        history: History::open(&path).unwrap(),
-        reopen: Box::new(move || History::open(&path).unwrap()),
+        history: History::open_with(&path, limits).await.unwrap(),
+        at: path.display().to_string(),
         _dir: dir,
     }];
     match fresh_schema() {
         Ok(url) => {
-            let reopen_url = url.clone();
             stores.push(TestStore {
                 backend: "postgres",
-                history: History::connect(&url, "test-host").unwrap(),
-                reopen: Box::new(move || History::connect(&reopen_url, "test-host").unwrap()),
+                history: History::connect_with(&url, "test-host", limits)
+                    .await
+                    .unwrap(),
+                at: url,
                 _dir: tempfile::tempdir().unwrap(),
             });
         }

@@ -244,22 +244,20 @@ pub fn spawn_server_env(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) 
 
 /// Writes `n` finished (failed, eventless) micro-VM runs of `learner` into
 /// `history`, ids `run-000000` upwards: a long history to export.
-pub fn fill_history(history: &stacklab_server::store::History, n: usize, learner: &str) {
-    for i in 0..n {
-        let id = format!("run-{i:06}");
-        history
-            .accepted(&id, stacklab_api::DemoId::MicroVm, Some(learner), None)
-            .unwrap();
-        history
-            .finished(&stacklab_api::RunRecord {
-                id,
-                demo: stacklab_api::DemoId::MicroVm,
-                state: stacklab_api::RunState::Failed,
-                accepted_at_ms: None,
-                events: vec![],
-            })
-            .unwrap();
-    }
+pub async fn fill_history(history: &stacklab_server::store::History, n: usize, learner: &str) {
+    let records: Vec<_> = (0..n)
+        .map(|i| stacklab_api::RunRecord {
+            id: format!("run-{i:06}"),
+            demo: stacklab_api::DemoId::MicroVm,
+            state: stacklab_api::RunState::Failed,
+            accepted_at_ms: None,
+            events: vec![],
+        })
+        .collect();
+    history
+        .insert_finished(&records, Some(learner))
+        .await
+        .unwrap();
 }
 
 /// The course's lessons, rendered from the repository's Markdown (what a
