@@ -129,6 +129,17 @@ struct Deployment;
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(out) = compose()
+                .args(["logs", "--no-color", "--tail", "40"])
+                .output()
+            {
+                eprintln!(
+                    "the deployment's last log lines:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
         let _ = compose().args(["down", "-v", "-t", "20"]).output();
         let _ = Command::new("docker")
             .args(["rm", "-f", &format!("{PROJECT}-sentinel")])
@@ -278,8 +289,10 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
     let up = Instant::now();
     run(compose().args(["up", "-d"]));
     // Up: both replicas answer through nginx.
+    // Up: both replicas seen, then 6 health checks in a row answered.
     let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 2 {
+    let mut in_a_row = 0;
+    while seen.len() < 2 || in_a_row < 6 {
         assert!(
             up.elapsed() < Duration::from_secs(120),
             "the deployment did not answer on both replicas within 120 s (saw {seen:?}): {}",
@@ -306,9 +319,11 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
                 {
                     seen.insert(r.to_owned());
                 }
+                in_a_row += 1;
                 continue;
             }
         }
+        in_a_row = 0;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let up_time = up.elapsed();
@@ -405,25 +420,43 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
         started.push((id, replica));
         watchers.push(watcher);
     }
+    // The victim: a replica with a demo container running. The survivor's
+    // labels: from the room, or from one of its containers now.
+    let mut labels = labels;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (victim, victim_containers) = loop {
-        if let Some(found) = REPLICAS
-            .iter()
-            .map(|r| (*r, containers_of(r)))
-            .find(|(_, c)| !c.is_empty())
-        {
-            break found;
+    let (victim, victim_containers, survivor) = loop {
+        let now: Vec<(&str, Vec<String>)> =
+            REPLICAS.iter().map(|r| (*r, containers_of(r))).collect();
+        for (r, c) in &now {
+            if let (false, Some(id)) = (labels.contains_key(*r), c.first()) {
+                if let Some(json) = Command::new("docker")
+                    .args(["inspect", "-f", "{{json .Config.Labels}}", id])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                {
+                    labels.insert(r.to_string(), String::from_utf8_lossy(&json.stdout).into());
+                }
+            }
         }
-        assert!(Instant::now() < deadline, "no demo container appeared");
+        let victim = now.iter().find(|(r, c)| {
+            !c.is_empty() && REPLICAS.iter().any(|o| o != r && labels.contains_key(*o))
+        });
+        if let Some((victim, containers)) = victim {
+            let survivor = *REPLICAS.iter().find(|r| *r != victim).unwrap();
+            break (*victim, containers.clone(), survivor);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica with a demo container while the other's labels are known"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let survivor = REPLICAS.iter().find(|r| **r != victim).unwrap();
     docker(&["kill", &format!("{PROJECT}_{victim}_1")]);
     let killed = Instant::now();
     // A long-lived container with the survivor's ownership labels: a demo
     // of a live replica, as the sweep that follows sees it.
-    let survivor_labels: HashMap<String, String> =
-        serde_json::from_str(labels.get(*survivor).expect("the survivor's labels")).unwrap();
+    let survivor_labels: HashMap<String, String> = serde_json::from_str(&labels[survivor]).unwrap();
     let mut sentinel = Command::new("docker");
     sentinel.args(["run", "-d", "--name", &format!("{PROJECT}-sentinel")]);
     for (k, v) in &survivor_labels {
@@ -452,18 +485,6 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let swept_after = killed.elapsed();
-    // ...and leaves the survivor's alone.
-    let sentinel_state = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Running}}",
-        &format!("{PROJECT}-sentinel"),
-    ]);
-    assert_eq!(
-        sentinel_state.trim(),
-        "true",
-        "the sweep removed a live replica's container"
-    );
     let mut ends: BTreeMap<String, usize> = BTreeMap::new();
     for (id, replica) in &started {
         let r = record(id).await;
@@ -482,7 +503,22 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
     for w in watchers {
         w.abort();
     }
-    eprintln!("compose: killed {victim} with {} demo container(s) running; {survivor} removed them {swept_after:.1?} after the kill (lost after {LOST_SECS} s) and kept its own; runs started around the kill: {ends:?}", victim_containers.len());
+    // The survivor has closed the victim's runs (above, `host_lost`), and
+    // sweeps right after closing them; two more heartbeats, then: its own
+    // (the sentinel) is still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sentinel_state = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("{PROJECT}-sentinel"),
+    ]);
+    assert_eq!(
+        sentinel_state.trim(),
+        "true",
+        "the sweep removed a live replica's container"
+    );
+    eprintln!("compose: killed {victim} with {} demo container(s) running; they were gone {swept_after:.1?} after the kill (lost after {LOST_SECS} s of silence); {survivor} closed its runs, swept, and kept its own; runs started around the kill: {ends:?}", victim_containers.len());
 
     // 3. Teardown leaves nothing.
     run(compose().args(["down", "-v", "-t", "20"]));
