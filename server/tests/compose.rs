@@ -129,6 +129,17 @@ struct Deployment;
 
 impl Drop for Deployment {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(out) = compose()
+                .args(["logs", "--no-color", "--tail", "40"])
+                .output()
+            {
+                eprintln!(
+                    "the deployment's last log lines:\n{}",
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
+        }
         let _ = compose().args(["down", "-v", "-t", "20"]).output();
         let _ = Command::new("docker")
             .args(["rm", "-f", &format!("{PROJECT}-sentinel")])
@@ -213,6 +224,24 @@ async fn follow(src: Ipv4Addr, id: &str) -> Outcome {
     }
 }
 
+/// Watches run `id`'s events through nginx until the stream ends, however
+/// it ends (a run nobody watches is cancelled; a stream on a killed
+/// replica just stops).
+async fn watch(src: Ipv4Addr, id: String) {
+    let mut s = connect_from(src).await;
+    let req = format!("GET /api/runs/{id}/events HTTP/1.0\r\nHost: {LB}\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while let Ok(Ok(n)) = tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+        if n == 0 {
+            return;
+        }
+    }
+}
+
 /// Run `id`'s record, once finished, as any replica reports it.
 async fn record(id: &str) -> RunRecord {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -260,8 +289,10 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
     let up = Instant::now();
     run(compose().args(["up", "-d"]));
     // Up: both replicas answer through nginx.
+    // Up: both replicas seen, then 6 health checks in a row answered.
     let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 2 {
+    let mut in_a_row = 0;
+    while seen.len() < 2 || in_a_row < 6 {
         assert!(
             up.elapsed() < Duration::from_secs(120),
             "the deployment did not answer on both replicas within 120 s (saw {seen:?}): {}",
@@ -288,9 +319,11 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
                 {
                     seen.insert(r.to_owned());
                 }
+                in_a_row += 1;
                 continue;
             }
         }
+        in_a_row = 0;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let up_time = up.elapsed();
@@ -367,33 +400,63 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
     // 2. A replica killed mid-run. Runs from 8 more addresses; as soon as
     // one replica has a demo container, it is killed.
     let runs: Vec<_> = (0..8u8)
-        .map(|i| tokio::spawn(async move { start(learner(LEARNERS + i)).await }))
+        .map(|i| {
+            tokio::spawn(async move {
+                let src = learner(LEARNERS + i);
+                let (id, replica) = start(src).await;
+                // Watched, as a learner's page does (unwatched, a run is
+                // cancelled after a grace period).
+                let watcher = tokio::spawn(watch(src, id.clone()));
+                (id, replica, watcher)
+            })
+        })
         .collect();
     // Accepted (202) before the kill: a request in flight to the victim
     // would get nginx's 502, which is not what this checks.
     let mut started = Vec::new();
+    let mut watchers = Vec::new();
     for r in runs {
-        started.push(r.await.unwrap());
+        let (id, replica, watcher) = r.await.unwrap();
+        started.push((id, replica));
+        watchers.push(watcher);
     }
+    // The victim: a replica with a demo container running. The survivor's
+    // labels: from the room, or from one of its containers now.
+    let mut labels = labels;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (victim, victim_containers) = loop {
-        if let Some(found) = REPLICAS
-            .iter()
-            .map(|r| (*r, containers_of(r)))
-            .find(|(_, c)| !c.is_empty())
-        {
-            break found;
+    let (victim, victim_containers, survivor) = loop {
+        let now: Vec<(&str, Vec<String>)> =
+            REPLICAS.iter().map(|r| (*r, containers_of(r))).collect();
+        for (r, c) in &now {
+            if let (false, Some(id)) = (labels.contains_key(*r), c.first()) {
+                if let Some(json) = Command::new("docker")
+                    .args(["inspect", "-f", "{{json .Config.Labels}}", id])
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                {
+                    labels.insert(r.to_string(), String::from_utf8_lossy(&json.stdout).into());
+                }
+            }
         }
-        assert!(Instant::now() < deadline, "no demo container appeared");
+        let victim = now.iter().find(|(r, c)| {
+            !c.is_empty() && REPLICAS.iter().any(|o| o != r && labels.contains_key(*o))
+        });
+        if let Some((victim, containers)) = victim {
+            let survivor = *REPLICAS.iter().find(|r| *r != victim).unwrap();
+            break (*victim, containers.clone(), survivor);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replica with a demo container while the other's labels are known"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let survivor = REPLICAS.iter().find(|r| **r != victim).unwrap();
     docker(&["kill", &format!("{PROJECT}_{victim}_1")]);
     let killed = Instant::now();
     // A long-lived container with the survivor's ownership labels: a demo
     // of a live replica, as the sweep that follows sees it.
-    let survivor_labels: HashMap<String, String> =
-        serde_json::from_str(labels.get(*survivor).expect("the survivor's labels")).unwrap();
+    let survivor_labels: HashMap<String, String> = serde_json::from_str(&labels[survivor]).unwrap();
     let mut sentinel = Command::new("docker");
     sentinel.args(["run", "-d", "--name", &format!("{PROJECT}-sentinel")]);
     for (k, v) in &survivor_labels {
@@ -422,18 +485,6 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let swept_after = killed.elapsed();
-    // ...and leaves the survivor's alone.
-    let sentinel_state = docker(&[
-        "inspect",
-        "-f",
-        "{{.State.Running}}",
-        &format!("{PROJECT}-sentinel"),
-    ]);
-    assert_eq!(
-        sentinel_state.trim(),
-        "true",
-        "the sweep removed a live replica's container"
-    );
     let mut ends: BTreeMap<String, usize> = BTreeMap::new();
     for (id, replica) in &started {
         let r = record(id).await;
@@ -449,7 +500,25 @@ async fn the_compose_deployment_serves_a_room_and_survives_a_replica_kill() {
         }
         *ends.entry(format!("{replica}: {end}")).or_default() += 1;
     }
-    eprintln!("compose: killed {victim} with {} demo container(s) running; {survivor} removed them {swept_after:.1?} after the kill (lost after {LOST_SECS} s) and kept its own; runs started around the kill: {ends:?}", victim_containers.len());
+    for w in watchers {
+        w.abort();
+    }
+    // The survivor has closed the victim's runs (above, `host_lost`), and
+    // sweeps right after closing them; two more heartbeats, then: its own
+    // (the sentinel) is still there.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sentinel_state = docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Running}}",
+        &format!("{PROJECT}-sentinel"),
+    ]);
+    assert_eq!(
+        sentinel_state.trim(),
+        "true",
+        "the sweep removed a live replica's container"
+    );
+    eprintln!("compose: killed {victim} with {} demo container(s) running; they were gone {swept_after:.1?} after the kill (lost after {LOST_SECS} s of silence); {survivor} closed its runs, swept, and kept its own; runs started around the kill: {ends:?}", victim_containers.len());
 
     // 3. Teardown leaves nothing.
     run(compose().args(["down", "-v", "-t", "20"]));

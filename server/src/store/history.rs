@@ -485,10 +485,10 @@ impl History {
             return Ok(self.store.clone());
         }
         let row = self
-            .run(|db| {
+            .run(move |db| {
                 db.query_one(
                     "SELECT (SELECT system_identifier::text FROM pg_control_system())
-                    || '/' || current_database() || '/' || current_schema()",
+                        || '/' || current_database() || '/' || current_schema()",
                     params![],
                 )
             })
