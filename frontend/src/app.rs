@@ -11,7 +11,7 @@ use crate::live::LinuxGuestNote;
 use crate::progress::Progress;
 use crate::router::{Location, Route};
 use crate::runs::ActiveRuns;
-use crate::widgets::DemoWidget;
+use crate::widgets::{DemoWidget, HostClaim};
 
 /// What every page's components reach through context.
 fn provide_contexts() {
@@ -21,6 +21,7 @@ fn provide_contexts() {
     OpenTerm::provide();
     // After the contexts a finished run feeds.
     ActiveRuns::provide();
+    HostClaim::provide();
 }
 
 /// The root of `/embed/{demo}`: that demo's card alone, framed by another
@@ -45,7 +46,8 @@ pub fn App() -> impl IntoView {
     let current = move |href: &'static str| {
         move || (location.path.get().trim_end_matches('/') == href).then_some("page")
     };
-    let page = move || match route.get() {
+    let host = HostClaim::get();
+    let page_of = move |route: Route| match route {
         Route::Home => view! { <Home /> }.into_any(),
         Route::Lesson(slug) => match lessons::find(&slug) {
             Some(l) => view! { <LessonView lesson=l /> }.into_any(),
@@ -55,6 +57,13 @@ pub fn App() -> impl IntoView {
         Route::Run(id) => view! { <RunView id /> }.into_any(),
         Route::Glossary => view! { <GlossaryPage /> }.into_any(),
         Route::NotFound => view! { <NotFound /> }.into_any(),
+    };
+    let page = move || {
+        // A new page shows the host explanation once again.
+        if let Some(h) = host {
+            h.reset();
+        }
+        page_of(route.get())
     };
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>

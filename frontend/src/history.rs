@@ -182,6 +182,7 @@ fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView
                 <LineChart
                     title=format!("{name}: {}, run by run", figure.label)
                     x_label="your 1st, 2nd, … run listed here"
+                    y_label="time (ms)"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms
                     how=format!("{} (time waiting in line for a free slot is not in it).", figure.how)
@@ -237,8 +238,8 @@ pub fn RunView(id: String) -> impl IntoView {
                     None => "Times below count from the moment the server accepted the request.".into(),
                 }))}
             </p>
-            <crate::widgets::Timeline events />
             <crate::widgets::Results events />
+            <crate::widgets::Timeline events />
             <crate::widgets::ConsoleTail events />
         </article>
     }
