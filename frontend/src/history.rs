@@ -239,6 +239,13 @@ pub fn RunView(id: String) -> impl IntoView {
                 }))}
             </p>
             <crate::widgets::Results events />
+            // A density sweep keeps its step charts here too.
+            {move || {
+                record
+                    .get()
+                    .and_then(|(demo, _)| demo.density_of())
+                    .map(|base| view! { <crate::widgets::DensityResults base events /> })
+            }}
             <crate::widgets::Timeline events />
             <crate::widgets::ConsoleTail events />
         </article>

@@ -121,7 +121,8 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
     let busy = move || run.busy();
     let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     view! {
-        <section class="demo-card" data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
+        // A card this server cannot run asks no prediction (`.off` hides it).
+        <section class="demo-card" class:off=move || host_note.with(Option::is_some) data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
             <p class="badge">"Live demo"</p>
             <h3>{demo.title()}</h3>
             <p>{what}</p>
@@ -326,7 +327,7 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
 /// The density sweep's two charts: time until all N were ready, and the
 /// memory they held together, against N.
 #[component]
-fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+pub(crate) fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let (name, class) = if base == DemoId::MicroVm {
         ("Micro-VMs", "s-vm")
     } else {
