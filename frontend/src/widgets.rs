@@ -239,6 +239,12 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
                         <circle class:mine=mine cx=n(x(t)) cy=(8 + i * 5 % 20).to_string() r="4" />
                     }).collect_view()}
                 </svg>
+                // The axis, in HTML so it keeps its size on a phone.
+                <p class="room-axis" aria-hidden="true">
+                    <span>"0\u{a0}ms"</span>
+                    <span>"each run's headline time"</span>
+                    <span>{fmt_ms(max)}</span>
+                </p>
             </figure>
         })
     }
