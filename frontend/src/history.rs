@@ -182,6 +182,7 @@ fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView
                 <LineChart
                     title=format!("{name}: {}, run by run", figure.label)
                     x_label="your 1st, 2nd, … run listed here"
+                    y_label="time (ms)"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms
                     how=format!("{} (time waiting in line for a free slot is not in it).", figure.how)
@@ -202,30 +203,24 @@ fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView
 /// results with how each was measured, and when it ran in the viewer's own
 /// time zone. Shareable: the id is the whole address.
 #[component]
-pub fn RunView() -> impl IntoView {
-    let params = leptos_router::hooks::use_params_map();
+pub fn RunView(id: String) -> impl IntoView {
     let events = RwSignal::new(Vec::<stacklab_api::RunEvent>::new());
     let record = RwSignal::new(None::<(DemoId, Option<i64>)>);
     let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        let Some(id) = params.with(|p| p.get("id")) else {
-            return;
-        };
-        leptos::task::spawn_local(async move {
-            match live::get_text(&format!("/api/runs/{id}"))
-                .await
-                .and_then(|t| {
-                    serde_json::from_str::<stacklab_api::RunRecord>(&t)
-                        .map_err(|e| format!("unexpected answer from the server: {e}"))
-                }) {
-                Ok(r) => {
-                    document().set_title(&format!("{} · stacklab run", r.demo.title()));
-                    record.set(Some((r.demo, r.accepted_at_ms)));
-                    events.set(r.events);
-                }
-                Err(why) => error.set(Some(why)),
+    leptos::task::spawn_local(async move {
+        match live::get_text(&format!("/api/runs/{id}"))
+            .await
+            .and_then(|t| {
+                crate::wire::record(&t)
+                    .map_err(|e| format!("unexpected answer from the server: {e}"))
+            }) {
+            Ok(r) => {
+                document().set_title(&format!("{} · stacklab run", r.demo.title()));
+                record.set(Some((r.demo, r.accepted_at_ms)));
+                events.set(r.events);
             }
-        });
+            Err(why) => error.set(Some(why)),
+        }
     });
     let when = |ms: i64| {
         js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64))
@@ -243,8 +238,15 @@ pub fn RunView() -> impl IntoView {
                     None => "Times below count from the moment the server accepted the request.".into(),
                 }))}
             </p>
-            <crate::widgets::Timeline events />
             <crate::widgets::Results events />
+            // A density sweep keeps its step charts here too.
+            {move || {
+                record
+                    .get()
+                    .and_then(|(demo, _)| demo.density_of())
+                    .map(|base| view! { <crate::widgets::DensityResults base events /> })
+            }}
+            <crate::widgets::Timeline events />
             <crate::widgets::ConsoleTail events />
         </article>
     }

@@ -4,16 +4,79 @@
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, Phase, RunEvent, Unit,
+    DensityMetric, EventKind, Fact, FactKey, Key, Measurement, Metric, Outcome, Phase, RunEvent,
+    Unit,
 };
 
-use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
+use crate::charts::{fmt_mib, fmt_ms, Join, LineChart, Series};
 use crate::compare::Spread;
 use crate::diagram::StackDiagram;
 use crate::learn::GuessBeside;
 use crate::lessons::{DemoId, Prediction, StackFocus};
 use crate::live::{self, LinuxGuestNote};
+use crate::num::{fixed, n, sort_by_key};
 use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
+
+/// The host explanation (why Linux guests cannot boot here, what the
+/// server runs on) is shown in full at most once per page: the first part
+/// of the page to show it claims it, every other part shows a short line
+/// that points to it. The app resets the claim when the page changes.
+#[derive(Clone, Copy)]
+pub struct HostClaim {
+    holder: StoredValue<Option<u32>>,
+    next: StoredValue<u32>,
+}
+
+impl HostClaim {
+    /// Provides the claim to the component tree.
+    pub fn provide() {
+        provide_context(HostClaim {
+            holder: StoredValue::new(None),
+            next: StoredValue::new(0),
+        });
+    }
+
+    pub fn get() -> Option<HostClaim> {
+        use_context::<HostClaim>()
+    }
+
+    /// A new page: nobody shows the explanation yet.
+    pub fn reset(self) {
+        self.holder.set_value(None);
+    }
+
+    /// An id for one part of the page that may show the explanation.
+    pub fn ticket(self) -> u32 {
+        let id = self.next.get_value();
+        self.next.set_value(id + 1);
+        id
+    }
+
+    /// Whether part `id` shows it in full (the first to ask, and the same
+    /// part again when it redraws).
+    pub fn claim(self, id: u32) -> bool {
+        match self.holder.get_value() {
+            None => {
+                self.holder.set_value(Some(id));
+                true
+            }
+            Some(holder) => holder == id,
+        }
+    }
+}
+
+/// The host explanation, or where it is on this page.
+pub fn host_explanation(
+    id: Option<(HostClaim, u32)>,
+    short: &'static str,
+    full: String,
+) -> AnyView {
+    if id.is_none_or(|(claim, id)| claim.claim(id)) {
+        view! { <span class="host-explanation" id="host-explanation">{full}</span> }.into_any()
+    } else {
+        view! { <span class="host-short">{short} " " <a href="#host-explanation">"Why: see above."</a></span> }.into_any()
+    }
+}
 
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
@@ -56,13 +119,17 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
         _ => RwSignal::new(None),
     };
     let busy = move || run.busy();
+    let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     view! {
-        <section class="demo-card" data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
+        // A card this server cannot run asks no prediction (`.off` hides it).
+        <section class="demo-card" class:off=move || host_note.with(Option::is_some) data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
             <p class="badge">"Live demo"</p>
             <h3>{demo.title()}</h3>
             <p>{what}</p>
             {move || host_note.get().map(|why| view! {
-                <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
+                <p class="host-note" role="note"><strong>"Not on this server. "</strong>
+                    {host_explanation(host_ticket, "A Linux guest does not boot on this server.", why)}
+                </p>
             })}
             {prediction.map(|p| view! {
                 <GuessBeside demo prediction=p events unavailable=host_note />
@@ -89,6 +156,8 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                     Status::Failed(why) => why,
                 }}
             </p>
+            // The answer first; the diagram, phases and console after it.
+            <Results events />
             {match demo.density_of() {
                 None => view! {
                     <StackDiagram
@@ -101,7 +170,6 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             }}
             <Timeline events />
             <ConsoleTail events />
-            <Results events />
             <RoomStrip demo turn=room_turn />
         </section>
     }
@@ -155,7 +223,7 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
         let code = code.clone()?;
         let mut times: Vec<f64> = pts.iter().map(|p| p.0).collect();
         let spread = Spread::of(times.clone())?;
-        times.sort_by(f64::total_cmp);
+        sort_by_key(&mut times, |t| *t);
         let max = times.last().copied().unwrap_or(1.0) * 1.1;
         let x = move |t: f64| 8.0 + t / max * 504.0;
         let median = x(times[times.len() / 2]);
@@ -166,11 +234,17 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
                 </figcaption>
                 <svg viewBox="0 0 520 40" role="img" aria-label="The room's times, yours marked">
                     <line class="axis" x1="8" x2="512" y1="30" y2="30" />
-                    <line class="median" x1=median x2=median y1="4" y2="34" />
+                    <line class="median" x1=n(median) x2=n(median) y1="4" y2="34" />
                     {pts.iter().enumerate().map(|(i, &(t, mine))| view! {
-                        <circle class:mine=mine cx=x(t) cy=8.0 + (i * 5 % 20) as f64 r="4" />
+                        <circle class:mine=mine cx=n(x(t)) cy=(8 + i * 5 % 20).to_string() r="4" />
                     }).collect_view()}
                 </svg>
+                // The axis, in HTML so it keeps its size on a phone.
+                <p class="room-axis" aria-hidden="true">
+                    <span>"0\u{a0}ms"</span>
+                    <span>"each run's headline time"</span>
+                    <span>{fmt_ms(max)}</span>
+                </p>
             </figure>
         })
     }
@@ -223,7 +297,7 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let memory_how = move || {
         phases().into_iter().find_map(|p| p.5).map(|how| {
             format!(
-                "Times: since you clicked, on the server's monotonic clock. Memory column: {how}."
+                "Times: since you clicked, on the server's monotonic clock. Memory column: {how}. It follows the run step by step by its own rule; the answer to \"how much memory\" is the memory figure in the result, which counts everything the instance holds, so the two can differ."
             )
         })
     };
@@ -240,7 +314,12 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                                     <span class="t">{format!("+{}", fmt_us(at_us as f64))}</span>
                                     <span class="label">{label}</span>
                                     {mem.map(|m| view! { <span class="mem" title=how.unwrap_or_default()>{fmt_bytes(m as f64)}</span> })}
-                                    <span class="detail">{detail}</span>
+                                    // Plain words first: the phase's name; what exactly
+                                    // was observed (registers, addresses, counters)
+                                    // is there for whoever opens it.
+                                    {(!detail.is_empty()).then(|| view! {
+                                        <details class="detail"><summary>"under the hood"</summary>{detail}</details>
+                                    })}
                                 </li>
                             }
                         })
@@ -254,7 +333,7 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
 /// The density sweep's two charts: time until all N were ready, and the
 /// memory they held together, against N.
 #[component]
-fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
+pub(crate) fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let (name, class) = if base == DemoId::MicroVm {
         ("Micro-VMs", "s-vm")
     } else {
@@ -276,7 +355,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                     _ => None,
                 })
                 .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            sort_by_key(&mut points, |p| p.0);
             points
         })
     };
@@ -316,7 +395,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                 "Held together: once all N had answered SELECT 1, the server read each container's PSS (its processes) plus its tmpfs pages while all N were running, and only then removed them. Containers of one image share its files in the page cache; PSS splits shared pages among their users."
             };
             let ratio = |p: &[(f64, f64)]| match (p.first(), p.last()) {
-                (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{:.1}×", b.1 / a.1),
+                (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{}×", fixed(b.1 / a.1, 1)),
                 _ => "—".into(),
             };
             let scale_note = format!(
@@ -328,15 +407,18 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
             view! {
                 <div class="density">
                     <LineChart
-                        title=format!("{name}: time until all N were ready")
+                        title=format!("{name}: each step, time until all N were ready")
                         x_label="N started at the same moment"
+                        y_label="step time (ms)"
                         series=vec![Series { name, class, points: time }]
                         fmt_y=fmt_ms
-                        how="From starting all N together until the last reported ready, on the server's monotonic clock.".to_owned()
+                        join=Join::Points
+                        how="One sample per step (each N once): from starting all N together until the last reported ready, on the server's monotonic clock. Single samples vary from run to run, so no line joins them.".to_owned()
                     />
                     <LineChart
-                        title=format!("{name}: memory held together")
+                        title=format!("{name}: each step, memory held together")
                         x_label="N started at the same moment"
+                        y_label="memory (KiB/MiB)"
                         series=vec![Series { name, class, points: memory }]
                         fmt_y=fmt_mib
                         how=how_memory.to_owned()
@@ -379,6 +461,9 @@ pub(crate) fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     }
 }
 
+/// A run's result: its answer first, one figure per question (how long,
+/// how much memory: the figure table's headline figures), then every
+/// measurement folded away with how each was measured.
 #[component]
 pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let outcome = move || {
@@ -396,30 +481,60 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
             })
         })
     };
+    let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     move || {
         outcome().map(|(measurements, facts, missing)| {
-            let find = |metric: Metric| measurements.iter().find(|m| m.key == Key::from(metric));
-            let time = find(Metric::StartToReady).map(|m| fmt_us(m.value));
-            let sweep = find(Metric::SweepTotal).map(|m| fmt_us(m.value));
-            let memory = find(Metric::MemoryHeld).map(|m| fmt_bytes(m.value));
+            let find = |key: Key| measurements.iter().find(|m| m.key == key);
+            // The figure table's headline keys (`DemoId::headline_keys`,
+            // checked against these by the browser test): start → ready and
+            // memory held; for a density sweep the whole sweep and the
+            // largest step's memory.
+            let sweep = find(Metric::SweepTotal.into());
+            let time = sweep.or_else(|| find(Metric::StartToReady.into()));
+            let memory = if sweep.is_some() {
+                find(Key::Density(DensityMetric::MemoryTotal, DemoId::DENSITY_MAX))
+            } else {
+                find(Metric::MemoryHeld.into())
+            };
+            let figure = |m: &Measurement, question: &'static str| {
+                let value = match m.unit {
+                    Unit::Bytes => fmt_bytes(m.value),
+                    _ => fmt_us(m.value),
+                };
+                view! { <strong class="figure" data-question=question data-key=m.key.to_string() title=m.how.clone()>{value}</strong> }
+            };
             // The wait in line is its own figure: never part of the platform's time.
-            let waited = match find(Metric::QueueWait) {
+            let waited = match find(Metric::QueueWait.into()) {
                 Some(w) if w.value >= 1000.0 => format!(" It first waited {} in line for a free slot (not part of that time).", fmt_us(w.value)),
                 _ => String::new(),
             };
-            let memory = match memory {
-                Some(m) => format!(", holding {m} of memory (its own pages, shared ones split fairly)"),
-                None => " (memory not measured: see the readings)".to_owned(),
-            };
-            let headline = match (time, sweep) {
-                (Some(t), _) => format!("Ready {t} after its work started{memory}.{waited}"),
-                (None, Some(t)) => format!("The whole sweep took {t}, step after step.{waited}"),
-                (None, None) => "Finished; the readings below say what was measured.".to_owned(),
+            let headline = match (sweep, time, memory) {
+                (Some(t), _, m) => view! {
+                    <p class="headline" role="status">
+                        "The whole sweep took " {figure(t, "time")}
+                        ", every step (N = 1, 2, … " {DemoId::DENSITY_MAX} " at once) one after another"
+                        {m.map(|m| view! { "; at N = " {DemoId::DENSITY_MAX} " they held " {figure(m, "memory")} " of memory together" })}
+                        "." {waited}
+                    </p>
+                }
+                .into_any(),
+                (None, Some(t), m) => view! {
+                    <p class="headline" role="status">
+                        "Ready " {figure(t, "time")} " after its work started"
+                        {match m {
+                            Some(m) => view! { ", holding " {figure(m, "memory")} " of memory (its own pages, shared ones split fairly)" }.into_any(),
+                            None => " (memory not measured: see all measurements)".into_any(),
+                        }}
+                        "." {waited}
+                    </p>
+                }
+                .into_any(),
+                (None, None, _) => view! { <p class="headline" role="status">"Finished; all measurements below say what was measured."</p> }.into_any(),
             };
             view! {
-                <p class="headline" role="status">{headline}</p>
+                {headline}
                 <details class="readings">
-                    <summary>"All readings, and how each was measured"</summary>
+                    <summary>"All measurements, and how each was measured"</summary>
                     <p class="how">
                         "Terms: " <a href="/glossary#pss">"PSS and RSS"</a> ", "
                         <a href="/glossary#cgroup">"cgroup"</a> ", " <a href="/glossary#namespace">"namespace"</a> ", "
@@ -433,7 +548,7 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                         </thead>
                         <tbody>
                             {measurements.into_iter().map(measurement_row).collect_view()}
-                            {facts.into_iter().map(fact_row).collect_view()}
+                            {facts.into_iter().map(|f| fact_row(f, host_ticket)).collect_view()}
                             {missing.into_iter().map(|m| view! {
                                 <tr class="missing" data-key=m.key.to_string()><th scope="row">{m.label}</th><td>"not measured"</td><td>{m.reason}</td></tr>
                             }).collect_view()}
@@ -449,29 +564,34 @@ fn measurement_row(m: Measurement) -> impl IntoView {
     let value = match m.unit {
         Unit::Bytes => fmt_bytes(m.value),
         Unit::Micros => fmt_us(m.value),
-        Unit::Count => format!("{}", m.value),
+        Unit::Count => n(m.value),
     };
     view! { <tr data-key=m.key.to_string()><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
 }
 
-fn fact_row(f: Fact) -> impl IntoView {
-    view! { <tr data-key=f.key.as_str()><th scope="row">{f.label}</th><td>{f.value}</td><td>{f.how}</td></tr> }
+fn fact_row(f: Fact, host: Option<(HostClaim, u32)>) -> impl IntoView {
+    let value = if matches!(f.key, FactKey::Host | FactKey::KvmHost) {
+        host_explanation(host, "This server.", f.value)
+    } else {
+        f.value.into_any()
+    };
+    view! { <tr data-key=f.key.as_str()><th scope="row">{f.label}</th><td>{value}</td><td>{f.how}</td></tr> }
 }
 
 fn fmt_us(us: f64) -> String {
     if us < 1000.0 {
-        format!("{us:.0} µs")
+        format!("{}\u{a0}µs", fixed(us, 0))
     } else if us < 10_000_000.0 {
-        format!("{:.1} ms", us / 1000.0)
+        format!("{}\u{a0}ms", fixed(us / 1000.0, 1))
     } else {
-        format!("{:.2} s", us / 1e6)
+        format!("{}\u{a0}s", fixed(us / 1e6, 2))
     }
 }
 
 fn fmt_bytes(b: f64) -> String {
     if b < 1024.0 * 1024.0 {
-        format!("{:.0} KiB", b / 1024.0)
+        format!("{}\u{a0}KiB", fixed(b / 1024.0, 0))
     } else {
-        format!("{:.1} MiB", b / 1048576.0)
+        format!("{}\u{a0}MiB", fixed(b / 1048576.0, 1))
     }
 }
