@@ -21,6 +21,7 @@ fn provide_contexts() {
     LinuxGuestNote::provide();
     Progress::provide();
     OpenTerm::provide();
+    crate::learn::RoomTurn::provide();
     // After the contexts a finished run feeds.
     ActiveRuns::provide();
 }
@@ -44,6 +45,7 @@ pub fn App() -> impl IntoView {
     provide_contexts();
     view! {
         <Router>
+            <crate::learn::RoomFollow />
             <a class="skip-link" href="#main">"Skip to content"</a>
             <header class="site-header">
                 <A href="/" attr:class="brand">

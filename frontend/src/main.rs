@@ -21,6 +21,7 @@ mod history;
 mod learn;
 mod lessons;
 mod live;
+mod predict;
 mod progress;
 mod runs;
 mod widgets;

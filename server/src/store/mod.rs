@@ -9,6 +9,7 @@
 mod classes;
 mod export;
 mod history;
+mod learning;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -21,5 +22,6 @@ pub use history::{
     now_ms, Filter, History, HistoryError, HostRow, Retention, EVENTS_CHANNEL, MAX_PAGE,
     WATCH_CHANNEL,
 };
+pub use learning::Learning;
 pub use postgres::{listen, new_schema, Notice};
 pub use sqlite::{lock_data_dir, FILE_NAME};
