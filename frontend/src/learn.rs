@@ -170,7 +170,7 @@ pub fn RoomFollow() -> impl IntoView {
     else {
         return;
     };
-    let navigate = leptos_router::hooks::use_navigate();
+    let location = crate::router::Location::get();
     let on_lesson =
         Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
             #[derive(serde::Deserialize)]
@@ -182,7 +182,18 @@ pub fn RoomFollow() -> impl IntoView {
                 .as_string()
                 .and_then(|d| serde_json::from_str::<Sent>(&d).ok())
             {
-                navigate(&format!("/lessons/{}", sent.lesson), Default::default());
+                // As a link click would: a new history entry, the page drawn
+                // by the app, from its top.
+                let to = format!("/lessons/{}", sent.lesson);
+                let window = window();
+                if let Ok(history) = window.history() {
+                    let _ =
+                        history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&to));
+                }
+                if let Some(location) = location {
+                    location.path.set(to);
+                }
+                window.scroll_to_with_x_and_y(0.0, 0.0);
             }
         });
     let on_change = Closure::<dyn FnMut()>::new(move || turn.0.update(|n| *n += 1));
@@ -234,7 +245,7 @@ pub fn RoomSweep(demo: DemoId, base: DemoId) -> impl IntoView {
                 let Ok(text) = live::get_text(&format!("/api/runs/{run}")).await else {
                     return;
                 };
-                if let Ok(record) = serde_json::from_str::<stacklab_api::RunRecord>(&text) {
+                if let Ok(record) = crate::wire::record(&text) {
                     shown.set_value(run);
                     events.set(record.events);
                 }

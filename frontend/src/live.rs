@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use stacklab_api::{CreateRun, DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
+use stacklab_api::{DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -134,13 +134,18 @@ pub async fn post(path: &str, body: &str) -> Result<(bool, String), StartError> 
 
 /// `POST /api/runs`, with the guesses locked at the click.
 pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
-    let request = CreateRun {
-        demo,
-        learner: learner_id(),
-        class: class_code(),
-        guesses: crate::predict::locked(demo),
-    };
-    let body = serde_json::to_string(&request).map_err(|_| StartError::Unreachable)?;
+    // A `CreateRun`, written out: learner ids and class codes are plain
+    // ASCII (checked when read), and the guesses' numbers go through `num`
+    // (serde's float writer would cost the bundle more than this).
+    let mut body = format!(r#"{{"demo":"{demo}""#);
+    if let Some(learner) = learner_id() {
+        body.push_str(&format!(r#","learner":"{learner}""#));
+    }
+    if let Some(class) = class_code() {
+        body.push_str(&format!(r#","class":"{class}""#));
+    }
+    body.push_str(&crate::predict::guesses_json(demo));
+    body.push('}');
     let (ok, text) = post("/api/runs", &body).await?;
     if ok {
         return serde_json::from_str::<RunCreated>(&text)
@@ -191,7 +196,7 @@ pub fn follow(
             else {
                 return;
             };
-            if let Ok(event) = serde_json::from_str::<RunEvent>(&data) {
+            if let Some(event) = crate::wire::event(&data) {
                 let finished = matches!(event.kind, stacklab_api::EventKind::Finished { .. });
                 on_event(event);
                 if finished {

@@ -21,10 +21,13 @@ mod history;
 mod learn;
 mod lessons;
 mod live;
+mod num;
 mod predict;
 mod progress;
+mod router;
 mod runs;
 mod widgets;
+mod wire;
 
 fn main() {
     console_error_panic_hook::set_once();

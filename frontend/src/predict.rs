@@ -15,6 +15,7 @@ use leptos::prelude::*;
 use stacklab_api::{EventKind, Guess, Outcome, Quantity, RunEvent};
 
 use crate::lessons::{DemoId, Prediction};
+use crate::num::{fixed, n};
 use crate::progress::Progress;
 
 thread_local! {
@@ -23,10 +24,21 @@ thread_local! {
     static LOCKED: RefCell<BTreeMap<DemoId, Vec<Guess>>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// The guesses to send with `demo`'s run: those locked at the click
-/// (empty for a demo without a prediction).
-pub fn locked(demo: DemoId) -> Vec<Guess> {
-    LOCKED.with(|l| l.borrow().get(&demo).cloned().unwrap_or_default())
+/// The guesses locked at `demo`'s Run click, as the `guesses` member of
+/// the run's request (`,"guesses":[…]`; empty without any).
+pub fn guesses_json(demo: DemoId) -> String {
+    let guesses = LOCKED.with(|l| l.borrow().get(&demo).cloned().unwrap_or_default());
+    if guesses.is_empty() {
+        return String::new();
+    }
+    let items: Vec<String> = guesses
+        .iter()
+        .map(|g| match g.value {
+            Some(v) => format!(r#"{{"quantity":"{}","value":{}}}"#, g.quantity, n(v)),
+            None => format!(r#"{{"quantity":"{}"}}"#, g.quantity),
+        })
+        .collect();
+    format!(r#","guesses":[{}]"#, items.join(","))
 }
 
 /// The quantities a demo's card asks about.
@@ -43,11 +55,7 @@ pub fn show(q: Quantity, v: f64) -> String {
         Quantity::Memory if v < 1073741824.0 => (v / 1048576.0, "MiB"),
         Quantity::Memory => (v / 1073741824.0, "GiB"),
     };
-    if v < 10.0 {
-        format!("{v:.1} {unit}")
-    } else {
-        format!("{v:.0} {unit}")
-    }
+    format!("{}\u{a0}{unit}", fixed(v, if v < 10.0 { 1 } else { 0 }))
 }
 
 /// How the verdict says "how far off": orders of magnitude, and the factor.
@@ -56,11 +64,11 @@ fn how_far(guess: f64, measured: f64) -> String {
     if off.abs() < 0.05 {
         return "spot on".to_owned();
     }
-    let factor = 10f64.powf(off.abs());
     format!(
-        "{:.1} orders of magnitude {} your guess (×{factor:.1})",
-        off.abs(),
-        if off > 0.0 { "above" } else { "below" }
+        "{} orders of magnitude {} your guess (×{})",
+        fixed(off.abs(), 1),
+        if off > 0.0 { "above" } else { "below" },
+        fixed(10f64.powf(off.abs()), 1)
     )
 }
 
@@ -170,13 +178,14 @@ pub fn GuessBeside(
                             {if q == Quantity::Time { "Time until ready (the card's headline)" } else { "Memory it will hold" }}
                             <input
                                 type="range"
-                                min=lo.log10()
-                                max=hi.log10()
+                                min=n(lo.log10())
+                                max=n(hi.log10())
                                 step="0.05"
-                                prop:value=move || value().unwrap_or((lo * hi).sqrt()).log10()
+                                prop:value=move || n(value().unwrap_or((lo * hi).sqrt()).log10())
                                 aria-valuetext=move || value().map(|v| show(q, v)).unwrap_or_else(|| "no guess yet".into())
                                 on:input=move |e| {
-                                    if let Ok(v) = event_target_value(&e).parse::<f64>() {
+                                    let v = js_sys::Number::parse_float(&event_target_value(&e));
+                                    if v.is_finite() {
                                         progress.set_guess(demo, q, 10f64.powf(v));
                                     }
                                 }

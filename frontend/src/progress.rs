@@ -160,7 +160,7 @@ impl Progress {
         let key = format!("guess {} {q}", demo.as_str());
         self.0.update(|d| {
             d.remove(&format!("guess {} none", demo.as_str()));
-            d.set(key, value.to_string());
+            d.set(key, crate::num::n(value));
         });
     }
 
@@ -171,7 +171,8 @@ impl Progress {
         }
         self.0.with(|d| {
             d.get(&format!("guess {} {q}", demo.as_str()))
-                .and_then(|v| v.parse().ok())
+                .map(js_sys::Number::parse_float)
+                .filter(|v| v.is_finite())
         })
     }
 
@@ -191,7 +192,7 @@ impl Progress {
         let text: Vec<String> = guesses
             .iter()
             .map(|g| match g.value {
-                Some(v) => format!("{}={v}", g.quantity),
+                Some(v) => format!("{}={}", g.quantity, crate::num::n(v)),
                 None => format!("{}=-", g.quantity),
             })
             .collect();
@@ -209,7 +210,7 @@ impl Progress {
                         let (q, v) = pair.split_once('=')?;
                         Some(Guess {
                             quantity: q.parse().ok()?,
-                            value: v.parse().ok(),
+                            value: Some(js_sys::Number::parse_float(v)).filter(|v| v.is_finite()),
                         })
                     })
                     .collect(),
