@@ -285,7 +285,9 @@ async fn predict_then_run(visit: &Visit) {
     )
     .await;
     click(client, &format!("{vm} button.run")).await;
-    let verdict = text_of(client, &format!("{vm} .guess-verdict")).await;
+    let verdict = text_of(client, &format!("{vm} .guess-verdict"))
+        .await
+        .replace('\u{a0}', " ");
     assert!(
         verdict.contains("Time: you guessed 1.0 ms; measured "),
         "{verdict}"

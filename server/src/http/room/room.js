@@ -354,6 +354,7 @@ function classPage(code) {
     later();
   };
 
+  let picked = "";
   const sendRoom = async (lesson) => {
     try {
       await api("POST", `/api/classes/${code}/lesson`, { lesson }, true);
@@ -417,10 +418,12 @@ function classPage(code) {
     const lessons = view.lessons || [];
     const numberOf = (slug) => lessons.findIndex((l) => l.slug === slug) + 1;
     const at = lessons.find((l) => l.slug === view.lesson);
-    const lessonSelect = el("select", { id: "send-lesson" },
+    // The page is drawn again on every change in the room: the lesson the
+    // instructor picked stays picked.
+    const lessonSelect = el("select", { id: "send-lesson", onchange: (e) => { picked = e.target.value; } },
       ...lessons.map((l, i) => {
         const o = el("option", { value: l.slug }, `${i + 1}. ${l.title}`);
-        if (l.slug === view.lesson) o.selected = true;
+        if (l.slug === (picked || view.lesson)) o.selected = true;
         return o;
       }));
     const guessesOf = (demo) => (view.guesses || []).filter((g) => g.demo === demo);
