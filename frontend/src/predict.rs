@@ -68,7 +68,10 @@ fn how_far(guess: f64, measured: f64) -> String {
         "{} orders of magnitude {} your guess (×{})",
         fixed(off.abs(), 1),
         if off > 0.0 { "above" } else { "below" },
-        fixed(10f64.powf(off.abs()), 1)
+        {
+            let factor = 10f64.powf(off.abs());
+            fixed(factor, if factor < 10.0 { 1 } else { 0 })
+        }
     )
 }
 

@@ -232,7 +232,8 @@ function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal)
   for (let d = Math.ceil(Math.log10(lo)); d <= Math.floor(Math.log10(hi)); d++) {
     const v = 10 ** d;
     add("line", { class: "tick", x1: x(v), x2: x(v), y1: 60, y2: 68 });
-    if (d % (quantity === "time" ? 2 : 1) === 0 || d === Math.ceil(Math.log10(lo))) add("text", { x: x(v), y: 84, "text-anchor": "middle" }, g.fmt(v));
+    const first = d === Math.ceil(Math.log10(lo));
+    if (d % (quantity === "time" ? 2 : 1) === 0 || first) add("text", { x: x(v), y: 84, "text-anchor": first ? "start" : "middle" }, g.fmt(v));
   }
   made.forEach((m, i) => add("circle", { class: "guess", cx: x(m.value), cy: 20 + (i * 7) % 36, r: 6 }));
   const sorted = [...measuredValues].sort((a, b) => a - b);
