@@ -204,7 +204,7 @@ async fn container_demo(visit: &Visit) {
         text.contains("LIVE DEMO") || text.contains("Live demo"),
         "{text}"
     );
-    no_guess(client, &format!("{card}")).await;
+    no_guess(client, card).await;
     click(client, &format!("{card} button.run")).await;
     let pss = reading_text(
         client,
@@ -246,7 +246,7 @@ async fn container_demo(visit: &Visit) {
 async fn hello_container_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let card = r#"section.demo-card[data-demo="hello-container"]"#;
-    no_guess(client, &format!("{card}")).await;
+    no_guess(client, card).await;
     click(client, &format!("{card} button.repeat")).await;
     wait_for_text(client, &format!("{card} .series"), "5 of 5 runs done").await;
     let series = text_of(client, &format!("{card} .series")).await;
@@ -419,7 +419,7 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
 async fn micro_vm_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
-    no_guess(client, &format!("{vm}")).await;
+    no_guess(client, vm).await;
     click(client, &format!("{vm} button.run")).await;
     let boot = reading_text(client, &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#)).await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
@@ -464,7 +464,7 @@ async fn linux_guest_card(visit: &Visit) {
         wait_for_text(client, &format!("{pg_vm} .host-note"), "cannot boot here").await;
         screenshot_of(client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
-        no_guess(client, &format!("{linux}")).await;
+        no_guess(client, linux).await;
         click(client, &format!("{linux} button.run")).await;
         reading_within(
             client,
@@ -522,7 +522,7 @@ async fn density_sweeps(visit: &Visit) {
         ("density-container", Duration::from_secs(120)),
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
-        no_guess(client, &format!("{card}")).await;
+        no_guess(client, &card).await;
         click(client, &format!("{card} button.run")).await;
         if demo == "density-container" {
             away_and_back_mid_run(client, &card).await;
@@ -801,7 +801,7 @@ async fn lessons_render_without_the_stacklab_server() {
     let lesson = lesson(&lessons, "postgres-both-ways");
     open_from_home(&client, &home, lesson).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
-    no_guess(&client, &format!("{card}")).await;
+    no_guess(&client, card).await;
     click(&client, &format!("{card} button.run")).await;
     wait_for_text(
         &client,
@@ -884,7 +884,7 @@ async fn a_workshop_in_the_browser() {
             .unwrap();
         let card = r#"section.demo-card[data-demo="micro-vm"]"#;
         text_of(&client, card).await;
-        no_guess(&client, &format!("{card}")).await;
+        no_guess(&client, card).await;
         click(&client, &format!("{card} button.run")).await;
         reading_text(
             &client,
@@ -1049,7 +1049,7 @@ async fn queue_position_and_estimate(client: &Client, base: &str) {
     // One running, one waiting (as many as one client may have).
     let followers = busy(2).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
-    no_guess(client, &format!("{card}")).await;
+    no_guess(client, card).await;
     click(client, &format!("{card} button.run")).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut said = Vec::new();
@@ -1150,7 +1150,7 @@ async fn a_network_blip_mid_run_loses_nothing() {
         .unwrap();
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
     text_of(&client, card).await;
-    no_guess(&client, &format!("{card}")).await;
+    no_guess(&client, card).await;
     click(&client, &format!("{card} button.run")).await;
     text_of(
         &client,
