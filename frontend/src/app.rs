@@ -11,7 +11,7 @@ use crate::live::LinuxGuestNote;
 use crate::progress::Progress;
 use crate::router::{Location, Route};
 use crate::runs::ActiveRuns;
-use crate::widgets::DemoWidget;
+use crate::widgets::{DemoWidget, HostClaim};
 
 /// What every page's components reach through context.
 fn provide_contexts() {
@@ -22,6 +22,7 @@ fn provide_contexts() {
     crate::learn::RoomTurn::provide();
     // After the contexts a finished run feeds.
     ActiveRuns::provide();
+    HostClaim::provide();
 }
 
 /// The root of `/embed/{demo}`: that demo's card alone, framed by another
@@ -46,7 +47,8 @@ pub fn App() -> impl IntoView {
     let current = move |href: &'static str| {
         move || (location.path.get().trim_end_matches('/') == href).then_some("page")
     };
-    let page = move || match route.get() {
+    let host = HostClaim::get();
+    let page_of = move |route: Route| match route {
         Route::Home => view! { <Home /> }.into_any(),
         Route::Lesson(slug) => match lessons::find(&slug) {
             Some(l) => view! { <LessonView lesson=l /> }.into_any(),
@@ -56,6 +58,13 @@ pub fn App() -> impl IntoView {
         Route::Run(id) => view! { <RunView id /> }.into_any(),
         Route::Glossary => view! { <GlossaryPage /> }.into_any(),
         Route::NotFound => view! { <NotFound /> }.into_any(),
+    };
+    let page = move || {
+        // A new page shows the host explanation once again.
+        if let Some(h) = host {
+            h.reset();
+        }
+        page_of(route.get())
     };
     view! {
         <crate::learn::RoomFollow />
@@ -85,6 +94,8 @@ pub fn App() -> impl IntoView {
 fn CourseNav() -> impl IntoView {
     let path = Location::get().map(|l| l.path).unwrap_or_default();
     let progress = Progress::get();
+    // Why Linux guests cannot run here (from /api/health), if they cannot.
+    let linux_off = LinuxGuestNote::get().map(LinuxGuestNote::fetched);
     let open = RwSignal::new(false);
     Effect::new(move || {
         path.track();
@@ -109,7 +120,20 @@ fn CourseNav() -> impl IntoView {
                         let current = move || {
                             (path.get() == target).then_some("page")
                         };
-                        let done = move || progress.of(l).summary();
+                        let done = move || {
+                            let mut p = progress.of(l);
+                            // A demo this server cannot run does not count
+                            // against the lesson.
+                            if linux_off.is_some_and(|why| why.with(Option::is_some)) {
+                                p.demos -= l
+                                    .blocks
+                                    .iter()
+                                    .filter(|b| matches!(b, Block::Demo(d, _) if d.is_linux_guest()))
+                                    .count()
+                                    .min(p.demos - p.demos_run);
+                            }
+                            p.summary()
+                        };
                         view! {
                             <li>
                                 <a href=href aria-current=current>

@@ -12,26 +12,44 @@ pub struct Series {
     pub name: &'static str,
     /// CSS class that colours it (`s-container`, `s-vm`).
     pub class: &'static str,
-    /// (x, y) points in x order.
+    /// (x, y) points in x order: each the median where `spread` is given.
     pub points: Vec<(f64, f64)>,
 }
 
-const W: f64 = 520.0;
-const H: f64 = 220.0;
-const LEFT: f64 = 64.0;
-const BOTTOM: f64 = 34.0;
-const TOP: f64 = 12.0;
-const RIGHT: f64 = 16.0;
+/// How a chart joins its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// A line from point to point: a trend (repeated samples, or a
+    /// run-by-run history read in order).
+    Line,
+    /// Points alone: single samples, where a line would draw a trend
+    /// through noise.
+    Points,
+}
+
+// The chart's own units: about one CSS px each on a phone (the chart is as
+// wide as the card, ~300 px at 375 px), so its labels stay at or
+// above 12 px there (14 units: ~13 px); wider screens cap it (`.line-chart svg` max-width).
+const W: f64 = 320.0;
+const H: f64 = 210.0;
+const LEFT: f64 = 72.0;
+const BOTTOM: f64 = 40.0;
+const TOP: f64 = 24.0;
+const RIGHT: f64 = 12.0;
 
 /// A line chart. `fmt_y` formats y values (axis ticks and point labels);
-/// the description goes into the chart's accessible name.
+/// `y_label` names the y axis with its unit; `spread` gives each point's
+/// least and most (drawn as a bar through the median point).
 #[component]
 pub fn LineChart(
     title: String,
     x_label: &'static str,
+    y_label: &'static str,
     series: Vec<Series>,
     fmt_y: fn(f64) -> String,
     how: String,
+    #[prop(optional)] spread: Vec<(f64, f64, f64)>,
+    #[prop(default = Join::Line)] join: Join,
 ) -> impl IntoView {
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
@@ -45,10 +63,13 @@ pub fn LineChart(
     let y_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
+        .chain(spread.iter().map(|s| s.2))
         .fold(0.0_f64, f64::max)
         .max(f64::MIN_POSITIVE)
         * 1.1;
-    let px = move |x: f64| LEFT + (x - x_min) / (x_max - x_min) * (W - LEFT - RIGHT);
+    let pad = 10.0;
+    let px =
+        move |x: f64| LEFT + pad + (x - x_min) / (x_max - x_min) * (W - LEFT - RIGHT - 2.0 * pad);
     let py = move |y: f64| H - BOTTOM - y / y_max * (H - BOTTOM - TOP);
     let description = series
         .iter()
@@ -62,9 +83,9 @@ pub fn LineChart(
         })
         .collect::<Vec<_>>()
         .join("; ");
-    let ticks: Vec<f64> = (0..=4).map(|i| y_max / 1.1 * f64::from(i) / 4.0).collect();
+    let ticks: Vec<f64> = (0..=3).map(|i| y_max / 1.1 * f64::from(i) / 3.0).collect();
     let x_ticks: Vec<f64> = {
-        let step = ((x_max - x_min) / 8.0).ceil().max(1.0);
+        let step = ((x_max - x_min) / 6.0).ceil().max(1.0);
         let mut v = Vec::new();
         let mut x = x_min.ceil();
         while x <= x_max {
@@ -77,13 +98,14 @@ pub fn LineChart(
         <figure class="line-chart">
             <figcaption>{title.clone()}</figcaption>
             <svg viewBox=format!("0 0 {} {}", n(W), n(H)) role="img" aria-label=format!("{title}. {description}")>
+                <text class="axis-label y-label" x=2 y=14>{y_label}</text>
                 {ticks
                     .into_iter()
                     .map(|t| {
                         view! {
                             <g class="grid">
                                 <line x1=n(LEFT) x2=n(W - RIGHT) y1=n(py(t)) y2=n(py(t)) />
-                                <text x=n(LEFT - 6.0) y=n(py(t) + 4.0) text-anchor="end">{fmt_y(t)}</text>
+                                <text x=n(LEFT - 5.0) y=n(py(t) + 4.0) text-anchor="end">{fmt_y(t)}</text>
                             </g>
                         }
                     })
@@ -96,7 +118,15 @@ pub fn LineChart(
                         }
                     })
                     .collect_view()}
-                <text class="axis-label" x=n((LEFT + W - RIGHT) / 2.0) y=n(H - 2.0) text-anchor="middle">{x_label}</text>
+                <text class="axis-label x-label" x=n((LEFT + W - RIGHT) / 2.0) y=n(H - 4.0) text-anchor="middle">{x_label}</text>
+                {spread
+                    .iter()
+                    .map(|&(x, lo, hi)| {
+                        view! {
+                            <line class="spread" x1=n(px(x)) x2=n(px(x)) y1=n(py(lo)) y2=n(py(hi)) />
+                        }
+                    })
+                    .collect_view()}
                 {series
                     .iter()
                     .map(|s| {
@@ -108,7 +138,7 @@ pub fn LineChart(
                             .join(" ");
                         view! {
                             <g class=format!("series {}", s.class)>
-                                <polyline points=path />
+                                {(join == Join::Line).then(|| view! { <polyline points=path /> })}
                                 {s
                                     .points
                                     .iter()

@@ -11,7 +11,8 @@ use stacklab_api::{
 
 use crate::charts::{fmt_mib, fmt_ms};
 use crate::live::{self, LinuxGuestNote};
-use crate::num::n;
+use crate::num::fixed;
+use crate::widgets::{host_explanation, HostClaim};
 
 /// Bumped whenever a run finishes in this tab, so the block asks again.
 #[derive(Clone, Copy)]
@@ -187,7 +188,9 @@ async fn load() -> Result<Loaded, String> {
     Ok(Loaded { by_demo, named })
 }
 
-/// Two horizontal bars on one scale, each with its median and spread.
+/// Two horizontal bars on one scale, each with its median and spread. The
+/// bars are HTML, not a scaled SVG, so their labels and values keep the
+/// page's text size on a phone.
 #[component]
 fn Bars(
     title: String,
@@ -201,36 +204,24 @@ fn Bars(
         .flatten()
         .map(|s| s.max)
         .fold(1.0, f64::max);
-    let bar = move |y: f64, (label, s): (&'static str, Option<Spread>), class: &'static str| {
-        let w = s.map(|s| 240.0 * s.median / max).unwrap_or(0.0);
+    let bar = move |(label, s): (&'static str, Option<Spread>), class: &'static str| {
+        let width = s.map(|s| 100.0 * s.median / max).unwrap_or(0.0).max(0.5);
         let text = s.map(|s| s.show(fmt)).unwrap_or_else(|| "—".into());
         view! {
-            <g class=class>
-                <text x=0 y=n(y + 15.0)>{label}</text>
-                <rect x=130 y=n(y) width=n(w.max(1.0)) height=20 rx=3 />
-                <text x=n(140.0 + w) y=n(y + 15.0)>{text}</text>
-            </g>
+            <div class=format!("bar-row {class}")>
+                <span class="bar-label">{label}</span>
+                <span class="bar-track">
+                    <span class="bar" style=format!("width:{}%", fixed(width, 1))></span>
+                </span>
+                <span class="bar-value">{text}</span>
+            </div>
         }
     };
-    let label = format!(
-        "{title}: {} {}, {} {}",
-        left.0,
-        left.1
-            .map(|s| s.show(fmt))
-            .unwrap_or_else(|| "not run".into()),
-        right.0,
-        right
-            .1
-            .map(|s| s.show(fmt))
-            .unwrap_or_else(|| "not run".into())
-    );
     view! {
         <figure class="bars">
             <figcaption>{title}</figcaption>
-            <svg viewBox="0 0 720 60" role="img" aria-label=label>
-                {bar(5.0, left, "b-container")}
-                {bar(33.0, right, "b-vm")}
-            </svg>
+            {bar(left, "b-container")}
+            {bar(right, "b-vm")}
             <p class="how">{how}</p>
         </figure>
     }
@@ -270,11 +261,12 @@ fn pair_view(
     let cannot = (v.is_linux_guest() && fv.total.is_none())
         .then_some(linux_unavailable)
         .flatten();
+    let host = HostClaim::get().map(|c| (c, c.ticket()));
     view! {
         <div class="pair" data-pair=format!("{}+{}", c.as_str(), v.as_str())>
             <h4>{title}</h4>
             {cannot.map(|why| view! {
-                <p class="host-note" role="note"><strong>{format!("{}: cannot run on this server. ", v.title())}</strong>{why}</p>
+                <p class="host-note" role="note"><strong>{format!("{}: not on this server. ", v.title())}</strong>{host_explanation(host, "A Linux guest does not boot on this server.", why)}</p>
             })}
             <Bars title=time.0 fmt=fmt_ms how=time.1
                 left=("Container", fc.total) right=("VM", fv.total) />
@@ -297,6 +289,7 @@ pub fn CompareBlock() -> impl IntoView {
         None => RwSignal::new(None),
     };
     let loaded = RwSignal::new(None::<Result<Loaded, String>>);
+    let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     Effect::new(move |_| {
         if let Some(f) = finished {
             f.track();
@@ -358,7 +351,7 @@ pub fn CompareBlock() -> impl IntoView {
                         <tr><th scope="row">"Security boundary"</th><td>"VM: stronger; container: weaker (shared kernel)"</td><td class="measured">{pids}</td></tr>
                     </tbody>
                 </table>
-                {host.map(|h| view! { <p class="how">"Measured on: " {h}</p> })}
+                {host.map(|h| view! { <p class="how">"Measured on: " {host_explanation(host_ticket, "this server.", h)}</p> })}
             }
             .into_any()
         }

@@ -182,6 +182,7 @@ fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView
                 <LineChart
                     title=format!("{name}: {}, run by run", figure.label)
                     x_label="your 1st, 2nd, … run listed here"
+                    y_label="time (ms)"
                     series=vec![Series { name, class, points }]
                     fmt_y=fmt_ms
                     how=format!("{} (time waiting in line for a free slot is not in it).", figure.how)
@@ -237,8 +238,15 @@ pub fn RunView(id: String) -> impl IntoView {
                     None => "Times below count from the moment the server accepted the request.".into(),
                 }))}
             </p>
-            <crate::widgets::Timeline events />
             <crate::widgets::Results events />
+            // A density sweep keeps its step charts here too.
+            {move || {
+                record
+                    .get()
+                    .and_then(|(demo, _)| demo.density_of())
+                    .map(|base| view! { <crate::widgets::DensityResults base events /> })
+            }}
+            <crate::widgets::Timeline events />
             <crate::widgets::ConsoleTail events />
         </article>
     }

@@ -4,10 +4,11 @@
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DensityMetric, EventKind, Fact, Key, Measurement, Metric, Outcome, Phase, RunEvent, Unit,
+    DensityMetric, EventKind, Fact, FactKey, Key, Measurement, Metric, Outcome, Phase, RunEvent,
+    Unit,
 };
 
-use crate::charts::{fmt_mib, fmt_ms, LineChart, Series};
+use crate::charts::{fmt_mib, fmt_ms, Join, LineChart, Series};
 use crate::compare::Spread;
 use crate::diagram::StackDiagram;
 use crate::lessons::{DemoId, Prediction, StackFocus};
@@ -16,6 +17,67 @@ use crate::num::{fixed, n, sort_by_key};
 use crate::predict::{self, GuessBeside};
 use crate::progress::Progress;
 use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
+
+/// The host explanation (why Linux guests cannot boot here, what the
+/// server runs on) is shown in full at most once per page: the first part
+/// of the page to show it claims it, every other part shows a short line
+/// that points to it. The app resets the claim when the page changes.
+#[derive(Clone, Copy)]
+pub struct HostClaim {
+    holder: StoredValue<Option<u32>>,
+    next: StoredValue<u32>,
+}
+
+impl HostClaim {
+    /// Provides the claim to the component tree.
+    pub fn provide() {
+        provide_context(HostClaim {
+            holder: StoredValue::new(None),
+            next: StoredValue::new(0),
+        });
+    }
+
+    pub fn get() -> Option<HostClaim> {
+        use_context::<HostClaim>()
+    }
+
+    /// A new page: nobody shows the explanation yet.
+    pub fn reset(self) {
+        self.holder.set_value(None);
+    }
+
+    /// An id for one part of the page that may show the explanation.
+    pub fn ticket(self) -> u32 {
+        let id = self.next.get_value();
+        self.next.set_value(id + 1);
+        id
+    }
+
+    /// Whether part `id` shows it in full (the first to ask, and the same
+    /// part again when it redraws).
+    pub fn claim(self, id: u32) -> bool {
+        match self.holder.get_value() {
+            None => {
+                self.holder.set_value(Some(id));
+                true
+            }
+            Some(holder) => holder == id,
+        }
+    }
+}
+
+/// The host explanation, or where it is on this page.
+pub fn host_explanation(
+    id: Option<(HostClaim, u32)>,
+    short: &'static str,
+    full: String,
+) -> AnyView {
+    if id.is_none_or(|(claim, id)| claim.claim(id)) {
+        view! { <span class="host-explanation" id="host-explanation">{full}</span> }.into_any()
+    } else {
+        view! { <span class="host-short">{short} " " <a href="#host-explanation">"Why: see above."</a></span> }.into_any()
+    }
+}
 
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
@@ -63,13 +125,17 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
         _ => RwSignal::new(None),
     };
     let busy = move || run.busy();
+    let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     view! {
-        <section class="demo-card" data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
+        // A card this server cannot run asks no prediction (`.off` hides it).
+        <section class="demo-card" class:off=move || host_note.with(Option::is_some) data-demo=demo.as_str() aria-label=format!("Live demo: {}", demo.title())>
             <p class="badge">"Live demo"</p>
             <h3>{demo.title()}</h3>
             <p>{what}</p>
             {move || host_note.get().map(|why| view! {
-                <p class="host-note" role="note"><strong>"Not on this server. "</strong>{why}</p>
+                <p class="host-note" role="note"><strong>"Not on this server. "</strong>
+                    {host_explanation(host_ticket, "A Linux guest does not boot on this server.", why)}
+                </p>
             })}
             {prediction.map(|p| view! {
                 <GuessBeside demo prediction=p events unavailable=host_note />
@@ -96,6 +162,8 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                     Status::Failed(why) => why,
                 }}
             </p>
+            // The answer first; the diagram, phases and console after it.
+            <Results events />
             {match demo.density_of() {
                 None => view! {
                     <StackDiagram
@@ -108,7 +176,6 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             }}
             <Timeline events />
             <ConsoleTail events />
-            <Results events />
             <RoomStrip demo turn=room_turn />
             {demo.density_of().map(|base| view! { <crate::learn::RoomSweep demo base /> })}
         </section>
@@ -180,6 +247,12 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
                         <circle class:mine=mine cx=n(x(t)) cy=(8 + i * 5 % 20).to_string() r="4" />
                     }).collect_view()}
                 </svg>
+                // The axis, in HTML so it keeps its size on a phone.
+                <p class="room-axis" aria-hidden="true">
+                    <span>"0\u{a0}ms"</span>
+                    <span>"each run's headline time"</span>
+                    <span>{fmt_ms(max)}</span>
+                </p>
             </figure>
         })
     }
@@ -232,7 +305,7 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let memory_how = move || {
         phases().into_iter().find_map(|p| p.5).map(|how| {
             format!(
-                "Times: since you clicked, on the server's monotonic clock. Memory column: {how}."
+                "Times: since you clicked, on the server's monotonic clock. Memory column: {how}. It follows the run step by step by its own rule; the answer to \"how much memory\" is the memory figure in the result, which counts everything the instance holds, so the two can differ."
             )
         })
     };
@@ -249,7 +322,12 @@ pub(crate) fn Timeline(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                                     <span class="t">{format!("+{}", fmt_us(at_us as f64))}</span>
                                     <span class="label">{label}</span>
                                     {mem.map(|m| view! { <span class="mem" title=how.unwrap_or_default()>{fmt_bytes(m as f64)}</span> })}
-                                    <span class="detail">{detail}</span>
+                                    // Plain words first: the phase's name; what exactly
+                                    // was observed (registers, addresses, counters)
+                                    // is there for whoever opens it.
+                                    {(!detail.is_empty()).then(|| view! {
+                                        <details class="detail"><summary>"under the hood"</summary>{detail}</details>
+                                    })}
                                 </li>
                             }
                         })
@@ -337,15 +415,18 @@ pub(crate) fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> i
             view! {
                 <div class="density">
                     <LineChart
-                        title=format!("{name}: time until all N were ready")
+                        title=format!("{name}: each step, time until all N were ready")
                         x_label="N started at the same moment"
+                        y_label="step time (ms)"
                         series=vec![Series { name, class, points: time }]
                         fmt_y=fmt_ms
-                        how="From starting all N together until the last reported ready, on the server's monotonic clock.".to_owned()
+                        join=Join::Points
+                        how="One sample per step (each N once): from starting all N together until the last reported ready, on the server's monotonic clock. Single samples vary from run to run, so no line joins them.".to_owned()
                     />
                     <LineChart
-                        title=format!("{name}: memory held together")
+                        title=format!("{name}: each step, memory held together")
                         x_label="N started at the same moment"
+                        y_label="memory (KiB/MiB)"
                         series=vec![Series { name, class, points: memory }]
                         fmt_y=fmt_mib
                         how=how_memory.to_owned()
@@ -388,6 +469,9 @@ pub(crate) fn ConsoleTail(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     }
 }
 
+/// A run's result: its answer first, one figure per question (how long,
+/// how much memory: the figure table's headline figures), then every
+/// measurement folded away with how each was measured.
 #[component]
 pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     let outcome = move || {
@@ -405,30 +489,60 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
             })
         })
     };
+    let host_ticket = HostClaim::get().map(|c| (c, c.ticket()));
     move || {
         outcome().map(|(measurements, facts, missing)| {
-            let find = |metric: Metric| measurements.iter().find(|m| m.key == Key::from(metric));
-            let time = find(Metric::StartToReady).map(|m| fmt_us(m.value));
-            let sweep = find(Metric::SweepTotal).map(|m| fmt_us(m.value));
-            let memory = find(Metric::MemoryHeld).map(|m| fmt_bytes(m.value));
+            let find = |key: Key| measurements.iter().find(|m| m.key == key);
+            // The figure table's headline keys (`DemoId::headline_keys`,
+            // checked against these by the browser test): start → ready and
+            // memory held; for a density sweep the whole sweep and the
+            // largest step's memory.
+            let sweep = find(Metric::SweepTotal.into());
+            let time = sweep.or_else(|| find(Metric::StartToReady.into()));
+            let memory = if sweep.is_some() {
+                find(Key::Density(DensityMetric::MemoryTotal, DemoId::DENSITY_MAX))
+            } else {
+                find(Metric::MemoryHeld.into())
+            };
+            let figure = |m: &Measurement, question: &'static str| {
+                let value = match m.unit {
+                    Unit::Bytes => fmt_bytes(m.value),
+                    _ => fmt_us(m.value),
+                };
+                view! { <strong class="figure" data-question=question data-key=m.key.to_string() title=m.how.clone()>{value}</strong> }
+            };
             // The wait in line is its own figure: never part of the platform's time.
-            let waited = match find(Metric::QueueWait) {
+            let waited = match find(Metric::QueueWait.into()) {
                 Some(w) if w.value >= 1000.0 => format!(" It first waited {} in line for a free slot (not part of that time).", fmt_us(w.value)),
                 _ => String::new(),
             };
-            let memory = match memory {
-                Some(m) => format!(", holding {m} of memory (its own pages, shared ones split fairly)"),
-                None => " (memory not measured: see the readings)".to_owned(),
-            };
-            let headline = match (time, sweep) {
-                (Some(t), _) => format!("Ready {t} after its work started{memory}.{waited}"),
-                (None, Some(t)) => format!("The whole sweep took {t}, step after step.{waited}"),
-                (None, None) => "Finished; the readings below say what was measured.".to_owned(),
+            let headline = match (sweep, time, memory) {
+                (Some(t), _, m) => view! {
+                    <p class="headline" role="status">
+                        "The whole sweep took " {figure(t, "time")}
+                        ", every step (N = 1, 2, … " {DemoId::DENSITY_MAX} " at once) one after another"
+                        {m.map(|m| view! { "; at N = " {DemoId::DENSITY_MAX} " they held " {figure(m, "memory")} " of memory together" })}
+                        "." {waited}
+                    </p>
+                }
+                .into_any(),
+                (None, Some(t), m) => view! {
+                    <p class="headline" role="status">
+                        "Ready " {figure(t, "time")} " after its work started"
+                        {match m {
+                            Some(m) => view! { ", holding " {figure(m, "memory")} " of memory (its own pages, shared ones split fairly)" }.into_any(),
+                            None => " (memory not measured: see all measurements)".into_any(),
+                        }}
+                        "." {waited}
+                    </p>
+                }
+                .into_any(),
+                (None, None, _) => view! { <p class="headline" role="status">"Finished; all measurements below say what was measured."</p> }.into_any(),
             };
             view! {
-                <p class="headline" role="status">{headline}</p>
+                {headline}
                 <details class="readings">
-                    <summary>"All readings, and how each was measured"</summary>
+                    <summary>"All measurements, and how each was measured"</summary>
                     <p class="how">
                         "Terms: " <a href="/glossary#pss">"PSS and RSS"</a> ", "
                         <a href="/glossary#cgroup">"cgroup"</a> ", " <a href="/glossary#namespace">"namespace"</a> ", "
@@ -442,7 +556,7 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                         </thead>
                         <tbody>
                             {measurements.into_iter().map(measurement_row).collect_view()}
-                            {facts.into_iter().map(fact_row).collect_view()}
+                            {facts.into_iter().map(|f| fact_row(f, host_ticket)).collect_view()}
                             {missing.into_iter().map(|m| view! {
                                 <tr class="missing" data-key=m.key.to_string()><th scope="row">{m.label}</th><td>"not measured"</td><td>{m.reason}</td></tr>
                             }).collect_view()}
@@ -463,8 +577,13 @@ fn measurement_row(m: Measurement) -> impl IntoView {
     view! { <tr data-key=m.key.to_string()><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
 }
 
-fn fact_row(f: Fact) -> impl IntoView {
-    view! { <tr data-key=f.key.as_str()><th scope="row">{f.label}</th><td>{f.value}</td><td>{f.how}</td></tr> }
+fn fact_row(f: Fact, host: Option<(HostClaim, u32)>) -> impl IntoView {
+    let value = if matches!(f.key, FactKey::Host | FactKey::KvmHost) {
+        host_explanation(host, "This server.", f.value)
+    } else {
+        f.value.into_any()
+    };
+    view! { <tr data-key=f.key.as_str()><th scope="row">{f.label}</th><td>{value}</td><td>{f.how}</td></tr> }
 }
 
 fn fmt_us(us: f64) -> String {

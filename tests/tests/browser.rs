@@ -461,7 +461,13 @@ async fn linux_guest_card(visit: &Visit) {
         );
         // The PostgreSQL-in-a-VM card shares the same answer.
         let pg_vm = r#"section.demo-card[data-demo="postgres-vm"]"#;
-        wait_for_text(client, &format!("{pg_vm} .host-note"), "cannot boot here").await;
+        // (Its explanation is the one above: shown once per page.)
+        wait_for_text(
+            client,
+            &format!("{pg_vm} .host-note"),
+            "does not boot on this server",
+        )
+        .await;
         screenshot_of(client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
         no_guess(client, linux).await;
@@ -499,7 +505,7 @@ async fn compare_block(visit: &Visit) {
     let nested =
         stacklab_vmm::host::probe().is_ok_and(|h| h.backing == stacklab_api::KvmBacking::NestedPvm);
     if nested {
-        assert!(text.contains("cannot run on this server"), "{text}");
+        assert!(text.contains("not on this server"), "{text}");
     }
     assert!(
         text.contains("1 run"),

@@ -1,0 +1,308 @@
+//! What people see, measured in a real browser (Debian's Chromium through
+//! chromedriver, the real server and built frontend) at a phone's width
+//! (375 px), a laptop's (1280 px) and a projector's (1920 px): every result
+//! answers its questions with one headline figure each (time, memory), the
+//! figure table's headline; no figure or chart label renders under 12 CSS
+//! px; the host explanation appears at most once per page. Lessons 4, 5
+//! and 6 and a PostgreSQL run page are checked, and screenshots of lessons
+//! 4 and 5 and the run page written to `test-output/e2e/`, or to
+//! `docs/screenshots/` (the README shows them) with
+//! `STACKLAB_DOCS_SCREENSHOTS=1`. A micro-VM density sweep's headline is
+//! checked against its run's events (the whole sweep, not its last step)
+//! and its run page keeps the step charts; on a host where Linux guests
+//! cannot boot, their cards ask no prediction and lesson 5's progress
+//! counts only the demos this server can run.
+
+mod util;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use fantoccini::Client;
+use serde_json::Value;
+use stacklab_api::DemoId;
+use util::*;
+
+const WIDTHS: [u32; 3] = [375, 1280, 1920];
+
+/// Run in the page: every figure and chart label that is shown, with the
+/// size it renders at (an SVG text's font size times its SVG's scale), the
+/// headline figures of each result, and how often the host explanation is
+/// there.
+const MEASURE: &str = r#"
+const shown = el => el.getClientRects().length > 0 && !el.closest('details:not([open])');
+const small = [];
+const texts = document.querySelectorAll(
+  'svg text, .headline .figure, td.num, .timeline .t, .timeline .mem, .bar-label, .bar-value, .legend, .line-chart figcaption, .bars figcaption');
+for (const el of texts) {
+  if (!shown(el) || !el.textContent.trim()) continue;
+  let px = parseFloat(getComputedStyle(el).fontSize);
+  const svg = el.closest('svg');
+  if (svg) px *= svg.getScreenCTM().a;
+  if (px < 11.95) small.push(`${el.textContent.trim().slice(0, 40)} (${px.toFixed(1)} px, ${el.className.baseVal ?? el.className})`);
+}
+const results = [];
+for (const h of document.querySelectorAll('.headline')) {
+  const card = h.closest('[data-demo]');
+  const keys = q => [...h.querySelectorAll(`.figure[data-question="${q}"]`)].map(f => f.dataset.key);
+  results.push({ demo: card ? card.dataset.demo : null, time: keys('time'), memory: keys('memory') });
+}
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+const hostTexts = [];
+while (walker.nextNode()) {
+  const t = walker.currentNode.textContent;
+  // The host's description and why Linux guests cannot boot (not the
+  // "how it was measured" of the host fact, which names the same flag).
+  if (t.includes('hypervisor flag is set') || t.includes('not a virtual machine as far as')
+      || t.includes('So a Linux guest cannot boot here')) hostTexts.push(t.slice(0, 60));
+}
+return { width: window.innerWidth, small, results,
+         explanations: document.querySelectorAll('.host-explanation').length, hostTexts };
+"#;
+
+/// Checks the page at every width and writes its screenshots. `run_demo`:
+/// the demo of a run page (its results have no card to name it).
+async fn check_page(client: &Client, name: &str, run_demo: Option<DemoId>, shown: &str) {
+    for width in WIDTHS {
+        client.set_window_rect(0, 0, width, 1000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = eval(client, MEASURE, vec![]).await;
+        let inner = seen["width"].as_u64().unwrap_or(0);
+        assert!(
+            inner + 40 >= u64::from(width) && inner <= u64::from(width),
+            "{name}: the window is {inner} px wide, asked for {width}"
+        );
+        let small: Vec<&Value> = seen["small"].as_array().unwrap().iter().collect();
+        assert!(
+            small.is_empty(),
+            "{name} at {width} px: figures or chart labels under 12 px: {small:?}"
+        );
+        let results = seen["results"].as_array().unwrap();
+        // Lesson 4 has the compare block only (its bars are checked for size).
+        assert!(
+            !results.is_empty() || name == "lesson-4",
+            "{name}: no result to check"
+        );
+        for r in results {
+            let demo = r["demo"]
+                .as_str()
+                .map(|d| DemoId::from_str(d).unwrap())
+                .or(run_demo)
+                .unwrap_or_else(|| panic!("{name}: a result without its demo: {r}"));
+            let (time, memory) = demo.headline_keys();
+            assert_eq!(
+                r["time"],
+                serde_json::json!([time.to_string()]),
+                "{name}: {demo}'s result answers \"how long\" with one figure, the table's headline"
+            );
+            assert_eq!(
+                r["memory"],
+                serde_json::json!([memory.to_string()]),
+                "{name}: {demo}'s result answers \"how much memory\" with one figure, the table's headline"
+            );
+        }
+        assert!(
+            seen["explanations"].as_u64().unwrap() <= 1
+                && seen["hostTexts"].as_array().unwrap().len() <= 1,
+            "{name} at {width} px: the host explanation more than once: {seen}"
+        );
+        // The screenshot shows the results (the part this test is about).
+        eval(
+            client,
+            "document.querySelector(arguments[0])?.scrollIntoView({block: 'start'})",
+            vec![serde_json::json!(shown)],
+        )
+        .await;
+        let png = client.screenshot().await.unwrap();
+        // The README's screenshots are refreshed on request only, so a test
+        // run leaves the tree clean.
+        let dir = match std::env::var_os("STACKLAB_DOCS_SCREENSHOTS") {
+            Some(_) => repo_root().join("docs/screenshots"),
+            None => output_dir(),
+        };
+        std::fs::create_dir_all(&dir).unwrap();
+        if name != "lesson-6" {
+            std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+        }
+    }
+    client.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+}
+
+/// `shown` (the sweep card's headline time, e.g. "77.3 ms") is the whole
+/// sweep as its run's events time it (left the queue → ready, every step
+/// inside), within the shown figure's rounding; not one step of it.
+async fn sweep_headline_is_the_sweep(client: &Client, shown: &str) {
+    let record = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const learner = localStorage.getItem('stacklab.learner');
+             fetch('/api/runs?limit=1&learner=' + learner).then(r => r.json())
+               .then(p => fetch('/api/runs/' + p.runs[0].id)).then(r => r.json()).then(done);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let record: stacklab_api::RunRecord = serde_json::from_value(record).unwrap();
+    assert_eq!(
+        record.demo,
+        DemoId::DensityMicroVm,
+        "the newest run is the sweep"
+    );
+    let at = |p| {
+        record
+            .phase_at(p)
+            .unwrap_or_else(|| panic!("no {p:?} in {record:?}"))
+    };
+    let sweep_us = (at(stacklab_api::Phase::Ready) - at(stacklab_api::Phase::SlotGranted)) as f64;
+    let (number, unit) = shown.trim().split_once(' ').unwrap();
+    let number: f64 = number.parse().unwrap();
+    let (shown_us, rounding_us) = match unit {
+        "µs" => (number, 0.5),
+        "ms" => (number * 1e3, 50.0),
+        "s" => (number * 1e6, 5_000.0),
+        other => panic!("unit {other:?} in {shown:?}"),
+    };
+    assert!(
+        (shown_us - sweep_us).abs() <= rounding_us + 1.0,
+        "the sweep's headline {shown} is its run's left-the-queue → ready, {sweep_us} µs"
+    );
+    // The N = DENSITY_MAX step alone is shorter than the sweep: the old
+    // headline showed that step.
+    let last_step = record
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            stacklab_api::EventKind::Finished { outcome } => {
+                outcome.value(stacklab_api::Key::Density(
+                    stacklab_api::DensityMetric::AllReady,
+                    DemoId::DENSITY_MAX,
+                ))
+            }
+            _ => None,
+        })
+        .expect("the sweep measured its last step");
+    assert!(
+        shown_us > last_step + rounding_us,
+        "the headline {shown} is the sweep, not its last step ({last_step} µs)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    let base = start_server().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    let lessons = lessons();
+    let five = lessons
+        .iter()
+        .find(|l| l.slug == "postgres-both-ways")
+        .unwrap();
+    open_from_home(&client, &format!("{base}/"), five).await;
+    // The quick demos, then PostgreSQL (its run page is checked below).
+    for demo in ["hello-container", "micro-vm", "postgres-container"] {
+        let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
+        click(&client, &format!("{card} button.run")).await;
+        text_within(
+            &client,
+            &format!("{card} .headline .figure"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    check_page(
+        &client,
+        "lesson-5",
+        None,
+        r#"section.demo-card[data-demo="micro-vm"] .status"#,
+    )
+    .await;
+
+    // A demo this server cannot run (Linux guests on a nested kvm-pvm
+    // host) asks no prediction and does not count against the lesson.
+    let nested =
+        stacklab_vmm::host::probe().is_ok_and(|h| h.backing == stacklab_api::KvmBacking::NestedPvm);
+    if nested {
+        let seen = eval(
+            &client,
+            r#"const guess = document.querySelector('section.demo-card[data-demo="linux-vm"] fieldset.predict');
+               return { guessShown: !!guess && guess.getClientRects().length > 0,
+                        progress: document.querySelector('.progress[data-lesson="postgres-both-ways"]').textContent };"#,
+            vec![],
+        )
+        .await;
+        assert_eq!(
+            seen["guessShown"], false,
+            "no prediction on a card that cannot run: {seen}"
+        );
+        let demos = five
+            .blocks
+            .iter()
+            .filter(|b| matches!(b, stacklab_content::Block::Demo(d, _) if !d.is_linux_guest()))
+            .count();
+        assert!(
+            seen["progress"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("3/{demos} demos")),
+            "three demos run, of the {demos} this server can run: {seen}"
+        );
+    } else {
+        eprintln!("the Linux demos run on this host: nothing is \"not on this server\"");
+    }
+
+    // A micro-VM density sweep (it costs milliseconds): its headline is
+    // the whole sweep, and its step charts stay readable.
+    let six = lessons.iter().find(|l| l.slug == "choosing").unwrap();
+    open_from_home(&client, &format!("{base}/"), six).await;
+    let sweep = r#"section.demo-card[data-demo="density-micro-vm"]"#;
+    click(&client, &format!("{sweep} button.run")).await;
+    let shown = text_within(
+        &client,
+        &format!(r#"{sweep} .headline .figure[data-question="time"]"#),
+        Duration::from_secs(60),
+    )
+    .await;
+    sweep_headline_is_the_sweep(&client, &shown).await;
+    check_page(&client, "lesson-6", None, sweep).await;
+    // Its run page keeps the step charts.
+    client.goto(&format!("{base}/runs")).await.unwrap();
+    wait_for_h1(&client, "My runs").await;
+    click(&client, "tr[data-run] a").await;
+    text_of(&client, ".run-page .density .line-chart svg").await;
+
+    let four = lessons
+        .iter()
+        .find(|l| l.slug == "key-differences")
+        .unwrap();
+    open_from_home(&client, &format!("{base}/"), four).await;
+    text_of(&client, ".compare .bar-value").await;
+    check_page(&client, "lesson-4", None, ".compare").await;
+
+    // The PostgreSQL run, on its own page.
+    client.goto(&format!("{base}/runs")).await.unwrap();
+    wait_for_h1(&client, "My runs").await;
+    text_of(&client, "tr[data-run]").await;
+    let id = eval(
+        &client,
+        "return [...document.querySelectorAll('tr[data-run]')]
+           .find(tr => tr.querySelector('a').textContent === arguments[0]).dataset.run",
+        vec![serde_json::json!(DemoId::PostgresContainer.title())],
+    )
+    .await;
+    client
+        .goto(&format!("{base}/runs/{}", id.as_str().unwrap()))
+        .await
+        .unwrap();
+    text_of(&client, ".run-page .headline .figure").await;
+    check_page(
+        &client,
+        "run-page",
+        Some(DemoId::PostgresContainer),
+        ".run-page",
+    )
+    .await;
+    client.close().await.unwrap();
+}
