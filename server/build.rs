@@ -20,4 +20,31 @@ fn main() {
     }
     out.push_str("];\n");
     render::write_for_build("pages.rs", &out);
+
+    // The course as workshop mode needs it: each lesson's slug, title and
+    // quiz (question number → index of the right choice, number of
+    // choices), so the server scores a member's first answer itself.
+    let mut course = String::from(
+        "/// A lesson's quiz: (question number, right choice, choices).\npub type Quiz = &'static [(u32, u32, u32)];\n/// (slug, title, quiz).\npub static COURSE: &[(&str, &str, Quiz)] = &[\n",
+    );
+    for lesson in &lessons {
+        let quiz: Vec<String> = lesson
+            .blocks
+            .iter()
+            .filter_map(|b| match b {
+                stacklab_content::Block::Quiz(questions) => Some(questions.iter()),
+                _ => None,
+            })
+            .flatten()
+            .map(|q| format!("({}, {}, {})", q.number, q.answer, q.choices.len()))
+            .collect();
+        course.push_str(&format!(
+            "    ({:?}, {:?}, &[{}]),\n",
+            lesson.slug,
+            lesson.title,
+            quiz.join(", ")
+        ));
+    }
+    course.push_str("];\n");
+    render::write_for_build("course.rs", &course);
 }

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::wire_enum::wire_enum;
 use crate::{DemoId, RunState};
 
 /// `POST /api/classes` body (instructor token required).
@@ -111,6 +112,27 @@ pub struct Member {
     pub runs: u32,
     /// The demos they have waiting or running right now.
     pub active: Vec<DemoId>,
+    /// What they read, answered and predicted in this class.
+    #[serde(default)]
+    pub learning: MemberLearning,
+}
+
+/// A member's learning in a class, as their browser reported it: lessons
+/// opened, quiz questions answered (only the first answer of each counts)
+/// and guesses sent with their runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberLearning {
+    /// The lessons they opened (slugs), in course order.
+    pub lessons_read: Vec<String>,
+    /// Questions answered.
+    pub answered: u32,
+    /// Of those, answered right the first time.
+    pub first_try_right: u32,
+    /// Guesses sent with their runs (one per quantity and run).
+    pub guesses: u32,
+    /// Of those, "I'd rather not guess".
+    pub declined: u32,
 }
 
 /// `DELETE /api/classes/{code}/members/{learner}` (instructor token
@@ -169,6 +191,198 @@ pub struct ClassView {
     /// What the room's figures are, per demo, from the figure table.
     #[serde(default)]
     pub figures: Vec<DemoFigures>,
+    /// The course's lessons, in order (what "send the room to lesson N"
+    /// and the members' progress refer to).
+    #[serde(default)]
+    pub lessons: Vec<LessonRef>,
+    /// The lesson the instructor sent the room to, if any.
+    #[serde(default)]
+    pub lesson: Option<String>,
+    /// Every guess sent with a run of the class, oldest first, beside what
+    /// that run measured.
+    #[serde(default)]
+    pub guesses: Vec<RoomGuess>,
+}
+
+/// A lesson of the course, as the room refers to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LessonRef {
+    /// Its slug (`/lessons/{slug}`).
+    pub slug: String,
+    /// Its title.
+    pub title: String,
+    /// How many quiz questions it has.
+    pub questions: u32,
+}
+
+wire_enum! {
+    /// What a learner's guess is of: a demo's headline figure for one of
+    /// the figure table's questions ([`crate::figures::headline`]).
+    pub enum Quantity {
+        /// The headline time, in µs.
+        Time => "time",
+        /// The headline memory, in bytes.
+        Memory => "memory",
+    }
+}
+
+impl Quantity {
+    /// The range a guess of this quantity may take (the log scale the
+    /// learner's slider spans): 100 µs to 10 min, 100 KiB to 10 GiB.
+    pub fn range(self) -> (f64, f64) {
+        match self {
+            Quantity::Time => (100.0, 600e6),
+            Quantity::Memory => (100.0 * 1024.0, 10.0 * 1024.0 * 1024.0 * 1024.0),
+        }
+    }
+
+    /// The figure table's question this quantity answers.
+    pub fn question(self) -> crate::Question {
+        match self {
+            Quantity::Time => crate::Question::Time,
+            Quantity::Memory => crate::Question::Memory,
+        }
+    }
+
+    /// The key of `demo`'s headline figure for this quantity: the figure
+    /// table's ([`crate::figures::headline`]; a test holds them equal),
+    /// without the table's text, which the browser's bundle leaves out.
+    pub fn key(self, demo: DemoId) -> crate::Key {
+        use crate::{DensityMetric, Key, Metric};
+        match (self, demo.density_of().is_some()) {
+            (Quantity::Time, false) => Metric::StartToReady.into(),
+            (Quantity::Time, true) => Metric::SweepTotal.into(),
+            (Quantity::Memory, false) => Metric::MemoryHeld.into(),
+            (Quantity::Memory, true) => {
+                Key::Density(DensityMetric::MemoryTotal, DemoId::DENSITY_MAX)
+            }
+        }
+    }
+}
+
+/// A learner's guess, locked when the run started.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Guess {
+    /// Of what.
+    pub quantity: Quantity,
+    /// The value guessed (µs or bytes, within [`Quantity::range`]);
+    /// absent: the learner chose "I'd rather not guess".
+    #[serde(default)]
+    pub value: Option<f64>,
+}
+
+impl Guess {
+    /// Why this guess cannot be taken, if it cannot.
+    pub fn invalid(&self) -> Option<String> {
+        let (low, high) = self.quantity.range();
+        match self.value {
+            Some(v) if !(low..=high).contains(&v) => Some(format!(
+                "a {} guess must be between {low} and {high}, not {v}",
+                self.quantity
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How far a guess was off, in orders of magnitude: log10(measured /
+/// guessed); positive when the result was larger than the guess.
+pub fn orders_off(guess: f64, measured: f64) -> f64 {
+    (measured / guess).log10()
+}
+
+/// A guess of the room, for the instructor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoomGuess {
+    /// The demo.
+    pub demo: DemoId,
+    /// Of what.
+    pub quantity: Quantity,
+    /// The run it was sent with.
+    pub run: String,
+    /// Whose.
+    pub learner: String,
+    /// The guess (µs or bytes); absent: "I'd rather not guess".
+    pub value: Option<f64>,
+    /// What that run measured (its headline figure), once it finished.
+    pub measured: Option<f64>,
+}
+
+/// `POST /api/classes/{code}/learning` body: what a member's browser
+/// reports as the learner goes (nothing else of theirs is sent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LearningReport {
+    /// The member's learner id.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9_-]{8,64}$"))]
+    pub learner: String,
+    /// The lesson (its slug).
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub lesson: String,
+    /// A quiz answer: the question's number in the lesson and the index of
+    /// the choice as the lesson lists it (not as it was shown). Absent: the
+    /// lesson was opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<QuizAnswer>,
+}
+
+/// One answer to a quiz question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QuizAnswer {
+    /// The question's number (1-based).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
+    pub question: u32,
+    /// The choice (0-based, in the lesson's order).
+    #[cfg_attr(feature = "openapi", schema(maximum = 100))]
+    pub choice: u32,
+}
+
+/// What the server kept of a [`LearningReport`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LearningKept {
+    /// Whether it counted: false for a question answered before (the
+    /// first answer is the one scored) or a lesson already read.
+    pub counted: bool,
+    /// For an answer: whether it is right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<bool>,
+}
+
+/// `POST /api/classes/{code}/lesson` body (instructor): send the room to
+/// a lesson.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RoomLesson {
+    /// The lesson's slug.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9-]{1,64}$"))]
+    pub lesson: String,
+}
+
+/// `GET /api/classes/{code}/now?learner=…`: the room as a learner's page
+/// needs it (no names): where the instructor sent it, and whether this
+/// learner is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RoomNow {
+    /// The class's code.
+    pub code: String,
+    /// Its name.
+    pub name: String,
+    /// Whether joining has closed.
+    pub expired: bool,
+    /// The lesson the instructor sent the room to, if any.
+    pub lesson: Option<String>,
+    /// Whether the asking learner is a member (joined, not removed).
+    pub member: bool,
 }
 
 /// A demo's headline figures, named and explained as the figure table
@@ -260,4 +474,37 @@ pub struct RoomChange {
     pub demo: DemoId,
     /// Where it is now.
     pub state: RunState,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guess_is_of_the_figure_tables_headline() {
+        for demo in DemoId::ALL {
+            for q in Quantity::ALL {
+                assert_eq!(
+                    q.key(demo),
+                    crate::figures::headline(demo, q.question()).key,
+                    "{demo}: {q}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn guesses_outside_the_scale_are_refused() {
+        let g = |quantity, value| Guess { quantity, value };
+        assert!(g(Quantity::Time, Some(100.0)).invalid().is_none());
+        assert!(g(Quantity::Time, Some(600e6)).invalid().is_none());
+        assert!(g(Quantity::Time, Some(99.0)).invalid().is_some());
+        assert!(g(Quantity::Memory, Some(11.0 * 1073741824.0))
+            .invalid()
+            .is_some());
+        assert!(g(Quantity::Memory, Some(f64::NAN)).invalid().is_some());
+        assert!(g(Quantity::Memory, None).invalid().is_none(), "declined");
+        assert!((orders_off(1000.0, 10_000.0) - 1.0).abs() < 1e-9);
+        assert!((orders_off(1000.0, 100.0) + 1.0).abs() < 1e-9);
+    }
 }

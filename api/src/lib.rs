@@ -14,9 +14,11 @@ mod phases;
 mod wire_enum;
 
 pub use class::{
-    valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText, JoinClass,
-    Member, RemovedMember, RoomChange, RoomPoint, RoomPoints, CLASS_CODE_ALPHABET, CLASS_CODE_LEN,
-    DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
+    orders_off, valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText,
+    Guess, JoinClass, LearningKept, LearningReport, LessonRef, Member, MemberLearning, Quantity,
+    QuizAnswer, RemovedMember, RoomChange, RoomGuess, RoomLesson, RoomNow, RoomPoint, RoomPoints,
+    CLASS_CODE_ALPHABET, CLASS_CODE_LEN, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS,
+    MAX_MAX_MEMBERS,
 };
 pub use codes::ErrorCode;
 pub use figures::{Clock, Definition, Figure, Question};
@@ -402,7 +404,7 @@ mod tests {
 // ---------------------------------------------------------------------------
 
 /// `POST /api/runs` body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateRun {
@@ -422,6 +424,12 @@ pub struct CreateRun {
         schema(pattern = r"^[2-9A-HJKMNP-Za-hjkmnp-z]{6}$")
     )]
     pub class: Option<String>,
+    /// The learner's guesses, locked as the run starts (in a class, the
+    /// instructor sees them beside the room's results; never on the room's
+    /// stream). One per quantity at most.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 2))]
+    pub guesses: Vec<Guess>,
 }
 
 /// Whether `s` is an acceptable learner identifier: 8 to 64 characters of

@@ -19,6 +19,7 @@ fn provide_contexts() {
     LinuxGuestNote::provide();
     Progress::provide();
     OpenTerm::provide();
+    crate::learn::RoomTurn::provide();
     // After the contexts a finished run feeds.
     ActiveRuns::provide();
     HostClaim::provide();
@@ -66,6 +67,7 @@ pub fn App() -> impl IntoView {
         page_of(route.get())
     };
     view! {
+        <crate::learn::RoomFollow />
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="site-header">
             <a href="/" class="brand" aria-current=current("")>

@@ -1,15 +1,19 @@
-//! What makes the learner take part: "check yourself" questions, the guess
-//! a demo card asks for before its run, and glossary terms that open a
-//! definition card by click, tap or keyboard.
+//! What makes the learner take part: "check yourself" questions (choices
+//! shuffled per learner, the first answer scored), the room a class member
+//! follows (the lesson the instructor sends it to, the instructor's sweep
+//! on the density cards, reports of reads and first answers), and glossary
+//! terms that open a definition card by click, tap or keyboard. Guesses
+//! before a run live in `predict`.
 
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::wasm_bindgen::JsCast;
-use stacklab_api::{EventKind, Metric, Outcome, RunEvent};
+use stacklab_api::RunEvent;
 
-use crate::charts::fmt_ms;
-use crate::lessons::{self, time_scale_of, DemoId, Prediction, Question, GLOSSARY, TIME_SCALES};
+use crate::lessons::{self, DemoId, Question, GLOSSARY};
+use crate::live;
 use crate::progress::{question_key, Progress};
+use crate::widgets::DensityResults;
 
 /// ```` ```quiz ````: each question answered in the page, kept in progress.
 #[component]
@@ -21,45 +25,79 @@ pub fn QuizBlock(slug: &'static str, questions: &'static [Question]) -> impl Int
     }
 }
 
+/// The order `n` choices are shown in to this learner: a shuffle seeded by
+/// the learner id and the question, so each learner has their own order
+/// and a reload keeps it.
+fn shuffled(n: usize, seed: &str) -> Vec<u32> {
+    // FNV-1a of the seed, then xorshift64 for a Fisher–Yates shuffle.
+    let mut x = seed.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) | 1;
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    for i in (1..n).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
 #[component]
 fn QuestionView(slug: &'static str, q: &'static Question) -> impl IntoView {
     let progress = Progress::get();
     let key = question_key(slug, q.number);
-    let stored = {
+    let first = {
         let key = key.clone();
         move || progress.answered(&key)
     };
-    let chosen = RwSignal::new(stored());
-    let name = format!("q-{slug}-{}", q.number);
-    let check = {
+    let latest = {
         let key = key.clone();
-        move |_| {
-            if let Some(choice) = chosen.get_untracked() {
-                progress.answer(key.clone(), choice);
+        move || progress.latest(&key)
+    };
+    let chosen = RwSignal::new(progress.latest(&key));
+    let name = format!("q-{slug}-{}", q.number);
+    let order = shuffled(
+        q.choices.len(),
+        &format!("{}|{key}", live::learner_id().unwrap_or_default()),
+    );
+    let check = move |_| {
+        if let Some(choice) = chosen.get_untracked() {
+            // Only the first answer is scored, here and in the room.
+            if progress.answer(&key, choice) {
+                report(slug, Some((q.number, choice)));
             }
         }
     };
     let verdict = move || {
-        stored().map(|choice| {
+        first().map(|choice| {
             let right = choice == q.answer;
             let answer = q.choices[q.answer as usize].as_ref();
+            let again = latest().filter(|l| *l != choice).map(|l| {
+                view! {
+                    <p class="retry" role="status">
+                        {if l == q.answer { "This answer is right" } else { "This answer is not right either" }}
+                        "; your first answer is the one that counts."
+                    </p>
+                }
+            });
             view! {
                 <p class=if right { "verdict right" } else { "verdict wrong" } role="status">
                     <strong>{if right { "Right. " } else { "Not quite. " }}</strong>
                     {(!right).then(|| view! { "The answer: " <span inner_html=answer></span> ". " })}
                     <span inner_html=q.why.as_ref()></span>
                 </p>
+                {again}
             }
         })
     };
     view! {
         <fieldset class="question" data-question=q.number>
             <legend inner_html=q.prompt.as_ref()></legend>
-            {q.choices
-                .iter()
-                .enumerate()
-                .map(|(i, choice)| {
-                    let i = i as u32;
+            {order
+                .into_iter()
+                .map(|i| {
+                    let choice = &q.choices[i as usize];
                     view! {
                         <label class="choice">
                             <input
@@ -82,84 +120,149 @@ fn QuestionView(slug: &'static str, q: &'static Question) -> impl IntoView {
     }
 }
 
-/// Before the run: the learner's guess of the time scale. After it: the
-/// guess beside what was measured, with why.
+/// In a class: tells the room that this learner opened `lesson`, or
+/// answered its question `answer.0` with choice `answer.1` (only a first
+/// answer is sent; the server scores it and keeps only the first).
+pub fn report(lesson: &str, answer: Option<(u32, u32)>) {
+    let (Some(code), Some(learner)) = (live::class_code(), live::learner_id()) else {
+        return;
+    };
+    // Slugs and learner ids are plain ASCII (checked when made): no escaping.
+    let answer = answer
+        .map(|(n, c)| format!(r#","answer":{{"question":{n},"choice":{c}}}"#))
+        .unwrap_or_default();
+    let body = format!(r#"{{"learner":"{learner}","lesson":"{lesson}"{answer}}}"#);
+    leptos::task::spawn_local(async move {
+        // Best effort: the learner's own progress is kept in any case.
+        let _ = live::post(&format!("/api/classes/{code}/learning"), &body).await;
+    });
+}
+
+/// Bumped when the class's stream says a run changed: the room's views on
+/// the cards fetch again.
+#[derive(Clone, Copy)]
+pub struct RoomTurn(RwSignal<u32>);
+
+impl RoomTurn {
+    pub fn provide() {
+        provide_context(RoomTurn(RwSignal::new(0)));
+    }
+
+    /// Tracks the room's changes (call inside an effect).
+    pub fn track() {
+        if let Some(t) = use_context::<RoomTurn>() {
+            t.0.track();
+        }
+    }
+}
+
+/// In a class: follows the room's stream for the whole visit: a run that
+/// changed refreshes the room's views on the cards; the instructor sending
+/// the room to a lesson takes this page there.
 #[component]
-pub fn GuessBeside(
-    demo: DemoId,
-    prediction: &'static Prediction,
-    events: RwSignal<Vec<RunEvent>>,
-    /// Why the demo cannot run here, if it cannot: then there is no guess
-    /// to make (and no Tab stops).
-    unavailable: RwSignal<Option<String>>,
-) -> impl IntoView {
-    let progress = Progress::get();
-    let guess = move || progress.guessed(demo);
-    let name = format!("guess-{}", demo.as_str());
-    // What the learner waited for: request → ready of a single run (the
-    // wait in line included: it is from the click), or a whole sweep.
-    let (key, said) = match demo.density_of() {
-        None => (Metric::RequestToReady, "Measured from your click to ready"),
-        Some(_) => (Metric::SweepTotal, "The whole sweep, every step"),
+pub fn RoomFollow() -> impl IntoView {
+    use wasm_bindgen::closure::Closure;
+    let (Some(code), Some(turn)) = (live::class_code(), use_context::<RoomTurn>()) else {
+        return;
     };
-    let measured = move || {
-        events.with(|v| {
-            v.iter().find_map(|e| match &e.kind {
-                EventKind::Finished {
-                    outcome: outcome @ Outcome::Ready { .. },
-                } => outcome.value(key),
-                _ => None,
-            })
-        })
+    let Ok(source) =
+        web_sys::EventSource::new(&live::api_url(&format!("/api/classes/{code}/events")))
+    else {
+        return;
     };
-    let verdict = move || {
-        measured().map(|us| {
-            let actual = time_scale_of(us as u64);
-            let line = match guess() {
-                Some(g) if g == actual => format!("You guessed {}: right.", TIME_SCALES[g].0),
-                Some(g) => format!(
-                    "You guessed {}; it took {}.",
-                    TIME_SCALES[g].0, TIME_SCALES[actual].0
-                ),
-                None => "You did not guess this time.".to_owned(),
-            };
+    let location = crate::router::Location::get();
+    let on_lesson =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |e: web_sys::MessageEvent| {
+            #[derive(serde::Deserialize)]
+            struct Sent {
+                lesson: String,
+            }
+            if let Some(sent) = e
+                .data()
+                .as_string()
+                .and_then(|d| serde_json::from_str::<Sent>(&d).ok())
+            {
+                // As a link click would: a new history entry, the page drawn
+                // by the app, from its top.
+                let to = format!("/lessons/{}", sent.lesson);
+                let window = window();
+                if let Ok(history) = window.history() {
+                    let _ =
+                        history.push_state_with_url(&wasm_bindgen::JsValue::NULL, "", Some(&to));
+                }
+                if let Some(location) = location {
+                    location.path.set(to);
+                }
+                window.scroll_to_with_x_and_y(0.0, 0.0);
+            }
+        });
+    let on_change = Closure::<dyn FnMut()>::new(move || turn.0.update(|n| *n += 1));
+    let _ = source.add_event_listener_with_callback("lesson", on_lesson.as_ref().unchecked_ref());
+    let _ = source.add_event_listener_with_callback("changed", on_change.as_ref().unchecked_ref());
+    // The stream and its callbacks live as long as the page.
+    on_lesson.forget();
+    on_change.forget();
+}
+
+/// On a density card in a class: the sweep the instructor ran for the
+/// room, as its curves (time and memory against N = 1 → 5), arriving live.
+#[component]
+pub fn RoomSweep(demo: DemoId, base: DemoId) -> impl IntoView {
+    let code = live::class_code();
+    let events = RwSignal::new(Vec::<RunEvent>::new());
+    let shown = StoredValue::new(String::new());
+    if let Some(code) = code.clone() {
+        Effect::new(move |_| {
+            RoomTurn::track();
+            let code = code.clone();
+            leptos::task::spawn_local(async move {
+                #[derive(serde::Deserialize)]
+                struct Room {
+                    points: Vec<Point>,
+                }
+                #[derive(serde::Deserialize)]
+                struct Point {
+                    demo: DemoId,
+                    run: String,
+                    time_to_ready_us: Option<f64>,
+                }
+                let Ok(text) = live::get_text(&format!("/api/classes/{code}/points")).await else {
+                    return;
+                };
+                // In a class only the instructor runs a sweep: the room's.
+                let Some(run) = serde_json::from_str::<Room>(&text).ok().and_then(|r| {
+                    r.points
+                        .into_iter()
+                        .rev()
+                        .find(|p| p.demo == demo && p.time_to_ready_us.is_some())
+                        .map(|p| p.run)
+                }) else {
+                    return;
+                };
+                if shown.get_value() == run {
+                    return;
+                }
+                let Ok(text) = live::get_text(&format!("/api/runs/{run}")).await else {
+                    return;
+                };
+                if let Ok(record) = crate::wire::record(&text) {
+                    shown.set_value(run);
+                    events.set(record.events);
+                }
+            });
+        });
+    }
+    move || {
+        (!events.with(Vec::is_empty)).then(|| {
             view! {
-                <p class="guess-verdict" role="status">
-                    <strong>{line}</strong>
-                    {format!(" {said}: {}. ", fmt_ms(us))}
-                    <span inner_html=prediction.why.as_ref()></span>
-                </p>
+                <figure class="room-sweep">
+                    <figcaption>
+                        {format!("Your class ({}): the sweep your instructor ran for the room, N = 1 → {}.", code.clone().unwrap_or_default(), DemoId::DENSITY_MAX)}
+                    </figcaption>
+                    <DensityResults base events />
+                </figure>
             }
         })
-    };
-    view! {
-        <fieldset class="predict" disabled=move || unavailable.with(Option::is_some)>
-            <legend>
-                <span class="predict-label">"Before you run it: "</span>
-                <span inner_html=prediction.question.as_ref()></span>
-            </legend>
-            {TIME_SCALES
-                .iter()
-                .enumerate()
-                .map(|(i, (label, _))| {
-                    // Written out like the quiz's choices: a shared generic
-                    // helper costs more bundle bytes than the six lines.
-                    view! {
-                        <label class="choice">
-                            <input
-                                type="radio"
-                                name=name.clone()
-                                value=i.to_string()
-                                prop:checked=move || guess() == Some(i)
-                                on:change=move |_| progress.guess(demo, i)
-                            />
-                            {*label}
-                        </label>
-                    }
-                })
-                .collect_view()}
-        </fieldset>
-        {verdict}
     }
 }
 

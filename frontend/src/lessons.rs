@@ -3,8 +3,7 @@
 use std::borrow::Cow;
 
 pub use stacklab_content::{
-    time_scale_of, Block, DemoId, Lesson, Prediction, Question, Section, StackFocus, Term,
-    TIME_SCALES,
+    Block, DemoId, Lesson, Prediction, Question, Section, StackFocus, Term,
 };
 
 include!(concat!(env!("OUT_DIR"), "/lessons.rs"));

@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use leptos::prelude::*;
-use stacklab_api::{CreateRun, DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
+use stacklab_api::{DemoId, ErrorBody, ErrorCode, RunCreated, RunEvent};
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -110,32 +110,44 @@ pub async fn get_text(path: &str) -> Result<String, String> {
     })
 }
 
-/// `POST /api/runs`.
-pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
-    let request = CreateRun {
-        demo,
-        learner: learner_id(),
-        class: class_code(),
-    };
-    let body = serde_json::to_string(&request).map_err(|_| StartError::Unreachable)?;
+/// `POST path` (`/api/…`) with a JSON `body`: whether the server said
+/// yes, and its answer's text; `Err` when there is no answer.
+pub async fn post(path: &str, body: &str) -> Result<(bool, String), StartError> {
     let init = RequestInit::new();
     init.set_method("POST");
-    init.set_body(&JsValue::from_str(&body));
+    init.set_body(&JsValue::from_str(body));
     let headers = web_sys::Headers::new().map_err(|_| StartError::Unreachable)?;
     let _ = headers.set("Content-Type", "application/json");
     init.set_headers(&headers);
     let window = web_sys::window().ok_or(StartError::Unreachable)?;
-    let response: Response =
-        JsFuture::from(window.fetch_with_str_and_init(&api_url("/api/runs"), &init))
-            .await
-            .map_err(|_| StartError::Unreachable)?
-            .unchecked_into();
+    let response: Response = JsFuture::from(window.fetch_with_str_and_init(&api_url(path), &init))
+        .await
+        .map_err(|_| StartError::Unreachable)?
+        .unchecked_into();
     let text = JsFuture::from(response.text().map_err(|_| StartError::Unreachable)?)
         .await
         .ok()
         .and_then(|t| t.as_string())
         .unwrap_or_default();
-    if response.ok() {
+    Ok((response.ok(), text))
+}
+
+/// `POST /api/runs`, with the guesses locked at the click.
+pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
+    // A `CreateRun`, written out: learner ids and class codes are plain
+    // ASCII (checked when read), and the guesses' numbers go through `num`
+    // (serde's float writer would cost the bundle more than this).
+    let mut body = format!(r#"{{"demo":"{demo}""#);
+    if let Some(learner) = learner_id() {
+        body.push_str(&format!(r#","learner":"{learner}""#));
+    }
+    if let Some(class) = class_code() {
+        body.push_str(&format!(r#","class":"{class}""#));
+    }
+    body.push_str(&crate::predict::guesses_json(demo));
+    body.push('}');
+    let (ok, text) = post("/api/runs", &body).await?;
+    if ok {
         return serde_json::from_str::<RunCreated>(&text)
             .map(|c| c.id)
             .map_err(|_| StartError::Unreachable);

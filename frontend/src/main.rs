@@ -22,6 +22,7 @@ mod learn;
 mod lessons;
 mod live;
 mod num;
+mod predict;
 mod progress;
 mod router;
 mod runs;

@@ -1,7 +1,12 @@
-//! The learner's progress, kept in this browser only (`localStorage`):
-//! lessons opened, quiz answers, demos run and time-scale guesses.
+//! The learner's progress, kept in this browser (`localStorage`): lessons
+//! opened, the first answer to each quiz question (the one scored) and the
+//! latest, demos run, and guesses (the current ones, and those locked when
+//! a demo's last run started). In a class, `learn` also reports reads and
+//! first answers to the room.
 
 use leptos::prelude::*;
+
+use stacklab_api::{Guess, Quantity};
 
 use crate::lessons::{Block, DemoId, Lesson};
 
@@ -9,7 +14,9 @@ use crate::lessons::{Block, DemoId, Lesson};
 const PROGRESS_KEY: &str = "stacklab.progress.v2";
 
 /// Kept as lines of `key value`, one fact a line: `read <slug>`,
-/// `answer <slug>#<n>` → choice, `demo <id>`, `guess <id>` → scale. A
+/// `answer <slug>#<n>` → the first choice, `retry <slug>#<n>` → the
+/// latest, `demo <id>`, `guess <id> <quantity>` → value, `guess <id> none`
+/// (declined), `lock <id>` → `quantity=value` pairs (`-`: declined). A
 /// plain list: a learner has a few dozen facts, and a small format needs
 /// no serialisation or map code in the bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -49,6 +56,10 @@ impl Data {
             None => self.0.push((key, value)),
         }
     }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
 }
 
 /// The progress store, provided at the root.
@@ -59,6 +70,7 @@ pub struct Progress(RwSignal<Data>);
 #[derive(Debug, Clone, PartialEq)]
 pub struct LessonProgress {
     pub read: bool,
+    /// Questions whose first answer was right.
     pub right: usize,
     pub questions: usize,
     pub demos_run: usize,
@@ -108,31 +120,101 @@ impl Progress {
 
     pub fn mark_read(&self, slug: &str) {
         self.set(format!("read {slug}"), String::new());
+        crate::learn::report(slug, None);
     }
 
-    pub fn answer(&self, key: String, choice: u32) {
-        self.set(format!("answer {key}"), choice.to_string());
+    /// Records an answer: the first to a question is kept for good (it is
+    /// the one scored); a later one is kept as the latest only. Whether it
+    /// was the first.
+    pub fn answer(&self, key: &str, choice: u32) -> bool {
+        let first = self.answered(key).is_none();
+        if first {
+            self.set(format!("answer {key}"), choice.to_string());
+        }
+        self.set(format!("retry {key}"), choice.to_string());
+        first
     }
 
-    /// The choice recorded for a question (tracked).
-    pub fn answered(&self, key: &str) -> Option<u32> {
+    fn choice(&self, what: &str, key: &str) -> Option<u32> {
         self.0
-            .with(|d| d.get(&format!("answer {key}")).and_then(|v| v.parse().ok()))
+            .with(|d| d.get(&format!("{what} {key}")).and_then(|v| v.parse().ok()))
+    }
+
+    /// The first choice recorded for a question, the one scored (tracked).
+    pub fn answered(&self, key: &str) -> Option<u32> {
+        self.choice("answer", key)
+    }
+
+    /// The latest choice checked for a question (tracked).
+    pub fn latest(&self, key: &str) -> Option<u32> {
+        self.choice("retry", key)
     }
 
     pub fn demo_run(&self, demo: DemoId) {
         self.set(format!("demo {}", demo.as_str()), String::new());
     }
 
-    pub fn guess(&self, demo: DemoId, scale: usize) {
-        self.set(format!("guess {}", demo.as_str()), scale.to_string());
+    /// Sets the learner's current guess of `q` for `demo` (no longer
+    /// declined).
+    pub fn set_guess(&self, demo: DemoId, q: Quantity, value: f64) {
+        let key = format!("guess {} {q}", demo.as_str());
+        self.0.update(|d| {
+            d.remove(&format!("guess {} none", demo.as_str()));
+            d.set(key, crate::num::n(value));
+        });
     }
 
-    /// The guess recorded for a demo (tracked).
-    pub fn guessed(&self, demo: DemoId) -> Option<usize> {
+    /// The learner's current guess of `q` for `demo` (tracked).
+    pub fn guess_of(&self, demo: DemoId, q: Quantity) -> Option<f64> {
+        if self.declined(demo) {
+            return None;
+        }
         self.0.with(|d| {
-            d.get(&format!("guess {}", demo.as_str()))
-                .and_then(|v| v.parse().ok())
+            d.get(&format!("guess {} {q}", demo.as_str()))
+                .map(js_sys::Number::parse_float)
+                .filter(|v| v.is_finite())
+        })
+    }
+
+    /// "I'd rather not guess", for `demo`'s next run.
+    pub fn decline(&self, demo: DemoId) {
+        self.set(format!("guess {} none", demo.as_str()), String::new());
+    }
+
+    /// Whether the learner chose not to guess `demo` (tracked).
+    pub fn declined(&self, demo: DemoId) -> bool {
+        self.0
+            .with(|d| d.get(&format!("guess {} none", demo.as_str())).is_some())
+    }
+
+    /// Locks `guesses` as those of `demo`'s run starting now.
+    pub fn lock(&self, demo: DemoId, guesses: &[Guess]) {
+        let text: Vec<String> = guesses
+            .iter()
+            .map(|g| match g.value {
+                Some(v) => format!("{}={}", g.quantity, crate::num::n(v)),
+                None => format!("{}=-", g.quantity),
+            })
+            .collect();
+        self.set(format!("lock {}", demo.as_str()), text.join(" "));
+    }
+
+    /// The guesses locked when `demo`'s last run started (tracked); `None`
+    /// before any.
+    pub fn locked(&self, demo: DemoId) -> Option<Vec<Guess>> {
+        self.0.with(|d| {
+            let text = d.get(&format!("lock {}", demo.as_str()))?;
+            Some(
+                text.split_whitespace()
+                    .filter_map(|pair| {
+                        let (q, v) = pair.split_once('=')?;
+                        Some(Guess {
+                            quantity: q.parse().ok()?,
+                            value: Some(js_sys::Number::parse_float(v)).filter(|v| v.is_finite()),
+                        })
+                    })
+                    .collect(),
+            )
         })
     }
 
@@ -174,14 +256,15 @@ impl Progress {
 }
 
 impl LessonProgress {
-    /// A short line for the lesson list, e.g. "read · 2/3 right · 1/2 demos".
+    /// A short line for the lesson list, e.g. "read · 2/3 right first try ·
+    /// 1/2 demos" (first answers: what is scored).
     pub fn summary(&self) -> String {
         if !self.read {
             return String::new();
         }
         let mut parts = vec!["read".to_owned()];
         if self.questions > 0 {
-            parts.push(format!("{}/{} right", self.right, self.questions));
+            parts.push(format!("{}/{} right first try", self.right, self.questions));
         }
         if self.demos > 0 {
             parts.push(format!("{}/{} demos", self.demos_run, self.demos));

@@ -11,10 +11,11 @@ use stacklab_api::{
 use crate::charts::{fmt_mib, fmt_ms, Join, LineChart, Series};
 use crate::compare::Spread;
 use crate::diagram::StackDiagram;
-use crate::learn::GuessBeside;
 use crate::lessons::{DemoId, Prediction, StackFocus};
 use crate::live::{self, LinuxGuestNote};
 use crate::num::{fixed, n, sort_by_key};
+use crate::predict::{self, GuessBeside};
+use crate::progress::Progress;
 use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
 
 /// The host explanation (why Linux guests cannot boot here, what the
@@ -103,14 +104,19 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             let _ = el.focus();
         }
     };
+    // The guess (or "no guess") locks as the run starts; Run waits for one.
+    let (progress, asks) = (Progress::get(), prediction.is_some());
     let repeat = move |_| {
+        predict::lock(progress, demo, asks);
         run.start(REPEATS);
         focus_status();
     };
     let run_once = move |_| {
+        predict::lock(progress, demo, asks);
         run.start(1);
         focus_status();
     };
+    let unguessed = move || !predict::ready(progress, demo, asks);
 
     // A Linux guest needs hardware virtualisation: the card says up front
     // when this server lacks it.
@@ -134,11 +140,11 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             {prediction.map(|p| view! {
                 <GuessBeside demo prediction=p events unavailable=host_note />
             })}
-            <button class="run" on:click=run_once disabled=move || busy() || host_note.with(Option::is_some)>
+            <button class="run" on:click=run_once disabled=move || busy() || unguessed() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}
             </button>
             {demo.density_of().is_none().then(|| view! {
-                <button class="repeat" on:click=repeat disabled=move || busy() || host_note.with(Option::is_some)>
+                <button class="repeat" on:click=repeat disabled=move || busy() || unguessed() || host_note.with(Option::is_some)>
                     {format!("Run {REPEATS} times")}
                 </button>
             })}
@@ -171,6 +177,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             <Timeline events />
             <ConsoleTail events />
             <RoomStrip demo turn=room_turn />
+            {demo.density_of().map(|base| view! { <crate::learn::RoomSweep demo base /> })}
         </section>
     }
     .into_any()
@@ -187,6 +194,7 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
     if let Some(code) = code.clone() {
         Effect::new(move |_| {
             turn.track();
+            crate::learn::RoomTurn::track();
             let code = code.clone();
             leptos::task::spawn_local(async move {
                 let me = live::learner_id().unwrap_or_default();

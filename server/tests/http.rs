@@ -417,7 +417,7 @@ async fn a_long_history_exports_whole_page_by_page() {
 
 /// Every API route, as the router serves it: the OpenAPI document must
 /// list exactly these.
-const API_ROUTES: [(&str, &str); 16] = [
+const API_ROUTES: [(&str, &str); 19] = [
     ("get", "/api/health"),
     ("get", "/api/openapi.json"),
     ("get", "/api/runs"),
@@ -434,6 +434,9 @@ const API_ROUTES: [(&str, &str); 16] = [
     ("get", "/api/classes/{code}/export"),
     ("get", "/api/classes/{code}/events"),
     ("delete", "/api/classes/{code}/members/{learner}"),
+    ("post", "/api/classes/{code}/learning"),
+    ("post", "/api/classes/{code}/lesson"),
+    ("get", "/api/classes/{code}/now"),
 ];
 
 #[tokio::test]

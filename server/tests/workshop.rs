@@ -863,3 +863,186 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
     assert_eq!(view.members.len(), 1);
     assert_eq!(view.members[0].learner, "honest-member");
 }
+
+/// A member's learning through the API: reads and the first answer to a
+/// question count (the server scores it; a later answer does not count),
+/// guesses travel with a run and sit beside what it measured in the
+/// instructor's view, and the instructor sends the room to a lesson, which
+/// the room's stream announces (a slug, no name) and `now` reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
+    use http_body_util::BodyExt;
+    use stacklab_api::{LearningKept, Quantity, RoomNow};
+    let state = state();
+    let class = create_class(&state, "Learning room").await;
+    let code = class.code.clone();
+    assert_eq!(
+        join(&state, &code, "learner-ada1", Some("Ada")).await,
+        StatusCode::OK
+    );
+    let learning = format!("/api/classes/{code}/learning");
+    let report = |body: String| {
+        let (state, learning) = (state.clone(), learning.clone());
+        async move { send_json(state, "POST", &learning, &body, None).await }
+    };
+    let (status, _, body) =
+        report(r#"{"learner":"learner-zzz9","lesson":"containers"}"#.into()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(error_of(&body).error, ErrorCode::NotAMember);
+    for (body, counted) in [
+        (r#"{"learner":"learner-ada1","lesson":"containers"}"#, true),
+        (r#"{"learner":"learner-ada1","lesson":"containers"}"#, false),
+    ] {
+        let (status, _, text) = report(body.into()).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let kept: LearningKept = serde_json::from_str(&text).unwrap();
+        assert_eq!((kept.counted, kept.right), (counted, None));
+    }
+    let lessons = common::lessons();
+    let vm = lessons
+        .iter()
+        .find(|l| l.slug == "virtual-machines")
+        .unwrap();
+    let right = vm
+        .blocks
+        .iter()
+        .find_map(|b| match b {
+            stacklab_content::Block::Quiz(qs) => Some(qs[0].answer),
+            _ => None,
+        })
+        .unwrap();
+    let wrong = if right == 0 { 1 } else { 0 };
+    for (choice, counted) in [(wrong, true), (right, false)] {
+        let (status, _, text) = report(format!(
+            r#"{{"learner":"learner-ada1","lesson":"virtual-machines","answer":{{"question":1,"choice":{choice}}}}}"#
+        ))
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let kept: LearningKept = serde_json::from_str(&text).unwrap();
+        assert_eq!(kept.counted, counted, "only the first answer counts");
+        assert_eq!(kept.right, Some(choice == right), "scored by the server");
+    }
+    for bad in [
+        r#"{"learner":"learner-ada1","lesson":"no-such-lesson"}"#,
+        r#"{"learner":"learner-ada1","lesson":"containers","answer":{"question":99,"choice":0}}"#,
+        r#"{"learner":"learner-ada1","lesson":"containers","answer":{"question":1,"choice":9}}"#,
+    ] {
+        let (status, _, text) = report(bad.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {text}");
+        assert!(!error_of(&text).message.is_empty());
+    }
+
+    // A guess outside the log scale is refused before anything runs.
+    let body = format!(
+        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{code}","guesses":[{{"quantity":"time","value":5}}]}}"#
+    );
+    let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+
+    // The room's stream, open before the instructor sends the room on.
+    let req = axum::http::Request::get(format!("/api/classes/{code}/events"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let mut stream = tower::ServiceExt::oneshot(stacklab_server::app(state.clone()), req)
+        .await
+        .unwrap()
+        .into_body();
+    let lesson = format!("/api/classes/{code}/lesson");
+    let send_to = r#"{"lesson":"postgres-both-ways"}"#;
+    let (status, _, _) = send_json(state.clone(), "POST", &lesson, send_to, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, text) = send_json(
+        state.clone(),
+        "POST",
+        &lesson,
+        r#"{"lesson":"nope"}"#,
+        TOKEN,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    let (status, _, text) = send_json(state.clone(), "POST", &lesson, send_to, TOKEN).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let mut said = String::new();
+    while !said.contains("event: lesson") {
+        let frame = tokio::time::timeout(Duration::from_secs(5), stream.frame())
+            .await
+            .expect("the room's stream announces the lesson")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            said.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    assert!(
+        said.contains(r#"data: {"lesson":"postgres-both-ways"}"#),
+        "{said}"
+    );
+    assert!(
+        !said.contains("Ada"),
+        "no names on the room's stream: {said}"
+    );
+    for (learner, member) in [("learner-ada1", true), ("learner-bob2", false)] {
+        let (_, _, text) = get(
+            state.clone(),
+            &format!("/api/classes/{code}/now?learner={learner}"),
+        )
+        .await;
+        let now: RoomNow = serde_json::from_str(&text).unwrap();
+        assert_eq!(now.lesson.as_deref(), Some("postgres-both-ways"));
+        assert_eq!(now.member, member, "{learner}");
+    }
+
+    if !kvm_present() {
+        return eprintln!("skipped the guesses with a run: no /dev/kvm here");
+    }
+    let body = format!(
+        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{code}","guesses":[{{"quantity":"time","value":1000}},{{"quantity":"memory"}}]}}"#
+    );
+    let (run, _) = run_request_over_http(&state, &body, Duration::from_secs(30)).await;
+    let mut view: Option<ClassView> = None;
+    for _ in 0..100 {
+        let (_, _, text) = get_as_instructor(state.clone(), &format!("/api/classes/{code}")).await;
+        let v: ClassView = serde_json::from_str(&text).unwrap();
+        if v.guesses.iter().any(|g| g.measured.is_some()) {
+            view = Some(v);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let view = view.expect("the guess sits beside its run's result");
+    let ada = &view.members[0].learning;
+    assert_eq!(
+        ada.lessons_read,
+        ["virtual-machines", "containers"],
+        "course order"
+    );
+    assert_eq!((ada.answered, ada.first_try_right), (1, 0));
+    assert_eq!((ada.guesses, ada.declined), (2, 1));
+    assert_eq!(view.lesson.as_deref(), Some("postgres-both-ways"));
+    assert_eq!(view.lessons.len(), lessons.len());
+    let point = view.points.iter().find(|p| p.run == run).unwrap();
+    let time = view
+        .guesses
+        .iter()
+        .find(|g| g.quantity == Quantity::Time)
+        .unwrap();
+    assert_eq!(
+        (time.run.as_str(), time.value),
+        (run.as_str(), Some(1000.0))
+    );
+    assert_eq!(
+        time.measured, point.time_to_ready_us,
+        "the run's own headline time"
+    );
+    let memory = view
+        .guesses
+        .iter()
+        .find(|g| g.quantity == Quantity::Memory)
+        .unwrap();
+    assert_eq!(memory.value, None, "declined, recorded as such");
+    assert_eq!(memory.measured, point.memory_bytes);
+    let (_, _, csv) =
+        get_as_instructor(state.clone(), &format!("/api/classes/{code}/export")).await;
+    let row = csv.lines().find(|l| l.contains(&run)).unwrap();
+    assert!(row.ends_with(",1.000,declined,2,1,0"), "{row}");
+}

@@ -204,6 +204,7 @@ async fn container_demo(visit: &Visit) {
         text.contains("LIVE DEMO") || text.contains("Live demo"),
         "{text}"
     );
+    no_guess(client, card).await;
     click(client, &format!("{card} button.run")).await;
     let pss = reading_text(
         client,
@@ -245,6 +246,7 @@ async fn container_demo(visit: &Visit) {
 async fn hello_container_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let card = r#"section.demo-card[data-demo="hello-container"]"#;
+    no_guess(client, card).await;
     click(client, &format!("{card} button.repeat")).await;
     wait_for_text(client, &format!("{card} .series"), "5 of 5 runs done").await;
     let series = text_of(client, &format!("{card} .series")).await;
@@ -263,26 +265,35 @@ async fn hello_container_demo(visit: &Visit) {
     screenshot_of(client, card, "hello-container-5-runs").await;
 }
 
-/// A guess first, then the run: the card shows the guess beside the
-/// measured result, with why.
+/// A guess first (Run waits for it), then the run: the card shows the
+/// guess beside the measured result, how far off, with why.
 async fn predict_then_run(visit: &Visit) {
     let Visit { client, .. } = visit;
     let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
     let legend = text_of(client, &format!("{vm} fieldset.predict legend")).await;
     assert!(legend.starts_with("Before you run it:"), "{legend}");
-    click(
+    let run = client
+        .find(Locator::Css(&format!("{vm} button.run")))
+        .await
+        .unwrap();
+    assert!(!run.is_enabled().await.unwrap(), "Run waits for a guess");
+    // 10^3 µs: a millisecond.
+    slide(
         client,
-        &format!(r#"{vm} fieldset.predict input[value="0"]"#),
+        &format!(r#"{vm} label[data-quantity="time"] input"#),
+        3.0,
     )
     .await;
     click(client, &format!("{vm} button.run")).await;
-    let verdict = text_of(client, &format!("{vm} .guess-verdict")).await;
+    let verdict = text_of(client, &format!("{vm} .guess-verdict"))
+        .await
+        .replace('\u{a0}', " ");
     assert!(
-        verdict.contains("You guessed milliseconds (under a second)"),
+        verdict.contains("Time: you guessed 1.0 ms; measured "),
         "{verdict}"
     );
     assert!(
-        verdict.contains("Measured from your click to ready:"),
+        verdict.contains("orders of magnitude") || verdict.contains("spot on"),
         "{verdict}"
     );
     assert!(
@@ -353,31 +364,38 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
     assert_eq!(back, json!("vm-exit"), "Escape closes it and returns focus");
     assert!(client.find(Locator::Css(".term-card")).await.is_err());
 
-    // A wrong answer, then the right one.
+    // A wrong answer, then the right one: the first is the one scored.
     let q1 = r#"fieldset.question[data-question="1"]"#;
-    click(client, &format!(r#"{q1} input[value="0"]"#)).await;
+    let right = quiz_answer(lesson(&visit.lessons, "virtual-machines"), 1);
+    let wrong = if right == 0 { 1 } else { 0 };
+    click(client, &format!(r#"{q1} input[value="{wrong}"]"#)).await;
     click(client, &format!("{q1} button.check")).await;
-    let wrong = text_of(client, &format!("{q1} .verdict.wrong")).await;
-    assert!(wrong.starts_with("Not quite."), "{wrong}");
-    assert!(wrong.contains("VM exit"), "the explanation: {wrong}");
-    click(client, &format!(r#"{q1} input[value="1"]"#)).await;
+    let said = text_of(client, &format!("{q1} .verdict.wrong")).await;
+    assert!(said.starts_with("Not quite."), "{said}");
+    assert!(said.contains("VM exit"), "the explanation: {said}");
+    click(client, &format!(r#"{q1} input[value="{right}"]"#)).await;
     click(client, &format!("{q1} button.check")).await;
-    let right = text_of(client, &format!("{q1} .verdict.right")).await;
-    assert!(right.starts_with("Right."), "{right}");
+    let again = text_of(client, &format!("{q1} .retry")).await;
+    assert_eq!(
+        again,
+        "This answer is right; your first answer is the one that counts."
+    );
+    let still = text_of(client, &format!("{q1} .verdict")).await;
+    assert!(still.starts_with("Not quite."), "not rewritten: {still}");
     screenshot_of(client, q1, "quiz-answered").await;
 
     // Progress is kept in this browser: a reload shows it again.
     client.refresh().await.unwrap();
     wait_for_h1(client, "How a virtual machine works").await;
-    let right = text_of(client, &format!("{q1} .verdict.right")).await;
-    assert!(right.starts_with("Right."), "{right}");
+    let still = text_of(client, &format!("{q1} .verdict")).await;
+    assert!(still.starts_with("Not quite."), "{still}");
     let progress = text_of(
         client,
         r#".course-nav .progress[data-lesson="virtual-machines"]"#,
     )
     .await;
     assert!(
-        progress.contains("read") && progress.contains("1/3 right"),
+        progress.contains("read") && progress.contains("0/3 right first try"),
         "{progress}"
     );
     let demos = text_of(
@@ -401,6 +419,7 @@ async fn glossary_quiz_and_progress(visit: &Visit) {
 async fn micro_vm_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let vm = r#"section.demo-card[data-demo="micro-vm"]"#;
+    no_guess(client, vm).await;
     click(client, &format!("{vm} button.run")).await;
     let boot = reading_text(client, &format!(r#"{vm} tr[data-key="guest_boot"] td.num"#)).await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
@@ -451,6 +470,7 @@ async fn linux_guest_card(visit: &Visit) {
         .await;
         screenshot_of(client, linux, "linux-vm-unavailable-on-this-host").await;
     } else {
+        no_guess(client, linux).await;
         click(client, &format!("{linux} button.run")).await;
         reading_within(
             client,
@@ -508,6 +528,7 @@ async fn density_sweeps(visit: &Visit) {
         ("density-container", Duration::from_secs(120)),
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
+        no_guess(client, &card).await;
         click(client, &format!("{card} button.run")).await;
         if demo == "density-container" {
             away_and_back_mid_run(client, &card).await;
@@ -786,6 +807,7 @@ async fn lessons_render_without_the_stacklab_server() {
     let lesson = lesson(&lessons, "postgres-both-ways");
     open_from_home(&client, &home, lesson).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
+    no_guess(&client, card).await;
     click(&client, &format!("{card} button.run")).await;
     wait_for_text(
         &client,
@@ -868,6 +890,7 @@ async fn a_workshop_in_the_browser() {
             .unwrap();
         let card = r#"section.demo-card[data-demo="micro-vm"]"#;
         text_of(&client, card).await;
+        no_guess(&client, card).await;
         click(&client, &format!("{card} button.run")).await;
         reading_text(
             &client,
@@ -1032,6 +1055,7 @@ async fn queue_position_and_estimate(client: &Client, base: &str) {
     // One running, one waiting (as many as one client may have).
     let followers = busy(2).await;
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
+    no_guess(client, card).await;
     click(client, &format!("{card} button.run")).await;
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut said = Vec::new();
@@ -1132,6 +1156,7 @@ async fn a_network_blip_mid_run_loses_nothing() {
         .unwrap();
     let card = r#"section.demo-card[data-demo="postgres-container"]"#;
     text_of(&client, card).await;
+    no_guess(&client, card).await;
     click(&client, &format!("{card} button.run")).await;
     text_of(
         &client,

@@ -239,6 +239,8 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
         .title;
     wait_for_h1(&client, title).await;
     let card = r#"section.demo-card[data-demo="hello-container"]"#;
+    // A lesson's card asks for a guess first.
+    no_guess(&client, card).await;
     click(&client, &format!("{card} button.run")).await;
     let platform = reading_text(
         &client,

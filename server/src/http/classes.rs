@@ -6,6 +6,11 @@
 //! (`max_members`), joins are paced per address (see
 //! [`super::limits::JoinLimit`]), and a member the instructor removes has
 //! their runs ended and cannot start new ones there.
+//!
+//! A member's browser reports their learning (lessons opened, quiz
+//! answers; guesses travel with their runs, see `runs`), which the
+//! instructor's view shows per member; the instructor can send the room to
+//! a lesson, which the room's stream announces (a slug, never a name).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -18,8 +23,9 @@ use axum::Json;
 use futures_util::Stream;
 use stacklab_api::{
     valid_class_code, valid_learner, Class, ClassView, CreateClass, DemoFigures, DemoId, ErrorBody,
-    ErrorCode, JoinClass, RemovedMember, RoomPoints, RunError, DEFAULT_CLASS_SECS,
-    DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
+    ErrorCode, JoinClass, LearningKept, LearningReport, LessonRef, RemovedMember, RoomLesson,
+    RoomNow, RoomPoints, RunError, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS,
+    MAX_MAX_MEMBERS,
 };
 
 use super::auth::Instructor;
@@ -28,6 +34,49 @@ use super::openapi::BodyErrors;
 use super::runs::stored;
 use super::{AppError, AppState};
 use crate::store::{self, JoinError};
+
+mod course {
+    include!(concat!(env!("OUT_DIR"), "/course.rs"));
+}
+
+/// What a room's stream says besides run changes.
+#[derive(Debug, Clone)]
+pub struct RoomNews {
+    /// The class's code.
+    class: String,
+    /// `Some`: the instructor sent the room to this lesson; `None`: a
+    /// member's learning changed (the instructor's page fetches again).
+    lesson: Option<String>,
+}
+
+/// The course's lessons, as the room refers to them.
+fn lessons() -> Vec<LessonRef> {
+    course::COURSE
+        .iter()
+        .map(|(slug, title, quiz)| LessonRef {
+            slug: (*slug).to_owned(),
+            title: (*title).to_owned(),
+            questions: quiz.len() as u32,
+        })
+        .collect()
+}
+
+/// Where `slug` is in the course, or 422.
+fn lesson_index(slug: &str) -> Result<usize, AppError> {
+    course::COURSE
+        .iter()
+        .position(|(s, _, _)| *s == slug)
+        .ok_or_else(|| {
+            invalid(format!(
+                "no lesson has the slug {slug:?}; the lessons are: {}",
+                course::COURSE
+                    .iter()
+                    .map(|(s, _, _)| *s)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
 
 /// A class code from the path, upper-cased, or 404.
 fn code_of(raw: &str) -> Result<String, AppError> {
@@ -249,13 +298,30 @@ pub async fn class_view(
     let code = code_of(&code)?;
     let class = find(&state, &code).await?;
     let h = state.runs.history();
-    let (members, runs) =
-        stored(async { Ok((h.members(&code).await?, h.class_runs(&code).await?)) }).await?;
+    let (mut members, runs, learning, lesson) = stored(async {
+        Ok((
+            h.members(&code).await?,
+            h.class_runs(&code).await?,
+            h.learning(&code).await?,
+            h.room_lesson(&code).await?,
+        ))
+    })
+    .await?;
     let expired = class.expires_at_ms <= store::now_ms();
+    for m in &mut members {
+        m.learning = learning.of(&m.learner);
+        // In the course's order.
+        m.learning
+            .lessons_read
+            .sort_by_key(|slug| lesson_index(slug).unwrap_or(usize::MAX));
+    }
     Ok(Json(ClassView {
         class,
         expired,
         members,
+        lessons: lessons(),
+        lesson,
+        guesses: learning.guesses,
         points: runs
             .iter()
             .filter(|r| r.summary.finished_at_ms.is_some())
@@ -336,18 +402,27 @@ pub async fn export_class(
     let code = code_of(&code)?;
     find(&state, &code).await?;
     let format = query.format.unwrap_or_else(|| "csv".into());
-    let runs = stored(state.runs.history().class_runs(&code)).await?;
+    let h = state.runs.history();
+    let (runs, learning) =
+        stored(async { Ok((h.class_runs(&code).await?, h.learning(&code).await?)) }).await?;
     let (body, mime) = match format.as_str() {
-        "csv" => (store::class_csv(&runs), "text/csv; charset=utf-8"),
+        "csv" => (
+            store::class_csv(&runs, &learning),
+            "text/csv; charset=utf-8",
+        ),
         "json" => {
             let rows: Vec<serde_json::Value> = runs
                 .iter()
                 .map(|r| {
+                    let member = (!r.learner.is_empty()).then(|| learning.of(&r.learner));
                     serde_json::json!({
                         "run": r.summary,
                         "learner": r.learner,
+                        "by_instructor": r.learner.is_empty(),
                         "display_name": r.display_name,
                         "other_runs_at_start": r.others_at_start,
+                        "guesses": learning.guesses_of_run(&r.summary.id).collect::<Vec<_>>(),
+                        "learning": member,
                     })
                 })
                 .collect();
@@ -372,11 +447,14 @@ pub async fn export_class(
 
 /// `GET /api/classes/{code}/events`: a `changed` event (run id, demo,
 /// state; no names) whenever a run of the class is queued, starts or
-/// finishes. The instructor's page fetches the view again on each.
+/// finishes; `lesson` (a slug) when the instructor sends the room to a
+/// lesson; `learning` (`{}`) when a member's learning changed. The
+/// instructor's page fetches the view again on each; members' pages follow
+/// `lesson` and fetch the room's points again on `changed`.
 #[utoipa::path(get, path = "/classes/{code}/events", tag = "classes",
     params(("code" = String, Path, description = "The class code")),
     responses(
-        (status = 200, description = "Server-Sent Events `changed`: a RoomChange each (`{}` after missed ones), never a name", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events: `changed` (a RoomChange, `{}` after missed ones), `lesson` (a RoomLesson), `learning` (`{}`); never a name", body = String, content_type = "text/event-stream"),
         (status = 404, description = "No such class", body = ErrorBody),
         (status = 429, description = "Too many event streams open (`Retry-After`)", body = ErrorBody),
     ))]
@@ -389,14 +467,32 @@ pub async fn room_events(
     find(&state, &code).await?;
     let open = state.streams.try_open(&client.0)?;
     let changes = state.runs.room_changes();
+    let news = state.room_news.subscribe();
     let stopping = state.runs.stopping();
-    let stream =
-        futures_util::stream::unfold((changes, code, open), move |(mut rx, code, open)| {
+    let stream = futures_util::stream::unfold(
+        (changes, news, code, open),
+        move |(mut rx, mut news, code, open)| {
             let stopping = stopping.clone();
             async move {
                 loop {
                     let received = tokio::select! {
                         r = rx.recv() => r,
+                        n = news.recv() => match n {
+                            Ok(n) if n.class == code => {
+                                let event = match n.lesson {
+                                    Some(lesson) => Event::default()
+                                        .event("lesson")
+                                        .json_data(RoomLesson { lesson })
+                                        .unwrap_or_else(|_| Event::default().event("learning").data("{}")),
+                                    None => Event::default().event("learning").data("{}"),
+                                };
+                                return Some((Ok(event), (rx, news, code, open)));
+                            }
+                            // Another room's, or missed some: the page
+                            // fetches the view on the next change anyway.
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                        },
                         // The server is shutting down: end the stream so it can drain.
                         () = stopping.cancelled() => return None,
                     };
@@ -406,20 +502,191 @@ pub async fn room_events(
                                 .event("changed")
                                 .json_data(&c.change)
                                 .unwrap_or_else(|_| Event::default().event("changed").data("{}"));
-                            return Some((Ok(event), (rx, code, open)));
+                            return Some((Ok(event), (rx, news, code, open)));
                         }
                         Ok(_) => {}
                         // Missed some: say "changed" anyway; the page refetches.
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                             return Some((
                                 Ok(Event::default().event("changed").data("{}")),
-                                (rx, code, open),
+                                (rx, news, code, open),
                             ))
                         }
                         Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             }
-        });
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default().interval(Duration::from_secs(15))))
+}
+
+/// `POST /api/classes/{code}/learning`: a member's browser reports that
+/// the learner opened a lesson, or answered a quiz question. The server
+/// scores the answer itself and keeps only the first answer to each
+/// question: a later one does not count (`counted: false`).
+#[utoipa::path(post, path = "/classes/{code}/learning", tag = "classes",
+    params(("code" = String, Path, description = "The class code")),
+    request_body = LearningReport,
+    responses(
+        (status = 200, description = "Kept (or not, when it repeats what counted)", body = LearningKept),
+        (status = 400, description = "Not JSON of this shape", body = ErrorBody),
+        (status = 403, description = "The learner is not a member of the class (`not_a_member`), or the class is over", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        BodyErrors,
+    ))]
+pub async fn report_learning(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    ApiJson(report): ApiJson<LearningReport>,
+) -> Result<Json<LearningKept>, AppError> {
+    let code = code_of(&code)?;
+    if !valid_learner(&report.learner) {
+        return Err(invalid(
+            "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
+        ));
+    }
+    let index = lesson_index(&report.lesson)?;
+    let scored = match report.answer {
+        None => None,
+        Some(a) => {
+            let quiz = course::COURSE[index].2;
+            let Some(&(_, right, choices)) = quiz.iter().find(|(n, _, _)| *n == a.question) else {
+                return Err(invalid(format!(
+                    "the lesson {:?} has no question {}",
+                    report.lesson, a.question
+                )));
+            };
+            if a.choice >= choices {
+                return Err(invalid(format!(
+                    "question {} has {choices} choices (0 to {}), not {}",
+                    a.question,
+                    choices - 1,
+                    a.choice
+                )));
+            }
+            Some((a, a.choice == right))
+        }
+    };
+    find(&state, &code).await?;
+    let h = state.runs.history();
+    let member = stored(h.open_class_of(&code, &report.learner)).await?;
+    if member.is_none() {
+        return Err(AppError::NotAMember(format!(
+            "the learner {:?} is not a member of the class {code} (or it is over): join it first",
+            report.learner
+        )));
+    }
+    let counted = stored(async {
+        match scored {
+            None => h.lesson_read(&code, &report.learner, &report.lesson).await,
+            Some((a, right)) => {
+                h.quiz_answer(
+                    &code,
+                    &report.learner,
+                    &report.lesson,
+                    a.question,
+                    a.choice,
+                    right,
+                )
+                .await
+            }
+        }
+    })
+    .await?;
+    if counted {
+        // Nobody listening is not an error.
+        let _ = state.room_news.send(RoomNews {
+            class: code,
+            lesson: None,
+        });
+    }
+    Ok(Json(LearningKept {
+        counted,
+        right: scored.map(|(_, right)| right),
+    }))
+}
+
+/// `POST /api/classes/{code}/lesson` (instructor): sends the room to a
+/// lesson. Members' open pages go there (the room's stream says `lesson`),
+/// and the join page sends those who join later there.
+#[utoipa::path(post, path = "/classes/{code}/lesson", tag = "classes",
+    params(("code" = String, Path, description = "The class code")),
+    request_body = RoomLesson,
+    security(("instructor" = [])),
+    responses(
+        (status = 200, description = "The room was sent there", body = RoomLesson),
+        (status = 400, description = "Not JSON of this shape", body = ErrorBody),
+        (status = 401, description = "The instructor token is required", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+        BodyErrors,
+    ))]
+pub async fn send_lesson(
+    State(state): State<AppState>,
+    _: Instructor,
+    Path(code): Path<String>,
+    ApiJson(request): ApiJson<RoomLesson>,
+) -> Result<Json<RoomLesson>, AppError> {
+    let code = code_of(&code)?;
+    lesson_index(&request.lesson)?;
+    find(&state, &code).await?;
+    stored(state.runs.history().send_room_to(&code, &request.lesson)).await?;
+    tracing::info!(class = %code, "the instructor sent the room to {}", request.lesson);
+    let _ = state.room_news.send(RoomNews {
+        class: code,
+        lesson: Some(request.lesson.clone()),
+    });
+    Ok(Json(request))
+}
+
+/// Query of `GET /api/classes/{code}/now`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct NowQuery {
+    /// Whether this learner is a member.
+    #[param(pattern = r"^[A-Za-z0-9_-]{8,64}$")]
+    learner: Option<String>,
+}
+
+/// `GET /api/classes/{code}/now?learner=…`: the room as a learner's page
+/// needs it, without names: its name, where the instructor sent it, and
+/// whether this learner is in.
+#[utoipa::path(get, path = "/classes/{code}/now", tag = "classes",
+    params(("code" = String, Path, description = "The class code"), NowQuery),
+    responses(
+        (status = 200, description = "The room now, without names", body = RoomNow),
+        (status = 400, description = "A bad learner id", body = ErrorBody),
+        (status = 404, description = "No such class", body = ErrorBody),
+    ))]
+pub async fn room_now(
+    State(state): State<AppState>,
+    Path(code): Path<String>,
+    ApiQuery(query): ApiQuery<NowQuery>,
+) -> Result<Json<RoomNow>, AppError> {
+    let code = code_of(&code)?;
+    let class = find(&state, &code).await?;
+    if query.learner.as_deref().is_some_and(|l| !valid_learner(l)) {
+        return Err(AppError::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message: "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+        });
+    }
+    let learner = query.learner;
+    let h = state.runs.history();
+    let (lesson, member) = stored(async {
+        let member = match &learner {
+            Some(l) => h.open_class_of(&code, l).await?.is_some(),
+            None => false,
+        };
+        Ok((h.room_lesson(&code).await?, member))
+    })
+    .await?;
+    Ok(Json(RoomNow {
+        expired: class.expires_at_ms <= store::now_ms(),
+        code: class.code,
+        name: class.name,
+        lesson,
+        member,
+    }))
 }

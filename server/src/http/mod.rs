@@ -114,6 +114,8 @@ pub struct AppState {
     pub probes: Arc<health::Probes>,
     /// The pace of density sweeps per client outside a class.
     pub density_limit: Arc<limits::RateLimit>,
+    /// What rooms' streams say besides run changes (see `classes`).
+    pub room_news: tokio::sync::broadcast::Sender<classes::RoomNews>,
 }
 
 impl AppState {
@@ -238,6 +240,7 @@ impl AppState {
             connections: Arc::default(),
             probes: Arc::default(),
             density_limit: Arc::new(limits::RateLimit::density()),
+            room_news: tokio::sync::broadcast::channel(256).0,
         }
     }
 }

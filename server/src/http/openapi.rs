@@ -26,7 +26,7 @@ use super::{classes, demos, health, runs, AppState};
         description = "Runs real PostgreSQL containers and real KVM micro-VMs, and streams every phase and reading. Only the built-in demos can be run.",
     ),
     // Named only by the event streams' schemas (see below).
-    components(schemas(stacklab_api::RoomChange, stacklab_api::RunEvent)),
+    components(schemas(stacklab_api::RoomChange, stacklab_api::RoomLesson, stacklab_api::RunEvent)),
     tags(
         (name = "lab", description = "What this server can run"),
         (name = "runs", description = "Start a demo, follow it, read the history"),
@@ -135,6 +135,9 @@ pub fn api_routes() -> axum::Router<AppState> {
         .routes(routes!(classes::room_points))
         .routes(routes!(classes::export_class))
         .routes(routes!(classes::room_events))
+        .routes(routes!(classes::report_learning))
+        .routes(routes!(classes::send_lesson))
+        .routes(routes!(classes::room_now))
         .split_for_parts();
     // The document names full paths: the router is nested under /api.
     doc.paths.paths = std::mem::take(&mut doc.paths.paths)
@@ -181,11 +184,13 @@ fn describe_event_streams(doc: &mut serde_json::Value) {
         ),
         (
             "/api/classes/{code}/events",
-            // `{}` when the stream missed changes: the page refetches.
+            // `{}` when the stream missed changes (the page refetches) and
+            // for `learning` (a member's learning changed: no names).
             event_schema(
-                &["changed"],
+                &["changed", "lesson", "learning"],
                 serde_json::json!({"anyOf": [
                     {"$ref": "#/components/schemas/RoomChange"},
+                    {"$ref": "#/components/schemas/RoomLesson"},
                     {"type": "object", "maxProperties": 0},
                 ]}),
                 false,

@@ -61,6 +61,12 @@ pub async fn create_run(
             });
         }
     }
+    if let Some(why) = guesses_invalid(&request.guesses) {
+        return Err(AppError::BadRequest {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: why,
+        });
+    }
     let instructor = super::auth::Instructor::presented(&headers, &state.instructor_token);
     let class = class_of(&state, &request, instructor).await?;
     density_allowed(&state, &request, &class, instructor, &client)?;
@@ -72,8 +78,9 @@ pub async fn create_run(
             _ => address,
         },
         learner: request.learner.clone(),
-        class,
+        class: class.clone(),
     };
+    let run_class = class;
     if let Err(wait) = state.run_limit.take(&requester.who) {
         let retry_after_s = wait.as_secs_f64().ceil().max(1.0) as u64;
         return Err(AppError::RateLimited {
@@ -125,6 +132,20 @@ pub async fn create_run(
         }
         Err(e) => return Err(e.into()),
     };
+    // In a class, the guesses locked at the click go with the run, for the
+    // instructor (never on the room's stream).
+    if let (Some(class), Some(learner)) = (run_class, &request.learner) {
+        if !request.guesses.is_empty() {
+            stored(state.runs.history().guesses_sent(
+                &class,
+                learner,
+                run.id(),
+                request.demo,
+                &request.guesses,
+            ))
+            .await?;
+        }
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(RunCreated {
@@ -132,6 +153,20 @@ pub async fn create_run(
         }),
     )
         .into_response())
+}
+
+/// Why a run's guesses cannot be taken (out of range, or one quantity
+/// twice), if they cannot.
+fn guesses_invalid(guesses: &[stacklab_api::Guess]) -> Option<String> {
+    for (i, g) in guesses.iter().enumerate() {
+        if let Some(why) = g.invalid() {
+            return Some(why);
+        }
+        if guesses[..i].iter().any(|o| o.quantity == g.quantity) {
+            return Some(format!("guesses name {} twice", g.quantity));
+        }
+    }
+    None
 }
 
 /// Whether this density sweep may start: several demos at once holding

@@ -304,6 +304,8 @@ impl History {
                     display_name: r.text(1),
                     joined_at_ms: r.int(2).unwrap_or_default(),
                     runs: r.int(3).unwrap_or_default() as u32,
+                    // Filled by the caller from `History::learning`.
+                    learning: Default::default(),
                 }
             })
             .collect())

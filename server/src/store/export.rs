@@ -8,10 +8,11 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use stacklab_api::RunSummary;
+use stacklab_api::{Quantity, RunSummary};
 
 use super::classes::ClassRun;
 use super::history::state_str;
+use super::learning::Learning;
 
 const SUMMARY_HEADER: &str = "seq,id,demo,state,accepted_at_utc,finished_at_utc,time_to_ready_ms,memory_mib,error_code,error_message,platform_ms,queue_wait_ms";
 
@@ -35,16 +36,49 @@ pub fn csv_rows(runs: &[RunSummary]) -> String {
     out
 }
 
-/// A class's runs as CSV: the history's columns, then whose run it was and
-/// how many other runs shared the host when it left the queue.
-pub fn class_csv(runs: &[ClassRun]) -> String {
-    let mut out = format!("{SUMMARY_HEADER},learner,display_name,other_runs_at_start\n");
+/// A class's runs as CSV: the history's columns, then whose run it was
+/// (`(instructor)` for the instructor's own runs, which have no learner)
+/// and how many other runs shared the host when it left the queue; then
+/// the guesses sent with the run (empty: none sent; `declined`: "I'd rather
+/// not guess") and its learner's quiz and reading so far.
+pub fn class_csv(runs: &[ClassRun], learning: &Learning) -> String {
+    let mut out = format!(
+        "{SUMMARY_HEADER},learner,display_name,other_runs_at_start,guess_time_ms,guess_memory_mib,lessons_read,quiz_answered,quiz_first_try_right\n"
+    );
     for r in runs {
         let mut fields = summary_fields(&r.summary);
+        let guess = |q: Quantity, scale: f64| {
+            learning
+                .guesses_of_run(&r.summary.id)
+                .find(|g| g.quantity == q)
+                .map(|g| match g.value {
+                    Some(v) => format!("{:.3}", v / scale),
+                    None => "declined".to_owned(),
+                })
+                .unwrap_or_default()
+        };
+        let instructor = r.learner.is_empty();
+        let member = learning.of(&r.learner);
+        let count = |n: u32| {
+            if instructor {
+                String::new()
+            } else {
+                n.to_string()
+            }
+        };
         fields.extend([
-            r.learner.clone(),
+            if instructor {
+                "(instructor)".to_owned()
+            } else {
+                r.learner.clone()
+            },
             r.display_name.clone().unwrap_or_default(),
             r.others_at_start.map(|n| n.to_string()).unwrap_or_default(),
+            guess(Quantity::Time, 1000.0),
+            guess(Quantity::Memory, 1048576.0),
+            count(member.lessons_read.len() as u32),
+            count(member.answered),
+            count(member.first_try_right),
         ]);
         push_row(&mut out, fields);
     }
@@ -179,15 +213,18 @@ mod tests {
             .await
             .unwrap();
         let summary = h.all(&Filter::default()).await.unwrap().remove(0);
-        let csv = class_csv(&[ClassRun {
-            summary,
-            learner: "learner-0001".into(),
-            display_name: Some("=HYPERLINK(\"x\")".into()),
-            others_at_start: Some(0),
-        }]);
+        let csv = class_csv(
+            &[ClassRun {
+                summary,
+                learner: "learner-0001".into(),
+                display_name: Some("=HYPERLINK(\"x\")".into()),
+                others_at_start: Some(0),
+            }],
+            &Learning::default(),
+        );
         let row = csv.lines().nth(1).unwrap();
         assert!(
-            row.ends_with(",learner-0001,\"'=HYPERLINK(\"\"x\"\")\",0"),
+            row.ends_with(",learner-0001,\"'=HYPERLINK(\"\"x\"\")\",0,,,0,0,0"),
             "{row}"
         );
         assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");

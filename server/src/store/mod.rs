@@ -11,6 +11,7 @@ mod classes;
 mod export;
 mod history;
 pub(crate) mod pool;
+mod learning;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -24,5 +25,6 @@ pub use history::{
     WATCH_CHANNEL,
 };
 pub use pool::Limits;
+pub use learning::Learning;
 pub use postgres::{listen, new_schema, Notice};
 pub use sqlite::{lock_data_dir, FILE_NAME};

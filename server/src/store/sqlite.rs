@@ -83,6 +83,41 @@ const MIGRATIONS: &[&str] = &[
     // keeps what it measured, under its own labels.
     "ALTER TABLE runs ADD COLUMN queue_wait_us REAL;
     UPDATE runs SET time_to_ready_us = NULL, platform_us = NULL WHERE finished_at_ms IS NOT NULL;",
+    // 7: what a class's members learn (see `learning`): lessons opened,
+    // the first answer to each quiz question, guesses sent with runs, and
+    // the lesson the instructor sent the room to.
+    "CREATE TABLE learning_reads (
+        class           TEXT NOT NULL,
+        learner         TEXT NOT NULL,
+        lesson          TEXT NOT NULL,
+        at_ms           INTEGER NOT NULL,
+        PRIMARY KEY (class, learner, lesson)
+    );
+    CREATE TABLE learning_answers (
+        class           TEXT NOT NULL,
+        learner         TEXT NOT NULL,
+        lesson          TEXT NOT NULL,
+        question        INTEGER NOT NULL,
+        choice          INTEGER NOT NULL,
+        first_right     INTEGER NOT NULL,
+        at_ms           INTEGER NOT NULL,
+        PRIMARY KEY (class, learner, lesson, question)
+    );
+    CREATE TABLE learning_guesses (
+        class           TEXT NOT NULL,
+        learner         TEXT NOT NULL,
+        run             TEXT NOT NULL,
+        demo            TEXT NOT NULL,
+        quantity        TEXT NOT NULL,
+        value           REAL,
+        at_ms           INTEGER NOT NULL,
+        PRIMARY KEY (class, run, quantity)
+    );
+    CREATE TABLE room_lessons (
+        class           TEXT PRIMARY KEY,
+        lesson          TEXT NOT NULL,
+        at_ms           INTEGER NOT NULL
+    );",
 ];
 
 /// Columns an early build added one by one; step 1 adds those missing.

@@ -404,3 +404,34 @@ impl Proxy {
         self.cut.notify_waiters();
     }
 }
+
+/// "I'd rather not guess" on a demo card: its Run button waits for a guess
+/// or this.
+pub async fn no_guess(client: &Client, card: &str) {
+    click(client, &format!("{card} button.decline")).await;
+}
+
+/// Moves the range input `css` to `value`, as a learner's drag would.
+pub async fn slide(client: &Client, css: &str, value: f64) {
+    click(client, css).await;
+    eval(
+        client,
+        "const e = document.querySelector(arguments[0]); e.value = arguments[1]; e.dispatchEvent(new Event('input', { bubbles: true }));",
+        vec![json!(css), json!(value)],
+    )
+    .await;
+}
+
+/// The index (in the lesson's order) of the right choice of question
+/// `number` of `lesson`.
+pub fn quiz_answer(lesson: &Lesson, number: u32) -> u32 {
+    lesson
+        .blocks
+        .iter()
+        .find_map(|b| match b {
+            stacklab_content::Block::Quiz(qs) => qs.iter().find(|q| q.number == number),
+            _ => None,
+        })
+        .map(|q| q.answer)
+        .unwrap_or_else(|| panic!("{} has no question {number}", lesson.slug))
+}

@@ -36,15 +36,26 @@ function say(text, isError = false) {
 }
 
 // The instructor token: from the link `stacklab serve` printed
-// (`#token=…`, never sent to the server), kept for this tab only.
+// (`#token=…`: a fragment, never sent to the server, and taken out of the
+// address at once), or typed in. Kept in this browser (every tab and
+// window) until the instructor chooses "Forget the token"; it travels only
+// in the Authorization header.
 function token() {
   const m = location.hash.match(/token=([A-Za-z0-9_-]+)/);
   if (m) {
-    sessionStorage.setItem(TOKEN_KEY, m[1]);
+    localStorage.setItem(TOKEN_KEY, m[1]);
     history.replaceState(null, "", location.pathname + location.search);
   }
-  return sessionStorage.getItem(TOKEN_KEY);
+  return localStorage.getItem(TOKEN_KEY);
 }
+
+function forgetToken() {
+  localStorage.removeItem(TOKEN_KEY);
+  location.assign("/class");
+}
+
+const forgetButton = () => el("button", { class: "quiet", id: "forget-token", onclick: forgetToken,
+  title: "This browser keeps the instructor token until you forget it here" }, "Forget the token");
 
 async function api(method, path, body, withToken = false) {
   const headers = {};
@@ -87,10 +98,11 @@ function tokenForm(then) {
   const input = el("input", { id: "token", type: "password", autocomplete: "off", required: "" });
   main.replaceChildren(
     el("h1", {}, "Instructor"),
-    el("p", {}, "This view shows learners' names and creates classes, so it needs the instructor token. ",
-      "`stacklab serve` prints a link with it at start (or set your own with --instructor-token)."),
+    el("p", { id: "token-help" }, "This view shows learners' names and creates classes, so it needs the instructor token. ",
+      el("code", {}, "stacklab serve"), " prints a link with it at start (or set your own with ",
+      el("code", {}, "--instructor-token"), "). This browser keeps it until you choose \u201cForget the token\u201d."),
     el("form", {
-      onsubmit: (e) => { e.preventDefault(); sessionStorage.setItem(TOKEN_KEY, input.value.trim()); then(); },
+      onsubmit: (e) => { e.preventDefault(); localStorage.setItem(TOKEN_KEY, input.value.trim()); then(); },
     }, el("label", { for: "token" }, "Instructor token", input), el("button", { type: "submit" }, "Continue")),
     statusLine,
   );
@@ -129,6 +141,7 @@ function createPage() {
       onsubmit: (e) => { e.preventDefault(); location.assign(`/class/${code.value.trim().toUpperCase()}`); },
     }, el("label", { for: "open-code" }, "Or open a class by its code", code),
       el("button", { type: "submit", class: "quiet" }, "Open")),
+    el("div", { class: "tools" }, forgetButton()),
     statusLine,
   );
   say("");
@@ -180,11 +193,114 @@ function spread(values, fmt) {
   return `${s.length} run(s) · median ${fmt(medianOf(s))} · middle half ${fmt(q(0.25))}–${fmt(q(0.75))} · all ${fmt(s[0])}–${fmt(s[s.length - 1])}`;
 }
 
+const svgEl = (svg) => (tag, attrs, text) => {
+  const n = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
+  if (text !== undefined) n.textContent = text;
+  svg.append(n);
+  return n;
+};
+
+function newSvg(w, h, cls, label) {
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
+  svg.setAttribute("class", cls);
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  return svg;
+}
+
+// The log scales a learner guesses on (as the lesson's slider spans them).
+const GUESS = {
+  time: { range: [100, 600e6], fmt: (us) => us < 1000 ? `${Math.round(us)} µs` : us < 1e6 ? `${+(us / 1000).toPrecision(3)} ms` : us < 60e6 ? `${+(us / 1e6).toPrecision(3)} s` : `${+(us / 60e6).toPrecision(3)} min`, what: "time" },
+  memory: { range: [102400, 10737418240], fmt: (b) => b < 1048576 ? `${Math.round(b / 1024)} KiB` : b < 1073741824 ? `${+(b / 1048576).toPrecision(3)} MiB` : `${+(b / 1073741824).toPrecision(3)} GiB`, what: "memory" },
+};
+
+// The room's guesses of one quantity for one demo, as dots on the log
+// scale the learners guessed on; once the instructor reveals it, the
+// room's measured median as a line, and how far the guesses were off.
+function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal) {
+  const g = GUESS[quantity];
+  const made = guesses.filter((x) => typeof x.value === "number");
+  const declined = guesses.length - made.length;
+  const [lo, hi] = g.range;
+  const W = 640, H = 96, L = 12, R = 12;
+  const x = (v) => L + (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * (W - L - R);
+  const svg = newSvg(W, H, "guesses", `${made.length} guesses of the ${g.what}` + (revealed && measuredValues.length ? `, measured median ${g.fmt(medianOf(measuredValues))}` : ""));
+  const add = svgEl(svg);
+  add("line", { class: "axis", x1: L, x2: W - R, y1: 64, y2: 64 });
+  for (let d = Math.ceil(Math.log10(lo)); d <= Math.floor(Math.log10(hi)); d++) {
+    const v = 10 ** d;
+    add("line", { class: "tick", x1: x(v), x2: x(v), y1: 60, y2: 68 });
+    const first = d === Math.ceil(Math.log10(lo));
+    if (d % (quantity === "time" ? 2 : 1) === 0 || first) add("text", { x: x(v), y: 84, "text-anchor": first ? "start" : "middle" }, g.fmt(v));
+  }
+  made.forEach((m, i) => add("circle", { class: "guess", cx: x(m.value), cy: 20 + (i * 7) % 36, r: 6 }));
+  const sorted = [...measuredValues].sort((a, b) => a - b);
+  let verdict = "";
+  if (revealed && sorted.length) {
+    const median = medianOf(sorted);
+    const mx = x(Math.min(hi, Math.max(lo, median)));
+    add("line", { class: "measured", x1: mx, x2: mx, y1: 6, y2: 70 });
+    add("text", { class: "measured-label", x: mx, y: 12, "text-anchor": mx > W / 2 ? "end" : "start" }, `measured ${g.fmt(median)}`);
+    const off = made.filter((m) => typeof m.measured === "number").map((m) => Math.abs(Math.log10(m.measured / m.value))).sort((a, b) => a - b);
+    verdict = off.length ? ` Each guess against its own run: median ${medianOf(off).toFixed(1)} orders of magnitude off; ${off.filter((o) => o < 0.5).length} of ${off.length} within half an order.` : "";
+  }
+  return el("div", { class: "guess-block", "data-quantity": quantity },
+    el("p", { class: "meta", "data-figure": `guesses-${quantity}` },
+      `The room's guesses of the ${g.what} (log scale): ${made.length} guess(es)` + (declined ? `, ${declined} \u201cI'd rather not guess\u201d` : "") + "." +
+      (revealed ? (sorted.length ? ` Measured in the room: median ${g.fmt(medianOf(sorted))}.` + verdict : " No result measured yet.") : " The measured result is hidden until you reveal it.")),
+    svg,
+    revealed ? "" : el("button", { class: "quiet reveal", "data-reveal": `${demo}/${quantity}`, onclick: reveal }, "Reveal the measured result"),
+  );
+}
+
+// A room sweep's record: its 1 → 5 steps, as two curves with labelled
+// axes (time until all N were ready; memory they held together).
+const sweeps = new Map();
+function sweepCurves(run) {
+  const box = el("div", { class: "sweep", "data-run": run });
+  const draw = (record) => {
+    const finished = record.events.find((e) => e.type === "finished");
+    const ms = finished?.outcome?.measurements || [];
+    const series = (metric) => ms.filter((m) => m.key.startsWith(metric + "@"))
+      .map((m) => [Number(m.key.split("@")[1]), m.value]).sort((a, b) => a[0] - b[0]);
+    box.replaceChildren(
+      curve(series("all_ready"), "N started at once", "time until all N were ready", (us) => `${+(us / 1000).toPrecision(3)} ms`),
+      curve(series("memory_total"), "N started at once", "memory held together", (b) => `${+(b / 1048576).toPrecision(3)} MiB`),
+    );
+  };
+  if (sweeps.has(run)) draw(sweeps.get(run));
+  else api("GET", `/api/runs/${run}`).then(({ json }) => { sweeps.set(run, json); draw(json); }).catch(() => {});
+  return box;
+}
+
+function curve(points, xLabel, yLabel, fmt) {
+  const W = 420, H = 220, L = 70, R = 14, T = 14, B = 44;
+  const svg = newSvg(W, H, "curve", `${yLabel} against N: ` + points.map(([n, v]) => `${n} → ${fmt(v)}`).join(", "));
+  const add = svgEl(svg);
+  if (!points.length) return svg;
+  const maxN = points[points.length - 1][0], maxY = Math.max(...points.map((p) => p[1])) * 1.1 || 1;
+  const x = (n) => L + (n - 1) / Math.max(1, maxN - 1) * (W - L - R);
+  const y = (v) => H - B - v / maxY * (H - B - T);
+  add("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B });
+  add("line", { class: "axis", x1: L, x2: L, y1: T, y2: H - B });
+  for (const [n] of points) add("text", { x: x(n), y: H - B + 16, "text-anchor": "middle" }, n);
+  for (const f of [0, 0.5, 1]) add("text", { x: L - 6, y: y(maxY / 1.1 * f) + 4, "text-anchor": "end" }, fmt(maxY / 1.1 * f));
+  add("text", { class: "axis-label", x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, `${xLabel} (1 → ${maxN})`);
+  add("text", { class: "axis-label", x: 14, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(T + H - B) / 2})` }, yLabel);
+  add("polyline", { points: points.map(([n, v]) => `${x(n)},${y(v)}`).join(" ") });
+  for (const [n, v] of points) add("circle", { cx: x(n), cy: y(v), r: 5 });
+  return svg;
+}
+
 // figures: the server's figure table for this demo (labels and
 // explanations are defined there once, not here).
-function demoSection(demo, points, figures) {
+function demoSection(demo, points, figures, guesses, revealed, reveal) {
   const ok = points.filter((p) => p.state === "succeeded");
   const failed = points.length - ok.length;
+  const byInstructor = ok.filter((p) => !p.learner);
+  const sweep = demo.startsWith("density-") ? byInstructor[byInstructor.length - 1] : null;
   const others = ok.map((p) => p.others_at_start).filter((n) => typeof n === "number").sort((a, b) => a - b);
   const f = figures || { time: { label: "Time", how: "" }, waited: { label: "Waited in line", how: "" }, memory: { label: "Memory", how: "" } };
   return el("section", { class: "demo", "data-demo": demo },
@@ -197,7 +313,14 @@ function demoSection(demo, points, figures) {
     el("p", { class: "meta", "data-figure": "memory" }, `${f.memory.label}: ` + spread(ok.map((p) => p.memory_bytes), mib)),
     el("p", { class: "meta" },
       others.length ? `Other runs on the host when each left the queue: median ${medianOf(others)}, most ${others[others.length - 1]}.` : "",
-      failed ? ` ${failed} run(s) failed.` : ""),
+      failed ? ` ${failed} run(s) failed.` : "",
+      byInstructor.length ? ` ${byInstructor.length} run(s) by the instructor, for the room.` : ""),
+    sweep ? el("p", { class: "meta" }, "The instructor's sweep for the room, step by step:") : "",
+    sweep ? sweepCurves(sweep.run) : "",
+    ...["time", "memory"].filter((q) => guesses.some((g) => g.quantity === q)).map((q) =>
+      guessSection(demo, q, guesses.filter((g) => g.quantity === q),
+        ok.map((p) => q === "time" ? p.time_to_ready_us : p.memory_bytes).filter((v) => typeof v === "number"),
+        revealed.has(`${demo}/${q}`), () => reveal(`${demo}/${q}`))),
   );
 }
 
@@ -213,7 +336,7 @@ function classPage(code) {
       view = (await api("GET", `/api/classes/${code}`, undefined, true)).json;
     } catch (err) {
       if (err.code === "instructor_token_required") {
-        sessionStorage.removeItem(TOKEN_KEY);
+        localStorage.removeItem(TOKEN_KEY);
         return tokenForm(() => classPage(code));
       }
       return say(err.message, true);
@@ -221,6 +344,25 @@ function classPage(code) {
     render(view);
   };
   const later = () => { if (!pending) { pending = true; setTimeout(draw, 250); } };
+
+  // Which demos' measured results the instructor has revealed beside the
+  // room's guesses (kept for this tab: a reload keeps the reveal).
+  const REVEALED_KEY = `stacklab.revealed.${code}`;
+  const revealed = new Set(JSON.parse(sessionStorage.getItem(REVEALED_KEY) || "[]"));
+  const reveal = (what) => {
+    revealed.add(what);
+    sessionStorage.setItem(REVEALED_KEY, JSON.stringify([...revealed]));
+    later();
+  };
+
+  let picked = "";
+  const sendRoom = async (lesson) => {
+    try {
+      await api("POST", `/api/classes/${code}/lesson`, { lesson }, true);
+      say(`Sent the room to ${lesson}.`);
+      later();
+    } catch (err) { say(err.message, true); }
+  };
 
   // A demo the instructor runs once for the whole room (the density
   // sweeps: fifteen starts each, too heavy for every learner at once).
@@ -274,6 +416,21 @@ function classPage(code) {
       byDemo.get(p.demo).push(p);
     }
     const names = new Map(view.members.map((m) => [m.learner, m.display_name || `learner ${m.learner.slice(0, 6)}`]));
+    const lessons = view.lessons || [];
+    const numberOf = (slug) => lessons.findIndex((l) => l.slug === slug) + 1;
+    const at = lessons.find((l) => l.slug === view.lesson);
+    // The page is drawn again on every change in the room: the lesson the
+    // instructor picked stays picked.
+    const lessonSelect = el("select", { id: "send-lesson", onchange: (e) => { picked = e.target.value; } },
+      ...lessons.map((l, i) => {
+        const o = el("option", { value: l.slug }, `${i + 1}. ${l.title}`);
+        if (l.slug === (picked || view.lesson)) o.selected = true;
+        return o;
+      }));
+    const guessesOf = (demo) => (view.guesses || []).filter((g) => g.demo === demo);
+    for (const g of view.guesses || []) {
+      if (!byDemo.has(g.demo)) byDemo.set(g.demo, []);
+    }
     main.replaceChildren(
       el("h1", {}, view.class.name),
       el("div", { class: "join" },
@@ -285,32 +442,51 @@ function classPage(code) {
         : `Open until ${when(view.class.expires_at_ms)}.`),
       el("div", { class: "tools" },
         el("a", { class: "button quiet", id: "projector", href: projector ? location.pathname : "?projector" }, projector ? "Leave projector mode" : "Projector mode"),
-        el("button", { class: "quiet", onclick: () => download("csv") }, "Export CSV"),
-        el("button", { class: "quiet", onclick: () => download("json") }, "Export JSON")),
+        el("button", { class: "quiet laptop", id: "export-csv", onclick: () => download("csv") }, "Export CSV"),
+        el("button", { class: "quiet laptop", onclick: () => download("json") }, "Export JSON"),
+        el("span", { class: "laptop" }, forgetButton())),
+      el("section", { class: "room-lesson" },
+        el("p", { id: "room-lesson" }, at ? `The room is at lesson ${numberOf(at.slug)}: ${at.title}.` : "You have not sent the room to a lesson yet: learners who join start at the course overview."),
+        el("form", {
+          id: "send-room", class: "laptop",
+          onsubmit: (e) => { e.preventDefault(); sendRoom(lessonSelect.value); },
+        }, el("label", { for: "send-lesson" }, "Send the room to lesson", lessonSelect),
+          el("button", { type: "submit" }, "Send the room there"))),
       el("section", { class: "for-room" },
         el("h2", {}, "Run for the room"),
-        el("p", { class: "how" }, "A density sweep starts 1, then 2, 3, 4 and 5 instances at once: run it here once, on the projector, instead of forty times from the room. Learners see its result beside theirs."),
-        el("div", { class: "tools" },
+        el("p", { class: "how" }, "A density sweep starts 1, then 2, 3, 4 and 5 instances at once: run once for the whole room instead of forty times from it. Each learner's card shows its curve, live."),
+        el("div", { class: "tools laptop" },
           el("button", { class: "quiet", id: "room-density-container", onclick: () => runForRoom("density-container") }, "Density sweep: containers"),
           el("button", { class: "quiet", id: "room-density-micro-vm", onclick: () => runForRoom("density-micro-vm") }, "Density sweep: micro-VMs")),
         el("p", { class: "meta", id: "for-room", role: "status" }, forRoom)),
       el("h2", {}, "The room's results"),
       ...(byDemo.size === 0
         ? [el("p", { class: "meta", id: "no-results" }, "No finished runs yet. They appear here as learners' runs finish.")]
-        : [...byDemo].map(([demo, points]) => demoSection(demo, points, (view.figures || []).find((f) => f.demo === demo)))),
+        : [...byDemo].map(([demo, points]) => demoSection(demo, points, (view.figures || []).find((f) => f.demo === demo), guessesOf(demo), revealed, reveal))),
       el("section", { class: "members" },
         el("h2", {}, `Who joined (${view.members.length} of ${view.class.max_members})`),
         el("table", { id: "members" },
-          el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Joined"), el("th", {}, "Runs"), el("th", {}, "Now"), el("th", {}, ""))),
-          el("tbody", {}, ...view.members.map((m) => el("tr", { "data-learner": m.learner },
+          el("thead", {}, el("tr", {}, el("th", {}, "Name"), el("th", {}, "Joined"),
+            el("th", { title: "Lessons opened, by number" }, "Lessons read"),
+            el("th", { title: "Only the first answer to each question counts" }, "Quiz, first try"),
+            el("th", { title: "Guesses sent with their runs" }, "Predictions"),
+            el("th", {}, "Runs"), el("th", {}, "Now"), el("th", {}, ""))),
+          el("tbody", {}, ...view.members.map((m) => {
+            const l = m.learning || { lessons_read: [], answered: 0, first_try_right: 0, guesses: 0, declined: 0 };
+            const read = l.lessons_read.map(numberOf).filter((n) => n > 0);
+            return el("tr", { "data-learner": m.learner },
             el("td", {}, names.get(m.learner)),
             el("td", {}, new Date(m.joined_at_ms).toLocaleTimeString()),
+            el("td", { "data-col": "read", title: l.lessons_read.join(", ") }, `${read.length} of ${lessons.length}` + (read.length ? ` (${read.join(", ")})` : "")),
+            el("td", { "data-col": "quiz" }, l.answered ? `${l.first_try_right} of ${l.answered} right` : "none answered"),
+            el("td", { "data-col": "predictions" }, l.guesses ? `${l.guesses}` + (l.declined ? ` (${l.declined} declined)` : "") : "none"),
             el("td", {}, m.runs),
             el("td", { class: m.active.length ? "running" : "" }, m.active.map((d) => TITLES[d] || d).join(", ") || "—"),
             el("td", {}, el("button", {
               class: "quiet remove", title: "End their runs and keep them out of this class",
               onclick: () => removeMember(m.learner, names.get(m.learner)),
-            }, "Remove"))))))),
+            }, "Remove")));
+          })))),
       el("section", { class: "capacity" },
         el("h2", {}, "This server"),
         el("table", {},
@@ -329,16 +505,25 @@ function classPage(code) {
   draw();
   const events = new EventSource(`/api/classes/${code}/events`);
   events.addEventListener("changed", later);
+  events.addEventListener("lesson", later);
+  events.addEventListener("learning", later);
   events.addEventListener("open", later);
 }
 
 // ---------------------------------------------------------------- /join/{code}
-function joinPage(code) {
+// Someone already in sees so (and where the room is), not the form again;
+// the link to the room's lesson follows the instructor live.
+async function joinPage(code) {
+  let now = null;
+  try {
+    now = (await api("GET", `/api/classes/${code}/now?learner=${learnerId()}`)).json;
+  } catch { /* no such class: the form says so when it is sent */ }
+  if (now?.member) return joinedPage(code, now.name, now.lesson, true);
   const name = el("input", { id: "display-name", maxlength: "40", autocomplete: "nickname" });
   main.replaceChildren(
     el("h1", {}, "Join a workshop"),
     el("p", {}, "Class code ", el("strong", { class: "code" }, code)),
-    el("p", {}, "Your runs will count for the room: the instructor sees them, with the name you give here (optional). Other learners see the room's numbers, never names."),
+    el("p", {}, "Your runs will count for the room: the instructor sees them, with the name you give here (optional), and which lessons you read, your first answer to each quiz question and your guesses. Other learners see the room's numbers, never names."),
     el("form", {
       id: "join-form",
       onsubmit: async (e) => {
@@ -348,13 +533,7 @@ function joinPage(code) {
           if (name.value.trim()) body.display_name = name.value.trim();
           const { json } = await api("POST", `/api/classes/${code}/join`, body);
           localStorage.setItem(CLASS_KEY, json.code);
-          main.replaceChildren(
-            el("h1", {}, `You joined ${json.name}`),
-            el("p", { id: "joined" }, "Your runs now count for the room. On each demo card you will see your result among the room's."),
-            el("p", {}, el("a", { class: "button", href: "/" }, "Start the course →")),
-            statusLine,
-          );
-          say("");
+          joinedPage(json.code, json.name, now?.lesson, false);
         } catch (err) { say(err.message, true); }
       },
     }, el("label", { for: "display-name" }, "Your name for the instructor (optional)", name),
@@ -362,6 +541,33 @@ function joinPage(code) {
     statusLine,
   );
   say("");
+}
+
+function joinedPage(code, name, lesson, again) {
+  localStorage.setItem(CLASS_KEY, code);
+  const go = el("a", { class: "button", id: "room-link" });
+  const point = (slug) => {
+    go.href = slug ? `/lessons/${slug}` : "/";
+    go.textContent = slug ? "Go to the lesson the room is on \u2192" : "Start the course \u2192";
+    go.dataset.lesson = slug || "";
+  };
+  point(lesson);
+  main.replaceChildren(
+    el("h1", {}, again ? `You are in ${name}` : `You joined ${name}`),
+    el("p", { id: "joined" }, again
+      ? "This browser already joined this class: your runs count for the room. No need to join again."
+      : "Your runs now count for the room. On each demo card you will see your result among the room's."),
+    el("p", {}, go),
+    statusLine,
+  );
+  say("");
+  // The instructor sends the room on: this page goes along.
+  const events = new EventSource(`/api/classes/${code}/events`);
+  events.addEventListener("lesson", (e) => {
+    const slug = JSON.parse(e.data).lesson;
+    point(slug);
+    location.assign(`/lessons/${slug}`);
+  });
 }
 
 const [, page, code] = location.pathname.split("/");
