@@ -999,6 +999,7 @@ async fn a_workshop_in_the_browser() {
         .runs
         .history()
         .create_class("Yesterday's workshop", -1000)
+        .await
         .unwrap();
     instructor
         .goto(&format!("{base}/join/{}", over.code))

@@ -248,23 +248,33 @@ mod tests {
             let class = h.create_class("Learning room", 60_000).await.unwrap();
             let code = class.code.as_str();
             h.join(code, "learner-aaaa", Some("Ada")).await.unwrap();
-            assert!(h.lesson_read(code, "learner-aaaa", "containers").await.unwrap());
-            assert!(!h.lesson_read(code, "learner-aaaa", "containers").await.unwrap());
+            assert!(h
+                .lesson_read(code, "learner-aaaa", "containers")
+                .await
+                .unwrap());
+            assert!(!h
+                .lesson_read(code, "learner-aaaa", "containers")
+                .await
+                .unwrap());
             assert!(h
                 .quiz_answer(code, "learner-aaaa", "containers", 1, 2, false)
-                .await.unwrap());
+                .await
+                .unwrap());
             assert!(
                 !h.quiz_answer(code, "learner-aaaa", "containers", 1, 0, true)
-                    .await.unwrap(),
+                    .await
+                    .unwrap(),
                 "{}: a second answer does not count",
                 store.backend
             );
             assert!(h
                 .quiz_answer(code, "learner-aaaa", "virtual-machines", 2, 1, true)
-                .await.unwrap());
+                .await
+                .unwrap());
 
             h.accepted("g1", DemoId::MicroVm, Some("learner-aaaa"), Some(code))
-                .await.unwrap();
+                .await
+                .unwrap();
             let guess = |quantity, value| Guess { quantity, value };
             h.guesses_sent(
                 code,
@@ -276,7 +286,8 @@ mod tests {
                     guess(Quantity::Memory, None),
                 ],
             )
-            .await.unwrap();
+            .await
+            .unwrap();
             // Sent again, changed: the locked one stays.
             h.guesses_sent(
                 code,
@@ -285,11 +296,14 @@ mod tests {
                 DemoId::MicroVm,
                 &[guess(Quantity::Time, Some(9e6))],
             )
-            .await.unwrap();
+            .await
+            .unwrap();
             let before = h.learning(code).await.unwrap();
             assert_eq!(before.guesses.len(), 2, "{}", store.backend);
             assert_eq!(before.guesses[0].measured, None, "not finished yet");
-            h.finished(&record("g1", DemoId::MicroVm, true)).await.unwrap();
+            h.finished(&record("g1", DemoId::MicroVm, true))
+                .await
+                .unwrap();
 
             let learning = h.learning(code).await.unwrap();
             let ada = learning.of("learner-aaaa");

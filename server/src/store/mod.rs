@@ -10,8 +10,8 @@
 mod classes;
 mod export;
 mod history;
-pub(crate) mod pool;
 mod learning;
+pub(crate) mod pool;
 mod postgres;
 pub mod sql;
 mod sqlite;
@@ -24,7 +24,7 @@ pub use history::{
     now_ms, Filter, History, HistoryError, HostRow, Retention, EVENTS_CHANNEL, MAX_PAGE,
     WATCH_CHANNEL,
 };
-pub use pool::Limits;
 pub use learning::Learning;
+pub use pool::Limits;
 pub use postgres::{listen, new_schema, Notice};
 pub use sqlite::{lock_data_dir, FILE_NAME};
