@@ -12,6 +12,7 @@ pub mod figures;
 mod keys;
 mod phases;
 mod wire_enum;
+mod xray;
 
 pub use class::{
     valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText, JoinClass,
@@ -22,6 +23,7 @@ pub use codes::ErrorCode;
 pub use figures::{Clock, Definition, Figure, Question};
 pub use keys::{DensityMetric, FactKey, Key, Metric};
 pub use phases::Phase;
+pub use xray::{XRay, XRayCall, XRayCount, XRayKey, XRayMissing, XRayOf, XRayRow};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -242,6 +244,10 @@ pub struct ErrorBody {
 pub struct Health {
     /// The stacklab version (the server crate's version).
     pub version: String,
+    /// The host's kernel release, as `uname -r` prints it (what a
+    /// container's x-ray reports as its own kernel).
+    #[serde(default)]
+    pub kernel_release: String,
     /// The Docker engine, as seen through its API socket.
     pub docker: DockerStatus,
     /// The PostgreSQL 15 image the container demo would run.
@@ -523,6 +529,10 @@ pub enum EventKind {
     },
     /// A line of console output (container log or guest serial console).
     Log { line: String },
+    /// What the workload sees beside what the host sees, read while the
+    /// instance was held at ready (single-instance demos only).
+    #[serde(rename = "x_ray")]
+    XRay { xray: XRay },
     /// The run ended; no more events follow.
     Finished { outcome: Outcome },
 }

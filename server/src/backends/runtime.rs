@@ -157,6 +157,22 @@ impl RunContext {
         }
     }
 
+    /// Whether this is a run of one instance (not a member of a density
+    /// step): only those are x-rayed.
+    pub fn is_single(&self) -> bool {
+        self.snapshot.is_none()
+    }
+
+    /// Microseconds on this run's clock of a CLOCK_MONOTONIC instant (ns).
+    pub fn us_at_mono(&self, mono_ns: u64) -> u64 {
+        self.timeline.us_since_start(mono_ns)
+    }
+
+    /// Records the run's x-ray, read now.
+    pub fn xray(&self, xray: stacklab_api::XRay) {
+        self.timeline.push(EventKind::XRay { xray });
+    }
+
     /// The run's id (for labels and logs).
     pub fn run_id(&self) -> &str {
         self.timeline.id()

@@ -585,6 +585,7 @@ fn sse_event(event: &RunEvent) -> Event {
         EventKind::Queued { .. } => "queued",
         EventKind::Phase { .. } => "phase",
         EventKind::Log { .. } => "log",
+        EventKind::XRay { .. } => "x_ray",
         EventKind::Finished { .. } => "finished",
     };
     Event::default()
