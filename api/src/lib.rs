@@ -428,6 +428,13 @@ pub struct CreateRun {
         schema(pattern = r"^[2-9A-HJKMNP-Za-hjkmnp-z]{6}$")
     )]
     pub class: Option<String>,
+    /// Capture the kernel's own events for the run's x-ray (the system
+    /// calls that built a container, KVM's events for a VM). Off unless
+    /// asked: switching the tracepoints on and off costs more than 5 % of
+    /// the platform's share (measured; see README), so only the x-ray
+    /// cards ask. The rest of the x-ray is read for every single run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// Whether `s` is an acceptable learner identifier: 8 to 64 characters of

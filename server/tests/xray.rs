@@ -38,6 +38,12 @@ fn phase_at(events: &[RunEvent], phase: Phase) -> u64 {
     stacklab_api::phase_at(events, phase).unwrap_or_else(|| panic!("{phase:?} reached"))
 }
 
+/// A run of `demo` that asks for the kernel-event capture.
+async fn traced(state: &AppState, demo: &str) -> (String, Vec<RunEvent>) {
+    let body = format!(r#"{{"demo":"{demo}","trace":true}}"#);
+    common::run_request_over_http(state, &body, Duration::from_secs(90)).await
+}
+
 async fn record(state: &AppState, id: &str) -> RunRecord {
     let (_, _, body) = common::get(state.clone(), &format!("/api/runs/{id}")).await;
     serde_json::from_str(&body).unwrap()
@@ -46,7 +52,7 @@ async fn record(state: &AppState, id: &str) -> RunRecord {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_postgres_container_is_xrayed_against_the_host_and_its_spec() {
     let state = AppState::new(None, Settings::default());
-    let (id, events) = run_over_http(&state, "postgres-container", Duration::from_secs(90)).await;
+    let (id, events) = traced(&state, "postgres-container").await;
     common::ready_outcome(&events);
     let (x, at) = xray_of(&events);
     assert_eq!(x.of, Some(XRayOf::Container));
@@ -204,7 +210,7 @@ async fn a_micro_vm_is_xrayed_from_both_sides() {
         return;
     }
     let state = AppState::new(None, Settings::default());
-    let (_, events) = run_over_http(&state, "micro-vm", Duration::from_secs(60)).await;
+    let (_, events) = traced(&state, "micro-vm").await;
     let outcome = common::ready_outcome(&events);
     let (x, _) = xray_of(&events);
     assert_eq!(x.of, Some(XRayOf::Vm));
@@ -339,7 +345,6 @@ async fn a_micro_vm_is_xrayed_from_both_sides() {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a measurement of about a minute; run it by name"]
 async fn capture_cost() {
-    use stacklab_server::backends::tracefs::set_enabled;
     let n: usize = std::env::var("XRAY_COST_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -363,8 +368,13 @@ async fn capture_cost() {
         // One untimed run each way first (page cache, instance creation).
         for i in 0..(n + 1) * 2 {
             let with = i % 2 == 0;
-            set_enabled(with);
-            let (_, events) = run_over_http(&state, demo, Duration::from_secs(90)).await;
+            // Under the run-request pace (one per 2 s after a burst).
+            tokio::time::sleep(Duration::from_millis(2100)).await;
+            let (_, events) = if with {
+                traced(&state, demo).await
+            } else {
+                run_over_http(&state, demo, Duration::from_secs(90)).await
+            };
             common::ready_outcome(&events);
             let span =
                 (phase_at(&events, to) - stacklab_api::phase_at(&events, from).unwrap_or(0)) as f64;
@@ -376,7 +386,6 @@ async fn capture_cost() {
                 }
             }
         }
-        set_enabled(true);
         let median = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
@@ -390,4 +399,30 @@ async fn capture_cost() {
             (m_on - m_off) / 1000.0
         );
     }
+}
+
+/// A run that does not ask for the capture still has its x-ray, and says
+/// why its calls are absent (never an empty list passed off as "none").
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untraced_run_says_why_its_calls_are_missing() {
+    let state = AppState::new(None, Settings::default());
+    let (_, events) = run_over_http(&state, "hello-container", Duration::from_secs(60)).await;
+    common::ready_outcome(&events);
+    let (x, _) = xray_of(&events);
+    assert!(x.calls.is_empty());
+    assert!(
+        x.missing(XRayKey::PlatformCalls)
+            .unwrap()
+            .contains("did not ask"),
+        "{:?}",
+        x.missing
+    );
+    let release = x.row(XRayKey::KernelRelease).unwrap();
+    assert_eq!(release.same, Some(true), "{release:?}");
+    let net = x.row(XRayKey::Interfaces).unwrap();
+    assert_eq!(
+        net.inside.as_deref(),
+        Some("lo"),
+        "hello-container has no network: {net:?}"
+    );
 }

@@ -117,6 +117,7 @@ pub struct RunContext {
     deadline: Instant,
     cancel: CancellationToken,
     snapshot: Option<(Arc<Snapshot>, usize)>,
+    trace: bool,
 }
 
 impl RunContext {
@@ -129,7 +130,19 @@ impl RunContext {
             deadline: Instant::now() + budget,
             cancel,
             snapshot: None,
+            trace: false,
         }
+    }
+
+    /// This context, its x-ray capturing kernel events if `trace`.
+    pub fn with_trace(mut self, trace: bool) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// Whether the run asked for its x-ray to capture kernel events.
+    pub fn trace_asked(&self) -> bool {
+        self.trace
     }
 
     /// This context, as member `index` of `snapshot`: the instances of a

@@ -73,6 +73,7 @@ pub async fn create_run(
         },
         learner: request.learner.clone(),
         class,
+        trace: request.trace,
     };
     if let Err(wait) = state.run_limit.take(&requester.who) {
         let retry_after_s = wait.as_secs_f64().ceil().max(1.0) as u64;

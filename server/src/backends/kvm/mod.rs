@@ -156,9 +156,12 @@ impl Runtime for KvmRuntime {
         // The x-ray (single runs): KVM's events are captured from before
         // the VMM starts.
         let mut xray = stacklab_api::XRay::default();
-        let capture = if ctx.is_single() {
+        let capture = if !ctx.is_single() {
+            None
+        } else if ctx.trace_asked() {
             xray::start_capture(&mut xray)
         } else {
+            xray::not_asked(&mut xray);
             None
         };
         let mut tids = std::collections::HashSet::new();

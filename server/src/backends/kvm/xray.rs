@@ -26,6 +26,13 @@ pub fn start_capture(x: &mut XRay) -> Option<Capture> {
     }
 }
 
+/// Notes that no KVM events were captured because the run did not ask.
+pub fn not_asked(x: &mut XRay) {
+    for (key, label) in KVM_COUNTS {
+        x.push_missing(key, label, crate::backends::docker::xray::NOT_ASKED);
+    }
+}
+
 /// The threads of `pid` (`/proc/PID/task`).
 pub fn threads(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
