@@ -1,9 +1,6 @@
 //! Pages and layout.
 
 use leptos::prelude::*;
-use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::hooks::{use_location, use_params_map};
-use leptos_router::path;
 
 use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
@@ -12,6 +9,7 @@ use crate::learn::{on_prose_click, GlossaryPage, OpenTerm, QuizBlock, TermCard};
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::live::LinuxGuestNote;
 use crate::progress::Progress;
+use crate::router::{Location, Route};
 use crate::runs::ActiveRuns;
 use crate::widgets::DemoWidget;
 
@@ -42,32 +40,40 @@ pub fn Embedded(demo: lessons::DemoId) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_contexts();
+    let location = Location::provide();
+    let route = Memo::new(move |_| Route::of(&location.path.get()));
+    let current = move |href: &'static str| {
+        move || (location.path.get().trim_end_matches('/') == href).then_some("page")
+    };
+    let page = move || match route.get() {
+        Route::Home => view! { <Home /> }.into_any(),
+        Route::Lesson(slug) => match lessons::find(&slug) {
+            Some(l) => view! { <LessonView lesson=l /> }.into_any(),
+            None => view! { <NotFound /> }.into_any(),
+        },
+        Route::Runs => view! { <HistoryPage /> }.into_any(),
+        Route::Run(id) => view! { <RunView id /> }.into_any(),
+        Route::Glossary => view! { <GlossaryPage /> }.into_any(),
+        Route::NotFound => view! { <NotFound /> }.into_any(),
+    };
     view! {
-        <Router>
-            <a class="skip-link" href="#main">"Skip to content"</a>
-            <header class="site-header">
-                <A href="/" attr:class="brand">
-                    <span class="brand-mark" aria-hidden="true">"▤"</span>
-                    "stacklab"
-                </A>
-                <span class="tagline">"containers and virtual machines, measured"</span>
-                <A href="/glossary" attr:class="glossary-link">"Glossary"</A>
-                <A href="/runs" attr:class="my-runs">"My runs"</A>
-            </header>
-            <div class="layout">
-                <CourseNav />
-                <main id="main" tabindex="-1">
-                    <Routes fallback=NotFound>
-                        <Route path=path!("/") view=Home />
-                        <Route path=path!("/lessons/:slug") view=LessonPage />
-                        <Route path=path!("/runs") view=HistoryPage />
-                        <Route path=path!("/runs/:id") view=RunView />
-                        <Route path=path!("/glossary") view=GlossaryPage />
-                    </Routes>
-                    <TermCard />
-                </main>
-            </div>
-        </Router>
+        <a class="skip-link" href="#main">"Skip to content"</a>
+        <header class="site-header">
+            <a href="/" class="brand" aria-current=current("")>
+                <span class="brand-mark" aria-hidden="true">"▤"</span>
+                "stacklab"
+            </a>
+            <span class="tagline">"containers and virtual machines, measured"</span>
+            <a href="/glossary" class="glossary-link" aria-current=current("/glossary")>"Glossary"</a>
+            <a href="/runs" class="my-runs" aria-current=current("/runs")>"My runs"</a>
+        </header>
+        <div class="layout">
+            <CourseNav />
+            <main id="main" tabindex="-1">
+                {page}
+                <TermCard />
+            </main>
+        </div>
     }
 }
 
@@ -75,11 +81,11 @@ pub fn App() -> impl IntoView {
 /// a "Lessons" button above the page and closes again after a choice.
 #[component]
 fn CourseNav() -> impl IntoView {
-    let location = use_location();
+    let path = Location::get().map(|l| l.path).unwrap_or_default();
     let progress = Progress::get();
     let open = RwSignal::new(false);
     Effect::new(move || {
-        location.pathname.track();
+        path.track();
         open.set(false);
     });
     view! {
@@ -99,7 +105,7 @@ fn CourseNav() -> impl IntoView {
                         let href = lessons::href(l);
                         let target = href.clone();
                         let current = move || {
-                            (location.pathname.get() == target).then_some("page")
+                            (path.get() == target).then_some("page")
                         };
                         let done = move || progress.of(l).summary();
                         view! {
@@ -156,17 +162,6 @@ fn LessonCard(lesson: &'static Lesson) -> impl IntoView {
                     .collect_view()}
             </p>
         </li>
-    }
-}
-
-/// `/lessons/:slug`.
-#[component]
-fn LessonPage() -> impl IntoView {
-    let params = use_params_map();
-    let lesson = move || params.with(|p| p.get("slug").and_then(|s| lessons::find(&s)));
-    move || match lesson() {
-        Some(l) => view! { <LessonView lesson=l /> }.into_any(),
-        None => view! { <NotFound /> }.into_any(),
     }
 }
 

@@ -3,6 +3,8 @@
 
 use leptos::prelude::*;
 
+use crate::num::{fixed, n};
+
 /// One line of a chart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
@@ -54,7 +56,7 @@ pub fn LineChart(
             let values: Vec<String> = s
                 .points
                 .iter()
-                .map(|(x, y)| format!("{x} → {}", fmt_y(*y)))
+                .map(|(x, y)| format!("{} → {}", n(*x), fmt_y(*y)))
                 .collect();
             format!("{}: {}", s.name, values.join(", "))
         })
@@ -74,14 +76,14 @@ pub fn LineChart(
     view! {
         <figure class="line-chart">
             <figcaption>{title.clone()}</figcaption>
-            <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=format!("{title}. {description}")>
+            <svg viewBox=format!("0 0 {} {}", n(W), n(H)) role="img" aria-label=format!("{title}. {description}")>
                 {ticks
                     .into_iter()
                     .map(|t| {
                         view! {
                             <g class="grid">
-                                <line x1=LEFT x2=W - RIGHT y1=py(t) y2=py(t) />
-                                <text x=LEFT - 6.0 y=py(t) + 4.0 text-anchor="end">{fmt_y(t)}</text>
+                                <line x1=n(LEFT) x2=n(W - RIGHT) y1=n(py(t)) y2=n(py(t)) />
+                                <text x=n(LEFT - 6.0) y=n(py(t) + 4.0) text-anchor="end">{fmt_y(t)}</text>
                             </g>
                         }
                     })
@@ -90,18 +92,18 @@ pub fn LineChart(
                     .into_iter()
                     .map(|x| {
                         view! {
-                            <text class="x-tick" x=px(x) y=H - BOTTOM + 16.0 text-anchor="middle">{format!("{x}")}</text>
+                            <text class="x-tick" x=n(px(x)) y=n(H - BOTTOM + 16.0) text-anchor="middle">{n(x)}</text>
                         }
                     })
                     .collect_view()}
-                <text class="axis-label" x=(LEFT + W - RIGHT) / 2.0 y=H - 2.0 text-anchor="middle">{x_label}</text>
+                <text class="axis-label" x=n((LEFT + W - RIGHT) / 2.0) y=n(H - 2.0) text-anchor="middle">{x_label}</text>
                 {series
                     .iter()
                     .map(|s| {
                         let path = s
                             .points
                             .iter()
-                            .map(|(x, y)| format!("{:.1},{:.1}", px(*x), py(*y)))
+                            .map(|(x, y)| format!("{},{}", fixed(px(*x), 1), fixed(py(*y), 1)))
                             .collect::<Vec<_>>()
                             .join(" ");
                         view! {
@@ -112,8 +114,8 @@ pub fn LineChart(
                                     .iter()
                                     .map(|(x, y)| {
                                         view! {
-                                            <circle cx=px(*x) cy=py(*y) r=4>
-                                                <title>{format!("{} at {x}: {}", s.name, fmt_y(*y))}</title>
+                                            <circle cx=n(px(*x)) cy=n(py(*y)) r=4>
+                                                <title>{format!("{} at {}: {}", s.name, n(*x), fmt_y(*y))}</title>
                                             </circle>
                                         }
                                     })
@@ -137,19 +139,19 @@ pub fn LineChart(
 /// Milliseconds from microseconds, for chart axes.
 pub fn fmt_ms(us: f64) -> String {
     if us >= 100_000.0 {
-        format!("{:.0} ms", us / 1000.0)
+        format!("{}\u{a0}ms", fixed(us / 1000.0, 0))
     } else {
-        format!("{:.1} ms", us / 1000.0)
+        format!("{}\u{a0}ms", fixed(us / 1000.0, 1))
     }
 }
 
 /// MiB from bytes, for chart axes.
 pub fn fmt_mib(b: f64) -> String {
     if b < 1048576.0 {
-        format!("{:.0} KiB", b / 1024.0)
+        format!("{}\u{a0}KiB", fixed(b / 1024.0, 0))
     } else if b >= 10.0 * 1048576.0 {
-        format!("{:.0} MiB", b / 1048576.0)
+        format!("{}\u{a0}MiB", fixed(b / 1048576.0, 0))
     } else {
-        format!("{:.2} MiB", b / 1048576.0)
+        format!("{}\u{a0}MiB", fixed(b / 1048576.0, 2))
     }
 }

@@ -11,6 +11,7 @@ use stacklab_api::{
 
 use crate::charts::{fmt_mib, fmt_ms};
 use crate::live::{self, LinuxGuestNote};
+use crate::num::n;
 
 /// Bumped whenever a run finishes in this tab, so the block asks again.
 #[derive(Clone, Copy)]
@@ -53,7 +54,7 @@ impl Spread {
         if values.is_empty() {
             return None;
         }
-        values.sort_by(f64::total_cmp);
+        crate::num::sort_by_key(&mut values, |v| *v);
         let n = values.len();
         let median = if n % 2 == 1 {
             values[n / 2]
@@ -176,7 +177,7 @@ async fn load() -> Result<Loaded, String> {
                 .find(|r| r.demo == demo && r.state == RunState::Succeeded);
             if let Some(r) = latest {
                 if let Ok(text) = live::get_text(&format!("/api/runs/{}", r.id)).await {
-                    f.latest = serde_json::from_str(&text).ok();
+                    f.latest = crate::wire::record(&text).ok();
                 }
             }
             by_demo.push((demo, f));
@@ -205,9 +206,9 @@ fn Bars(
         let text = s.map(|s| s.show(fmt)).unwrap_or_else(|| "—".into());
         view! {
             <g class=class>
-                <text x=0 y=y + 15.0>{label}</text>
-                <rect x=130 y=y width=w.max(1.0) height=20 rx=3 />
-                <text x=140.0 + w y=y + 15.0>{text}</text>
+                <text x=0 y=n(y + 15.0)>{label}</text>
+                <rect x=130 y=n(y) width=n(w.max(1.0)) height=20 rx=3 />
+                <text x=n(140.0 + w) y=n(y + 15.0)>{text}</text>
             </g>
         }
     };

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use stacklab_api::{EventKind, Phase, RunEvent};
 
 use crate::lessons::StackFocus;
+use crate::num::{fixed, n};
 use stacklab_content::stack::{self, Layer, Stack, COL_W, HEIGHT, ROW_H};
 
 /// The diagram: one or both stacks, and the explanation of the selected layer.
@@ -31,9 +32,9 @@ pub fn StackDiagram(
                     .map(|&stack| {
                         let x = 0.0;
                         view! {
-                            <svg viewBox=format!("0 0 {COL_W} {HEIGHT}") role="group" aria-label=stack.title()>
+                            <svg viewBox=format!("0 0 {} {}", n(COL_W), n(HEIGHT)) role="group" aria-label=stack.title()>
                                 <g class="stack">
-                                    <text class="stack-title" x=x + COL_W / 2.0 y=18 text-anchor="middle">
+                                    <text class="stack-title" x=n(x + COL_W / 2.0) y=18 text-anchor="middle">
                                         {stack.title()}
                                     </text>
                                     {(stack == Stack::Container)
@@ -122,12 +123,12 @@ fn LayerBox(
             on:click=move |_| select()
             on:keydown=on_key
         >
-            <rect x=x y=y width=w height=ROW_H rx=8 />
+            <rect x=n(x) y=n(y) width=n(w) height=n(ROW_H) rx=8 />
             <text
-                x=x + w / 2.0
+                x=n(x + w / 2.0)
                 y=move || {
-                    y + ROW_H / 2.0
-                        + if has_note || reached().is_some_and(|t| t > 0) { -4.0 } else { 5.0 }
+                    n(y + ROW_H / 2.0
+                        + if has_note || reached().is_some_and(|t| t > 0) { -4.0 } else { 5.0 })
                 }
                 text-anchor="middle"
             >
@@ -138,7 +139,7 @@ fn LayerBox(
                 (has_note && reached().is_none_or(|t| t == 0))
                     .then(|| {
                         view! {
-                            <text class="note" x=x + w / 2.0 y=y + ROW_H / 2.0 + 13.0 text-anchor="middle">
+                            <text class="note" x=n(x + w / 2.0) y=n(y + ROW_H / 2.0 + 13.0) text-anchor="middle">
                                 {layer.note}
                             </text>
                         }
@@ -149,8 +150,8 @@ fn LayerBox(
                     .filter(|t| *t > 0)
                     .map(|at_us| {
                         view! {
-                            <text class="t" x=x + w / 2.0 y=y + ROW_H / 2.0 + 13.0 text-anchor="middle">
-                                {format!("reached at +{:.1} ms", at_us as f64 / 1000.0)}
+                            <text class="t" x=n(x + w / 2.0) y=n(y + ROW_H / 2.0 + 13.0) text-anchor="middle">
+                                {format!("reached at +{}\u{a0}ms", fixed(at_us as f64 / 1000.0, 1))}
                             </text>
                         }
                     })
@@ -208,9 +209,9 @@ fn MissingGuestOs(x: f64) -> impl IntoView {
     );
     view! {
         <g class="missing" aria-hidden="true">
-            <rect x=x y=y width=w height=ROW_H rx=8 />
-            <text x=x + w / 2.0 y=y + ROW_H / 2.0 - 3.0 text-anchor="middle">"no guest OS:"</text>
-            <text x=x + w / 2.0 y=y + ROW_H / 2.0 + 12.0 text-anchor="middle">"kernel shared"</text>
+            <rect x=n(x) y=n(y) width=n(w) height=n(ROW_H) rx=8 />
+            <text x=n(x + w / 2.0) y=n(y + ROW_H / 2.0 - 3.0) text-anchor="middle">"no guest OS:"</text>
+            <text x=n(x + w / 2.0) y=n(y + ROW_H / 2.0 + 12.0) text-anchor="middle">"kernel shared"</text>
         </g>
     }
 }
@@ -224,12 +225,12 @@ fn SyscallPath(x: f64) -> impl IntoView {
     let label = cx - 8.0;
     view! {
         <g class="syscall-path" aria-hidden="true">
-            <line x1=cx y1=top x2=cx y2=bottom - 6.0 />
-            <path d=format!("M {} {} L {cx} {bottom} L {} {} Z", cx - 6.0, bottom - 8.0, cx + 6.0, bottom - 8.0) />
-            <text x=label y=top + 22.0 text-anchor="end">"system"</text>
-            <text x=label y=top + 36.0 text-anchor="end">"calls go"</text>
-            <text x=label y=stack::row_y(2) + 22.0 text-anchor="end">"straight to"</text>
-            <text x=label y=stack::row_y(2) + 36.0 text-anchor="end">"the kernel"</text>
+            <line x1=n(cx) y1=n(top) x2=n(cx) y2=n(bottom - 6.0) />
+            <path d=format!("M {} {} L {} {} L {} {} Z", n(cx - 6.0), n(bottom - 8.0), n(cx), n(bottom), n(cx + 6.0), n(bottom - 8.0)) />
+            <text x=n(label) y=n(top + 22.0) text-anchor="end">"system"</text>
+            <text x=n(label) y=n(top + 36.0) text-anchor="end">"calls go"</text>
+            <text x=n(label) y=n(stack::row_y(2) + 22.0) text-anchor="end">"straight to"</text>
+            <text x=n(label) y=n(stack::row_y(2) + 36.0) text-anchor="end">"the kernel"</text>
         </g>
     }
 }

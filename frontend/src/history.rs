@@ -202,30 +202,24 @@ fn HistoryChart(runs: Vec<RunSummary>, named: Vec<DemoFigures>) -> impl IntoView
 /// results with how each was measured, and when it ran in the viewer's own
 /// time zone. Shareable: the id is the whole address.
 #[component]
-pub fn RunView() -> impl IntoView {
-    let params = leptos_router::hooks::use_params_map();
+pub fn RunView(id: String) -> impl IntoView {
     let events = RwSignal::new(Vec::<stacklab_api::RunEvent>::new());
     let record = RwSignal::new(None::<(DemoId, Option<i64>)>);
     let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        let Some(id) = params.with(|p| p.get("id")) else {
-            return;
-        };
-        leptos::task::spawn_local(async move {
-            match live::get_text(&format!("/api/runs/{id}"))
-                .await
-                .and_then(|t| {
-                    serde_json::from_str::<stacklab_api::RunRecord>(&t)
-                        .map_err(|e| format!("unexpected answer from the server: {e}"))
-                }) {
-                Ok(r) => {
-                    document().set_title(&format!("{} · stacklab run", r.demo.title()));
-                    record.set(Some((r.demo, r.accepted_at_ms)));
-                    events.set(r.events);
-                }
-                Err(why) => error.set(Some(why)),
+    leptos::task::spawn_local(async move {
+        match live::get_text(&format!("/api/runs/{id}"))
+            .await
+            .and_then(|t| {
+                crate::wire::record(&t)
+                    .map_err(|e| format!("unexpected answer from the server: {e}"))
+            }) {
+            Ok(r) => {
+                document().set_title(&format!("{} · stacklab run", r.demo.title()));
+                record.set(Some((r.demo, r.accepted_at_ms)));
+                events.set(r.events);
             }
-        });
+            Err(why) => error.set(Some(why)),
+        }
     });
     let when = |ms: i64| {
         js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64))

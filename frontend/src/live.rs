@@ -185,7 +185,7 @@ pub fn follow(
             else {
                 return;
             };
-            if let Ok(event) = serde_json::from_str::<RunEvent>(&data) {
+            if let Some(event) = crate::wire::event(&data) {
                 let finished = matches!(event.kind, stacklab_api::EventKind::Finished { .. });
                 on_event(event);
                 if finished {

@@ -21,9 +21,12 @@ mod history;
 mod learn;
 mod lessons;
 mod live;
+mod num;
 mod progress;
+mod router;
 mod runs;
 mod widgets;
+mod wire;
 
 fn main() {
     console_error_panic_hook::set_once();

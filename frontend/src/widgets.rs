@@ -13,6 +13,7 @@ use crate::diagram::StackDiagram;
 use crate::learn::GuessBeside;
 use crate::lessons::{DemoId, Prediction, StackFocus};
 use crate::live::{self, LinuxGuestNote};
+use crate::num::{fixed, n, sort_by_key};
 use crate::runs::{ActiveRuns, DemoRun, Status, REPEATS};
 
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
@@ -155,7 +156,7 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
         let code = code.clone()?;
         let mut times: Vec<f64> = pts.iter().map(|p| p.0).collect();
         let spread = Spread::of(times.clone())?;
-        times.sort_by(f64::total_cmp);
+        sort_by_key(&mut times, |t| *t);
         let max = times.last().copied().unwrap_or(1.0) * 1.1;
         let x = move |t: f64| 8.0 + t / max * 504.0;
         let median = x(times[times.len() / 2]);
@@ -166,9 +167,9 @@ fn RoomStrip(demo: DemoId, turn: RwSignal<u32>) -> impl IntoView {
                 </figcaption>
                 <svg viewBox="0 0 520 40" role="img" aria-label="The room's times, yours marked">
                     <line class="axis" x1="8" x2="512" y1="30" y2="30" />
-                    <line class="median" x1=median x2=median y1="4" y2="34" />
+                    <line class="median" x1=n(median) x2=n(median) y1="4" y2="34" />
                     {pts.iter().enumerate().map(|(i, &(t, mine))| view! {
-                        <circle class:mine=mine cx=x(t) cy=8.0 + (i * 5 % 20) as f64 r="4" />
+                        <circle class:mine=mine cx=n(x(t)) cy=(8 + i * 5 % 20).to_string() r="4" />
                     }).collect_view()}
                 </svg>
             </figure>
@@ -276,7 +277,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                     _ => None,
                 })
                 .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            sort_by_key(&mut points, |p| p.0);
             points
         })
     };
@@ -316,7 +317,7 @@ fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> impl IntoVie
                 "Held together: once all N had answered SELECT 1, the server read each container's PSS (its processes) plus its tmpfs pages while all N were running, and only then removed them. Containers of one image share its files in the page cache; PSS splits shared pages among their users."
             };
             let ratio = |p: &[(f64, f64)]| match (p.first(), p.last()) {
-                (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{:.1}×", b.1 / a.1),
+                (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{}×", fixed(b.1 / a.1, 1)),
                 _ => "—".into(),
             };
             let scale_note = format!(
@@ -449,7 +450,7 @@ fn measurement_row(m: Measurement) -> impl IntoView {
     let value = match m.unit {
         Unit::Bytes => fmt_bytes(m.value),
         Unit::Micros => fmt_us(m.value),
-        Unit::Count => format!("{}", m.value),
+        Unit::Count => n(m.value),
     };
     view! { <tr data-key=m.key.to_string()><th scope="row">{m.label}</th><td class="num">{value}</td><td>{m.how}</td></tr> }
 }
@@ -460,18 +461,18 @@ fn fact_row(f: Fact) -> impl IntoView {
 
 fn fmt_us(us: f64) -> String {
     if us < 1000.0 {
-        format!("{us:.0} µs")
+        format!("{}\u{a0}µs", fixed(us, 0))
     } else if us < 10_000_000.0 {
-        format!("{:.1} ms", us / 1000.0)
+        format!("{}\u{a0}ms", fixed(us / 1000.0, 1))
     } else {
-        format!("{:.2} s", us / 1e6)
+        format!("{}\u{a0}s", fixed(us / 1e6, 2))
     }
 }
 
 fn fmt_bytes(b: f64) -> String {
     if b < 1024.0 * 1024.0 {
-        format!("{:.0} KiB", b / 1024.0)
+        format!("{}\u{a0}KiB", fixed(b / 1024.0, 0))
     } else {
-        format!("{:.1} MiB", b / 1048576.0)
+        format!("{}\u{a0}MiB", fixed(b / 1048576.0, 1))
     }
 }
