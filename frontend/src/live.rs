@@ -116,7 +116,7 @@ pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
         demo,
         learner: learner_id(),
         class: class_code(),
-        trace: false,
+        trace: crate::xray::trace_asked(demo),
     };
     let body = serde_json::to_string(&request).map_err(|_| StartError::Unreachable)?;
     let init = RequestInit::new();

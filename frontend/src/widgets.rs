@@ -103,6 +103,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             <Timeline events />
             <ConsoleTail events />
             <Results events />
+            {demo.density_of().is_none().then(|| view! { <crate::xray::XRayCard events /> })}
             <RoomStrip demo turn=room_turn />
         </section>
     }
