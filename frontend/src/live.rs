@@ -174,7 +174,7 @@ pub fn follow(
     let slot: Rc<RefCell<Option<Subscription>>> = Rc::new(RefCell::new(None));
     let on_event = Rc::new(on_event);
     let mut callbacks = Vec::new();
-    for name in ["phase", "queued", "log", "finished"] {
+    for name in ["phase", "queued", "log", "x_ray", "finished"] {
         let on_event = on_event.clone();
         // Weak: the subscription owns these callbacks; no reference cycle.
         let slot = Rc::downgrade(&slot);
