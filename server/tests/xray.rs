@@ -408,7 +408,9 @@ async fn an_untraced_run_says_why_its_calls_are_missing() {
     let state = AppState::new(None, Settings::default());
     let (_, events) = run_over_http(&state, "hello-container", Duration::from_secs(60)).await;
     common::ready_outcome(&events);
-    let (x, _) = xray_of(&events);
+    let (x, at) = xray_of(&events);
+    let read_ms = (at - phase_at(&events, Phase::Ready)) as f64 / 1000.0;
+    eprintln!("x-ray read in {read_ms:.1} ms after ready");
     assert!(x.calls.is_empty());
     assert!(
         x.missing(XRayKey::PlatformCalls)
