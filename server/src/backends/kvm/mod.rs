@@ -246,7 +246,12 @@ impl Runtime for KvmRuntime {
             );
             ctx.xray(xray);
         }
-        for line in report.console.lines() {
+        // The guest's x-ray line is shown in the x-ray, not the console.
+        for line in report
+            .console
+            .lines()
+            .filter(|l| !l.starts_with(stacklab_vmm::protocol::XRAY_LINE_PREFIX))
+        {
             ctx.log(line);
         }
         let mut ready = match (&self.guest, guest) {
