@@ -38,6 +38,15 @@ fn phase_at(events: &[RunEvent], phase: Phase) -> u64 {
     stacklab_api::phase_at(events, phase).unwrap_or_else(|| panic!("{phase:?} reached"))
 }
 
+/// Whether this process's tracefs instance for `set` still exists.
+fn instance_left(set: &str) -> bool {
+    std::path::Path::new(&format!(
+        "/sys/kernel/tracing/instances/stacklab-{}-{set}",
+        std::process::id()
+    ))
+    .exists()
+}
+
 /// A run of `demo` that asks for the kernel-event capture.
 async fn traced(state: &AppState, demo: &str) -> (String, Vec<RunEvent>) {
     let body = format!(r#"{{"demo":"{demo}","trace":true}}"#);
@@ -195,6 +204,12 @@ async fn a_postgres_container_is_xrayed_against_the_host_and_its_spec() {
         names
     );
 
+    // The capture is gone with the run: no tracepoint left on, no buffer kept.
+    assert!(
+        !instance_left("syscalls"),
+        "the syscalls instance was removed"
+    );
+
     // Kept with the run.
     let kept = record(&state, &id).await;
     assert_eq!(
@@ -326,6 +341,7 @@ async fn a_micro_vm_is_xrayed_from_both_sides() {
             "KVM saw {n} returns to user space, the VMM {exits} exits"
         );
     }
+    assert!(!instance_left("kvm"), "the kvm instance was removed");
     let faults = x.count(XRayKey::KvmPageFault).unwrap_or(0);
     let mapped = x.count(XRayKey::KvmSpte).unwrap_or(0);
     if x.missing(XRayKey::KvmPageFault).is_none() || x.missing(XRayKey::KvmSpte).is_none() {

@@ -4,9 +4,10 @@
 //! One tracefs instance per [`EventSet`] (`instances/stacklab-<pid>-<set>`,
 //! its own ring buffer on CLOCK_MONOTONIC, the clock runs are timed on),
 //! shared by the runs capturing at the same time: the first [`Capture`]
-//! enables the set's events, the last one gone disables them and clears the
-//! buffer (enabled syscall tracepoints cost every system call on the host
-//! a little, so they are on only while a run captures). Each run reads the
+//! makes the instance and enables the set's events, the last one gone
+//! disables them and removes the instance with its buffers (enabled
+//! syscall tracepoints cost every system call on the host a little, so
+//! they are on only while a run captures). Each run reads the
 //! events since its own start and keeps those of its own processes.
 //! Instances left by a server that died are removed by the next one.
 //!
@@ -349,6 +350,14 @@ impl Drop for Capture {
                 let _ = fs::write(self.dir.join("events").join(event).join("enable"), "0");
             }
             let _ = fs::write(self.dir.join("trace"), "");
+            // Its ring buffers are memory the kernel keeps until the
+            // instance is gone: remove it (the next capture makes it anew).
+            if let Err(e) = fs::remove_dir(&self.dir) {
+                tracing::warn!(
+                    "could not remove the tracefs instance {}: {e}",
+                    self.dir.display()
+                );
+            }
         }
     }
 }
