@@ -25,6 +25,16 @@ pub const BOOT_COMPLETE_VALUE: u8 = 123;
 /// fresh RAM: 0, "behave".
 pub const MODE_ADDR: u64 = 0x5000;
 
+/// The VMM writes the guest's RAM size here (a little-endian `u64`, bytes)
+/// before boot, beside the mode word: the tiny guest has no firmware
+/// memory map to read it from. 0 under another VMM: "not told".
+pub const RAM_BYTES_ADDR: u64 = 0x5008;
+
+/// The line the tiny guest writes to its console after ready, describing
+/// what it sees: `key=value` pairs after this prefix (name, version,
+/// vendor, hypervisor, cpl, ram, mapped).
+pub const XRAY_LINE_PREFIX: &str = "stacklab-guest x-ray:";
+
 /// Where the guest keeps its console log when [`mode::CONSOLE_IN_MEMORY`]
 /// is set: a little-endian `u32` length, then the bytes (at most
 /// [`CONSOLE_CAPACITY`]). The VMM reads it at the end; no byte costs a VM

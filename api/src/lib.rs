@@ -12,6 +12,7 @@ pub mod figures;
 mod keys;
 mod phases;
 mod wire_enum;
+mod xray;
 
 pub use class::{
     orders_off, valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText,
@@ -24,6 +25,7 @@ pub use codes::ErrorCode;
 pub use figures::{Clock, Definition, Figure, Question};
 pub use keys::{DensityMetric, FactKey, Key, Metric};
 pub use phases::Phase;
+pub use xray::{XRay, XRayCall, XRayCount, XRayKey, XRayMissing, XRayOf, XRayRow};
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -244,6 +246,10 @@ pub struct ErrorBody {
 pub struct Health {
     /// The stacklab version (the server crate's version).
     pub version: String,
+    /// The host's kernel release, as `uname -r` prints it (what a
+    /// container's x-ray reports as its own kernel).
+    #[serde(default)]
+    pub kernel_release: String,
     /// The Docker engine, as seen through its API socket.
     pub docker: DockerStatus,
     /// The PostgreSQL 15 image the container demo would run.
@@ -430,6 +436,13 @@ pub struct CreateRun {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "openapi", schema(max_items = 2))]
     pub guesses: Vec<Guess>,
+    /// Capture the kernel's own events for the run's x-ray (the system
+    /// calls that built a container, KVM's events for a VM). Off unless
+    /// asked: switching the tracepoints on and off costs more than 5 % of
+    /// the platform's share (measured; see README), so only the x-ray
+    /// cards ask. The rest of the x-ray is read for every single run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// Whether `s` is an acceptable learner identifier: 8 to 64 characters of
@@ -531,6 +544,10 @@ pub enum EventKind {
     },
     /// A line of console output (container log or guest serial console).
     Log { line: String },
+    /// What the workload sees beside what the host sees, read while the
+    /// instance was held at ready (single-instance demos only).
+    #[serde(rename = "x_ray")]
+    XRay { xray: XRay },
     /// The run ended; no more events follow.
     Finished { outcome: Outcome },
 }

@@ -65,6 +65,10 @@ pub enum Block {
     /// optional YAML body (`predict:`, `why:`) asks the learner to guess
     /// the time scale before running it.
     Demo(DemoId, Option<Prediction>),
+    /// ```` ```x-ray <demo-id> ````: the demo's live card, its run asking
+    /// for the x-ray with the kernel's own events (what the workload sees
+    /// beside what the host sees), after a guess (`predict:`, `why:`).
+    XRay(DemoId, Prediction),
     /// ```` ```compare ````: container and VM measured side by side.
     Compare,
     /// ```` ```quiz ````: "check yourself" questions (a YAML list of

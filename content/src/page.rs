@@ -130,7 +130,9 @@ fn lesson_article(lessons: &[Lesson], i: usize) -> String {
                 let _ = write!(out, r#"<div class="prose">{html}</div>"#);
             }
             Block::StackDiagram(focus) => out.push_str(&stack_figure(*focus)),
-            Block::Demo(demo, _) => out.push_str(&demo_card(*demo, NEEDS_JS)),
+            Block::Demo(demo, _) | Block::XRay(demo, _) => {
+                out.push_str(&demo_card(*demo, NEEDS_JS))
+            }
             Block::Compare => out.push_str(
                 r#"<section class="compare static"><p>The side-by-side comparison of your own runs appears here when the app has loaded.</p></section>"#,
             ),

@@ -259,7 +259,7 @@ struct Rendered {
 fn is_directive(info: &str) -> bool {
     matches!(
         info.split_whitespace().next(),
-        Some("stack-diagram" | "demo" | "compare" | "quiz")
+        Some("stack-diagram" | "demo" | "x-ray" | "compare" | "quiz")
     )
 }
 
@@ -303,6 +303,24 @@ fn parse_directive(info: &str, body: &str) -> Result<Block, String> {
             ))
         }
         ("demo", _, _) => Err(format!("```{info}: write ```demo <demo-id>")),
+        ("x-ray", Some(id), None) => {
+            let demo = id.parse::<DemoId>().map_err(|e| e.to_string())?;
+            if demo.density_of().is_some() {
+                return Err(format!(
+                    "```{info}: only a single-instance demo has an x-ray"
+                ));
+            }
+            let p: PredictionSource = serde_yaml::from_str(body)
+                .map_err(|e| format!("```{info}: the body must be `predict:` and `why:` ({e})"))?;
+            Ok(Block::XRay(
+                demo,
+                Prediction {
+                    question: inline_html(&p.predict).into(),
+                    why: inline_html(&p.why).into(),
+                },
+            ))
+        }
+        ("x-ray", _, _) => Err(format!("```{info}: write ```x-ray <demo-id>")),
         ("compare", None, None) => no_body(Block::Compare),
         ("compare", _, _) => Err(format!("```{info}: compare takes no arguments")),
         ("quiz", None, None) => {
@@ -477,6 +495,11 @@ pub fn to_rust_source(lessons: &[Lesson], glossary: &[Term]) -> String {
                 Block::Demo(d, None) => format!("Block::Demo(DemoId::{d:?}, None)"),
                 Block::Demo(d, Some(p)) => format!(
                     "Block::Demo(DemoId::{d:?}, Some(Prediction {{ question: {}, why: {} }}))",
+                    s(&p.question),
+                    s(&p.why)
+                ),
+                Block::XRay(d, p) => format!(
+                    "Block::XRay(DemoId::{d:?}, Prediction {{ question: {}, why: {} }})",
                     s(&p.question),
                     s(&p.why)
                 ),

@@ -30,6 +30,11 @@ fn provide_contexts() {
 #[component]
 pub fn Embedded(demo: lessons::DemoId) -> impl IntoView {
     provide_contexts();
+    // `<stacklab-demo view="x-ray">`: its runs capture the kernel's events.
+    let search = window().location().search().unwrap_or_default();
+    if search.contains("view=x-ray") {
+        crate::xray::ask_trace(demo);
+    }
     view! {
         <main class="embed">
             <DemoWidget demo prediction=None />
@@ -249,6 +254,9 @@ fn render_block(slug: &'static str, block: &'static Block) -> AnyView {
         Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
         Block::Demo(demo, prediction) => {
             view! { <DemoWidget demo=*demo prediction=prediction.as_ref() /> }.into_any()
+        }
+        Block::XRay(demo, prediction) => {
+            view! { <crate::xray::XRayBlock demo=*demo prediction /> }.into_any()
         }
         Block::Compare => view! { <CompareBlock /> }.into_any(),
         Block::Quiz(questions) => {

@@ -145,6 +145,9 @@ pub async fn start_run(demo: DemoId) -> Result<String, StartError> {
         body.push_str(&format!(r#","class":"{class}""#));
     }
     body.push_str(&crate::predict::guesses_json(demo));
+    if crate::xray::trace_asked(demo) {
+        body.push_str(r#","trace":true"#);
+    }
     body.push('}');
     let (ok, text) = post("/api/runs", &body).await?;
     if ok {
@@ -185,7 +188,7 @@ pub fn follow(
     let slot: Rc<RefCell<Option<Subscription>>> = Rc::new(RefCell::new(None));
     let on_event = Rc::new(on_event);
     let mut callbacks = Vec::new();
-    for name in ["phase", "queued", "log", "finished"] {
+    for name in ["phase", "queued", "log", "x_ray", "finished"] {
         let on_event = on_event.clone();
         // Weak: the subscription owns these callbacks; no reference cycle.
         let slot = Rc::downgrade(&slot);

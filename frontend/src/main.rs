@@ -28,6 +28,7 @@ mod router;
 mod runs;
 mod widgets;
 mod wire;
+mod xray;
 
 fn main() {
     console_error_panic_hook::set_once();

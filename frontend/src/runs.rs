@@ -244,7 +244,7 @@ impl DemoRun {
                 self.repeat_left.set(0);
                 self.status.set(Status::Failed(error.message.clone()));
             }
-            EventKind::Log { .. } => {}
+            EventKind::Log { .. } | EventKind::XRay { .. } => {}
         }
         let done = self.status.get_untracked() == Status::Done;
         self.events.update(|v| v.push(event));

@@ -176,6 +176,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
             }}
             <Timeline events />
             <ConsoleTail events />
+            {demo.density_of().is_none().then(|| view! { <crate::xray::XRayCard events /> })}
             <RoomStrip demo turn=room_turn />
             {demo.density_of().map(|base| view! { <crate::learn::RoomSweep demo base /> })}
         </section>

@@ -12,7 +12,7 @@
 use serde::Deserialize;
 use stacklab_api::{
     DemoId, EventKind, Fact, Measurement, Missing, Outcome, Phase, RunError, RunEvent, RunRecord,
-    RunState,
+    RunState, XRay,
 };
 
 /// `RunEvent`, flat: `kind` names which of the optional fields are there.
@@ -31,6 +31,7 @@ struct WireEvent {
     memory_how: Option<String>,
     line: Option<String>,
     outcome: Option<WireOutcome>,
+    xray: Option<XRay>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -40,6 +41,8 @@ enum WireKind {
     Phase,
     Log,
     Finished,
+    #[serde(rename = "x_ray")]
+    XRay,
 }
 
 /// `Outcome`, flat (`result` names the variant).
@@ -105,6 +108,7 @@ impl WireEvent {
             WireKind::Finished => EventKind::Finished {
                 outcome: self.outcome?.into_api()?,
             },
+            WireKind::XRay => EventKind::XRay { xray: self.xray? },
         };
         Some(RunEvent {
             seq: self.seq,

@@ -574,6 +574,9 @@ extern "C" fn kmain() -> ! {
     unsafe {
         core::ptr::write_volatile(abi::BOOT_COMPLETE_MMIO as *mut u8, abi::BOOT_COMPLETE_VALUE)
     };
+    // After ready, so it costs the boot nothing: what this kernel sees of
+    // its machine, for the VMM's x-ray (in the in-memory console).
+    xray_line();
     // Reset through the i8042 (Firecracker, QEMU's PCs, stacklab's VMM);
     // where there is no i8042, QEMU microvm's isa-debug-exit.
     // SAFETY: ending the machine is the intent; both ports mean "off".
@@ -585,6 +588,90 @@ extern "C" fn kmain() -> ! {
         // SAFETY: nothing left to do.
         unsafe { asm!("cli", "hlt", options(nomem, nostack)) }
     }
+}
+
+/// A line being written, without an allocator.
+struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    fn push(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            if self.len < self.buf.len() {
+                self.buf[self.len] = *b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn push_dec(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    /// Printable bytes of a register as text (NULs and others dropped).
+    fn push_reg(&mut self, reg: u32) {
+        for b in reg.to_le_bytes() {
+            if b.is_ascii_graphic() {
+                self.push(&[b]);
+            }
+        }
+    }
+}
+
+/// Writes `XRAY_LINE_PREFIX name=… version=… vendor=… hypervisor=… cpl=…
+/// ram=… mapped=…`: CPUID leaf 0's vendor, leaf 0x40000000's hypervisor
+/// signature (when leaf 1 says a hypervisor is present), the privilege
+/// level of the code segment this kernel runs in, the RAM size the VMM
+/// wrote at `RAM_BYTES_ADDR`, and what its own page tables map.
+fn xray_line() {
+    let mut line = Line {
+        buf: [0; 256],
+        len: 0,
+    };
+    line.push(abi::XRAY_LINE_PREFIX.as_bytes());
+    line.push(b" name=stacklab-guest version=");
+    line.push(env!("CARGO_PKG_VERSION").as_bytes());
+    let leaf0 = core::arch::x86_64::__cpuid(0);
+    line.push(b" vendor=");
+    line.push_reg(leaf0.ebx);
+    line.push_reg(leaf0.edx);
+    line.push_reg(leaf0.ecx);
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    line.push(b" hypervisor=");
+    if leaf1.ecx & (1 << 31) != 0 {
+        // A hypervisor answers its leaves.
+        let hv = core::arch::x86_64::__cpuid(0x4000_0000);
+        line.push_reg(hv.ebx);
+        line.push_reg(hv.ecx);
+        line.push_reg(hv.edx);
+    } else {
+        line.push(b"none");
+    }
+    let cs: u16;
+    // SAFETY: reading the code segment selector has no side effect.
+    unsafe { asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    line.push(b" cpl=");
+    line.push_dec(u64::from(cs & 3));
+    // SAFETY: the VMM wrote the RAM size there before boot (0 if not).
+    let ram = unsafe { core::ptr::read_volatile(abi::RAM_BYTES_ADDR as *const u64) };
+    line.push(b" ram=");
+    line.push_dec(ram);
+    line.push(b" mapped=");
+    line.push_dec(abi::IDENTITY_MAP_END);
+    line.push(b"\n");
+    puts(&line.buf[..line.len]);
 }
 
 #[panic_handler]

@@ -763,6 +763,7 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
                     who: format!("learner {learner}"),
                     learner: Some(learner.to_owned()),
                     class: Some(class.code.clone()),
+                    trace: false,
                 },
                 stacklab_api::DemoId::HelloContainer,
                 runtime.clone(),

@@ -434,6 +434,98 @@ async fn micro_vm_demo(visit: &Visit) {
     screenshot_of(client, vm, "micro-vm-demo-ready").await;
 }
 
+/// The x-ray cards alone, in a browser of their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_xray_cards_of_lessons_2_and_3() {
+    let Some((_driver, port)) = chromedriver().await else {
+        return;
+    };
+    let base = start_server().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    let visit = Visit {
+        client,
+        base,
+        lessons: lessons(),
+    };
+    xray_cards(&visit).await;
+    visit.client.close().await.unwrap();
+}
+
+/// Lessons 2 and 3's x-ray cards (issue 25): the guess first, then a run
+/// that asks for the kernel's events; the guest names KVM as its
+/// hypervisor and has its own kernel, the container reports the host's
+/// kernel string exactly as `/api/health` does.
+async fn xray_cards(visit: &Visit) {
+    let Visit { client, base, .. } = visit;
+    client.goto(&format!("{base}/api/health")).await.unwrap();
+    let health: serde_json::Value = serde_json::from_str(&text_of(client, "body").await).unwrap();
+    let host_kernel = health["kernel_release"].as_str().unwrap().to_owned();
+    assert!(!host_kernel.is_empty(), "{health}");
+
+    client
+        .goto(&format!("{base}/lessons/virtual-machines"))
+        .await
+        .unwrap();
+    let vm = r#"div.xray-block[data-demo="micro-vm"]"#;
+    wait_for_text(client, &format!("{vm} p.predict"), "hypervisor").await;
+    click(client, &format!("{vm} button.run")).await;
+    let row = |key: &str, side: &str| format!(r#"{vm} tr[data-xray="{key}"] td.{side}"#);
+    assert_eq!(
+        reading_text(client, &row("hypervisor", "inside")).await,
+        "KVMKVMKVM"
+    );
+    assert_eq!(
+        reading_text(client, &row("guest_kernel", "host")).await,
+        host_kernel
+    );
+    let own = reading_text(client, &row("guest_kernel", "inside")).await;
+    assert!(own.starts_with("stacklab-guest"), "{own}");
+    wait_for_text(client, &format!("{vm} details.calls summary"), "KVM calls").await;
+    wait_for_text(client, &format!("{vm} p.why"), "KVMKVMKVM").await;
+    screenshot_of(client, vm, "xray-micro-vm").await;
+
+    client
+        .goto(&format!("{base}/lessons/containers"))
+        .await
+        .unwrap();
+    let ct = r#"div.xray-block[data-demo="postgres-container"]"#;
+    wait_for_text(client, &format!("{ct} p.predict"), "same kernel").await;
+    click(client, &format!("{ct} button.run")).await;
+    let row = |key: &str, side: &str| format!(r#"{ct} tr[data-xray="{key}"] td.{side}"#);
+    let inside = reading_within(
+        client,
+        &row("kernel_release", "inside"),
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(inside, host_kernel, "the container's kernel is the host's");
+    let user = client
+        .find(Locator::Css(&format!(r#"{ct} tr[data-xray="ns_user"]"#)))
+        .await
+        .unwrap();
+    assert_eq!(
+        user.attr("data-same").await.unwrap().as_deref(),
+        Some("same")
+    );
+    let pid = client
+        .find(Locator::Css(&format!(r#"{ct} tr[data-xray="ns_pid"]"#)))
+        .await
+        .unwrap();
+    assert_eq!(
+        pid.attr("data-same").await.unwrap().as_deref(),
+        Some("differs")
+    );
+    wait_for_text(
+        client,
+        &format!("{ct} details.calls summary"),
+        "System calls",
+    )
+    .await;
+    wait_for_text(client, &format!("{ct} p.why"), "user namespace").await;
+    screenshot_of(client, ct, "xray-postgres-container").await;
+}
+
 /// A real Linux guest: on a nested kvm-pvm host the widget says plainly
 /// why it cannot boot here; with hardware KVM it boots.
 async fn linux_guest_card(visit: &Visit) {

@@ -9,7 +9,7 @@ use stacklab_api::Phase;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 use crate::error::{kvm_err, VmError};
-use crate::report::{own_memory, resident_bytes, ExitCounts, Recorder, VmEvent, VmReport};
+use crate::report::{own_memory, resident_bytes, ExitCounts, Recorder, VmReport};
 
 /// Which interrupt controllers the host kernel emulates for a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,26 +42,29 @@ impl Machine {
         irqchip: IrqChip,
         rec: &mut Recorder,
     ) -> Result<Machine, VmError> {
-        let kvm = Kvm::new().map_err(kvm_err("opening /dev/kvm"))?;
-        rec.step(
-            Phase::KvmOpened,
-            format!("KVM API version {}", kvm.get_api_version()),
-            None,
-        );
+        let kvm = rec
+            .call("open /dev/kvm", Kvm::new)
+            .map_err(kvm_err("opening /dev/kvm"))?;
+        let api = rec.call("KVM_GET_API_VERSION", || kvm.get_api_version());
+        rec.step(Phase::KvmOpened, format!("KVM API version {api}"), None);
 
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let vm = rec
+            .call("KVM_CREATE_VM", || kvm.create_vm())
+            .map_err(kvm_err("KVM_CREATE_VM"))?;
         // Intel needs a TSS region for real-mode emulation; elsewhere it is ignored or refused, both fine.
-        let _ = vm.set_tss_address(0xfffb_d000);
+        let _ = rec.call("KVM_SET_TSS_ADDR", || vm.set_tss_address(0xfffb_d000));
         // The full set is created before the RAM is registered (the order a
         // PC's firmware implies); the local APIC alone after it: registering
         // RAM after KVM_CAP_SPLIT_IRQCHIP costs milliseconds on some hosts
         // (kvm-pvm: ~8 ms), before it microseconds.
         if let IrqChip::Full { pit_flags } = irqchip {
-            vm.create_irq_chip()
+            rec.call("KVM_CREATE_IRQCHIP", || vm.create_irq_chip())
                 .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-            vm.create_pit2(kvm_pit_config {
-                flags: pit_flags,
-                ..Default::default()
+            rec.call("KVM_CREATE_PIT2", || {
+                vm.create_pit2(kvm_pit_config {
+                    flags: pit_flags,
+                    ..Default::default()
+                })
             })
             .map_err(kvm_err("KVM_CREATE_PIT2"))?;
         }
@@ -74,7 +77,9 @@ impl Machine {
             None,
         );
 
-        let (memory, host_addr) = register_ram(&vm, mem_bytes)?;
+        let (memory, host_addr) = rec.call("mmap + KVM_SET_USER_MEMORY_REGION", || {
+            register_ram(&vm, mem_bytes)
+        })?;
         if irqchip == IrqChip::LapicOnly {
             let cap = kvm_enable_cap {
                 cap: KVM_CAP_SPLIT_IRQCHIP,
@@ -82,7 +87,7 @@ impl Machine {
                 args: [24, 0, 0, 0],
                 ..Default::default()
             };
-            vm.enable_cap(&cap)
+            rec.call("KVM_ENABLE_CAP", || vm.enable_cap(&cap))
                 .map_err(kvm_err("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))?;
         }
         rec.step(
@@ -139,15 +144,17 @@ impl Machine {
     /// process's own RSS and PSS, guest pages included.
     pub fn report(
         &self,
-        events: Vec<VmEvent>,
         console: String,
         exits: ExitCounts,
         tsc_khz: u32,
         app_cycles: Option<u64>,
+        rec: Recorder,
     ) -> VmReport {
         let (vmm_rss_bytes, vmm_pss_bytes) = own_memory();
         VmReport {
-            events,
+            ioctls: rec.ioctls,
+            kvm_runs: rec.kvm_runs,
+            events: rec.events,
             console,
             mem_bytes: self.mem_bytes,
             touched_bytes: resident_bytes(self.host_addr, self.mem_bytes),

@@ -239,7 +239,7 @@ fn done(report: &VmReport, guest: Option<GuestView>) {
     emit(&Line::Done {
         vmm_rss_bytes: report.vmm_rss_bytes,
         vmm_pss_bytes: report.vmm_pss_bytes,
-        report: report.clone(),
+        report: Box::new(report.clone()),
         guest,
     })
 }

@@ -7,6 +7,9 @@ use stacklab_api::ErrorCode;
 use crate::report::{VmEvent, VmReport};
 use crate::GuestView;
 
+/// The tiny guest's x-ray line in its console (see `stacklab_abi`).
+pub use stacklab_abi::XRAY_LINE_PREFIX;
+
 /// One line of `stacklab-vmm`'s standard output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,8 +18,8 @@ pub enum Line {
     Event(VmEvent),
     /// The run reached ready and powered off.
     Done {
-        /// Everything measured.
-        report: VmReport,
+        /// Everything measured (boxed: far larger than the other lines).
+        report: Box<VmReport>,
         /// The VMM process's resident set at the end, in bytes (`None`:
         /// unreadable).
         #[serde(default)]

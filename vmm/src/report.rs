@@ -52,6 +52,23 @@ pub struct VmReport {
     /// Its proportional set size at the same moment, in bytes.
     #[serde(default)]
     pub vmm_pss_bytes: Option<u64>,
+    /// The KVM calls that set the VM up, in order, each timed.
+    #[serde(default)]
+    pub ioctls: Vec<IoctlCall>,
+    /// `KVM_RUN` calls made in all (each returns at an exit or a signal).
+    #[serde(default)]
+    pub kvm_runs: u64,
+}
+
+/// One call the VMM made to KVM, timed on CLOCK_MONOTONIC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IoctlCall {
+    /// The ioctl's name, e.g. `KVM_CREATE_VM` (or `open` of `/dev/kvm`).
+    pub name: String,
+    /// When it was issued (CLOCK_MONOTONIC, ns).
+    pub mono_ns: u64,
+    /// How long until it returned (ns).
+    pub took_ns: u64,
 }
 
 /// Exits to the VMM by reason: what `KVM_RUN` returned for.
@@ -149,6 +166,10 @@ pub fn monotonic_ns() -> u64 {
 /// Records each step as it happens and passes it on.
 pub(crate) struct Recorder<'a> {
     pub events: Vec<VmEvent>,
+    /// The KVM calls timed through [`Recorder::call`].
+    pub ioctls: Vec<IoctlCall>,
+    /// `KVM_RUN` calls so far.
+    pub kvm_runs: u64,
     sink: &'a mut dyn FnMut(&VmEvent),
 }
 
@@ -157,8 +178,24 @@ impl Recorder<'_> {
     pub fn new(sink: &mut dyn FnMut(&VmEvent)) -> Recorder<'_> {
         Recorder {
             events: Vec::new(),
+            ioctls: Vec::new(),
+            kvm_runs: 0,
             sink,
         }
+    }
+
+    /// Makes the KVM call `name` through `f`, timing it (two reads of
+    /// the vDSO clock: some 50 ns).
+    pub fn call<T>(&mut self, name: &str, f: impl FnOnce() -> T) -> T {
+        let mono_ns = monotonic_ns();
+        let out = f();
+        let took_ns = monotonic_ns().saturating_sub(mono_ns);
+        self.ioctls.push(IoctlCall {
+            name: name.to_owned(),
+            mono_ns,
+            took_ns,
+        });
+        out
     }
 
     /// Records a step now.

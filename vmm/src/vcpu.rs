@@ -98,7 +98,18 @@ pub(crate) fn next_exit<'a>(
     if Instant::now() >= deadline {
         return Err(VmError::Deadline(limit));
     }
-    let exit = match vcpu.run() {
+    let first = rec.kvm_runs == 0;
+    rec.kvm_runs += 1;
+    let issued = crate::report::monotonic_ns();
+    let result = vcpu.run();
+    if first {
+        rec.ioctls.push(crate::report::IoctlCall {
+            name: "KVM_RUN (the first: until the guest's first exit)".into(),
+            mono_ns: issued,
+            took_ns: crate::report::monotonic_ns().saturating_sub(issued),
+        });
+    }
+    let exit = match result {
         Ok(exit) => exit,
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => return Ok(None),
         Err(e) => {

@@ -76,8 +76,9 @@ fn the_guest_reaches_every_milestone_in_order_and_ready() {
         "guest TSC only goes forward: {guest_us:?}"
     );
 
+    let lines: Vec<&str> = report.console.lines().collect();
     assert_eq!(
-        report.console.lines().collect::<Vec<_>>(),
+        lines[..4],
         [
             "stacklab-guest: long mode",
             "stacklab-guest: idt, timer tick",
@@ -85,6 +86,15 @@ fn the_guest_reaches_every_milestone_in_order_and_ready() {
             "stacklab-guest: ready"
         ],
         "the ring-3 app's arithmetic has exactly one right answer"
+    );
+    // After ready, what the guest sees of its machine (for the x-ray).
+    assert_eq!(lines.len(), 5, "{lines:?}");
+    let xray = lines[4];
+    assert!(xray.starts_with(stacklab_abi::XRAY_LINE_PREFIX), "{xray}");
+    assert!(xray.contains(" hypervisor=KVMKVMKVM cpl=0 "), "{xray}");
+    assert!(
+        xray.contains(&format!(" ram={} ", report.mem_bytes)),
+        "{xray}"
     );
     assert!(report.app_cycles.unwrap() > 0);
     assert!(

@@ -12,6 +12,8 @@ pub mod host;
 pub mod kvm;
 pub mod memory;
 mod runtime;
+pub mod tracefs;
+pub mod xray;
 
 pub use memory::{MemoryProbe, Snapshot};
 pub use runtime::{phase_event, EventSink, Reading, Ready, RunContext, Runtime};

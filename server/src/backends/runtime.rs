@@ -117,6 +117,7 @@ pub struct RunContext {
     deadline: Instant,
     cancel: CancellationToken,
     snapshot: Option<(Arc<Snapshot>, usize)>,
+    trace: bool,
 }
 
 impl RunContext {
@@ -129,7 +130,19 @@ impl RunContext {
             deadline: Instant::now() + budget,
             cancel,
             snapshot: None,
+            trace: false,
         }
+    }
+
+    /// This context, its x-ray capturing kernel events if `trace`.
+    pub fn with_trace(mut self, trace: bool) -> Self {
+        self.trace = trace;
+        self
+    }
+
+    /// Whether the run asked for its x-ray to capture kernel events.
+    pub fn trace_asked(&self) -> bool {
+        self.trace
     }
 
     /// This context, as member `index` of `snapshot`: the instances of a
@@ -155,6 +168,22 @@ impl RunContext {
                 }
             }
         }
+    }
+
+    /// Whether this is a run of one instance (not a member of a density
+    /// step): only those are x-rayed.
+    pub fn is_single(&self) -> bool {
+        self.snapshot.is_none()
+    }
+
+    /// Microseconds on this run's clock of a CLOCK_MONOTONIC instant (ns).
+    pub fn us_at_mono(&self, mono_ns: u64) -> u64 {
+        self.timeline.us_since_start(mono_ns)
+    }
+
+    /// Records the run's x-ray, read now.
+    pub fn xray(&self, xray: stacklab_api::XRay) {
+        self.timeline.push(EventKind::XRay { xray });
     }
 
     /// The run's id (for labels and logs).

@@ -41,6 +41,9 @@ pub struct Requester {
     pub learner: Option<String>,
     /// The class (code) the run counts for.
     pub class: Option<String>,
+    /// Whether the run's x-ray captures kernel events (asked for in the
+    /// request; see `CreateRun::trace`).
+    pub trace: bool,
 }
 
 impl Requester {
@@ -50,6 +53,7 @@ impl Requester {
             who: "server".into(),
             learner: None,
             class: None,
+            trace: false,
         }
     }
 }
@@ -304,6 +308,9 @@ impl Runs {
             self.watch_grace,
             requester.who.clone(),
         );
+        if requester.trace {
+            run.ask_trace();
+        }
         if let (Some(class), Some(learner)) = (&requester.class, &requester.learner) {
             run.set_member(class, learner);
         }
@@ -399,7 +406,8 @@ impl Runs {
                         task_run.timeline().clone(),
                         budget,
                         task_run.cancel_token().clone(),
-                    );
+                    )
+                    .with_trace(task_run.trace_asked());
                     match runtime.run(&ctx).await {
                         Ok(mut ready) => {
                             ready.fact(

@@ -32,6 +32,7 @@ fn member(learner: &str) -> Requester {
         who: format!("learner {learner}"),
         learner: Some(learner.to_owned()),
         class: Some(CLASS.to_owned()),
+        trace: false,
     }
 }
 

@@ -32,6 +32,8 @@ pub struct Run {
     /// Why it was ended on purpose (see [`Run::end`]), which its outcome
     /// then says instead of "cancelled".
     ended: Mutex<Option<RunError>>,
+    /// Whether its x-ray captures kernel events (asked in the request).
+    trace: std::sync::atomic::AtomicBool,
 }
 
 /// How long a run outlives its last watcher unless configured otherwise:
@@ -66,6 +68,7 @@ impl Run {
             watched_elsewhere_ms: AtomicI64::new(0),
             member: OnceLock::new(),
             ended: Mutex::new(None),
+            trace: Default::default(),
         })
     }
 
@@ -73,6 +76,16 @@ impl Run {
     /// (once, before it is shared).
     pub(crate) fn set_member(&self, class: &str, learner: &str) {
         let _ = self.member.set((class.to_owned(), learner.to_owned()));
+    }
+
+    /// Asks for the kernel-event capture of its x-ray (before it starts).
+    pub(crate) fn ask_trace(&self) {
+        self.trace.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether its x-ray captures kernel events.
+    pub fn trace_asked(&self) -> bool {
+        self.trace.load(Ordering::SeqCst)
     }
 
     /// Whether the run counts for `learner` in `class`.

@@ -74,6 +74,7 @@ pub(super) async fn report(state: &AppState) -> Health {
     };
     Health {
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        kernel_release: crate::backends::host::kernel_release(),
         docker: probed.docker,
         postgres_image: probed.postgres_image,
         kvm: probed.kvm,

@@ -457,6 +457,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             args.embed_origins.join(", ")
         );
     }
+    // Kernel event captures a killed server left enabled cost every
+    // system call on the host: switch them off.
+    tokio::task::spawn_blocking(crate::backends::tracefs::remove_stale_instances);
+    if std::env::var("STACKLAB_XRAY_TRACE").is_ok_and(|v| v == "off") {
+        crate::backends::tracefs::set_enabled(false);
+    }
     match &settings.replica {
         Some(me) => replicas::reap(&state, me, state.host_lost_after).await,
         None => {

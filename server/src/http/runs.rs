@@ -79,6 +79,7 @@ pub async fn create_run(
         },
         learner: request.learner.clone(),
         class: class.clone(),
+        trace: request.trace,
     };
     let run_class = class;
     if let Err(wait) = state.run_limit.take(&requester.who) {
@@ -679,6 +680,7 @@ fn sse_event(event: &RunEvent) -> Event {
         EventKind::Queued { .. } => "queued",
         EventKind::Phase { .. } => "phase",
         EventKind::Log { .. } => "log",
+        EventKind::XRay { .. } => "x_ray",
         EventKind::Finished { .. } => "finished",
     };
     Event::default()

@@ -107,6 +107,9 @@ pub fn run(
             GuestAddress(abi::MODE_ADDR),
         )
         .map_err(|e| VmError::Memory(e.to_string()))?;
+    memory
+        .write_obj(config.mem_bytes as u64, GuestAddress(abi::RAM_BYTES_ADDR))
+        .map_err(|e| VmError::Memory(e.to_string()))?;
     rec.step(
         Phase::GuestLoaded,
         format!(
@@ -120,13 +123,22 @@ pub fn run(
         None,
     );
 
-    let mut vcpu = vm.create_vcpu(0).map_err(kvm_err("KVM_CREATE_VCPU"))?;
-    let cpuid = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+    let mut vcpu = rec
+        .call("KVM_CREATE_VCPU", || vm.create_vcpu(0))
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let cpuid = rec
+        .call("KVM_GET_SUPPORTED_CPUID", || {
+            kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        })
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-    vcpu.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
-    long_mode::set_long_mode_entry(&vcpu, entry, 0, 0)?;
-    let tsc_khz = vcpu.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+    rec.call("KVM_SET_CPUID2", || vcpu.set_cpuid2(&cpuid))
+        .map_err(kvm_err("KVM_SET_CPUID2"))?;
+    rec.call("KVM_SET_SREGS + KVM_SET_REGS (each after its GET)", || {
+        long_mode::set_long_mode_entry(&vcpu, entry, 0, 0)
+    })?;
+    let tsc_khz = rec
+        .call("KVM_GET_TSC_KHZ", || vcpu.get_tsc_khz())
+        .map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
     rec.step(
         Phase::VcpuCreated,
         format!(
@@ -141,7 +153,7 @@ pub fn run(
     });
     let (console, app_cycles, exits) = result?;
     drop(vcpu);
-    let report = machine.report(rec.events, console, exits, tsc_khz, app_cycles);
+    let report = machine.report(console, exits, tsc_khz, app_cycles, rec);
     Ok(Finished { report, machine })
 }
 

@@ -23,6 +23,7 @@ impl DockerRuntime {
         ctx: &RunContext,
         id: &str,
         image: &PresentImage,
+        xray: Option<super::xray::Pending>,
     ) -> Result<Ready, RunError> {
         let docker = &self.docker;
         let started = attach_and_start(docker, ctx, id, false).await?;
@@ -142,6 +143,15 @@ impl DockerRuntime {
         let mut ready = ctx
             .read_memory(MemoryProbe::Container { cgroup, pid })
             .await;
+        if let Some(xray) = xray {
+            let subject = super::xray::Subject {
+                pid,
+                memory_bytes: self.spec.memory_bytes,
+                pids_limit: self.spec.pids_limit,
+                nano_cpus: self.spec.nano_cpus,
+            };
+            xray.finish(ctx, subject, started_us).await;
+        }
         self.describe(&mut ready, id, image, ip, &password).await;
         ready.fact(
             FactKey::Limits,

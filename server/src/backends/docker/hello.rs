@@ -202,7 +202,12 @@ impl HelloRuntime {
         }
     }
 
-    async fn drive(&self, ctx: &RunContext, id: &str) -> Result<Ready, RunError> {
+    async fn drive(
+        &self,
+        ctx: &RunContext,
+        id: &str,
+        xray: Option<super::xray::Pending>,
+    ) -> Result<Ready, RunError> {
         let docker = &self.docker;
         let started = attach_and_start(docker, ctx, id, true).await?;
         let (pid, started_us) = (started.pid(), started.started_us);
@@ -238,6 +243,15 @@ impl HelloRuntime {
         let mut ready = ctx
             .read_memory(MemoryProbe::Container { cgroup, pid })
             .await;
+        if let Some(xray) = xray {
+            let subject = super::xray::Subject {
+                pid,
+                memory_bytes: self.spec.memory_bytes,
+                pids_limit: self.spec.pids_limit,
+                nano_cpus: self.spec.nano_cpus,
+            };
+            xray.finish(ctx, subject, started_us).await;
+        }
         // Let it go: one byte on its standard input, and it exits.
         let _ = input.write_all(b"\n").await;
         let _ = input.flush().await;
@@ -297,6 +311,7 @@ impl HelloRuntime {
 impl Runtime for HelloRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
         find(&self.docker).await.map_err(ImageError::run_error)?;
+        let xray = super::xray::begin(ctx);
         ctx.phase(
             Phase::ImageReady,
             format!("{HELLO_IMAGE}: already present; the create request follows at once"),
@@ -309,7 +324,7 @@ impl Runtime for HelloRuntime {
             )
             .await
             .map_err(docker_error)?;
-        let drive = self.drive(ctx, &created.id);
+        let drive = self.drive(ctx, &created.id, xray);
         drive_then_remove(&self.docker, ctx, &created.id, drive).await
     }
 }

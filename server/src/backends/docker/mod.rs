@@ -11,6 +11,7 @@
 //! | `image.rs` | the PostgreSQL 15 image: official, or built offline |
 //! | `hello.rs` | `hello-container`: a hand-written program in a `FROM scratch` image |
 //! | `reaper.rs` | ownership labels (replica + heartbeat, or PID), removing a gone owner's containers |
+//! | `xray.rs` | the x-ray: the container as it sees itself and as the host sees it, and the calls that built it |
 
 mod drive;
 pub mod hello;
@@ -19,6 +20,7 @@ pub mod measure;
 mod readiness;
 pub mod reaper;
 mod spec;
+pub mod xray;
 
 use std::collections::HashMap;
 
@@ -157,6 +159,7 @@ impl Runtime for DockerRuntime {
             return Err(ctx.stopped().await);
         }
         let run_id = ctx.run_id().to_owned();
+        let xray = xray::begin(ctx);
         ctx.phase(
             Phase::ImageReady,
             format!(
@@ -177,7 +180,7 @@ impl Runtime for DockerRuntime {
                     .store(false, std::sync::atomic::Ordering::Relaxed);
                 docker_error(e)
             })?;
-        let drive = self.drive(ctx, &created.id, &image);
+        let drive = self.drive(ctx, &created.id, &image, xray);
         drive_then_remove(&self.docker, ctx, &created.id, drive).await
     }
 }

@@ -10,6 +10,7 @@
 
 mod artifacts;
 mod measure;
+pub mod xray;
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -152,6 +153,18 @@ impl KvmRuntime {
 
 impl Runtime for KvmRuntime {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
+        // The x-ray (single runs): KVM's events are captured from before
+        // the VMM starts.
+        let mut xray = stacklab_api::XRay::default();
+        let capture = if !ctx.is_single() {
+            None
+        } else if ctx.trace_asked() {
+            xray::start_capture(&mut xray)
+        } else {
+            xray::not_asked(&mut xray);
+            None
+        };
+        let mut tids = std::collections::HashSet::new();
         let spawn_at = ctx.elapsed_us();
         let mut child = self.command().spawn().map_err(|e| RunError {
             code: ErrorCode::Vmm,
@@ -189,12 +202,17 @@ impl Runtime for KvmRuntime {
                                 // The VMM holds the VM at ready: measure it
                                 // now (with the other instances of a step).
                                 held = Some(ctx.read_memory(MemoryProbe::Vm { root: pid }).await);
+                                if ctx.is_single() {
+                                    xray::read_held(&mut xray, pid, jailed_pid);
+                                    tids.extend(xray::threads(pid));
+                                    tids.extend(jailed_pid.map(xray::threads).unwrap_or_default());
+                                }
                                 let _ = stdin.write_all(b"go\n").await;
                             }
                         }
                     }
                     Ok(Line::Done { report, guest, .. }) => {
-                        return Ok((report, guest));
+                        return Ok((*report, guest));
                     }
                     Ok(Line::Error { code, message }) => return Err(RunError { code, message }),
                     Err(e) => {
@@ -214,7 +232,26 @@ impl Runtime for KvmRuntime {
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
         let (report, guest) = result?;
-        for line in report.console.lines() {
+        if ctx.is_single() {
+            let captured = capture.map(|c| {
+                let absent = c.absent.clone();
+                (c.read().map_err(|e| e.to_string()), absent)
+            });
+            xray::complete(
+                &mut xray,
+                &report,
+                &|ns| ctx.us_at_mono(ns),
+                captured,
+                &tids,
+            );
+            ctx.xray(xray);
+        }
+        // The guest's x-ray line is shown in the x-ray, not the console.
+        for line in report
+            .console
+            .lines()
+            .filter(|l| !l.starts_with(stacklab_vmm::protocol::XRAY_LINE_PREFIX))
+        {
             ctx.log(line);
         }
         let mut ready = match (&self.guest, guest) {

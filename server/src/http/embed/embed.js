@@ -11,7 +11,8 @@
 // unreachable.
 //
 // Attributes: demo (required), theme="light|dark" (else the reader's
-// setting), lab="https://LAB" (only needed by a site that serves its own
+// setting), view="x-ray" (the card's runs ask for the kernel's events in
+// their x-ray), lab="https://LAB" (only needed by a site that serves its own
 // copy of this file, so that its fallback works even when the lab is down;
 // otherwise the lab is where this file came from). CSS custom properties on the element pass through to the card:
 // --stacklab-accent, --stacklab-bg, --stacklab-fg, --stacklab-card,
@@ -110,6 +111,8 @@ class StacklabDemo extends HTMLElement {
     const params = new URLSearchParams({ parent: location.origin });
     const theme = this.getAttribute("theme");
     if (theme === "light" || theme === "dark") params.set("theme", theme);
+    // view="x-ray": the card's runs capture the kernel's events for the x-ray.
+    if (this.getAttribute("view") === "x-ray") params.set("view", "x-ray");
     const style = getComputedStyle(this);
     for (const name of PASSED) {
       const value = style.getPropertyValue(`--stacklab-${name}`).trim();

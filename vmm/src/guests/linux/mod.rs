@@ -206,10 +206,7 @@ pub fn run_linux(
         }
         Err(e) => return Err(e),
     };
-    Ok((
-        machine.report(rec.events, console, exits, tsc_khz, None),
-        guest,
-    ))
+    Ok((machine.report(console, exits, tsc_khz, None, rec), guest))
 }
 
 /// The last `n` lines of `text`.

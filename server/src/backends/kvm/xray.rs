@@ -1,0 +1,434 @@
+//! A micro-VM's x-ray: what the tiny guest reports of its machine (its
+//! kernel, CPUID vendor and hypervisor signature, privilege level, memory)
+//! beside what the host sees: the VMM's processes and jail (read while the
+//! VM is held at ready), the KVM calls it made with their times, the exits
+//! that reached it, and KVM's own events inside the kernel (tracefs),
+//! filtered to the VMM's threads.
+
+use std::collections::{BTreeMap, HashSet};
+
+use stacklab_api::{XRay, XRayCall, XRayKey, XRayOf};
+use stacklab_vmm::report::VmReport;
+
+use crate::backends::tracefs::{Capture, EventSet, TraceEvent};
+use crate::backends::xray::{cap_names, field, ns_inode, seccomp_text, status, NAMESPACES};
+
+/// Starts the capture of KVM's events, or notes why there is none.
+pub fn start_capture(x: &mut XRay) -> Option<Capture> {
+    match Capture::start(EventSet::Kvm) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            for (key, label) in KVM_COUNTS {
+                x.push_missing(key, label, e.to_string());
+            }
+            None
+        }
+    }
+}
+
+/// Notes that no KVM events were captured because the run did not ask.
+pub fn not_asked(x: &mut XRay) {
+    for (key, label) in KVM_COUNTS {
+        x.push_missing(key, label, crate::backends::docker::xray::NOT_ASKED);
+    }
+}
+
+/// The threads of `pid` (`/proc/PID/task`).
+pub fn threads(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn user_name(uid: &str) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.get(2) == Some(&uid)).then(|| f[0].to_owned())
+            })
+        })
+        .map_or_else(|| format!("uid {uid}"), |n| format!("{n} (uid {uid})"))
+}
+
+/// The host's side, read while the VM is held at ready: the process the
+/// server started (`waiter`) and the VMM inside its jail (`vmm`).
+pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
+    x.of = Some(XRayOf::Vm);
+    let vmm_pid = vmm.unwrap_or(waiter);
+    let who = vmm_pid.to_string();
+    let st = match status(&who) {
+        Ok(s) => s,
+        Err(e) => {
+            x.push_missing(XRayKey::VmmProcess, "The VMM process", e);
+            return;
+        }
+    };
+    let uid = field(&st, "Uid")
+        .and_then(|u| u.split_whitespace().nth(1))
+        .unwrap_or("?")
+        .to_owned();
+    let nspid = field(&st, "NSpid").unwrap_or("").to_owned();
+    x.push_row(
+        XRayKey::HostProcesses,
+        "Host processes it can see",
+        Some("none: the guest's world is its RAM, one vCPU and the ports the VMM answers; it has no process list of the host".into()),
+        Some(match vmm {
+            Some(v) => format!("2 for this VM: {waiter} (the jail's waiter) and {v} (stacklab-vmm)"),
+            None => format!("1 for this VM: {waiter} (stacklab-vmm)"),
+        }),
+        None,
+        "the process the server started and its children (/proc/PID/task/PID/children); the guest's kernel and app are not host processes",
+    );
+    x.push_row(
+        XRayKey::VmmProcess,
+        "The VMM process",
+        None,
+        Some(format!(
+            "PID {vmm_pid} (NSpid {nspid}: PID 1 in its own PID namespace), running as {}",
+            user_name(&uid)
+        )),
+        None,
+        "NSpid and Uid in /proc/PID/status; the user's name from /etc/passwd",
+    );
+    let mut own = Vec::new();
+    let mut shared = Vec::new();
+    for ns in NAMESPACES {
+        match (ns_inode(&who, ns), ns_inode("self", ns)) {
+            (Ok(a), Ok(b)) if a == b => shared.push(ns),
+            (Ok(_), Ok(_)) => own.push(ns),
+            _ => {}
+        }
+    }
+    x.push_row(
+        XRayKey::VmmNamespaces,
+        "The VMM's jail: namespaces",
+        None,
+        Some(format!(
+            "its own: {}; shared with the server: {}",
+            own.join(", "),
+            shared.join(", ")
+        )),
+        None,
+        "readlink /proc/PID/ns/* of the VMM against the server's /proc/self/ns/*",
+    );
+    let f = |n: &str| field(&st, n).unwrap_or("?").to_owned();
+    x.push_row(
+        XRayKey::VmmSeccomp,
+        "The VMM's jail: seccomp and privileges",
+        None,
+        Some(format!(
+            "Seccomp {}, {} filter(s); NoNewPrivs {}; capabilities: {}",
+            seccomp_text(&f("Seccomp")),
+            f("Seccomp_filters"),
+            f("NoNewPrivs"),
+            cap_names(&f("CapEff"))
+        )),
+        None,
+        "Seccomp, Seccomp_filters, NoNewPrivs and CapEff in the VMM's /proc/PID/status",
+    );
+}
+
+/// The KVM events counted, each with its key and label.
+const KVM_COUNTS: [(XRayKey, &str); 8] = [
+    (XRayKey::KvmExit, "kvm_exit: the guest left the CPU for KVM"),
+    (
+        XRayKey::KvmEmulateInsn,
+        "kvm_emulate_insn: instructions KVM emulated",
+    ),
+    (
+        XRayKey::KvmPio,
+        "kvm_pio: port I/O KVM handled or passed on",
+    ),
+    (XRayKey::KvmMmio, "kvm_mmio: memory-mapped I/O"),
+    (
+        XRayKey::KvmUserspaceExit,
+        "kvm_userspace_exit: returns to the VMM",
+    ),
+    (
+        XRayKey::KvmPageFault,
+        "page faults on guest memory (kvm_page_fault, fast_page_fault)",
+    ),
+    (
+        XRayKey::KvmSpte,
+        "kvm_mmu_set_spte: guest memory mapped to host pages, on first touch",
+    ),
+    (
+        XRayKey::KvmPagetableWalk,
+        "kvm_mmu_pagetable_walk: the guest's page tables walked by KVM",
+    ),
+];
+
+fn count_key(name: &str) -> Option<XRayKey> {
+    Some(match name {
+        "kvm_exit" => XRayKey::KvmExit,
+        "kvm_emulate_insn" => XRayKey::KvmEmulateInsn,
+        "kvm_pio" => XRayKey::KvmPio,
+        "kvm_mmio" => XRayKey::KvmMmio,
+        "kvm_userspace_exit" => XRayKey::KvmUserspaceExit,
+        "kvm_page_fault" | "fast_page_fault" => XRayKey::KvmPageFault,
+        "kvm_mmu_set_spte" => XRayKey::KvmSpte,
+        "kvm_mmu_pagetable_walk" => XRayKey::KvmPagetableWalk,
+        _ => return None,
+    })
+}
+
+/// What a capture read (its events and how many the buffer lost, or why
+/// not), and the events this kernel lacks.
+pub type Captured = (Result<(Vec<TraceEvent>, u64), String>, Vec<&'static str>);
+
+/// Everything that comes with the VMM's report: the guest's own view
+/// (its x-ray line), the KVM calls with times (`at_us` places a
+/// CLOCK_MONOTONIC instant on the run's clock), the exits, and KVM's
+/// events of the VMM's `tids` (`events`: the capture's, or why none).
+pub fn complete(
+    x: &mut XRay,
+    report: &VmReport,
+    at_us: &dyn Fn(u64) -> u64,
+    capture: Option<Captured>,
+    tids: &HashSet<u32>,
+) {
+    x.of = Some(XRayOf::Vm);
+    guest_view(x, report);
+    x.calls_title = "KVM calls the VMM made".into();
+    x.calls_how = "timed by the VMM itself around each call (CLOCK_MONOTONIC before and after), placed on the run's clock; KVM_RUN is shown once, the first, which lasts until the guest's first exit".into();
+    x.calls = report
+        .ioctls
+        .iter()
+        .map(|c| XRayCall {
+            at_us: at_us(c.mono_ns),
+            took_us: Some(c.took_ns / 1000),
+            name: c.name.clone(),
+            detail: String::new(),
+            by: None,
+        })
+        .collect();
+    if report.ioctls.is_empty() {
+        x.push_missing(
+            XRayKey::Ioctls,
+            "KVM calls",
+            "the VMM reported no timed calls (an older VMM binary?)",
+        );
+    }
+    let how = "counted by the VMM at each return from KVM_RUN, by exit reason";
+    x.push_count(
+        XRayKey::ExitsIo,
+        "Exits to the VMM: port I/O",
+        report.exit_reasons.io,
+        how,
+    );
+    x.push_count(
+        XRayKey::ExitsMmio,
+        "Exits to the VMM: MMIO",
+        report.exit_reasons.mmio,
+        how,
+    );
+    x.push_count(
+        XRayKey::ExitsOther,
+        "Exits to the VMM: other reasons",
+        report.exit_reasons.other,
+        how,
+    );
+    let Some((events, absent)) = capture else {
+        return;
+    };
+    let (events, lost) = match events {
+        Ok(e) => e,
+        Err(reason) => {
+            for (key, label) in KVM_COUNTS {
+                x.push_missing(key, label, reason.clone());
+            }
+            return;
+        }
+    };
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| tids.contains(&e.pid)) {
+        *counts.entry(e.name.as_str()).or_default() += 1;
+    }
+    let mut by_key: BTreeMap<&str, u64> = BTreeMap::new();
+    for (name, n) in &counts {
+        if let Some(key) = count_key(name) {
+            *by_key.entry(key.as_str()).or_default() += n;
+        }
+    }
+    let how = format!(
+        "KVM's tracepoints (tracefs), kept for the VMM's threads ({}){}",
+        tids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if lost > 0 {
+            format!("; the trace buffer overwrote {lost} events meanwhile, so counts may be low")
+        } else {
+            String::new()
+        }
+    );
+    for (key, label) in KVM_COUNTS {
+        let events_of_key: Vec<&str> = match key {
+            XRayKey::KvmPageFault => vec!["kvm/kvm_page_fault", "kvmmmu/fast_page_fault"],
+            _ => EventSet::Kvm
+                .events()
+                .iter()
+                .copied()
+                .filter(|e| count_key(e.rsplit('/').next().unwrap_or("")) == Some(key))
+                .collect(),
+        };
+        if events_of_key.iter().all(|e| absent.contains(e)) {
+            x.push_missing(key, label, "this kernel has no such tracepoint");
+            continue;
+        }
+        let n = by_key.get(key.as_str()).copied().unwrap_or(0);
+        if key == XRayKey::KvmExit && n == 0 && report.exits > 0 {
+            x.push_missing(
+                key,
+                label,
+                format!("kvm_exit did not fire although the VMM saw {} exits: this host's KVM (nested, paravirtual kvm-pvm) leaves the guest by another path and does not trace it; the events below did fire", report.exits),
+            );
+            continue;
+        }
+        let mapped = by_key.get(XRayKey::KvmSpte.as_str()).copied().unwrap_or(0);
+        if key == XRayKey::KvmPageFault && n == 0 && mapped > 0 {
+            x.push_missing(
+                key,
+                label,
+                format!("neither kvm_page_fault nor fast_page_fault fired although KVM mapped {mapped} guest pages: this host's KVM (nested, paravirtual kvm-pvm) resolves them by another path; the mappings are counted below"),
+            );
+            continue;
+        }
+        x.push_count(key, label, n, &how);
+    }
+}
+
+/// Parses the guest's x-ray line out of its console.
+pub fn guest_line(console: &str) -> Option<BTreeMap<String, String>> {
+    let line = console
+        .lines()
+        .find_map(|l| l.strip_prefix(stacklab_vmm::protocol::XRAY_LINE_PREFIX))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// The host CPU's vendor and, if the host is itself a VM, its hypervisor's
+/// signature, as the server's own CPUID returns them.
+fn host_cpuid() -> (String, Option<String>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let text = |regs: &[u32]| -> String {
+            regs.iter()
+                .flat_map(|r| r.to_le_bytes())
+                .filter(|b| b.is_ascii_graphic())
+                .map(char::from)
+                .collect()
+        };
+        let l0 = __cpuid(0);
+        let vendor = text(&[l0.ebx, l0.edx, l0.ecx]);
+        let hv = (__cpuid(1).ecx & (1 << 31) != 0).then(|| {
+            let h = __cpuid(0x4000_0000);
+            text(&[h.ebx, h.ecx, h.edx])
+        });
+        (vendor, hv)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        ("not an x86 host".into(), None)
+    }
+}
+
+fn guest_view(x: &mut XRay, report: &VmReport) {
+    let Some(g) = guest_line(&report.console) else {
+        x.push_missing(
+            XRayKey::GuestKernel,
+            "The guest's own report",
+            "the guest wrote no x-ray line to its console",
+        );
+        return;
+    };
+    let get = |k: &str| g.get(k).cloned();
+    let host_release = crate::backends::host::kernel_release();
+    x.push_row(
+        XRayKey::GuestKernel,
+        "Kernel",
+        Some(format!(
+            "{} {}",
+            get("name").unwrap_or_default(),
+            get("version").unwrap_or_default()
+        )),
+        Some(host_release),
+        Some(false),
+        "inside: the name and version the guest kernel wrote in its console; host: the host kernel's release (/proc/sys/kernel/osrelease): two kernels",
+    );
+    let (host_vendor, host_hv) = host_cpuid();
+    x.push_row(
+        XRayKey::CpuVendor,
+        "CPU vendor (CPUID leaf 0)",
+        get("vendor"),
+        Some(host_vendor),
+        None,
+        "CPUID executed by the guest kernel, and by the server on the host",
+    );
+    x.push_row(
+        XRayKey::Hypervisor,
+        "Hypervisor signature (CPUID 0x40000000)",
+        get("hypervisor"),
+        Some(host_hv.map_or_else(
+            || "none: the host runs on bare metal".into(),
+            |h| format!("{h}: the host is itself a virtual machine"),
+        )),
+        None,
+        "CPUID leaf 0x40000000, read when leaf 1 sets its hypervisor bit, by the guest and by the server",
+    );
+    let ram = get("ram").and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+    let mapped = get("mapped")
+        .and_then(|r| r.parse::<u64>().ok())
+        .unwrap_or(0);
+    x.push_row(
+        XRayKey::GuestMemory,
+        "Memory",
+        Some(format!(
+            "{} MiB of RAM (as the VMM told it), {} MiB identity-mapped by its own page tables, ring 3 only at 2-4 MiB",
+            ram >> 20,
+            mapped >> 20
+        )),
+        Some(format!(
+            "{} MiB of anonymous memory in the VMM process; {} backed by host pages at the end (only what the guest touched)",
+            report.mem_bytes >> 20,
+            report
+                .touched_bytes
+                .map_or("unknown".into(), |b| format!("{} KiB", b >> 10))
+        )),
+        None,
+        "inside: the guest's report; host: the VMM's configuration and mincore() of the guest's memory",
+    );
+    x.push_row(
+        XRayKey::Privilege,
+        "Privilege level",
+        get("cpl").map(|c| format!("ring {c} (the low bits of its code segment): it believes it owns the CPU")),
+        Some("the VMM is an ordinary user process (ring 3) of an unprivileged user; KVM runs the guest on its behalf".into()),
+        None,
+        "inside: CS & 3 read by the guest kernel; host: the VMM's jail (rows below)",
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_guest_line() {
+        let console = "stacklab-guest: ready\nstacklab-guest x-ray: name=stacklab-guest version=0.1.0 vendor=GenuineIntel hypervisor=KVMKVMKVM cpl=0 ram=16777216 mapped=16777216\n";
+        let g = guest_line(console).unwrap();
+        assert_eq!(g["hypervisor"], "KVMKVMKVM");
+        assert_eq!(g["cpl"], "0");
+        assert!(guest_line("nothing").is_none());
+    }
+}
