@@ -177,7 +177,7 @@ fn describe_event_streams(doc: &mut serde_json::Value) {
         (
             "/api/runs/{id}/events",
             event_schema(
-                &["queued", "phase", "log", "finished"],
+                &super::runs::RUN_EVENT_NAMES,
                 serde_json::json!({"$ref": "#/components/schemas/RunEvent"}),
                 true,
             ),

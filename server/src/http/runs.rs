@@ -427,7 +427,16 @@ pub async fn export_runs(
     } else {
         "application/json"
     };
-    let body = export_stream(state.runs.history().clone(), filter, csv);
+    let history = state.runs.history().clone();
+    let filter = Filter {
+        limit: EXPORT_PAGE,
+        ..filter
+    };
+    // The first page is read before the answer starts: a store that cannot
+    // answer now gets a clear 503 with its reason, not a download that ends
+    // before its first byte (the connection closed without a response).
+    let first = stored(history.list(&filter)).await?;
+    let body = export_stream(history, filter, first, csv);
     Ok(attachment(
         &format!("stacklab-runs.{format}"),
         mime,
@@ -442,8 +451,9 @@ const EXPORT_PAGE: u32 = 100;
 
 /// Where an export stands.
 enum Export {
-    /// Nothing sent yet (what to select).
-    Opening(Filter),
+    /// Nothing sent yet: the header, then this first page (read before the
+    /// answer started).
+    Opening { filter: Filter, page: RunPage },
     /// Pages from this filter's cursor on (`first`: no run written yet).
     Pages { filter: Filter, first: bool },
     /// The last page was sent: the closing bracket (JSON) is next.
@@ -453,16 +463,17 @@ enum Export {
 }
 
 /// The export's body, written page by page as the client reads it, so a
-/// long history never sits in memory whole: each page is one call on the
-/// store's pool (a connection is held for that call only, never while
-/// the client reads; a client that stalls holds no connection and no
-/// thread), and a client that leaves stops the reading. The whole export
-/// is bounded by the store's `export` limit (5 minutes by default,
+/// long history never sits in memory whole: each page after the first is
+/// one call on the store's pool (a connection is held for that call only,
+/// never while the client reads; a client that stalls holds no connection
+/// and no thread), and a client that leaves stops the reading. The whole
+/// export is bounded by the store's `export` limit (5 minutes by default,
 /// counted from the request): past it the body ends with an error (the
 /// client sees the download cut short, not a shorter complete file).
 fn export_stream(
     history: History,
     filter: Filter,
+    first_page: RunPage,
     csv: bool,
 ) -> impl futures_util::Stream<Item = Result<String, std::io::Error>> + Send {
     let bound = history.limits().export;
@@ -473,7 +484,10 @@ fn export_stream(
             bound
         ))
     };
-    let start = Export::Opening(filter);
+    let start = Export::Opening {
+        filter,
+        page: first_page,
+    };
     futures_util::stream::unfold(start, move |stage| {
         let history = history.clone();
         async move {
@@ -483,25 +497,13 @@ fn export_stream(
             }
             match stage {
                 Export::Done => None,
-                Export::Opening(filter) => {
+                Export::Opening { filter, page } => {
                     let open = if csv { store::csv_header() } else { "[".into() };
-                    let filter = Filter {
-                        limit: EXPORT_PAGE,
-                        ..filter
-                    };
-                    Some((
-                        Ok(open),
-                        Export::Pages {
-                            filter,
-                            first: true,
-                        },
-                    ))
+                    let (chunk, next) = export_page(page, filter, true, csv);
+                    Some((Ok(open + &chunk), next))
                 }
                 Export::Closing => Some((Ok("\n]\n".into()), Export::Done)),
-                Export::Pages {
-                    mut filter,
-                    mut first,
-                } => {
+                Export::Pages { filter, first } => {
                     let page = match tokio::time::timeout_at(deadline, history.list(&filter)).await
                     {
                         Ok(Ok(page)) => page,
@@ -517,32 +519,39 @@ fn export_stream(
                             return Some((Err(over()), Export::Done));
                         }
                     };
-                    let chunk = if csv {
-                        store::csv_rows(&page.runs)
-                    } else {
-                        let mut out = String::new();
-                        for r in &page.runs {
-                            out.push_str(if first { "\n" } else { ",\n" });
-                            first = false;
-                            out.push_str(
-                                &serde_json::to_string(r).expect("summaries always serialise"),
-                            );
-                        }
-                        out
-                    };
-                    let next = match page.next_before {
-                        Some(b) => {
-                            filter.before = Some(b);
-                            Export::Pages { filter, first }
-                        }
-                        None if csv => Export::Done,
-                        None => Export::Closing,
-                    };
+                    let (chunk, next) = export_page(page, filter, first, csv);
                     Some((Ok(chunk), next))
                 }
             }
         }
     })
+    // The compression layer polls a body once more after its end; an
+    // unfused `unfold` panics then (and the client's connection drops).
+    .fuse()
+}
+
+/// One page of an export as text, and what comes after it.
+fn export_page(page: RunPage, mut filter: Filter, mut first: bool, csv: bool) -> (String, Export) {
+    let chunk = if csv {
+        store::csv_rows(&page.runs)
+    } else {
+        let mut out = String::new();
+        for r in &page.runs {
+            out.push_str(if first { "\n" } else { ",\n" });
+            first = false;
+            out.push_str(&serde_json::to_string(r).expect("summaries always serialise"));
+        }
+        out
+    };
+    let next = match page.next_before {
+        Some(b) => {
+            filter.before = Some(b);
+            Export::Pages { filter, first }
+        }
+        None if csv => Export::Done,
+        None => Export::Closing,
+    };
+    (chunk, next)
 }
 
 /// A download: `body` as `mime`, saved as `filename`.
@@ -577,7 +586,7 @@ pub(super) fn attachment(
         ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this event (its `seq`)"),
     ),
     responses(
-        (status = 200, description = "Server-Sent Events `queued`, `phase`, `log`, then `finished`; each `data` is a RunEvent", body = String, content_type = "text/event-stream"),
+        (status = 200, description = "Server-Sent Events `queued`, `phase`, `log`, `x_ray` (a single run held at ready), then `finished`; each `data` is a RunEvent", body = String, content_type = "text/event-stream"),
         (status = 404, description = "No such run in progress", body = ErrorBody),
         (status = 429, description = "Too many event streams open (`Retry-After`)", body = ErrorBody),
     ))]
@@ -675,14 +684,18 @@ async fn remote_events(
 /// A run's events as Server-Sent Events, local or remote.
 type EventStream = futures_util::stream::BoxStream<'static, Result<Event, Infallible>>;
 
+/// The names of a run's Server-Sent Events, as the OpenAPI document lists
+/// them (the fuzz test checks each event sent against that list).
+pub(super) const RUN_EVENT_NAMES: [&str; 5] = ["queued", "phase", "log", "x_ray", "finished"];
+
 fn sse_event(event: &RunEvent) -> Event {
-    let name = match event.kind {
-        EventKind::Queued { .. } => "queued",
-        EventKind::Phase { .. } => "phase",
-        EventKind::Log { .. } => "log",
-        EventKind::XRay { .. } => "x_ray",
-        EventKind::Finished { .. } => "finished",
-    };
+    let name = RUN_EVENT_NAMES[match event.kind {
+        EventKind::Queued { .. } => 0,
+        EventKind::Phase { .. } => 1,
+        EventKind::Log { .. } => 2,
+        EventKind::XRay { .. } => 3,
+        EventKind::Finished { .. } => 4,
+    }];
     Event::default()
         .event(name)
         .id(event.seq.to_string())

@@ -293,3 +293,48 @@ async fn a_store_past_its_bounds_answers_503_request_timeout() {
         assert_eq!(status, StatusCode::OK, "{b}: {body}");
     }
 }
+
+/// A compressed export is read to its end: the compression layer polls
+/// the body once more after its last chunk, which an unfused stream
+/// answered with a panic (the connection dropped with no response, or cut
+/// the download). Two pages and a partial one, gzip, both formats.
+#[tokio::test]
+async fn a_compressed_export_ends_cleanly() {
+    let h = History::in_memory();
+    let records: Vec<RunRecord> = (0..250)
+        .map(|i| RunRecord {
+            id: format!("run-gz-{i:04}"),
+            demo: DemoId::MicroVm,
+            state: RunState::Failed,
+            accepted_at_ms: Some(1_795_737_600_000),
+            events: vec![],
+        })
+        .collect();
+    h.insert_finished(&records, Some("learner-gzip"))
+        .await
+        .unwrap();
+    let router = app(AppState::new(None, Settings::default()).with_history(h.clone()));
+    for format in ["csv", "json"] {
+        let res = router
+            .clone()
+            .oneshot(
+                Request::get(format!(
+                    "/api/runs/export?format={format}&learner=learner-gzip"
+                ))
+                .header("accept-encoding", "gzip")
+                .body(Body::empty())
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{format}");
+        assert_eq!(
+            res.headers().get("content-encoding").map(|v| v.as_bytes()),
+            Some(&b"gzip"[..]),
+            "{format}: the export went through the compression layer"
+        );
+        let body = res.into_body().collect().await;
+        assert!(body.is_ok(), "{format}: the body ended with an error");
+        assert!(!body.unwrap().to_bytes().is_empty(), "{format}");
+    }
+}
