@@ -266,7 +266,10 @@ async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points(
     assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
     let lines: Vec<_> = csv.lines().collect();
     assert!(
-        lines[0].ends_with(",learner,display_name,other_runs_at_start"),
+        lines[0].ends_with(
+            ",learner,display_name,other_runs_at_start,guess_time_ms,guess_memory_mib,\
+             lessons_read,quiz_answered,quiz_first_try_right"
+        ),
         "{}",
         lines[0]
     );

@@ -245,6 +245,18 @@ impl History {
         host: &str,
         alone: bool,
     ) -> Result<History, HistoryError> {
+        // Every connection opens now, not on a first busy minute: the
+        // server's threads and descriptors are fixed from its start (the
+        // soak's leak check compares them over its runs), and a burst of
+        // requests waits for no connect.
+        for p in [&pool, &beat] {
+            p.open_all()
+                .await
+                .map_err(|source| HistoryError::Database {
+                    store: store.clone(),
+                    source,
+                })?;
+        }
         let history = History {
             pool,
             beat,

@@ -171,8 +171,8 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of up to `limits.size` connections from `source`, made as
-    /// needed.
+    /// A pool of up to `limits.size` connections from `source` (opened
+    /// by [`Pool::open_all`] when the store opens).
     pub(super) fn new(source: Source, limits: Limits, label: String) -> Result<Pool, DbError> {
         let size = match source {
             Source::SqliteMemory => 1,
@@ -200,6 +200,19 @@ impl Pool {
             limits,
             label,
         })
+    }
+
+    /// Opens every connection the pool may hold (each a thread and its
+    /// descriptors), so the pool does not grow later.
+    pub(super) async fn open_all(&self) -> Result<(), DbError> {
+        let mut held = Vec::new();
+        for _ in 0..self.pool.status().max_size {
+            held.push(self.pool.get().await.map_err(|e| match e {
+                managed::PoolError::Backend(e) => e,
+                other => DbError::new(format!("{}: {other}", self.label)),
+            })?);
+        }
+        Ok(())
     }
 
     /// The bounds this pool keeps.
