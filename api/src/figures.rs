@@ -179,9 +179,9 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         span(platform, ready),
     ));
     let held_how = if demo.is_container() {
-        "its processes' PSS plus the files on its tmpfs mounts, summed: what is this instance's own, shared pages split fairly, each page counted once; a VM is counted by the same rule"
+        "its processes' PSS plus the files on its tmpfs mounts, summed: what is this instance's own, shared pages split evenly among their sharers, each page counted once; a VM is counted by the same rule"
     } else {
-        "its processes' PSS (the guest's pages included), the same rule as a container's (which adds its tmpfs files: a VM keeps its files in guest pages): what is this instance's own, shared pages split fairly, each page counted once"
+        "its processes' PSS (the guest's pages included), the same rule as a container's (which adds its tmpfs files: a VM keeps its files in guest pages): what is this instance's own, shared pages split evenly among their sharers, each page counted once"
     };
     let parts = if demo.is_container() {
         CONTAINER_HELD
@@ -251,7 +251,7 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
         if linux {
             "Pss of the stacklab-vmm process from its own /proc/self/smaps_rollup, read by the VMM at the end of the run, after the guest reset and before it tore the VM down (its guest pages still mapped), its jail's waiter not included: Linux guests are not held at ready as the tiny guest is (this kind of host cannot boot them to build that), so this is not the same moment as a container's reading"
         } else {
-            "Pss from /proc/PID/smaps_rollup summed over the VM's host processes (the jail's waiter and the jailed stacklab-vmm), read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched, shared library pages split fairly"
+            "Pss from /proc/PID/smaps_rollup summed over the VM's host processes (the jail's waiter and the jailed stacklab-vmm), read by the server while the VMM held the VM at ready: the VMM's own pages plus every guest page touched, shared library pages split evenly among their sharers"
         },
         Definition::Reading));
     if !linux {

@@ -531,7 +531,7 @@ pub(crate) fn Results(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                     <p class="headline" role="status">
                         "Ready " {figure(t, "time")} " after its work started"
                         {match m {
-                            Some(m) => view! { ", holding " {figure(m, "memory")} " of memory (its own pages, shared ones split fairly)" }.into_any(),
+                            Some(m) => view! { ", holding " {figure(m, "memory")} " of memory (its own pages, shared ones split evenly)" }.into_any(),
                             None => " (memory not measured: see all measurements)".into_any(),
                         }}
                         "." {waited}

@@ -1,6 +1,6 @@
 //! Memory of a container, read straight from the kernel: its memory cgroup
 //! (what the kernel charges the container) and `/proc/PID/smaps_rollup`
-//! (what its processes map, shared pages split fairly between sharers).
+//! (what its processes map, shared pages split evenly between sharers).
 
 use std::io;
 use std::net::IpAddr;
