@@ -287,28 +287,10 @@ impl Postgres {
 /// whose sessions use it: a store of its own on a shared server (tests).
 /// Callable from anywhere (it runs on a thread and runtime of its own).
 pub fn new_schema(url: &str) -> Result<String, DbError> {
-    let url = url.to_owned();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| DbError::new(format!("cannot start a runtime: {e}")))?;
-        runtime.block_on(async {
-            let (config, label) = config(&url)?;
-            let client = tokio::time::timeout(Duration::from_secs(5), client(&config, &label))
-                .await
-                .map_err(|_| DbError::new(format!("PostgreSQL {label}: no answer in 5 s")))??;
-            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
-            client
-                .batch_execute(&format!("CREATE SCHEMA {schema}"))
-                .await
-                .map_err(|e| DbError::new(pg_message(&e)))?;
-            let sep = if url.contains('?') { '&' } else { '?' };
-            Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
-        })
-    })
-    .join()
-    .map_err(|_| DbError::new("the schema thread panicked".into()))?
+    let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+    execute_apart(url, format!("CREATE SCHEMA {schema}"))?;
+    let sep = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{sep}options=-c%20search_path%3D{schema}"))
 }
 
 /// Drops the schema a URL from [`new_schema`] uses, with what is in it
@@ -324,6 +306,12 @@ pub fn drop_schema(url: &str) -> Result<(), DbError> {
     else {
         return Err(DbError::new("not a URL from new_schema".into()));
     };
+    execute_apart(url, format!("DROP SCHEMA {schema} CASCADE"))
+}
+
+/// Runs `sql` on a connection to `url` made on a thread and runtime of its
+/// own (so it can be called from sync and async code alike).
+fn execute_apart(url: &str, sql: String) -> Result<(), DbError> {
     let url = url.to_owned();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -336,7 +324,7 @@ pub fn drop_schema(url: &str) -> Result<(), DbError> {
                 .await
                 .map_err(|_| DbError::new(format!("PostgreSQL {label}: no answer in 5 s")))??;
             client
-                .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                .batch_execute(&sql)
                 .await
                 .map_err(|e| DbError::new(pg_message(&e)))
         })
