@@ -437,12 +437,15 @@ async fn micro_vm_demo(visit: &Visit) {
 /// The x-ray cards alone, in a browser of their own.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_xray_cards_of_lessons_2_and_3() {
-    let Some((_driver, port)) = chromedriver().await else {
+    let Some(Session {
+        client,
+        base,
+        profile: _profile,
+        driver: _driver,
+    }) = session().await
+    else {
         return;
     };
-    let base = start_server().await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = browser(port, profile.path()).await;
     let visit = Visit {
         client,
         base,

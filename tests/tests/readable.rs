@@ -189,12 +189,15 @@ async fn sweep_headline_is_the_sweep(client: &Client, shown: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
-    let Some((_driver, port)) = chromedriver().await else {
+    let Some(Session {
+        client,
+        base,
+        profile: _profile,
+        driver: _driver,
+    }) = session().await
+    else {
         return;
     };
-    let base = start_server().await;
-    let profile = tempfile::tempdir().unwrap();
-    let client = browser(port, profile.path()).await;
     let lessons = lessons();
     let five = lessons
         .iter()

@@ -57,6 +57,31 @@ pub async fn chromedriver() -> Option<(Child, u16)> {
     panic!("chromedriver did not listen on port {port} within 10 s");
 }
 
+/// One learner's browser on a server of its own: the driver, the server's
+/// base URL, a fresh profile and the browser (`None` where chromedriver
+/// is missing outside CI). Keep it alive for the test: dropping it stops
+/// the driver and removes the profile.
+pub struct Session {
+    pub client: Client,
+    pub base: String,
+    pub profile: tempfile::TempDir,
+    pub driver: Child,
+}
+
+/// A [`Session`] on a new server.
+pub async fn session() -> Option<Session> {
+    let (driver, port) = chromedriver().await?;
+    let base = start_server().await;
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(port, profile.path()).await;
+    Some(Session {
+        client,
+        base,
+        profile,
+        driver,
+    })
+}
+
 pub async fn browser(driver_port: u16, profile: &Path) -> Client {
     browser_with(driver_port, profile, &[]).await
 }
