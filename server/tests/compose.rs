@@ -153,31 +153,22 @@ async fn connect_from(src: Ipv4Addr) -> TcpStream {
     socket.connect(LB.parse().unwrap()).await.unwrap()
 }
 
-/// One HTTP/1.0 request from `src` through nginx: status, replica, body.
+/// One HTTP/1.0 request from `src` through nginx (the server's own
+/// client, `http1::exchange`): status, replica, body.
 async fn request(src: Ipv4Addr, method: &str, path: &str, body: &str) -> (u16, String, String) {
-    let mut s = connect_from(src).await;
-    let req = format!(
-        "{method} {path} HTTP/1.0\r\nHost: {LB}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut text))
-        .await
-        .expect("an answer within 30 s")
-        .unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
-    let replica = head
-        .lines()
-        .find_map(|l| l.strip_prefix("x-stacklab-replica: "))
+    let stream = connect_from(src).await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(30),
+        stacklab_server::http1::exchange(stream, LB, method, path, &[], body),
+    )
+    .await
+    .expect("an answer within 30 s")
+    .unwrap();
+    let replica = answer
+        .header("x-stacklab-replica")
         .unwrap_or_default()
         .to_owned();
-    (status, replica, body.to_owned())
+    (answer.status, replica, answer.body)
 }
 
 /// A learner at `src` starts `demo`: run id and the replica that took it.
