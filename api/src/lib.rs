@@ -445,6 +445,9 @@ pub struct CreateRun {
     pub trace: bool,
 }
 
+/// What [`valid_learner`] asks, as an error message says it.
+pub const LEARNER_RULE: &str = "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'";
+
 /// Whether `s` is an acceptable learner identifier: 8 to 64 characters of
 /// `A-Z a-z 0-9 - _` (a UUID fits).
 pub fn valid_learner(s: &str) -> bool {

@@ -24,8 +24,8 @@ use futures_util::Stream;
 use stacklab_api::{
     valid_class_code, valid_learner, Class, ClassView, CreateClass, DemoFigures, DemoId, ErrorBody,
     ErrorCode, JoinClass, LearningKept, LearningReport, LessonRef, RemovedMember, RoomLesson,
-    RoomNow, RoomPoints, RunError, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS,
-    MAX_MAX_MEMBERS,
+    RoomNow, RoomPoints, RunError, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, LEARNER_RULE,
+    MAX_CLASS_SECS, MAX_MAX_MEMBERS,
 };
 
 use super::auth::Instructor;
@@ -165,9 +165,7 @@ pub async fn join_class(
 ) -> Result<Json<Class>, AppError> {
     let code = code_of(&code)?;
     if !valid_learner(&request.learner) {
-        return Err(invalid(
-            "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
-        ));
+        return Err(invalid(LEARNER_RULE));
     }
     let name = request
         .display_name
@@ -332,12 +330,13 @@ pub async fn class_view(
     }))
 }
 
-/// Query of `GET /api/classes/{code}/points`.
+/// Query of `GET /api/classes/{code}/points` and `…/now`: the asking
+/// learner (whose runs are marked `mine`; whose membership is told).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PointsQuery {
-    /// Mark this learner's runs as `mine`.
+pub struct LearnerQuery {
+    /// The asking learner.
     #[param(pattern = r"^[A-Za-z0-9_-]{8,64}$")]
     learner: Option<String>,
 }
@@ -345,7 +344,7 @@ pub struct PointsQuery {
 /// `GET /api/classes/{code}/points?learner=…`: the room's finished runs,
 /// with no names; the asking learner's own marked.
 #[utoipa::path(get, path = "/classes/{code}/points", tag = "classes",
-    params(("code" = String, Path, description = "The class code"), PointsQuery),
+    params(("code" = String, Path, description = "The class code"), LearnerQuery),
     responses(
         (status = 200, description = "The room's finished runs, without names", body = RoomPoints),
         (status = 400, description = "A bad learner id", body = ErrorBody),
@@ -354,7 +353,7 @@ pub struct PointsQuery {
 pub async fn room_points(
     State(state): State<AppState>,
     Path(code): Path<String>,
-    ApiQuery(query): ApiQuery<PointsQuery>,
+    ApiQuery(query): ApiQuery<LearnerQuery>,
 ) -> Result<Json<RoomPoints>, AppError> {
     let code = code_of(&code)?;
     find(&state, &code).await?;
@@ -542,9 +541,7 @@ pub async fn report_learning(
 ) -> Result<Json<LearningKept>, AppError> {
     let code = code_of(&code)?;
     if !valid_learner(&report.learner) {
-        return Err(invalid(
-            "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'",
-        ));
+        return Err(invalid(LEARNER_RULE));
     }
     let index = lesson_index(&report.lesson)?;
     let scored = match report.answer {
@@ -639,21 +636,11 @@ pub async fn send_lesson(
     Ok(Json(request))
 }
 
-/// Query of `GET /api/classes/{code}/now`.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct NowQuery {
-    /// Whether this learner is a member.
-    #[param(pattern = r"^[A-Za-z0-9_-]{8,64}$")]
-    learner: Option<String>,
-}
-
 /// `GET /api/classes/{code}/now?learner=…`: the room as a learner's page
 /// needs it, without names: its name, where the instructor sent it, and
 /// whether this learner is in.
 #[utoipa::path(get, path = "/classes/{code}/now", tag = "classes",
-    params(("code" = String, Path, description = "The class code"), NowQuery),
+    params(("code" = String, Path, description = "The class code"), LearnerQuery),
     responses(
         (status = 200, description = "The room now, without names", body = RoomNow),
         (status = 400, description = "A bad learner id", body = ErrorBody),
@@ -662,14 +649,14 @@ pub struct NowQuery {
 pub async fn room_now(
     State(state): State<AppState>,
     Path(code): Path<String>,
-    ApiQuery(query): ApiQuery<NowQuery>,
+    ApiQuery(query): ApiQuery<LearnerQuery>,
 ) -> Result<Json<RoomNow>, AppError> {
     let code = code_of(&code)?;
     let class = find(&state, &code).await?;
     if query.learner.as_deref().is_some_and(|l| !valid_learner(l)) {
         return Err(AppError::BadRequest {
             status: StatusCode::BAD_REQUEST,
-            message: "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+            message: LEARNER_RULE.into(),
         });
     }
     let learner = query.learner;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use stacklab_api::{
     valid_learner, CreateRun, ErrorBody, EventKind, RunCreated, RunEvent, RunPage, RunRecord,
-    RunSummary,
+    RunSummary, LEARNER_RULE,
 };
 
 use super::client::ClientKey;
@@ -57,7 +57,7 @@ pub async fn create_run(
         if !valid_learner(learner) {
             return Err(AppError::BadRequest {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
-                message: "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
+                message: LEARNER_RULE.into(),
             });
         }
     }
@@ -348,9 +348,7 @@ impl ListQuery {
         }
         if let Some(l) = &self.learner {
             if !valid_learner(l) {
-                return Err(bad(
-                    "learner must be 8 to 64 characters of A-Z, a-z, 0-9, '-' and '_'".into(),
-                ));
+                return Err(bad(LEARNER_RULE.into()));
             }
         }
         if self.learner.is_none()
