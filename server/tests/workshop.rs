@@ -792,7 +792,19 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
     let mut last_removal = removing;
     for learner in &flooders {
         if learner == flooders.last().unwrap() {
-            // Whatever left the queue before the last removal: not counted.
+            // The earlier removals' runs end as their tasks wind down (a
+            // slot they free goes on to the next in line meanwhile): wait
+            // for all of them, then whatever left the queue before the
+            // last removal is not counted.
+            let earlier = &flood[..flood.len() - 2];
+            let waited = std::time::Instant::now();
+            while !earlier.iter().all(|r| r.is_finished()) {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(10),
+                    "removed members' runs end"
+                );
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             while changes.try_recv().is_ok() {}
             last_removal = std::time::Instant::now();
         }
