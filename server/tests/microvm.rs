@@ -208,6 +208,25 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     }
     let state = AppState::new(None, Settings::default());
     let (id, events) = run_over_http(&state, "density-micro-vm", Duration::from_secs(60)).await;
+    // A run ends when its VMs are gone: the jailed VMMs too, which die a
+    // moment after their waiters (seen still running, or tearing the VM
+    // down, once the waiters had been reaped; the next step then shared
+    // the program's pages with them and its memory read low). A zombie
+    // holds no VM and no memory; reaping orphans is the init's job.
+    let left = std::process::Command::new("pgrep")
+        .args(["-x", "stacklab-vmm"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap();
+    let left: Vec<String> = left
+        .split_whitespace()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter(|stat| !stat.contains(") Z "))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "VMMs alive after the sweep ended: {left:?}"
+    );
     let record = state.runs.get(&id).unwrap().record();
     assert_eq!(record.state, RunState::Succeeded, "{:?}", record.outcome());
     let mut want = vec![Phase::Accepted, Phase::SlotGranted];

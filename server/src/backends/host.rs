@@ -62,6 +62,30 @@ pub fn children(pid: u32) -> io::Result<Vec<u32>> {
         .collect())
 }
 
+/// Waits until process `pid`, named `comm`, has exited (gone, a zombie, or
+/// its PID now names another program), polling `/proc` for at most
+/// `within`. A zombie holds no memory any more. Returns whether it did.
+pub async fn exited(pid: u32, comm: &str, within: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    let named = format!("({comm}) ");
+    loop {
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => match stat.split_once(&named) {
+                None => true,
+                Some((_, rest)) => rest.starts_with('Z') || rest.starts_with('X'),
+            },
+        };
+        if gone {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// The memory of process `pid` and its children, summed. A process of
 /// the tree that is gone is an error: the tree is read while it is held.
 pub fn tree_rollup(pid: u32) -> io::Result<Rollup> {
@@ -174,5 +198,30 @@ mod tests {
         );
         assert!(bare.contains("unknown CPU model"), "{bare}");
         assert!(!describe().is_empty());
+    }
+
+    /// A live process is waited for until the bound; once killed it counts
+    /// as exited while still a zombie (not yet reaped), since it holds no
+    /// memory; a PID naming another program counts as exited too.
+    #[tokio::test]
+    async fn a_process_has_exited_once_dead_even_unreaped() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = sleeper.id();
+        let short = std::time::Duration::from_millis(30);
+        assert!(!exited(pid, "sleep", short).await, "sleep is still running");
+        assert!(
+            exited(pid, "not-sleep", short).await,
+            "another program's PID"
+        );
+        sleeper.kill().unwrap();
+        assert!(
+            exited(pid, "sleep", std::time::Duration::from_secs(5)).await,
+            "killed, a zombie until reaped"
+        );
+        sleeper.wait().unwrap();
+        assert!(exited(pid, "sleep", short).await, "reaped: gone");
     }
 }

@@ -23,7 +23,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 pub use artifacts::{LinuxArtifacts, LinuxGuest, LinuxGuestKind, VmArtifacts};
 pub use measure::{measure_linux, measure_tiny};
 
-use crate::backends::host::children;
+use crate::backends::host::{self, children};
 use crate::backends::{MemoryProbe, Ready, RunContext, Runtime};
 
 /// What a [`KvmRuntime`] boots.
@@ -231,6 +231,16 @@ impl Runtime for KvmRuntime {
         // Whatever happened, the VM is gone when its process is.
         let _ = child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        // The jailed VMM dies with its waiter (PR_SET_PDEATHSIG), but a
+        // moment later: it was seen running, or tearing its VM down in the
+        // kernel, after the waiter had been reaped. The run ends when its VM
+        // is gone, so that nothing outlives it and the next step of a density
+        // sweep does not share the program's pages with the last one's VMMs.
+        if let Some(vmm) = jailed_pid {
+            if !host::exited(vmm, "stacklab-vmm", Duration::from_secs(5)).await {
+                tracing::warn!(pid = vmm, "a jailed VMM outlived its waiter by 5 s");
+            }
+        }
         let (report, guest) = result?;
         if ctx.is_single() {
             let captured = capture.map(|c| {
