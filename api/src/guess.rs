@@ -89,6 +89,20 @@ impl Quantity {
         }
     }
 
+    /// Its name in a verdict ("Time: you guessed …").
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantity::Time => "Time",
+            Quantity::Memory => "Memory",
+            Quantity::PlatformShare => "Platform's share",
+            Quantity::DensitySlope => "Memory of 5 over 1",
+            Quantity::Exits => "Exits to the VMM",
+            Quantity::SameKernel => "Same kernel as the host",
+            Quantity::SharedNamespaces => "Namespaces shared with the host",
+            Quantity::PageFaults => "Guest page faults",
+        }
+    }
+
     /// The scale it is guessed on.
     pub fn scale(self) -> Scale {
         match self {

@@ -455,10 +455,13 @@ async fn the_xray_cards_of_lessons_2_and_3() {
     visit.client.close().await.unwrap();
 }
 
-/// Lessons 2 and 3's x-ray cards (issue 25): the guess first, then a run
+/// Lessons 2 and 3's x-ray cards (issues 25 and 26): the x-ray's
+/// questions answered first (the Run button waits for them), then a run
 /// that asks for the kernel's events; the guest names KVM as its
 /// hypervisor and has its own kernel, the container reports the host's
-/// kernel string exactly as `/api/health` does.
+/// kernel string exactly as `/api/health` does; and the verdict answers the
+/// guesses locked at the click from the run's own x-ray, though the
+/// learner changed them afterwards.
 async fn xray_cards(visit: &Visit) {
     let Visit { client, base, .. } = visit;
     client.goto(&format!("{base}/api/health")).await.unwrap();
@@ -471,8 +474,31 @@ async fn xray_cards(visit: &Visit) {
         .await
         .unwrap();
     let vm = r#"div.xray-block[data-demo="micro-vm"]"#;
-    wait_for_text(client, &format!("{vm} p.predict"), "hypervisor").await;
+    wait_for_text(
+        client,
+        &format!("{vm} fieldset.predict legend"),
+        "hypervisor",
+    )
+    .await;
+    let run = client
+        .find(Locator::Css(&format!("{vm} button.run")))
+        .await
+        .unwrap();
+    assert!(
+        !run.is_enabled().await.unwrap(),
+        "Run waits for the x-ray's questions"
+    );
+    let answer = |card: &str, q: &str, a: &str| {
+        format!(r#"{card} div.guess[data-quantity="{q}"] button[data-answer="{a}"]"#)
+    };
+    let faults = format!(r#"{vm} label[data-quantity="page_faults"] input"#);
+    // "Yes, the host's kernel" (wrong) and 10^2 faults.
+    click(client, &answer(vm, "same_kernel", "yes")).await;
+    slide(client, &faults, 2.0).await;
     click(client, &format!("{vm} button.run")).await;
+    // Changed after the click: a guess for the next run only.
+    click(client, &answer(vm, "same_kernel", "no")).await;
+    slide(client, &faults, 5.0).await;
     let row = |key: &str, side: &str| format!(r#"{vm} tr[data-xray="{key}"] td.{side}"#);
     assert_eq!(
         reading_text(client, &row("hypervisor", "inside")).await,
@@ -486,6 +512,42 @@ async fn xray_cards(visit: &Visit) {
     assert!(own.starts_with("stacklab-guest"), "{own}");
     wait_for_text(client, &format!("{vm} details.calls summary"), "KVM calls").await;
     wait_for_text(client, &format!("{vm} p.why"), "KVMKVMKVM").await;
+    let verdict = verdict_of(client, vm).await;
+    assert!(
+        verdict.contains(
+            "Same kernel as the host: you guessed yes; measured no: not what you guessed."
+        ),
+        "the locked answer, from the x-ray's two kernels: {verdict}"
+    );
+    // The faults KVM resolved, as the card counted them: page faults where
+    // this KVM traces them, else the pages it mapped on first touch; or,
+    // without the kernel's events, why not (never 0).
+    let count = |key: &str| format!(r#"{vm} ul.counts li[data-xray="{key}"] strong"#);
+    let counted = match client.find(Locator::Css(&count("kvm_page_fault"))).await {
+        Ok(e) => Some(e.text().await.unwrap()),
+        Err(_) => match client.find(Locator::Css(&count("kvm_spte"))).await {
+            Ok(e) => Some(e.text().await.unwrap()),
+            Err(_) => None,
+        },
+    };
+    match counted {
+        Some(n) => {
+            assert!(n.parse::<u64>().is_ok_and(|n| n > 0), "{n}");
+            assert!(
+                verdict.contains(&format!(
+                    "Guest page faults: you guessed 100; measured {n}: "
+                )),
+                "the locked guess against the card's own count {n}: {verdict}"
+            );
+        }
+        None => {
+            eprintln!("no KVM fault count on this host: the verdict must say why");
+            assert!(
+                verdict.contains("Guest page faults: you guessed 100; not measured in this run ("),
+                "{verdict}"
+            );
+        }
+    }
     screenshot_of(client, vm, "xray-micro-vm").await;
 
     client
@@ -493,8 +555,19 @@ async fn xray_cards(visit: &Visit) {
         .await
         .unwrap();
     let ct = r#"div.xray-block[data-demo="postgres-container"]"#;
-    wait_for_text(client, &format!("{ct} p.predict"), "same kernel").await;
+    wait_for_text(
+        client,
+        &format!("{ct} fieldset.predict legend"),
+        "same kernel",
+    )
+    .await;
+    let shared = format!(r#"{ct} label[data-quantity="shared_namespaces"] input"#);
+    // "No, its own kernel" (wrong) and 5 shared namespaces.
+    click(client, &answer(ct, "same_kernel", "no")).await;
+    slide(client, &shared, 5.0).await;
     click(client, &format!("{ct} button.run")).await;
+    click(client, &answer(ct, "same_kernel", "yes")).await;
+    slide(client, &shared, 0.0).await;
     let row = |key: &str, side: &str| format!(r#"{ct} tr[data-xray="{key}"] td.{side}"#);
     let inside = reading_within(
         client,
@@ -526,7 +599,49 @@ async fn xray_cards(visit: &Visit) {
     )
     .await;
     wait_for_text(client, &format!("{ct} p.why"), "user namespace").await;
+    let verdict = verdict_of(client, ct).await;
+    assert!(
+        verdict.contains(
+            "Same kernel as the host: you guessed no; measured yes: not what you guessed."
+        ),
+        "{verdict}"
+    );
+    // The card's own rows: namespaces marked the same as the host's.
+    let same = client
+        .find_all(Locator::Css(&format!(
+            r#"{ct} tr[data-xray^="ns_"][data-same="same"]"#
+        )))
+        .await
+        .unwrap()
+        .len();
+    assert!(same >= 1, "at least the user namespace is shared");
+    let shared_row = reading_text(client, &row("ns_shared", "inside")).await;
+    assert!(
+        shared_row.starts_with(&format!("{same} of ")),
+        "{shared_row}"
+    );
+    let off = (same as i64 - 5).unsigned_abs();
+    let how_far = match off {
+        0 => "spot on".to_owned(),
+        d => format!(
+            "{d} {} your guess",
+            if same > 5 { "above" } else { "below" }
+        ),
+    };
+    assert!(
+        verdict.contains(&format!(
+            "Namespaces shared with the host: you guessed 5; measured {same}: {how_far}."
+        )),
+        "the locked guess against the card's {same} shared: {verdict}"
+    );
     screenshot_of(client, ct, "xray-postgres-container").await;
+}
+
+/// The verdict lines of `card`, once its run has finished.
+async fn verdict_of(client: &Client, card: &str) -> String {
+    let css = format!("{card} .guess-verdict");
+    wait_for_text(client, &css, "you guessed").await;
+    text_of(client, &css).await.replace('\u{a0}', " ")
 }
 
 /// A real Linux guest: on a nested kvm-pvm host the widget says plainly
