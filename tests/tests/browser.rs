@@ -246,7 +246,13 @@ async fn container_demo(visit: &Visit) {
 async fn hello_container_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let card = r#"section.demo-card[data-demo="hello-container"]"#;
-    no_guess(client, card).await;
+    // The card's one more question: the platform's share, 50 %.
+    slide(
+        client,
+        &format!(r#"{card} label[data-quantity="platform_share"] input"#),
+        50.0,
+    )
+    .await;
     click(client, &format!("{card} button.repeat")).await;
     wait_for_text(client, &format!("{card} .series"), "5 of 5 runs done").await;
     let series = text_of(client, &format!("{card} .series")).await;
@@ -262,6 +268,16 @@ async fn hello_container_demo(visit: &Visit) {
     );
     let output = reading_text(client, &format!(r#"{card} tr[data-key="output"]"#)).await;
     assert!(output.contains("hello from a container"), "{output}");
+    let verdict = verdict_of(client, card).await;
+    let share = verdict
+        .split("Platform's share: you guessed 50 %; measured ")
+        .nth(1)
+        .and_then(|rest| rest.split(" %").next())
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(
+        share.is_some_and(|p| p <= 100),
+        "a percentage of start → ready: {verdict}"
+    );
     screenshot_of(client, card, "hello-container-5-runs").await;
 }
 
@@ -738,7 +754,18 @@ async fn density_sweeps(visit: &Visit) {
         ("density-container", Duration::from_secs(120)),
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
-        no_guess(client, &card).await;
+        let micro_vm = demo == "density-micro-vm";
+        if micro_vm {
+            // The slope: memory of 5 over 1, guessed ×10^0.5.
+            slide(
+                client,
+                &format!(r#"{card} label[data-quantity="density_slope"] input"#),
+                0.5,
+            )
+            .await;
+        } else {
+            no_guess(client, &card).await;
+        }
         click(client, &format!("{card} button.run")).await;
         if demo == "density-container" {
             away_and_back_mid_run(client, &card).await;
@@ -750,6 +777,30 @@ async fn density_sweeps(visit: &Visit) {
         )
         .await;
         assert!(last.ends_with("MiB"), "{last}");
+        if micro_vm {
+            let first = reading_text(
+                client,
+                &format!(r#"{card} tr[data-key="memory_total@1"] td.num"#),
+            )
+            .await;
+            let bytes = |s: &str| {
+                let (v, unit) = s.split_once(' ').unwrap_or((s, ""));
+                let scale = if unit == "KiB" { 1024.0 } else { 1048576.0 };
+                v.parse::<f64>().unwrap_or_else(|_| panic!("{s}")) * scale
+            };
+            let verdict = verdict_of(client, &card).await;
+            let slope = verdict
+                .split("Memory of 5 over 1: you guessed ×3.2; measured ×")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|r| r.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{verdict}"));
+            let shown = bytes(&last.replace('\u{a0}', " ")) / bytes(&first.replace('\u{a0}', " "));
+            assert!(
+                (slope - shown).abs() < 0.15 * shown,
+                "the slope {slope} is the card's own {last} / {first}: {verdict}"
+            );
+        }
         let points = client
             .find_all(Locator::Css(&format!("{card} .density svg circle")))
             .await
