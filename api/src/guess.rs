@@ -252,6 +252,19 @@ impl Quantity {
         }
     }
 
+    /// What the true value counted, where it is not what the name says:
+    /// the pages KVM mapped, where this KVM does not trace its page faults.
+    pub fn counted_as(self, events: &[RunEvent]) -> Option<&'static str> {
+        let x = events.iter().find_map(|e| match &e.kind {
+            EventKind::XRay { xray } => Some(xray),
+            _ => None,
+        })?;
+        (self == Quantity::PageFaults
+            && x.count(XRayKey::KvmPageFault).is_none()
+            && x.count(XRayKey::KvmSpte).is_some())
+        .then_some("counted as the guest pages KVM mapped on first touch: this host's KVM does not trace its page faults")
+    }
+
     /// How far `guess` was from `measured`, on this quantity's scale.
     pub fn off(self, guess: f64, measured: f64) -> Off {
         match self.scale() {
@@ -501,6 +514,11 @@ mod tests {
         x.push_count(XRayKey::KvmSpte, "mapped", 12, "");
         let events = [at(EventKind::XRay { xray: x }), figures];
         assert_eq!(m(Quantity::PageFaults, DemoId::MicroVm, &events), Ok(12.0));
+        assert!(
+            Quantity::PageFaults.counted_as(&events).is_some(),
+            "mappings, said so"
+        );
+        assert!(Quantity::Exits.counted_as(&events).is_none());
 
         let failed = at(EventKind::Finished {
             outcome: Outcome::Failed {

@@ -151,10 +151,14 @@ pub fn GuessBeside(
                         let name = q.name();
                         Some(match events.with(|v| q.measured(demo, v)) {
                             Ok(m) => format!(
-                                "{name}: you guessed {}; measured {}: {}.",
+                                "{name}: you guessed {}; measured {}: {}.{}",
                                 show(q, guess),
                                 show(q, m),
-                                how_far(q, guess, m)
+                                how_far(q, guess, m),
+                                events
+                                    .with(|v| q.counted_as(v))
+                                    .map(|c| format!(" ({c})"))
+                                    .unwrap_or_default()
                             ),
                             Err(why) => format!(
                                 "{name}: you guessed {}; not measured in this run ({why})",

@@ -540,20 +540,25 @@ async fn xray_cards(visit: &Visit) {
     // without the kernel's events, why not (never 0).
     let count = |key: &str| format!(r#"{vm} ul.counts li[data-xray="{key}"] strong"#);
     let counted = match client.find(Locator::Css(&count("kvm_page_fault"))).await {
-        Ok(e) => Some(e.text().await.unwrap()),
+        Ok(e) => Some((e.text().await.unwrap(), false)),
         Err(_) => match client.find(Locator::Css(&count("kvm_spte"))).await {
-            Ok(e) => Some(e.text().await.unwrap()),
+            Ok(e) => Some((e.text().await.unwrap(), true)),
             Err(_) => None,
         },
     };
     match counted {
-        Some(n) => {
+        Some((n, mappings)) => {
             assert!(n.parse::<u64>().is_ok_and(|n| n > 0), "{n}");
             assert!(
                 verdict.contains(&format!(
                     "Guest page faults: you guessed 100; measured {n}: "
                 )),
                 "the locked guess against the card's own count {n}: {verdict}"
+            );
+            assert_eq!(
+                verdict.contains("counted as the guest pages KVM mapped on first touch"),
+                mappings,
+                "the verdict says when it counted mappings, not faults: {verdict}"
             );
         }
         None => {
