@@ -6,8 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire_enum::wire_enum;
-use crate::{DemoId, RunState};
+use crate::{DemoId, Quantity, RunState};
 
 /// `POST /api/classes` body (instructor token required).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,84 +215,6 @@ pub struct LessonRef {
     pub questions: u32,
 }
 
-wire_enum! {
-    /// What a learner's guess is of: a demo's headline figure for one of
-    /// the figure table's questions ([`crate::figures::headline`]).
-    pub enum Quantity {
-        /// The headline time, in µs.
-        Time => "time",
-        /// The headline memory, in bytes.
-        Memory => "memory",
-    }
-}
-
-impl Quantity {
-    /// The range a guess of this quantity may take (the log scale the
-    /// learner's slider spans): 100 µs to 10 min, 100 KiB to 10 GiB.
-    pub fn range(self) -> (f64, f64) {
-        match self {
-            Quantity::Time => (100.0, 600e6),
-            Quantity::Memory => (100.0 * 1024.0, 10.0 * 1024.0 * 1024.0 * 1024.0),
-        }
-    }
-
-    /// The figure table's question this quantity answers.
-    pub fn question(self) -> crate::Question {
-        match self {
-            Quantity::Time => crate::Question::Time,
-            Quantity::Memory => crate::Question::Memory,
-        }
-    }
-
-    /// The key of `demo`'s headline figure for this quantity: the figure
-    /// table's ([`crate::figures::headline`]; a test holds them equal),
-    /// without the table's text, which the browser's bundle leaves out.
-    pub fn key(self, demo: DemoId) -> crate::Key {
-        use crate::{DensityMetric, Key, Metric};
-        match (self, demo.density_of().is_some()) {
-            (Quantity::Time, false) => Metric::StartToReady.into(),
-            (Quantity::Time, true) => Metric::SweepTotal.into(),
-            (Quantity::Memory, false) => Metric::MemoryHeld.into(),
-            (Quantity::Memory, true) => {
-                Key::Density(DensityMetric::MemoryTotal, DemoId::DENSITY_MAX)
-            }
-        }
-    }
-}
-
-/// A learner's guess, locked when the run started.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Guess {
-    /// Of what.
-    pub quantity: Quantity,
-    /// The value guessed (µs or bytes, within [`Quantity::range`]);
-    /// absent: the learner chose "I'd rather not guess".
-    #[serde(default)]
-    pub value: Option<f64>,
-}
-
-impl Guess {
-    /// Why this guess cannot be taken, if it cannot.
-    pub fn invalid(&self) -> Option<String> {
-        let (low, high) = self.quantity.range();
-        match self.value {
-            Some(v) if !(low..=high).contains(&v) => Some(format!(
-                "a {} guess must be between {low} and {high}, not {v}",
-                self.quantity
-            )),
-            _ => None,
-        }
-    }
-}
-
-/// How far a guess was off, in orders of magnitude: log10(measured /
-/// guessed); positive when the result was larger than the guess.
-pub fn orders_off(guess: f64, measured: f64) -> f64 {
-    (measured / guess).log10()
-}
-
 /// A guess of the room, for the instructor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -474,37 +395,4 @@ pub struct RoomChange {
     pub demo: DemoId,
     /// Where it is now.
     pub state: RunState,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_guess_is_of_the_figure_tables_headline() {
-        for demo in DemoId::ALL {
-            for q in Quantity::ALL {
-                assert_eq!(
-                    q.key(demo),
-                    crate::figures::headline(demo, q.question()).key,
-                    "{demo}: {q}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn guesses_outside_the_scale_are_refused() {
-        let g = |quantity, value| Guess { quantity, value };
-        assert!(g(Quantity::Time, Some(100.0)).invalid().is_none());
-        assert!(g(Quantity::Time, Some(600e6)).invalid().is_none());
-        assert!(g(Quantity::Time, Some(99.0)).invalid().is_some());
-        assert!(g(Quantity::Memory, Some(11.0 * 1073741824.0))
-            .invalid()
-            .is_some());
-        assert!(g(Quantity::Memory, Some(f64::NAN)).invalid().is_some());
-        assert!(g(Quantity::Memory, None).invalid().is_none(), "declined");
-        assert!((orders_off(1000.0, 10_000.0) - 1.0).abs() < 1e-9);
-        assert!((orders_off(1000.0, 100.0) + 1.0).abs() < 1e-9);
-    }
 }

@@ -9,20 +9,21 @@
 mod class;
 mod codes;
 pub mod figures;
+mod guess;
 mod keys;
 mod phases;
 mod wire_enum;
 mod xray;
 
 pub use class::{
-    orders_off, valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText,
-    Guess, JoinClass, LearningKept, LearningReport, LessonRef, Member, MemberLearning, Quantity,
-    QuizAnswer, RemovedMember, RoomChange, RoomGuess, RoomLesson, RoomNow, RoomPoint, RoomPoints,
-    CLASS_CODE_ALPHABET, CLASS_CODE_LEN, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS,
-    MAX_MAX_MEMBERS,
+    valid_class_code, Capacity, Class, ClassView, CreateClass, DemoFigures, FigureText, JoinClass,
+    LearningKept, LearningReport, LessonRef, Member, MemberLearning, QuizAnswer, RemovedMember,
+    RoomChange, RoomGuess, RoomLesson, RoomNow, RoomPoint, RoomPoints, CLASS_CODE_ALPHABET,
+    CLASS_CODE_LEN, DEFAULT_CLASS_SECS, DEFAULT_MAX_MEMBERS, MAX_CLASS_SECS, MAX_MAX_MEMBERS,
 };
 pub use codes::ErrorCode;
 pub use figures::{Clock, Definition, Figure, Question};
+pub use guess::{orders_off, Guess, Off, Quantity, Scale};
 pub use keys::{DensityMetric, FactKey, Key, Metric};
 pub use phases::Phase;
 pub use xray::{XRay, XRayCall, XRayCount, XRayKey, XRayMissing, XRayOf, XRayRow};

@@ -1,10 +1,14 @@
-//! Predictions that count: before a demo runs, the learner guesses its
-//! headline figures (time, memory) on a log scale, or says "I'd rather
-//! not guess"; the Run button waits for one or the other. The guess locks
-//! when the run starts (and travels with it, see `live::start_run`); the
-//! card then compares the locked guess with what was measured, in orders
-//! of magnitude. Moving the slider afterwards is a guess for the next run:
-//! it never rewrites the verdict.
+//! Predictions that count: before a demo runs, the learner guesses what
+//! its card asks (time and memory on a log scale and one more figure; an
+//! x-ray block's questions), or says "I'd rather not guess"; the Run
+//! button waits for one or the other. What each quantity is, its scale
+//! and how its true value is read from the run are defined once, in
+//! `stacklab_api::Quantity`. The guess locks when the run starts (and
+//! travels with it, see `live::start_run`); the card then compares the
+//! locked guess with what was measured (orders of magnitude on a log
+//! scale, the difference on a linear one, right or wrong for yes/no).
+//! Moving the slider afterwards is a guess for the next run: it never
+//! rewrites the verdict.
 //!
 //! Uses `progress` (where guesses and locks are kept) and `lessons`.
 
@@ -12,7 +16,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
-use stacklab_api::{EventKind, Guess, Outcome, Quantity, RunEvent};
+use stacklab_api::{EventKind, Guess, Off, Quantity, RunEvent, Scale};
 
 use crate::lessons::{DemoId, Prediction};
 use crate::num::{fixed, n};
@@ -41,80 +45,77 @@ pub fn guesses_json(demo: DemoId) -> String {
     format!(r#","guesses":[{}]"#, items.join(","))
 }
 
-/// The quantities a demo's card asks about.
-const QUANTITIES: [Quantity; 2] = [Quantity::Time, Quantity::Memory];
-
-/// A value of `q`, in words (µs or bytes).
+/// A value of `q`, in words (µs or bytes, percent, a multiple, a count,
+/// yes or no).
 pub fn show(q: Quantity, v: f64) -> String {
     let (v, unit) = match q {
-        Quantity::Time if v < 1e3 => (v, "µs"),
-        Quantity::Time if v < 1e6 => (v / 1e3, "ms"),
-        Quantity::Time if v < 60e6 => (v / 1e6, "s"),
-        Quantity::Time => (v / 60e6, "min"),
-        Quantity::Memory if v < 1048576.0 => (v / 1024.0, "KiB"),
-        Quantity::Memory if v < 1073741824.0 => (v / 1048576.0, "MiB"),
-        Quantity::Memory => (v / 1073741824.0, "GiB"),
+        Quantity::Time if v < 1e3 => (v, "\u{a0}µs"),
+        Quantity::Time if v < 1e6 => (v / 1e3, "\u{a0}ms"),
+        Quantity::Time if v < 60e6 => (v / 1e6, "\u{a0}s"),
+        Quantity::Time => (v / 60e6, "\u{a0}min"),
+        Quantity::Memory if v < 1048576.0 => (v / 1024.0, "\u{a0}KiB"),
+        Quantity::Memory if v < 1073741824.0 => (v / 1048576.0, "\u{a0}MiB"),
+        Quantity::Memory => (v / 1073741824.0, "\u{a0}GiB"),
+        Quantity::PlatformShare => return format!("{}\u{a0}%", fixed(v, 0)),
+        Quantity::DensitySlope => return format!("×{}", fixed(v, 1)),
+        Quantity::SameKernel => return (if v >= 0.5 { "yes" } else { "no" }).to_owned(),
+        _ => return fixed(v, 0),
     };
-    format!("{}\u{a0}{unit}", fixed(v, if v < 10.0 { 1 } else { 0 }))
+    format!("{}{unit}", fixed(v, if v < 10.0 { 1 } else { 0 }))
 }
 
-/// How the verdict says "how far off": orders of magnitude, and the factor.
-fn how_far(guess: f64, measured: f64) -> String {
-    let off = stacklab_api::orders_off(guess, measured);
-    if off.abs() < 0.05 {
-        return "spot on".to_owned();
+/// How the verdict says how far off: orders of magnitude and the factor,
+/// the difference, or right and wrong.
+fn how_far(q: Quantity, guess: f64, measured: f64) -> String {
+    match q.off(guess, measured) {
+        Off::Right(true) => "right".to_owned(),
+        Off::Right(false) => "not what you guessed".to_owned(),
+        Off::By(d) if d.abs() < 0.5 => "spot on".to_owned(),
+        Off::By(d) => format!(
+            "{} {} your guess",
+            show(q, d.abs()),
+            if d > 0.0 { "above" } else { "below" }
+        ),
+        Off::Orders(off) if off.abs() < 0.05 => "spot on".to_owned(),
+        Off::Orders(off) => format!(
+            "{} orders of magnitude {} your guess (×{})",
+            fixed(off.abs(), 1),
+            if off > 0.0 { "above" } else { "below" },
+            {
+                let factor = 10f64.powf(off.abs());
+                fixed(factor, if factor < 10.0 { 1 } else { 0 })
+            }
+        ),
     }
-    format!(
-        "{} orders of magnitude {} your guess (×{})",
-        fixed(off.abs(), 1),
-        if off > 0.0 { "above" } else { "below" },
-        {
-            let factor = 10f64.powf(off.abs());
-            fixed(factor, if factor < 10.0 { 1 } else { 0 })
-        }
-    )
 }
 
-/// Whether `demo`'s Run may start: a guess made or declined (always, for a
-/// demo without a prediction).
-pub fn ready(progress: Progress, demo: DemoId, asks: bool) -> bool {
-    !asks
+/// Whether `demo`'s Run may start: a guess of one of `asks` made, or
+/// declined (always, for a card that asks nothing).
+pub fn ready(progress: Progress, demo: DemoId, asks: &[Quantity]) -> bool {
+    asks.is_empty()
         || progress.declined(demo)
-        || QUANTITIES
-            .iter()
-            .any(|q| progress.guess_of(demo, *q).is_some())
+        || asks.iter().any(|q| progress.guess_of(demo, *q).is_some())
 }
 
-/// Locks `demo`'s current guess (or "no guess") for the run about to
-/// start: kept in progress for the verdict, and for the run's request.
-pub fn lock(progress: Progress, demo: DemoId, asks: bool) {
-    let guesses: Vec<Guess> = if !asks {
-        Vec::new()
-    } else if progress.declined(demo) {
-        QUANTITIES
-            .iter()
-            .map(|&quantity| Guess {
-                quantity,
-                value: None,
-            })
-            .collect()
-    } else {
-        QUANTITIES
-            .iter()
-            .filter_map(|&quantity| {
-                progress.guess_of(demo, quantity).map(|v| Guess {
-                    quantity,
-                    value: Some(v),
-                })
-            })
-            .collect()
-    };
+/// Locks `demo`'s current guesses of `asks` (or "no guess") for the run
+/// about to start: kept in progress for the verdict, and for the run's
+/// request.
+pub fn lock(progress: Progress, demo: DemoId, asks: &[Quantity]) {
+    let declined = progress.declined(demo);
+    let guesses: Vec<Guess> = asks
+        .iter()
+        .filter_map(|&quantity| {
+            let value = progress.guess_of(demo, quantity);
+            (declined || value.is_some()).then_some(Guess { quantity, value })
+        })
+        .collect();
     progress.lock(demo, &guesses);
     LOCKED.with(|l| l.borrow_mut().insert(demo, guesses));
 }
 
-/// Before the run: the learner's guesses, on log-scale sliders. After it:
-/// the locked guess beside what was measured, with why.
+/// Before the run: the learner's guesses, on sliders (yes/no as two
+/// buttons). After it: the locked guess beside what was measured, with
+/// why (or why there is no measured value).
 #[component]
 pub fn GuessBeside(
     demo: DemoId,
@@ -123,36 +124,47 @@ pub fn GuessBeside(
     /// Why the demo cannot run here, if it cannot: then there is no guess
     /// to make (and no Tab stops).
     unavailable: RwSignal<Option<String>>,
+    /// The x-ray block's questions, not the demo card's.
+    #[prop(optional)]
+    xray: bool,
 ) -> impl IntoView {
     let progress = Progress::get();
-    let measured = move |q: Quantity| {
-        events.with(|v| {
-            v.iter().find_map(|e| match &e.kind {
-                EventKind::Finished {
-                    outcome: outcome @ Outcome::Ready { .. },
-                } => outcome.value(q.key(demo)),
-                _ => None,
-            })
-        })
-    };
+    let asks = Quantity::asked(demo, xray);
     let verdict = move || {
-        let done = QUANTITIES.iter().any(|q| measured(*q).is_some());
-        let locked = progress.locked(demo)?;
-        done.then(|| {
+        let done = events.with(|v| {
+            v.iter()
+                .any(|e| matches!(e.kind, EventKind::Finished { .. }))
+        });
+        let locked: Vec<Guess> = progress
+            .locked(demo)?
+            .into_iter()
+            .filter(|g| asks.contains(&g.quantity))
+            .collect();
+        (done && !locked.is_empty()).then(|| {
             let lines = if locked.iter().all(|g| g.value.is_none()) {
                 vec!["You chose not to guess this time.".to_owned()]
             } else {
                 locked
                     .iter()
                     .filter_map(|g| {
-                        let (guess, m) = (g.value?, measured(g.quantity)?);
-                        Some(format!(
-                            "{}: you guessed {}; measured {}: {}.",
-                            if g.quantity == Quantity::Time { "Time" } else { "Memory" },
-                            show(g.quantity, guess),
-                            show(g.quantity, m),
-                            how_far(guess, m)
-                        ))
+                        let (q, guess) = (g.quantity, g.value?);
+                        let name = q.name();
+                        Some(match events.with(|v| q.measured(demo, v)) {
+                            Ok(m) => format!(
+                                "{name}: you guessed {}; measured {}: {}.{}",
+                                show(q, guess),
+                                show(q, m),
+                                how_far(q, guess, m),
+                                events
+                                    .with(|v| q.counted_as(v))
+                                    .map(|c| format!(" ({c})"))
+                                    .unwrap_or_default()
+                            ),
+                            Err(why) => format!(
+                                "{name}: you guessed {}; not measured in this run ({why})",
+                                show(q, guess)
+                            ),
+                        })
                     })
                     .collect()
             };
@@ -165,38 +177,69 @@ pub fn GuessBeside(
         })
     };
     let declined = move || progress.declined(demo);
+    let input = move |q: Quantity| {
+        let (lo, hi) = q.range();
+        let value = move || progress.guess_of(demo, q);
+        let text = move || value().map(|v| show(q, v));
+        let log = q.scale() == Scale::Log;
+        let (min, max, step) = if log {
+            (lo.log10(), hi.log10(), "0.05")
+        } else {
+            (lo, hi, "1")
+        };
+        let set = move |v: f64| progress.set_guess(demo, q, if log { 10f64.powf(v) } else { v });
+        if q.scale() == Scale::YesNo {
+            let choice = move |v: f64, label: &'static str| {
+                view! {
+                    <button type="button" data-answer=label aria-pressed=move || (value() == Some(v)).to_string() on:click=move |_| set(v)>
+                        {label}
+                    </button>
+                }
+            };
+            // A group, not a label: a label would press its first button.
+            return view! {
+                <div class="guess" role="group" aria-label=q.label() data-quantity=q.as_str()>
+                    {q.label()}" "{choice(1.0, "yes")}" "{choice(0.0, "no")}
+                </div>
+            }
+            .into_any();
+        }
+        let shown = move || {
+            value()
+                .map(|v| if log { v.log10() } else { v })
+                .unwrap_or((min + max) / 2.0)
+        };
+        view! {
+            <label class="guess" data-quantity=q.as_str()>
+            {q.label()}
+            <input
+                type="range"
+                min=n(min)
+                max=n(max)
+                step=step
+                prop:value=move || n(shown())
+                aria-valuetext=move || text().unwrap_or_else(|| "no guess yet".into())
+                on:input=move |e| {
+                    let v = js_sys::Number::parse_float(&event_target_value(&e));
+                    if v.is_finite() {
+                        set(v);
+                    }
+                }
+            />
+            <output>{move || text().unwrap_or_else(|| "move to guess".into())}</output>
+            </label>
+        }
+        .into_any()
+    };
     view! {
         <fieldset class="predict" disabled=move || unavailable.with(Option::is_some)>
             <legend>
                 <span class="predict-label">"Before you run it: "</span>
                 <span inner_html=prediction.question.as_ref()></span>
             </legend>
-            {QUANTITIES
-                .into_iter()
-                .map(|q| {
-                    let (lo, hi) = q.range();
-                    let value = move || progress.guess_of(demo, q);
-                    view! {
-                        <label class="guess" data-quantity=q.as_str()>
-                            {if q == Quantity::Time { "Time until ready (the card's headline)" } else { "Memory it will hold" }}
-                            <input
-                                type="range"
-                                min=n(lo.log10())
-                                max=n(hi.log10())
-                                step="0.05"
-                                prop:value=move || n(value().unwrap_or((lo * hi).sqrt()).log10())
-                                aria-valuetext=move || value().map(|v| show(q, v)).unwrap_or_else(|| "no guess yet".into())
-                                on:input=move |e| {
-                                    let v = js_sys::Number::parse_float(&event_target_value(&e));
-                                    if v.is_finite() {
-                                        progress.set_guess(demo, q, 10f64.powf(v));
-                                    }
-                                }
-                            />
-                            <output>{move || value().map(|v| show(q, v)).unwrap_or_else(|| "move to guess".into())}</output>
-                        </label>
-                    }
-                })
+            {asks
+                .iter()
+                .map(|&q| input(q))
                 .collect_view()}
             <p class="decline">
                 <button type="button" class="decline" aria-pressed=move || declined().to_string() on:click=move |_| progress.decline(demo)>
@@ -204,7 +247,7 @@ pub fn GuessBeside(
                 </button>
                 {move || if declined() {
                     " You chose not to guess: the run will be recorded as such."
-                } else if ready(progress, demo, true) {
+                } else if ready(progress, demo, asks) {
                     ""
                 } else {
                     " Guess first (or choose not to): the Run button waits for it."

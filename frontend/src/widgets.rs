@@ -81,7 +81,13 @@ pub fn host_explanation(
 
 /// ```` ```demo <id> ````, with the guess the lesson asks for first.
 #[component]
-pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl IntoView {
+pub fn DemoWidget(
+    demo: DemoId,
+    prediction: Option<&'static Prediction>,
+    /// Asks the x-ray block's questions instead of the card's.
+    #[prop(optional)]
+    xray: bool,
+) -> impl IntoView {
     let what = demo.description();
     // The run's state lives above the page (see `runs`): leaving the
     // lesson does not stop it, and this card shows it again on return.
@@ -105,7 +111,11 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
         }
     };
     // The guess (or "no guess") locks as the run starts; Run waits for one.
-    let (progress, asks) = (Progress::get(), prediction.is_some());
+    let progress = Progress::get();
+    let asks = match prediction {
+        Some(_) => stacklab_api::Quantity::asked(demo, xray),
+        None => &[],
+    };
     let repeat = move |_| {
         predict::lock(progress, demo, asks);
         run.start(REPEATS);
@@ -138,7 +148,7 @@ pub fn DemoWidget(demo: DemoId, prediction: Option<&'static Prediction>) -> impl
                 </p>
             })}
             {prediction.map(|p| view! {
-                <GuessBeside demo prediction=p events unavailable=host_note />
+                <GuessBeside demo prediction=p events unavailable=host_note xray />
             })}
             <button class="run" on:click=run_once disabled=move || busy() || unguessed() || host_note.with(Option::is_some)>
                 {move || if busy() { "Running…" } else { "Run it on this server" }}

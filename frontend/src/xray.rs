@@ -36,22 +36,15 @@ pub fn ask_trace(demo: DemoId) {
     });
 }
 
-/// ```` ```x-ray <demo> ````: the guess first, then the demo's card (its
-/// runs ask for the kernel's events), and the answer once a run is done.
+/// ```` ```x-ray <demo> ````: the demo's card asking the x-ray's questions
+/// first (see `predict`), its runs asking for the kernel's events; the
+/// verdict answers them from the run's x-ray.
 #[component]
 pub fn XRayBlock(demo: DemoId, prediction: &'static Prediction) -> impl IntoView {
     ask_trace(demo);
-    let done = crate::runs::ActiveRuns::get().map(|r| r.of(demo).events);
-    let answered = move || {
-        done.is_some_and(|e| e.with(|v| v.iter().any(|e| matches!(e.kind, EventKind::XRay { .. }))))
-    };
     view! {
         <div class="xray-block" data-demo=demo.as_str()>
-            <p class="predict"><strong>"Predict first: "</strong><span inner_html=prediction.question.as_ref()></span></p>
-            <DemoWidget demo prediction=None />
-            <Show when=answered>
-                <p class="why"><strong>"Why: "</strong><span inner_html=prediction.why.as_ref()></span></p>
-            </Show>
+            <DemoWidget demo prediction=Some(prediction) xray=true />
         </div>
     }
 }

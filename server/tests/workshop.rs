@@ -888,7 +888,7 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
 #[tokio::test(flavor = "multi_thread")]
 async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
     use http_body_util::BodyExt;
-    use stacklab_api::{LearningKept, Quantity, RoomNow};
+    use stacklab_api::{LearningKept, Metric, Quantity, RoomNow, RunRecord};
     let state = state();
     let class = create_class(&state, "Learning room").await;
     let code = class.code.clone();
@@ -954,6 +954,56 @@ async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
     );
     let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    // So is one of the other kinds off its scale, not whole where it must
+    // be, or of a quantity the demo's cards do not ask: a JSON 4xx that
+    // names the quantity, before anything runs.
+    for (demo, guess, says) in [
+        (
+            "postgres-container",
+            r#"{"quantity":"same_kernel","value":0.5}"#,
+            "same_kernel",
+        ),
+        (
+            "postgres-container",
+            r#"{"quantity":"shared_namespaces","value":9}"#,
+            "shared_namespaces",
+        ),
+        (
+            "hello-container",
+            r#"{"quantity":"platform_share","value":150}"#,
+            "platform_share",
+        ),
+        (
+            "hello-container",
+            r#"{"quantity":"exits","value":10}"#,
+            "asks no exits",
+        ),
+        (
+            "micro-vm",
+            r#"{"quantity":"page_faults","value":0}"#,
+            "page_faults",
+        ),
+        (
+            "density-container",
+            r#"{"quantity":"density_slope","value":11}"#,
+            "density_slope",
+        ),
+    ] {
+        let body = format!(
+            r#"{{"demo":"{demo}","learner":"learner-ada1","class":"{code}","guesses":[{guess}]}}"#
+        );
+        let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {text}");
+        let message = error_of(&text).message;
+        assert!(message.contains(says), "{body}: {message}");
+        assert!(!message.contains("/src/"), "no server path: {message}");
+    }
+    let body = format!(
+        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{code}","guesses":[{{"quantity":"vibes","value":1}}]}}"#
+    );
+    let (status, _, text) = send_json(state.clone(), "POST", "/api/runs", &body, None).await;
+    assert!(status.is_client_error(), "{status}: {text}");
+    assert!(error_of(&text).message.contains("vibes"), "{text}");
 
     // The room's stream, open before the instructor sends the room on.
     let req = axum::http::Request::get(format!("/api/classes/{code}/events"))
@@ -1012,7 +1062,7 @@ async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
         return eprintln!("skipped the guesses with a run: no /dev/kvm here");
     }
     let body = format!(
-        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{code}","guesses":[{{"quantity":"time","value":1000}},{{"quantity":"memory"}}]}}"#
+        r#"{{"demo":"micro-vm","learner":"learner-ada1","class":"{code}","guesses":[{{"quantity":"time","value":1000}},{{"quantity":"memory"}},{{"quantity":"exits","value":50}}]}}"#
     );
     let (run, _) = run_request_over_http(&state, &body, Duration::from_secs(30)).await;
     let mut view: Option<ClassView> = None;
@@ -1033,7 +1083,7 @@ async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
         "course order"
     );
     assert_eq!((ada.answered, ada.first_try_right), (1, 0));
-    assert_eq!((ada.guesses, ada.declined), (2, 1));
+    assert_eq!((ada.guesses, ada.declined), (3, 1));
     assert_eq!(view.lesson.as_deref(), Some("postgres-both-ways"));
     assert_eq!(view.lessons.len(), lessons.len());
     let point = view.points.iter().find(|p| p.run == run).unwrap();
@@ -1057,6 +1107,18 @@ async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
         .unwrap();
     assert_eq!(memory.value, None, "declined, recorded as such");
     assert_eq!(memory.measured, point.memory_bytes);
+    // The exits guess sits beside the exits the run counted (its record's
+    // own figure, read the way the learner's card reads it).
+    let (_, _, text) = get(state.clone(), &format!("/api/runs/{run}")).await;
+    let record: RunRecord = serde_json::from_str(&text).unwrap();
+    let counted = record.outcome().and_then(|o| o.value(Metric::Exits));
+    assert!(counted.is_some_and(|n| n > 0.0), "{text}");
+    let exits = view
+        .guesses
+        .iter()
+        .find(|g| g.quantity == Quantity::Exits)
+        .unwrap();
+    assert_eq!((exits.value, exits.measured), (Some(50.0), counted));
     let (_, _, csv) =
         get_as_instructor(state.clone(), &format!("/api/classes/{code}/export")).await;
     let row = csv.lines().find(|l| l.contains(&run)).unwrap();

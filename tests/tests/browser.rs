@@ -246,7 +246,13 @@ async fn container_demo(visit: &Visit) {
 async fn hello_container_demo(visit: &Visit) {
     let Visit { client, .. } = visit;
     let card = r#"section.demo-card[data-demo="hello-container"]"#;
-    no_guess(client, card).await;
+    // The card's one more question: the platform's share, 50 %.
+    slide(
+        client,
+        &format!(r#"{card} label[data-quantity="platform_share"] input"#),
+        50.0,
+    )
+    .await;
     click(client, &format!("{card} button.repeat")).await;
     wait_for_text(client, &format!("{card} .series"), "5 of 5 runs done").await;
     let series = text_of(client, &format!("{card} .series")).await;
@@ -262,6 +268,16 @@ async fn hello_container_demo(visit: &Visit) {
     );
     let output = reading_text(client, &format!(r#"{card} tr[data-key="output"]"#)).await;
     assert!(output.contains("hello from a container"), "{output}");
+    let verdict = verdict_of(client, card).await;
+    let share = verdict
+        .split("Platform's share: you guessed 50 %; measured ")
+        .nth(1)
+        .and_then(|rest| rest.split(" %").next())
+        .and_then(|p| p.parse::<u32>().ok());
+    assert!(
+        share.is_some_and(|p| p <= 100),
+        "a percentage of start → ready: {verdict}"
+    );
     screenshot_of(client, card, "hello-container-5-runs").await;
 }
 
@@ -455,10 +471,13 @@ async fn the_xray_cards_of_lessons_2_and_3() {
     visit.client.close().await.unwrap();
 }
 
-/// Lessons 2 and 3's x-ray cards (issue 25): the guess first, then a run
+/// Lessons 2 and 3's x-ray cards (issues 25 and 26): the x-ray's
+/// questions answered first (the Run button waits for them), then a run
 /// that asks for the kernel's events; the guest names KVM as its
 /// hypervisor and has its own kernel, the container reports the host's
-/// kernel string exactly as `/api/health` does.
+/// kernel string exactly as `/api/health` does; and the verdict answers the
+/// guesses locked at the click from the run's own x-ray, though the
+/// learner changed them afterwards.
 async fn xray_cards(visit: &Visit) {
     let Visit { client, base, .. } = visit;
     client.goto(&format!("{base}/api/health")).await.unwrap();
@@ -471,8 +490,31 @@ async fn xray_cards(visit: &Visit) {
         .await
         .unwrap();
     let vm = r#"div.xray-block[data-demo="micro-vm"]"#;
-    wait_for_text(client, &format!("{vm} p.predict"), "hypervisor").await;
+    wait_for_text(
+        client,
+        &format!("{vm} fieldset.predict legend"),
+        "hypervisor",
+    )
+    .await;
+    let run = client
+        .find(Locator::Css(&format!("{vm} button.run")))
+        .await
+        .unwrap();
+    assert!(
+        !run.is_enabled().await.unwrap(),
+        "Run waits for the x-ray's questions"
+    );
+    let answer = |card: &str, q: &str, a: &str| {
+        format!(r#"{card} div.guess[data-quantity="{q}"] button[data-answer="{a}"]"#)
+    };
+    let faults = format!(r#"{vm} label[data-quantity="page_faults"] input"#);
+    // "Yes, the host's kernel" (wrong) and 10^2 faults.
+    click(client, &answer(vm, "same_kernel", "yes")).await;
+    slide(client, &faults, 2.0).await;
     click(client, &format!("{vm} button.run")).await;
+    // Changed after the click: a guess for the next run only.
+    click(client, &answer(vm, "same_kernel", "no")).await;
+    slide(client, &faults, 5.0).await;
     let row = |key: &str, side: &str| format!(r#"{vm} tr[data-xray="{key}"] td.{side}"#);
     assert_eq!(
         reading_text(client, &row("hypervisor", "inside")).await,
@@ -486,6 +528,47 @@ async fn xray_cards(visit: &Visit) {
     assert!(own.starts_with("stacklab-guest"), "{own}");
     wait_for_text(client, &format!("{vm} details.calls summary"), "KVM calls").await;
     wait_for_text(client, &format!("{vm} p.why"), "KVMKVMKVM").await;
+    let verdict = verdict_of(client, vm).await;
+    assert!(
+        verdict.contains(
+            "Same kernel as the host: you guessed yes; measured no: not what you guessed."
+        ),
+        "the locked answer, from the x-ray's two kernels: {verdict}"
+    );
+    // The faults KVM resolved, as the card counted them: page faults where
+    // this KVM traces them, else the pages it mapped on first touch; or,
+    // without the kernel's events, why not (never 0).
+    let count = |key: &str| format!(r#"{vm} ul.counts li[data-xray="{key}"] strong"#);
+    let counted = match client.find(Locator::Css(&count("kvm_page_fault"))).await {
+        Ok(e) => Some((e.text().await.unwrap(), false)),
+        Err(_) => match client.find(Locator::Css(&count("kvm_spte"))).await {
+            Ok(e) => Some((e.text().await.unwrap(), true)),
+            Err(_) => None,
+        },
+    };
+    match counted {
+        Some((n, mappings)) => {
+            assert!(n.parse::<u64>().is_ok_and(|n| n > 0), "{n}");
+            assert!(
+                verdict.contains(&format!(
+                    "Guest page faults: you guessed 100; measured {n}: "
+                )),
+                "the locked guess against the card's own count {n}: {verdict}"
+            );
+            assert_eq!(
+                verdict.contains("counted as the guest pages KVM mapped on first touch"),
+                mappings,
+                "the verdict says when it counted mappings, not faults: {verdict}"
+            );
+        }
+        None => {
+            eprintln!("no KVM fault count on this host: the verdict must say why");
+            assert!(
+                verdict.contains("Guest page faults: you guessed 100; not measured in this run ("),
+                "{verdict}"
+            );
+        }
+    }
     screenshot_of(client, vm, "xray-micro-vm").await;
 
     client
@@ -493,8 +576,19 @@ async fn xray_cards(visit: &Visit) {
         .await
         .unwrap();
     let ct = r#"div.xray-block[data-demo="postgres-container"]"#;
-    wait_for_text(client, &format!("{ct} p.predict"), "same kernel").await;
+    wait_for_text(
+        client,
+        &format!("{ct} fieldset.predict legend"),
+        "same kernel",
+    )
+    .await;
+    let shared = format!(r#"{ct} label[data-quantity="shared_namespaces"] input"#);
+    // "No, its own kernel" (wrong) and 5 shared namespaces.
+    click(client, &answer(ct, "same_kernel", "no")).await;
+    slide(client, &shared, 5.0).await;
     click(client, &format!("{ct} button.run")).await;
+    click(client, &answer(ct, "same_kernel", "yes")).await;
+    slide(client, &shared, 0.0).await;
     let row = |key: &str, side: &str| format!(r#"{ct} tr[data-xray="{key}"] td.{side}"#);
     let inside = reading_within(
         client,
@@ -526,7 +620,49 @@ async fn xray_cards(visit: &Visit) {
     )
     .await;
     wait_for_text(client, &format!("{ct} p.why"), "user namespace").await;
+    let verdict = verdict_of(client, ct).await;
+    assert!(
+        verdict.contains(
+            "Same kernel as the host: you guessed no; measured yes: not what you guessed."
+        ),
+        "{verdict}"
+    );
+    // The card's own rows: namespaces marked the same as the host's.
+    let same = client
+        .find_all(Locator::Css(&format!(
+            r#"{ct} tr[data-xray^="ns_"][data-same="same"]"#
+        )))
+        .await
+        .unwrap()
+        .len();
+    assert!(same >= 1, "at least the user namespace is shared");
+    let shared_row = reading_text(client, &row("ns_shared", "inside")).await;
+    assert!(
+        shared_row.starts_with(&format!("{same} of ")),
+        "{shared_row}"
+    );
+    let off = (same as i64 - 5).unsigned_abs();
+    let how_far = match off {
+        0 => "spot on".to_owned(),
+        d => format!(
+            "{d} {} your guess",
+            if same > 5 { "above" } else { "below" }
+        ),
+    };
+    assert!(
+        verdict.contains(&format!(
+            "Namespaces shared with the host: you guessed 5; measured {same}: {how_far}."
+        )),
+        "the locked guess against the card's {same} shared: {verdict}"
+    );
     screenshot_of(client, ct, "xray-postgres-container").await;
+}
+
+/// The verdict lines of `card`, once its run has finished.
+async fn verdict_of(client: &Client, card: &str) -> String {
+    let css = format!("{card} .guess-verdict");
+    wait_for_text(client, &css, "you guessed").await;
+    text_of(client, &css).await.replace('\u{a0}', " ")
 }
 
 /// A real Linux guest: on a nested kvm-pvm host the widget says plainly
@@ -623,7 +759,18 @@ async fn density_sweeps(visit: &Visit) {
         ("density-container", Duration::from_secs(120)),
     ] {
         let card = format!(r#"section.demo-card[data-demo="{demo}"]"#);
-        no_guess(client, &card).await;
+        let micro_vm = demo == "density-micro-vm";
+        if micro_vm {
+            // The slope: memory of 5 over 1, guessed ×10^0.5.
+            slide(
+                client,
+                &format!(r#"{card} label[data-quantity="density_slope"] input"#),
+                0.5,
+            )
+            .await;
+        } else {
+            no_guess(client, &card).await;
+        }
         click(client, &format!("{card} button.run")).await;
         if demo == "density-container" {
             away_and_back_mid_run(client, &card).await;
@@ -635,6 +782,30 @@ async fn density_sweeps(visit: &Visit) {
         )
         .await;
         assert!(last.ends_with("MiB"), "{last}");
+        if micro_vm {
+            let first = reading_text(
+                client,
+                &format!(r#"{card} tr[data-key="memory_total@1"] td.num"#),
+            )
+            .await;
+            let bytes = |s: &str| {
+                let (v, unit) = s.split_once(' ').unwrap_or((s, ""));
+                let scale = if unit == "KiB" { 1024.0 } else { 1048576.0 };
+                v.parse::<f64>().unwrap_or_else(|_| panic!("{s}")) * scale
+            };
+            let verdict = verdict_of(client, &card).await;
+            let slope = verdict
+                .split("Memory of 5 over 1: you guessed ×3.2; measured ×")
+                .nth(1)
+                .and_then(|rest| rest.split(':').next())
+                .and_then(|r| r.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{verdict}"));
+            let shown = bytes(&last.replace('\u{a0}', " ")) / bytes(&first.replace('\u{a0}', " "));
+            assert!(
+                (slope - shown).abs() < 0.15 * shown,
+                "the slope {slope} is the card's own {last} / {first}: {verdict}"
+            );
+        }
         let points = client
             .find_all(Locator::Css(&format!("{card} .density svg circle")))
             .await

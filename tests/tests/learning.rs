@@ -281,10 +281,14 @@ async fn an_instructor_follows_the_rooms_learning() {
     let time = format!(r#"{vm} label[data-quantity="time"] input"#);
     let memory = format!(r#"{vm} label[data-quantity="memory"] input"#);
     // 10^3 µs (1 ms) and about 10^6 bytes.
+    let exits = format!(r#"{vm} label[data-quantity="exits"] input"#);
     slide(ada, &time, 3.0).await;
     slide(ada, &memory, 6.0).await;
+    // The card's one more question: exits to the VMM, 10^2.
+    slide(ada, &exits, 2.0).await;
     click(ada, &format!("{vm} button.run")).await;
     slide(ada, &time, 8.0).await;
+    slide(ada, &exits, 5.0).await;
     let verdict = text_of(ada, &format!("{vm} .guess-verdict"))
         .await
         .replace('\u{a0}', " ");
@@ -297,6 +301,15 @@ async fn an_instructor_follows_the_rooms_learning() {
     assert!(
         verdict.contains("Memory: you guessed 1000 KiB"),
         "{verdict}"
+    );
+    // Exits: the locked 100 against the run's own count, as its readings
+    // show it.
+    let counted = reading_text(ada, &format!(r#"{vm} tr[data-key="exits"] td.num"#)).await;
+    assert!(
+        verdict.contains(&format!(
+            "Exits to the VMM: you guessed 100; measured {counted}: "
+        )),
+        "the locked exits guess against the card's {counted}: {verdict}"
     );
     let headline = text_of(ada, &format!("{vm} .headline")).await;
     let measured = verdict
@@ -362,10 +375,10 @@ async fn an_instructor_follows_the_rooms_learning() {
         }
     };
     let deadline = tokio::time::Instant::now() + WAIT;
-    while !cell("Bob", "predictions").await.starts_with('2') {
+    while !cell("Bob", "predictions").await.starts_with('3') {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "Bob's two declined guesses do not reach the instructor"
+            "Bob's three declined guesses do not reach the instructor"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -379,8 +392,8 @@ async fn an_instructor_follows_the_rooms_learning() {
     );
     assert_eq!(cell("Ada", "quiz").await, "0 of 1 right");
     assert_eq!(cell("Bob", "quiz").await, "1 of 1 right");
-    assert_eq!(cell("Ada", "predictions").await, "2");
-    assert_eq!(cell("Bob", "predictions").await, "2 (2 declined)");
+    assert_eq!(cell("Ada", "predictions").await, "3", "time, memory, exits");
+    assert_eq!(cell("Bob", "predictions").await, "3 (3 declined)");
     let guesses = r#"section.demo[data-demo="micro-vm"] [data-figure="guesses-time"]"#;
     wait_for_text(
         &instructor,
@@ -413,6 +426,20 @@ async fn an_instructor_follows_the_rooms_learning() {
         .find(Locator::Css(r#"section.demo[data-demo="micro-vm"] [data-quantity="time"] svg.guesses line.measured"#))
         .await
         .expect("the measured result beside the guesses");
+    // The exits guesses too, beside the exits Ada's run counted.
+    let exits = r#"section.demo[data-demo="micro-vm"] [data-figure="guesses-exits"]"#;
+    wait_for_text(&instructor, exits, "1 guess(es), 1 “I'd rather not guess”").await;
+    click_live(
+        &instructor,
+        r#"button.reveal[data-reveal="micro-vm/exits"]"#,
+    )
+    .await;
+    wait_for_text(&instructor, exits, "Measured in the room: median").await;
+    let said = text_of(&instructor, exits).await;
+    assert!(
+        said.contains(&format!("median {counted}.")) && said.contains("orders of magnitude off"),
+        "Ada's run counted {counted} exits: {said}"
+    );
     screenshot(&instructor, "learning-05-instructor-guesses-revealed").await;
 
     // The instructor's sweep for the room reaches both learners' density

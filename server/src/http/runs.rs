@@ -61,7 +61,7 @@ pub async fn create_run(
             });
         }
     }
-    if let Some(why) = guesses_invalid(&request.guesses) {
+    if let Some(why) = guesses_invalid(request.demo, &request.guesses) {
         return Err(AppError::BadRequest {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: why,
@@ -156,11 +156,11 @@ pub async fn create_run(
         .into_response())
 }
 
-/// Why a run's guesses cannot be taken (out of range, or one quantity
-/// twice), if they cannot.
-fn guesses_invalid(guesses: &[stacklab_api::Guess]) -> Option<String> {
+/// Why a run's guesses cannot be taken (out of range, a quantity no card
+/// of the demo asks, or one quantity twice), if they cannot.
+fn guesses_invalid(demo: stacklab_api::DemoId, guesses: &[stacklab_api::Guess]) -> Option<String> {
     for (i, g) in guesses.iter().enumerate() {
-        if let Some(why) = g.invalid() {
+        if let Some(why) = g.invalid_for(demo) {
             return Some(why);
         }
         if guesses[..i].iter().any(|o| o.quantity == g.quantity) {

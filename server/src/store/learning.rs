@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use stacklab_api::{DemoId, Guess, MemberLearning, Quantity, RoomGuess};
+use stacklab_api::{DemoId, Guess, MemberLearning, Quantity, RoomGuess, RunRecord};
 
 use super::history::{now_ms, History, HistoryError};
 use super::sql::{params, Value};
@@ -172,7 +172,8 @@ impl History {
             )?;
             let guesses = db.query(
                 "SELECT g.learner, g.run, g.demo, g.quantity, g.value,
-                        r.state, r.time_to_ready_us, r.memory_bytes
+                        r.state, r.time_to_ready_us, r.memory_bytes,
+                        CASE WHEN g.quantity IN ('time', 'memory') THEN NULL ELSE r.record_json END
                  FROM learning_guesses g LEFT JOIN runs r ON r.id = g.run
                  WHERE g.class = $1 ORDER BY g.at_ms, g.run, g.quantity",
                 &values,
@@ -210,9 +211,16 @@ impl History {
             };
             let value = r.real(4);
             let succeeded = r.text(5).as_deref() == Some("succeeded");
+            // Time and memory are the run's headline columns; the other
+            // quantities are read from its record as the learner's card
+            // reads them (`Quantity::measured`).
             let measured = match quantity {
                 Quantity::Time => r.real(6),
                 Quantity::Memory => r.real(7),
+                _ => r
+                    .text(8)
+                    .and_then(|json| serde_json::from_str::<RunRecord>(&json).ok())
+                    .and_then(|record| quantity.measured(demo, &record.events).ok()),
             }
             .filter(|_| succeeded);
             let m = learning.members.entry(learner.clone()).or_default();
@@ -237,6 +245,7 @@ impl History {
 mod tests {
     use super::*;
     use crate::store::history::tests::record;
+    use stacklab_api::{EventKind, Measurement, Metric, Outcome, Unit};
 
     /// On both backends: the first answer is kept and a later one is not;
     /// reads count once; a guess locks with its run and sits beside what
@@ -284,6 +293,8 @@ mod tests {
                 &[
                     guess(Quantity::Time, Some(2000.0)),
                     guess(Quantity::Memory, None),
+                    guess(Quantity::Exits, Some(100.0)),
+                    guess(Quantity::PageFaults, Some(10.0)),
                 ],
             )
             .await
@@ -299,11 +310,23 @@ mod tests {
             .await
             .unwrap();
             let before = h.learning(code).await.unwrap();
-            assert_eq!(before.guesses.len(), 2, "{}", store.backend);
+            assert_eq!(before.guesses.len(), 4, "{}", store.backend);
             assert_eq!(before.guesses[0].measured, None, "not finished yet");
-            h.finished(&record("g1", DemoId::MicroVm, true))
-                .await
-                .unwrap();
+            // The run counted its exits; it has no x-ray.
+            let mut finished = record("g1", DemoId::MicroVm, true);
+            if let EventKind::Finished {
+                outcome: Outcome::Ready { measurements, .. },
+            } = &mut finished.events[0].kind
+            {
+                measurements.push(Measurement {
+                    key: Metric::Exits.into(),
+                    label: "e".into(),
+                    value: 42.0,
+                    unit: Unit::Count,
+                    how: "h".into(),
+                });
+            }
+            h.finished(&finished).await.unwrap();
 
             let learning = h.learning(code).await.unwrap();
             let ada = learning.of("learner-aaaa");
@@ -314,7 +337,7 @@ mod tests {
                 store.backend
             );
             assert_eq!((ada.answered, ada.first_try_right), (2, 1));
-            assert_eq!((ada.guesses, ada.declined), (2, 1));
+            assert_eq!((ada.guesses, ada.declined), (4, 1));
             let time = learning
                 .guesses_of_run("g1")
                 .find(|g| g.quantity == Quantity::Time)
@@ -329,6 +352,23 @@ mod tests {
                 .unwrap();
             assert_eq!(memory.value, None);
             assert_eq!(memory.measured, summary.memory_bytes);
+            let of = |q| {
+                learning
+                    .guesses_of_run("g1")
+                    .find(|g| g.quantity == q)
+                    .unwrap()
+            };
+            assert_eq!(
+                of(Quantity::Exits).measured,
+                Some(42.0),
+                "{}",
+                store.backend
+            );
+            assert_eq!(
+                of(Quantity::PageFaults).measured,
+                None,
+                "no x-ray, no true value (never 0)"
+            );
             assert_eq!(learning.of("learner-zzzz"), MemberLearning::default());
 
             assert_eq!(h.room_lesson(code).await.unwrap(), None);

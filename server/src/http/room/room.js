@@ -210,31 +210,41 @@ function newSvg(w, h, cls, label) {
   return svg;
 }
 
-// The log scales a learner guesses on (as the lesson's slider spans them).
+// The scales a learner guesses on (as the lesson's slider spans them;
+// defined in the API's Quantity): log for times, memory and counts,
+// linear for a percentage or a few namespaces, yes/no for the kernel.
+const count = (v) => `${Math.round(v)}`;
 const GUESS = {
   time: { range: [100, 600e6], fmt: (us) => us < 1000 ? `${Math.round(us)} µs` : us < 1e6 ? `${+(us / 1000).toPrecision(3)} ms` : us < 60e6 ? `${+(us / 1e6).toPrecision(3)} s` : `${+(us / 60e6).toPrecision(3)} min`, what: "time" },
   memory: { range: [102400, 10737418240], fmt: (b) => b < 1048576 ? `${Math.round(b / 1024)} KiB` : b < 1073741824 ? `${+(b / 1048576).toPrecision(3)} MiB` : `${+(b / 1073741824).toPrecision(3)} GiB`, what: "memory" },
+  platform_share: { range: [0, 100], linear: true, fmt: (p) => `${Math.round(p)} %`, what: "platform's share of start → ready" },
+  density_slope: { range: [1, 10], fmt: (r) => `×${r.toFixed(1)}`, what: "memory of 5 at once over 1" },
+  exits: { range: [1, 1e6], fmt: count, what: "exits to the VMM" },
+  same_kernel: { range: [0, 1], linear: true, yesNo: true, fmt: (v) => v >= 0.5 ? "yes" : "no", what: "answer to \u201csame kernel as the host?\u201d" },
+  shared_namespaces: { range: [0, 8], linear: true, fmt: count, what: "namespaces shared with the host" },
+  page_faults: { range: [1, 1e6], fmt: count, what: "guest page faults" },
 };
 
-// The room's guesses of one quantity for one demo, as dots on the log
-// scale the learners guessed on; once the instructor reveals it, the
-// room's measured median as a line, and how far the guesses were off.
+// The room's guesses of one quantity for one demo, as dots on the scale
+// the learners guessed on; once the instructor reveals it, the room's
+// measured median as a line, and how far the guesses were off.
 function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal) {
   const g = GUESS[quantity];
   const made = guesses.filter((x) => typeof x.value === "number");
   const declined = guesses.length - made.length;
   const [lo, hi] = g.range;
   const W = 640, H = 96, L = 12, R = 12;
-  const x = (v) => L + (Math.log10(v) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)) * (W - L - R);
+  const at = g.linear ? (v) => v : Math.log10;
+  const x = (v) => L + (at(v) - at(lo)) / (at(hi) - at(lo)) * (W - L - R);
   const svg = newSvg(W, H, "guesses", `${made.length} guesses of the ${g.what}` + (revealed && measuredValues.length ? `, measured median ${g.fmt(medianOf(measuredValues))}` : ""));
   const add = svgEl(svg);
   add("line", { class: "axis", x1: L, x2: W - R, y1: 64, y2: 64 });
-  for (let d = Math.ceil(Math.log10(lo)); d <= Math.floor(Math.log10(hi)); d++) {
-    const v = 10 ** d;
+  const ticks = g.yesNo ? [0, 1] : g.linear ? [0, 1, 2, 3, 4].map((i) => lo + (hi - lo) * i / 4) : [];
+  if (!g.linear) for (let d = Math.ceil(Math.log10(lo)); d <= Math.floor(Math.log10(hi)); d++) if (d % (quantity === "time" ? 2 : 1) === 0 || !ticks.length) ticks.push(10 ** d);
+  ticks.forEach((v, i) => {
     add("line", { class: "tick", x1: x(v), x2: x(v), y1: 60, y2: 68 });
-    const first = d === Math.ceil(Math.log10(lo));
-    if (d % (quantity === "time" ? 2 : 1) === 0 || first) add("text", { x: x(v), y: 84, "text-anchor": first ? "start" : "middle" }, g.fmt(v));
-  }
+    add("text", { x: x(v), y: 84, "text-anchor": i === 0 ? "start" : i === ticks.length - 1 && x(v) > W - R - 40 ? "end" : "middle" }, g.fmt(v));
+  });
   made.forEach((m, i) => add("circle", { class: "guess", cx: x(m.value), cy: 20 + (i * 7) % 36, r: 6 }));
   const sorted = [...measuredValues].sort((a, b) => a - b);
   let verdict = "";
@@ -243,12 +253,17 @@ function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal)
     const mx = x(Math.min(hi, Math.max(lo, median)));
     add("line", { class: "measured", x1: mx, x2: mx, y1: 6, y2: 70 });
     add("text", { class: "measured-label", x: mx, y: 12, "text-anchor": mx > W / 2 ? "end" : "start" }, `measured ${g.fmt(median)}`);
-    const off = made.filter((m) => typeof m.measured === "number").map((m) => Math.abs(Math.log10(m.measured / m.value))).sort((a, b) => a - b);
-    verdict = off.length ? ` Each guess against its own run: median ${medianOf(off).toFixed(1)} orders of magnitude off; ${off.filter((o) => o < 0.5).length} of ${off.length} within half an order.` : "";
+    const own = made.filter((m) => typeof m.measured === "number");
+    const off = own.map((m) => g.linear ? Math.abs(m.measured - m.value) : Math.abs(Math.log10(m.measured / m.value))).sort((a, b) => a - b);
+    verdict = !off.length ? "" : g.yesNo
+      ? ` Each answer against its own run: ${off.filter((o) => o < 0.5).length} of ${off.length} right.`
+      : g.linear
+        ? ` Each guess against its own run: median ${g.fmt(medianOf(off))} off; ${off.filter((o) => o < 0.5).length} of ${off.length} spot on.`
+        : ` Each guess against its own run: median ${medianOf(off).toFixed(1)} orders of magnitude off; ${off.filter((o) => o < 0.5).length} of ${off.length} within half an order.`;
   }
   return el("div", { class: "guess-block", "data-quantity": quantity },
     el("p", { class: "meta", "data-figure": `guesses-${quantity}` },
-      `The room's guesses of the ${g.what} (log scale): ${made.length} guess(es)` + (declined ? `, ${declined} \u201cI'd rather not guess\u201d` : "") + "." +
+      `The room's guesses of the ${g.what} (${g.yesNo ? "yes or no" : g.linear ? "linear scale" : "log scale"}): ${made.length} guess(es)` + (declined ? `, ${declined} \u201cI'd rather not guess\u201d` : "") + "." +
       (revealed ? (sorted.length ? ` Measured in the room: median ${g.fmt(medianOf(sorted))}.` + verdict : " No result measured yet.") : " The measured result is hidden until you reveal it.")),
     svg,
     revealed ? "" : el("button", { class: "quiet reveal", "data-reveal": `${demo}/${quantity}`, onclick: reveal }, "Reveal the measured result"),
@@ -317,10 +332,14 @@ function demoSection(demo, points, figures, guesses, revealed, reveal) {
       byInstructor.length ? ` ${byInstructor.length} run(s) by the instructor, for the room.` : ""),
     sweep ? el("p", { class: "meta" }, "The instructor's sweep for the room, step by step:") : "",
     sweep ? sweepCurves(sweep.run) : "",
-    ...["time", "memory"].filter((q) => guesses.some((g) => g.quantity === q)).map((q) =>
-      guessSection(demo, q, guesses.filter((g) => g.quantity === q),
-        ok.map((p) => q === "time" ? p.time_to_ready_us : p.memory_bytes).filter((v) => typeof v === "number"),
-        revealed.has(`${demo}/${q}`), () => reveal(`${demo}/${q}`))),
+    // Time and memory against every run of the room; the other kinds
+    // against the true value each guess's run carries.
+    ...Object.keys(GUESS).filter((q) => guesses.some((g) => g.quantity === q)).map((q) => {
+      const of = guesses.filter((g) => g.quantity === q);
+      const measured = q === "time" ? ok.map((p) => p.time_to_ready_us) : q === "memory" ? ok.map((p) => p.memory_bytes) : of.map((g) => g.measured);
+      return guessSection(demo, q, of, measured.filter((v) => typeof v === "number"),
+        revealed.has(`${demo}/${q}`), () => reveal(`${demo}/${q}`));
+    }),
   );
 }
 
