@@ -2,11 +2,15 @@
 //! with like (the smallest container with the tiny micro-VM: platform
 //! against platform; PostgreSQL in a container with PostgreSQL in a VM: the
 //! same workload), filled from the learner's own history on the server, so
-//! a reload keeps it. Medians where the learner has several runs.
+//! a reload keeps it. Medians where the learner has several runs. Before the
+//! learner has run any of these demos it says only what it will compare (no
+//! one else's numbers shown as theirs). The kernel row ("shared / own")
+//! comes from the latest runs' x-rays.
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DemoFigures, DemoId, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState, RunSummary,
+    DemoFigures, DemoId, EventKind, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState,
+    RunSummary, XRayKey, XRayRow,
 };
 
 use crate::charts::{fmt_mib, fmt_ms};
@@ -106,6 +110,73 @@ impl Figures {
             Outcome::Failed { .. } => None,
         }
     }
+
+    /// The x-ray row `key` of the latest successful run, or why there is
+    /// none (no run, no x-ray in it, or the x-ray's own reason).
+    fn xray_row(&self, key: XRayKey) -> Result<XRayRow, String> {
+        let run = self.latest.as_ref().ok_or("no run of it yet")?;
+        let xray = run
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::XRay { xray } => Some(xray),
+                _ => None,
+            })
+            .ok_or("no x-ray in its latest run")?;
+        match (xray.row(key), xray.missing(key)) {
+            (Some(row), _) => Ok(row.clone()),
+            (None, Some(why)) => Err(why.to_owned()),
+            (None, None) => Err("its x-ray has no kernel reading".into()),
+        }
+    }
+}
+
+/// The first of `sides` whose x-ray has row `key`, with the demo; else
+/// why each has none.
+fn first_row(sides: &[(DemoId, &Figures)], key: XRayKey) -> Result<(DemoId, XRayRow), String> {
+    let mut why = Vec::new();
+    for (demo, f) in sides {
+        match f.xray_row(key) {
+            Ok(row) => return Ok((*demo, row)),
+            Err(e) => why.push(format!("{}: {e}", demo.title())),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// The "kernel: shared / own" cell: each side as its x-ray read it, or
+/// missing with the reason.
+fn kernel_cell(hello: &Figures, pg: &Figures, vm: &Figures) -> impl IntoView {
+    let container = match first_row(
+        &[
+            (DemoId::HelloContainer, hello),
+            (DemoId::PostgresContainer, pg),
+        ],
+        XRayKey::KernelRelease,
+    ) {
+        Ok((demo, r)) => {
+            let (inside, host) = (r.inside.unwrap_or_default(), r.host.unwrap_or_default());
+            let said = if r.same == Some(true) {
+                format!("shared: {inside} inside, the host's own ({host})")
+            } else {
+                format!("{inside} inside; {host} on the host")
+            };
+            format!("{said}, from your latest run of \"{}\"", demo.title())
+        }
+        Err(why) => format!("missing ({why})"),
+    };
+    let vm = match first_row(&[(DemoId::MicroVm, vm)], XRayKey::GuestKernel) {
+        Ok((_, r)) => format!(
+            "own: the guest reports {}; the host runs {}, from your latest micro-VM run",
+            r.inside.unwrap_or_default(),
+            r.host.unwrap_or_default()
+        ),
+        Err(why) => format!("missing ({why})"),
+    };
+    view! {
+        <span class="side" data-side="container">"Container: "{container}</span>
+        <span class="side" data-side="vm">"VM: "{vm}</span>
+    }
 }
 
 fn figures(runs: &[RunSummary], demo: DemoId) -> Figures {
@@ -139,6 +210,8 @@ const PAIRS: [(DemoId, DemoId, &str); 2] = [
 /// Every demo's figures, fetched together, and what each figure is.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
+    /// Whether the learner has run any of the compared demos.
+    ran: bool,
     by_demo: Vec<(DemoId, Figures)>,
     named: Vec<DemoFigures>,
 }
@@ -168,6 +241,13 @@ async fn load() -> Result<Loaded, String> {
     let learner = live::learner_id().ok_or("this browser keeps no learner id")?;
     let text = live::get_text(&format!("/api/runs?limit=500&learner={learner}")).await?;
     let page: RunPage = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let ran = page
+        .runs
+        .iter()
+        .any(|r| PAIRS.iter().any(|(c, v, _)| r.demo == *c || r.demo == *v));
+    if !ran {
+        return Ok(Loaded::default());
+    }
     let mut by_demo = Vec::new();
     for (c, v, _) in PAIRS {
         for demo in [c, v] {
@@ -185,7 +265,11 @@ async fn load() -> Result<Loaded, String> {
         }
     }
     let named = live::figures().await?;
-    Ok(Loaded { by_demo, named })
+    Ok(Loaded {
+        ran,
+        by_demo,
+        named,
+    })
 }
 
 /// Two horizontal bars on one scale, each with its median and spread. The
@@ -296,12 +380,17 @@ pub fn CompareBlock() -> impl IntoView {
         }
         leptos::task::spawn_local(async move { loaded.set(Some(load().await)) });
     });
-    let body = move || match loaded.get() {
+    let body = move || {
+        match loaded.get() {
         None => view! { <p class="status">"Reading your runs…"</p> }.into_any(),
         Some(Err(why)) => {
             view! { <p class="status">{format!("Your runs could not be read: {why}")}</p> }
                 .into_any()
         }
+        Some(Ok(l)) if !l.ran => view! {
+            <p class="status before-run">"This compares your own runs, like with like: the smallest container with the tiny micro-VM, and PostgreSQL in a container with PostgreSQL in a VM (time to ready, memory held, and whether the kernel is shared or the VM's own). It fills in after you run one of these demos (in lessons 2, 3 and 5), so every figure here is yours."</p>
+        }
+        .into_any(),
         Some(Ok(l)) => {
             let empty = l.by_demo.iter().all(|(_, f)| f.total.is_none());
             let (hello, vm, pg) = (
@@ -309,23 +398,7 @@ pub fn CompareBlock() -> impl IntoView {
                 l.get(DemoId::MicroVm),
                 l.get(DemoId::PostgresContainer),
             );
-            let kernel = match (
-                vm.fact(FactKey::KernelInside),
-                pg.fact(FactKey::KernelInside),
-                pg.fact(FactKey::KernelHost),
-            ) {
-                (v, Some(i), Some(h)) => format!(
-                    "VM: {}; container: {}",
-                    v.unwrap_or_else(|| "—".into()),
-                    if i == h {
-                        format!("the host's own ({i})")
-                    } else {
-                        format!("{i} (host {h})")
-                    }
-                ),
-                (Some(v), _, _) => format!("VM: {v}"),
-                _ => "—".into(),
-            };
+            let kernel = kernel_cell(&hello, &pg, &vm);
             let pids = format!(
                 "VM: {}; container: {}",
                 vm.fact(FactKey::HostPids).unwrap_or_else(|| "—".into()),
@@ -342,12 +415,12 @@ pub fn CompareBlock() -> impl IntoView {
                 {empty.then(|| view! { <p class="status">"Run the live demos in lesson 5 to fill this: each figure is the median of your own runs."</p> })}
                 {PAIRS.into_iter().map(|p| pair_view(&l, linux_note.get(), p)).collect_view()}
                 <table class="results compare-table">
-                    <caption>"What your runs showed beside the guide's claims"</caption>
+                    <caption>"What your runs showed beside the common claims about containers and VMs"</caption>
                     <thead>
-                        <tr><th scope="col">"Feature"</th><th scope="col">"What the guide says"</th><th scope="col">"Measured in your runs"</th></tr>
+                        <tr><th scope="col">"Feature"</th><th scope="col">"The common claim"</th><th scope="col">"Measured in your runs"</th></tr>
                     </thead>
                     <tbody>
-                        <tr><th scope="row">"OS isolation"</th><td>"VM: a full guest OS each; container: the shared host kernel"</td><td class="measured">{kernel}</td></tr>
+                        <tr data-row="kernel"><th scope="row">"Kernel: shared / own"</th><td>"VM: a kernel of its own; container: the host's kernel, shared"</td><td class="measured">{kernel}</td></tr>
                         <tr><th scope="row">"Security boundary"</th><td>"VM: stronger; container: weaker (shared kernel)"</td><td class="measured">{pids}</td></tr>
                     </tbody>
                 </table>
@@ -355,6 +428,7 @@ pub fn CompareBlock() -> impl IntoView {
             }
             .into_any()
         }
+    }
     };
     view! {
         <section class="demo-card compare" data-demo="compare" aria-label="Containers and VMs, measured side by side">
