@@ -2,7 +2,8 @@
 //! shuffled per learner, the first answer scored), the room a class member
 //! follows (the lesson the instructor sends it to, the instructor's sweep
 //! on the density cards, reports of reads and first answers), and glossary
-//! terms that open a definition card by click, tap or keyboard. Guesses
+//! terms whose definition card previews on hover or keyboard focus and
+//! opens as a dialog by click, tap or Enter. Guesses
 //! before a run live in `predict`.
 
 use leptos::ev;
@@ -266,74 +267,160 @@ pub fn RoomSweep(demo: DemoId, base: DemoId) -> impl IntoView {
     }
 }
 
-/// The glossary term whose card is open, and the button that opened it.
+/// The glossary term whose card is open, and how it was opened.
 #[derive(Clone, Copy)]
-pub struct OpenTerm(
-    RwSignal<Option<&'static str>>,
-    StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
-);
+pub struct OpenTerm {
+    id: RwSignal<Option<&'static str>>,
+    /// The term's button (it carries `aria-describedby` while open).
+    button: StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
+    /// Opened by click, tap or Enter: a dialog that takes focus and stays
+    /// until closed. Otherwise a preview, opened by hover or focus.
+    pinned: RwSignal<bool>,
+    /// Focus is being returned to the term by closing its dialog: that
+    /// focus does not open the preview again.
+    returning: StoredValue<bool>,
+}
+
+/// The id of the open card's definition (the term's `aria-describedby`).
+const TERM_BODY: &str = "term-card-body";
 
 impl OpenTerm {
     pub fn provide() {
-        provide_context(OpenTerm(RwSignal::new(None), StoredValue::new_local(None)));
+        provide_context(OpenTerm {
+            id: RwSignal::new(None),
+            button: StoredValue::new_local(None),
+            pinned: RwSignal::new(false),
+            returning: StoredValue::new(false),
+        });
     }
 
     fn get() -> OpenTerm {
         use_context::<OpenTerm>().expect("OpenTerm::provide at the root")
     }
 
-    fn close(&self) {
-        self.0.set(None);
-        if let Some(button) = self.1.get_value() {
-            let _ = button.focus();
-        }
-    }
-}
-
-/// A click (or Enter/Space, which buttons turn into clicks) on a glossary
-/// term in rendered prose opens its card.
-pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
-    let open = OpenTerm::get();
-    move |e: ev::MouseEvent| {
-        let Some(target) = e
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+    /// Opens the card of `button`'s term, as a dialog (`pin`) or a preview.
+    fn open(&self, button: web_sys::Element, pin: bool) {
+        let Some(term) = button
+            .get_attribute("data-term")
+            .and_then(|id| lessons::term(&id))
         else {
             return;
         };
-        let Ok(Some(button)) = target.closest("button.term") else {
-            return;
-        };
-        let Some(id) = button.get_attribute("data-term") else {
-            return;
-        };
-        if let Some(term) = lessons::term(&id) {
-            open.1
-                .set_value(button.dyn_into::<web_sys::HtmlElement>().ok());
-            open.0.set(Some(term.id.as_ref()));
+        self.forget_button();
+        let _ = button.set_attribute("aria-describedby", TERM_BODY);
+        self.button.set_value(button.dyn_into().ok());
+        self.pinned.set(pin);
+        self.id.set(Some(term.id.as_ref()));
+    }
+
+    fn forget_button(&self) {
+        if let Some(b) = self.button.get_value() {
+            let _ = b.remove_attribute("aria-describedby");
+        }
+    }
+
+    fn close(&self) {
+        self.forget_button();
+        self.id.set(None);
+        if self.pinned.get_untracked() {
+            self.pinned.set(false);
+            if let Some(button) = self.button.get_value() {
+                self.returning.set_value(true);
+                let _ = button.focus();
+            }
         }
     }
 }
 
-/// The open term's definition, as a non-modal dialog at the foot of the
-/// screen; Escape or "Close" returns focus to the term.
+/// The glossary term button an event happened in, if any.
+fn term_button(e: &web_sys::Event) -> Option<web_sys::Element> {
+    e.target()?
+        .dyn_into::<web_sys::Element>()
+        .ok()?
+        .closest("button.term")
+        .ok()?
+}
+
+/// A click (or Enter/Space, which buttons turn into clicks) on a glossary
+/// term in rendered prose opens its card as a dialog.
+pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
+    let open = OpenTerm::get();
+    move |e: ev::MouseEvent| {
+        if let Some(button) = term_button(&e) {
+            open.open(button, true);
+        }
+    }
+}
+
+/// Hover or keyboard focus on a term (`show`: mouseover, focusin) previews
+/// its card; leaving it (mouseout, focusout) closes the preview unless the
+/// term is still hovered or focused. A dialog opened by click stays.
+pub fn on_term_preview<E: AsRef<web_sys::Event>>(show: bool) -> impl Fn(E) + 'static {
+    let open = OpenTerm::get();
+    move |e: E| {
+        let Some(button) = term_button(e.as_ref()) else {
+            return;
+        };
+        if open.pinned.get_untracked() {
+            return;
+        }
+        if show {
+            if !open
+                .returning
+                .try_update_value(std::mem::take)
+                .unwrap_or(false)
+            {
+                open.open(button, false);
+            }
+            return;
+        }
+        let mine = open
+            .button
+            .get_value()
+            .is_some_and(|b| b.is_same_node(Some(&button)));
+        let hovered = button.matches(":hover").unwrap_or(false);
+        let focused = document()
+            .active_element()
+            .is_some_and(|a| a.is_same_node(Some(&button)));
+        if mine && !hovered && !focused {
+            open.close();
+        }
+    }
+}
+
+/// Escape on a term closes its preview (focus stays on the term).
+pub fn on_term_key() -> impl Fn(ev::KeyboardEvent) + 'static {
+    let open = OpenTerm::get();
+    move |e: ev::KeyboardEvent| {
+        if e.key() == "Escape" && term_button(&e).is_some() && open.id.get_untracked().is_some() {
+            open.close();
+        }
+    }
+}
+
+/// The open term's definition at the foot of the screen: a preview while
+/// its term is hovered or focused (`role=tooltip`, the term described by
+/// it), or a non-modal dialog opened by click that takes focus; Escape or
+/// "Close" returns focus to the term.
 #[component]
 pub fn TermCard() -> impl IntoView {
     let open = OpenTerm::get();
     let card = NodeRef::<leptos::html::Div>::new();
     Effect::new(move |_| {
-        if open.0.get().is_some() {
+        if open.id.get().is_some() && open.pinned.get() {
             if let Some(el) = card.get() {
                 let _ = el.focus();
             }
         }
     });
     move || {
-        open.0.get().and_then(lessons::term).map(|term| {
+        open.id.get().and_then(lessons::term).map(|term| {
+            let pinned = open.pinned.get();
             view! {
                 <div
                     class="term-card"
-                    role="dialog"
+                    class:preview=!pinned
+                    role=if pinned { "dialog" } else { "tooltip" }
                     aria-labelledby="term-card-title"
                     tabindex="-1"
                     node_ref=card
@@ -344,7 +431,7 @@ pub fn TermCard() -> impl IntoView {
                     }
                 >
                     <h2 id="term-card-title">{term.term.as_ref()}</h2>
-                    <div inner_html=term.html.as_ref()></div>
+                    <div id=TERM_BODY inner_html=term.html.as_ref()></div>
                     <p>
                         <a href=format!("/glossary#{}", term.id)>"All terms in the glossary"</a>
                         <button type="button" class="close" on:click=move |_| open.close()>"Close"</button>
