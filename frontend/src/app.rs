@@ -5,9 +5,7 @@ use leptos::prelude::*;
 use crate::compare::{CompareBlock, LatestRuns};
 use crate::diagram::StackDiagram;
 use crate::history::{HistoryPage, RunView};
-use crate::learn::{
-    on_prose_click, on_term_key, on_term_preview, GlossaryPage, OpenTerm, QuizBlock, TermCard,
-};
+use crate::learn::{on_prose_click, GlossaryPage, OpenTerm, QuizBlock, TermCard};
 use crate::lessons::{self, Block, Lesson, LESSONS};
 use crate::live::LinuxGuestNote;
 use crate::progress::Progress;
@@ -249,13 +247,10 @@ fn LessonView(lesson: &'static Lesson) -> impl IntoView {
 
 fn render_block(slug: &'static str, block: &'static Block) -> AnyView {
     match block {
-        Block::Html(html) => view! {
-            <div class="prose" inner_html=html.as_ref() on:click=on_prose_click()
-                on:mouseover=on_term_preview(true) on:mouseout=on_term_preview(false)
-                on:focusin=on_term_preview(true) on:focusout=on_term_preview(false)
-                on:keydown=on_term_key()></div>
+        Block::Html(html) => {
+            view! { <div class="prose" inner_html=html.as_ref() on:click=on_prose_click()></div> }
+                .into_any()
         }
-        .into_any(),
         Block::StackDiagram(focus) => view! { <StackDiagram focus=*focus /> }.into_any(),
         Block::Demo(demo, prediction) => {
             view! { <DemoWidget demo=*demo prediction=prediction.as_ref() /> }.into_any()

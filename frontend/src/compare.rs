@@ -113,7 +113,7 @@ impl Figures {
 
     /// The x-ray row `key` of the latest successful run, or why there is
     /// none (no run, no x-ray in it, or the x-ray's own reason).
-    fn xray_row(&self, key: XRayKey) -> Result<XRayRow, String> {
+    fn xray_row(&self, key: XRayKey) -> Result<&XRayRow, &str> {
         let run = self.latest.as_ref().ok_or("no run of it yet")?;
         let xray = run
             .events
@@ -123,59 +123,28 @@ impl Figures {
                 _ => None,
             })
             .ok_or("no x-ray in its latest run")?;
-        match (xray.row(key), xray.missing(key)) {
-            (Some(row), _) => Ok(row.clone()),
-            (None, Some(why)) => Err(why.to_owned()),
-            (None, None) => Err("its x-ray has no kernel reading".into()),
-        }
+        xray.row(key).ok_or_else(|| {
+            xray.missing(key)
+                .unwrap_or("no kernel reading in its x-ray")
+        })
     }
 }
 
-/// The first of `sides` whose x-ray has row `key`, with the demo; else
-/// why each has none.
-fn first_row(sides: &[(DemoId, &Figures)], key: XRayKey) -> Result<(DemoId, XRayRow), String> {
-    let mut why = Vec::new();
-    for (demo, f) in sides {
-        match f.xray_row(key) {
-            Ok(row) => return Ok((*demo, row)),
-            Err(e) => why.push(format!("{}: {e}", demo.title())),
-        }
-    }
-    Err(why.join("; "))
-}
-
-/// The "kernel: shared / own" cell: each side as its x-ray read it, or
+/// One side of the "kernel: shared / own" row, as its x-ray read it, or
 /// missing with the reason.
-fn kernel_cell(hello: &Figures, pg: &Figures, vm: &Figures) -> impl IntoView {
-    let container = match first_row(
-        &[
-            (DemoId::HelloContainer, hello),
-            (DemoId::PostgresContainer, pg),
-        ],
-        XRayKey::KernelRelease,
-    ) {
-        Ok((demo, r)) => {
-            let (inside, host) = (r.inside.unwrap_or_default(), r.host.unwrap_or_default());
-            let said = if r.same == Some(true) {
-                format!("shared: {inside} inside, the host's own ({host})")
+fn kernel_side(row: Result<&XRayRow, &str>) -> String {
+    match row {
+        Ok(r) => format!(
+            "{}: {} inside, {} on the host",
+            if r.same == Some(true) {
+                "shared"
             } else {
-                format!("{inside} inside; {host} on the host")
-            };
-            format!("{said}, from your latest run of \"{}\"", demo.title())
-        }
-        Err(why) => format!("missing ({why})"),
-    };
-    let vm = match first_row(&[(DemoId::MicroVm, vm)], XRayKey::GuestKernel) {
-        Ok((_, r)) => format!(
-            "own: the guest reports {}; the host runs {}, from your latest micro-VM run",
-            r.inside.unwrap_or_default(),
-            r.host.unwrap_or_default()
+                "own"
+            },
+            r.inside.as_deref().unwrap_or("?"),
+            r.host.as_deref().unwrap_or("?")
         ),
         Err(why) => format!("missing ({why})"),
-    };
-    view! {
-        <span class="side" data-side="container">"Container: "{container}</span>
-        <span class="side" data-side="vm">"VM: "{vm}</span>
     }
 }
 
@@ -388,7 +357,7 @@ pub fn CompareBlock() -> impl IntoView {
                 .into_any()
         }
         Some(Ok(l)) if !l.ran => view! {
-            <p class="status before-run">"This compares your own runs, like with like: the smallest container with the tiny micro-VM, and PostgreSQL in a container with PostgreSQL in a VM (time to ready, memory held, and whether the kernel is shared or the VM's own). It fills in after you run one of these demos (in lessons 2, 3 and 5), so every figure here is yours."</p>
+            <p class="status before-run">"Your own runs of a container and a VM, like with like (time to ready, memory held, kernel shared or own): this fills in after you run one of these demos (lessons 2, 3 and 5)."</p>
         }
         .into_any(),
         Some(Ok(l)) => {
@@ -398,7 +367,14 @@ pub fn CompareBlock() -> impl IntoView {
                 l.get(DemoId::MicroVm),
                 l.get(DemoId::PostgresContainer),
             );
-            let kernel = kernel_cell(&hello, &pg, &vm);
+            let kernel = (
+                kernel_side(
+                    hello
+                        .xray_row(XRayKey::KernelRelease)
+                        .or_else(|_| pg.xray_row(XRayKey::KernelRelease)),
+                ),
+                kernel_side(vm.xray_row(XRayKey::GuestKernel)),
+            );
             let pids = format!(
                 "VM: {}; container: {}",
                 vm.fact(FactKey::HostPids).unwrap_or_else(|| "—".into()),
@@ -420,7 +396,7 @@ pub fn CompareBlock() -> impl IntoView {
                         <tr><th scope="col">"Feature"</th><th scope="col">"The common claim"</th><th scope="col">"Measured in your runs"</th></tr>
                     </thead>
                     <tbody>
-                        <tr data-row="kernel"><th scope="row">"Kernel: shared / own"</th><td>"VM: a kernel of its own; container: the host's kernel, shared"</td><td class="measured">{kernel}</td></tr>
+                        <tr data-row="kernel"><th scope="row">"Kernel: shared / own"</th><td>"VM: a kernel of its own; container: the host's kernel, shared"</td><td class="measured"><span class="side" data-side="container">"Container: "{kernel.0}</span><span class="side" data-side="vm">"VM: "{kernel.1}</span></td></tr>
                         <tr><th scope="row">"Security boundary"</th><td>"VM: stronger; container: weaker (shared kernel)"</td><td class="measured">{pids}</td></tr>
                     </tbody>
                 </table>

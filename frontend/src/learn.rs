@@ -276,22 +276,21 @@ pub struct OpenTerm {
     /// Opened by click, tap or Enter: a dialog that takes focus and stays
     /// until closed. Otherwise a preview, opened by hover or focus.
     pinned: RwSignal<bool>,
-    /// Focus is being returned to the term by closing its dialog: that
-    /// focus does not open the preview again.
-    returning: StoredValue<bool>,
 }
 
 /// The id of the open card's definition (the term's `aria-describedby`).
 const TERM_BODY: &str = "term-card-body";
 
 impl OpenTerm {
+    /// Provides it, and listens for hover and focus on terms.
     pub fn provide() {
-        provide_context(OpenTerm {
+        let open = OpenTerm {
             id: RwSignal::new(None),
             button: StoredValue::new_local(None),
             pinned: RwSignal::new(false),
-            returning: StoredValue::new(false),
-        });
+        };
+        provide_context(open);
+        listen_for_previews(open);
     }
 
     fn get() -> OpenTerm {
@@ -323,11 +322,12 @@ impl OpenTerm {
         self.forget_button();
         self.id.set(None);
         if self.pinned.get_untracked() {
-            self.pinned.set(false);
+            // Focus goes back to the term while still pinned, so that this
+            // focus does not open the preview again.
             if let Some(button) = self.button.get_value() {
-                self.returning.set_value(true);
                 let _ = button.focus();
             }
+            self.pinned.set(false);
         }
     }
 }
@@ -352,49 +352,57 @@ pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
     }
 }
 
-/// Hover or keyboard focus on a term (`show`: mouseover, focusin) previews
-/// its card; leaving it (mouseout, focusout) closes the preview unless the
-/// term is still hovered or focused. A dialog opened by click stays.
-pub fn on_term_preview<E: AsRef<web_sys::Event>>(show: bool) -> impl Fn(E) + 'static {
-    let open = OpenTerm::get();
-    move |e: E| {
-        let Some(button) = term_button(e.as_ref()) else {
-            return;
-        };
-        if open.pinned.get_untracked() {
-            return;
-        }
-        if show {
-            if !open
-                .returning
-                .try_update_value(std::mem::take)
-                .unwrap_or(false)
-            {
-                open.open(button, false);
+/// Hover or keyboard focus on a term (mouseover, focusin) previews its
+/// card; leaving it (mouseout, focusout) closes the preview unless the
+/// term is still hovered or focused; Escape on it closes the preview. A
+/// dialog opened by click stays. One document listener for all five
+/// event types (the page's terms are in prose HTML).
+fn listen_for_previews(open: OpenTerm) {
+    use wasm_bindgen::closure::Closure;
+    let on =
+        Closure::<dyn Fn(web_sys::Event)>::new(move |e: web_sys::Event| match e.type_().as_str() {
+            "keydown" => {
+                let escape = e
+                    .dyn_ref::<web_sys::KeyboardEvent>()
+                    .is_some_and(|k| k.key() == "Escape");
+                if escape && term_button(&e).is_some() && open.id.get_untracked().is_some() {
+                    open.close();
+                }
             }
-            return;
-        }
-        let mine = open
-            .button
-            .get_value()
-            .is_some_and(|b| b.is_same_node(Some(&button)));
-        let hovered = button.matches(":hover").unwrap_or(false);
-        let focused = document()
-            .active_element()
-            .is_some_and(|a| a.is_same_node(Some(&button)));
-        if mine && !hovered && !focused {
-            open.close();
-        }
+            "mouseover" | "focusin" => preview(open, &e, true),
+            _ => preview(open, &e, false),
+        });
+    let doc = document();
+    for kind in ["mouseover", "mouseout", "focusin", "focusout", "keydown"] {
+        let _ = doc.add_event_listener_with_callback(kind, on.as_ref().unchecked_ref());
     }
+    // The page's lifetime: the listener stays with the document.
+    on.forget();
 }
 
-/// Escape on a term closes its preview (focus stays on the term).
-pub fn on_term_key() -> impl Fn(ev::KeyboardEvent) + 'static {
-    let open = OpenTerm::get();
-    move |e: ev::KeyboardEvent| {
-        if e.key() == "Escape" && term_button(&e).is_some() && open.id.get_untracked().is_some() {
-            open.close();
-        }
+/// [`listen_for_previews`]' work for hover and focus (`show`) and for
+/// leaving and blur.
+fn preview(open: OpenTerm, e: &web_sys::Event, show: bool) {
+    let Some(button) = term_button(e) else {
+        return;
+    };
+    if open.pinned.get_untracked() {
+        return;
+    }
+    if show {
+        open.open(button, false);
+        return;
+    }
+    let mine = open
+        .button
+        .get_value()
+        .is_some_and(|b| b.is_same_node(Some(&button)));
+    let hovered = button.matches(":hover").unwrap_or(false);
+    let focused = document()
+        .active_element()
+        .is_some_and(|a| a.is_same_node(Some(&button)));
+    if mine && !hovered && !focused {
+        open.close();
     }
 }
 
@@ -419,7 +427,6 @@ pub fn TermCard() -> impl IntoView {
             view! {
                 <div
                     class="term-card"
-                    class:preview=!pinned
                     role=if pinned { "dialog" } else { "tooltip" }
                     aria-labelledby="term-card-title"
                     tabindex="-1"
