@@ -233,6 +233,7 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
         )
         .await;
     }
+    xray_card_layout(&client).await;
     check_page(
         &client,
         "lesson-5",
@@ -325,6 +326,38 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
     .await;
     instructor_page(&client, &base).await;
     client.close().await.unwrap();
+}
+
+/// The micro-VM's x-ray card: its two sides side by side on a laptop and
+/// stacked on a phone, and no cell reaching past the card (long kernel
+/// strings and inode numbers wrap).
+async fn xray_card_layout(client: &Client) {
+    let card = r#"section.demo-card[data-demo="micro-vm"] .xray"#;
+    text_of(client, card).await;
+    for (width, side_by_side) in [(1280, true), (375, false)] {
+        client.set_window_rect(0, 0, width, 1000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = eval(
+            client,
+            r#"const x = document.querySelector(arguments[0]);
+               const box = x.getBoundingClientRect();
+               const rows = [...x.querySelectorAll('tr[data-xray]')].map(tr =>
+                 [tr.querySelector('td.inside').getBoundingClientRect(), tr.querySelector('td.host').getBoundingClientRect()]);
+               return { rows: rows.length,
+                 beside: rows.every(([i, h]) => Math.abs(i.top - h.top) < 2 && h.left >= i.right - 1),
+                 stacked: rows.every(([i, h]) => h.top >= i.bottom - 1),
+                 past: [...x.querySelectorAll('td, th')].filter(c => c.getBoundingClientRect().right > box.right + 1)
+                   .map(c => c.textContent.slice(0, 40)) };"#,
+            vec![serde_json::json!(card)],
+        )
+        .await;
+        assert!(seen["rows"].as_u64().unwrap() >= 3, "{width} px: {seen}");
+        let key = if side_by_side { "beside" } else { "stacked" };
+        assert_eq!(seen[key], true, "{width} px: the sides are {key}: {seen}");
+        assert_eq!(seen["past"], serde_json::json!([]), "{width} px: {seen}");
+        screenshot_of(client, card, &format!("xray-card-{width}")).await;
+    }
+    client.set_window_rect(0, 0, 1280, 1000).await.unwrap();
 }
 
 /// The instructor token of this test's server.
@@ -543,7 +576,7 @@ async fn instructor_page(client: &Client, base: &str) {
     wait_for_text(client, "#joined", "count for the room").await;
     client.goto(&format!("{base}/class/{code}")).await.unwrap();
     wait_for_text(client, "#members", "Ada").await;
-    check_page(client, "instructor", None, "#join-code").await;
+    check_page(client, "instructor", None, ".members").await;
 }
 
 /// A card whose lesson asks for a guess runs only after one (or "I'd rather
