@@ -114,7 +114,7 @@ impl Figures {
     /// The x-ray row `key` of the latest successful run, or why there is
     /// none (no run, no x-ray in it, or the x-ray's own reason).
     fn xray_row(&self, key: XRayKey) -> Result<&XRayRow, &str> {
-        let run = self.latest.as_ref().ok_or("no run of it yet")?;
+        let run = self.latest.as_ref().ok_or("no run yet")?;
         let xray = run
             .events
             .iter()
@@ -122,11 +122,9 @@ impl Figures {
                 EventKind::XRay { xray } => Some(xray),
                 _ => None,
             })
-            .ok_or("no x-ray in its latest run")?;
-        xray.row(key).ok_or_else(|| {
-            xray.missing(key)
-                .unwrap_or("no kernel reading in its x-ray")
-        })
+            .ok_or("no x-ray in that run")?;
+        xray.row(key)
+            .ok_or_else(|| xray.missing(key).unwrap_or("no kernel reading"))
     }
 }
 

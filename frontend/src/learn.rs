@@ -282,15 +282,18 @@ pub struct OpenTerm {
 const TERM_BODY: &str = "term-card-body";
 
 impl OpenTerm {
-    /// Provides it, and listens for hover and focus on terms.
     pub fn provide() {
-        let open = OpenTerm {
+        provide_context(OpenTerm {
             id: RwSignal::new(None),
             button: StoredValue::new_local(None),
             pinned: RwSignal::new(false),
-        };
-        provide_context(open);
-        listen_for_previews(open);
+        });
+    }
+
+    /// Listens for hover and focus on the terms in the app's pages (not in
+    /// an embedded demo: the embedding page's document is not ours).
+    pub fn listen() {
+        listen_for_previews(OpenTerm::get());
     }
 
     fn get() -> OpenTerm {
