@@ -47,6 +47,7 @@ pub fn Embedded(demo: lessons::DemoId) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_contexts();
+    OpenTerm::listen();
     let location = Location::provide();
     let route = Memo::new(move |_| Route::of(&location.path.get()));
     let current = move |href: &'static str| {

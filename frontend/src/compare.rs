@@ -2,11 +2,15 @@
 //! with like (the smallest container with the tiny micro-VM: platform
 //! against platform; PostgreSQL in a container with PostgreSQL in a VM: the
 //! same workload), filled from the learner's own history on the server, so
-//! a reload keeps it. Medians where the learner has several runs.
+//! a reload keeps it. Medians where the learner has several runs. Before the
+//! learner has run any of these demos it says only what it will compare (no
+//! one else's numbers shown as theirs). The kernel row ("shared / own")
+//! comes from the latest runs' x-rays.
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DemoFigures, DemoId, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState, RunSummary,
+    DemoFigures, DemoId, EventKind, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState,
+    RunSummary, XRayKey, XRayRow,
 };
 
 use crate::charts::{fmt_mib, fmt_ms};
@@ -106,6 +110,40 @@ impl Figures {
             Outcome::Failed { .. } => None,
         }
     }
+
+    /// The x-ray row `key` of the latest successful run, or why there is
+    /// none (no run, no x-ray in it, or the x-ray's own reason).
+    fn xray_row(&self, key: XRayKey) -> Result<&XRayRow, &str> {
+        let run = self.latest.as_ref().ok_or("no run yet")?;
+        let xray = run
+            .events
+            .iter()
+            .find_map(|e| match &e.kind {
+                EventKind::XRay { xray } => Some(xray),
+                _ => None,
+            })
+            .ok_or("no x-ray in that run")?;
+        xray.row(key)
+            .ok_or_else(|| xray.missing(key).unwrap_or("no kernel reading"))
+    }
+}
+
+/// One side of the "kernel: shared / own" row, as its x-ray read it, or
+/// missing with the reason.
+fn kernel_side(row: Result<&XRayRow, &str>) -> String {
+    match row {
+        Ok(r) => format!(
+            "{}: {} inside, {} on the host",
+            if r.same == Some(true) {
+                "shared"
+            } else {
+                "own"
+            },
+            r.inside.as_deref().unwrap_or("?"),
+            r.host.as_deref().unwrap_or("?")
+        ),
+        Err(why) => format!("missing ({why})"),
+    }
 }
 
 fn figures(runs: &[RunSummary], demo: DemoId) -> Figures {
@@ -139,6 +177,8 @@ const PAIRS: [(DemoId, DemoId, &str); 2] = [
 /// Every demo's figures, fetched together, and what each figure is.
 #[derive(Debug, Clone, Default)]
 struct Loaded {
+    /// Whether the learner has run any of the compared demos.
+    ran: bool,
     by_demo: Vec<(DemoId, Figures)>,
     named: Vec<DemoFigures>,
 }
@@ -168,6 +208,13 @@ async fn load() -> Result<Loaded, String> {
     let learner = live::learner_id().ok_or("this browser keeps no learner id")?;
     let text = live::get_text(&format!("/api/runs?limit=500&learner={learner}")).await?;
     let page: RunPage = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let ran = page
+        .runs
+        .iter()
+        .any(|r| PAIRS.iter().any(|(c, v, _)| r.demo == *c || r.demo == *v));
+    if !ran {
+        return Ok(Loaded::default());
+    }
     let mut by_demo = Vec::new();
     for (c, v, _) in PAIRS {
         for demo in [c, v] {
@@ -185,7 +232,11 @@ async fn load() -> Result<Loaded, String> {
         }
     }
     let named = live::figures().await?;
-    Ok(Loaded { by_demo, named })
+    Ok(Loaded {
+        ran,
+        by_demo,
+        named,
+    })
 }
 
 /// Two horizontal bars on one scale, each with its median and spread. The
@@ -296,12 +347,17 @@ pub fn CompareBlock() -> impl IntoView {
         }
         leptos::task::spawn_local(async move { loaded.set(Some(load().await)) });
     });
-    let body = move || match loaded.get() {
+    let body = move || {
+        match loaded.get() {
         None => view! { <p class="status">"Reading your runs…"</p> }.into_any(),
         Some(Err(why)) => {
             view! { <p class="status">{format!("Your runs could not be read: {why}")}</p> }
                 .into_any()
         }
+        Some(Ok(l)) if !l.ran => view! {
+            <p class="status before-run">"Your own runs of a container and a VM, like with like (time to ready, memory held, kernel shared or own): this fills in after you run one of these demos (lessons 2, 3 and 5)."</p>
+        }
+        .into_any(),
         Some(Ok(l)) => {
             let empty = l.by_demo.iter().all(|(_, f)| f.total.is_none());
             let (hello, vm, pg) = (
@@ -309,23 +365,14 @@ pub fn CompareBlock() -> impl IntoView {
                 l.get(DemoId::MicroVm),
                 l.get(DemoId::PostgresContainer),
             );
-            let kernel = match (
-                vm.fact(FactKey::KernelInside),
-                pg.fact(FactKey::KernelInside),
-                pg.fact(FactKey::KernelHost),
-            ) {
-                (v, Some(i), Some(h)) => format!(
-                    "VM: {}; container: {}",
-                    v.unwrap_or_else(|| "—".into()),
-                    if i == h {
-                        format!("the host's own ({i})")
-                    } else {
-                        format!("{i} (host {h})")
-                    }
+            let kernel = (
+                kernel_side(
+                    hello
+                        .xray_row(XRayKey::KernelRelease)
+                        .or_else(|_| pg.xray_row(XRayKey::KernelRelease)),
                 ),
-                (Some(v), _, _) => format!("VM: {v}"),
-                _ => "—".into(),
-            };
+                kernel_side(vm.xray_row(XRayKey::GuestKernel)),
+            );
             let pids = format!(
                 "VM: {}; container: {}",
                 vm.fact(FactKey::HostPids).unwrap_or_else(|| "—".into()),
@@ -342,12 +389,12 @@ pub fn CompareBlock() -> impl IntoView {
                 {empty.then(|| view! { <p class="status">"Run the live demos in lesson 5 to fill this: each figure is the median of your own runs."</p> })}
                 {PAIRS.into_iter().map(|p| pair_view(&l, linux_note.get(), p)).collect_view()}
                 <table class="results compare-table">
-                    <caption>"What your runs showed beside the guide's claims"</caption>
+                    <caption>"What your runs showed beside the common claims about containers and VMs"</caption>
                     <thead>
-                        <tr><th scope="col">"Feature"</th><th scope="col">"What the guide says"</th><th scope="col">"Measured in your runs"</th></tr>
+                        <tr><th scope="col">"Feature"</th><th scope="col">"The common claim"</th><th scope="col">"Measured in your runs"</th></tr>
                     </thead>
                     <tbody>
-                        <tr><th scope="row">"OS isolation"</th><td>"VM: a full guest OS each; container: the shared host kernel"</td><td class="measured">{kernel}</td></tr>
+                        <tr data-row="kernel"><th scope="row">"Kernel: shared / own"</th><td>"VM: a kernel of its own; container: the host's kernel, shared"</td><td class="measured"><span class="side" data-side="container">"Container: "{kernel.0}</span><span class="side" data-side="vm">"VM: "{kernel.1}</span></td></tr>
                         <tr><th scope="row">"Security boundary"</th><td>"VM: stronger; container: weaker (shared kernel)"</td><td class="measured">{pids}</td></tr>
                     </tbody>
                 </table>
@@ -355,6 +402,7 @@ pub fn CompareBlock() -> impl IntoView {
             }
             .into_any()
         }
+    }
     };
     view! {
         <section class="demo-card compare" data-demo="compare" aria-label="Containers and VMs, measured side by side">

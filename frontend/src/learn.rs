@@ -2,7 +2,8 @@
 //! shuffled per learner, the first answer scored), the room a class member
 //! follows (the lesson the instructor sends it to, the instructor's sweep
 //! on the density cards, reports of reads and first answers), and glossary
-//! terms that open a definition card by click, tap or keyboard. Guesses
+//! terms whose definition card previews on hover or keyboard focus and
+//! opens as a dialog by click, tap or Enter. Guesses
 //! before a run live in `predict`.
 
 use leptos::ev;
@@ -266,74 +267,170 @@ pub fn RoomSweep(demo: DemoId, base: DemoId) -> impl IntoView {
     }
 }
 
-/// The glossary term whose card is open, and the button that opened it.
+/// The glossary term whose card is open, and how it was opened.
 #[derive(Clone, Copy)]
-pub struct OpenTerm(
-    RwSignal<Option<&'static str>>,
-    StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
-);
+pub struct OpenTerm {
+    id: RwSignal<Option<&'static str>>,
+    /// The term's button (it carries `aria-describedby` while open).
+    button: StoredValue<Option<web_sys::HtmlElement>, LocalStorage>,
+    /// Opened by click, tap or Enter: a dialog that takes focus and stays
+    /// until closed. Otherwise a preview, opened by hover or focus.
+    pinned: RwSignal<bool>,
+}
+
+/// The id of the open card's definition (the term's `aria-describedby`).
+const TERM_BODY: &str = "term-card-body";
 
 impl OpenTerm {
     pub fn provide() {
-        provide_context(OpenTerm(RwSignal::new(None), StoredValue::new_local(None)));
+        provide_context(OpenTerm {
+            id: RwSignal::new(None),
+            button: StoredValue::new_local(None),
+            pinned: RwSignal::new(false),
+        });
+    }
+
+    /// Listens for hover and focus on the terms in the app's pages (not in
+    /// an embedded demo: the embedding page's document is not ours).
+    pub fn listen() {
+        listen_for_previews(OpenTerm::get());
     }
 
     fn get() -> OpenTerm {
         use_context::<OpenTerm>().expect("OpenTerm::provide at the root")
     }
 
-    fn close(&self) {
-        self.0.set(None);
-        if let Some(button) = self.1.get_value() {
-            let _ = button.focus();
-        }
-    }
-}
-
-/// A click (or Enter/Space, which buttons turn into clicks) on a glossary
-/// term in rendered prose opens its card.
-pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
-    let open = OpenTerm::get();
-    move |e: ev::MouseEvent| {
-        let Some(target) = e
-            .target()
-            .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+    /// Opens the card of `button`'s term, as a dialog (`pin`) or a preview.
+    fn open(&self, button: web_sys::Element, pin: bool) {
+        let Some(term) = button
+            .get_attribute("data-term")
+            .and_then(|id| lessons::term(&id))
         else {
             return;
         };
-        let Ok(Some(button)) = target.closest("button.term") else {
-            return;
-        };
-        let Some(id) = button.get_attribute("data-term") else {
-            return;
-        };
-        if let Some(term) = lessons::term(&id) {
-            open.1
-                .set_value(button.dyn_into::<web_sys::HtmlElement>().ok());
-            open.0.set(Some(term.id.as_ref()));
+        self.forget_button();
+        let _ = button.set_attribute("aria-describedby", TERM_BODY);
+        self.button.set_value(button.dyn_into().ok());
+        self.pinned.set(pin);
+        self.id.set(Some(term.id.as_ref()));
+    }
+
+    fn forget_button(&self) {
+        if let Some(b) = self.button.get_value() {
+            let _ = b.remove_attribute("aria-describedby");
+        }
+    }
+
+    fn close(&self) {
+        self.forget_button();
+        self.id.set(None);
+        if self.pinned.get_untracked() {
+            // Focus goes back to the term while still pinned, so that this
+            // focus does not open the preview again.
+            if let Some(button) = self.button.get_value() {
+                let _ = button.focus();
+            }
+            self.pinned.set(false);
         }
     }
 }
 
-/// The open term's definition, as a non-modal dialog at the foot of the
-/// screen; Escape or "Close" returns focus to the term.
+/// The glossary term button an event happened in, if any.
+fn term_button(e: &web_sys::Event) -> Option<web_sys::Element> {
+    e.target()?
+        .dyn_into::<web_sys::Element>()
+        .ok()?
+        .closest("button.term")
+        .ok()?
+}
+
+/// A click (or Enter/Space, which buttons turn into clicks) on a glossary
+/// term in rendered prose opens its card as a dialog.
+pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
+    let open = OpenTerm::get();
+    move |e: ev::MouseEvent| {
+        if let Some(button) = term_button(&e) {
+            open.open(button, true);
+        }
+    }
+}
+
+/// Hover or keyboard focus on a term (mouseover, focusin) previews its
+/// card; leaving it (mouseout, focusout) closes the preview unless the
+/// term is still hovered or focused; Escape on it closes the preview. A
+/// dialog opened by click stays. One document listener for all five
+/// event types (the page's terms are in prose HTML).
+fn listen_for_previews(open: OpenTerm) {
+    use wasm_bindgen::closure::Closure;
+    let on =
+        Closure::<dyn Fn(web_sys::Event)>::new(move |e: web_sys::Event| match e.type_().as_str() {
+            "keydown" => {
+                let escape = e
+                    .dyn_ref::<web_sys::KeyboardEvent>()
+                    .is_some_and(|k| k.key() == "Escape");
+                if escape && term_button(&e).is_some() && open.id.get_untracked().is_some() {
+                    open.close();
+                }
+            }
+            "mouseover" | "focusin" => preview(open, &e, true),
+            _ => preview(open, &e, false),
+        });
+    let doc = document();
+    for kind in ["mouseover", "mouseout", "focusin", "focusout", "keydown"] {
+        let _ = doc.add_event_listener_with_callback(kind, on.as_ref().unchecked_ref());
+    }
+    // The page's lifetime: the listener stays with the document.
+    on.forget();
+}
+
+/// [`listen_for_previews`]' work for hover and focus (`show`) and for
+/// leaving and blur.
+fn preview(open: OpenTerm, e: &web_sys::Event, show: bool) {
+    let Some(button) = term_button(e) else {
+        return;
+    };
+    if open.pinned.get_untracked() {
+        return;
+    }
+    if show {
+        open.open(button, false);
+        return;
+    }
+    let mine = open
+        .button
+        .get_value()
+        .is_some_and(|b| b.is_same_node(Some(&button)));
+    let hovered = button.matches(":hover").unwrap_or(false);
+    let focused = document()
+        .active_element()
+        .is_some_and(|a| a.is_same_node(Some(&button)));
+    if mine && !hovered && !focused {
+        open.close();
+    }
+}
+
+/// The open term's definition at the foot of the screen: a preview while
+/// its term is hovered or focused (`role=tooltip`, the term described by
+/// it), or a non-modal dialog opened by click that takes focus; Escape or
+/// "Close" returns focus to the term.
 #[component]
 pub fn TermCard() -> impl IntoView {
     let open = OpenTerm::get();
     let card = NodeRef::<leptos::html::Div>::new();
     Effect::new(move |_| {
-        if open.0.get().is_some() {
+        if open.id.get().is_some() && open.pinned.get() {
             if let Some(el) = card.get() {
                 let _ = el.focus();
             }
         }
     });
     move || {
-        open.0.get().and_then(lessons::term).map(|term| {
+        open.id.get().and_then(lessons::term).map(|term| {
+            let pinned = open.pinned.get();
             view! {
                 <div
                     class="term-card"
-                    role="dialog"
+                    role=if pinned { "dialog" } else { "tooltip" }
                     aria-labelledby="term-card-title"
                     tabindex="-1"
                     node_ref=card
@@ -344,7 +441,7 @@ pub fn TermCard() -> impl IntoView {
                     }
                 >
                     <h2 id="term-card-title">{term.term.as_ref()}</h2>
-                    <div inner_html=term.html.as_ref()></div>
+                    <div id=TERM_BODY inner_html=term.html.as_ref()></div>
                     <p>
                         <a href=format!("/glossary#{}", term.id)>"All terms in the glossary"</a>
                         <button type="button" class="close" on:click=move |_| open.close()>"Close"</button>

@@ -109,8 +109,8 @@ pub fn XRayCard(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
                 <section class="xray" aria-label="X-ray of this run">
                     <h4>"X-ray: inside, and as the host sees it"</h4>
                     <p class="how">"Read by the server from the host side while the instance was held at ready; hover a row for how."</p>
-                    <table>
-                        <thead><tr><th></th><th scope="col">"Inside"</th><th scope="col">"As the host sees it"</th></tr></thead>
+                    <table class="xray-table">
+                        <thead><tr><th class="what"></th><th scope="col">"Inside"</th><th scope="col">"As the host sees it"</th></tr></thead>
                         <tbody>{rows}</tbody>
                     </table>
                     {(n > 0).then(|| view! {

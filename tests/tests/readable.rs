@@ -11,14 +11,20 @@
 //! checked against its run's events (the whole sweep, not its last step)
 //! and its run page keeps the step charts; on a host where Linux guests
 //! cannot boot, their cards ask no prediction and lesson 5's progress
-//! counts only the demos this server can run.
+//! counts only the demos this server can run. Before any run, lesson 4's
+//! compare block says only what it will compare, and every glossary term
+//! on that page previews its definition on hover and on keyboard focus;
+//! after the runs its kernel row reads "shared" (the host's `uname -r`)
+//! and "own" from the x-rays. The instructor's page, with a class of one
+//! member, is screenshot at the three widths too.
 
 mod util;
 
 use std::str::FromStr;
 use std::time::Duration;
 
-use fantoccini::Client;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
+use fantoccini::{Client, Locator};
 use serde_json::Value;
 use stacklab_api::DemoId;
 use util::*;
@@ -33,7 +39,7 @@ const MEASURE: &str = r#"
 const shown = el => el.getClientRects().length > 0 && !el.closest('details:not([open])');
 const small = [];
 const texts = document.querySelectorAll(
-  'svg text, .headline .figure, td.num, .timeline .t, .timeline .mem, .bar-label, .bar-value, .legend, .line-chart figcaption, .bars figcaption');
+  'svg text, .headline .figure, td.num, .timeline .t, .timeline .mem, .bar-label, .bar-value, .legend, .line-chart figcaption, .bars figcaption, .xray td, .xray th, .xray li');
 for (const el of texts) {
   if (!shown(el) || !el.textContent.trim()) continue;
   let px = parseFloat(getComputedStyle(el).fontSize);
@@ -78,9 +84,10 @@ async fn check_page(client: &Client, name: &str, run_demo: Option<DemoId>, shown
             "{name} at {width} px: figures or chart labels under 12 px: {small:?}"
         );
         let results = seen["results"].as_array().unwrap();
-        // Lesson 4 has the compare block only (its bars are checked for size).
+        // Lesson 4 has the compare block only (its bars are checked for
+        // size); the instructor's page shows the room, not a demo's result.
         assert!(
-            !results.is_empty() || name == "lesson-4",
+            !results.is_empty() || name == "lesson-4" || name == "instructor",
             "{name}: no result to check"
         );
         for r in results {
@@ -189,16 +196,26 @@ async fn sweep_headline_is_the_sweep(client: &Client, shown: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
+    let state = stacklab_server::AppState::new(Some(dist_dir()), Default::default())
+        .with_instructor_token(TOKEN);
     let Some(Session {
         client,
         base,
         profile: _profile,
         driver: _driver,
-    }) = session().await
+    }) = session_with(state).await
     else {
         return;
     };
     let lessons = lessons();
+    let four = lessons
+        .iter()
+        .find(|l| l.slug == "key-differences")
+        .unwrap();
+    open_from_home(&client, &format!("{base}/"), four).await;
+    compare_before_any_run(&client).await;
+    terms_preview_on_hover_and_focus(&client).await;
+
     let five = lessons
         .iter()
         .find(|l| l.slug == "postgres-both-ways")
@@ -216,6 +233,7 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
         )
         .await;
     }
+    xray_card_layout(&client).await;
     check_page(
         &client,
         "lesson-5",
@@ -278,12 +296,9 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
     click(&client, "tr[data-run] a").await;
     text_of(&client, ".run-page .density .line-chart svg").await;
 
-    let four = lessons
-        .iter()
-        .find(|l| l.slug == "key-differences")
-        .unwrap();
     open_from_home(&client, &format!("{base}/"), four).await;
     text_of(&client, ".compare .bar-value").await;
+    kernel_row_from_the_xrays(&client).await;
     check_page(&client, "lesson-4", None, ".compare").await;
 
     // The PostgreSQL run, on its own page.
@@ -309,7 +324,259 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
         ".run-page",
     )
     .await;
+    instructor_page(&client, &base).await;
     client.close().await.unwrap();
+}
+
+/// The micro-VM's x-ray card: its two sides side by side on a laptop and
+/// stacked on a phone, and no cell reaching past the card (long kernel
+/// strings and inode numbers wrap).
+async fn xray_card_layout(client: &Client) {
+    let card = r#"section.demo-card[data-demo="micro-vm"] .xray"#;
+    text_of(client, card).await;
+    for (width, side_by_side) in [(1280, true), (375, false)] {
+        client.set_window_rect(0, 0, width, 1000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let seen = eval(
+            client,
+            r#"const x = document.querySelector(arguments[0]);
+               const box = x.getBoundingClientRect();
+               const rows = [...x.querySelectorAll('tr[data-xray]')].map(tr =>
+                 [tr.querySelector('td.inside').getBoundingClientRect(), tr.querySelector('td.host').getBoundingClientRect()]);
+               return { rows: rows.length,
+                 beside: rows.every(([i, h]) => Math.abs(i.top - h.top) < 2 && h.left >= i.right - 1),
+                 stacked: rows.every(([i, h]) => h.top >= i.bottom - 1),
+                 past: [...x.querySelectorAll('td, th')].filter(c => c.getBoundingClientRect().right > box.right + 1)
+                   .map(c => c.textContent.slice(0, 40)) };"#,
+            vec![serde_json::json!(card)],
+        )
+        .await;
+        assert!(seen["rows"].as_u64().unwrap() >= 3, "{width} px: {seen}");
+        let key = if side_by_side { "beside" } else { "stacked" };
+        assert_eq!(seen[key], true, "{width} px: the sides are {key}: {seen}");
+        assert_eq!(seen["past"], serde_json::json!([]), "{width} px: {seen}");
+        screenshot_of(client, card, &format!("xray-card-{width}")).await;
+    }
+    client.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+}
+
+/// The instructor token of this test's server.
+const TOKEN: &str = "readable-instructor-token";
+
+/// Before the learner has run anything, the compare block says what it
+/// will compare and that it fills in after a run: no figures, no table.
+async fn compare_before_any_run(client: &Client) {
+    let said = text_of(client, ".compare .before-run").await;
+    assert!(
+        said.contains("fills in after you run"),
+        "the compare block says when it fills in: {said}"
+    );
+    let shown = eval(
+        client,
+        "return document.querySelectorAll('.compare .pair, .compare table, .compare .bar-value').length",
+        vec![],
+    )
+    .await;
+    assert_eq!(shown, 0, "no figures before a run of the learner's own");
+}
+
+/// Waits (up to 5 s) until `js` returns true.
+async fn until(client: &Client, js: &str, what: &str) {
+    for _ in 0..100 {
+        if eval(client, js, vec![]).await == Value::Bool(true) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 5 s");
+}
+
+/// What the open term card says: `[title, definition, role, describedby]`
+/// (`describedby`: the id the term button points to, if the card's
+/// definition has it), or null when no card is open.
+const CARD: &str = r#"
+const card = document.querySelector('.term-card');
+if (!card) return null;
+const body = document.getElementById('term-card-body');
+const by = document.querySelector('button.term[aria-describedby]');
+return [card.querySelector('h2').textContent, body ? body.textContent.trim() : '', card.getAttribute('role'),
+        by && body && body.closest('.term-card') === card ? by.dataset.term : null];
+"#;
+
+/// Every glossary term on the page previews its own definition while the
+/// pointer is on it and closes when it leaves; keyboard focus previews one
+/// too, Escape closes it with focus left on the term, and so does blur.
+async fn terms_preview_on_hover_and_focus(client: &Client) {
+    let glossary =
+        stacklab_content::render::load_glossary(&repo_root().join("content/glossary.yaml"))
+            .expect("glossary parses");
+    let ids: Vec<String> = serde_json::from_value(
+        eval(
+            client,
+            "return [...new Set([...document.querySelectorAll('.prose button.term')].map(b => b.dataset.term))]",
+            vec![],
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(
+        ids.len() >= 5,
+        "lesson 4 links only {ids:?} to the glossary"
+    );
+    let mouse = |action| MouseActions::new("mouse".into()).then(action);
+    for id in &ids {
+        let term = glossary.iter().find(|t| t.id == id.as_str()).unwrap();
+        let css = format!(r#".prose button.term[data-term="{id}"]"#);
+        eval(
+            client,
+            "document.querySelector(arguments[0]).scrollIntoView({block: 'center'})",
+            vec![serde_json::json!(css)],
+        )
+        .await;
+        let element = client.find(Locator::Css(&css)).await.unwrap();
+        client
+            .perform_actions(mouse(PointerAction::MoveToElement {
+                element,
+                duration: None,
+                x: 0.0,
+                y: 0.0,
+            }))
+            .await
+            .unwrap();
+        until(client, &format!("return !!document.querySelector('.term-card h2') && document.querySelector('.term-card h2').textContent === {:?}", &*term.term), &format!("hovering {id} shows its card")).await;
+        let card = eval(client, CARD, vec![]).await;
+        assert_eq!(card[0], serde_json::json!(&*term.term), "{id}: {card}");
+        assert!(
+            card[1].as_str().is_some_and(|d| d.len() > 20),
+            "{id}: the card gives the definition: {card}"
+        );
+        assert_eq!(card[2], "tooltip", "{id}: a preview, not a dialog: {card}");
+        assert_eq!(
+            card[3],
+            serde_json::json!(id),
+            "{id}: the term is described by the card: {card}"
+        );
+        if id == &ids[0] {
+            screenshot(client, "glossary-hover").await;
+        }
+        // The pointer leaves (to the page's top left corner): it closes.
+        client
+            .perform_actions(mouse(PointerAction::MoveTo {
+                duration: None,
+                x: 1.0,
+                y: 1.0,
+            }))
+            .await
+            .unwrap();
+        until(
+            client,
+            "return !document.querySelector('.term-card') && !document.querySelector('button.term[aria-describedby]')",
+            &format!("leaving {id} closes its card"),
+        )
+        .await;
+    }
+    client.release_actions().await.unwrap();
+
+    // Keyboard: focus previews; Escape closes and leaves focus on the term.
+    let id = &ids[0];
+    let css = format!(r#".prose button.term[data-term="{id}"]"#);
+    let focus = "document.querySelector(arguments[0]).focus()";
+    eval(client, focus, vec![serde_json::json!(css)]).await;
+    until(
+        client,
+        "return !!document.querySelector('.term-card[role=tooltip]')",
+        "focus shows the card",
+    )
+    .await;
+    let card = eval(client, CARD, vec![]).await;
+    assert_eq!(card[3], serde_json::json!(id), "focus on {id}: {card}");
+    client
+        .active_element()
+        .await
+        .unwrap()
+        .send_keys(&fantoccini::key::Key::Escape.to_string())
+        .await
+        .unwrap();
+    until(
+        client,
+        "return !document.querySelector('.term-card')",
+        "Escape closes the card",
+    )
+    .await;
+    let focused = eval(
+        client,
+        "return document.activeElement.dataset.term ?? null",
+        vec![],
+    )
+    .await;
+    assert_eq!(focused, serde_json::json!(id), "focus stays on the term");
+    eval(client, "document.activeElement.blur()", vec![]).await;
+    eval(client, focus, vec![serde_json::json!(css)]).await;
+    until(
+        client,
+        "return !!document.querySelector('.term-card')",
+        "focus shows the card again",
+    )
+    .await;
+    eval(client, "document.activeElement.blur()", vec![]).await;
+    until(
+        client,
+        "return !document.querySelector('.term-card')",
+        "blur closes the card",
+    )
+    .await;
+}
+
+/// After the runs, the compare table's kernel row is read from their
+/// x-rays: the container's kernel is the one this host runs (the test's
+/// own `uname -r`, shared), the micro-VM's the guest's own.
+async fn kernel_row_from_the_xrays(client: &Client) {
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let host = host.trim();
+    let row = r#".compare tr[data-row="kernel"]"#;
+    let container = text_of(client, &format!(r#"{row} [data-side="container"]"#)).await;
+    assert!(
+        container.contains(&format!("shared: {host} inside, {host} on the host")),
+        "the container's kernel is the host's {host}: {container}"
+    );
+    let vm = text_of(client, &format!(r#"{row} [data-side="vm"]"#)).await;
+    assert!(
+        vm.starts_with("VM: own: ")
+            && vm.contains(&format!("{host} on the host"))
+            && !vm.contains(&format!("own: {host} inside")),
+        "the micro-VM's kernel is its own: {vm}"
+    );
+}
+
+/// The instructor's page with a class of one member (this learner, who
+/// joins), checked and screenshot at the three widths.
+async fn instructor_page(client: &Client, base: &str) {
+    client
+        .goto(&format!("{base}/class#token={TOKEN}"))
+        .await
+        .unwrap();
+    let name = client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#class-name"))
+        .await
+        .unwrap();
+    name.send_keys("Readable workshop").await.unwrap();
+    click(client, "#create-class button[type=submit]").await;
+    let code = text_of(client, "#join-code").await;
+    client.goto(&format!("{base}/join/{code}")).await.unwrap();
+    let field = client
+        .wait()
+        .at_most(Duration::from_secs(30))
+        .for_element(Locator::Css("#display-name"))
+        .await
+        .unwrap();
+    field.send_keys("Ada").await.unwrap();
+    click(client, "#join-form button[type=submit]").await;
+    wait_for_text(client, "#joined", "count for the room").await;
+    client.goto(&format!("{base}/class/{code}")).await.unwrap();
+    wait_for_text(client, "#members", "Ada").await;
+    check_page(client, "instructor", None, ".members").await;
 }
 
 /// A card whose lesson asks for a guess runs only after one (or "I'd rather

@@ -70,8 +70,17 @@ pub struct Session {
 
 /// A [`Session`] on a new server.
 pub async fn session() -> Option<Session> {
+    session_with(stacklab_server::AppState::new(
+        Some(dist_dir()),
+        Default::default(),
+    ))
+    .await
+}
+
+/// A [`Session`] on a new server with this state (an instructor token).
+pub async fn session_with(state: stacklab_server::AppState) -> Option<Session> {
     let (driver, port) = chromedriver().await?;
-    let base = start_server().await;
+    let base = start_server_with(state).await;
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
     Some(Session {
