@@ -184,9 +184,16 @@ impl<R: Runtime> Runtime for Density<R> {
                 last_start_us = ctx.elapsed_us();
                 samples.push(self.sample(ctx, n, s).await?);
             }
-            let last = samples.last().expect("every step takes one sample");
-            let taken = samples.len();
             let times: Vec<f64> = samples.iter().map(|s| s.all_ready_us as f64).collect();
+            // The first sample is always taken; an error would have
+            // returned above.
+            let (Some(last), Some(time)) = (samples.last(), Spread::of(&times)) else {
+                return Err(RunError {
+                    code: ErrorCode::Internal,
+                    message: format!("with {n} at once, no sample was taken"),
+                });
+            };
+            let taken = samples.len();
             let totals_read: Vec<f64> = samples
                 .iter()
                 .filter_map(|s| s.total.as_ref().ok().copied())
@@ -268,7 +275,6 @@ impl<R: Runtime> Runtime for Density<R> {
                 continue;
             }
             let from = |k: usize| Some(format!("from {k} of {taken} sample(s)"));
-            let time = Spread::of(&times).expect("every step takes one sample");
             ready.read_noted(key(DensityMetric::AllReady), Ok(time.median), from(taken));
             ready.read_noted(key(DensityMetric::AllReadyMin), Ok(time.min), from(taken));
             ready.read_noted(key(DensityMetric::AllReadyMax), Ok(time.max), from(taken));
