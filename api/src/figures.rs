@@ -113,43 +113,19 @@ pub fn figures(demo: DemoId) -> Vec<Figure> {
     if demo.density_of().is_some() {
         out.push(
             fig(M::SweepTotal, "Whole sweep", Micros,
-                "from leaving the queue to the last step's end: every step (1, 2, … 5 at once), one after another, on the server's monotonic clock",
+                match demo.samples_per_step() {
+                    1 => Cow::Borrowed("from leaving the queue to the last step's end: every step (1, 2, … 5 at once), one after another, on the server's monotonic clock"),
+                    k => format!("from leaving the queue to the last step's end: every step (1, 2, … 5 at once), each taken {k} times, one after another, on the server's monotonic clock").into(),
+                },
                 span(Phase::SlotGranted, Phase::Ready)).headline(Question::Time),
         );
         out.push(queue_wait());
+        let samples = demo.samples_per_step();
         for n in 1..=DemoId::DENSITY_MAX {
-            out.push(fig(
-                Key::Density(DensityMetric::AllReady, n),
-                format!("Step {n}: all {n} ready"),
-                Micros,
-                format!("one step of the sweep: from starting {n} at the same moment until the last of them reported ready (server's monotonic clock)"),
-                span(Phase::StepStart(n), Phase::StepReady(n)),
-            ));
-            let memory = fig(
-                Key::Density(DensityMetric::MemoryTotal, n),
-                format!("Step {n}: memory held together"),
-                Bytes,
-                match demo.density_of() {
-                    Some(DemoId::MicroVm) => "the sum of each VM's memory held (PSS of its host processes, guest pages included), read in one pass by the server once all were ready and held",
-                    _ => "the sum of each container's memory held (PSS of its processes + files on its tmpfs mounts), read in one pass by the server once all had answered and were running",
-                },
-                Definition::Reading,
-            );
-            out.push(if n == DemoId::DENSITY_MAX {
-                memory.headline(Question::Memory)
-            } else {
-                memory
-            });
-            out.push(fig(
-                Key::Density(DensityMetric::AnonMedian, n),
-                format!("Step {n}: anonymous memory per instance (median)"),
-                Bytes,
-                "the median of the instances' anonymous memory (Pss_Anon + Pss_Shmem of their processes: heap, stacks, shared buffers, guest RAM), read in the same pass: what each instance adds, since no other instance can share it",
-                Definition::Reading,
-            ));
+            out.extend(density_step(demo, n, samples));
         }
         out.push(fig(M::MemoryPerExtraInstance, "Memory added per extra instance", Bytes,
-            "for each step N > 1: (memory held together at N − at 1) / (N − 1); the median of those steps, their spread in the note",
+            "for each step N > 1: (memory held together at N − at 1) / (N − 1), each step's figure as listed above; the median of those steps, their spread in the note",
             Definition::Reading));
         return out;
     }
@@ -351,6 +327,126 @@ fn uss() -> Figure {
         "Private_Clean + Private_Dirty from the same smaps_rollup files at the same moment: pages no other process maps (a program's pages count here while it runs alone, and stop counting once another copy maps them too)",
         Definition::Reading)
 }
+
+/// The figures of step `n` of density demo `demo`, whose steps are each
+/// taken `samples` times. One sample: the step's time is the span between
+/// its phases. Several: every figure is a reading of the sweep, the median
+/// with the least and most beside it, and how many samples they are from.
+/// (`StepStart(n)` is then the first sample's start and `StepReady(n)` the
+/// last sample's all-ready: the span holds every sample of the step.)
+fn density_step(demo: DemoId, n: u32, samples: u32) -> Vec<Figure> {
+    use DensityMetric as D;
+    use Unit::{Bytes, Count, Micros};
+    let key = |m: DensityMetric| Key::Density(m, n);
+    let held = match demo.density_of() {
+        Some(DemoId::MicroVm) => "the sum of each VM's memory held (PSS of its host processes, guest pages included), read in one pass by the server once all were ready and held",
+        _ => "the sum of each container's memory held (PSS of its processes + files on its tmpfs mounts), read in one pass by the server once all had answered and were running",
+    };
+    let anon = fig(
+        key(D::AnonMedian),
+        format!("Step {n}: anonymous memory per instance (median)"),
+        Bytes,
+        if samples > 1 {
+            "the median of the instances' anonymous memory (Pss_Anon + Pss_Shmem of their processes: heap, stacks, shared buffers, guest RAM), over every instance of every sample of the step, each read in its sample's pass: what each instance adds, since no other instance can share it"
+        } else {
+            "the median of the instances' anonymous memory (Pss_Anon + Pss_Shmem of their processes: heap, stacks, shared buffers, guest RAM), read in the same pass: what each instance adds, since no other instance can share it"
+        },
+        Definition::Reading,
+    );
+    let headline = |f: Figure| {
+        if n == DemoId::DENSITY_MAX {
+            f.headline(Question::Memory)
+        } else {
+            f
+        }
+    };
+    if samples <= 1 {
+        return vec![
+            fig(
+                key(D::AllReady),
+                format!("Step {n}: all {n} ready"),
+                Micros,
+                format!("one step of the sweep, one sample: from starting {n} at the same moment until the last of them reported ready (server's monotonic clock)"),
+                span(Phase::StepStart(n), Phase::StepReady(n)),
+            ),
+            headline(fig(
+                key(D::MemoryTotal),
+                format!("Step {n}: memory held together"),
+                Bytes,
+                format!("one step of the sweep, one sample: {held}"),
+                Definition::Reading,
+            )),
+            anon,
+        ];
+    }
+    let time = format!("one step of the sweep, started {samples} times one after another: each sample from starting {n} at the same moment until the last of them reported ready (server's monotonic clock)");
+    let memory = format!(
+        "one step of the sweep, started {samples} times one after another: in each sample, {held}"
+    );
+    vec![
+        fig(
+            key(D::AllReady),
+            format!("Step {n}: all {n} ready (median)"),
+            Micros,
+            format!("{time}; the median of the samples"),
+            Definition::Reading,
+        ),
+        fig(
+            key(D::AllReadyMin),
+            format!("Step {n}: all {n} ready (least)"),
+            Micros,
+            format!("{time}; the least of the samples"),
+            Definition::Reading,
+        ),
+        fig(
+            key(D::AllReadyMax),
+            format!("Step {n}: all {n} ready (most)"),
+            Micros,
+            format!("{time}; the most of the samples"),
+            Definition::Reading,
+        ),
+        fig(
+            key(D::Samples),
+            format!("Step {n}: samples"),
+            Count,
+            format!("how many times the step was taken (up to {samples}; a further sample starts only while the step's samples so far took under {} s): its time figures are from all of them", DENSITY_SAMPLING_S),
+            Definition::Reading,
+        ),
+        headline(fig(
+            key(D::MemoryTotal),
+            format!("Step {n}: memory held together (median)"),
+            Bytes,
+            format!("{memory}; the median of the samples whose memory was read"),
+            Definition::Reading,
+        )),
+        fig(
+            key(D::MemoryTotalMin),
+            format!("Step {n}: memory held together (least)"),
+            Bytes,
+            format!("{memory}; the least of the samples whose memory was read"),
+            Definition::Reading,
+        ),
+        fig(
+            key(D::MemoryTotalMax),
+            format!("Step {n}: memory held together (most)"),
+            Bytes,
+            format!("{memory}; the most of the samples whose memory was read"),
+            Definition::Reading,
+        ),
+        fig(
+            key(D::MemorySamples),
+            format!("Step {n}: samples with memory read"),
+            Count,
+            "of the step's samples, those whose memory was read: its memory figures are from these (a sample whose reading failed is left out, not counted as 0)",
+            Definition::Reading,
+        ),
+        anon,
+    ]
+}
+
+/// A density step is sampled again only while its samples so far took
+/// under this many seconds (the sweep's total time stays bounded).
+pub const DENSITY_SAMPLING_S: u64 = 2;
 
 fn queue_wait() -> Figure {
     fig(Metric::QueueWait, "Waited in line", Unit::Micros,

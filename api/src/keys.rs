@@ -89,10 +89,28 @@ wire_enum! {
 wire_enum! {
     /// A figure of one step of a density sweep.
     pub enum DensityMetric {
-        /// From starting N at once until the last was ready.
+        /// From starting N at once until the last was ready (of a sweep
+        /// that repeats its steps, the median of the step's samples).
         AllReady => "all_ready",
-        /// The memory the N instances held together.
+        /// The memory the N instances held together (of a sweep that
+        /// repeats its steps, the median of the step's samples).
         MemoryTotal => "memory_total",
+        /// Of a sweep that repeats its steps: the least of the step's
+        /// [`DensityMetric::AllReady`] samples.
+        AllReadyMin => "all_ready_min",
+        /// Likewise the most.
+        AllReadyMax => "all_ready_max",
+        /// Of a sweep that repeats its steps: the least of the step's
+        /// [`DensityMetric::MemoryTotal`] samples (those read).
+        MemoryTotalMin => "memory_total_min",
+        /// Likewise the most.
+        MemoryTotalMax => "memory_total_max",
+        /// Of a sweep that repeats its steps: how many samples the step's
+        /// times are from.
+        Samples => "samples",
+        /// Of those, how many had their memory read (the step's memory
+        /// figures are from these).
+        MemorySamples => "memory_samples",
         /// The median of the N instances' anonymous memory (Pss_Anon +
         /// Pss_Shmem of their processes), read in the same pass: memory no
         /// other instance can share.

@@ -178,6 +178,19 @@ impl DemoId {
         }
     }
 
+    /// How many times a density sweep repeats each of its steps: several
+    /// where a step costs milliseconds (micro-VMs), so each N is reported
+    /// as the median, least and most of its samples; once where a step
+    /// costs seconds (PostgreSQL containers), so each N is one sample and
+    /// is shown as one. 1 for a demo that is not a sweep. The figure table,
+    /// the sweep and the charts all read it here.
+    pub fn samples_per_step(self) -> u32 {
+        match self {
+            DemoId::DensityMicroVm => 5,
+            _ => 1,
+        }
+    }
+
     /// The keys of this demo's headline time and memory measurements (kept
     /// in the history), from the figure table ([`figures::headline`]): for
     /// a single instance start → ready and the memory it held; for a

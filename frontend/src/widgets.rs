@@ -404,15 +404,60 @@ pub(crate) fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> i
             })
         })
     };
+    // Each N's least and most, where the sweep repeated its steps (the
+    // micro-VMs'): drawn as a bar through the median.
+    let spread = move |lo: DensityMetric, hi: DensityMetric| {
+        let hi = points(hi);
+        points(lo)
+            .into_iter()
+            .filter_map(|(x, l)| hi.iter().find(|p| p.0 == x).map(|p| (x, l, p.1)))
+            .collect::<Vec<_>>()
+    };
+    // How many samples each step's figures are from: "5", or "3–5".
+    let samples = move |metric: DensityMetric| {
+        let k = points(metric);
+        let (lo, hi) = k
+            .iter()
+            .fold((f64::MAX, 0.0_f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+        if lo < hi {
+            format!("{}–{}", n(lo), n(hi))
+        } else {
+            n(hi)
+        }
+    };
     let charts = move || {
         let time = points(DensityMetric::AllReady);
         let memory = points(DensityMetric::MemoryTotal);
+        let time_spread = spread(DensityMetric::AllReadyMin, DensityMetric::AllReadyMax);
+        let memory_spread = spread(DensityMetric::MemoryTotalMin, DensityMetric::MemoryTotalMax);
+        // A line joins medians of repeated samples, never single samples.
+        let join = |spread: &[(f64, f64, f64)], p: &[(f64, f64)]| {
+            if !p.is_empty() && spread.len() == p.len() {
+                Join::Line
+            } else {
+                Join::Points
+            }
+        };
+        let (time_join, memory_join) = (join(&time_spread, &time), join(&memory_spread, &memory));
         (!time.is_empty()).then(|| {
             let how_memory = if base == DemoId::MicroVm {
                 "Held together: every VMM held its VM at ready until all N were ready; the server then read each VMM process's PSS (guest pages included) from /proc/PID/smaps_rollup, and only then let them go."
             } else {
                 "Held together: once all N had answered SELECT 1, the server read each container's PSS (its processes) plus its tmpfs pages while all N were running, and only then removed them. Containers of one image share its files in the page cache; PSS splits shared pages among their users."
             };
+            let repeated = |join: Join, k: String| match join {
+                Join::Line => (
+                    format!(" (median, least–most of {k} samples)"),
+                    format!("Each step taken {k} times: dot = median, bar = least to most, line = medians."),
+                ),
+                Join::Points => (
+                    String::new(),
+                    "One sample per step: single samples vary, so no line joins them.".to_owned(),
+                ),
+            };
+            let (time_title, time_how) = repeated(time_join, samples(DensityMetric::Samples));
+            let (memory_title, memory_how) =
+                repeated(memory_join, samples(DensityMetric::MemorySamples));
             let ratio = |p: &[(f64, f64)]| match (p.first(), p.last()) {
                 (Some(a), Some(b)) if a.1 > 0.0 && p.len() > 1 => format!("{}×", fixed(b.1 / a.1, 1)),
                 _ => "—".into(),
@@ -426,21 +471,24 @@ pub(crate) fn DensityResults(base: DemoId, events: RwSignal<Vec<RunEvent>>) -> i
             view! {
                 <div class="density">
                     <LineChart
-                        title=format!("{name}: each step, time until all N were ready")
+                        title=format!("{name}: each step, time until all N were ready{time_title}")
                         x_label="N started at the same moment"
                         y_label="step time (ms)"
                         series=vec![Series { name, class, points: time }]
                         fmt_y=fmt_ms
-                        join=Join::Points
-                        how="One sample per step (each N once): from starting all N together until the last reported ready, on the server's monotonic clock. Single samples vary from run to run, so no line joins them.".to_owned()
+                        spread=time_spread
+                        join=time_join
+                        how=format!("From starting all N together until the last was ready (server's monotonic clock). {time_how}")
                     />
                     <LineChart
-                        title=format!("{name}: each step, memory held together")
+                        title=format!("{name}: each step, memory held together{memory_title}")
                         x_label="N started at the same moment"
                         y_label="memory (KiB/MiB)"
                         series=vec![Series { name, class, points: memory }]
                         fmt_y=fmt_mib
-                        how=how_memory.to_owned()
+                        spread=memory_spread
+                        join=memory_join
+                        how=format!("{how_memory} {memory_how}")
                     />
                     <p class="how scale-note">{scale_note}</p>
                 </div>

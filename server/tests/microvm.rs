@@ -176,8 +176,9 @@ async fn the_server_kills_a_vmm_that_outlives_the_run_deadline() {
     assert!(!vmm_alive(&record), "the VMM process was killed and reaped");
 }
 
-/// Density: 1 to 5 micro-VMs at once; every step measured, memory growing
-/// with N, and the sweep kept in the history and its exports.
+/// Density: 1 to 5 micro-VMs at once; every step measured several times
+/// (median, least, most), memory growing with N, and the sweep kept in
+/// the history and its exports.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     if !kvm_present() {
@@ -244,15 +245,53 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
                 .unwrap()
         })
         .collect();
+    // Each step is taken several times (micro-VM steps cost
+    // milliseconds): each N is the median of its samples, with the least
+    // and most beside it and how many samples they are from.
+    let samples = DemoId::DensityMicroVm.samples_per_step();
+    assert!(samples > 1, "the micro-VM sweep repeats its steps");
+    let mut least_work = 0.0;
     for n in 1..=5u32 {
-        let t = outcome
-            .value(Key::Density(DensityMetric::AllReady, n))
-            .unwrap();
-        assert!(t > 0.0 && t < 30e6, "all_ready@{n} = {t} µs");
-        let m = memory[n as usize - 1] / 1048576.0;
+        let at = |m: DensityMetric| {
+            outcome
+                .value(Key::Density(m, n))
+                .unwrap_or_else(|| panic!("no {m}@{n}: {:?}", outcome))
+        };
+        let t = at(DensityMetric::AllReady);
+        let (t_min, t_max) = (
+            at(DensityMetric::AllReadyMin),
+            at(DensityMetric::AllReadyMax),
+        );
+        assert!(
+            t_min > 0.0 && t_min <= t && t <= t_max && t_max < 30e6,
+            "all_ready@{n}: {t_min} ≤ {t} ≤ {t_max} µs"
+        );
+        let (m_min, m_max) = (
+            at(DensityMetric::MemoryTotalMin),
+            at(DensityMetric::MemoryTotalMax),
+        );
+        let m = memory[n as usize - 1];
+        assert!(
+            m_min > 0.0 && m_min <= m && m <= m_max,
+            "memory_total@{n}: {m_min} ≤ {m} ≤ {m_max} B"
+        );
+        // Taken as often as the demo says (each sample costs
+        // milliseconds, far under the sampling bound), all read.
+        assert_eq!(at(DensityMetric::Samples), f64::from(samples), "N={n}");
+        assert_eq!(
+            at(DensityMetric::MemorySamples),
+            f64::from(samples),
+            "N={n}"
+        );
+        least_work += f64::from(samples) * t_min;
         eprintln!(
-            "density (micro-VMs): N={n}: {:.1} ms {m:.2} MiB",
-            t / 1000.0
+            "density (micro-VMs): N={n}: {:.1} ms ({:.1}–{:.1}), {:.2} MiB ({:.2}–{:.2}), {samples} samples",
+            t / 1000.0,
+            t_min / 1000.0,
+            t_max / 1000.0,
+            m / 1048576.0,
+            m_min / 1048576.0,
+            m_max / 1048576.0,
         );
     }
     // One snapshot: all five are read in one pass once all are ready, so
@@ -326,6 +365,12 @@ async fn a_density_sweep_measures_one_to_five_vms_and_lands_in_the_history() {
     assert!(
         listed.time_to_ready_us.unwrap() > steps,
         "the sweep ({:?} µs) holds all its steps ({steps} µs)",
+        listed.time_to_ready_us
+    );
+    // And every sample of every step: each took at least its step's least.
+    assert!(
+        listed.time_to_ready_us.unwrap() > least_work,
+        "the sweep ({:?} µs) holds every sample ({least_work} µs at least)",
         listed.time_to_ready_us
     );
     assert_eq!(listed.memory_bytes, Some(memory[4]));

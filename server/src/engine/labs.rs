@@ -391,7 +391,10 @@ impl Labs {
                 runs.try_start(
                     requester,
                     demo,
-                    Arc::new(Density::new(runtime, base, DemoId::DENSITY_MAX)),
+                    Arc::new(
+                        Density::new(runtime, base, DemoId::DENSITY_MAX)
+                            .with_samples(demo.samples_per_step()),
+                    ),
                     queue.clone(),
                     self.deadline * DENSITY_DEADLINE_FACTOR,
                 )

@@ -278,9 +278,17 @@ function sweepCurves(run) {
   const draw = (record) => {
     const finished = record.events.find((e) => e.type === "finished");
     const ms = finished?.outcome?.measurements || [];
+    const at = (key) => ms.find((m) => m.key === key)?.value;
+    // [N, median, least, most]: least and most where the sweep repeated
+    // its steps (micro-VMs); a single sample has none, and no line.
     const series = (metric) => ms.filter((m) => m.key.startsWith(metric + "@"))
-      .map((m) => [Number(m.key.split("@")[1]), m.value]).sort((a, b) => a[0] - b[0]);
+      .map((m) => { const n = m.key.split("@")[1]; return [Number(n), m.value, at(`${metric}_min@${n}`), at(`${metric}_max@${n}`)]; })
+      .sort((a, b) => a[0] - b[0]);
+    const k = at("samples@1");
     box.replaceChildren(
+      el("p", { class: "meta" }, k
+        ? `Each step was taken ${k} times: a point is their median, its bar runs from the least to the most, the line joins the medians.`
+        : "Each step was taken once: single samples, so no line joins them."),
       curve(series("all_ready"), "N started at once", "time until all N were ready", (us) => `${+(us / 1000).toPrecision(3)} ms`),
       curve(series("memory_total"), "N started at once", "memory held together", (b) => `${+(b / 1048576).toPrecision(3)} MiB`),
     );
@@ -292,10 +300,11 @@ function sweepCurves(run) {
 
 function curve(points, xLabel, yLabel, fmt) {
   const W = 420, H = 220, L = 70, R = 14, T = 14, B = 44;
-  const svg = newSvg(W, H, "curve", `${yLabel} against N: ` + points.map(([n, v]) => `${n} → ${fmt(v)}`).join(", "));
+  const svg = newSvg(W, H, "curve", `${yLabel} against N: ` + points.map(([n, v, lo, hi]) => `${n} → ${fmt(v)}` + (hi === undefined ? "" : ` (${fmt(lo)}–${fmt(hi)})`)).join(", "));
   const add = svgEl(svg);
   if (!points.length) return svg;
-  const maxN = points[points.length - 1][0], maxY = Math.max(...points.map((p) => p[1])) * 1.1 || 1;
+  const spread = points.every((p) => p[2] !== undefined && p[3] !== undefined);
+  const maxN = points[points.length - 1][0], maxY = Math.max(...points.map((p) => spread ? p[3] : p[1])) * 1.1 || 1;
   const x = (n) => L + (n - 1) / Math.max(1, maxN - 1) * (W - L - R);
   const y = (v) => H - B - v / maxY * (H - B - T);
   add("line", { class: "axis", x1: L, x2: W - R, y1: H - B, y2: H - B });
@@ -304,7 +313,10 @@ function curve(points, xLabel, yLabel, fmt) {
   for (const f of [0, 0.5, 1]) add("text", { x: L - 6, y: y(maxY / 1.1 * f) + 4, "text-anchor": "end" }, fmt(maxY / 1.1 * f));
   add("text", { class: "axis-label", x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, `${xLabel} (1 → ${maxN})`);
   add("text", { class: "axis-label", x: 14, y: (T + H - B) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(T + H - B) / 2})` }, yLabel);
-  add("polyline", { points: points.map(([n, v]) => `${x(n)},${y(v)}`).join(" ") });
+  if (spread) {
+    for (const [n, , lo, hi] of points) add("line", { class: "spread", x1: x(n), x2: x(n), y1: y(lo), y2: y(hi) });
+    add("polyline", { points: points.map(([n, v]) => `${x(n)},${y(v)}`).join(" ") });
+  }
   for (const [n, v] of points) add("circle", { cx: x(n), cy: y(v), r: 5 });
   return svg;
 }
