@@ -20,7 +20,7 @@ use stacklab_api::{EventKind, Guess, Off, Quantity, RunEvent, Scale};
 
 use crate::lessons::{DemoId, Prediction};
 use crate::num::{fixed, n};
-use crate::progress::Progress;
+use crate::progress::{Card, Progress};
 
 thread_local! {
     /// The guesses locked at each demo's last Run click, for the request
@@ -29,9 +29,17 @@ thread_local! {
 }
 
 /// The guesses locked at `demo`'s Run click, as the `guesses` member of
-/// the run's request (`,"guesses":[…]`; empty without any).
+/// the run's request (`,"guesses":[…]`; empty without any). Taken: only
+/// the click's first run carries them ("Run 5 times" is one guess, not
+/// five).
 pub fn guesses_json(demo: DemoId) -> String {
-    let guesses = LOCKED.with(|l| l.borrow().get(&demo).cloned().unwrap_or_default());
+    // (Emptied in place: a map's removal code costs the bundle a kilobyte.)
+    let guesses = LOCKED.with(|l| {
+        l.borrow_mut()
+            .get_mut(&demo)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    });
     if guesses.is_empty() {
         return String::new();
     }
@@ -73,7 +81,11 @@ fn how_far(q: Quantity, guess: f64, measured: f64) -> String {
         Off::By(d) if d.abs() < 0.5 => "spot on".to_owned(),
         Off::By(d) => format!(
             "{} {} your guess",
-            show(q, d.abs()),
+            // A share's difference is in points, not a share of the guess.
+            match q {
+                Quantity::PlatformShare => format!("{}\u{a0}percentage points", fixed(d.abs(), 0)),
+                _ => show(q, d.abs()),
+            },
             if d > 0.0 { "above" } else { "below" }
         ),
         Off::Orders(off) if off.abs() < 0.05 => "spot on".to_owned(),
@@ -89,28 +101,28 @@ fn how_far(q: Quantity, guess: f64, measured: f64) -> String {
     }
 }
 
-/// Whether `demo`'s Run may start: a guess of one of `asks` made, or
+/// Whether `card`'s Run may start: a guess of one of `asks` made, or
 /// declined (always, for a card that asks nothing).
-pub fn ready(progress: Progress, demo: DemoId, asks: &[Quantity]) -> bool {
+pub fn ready(progress: Progress, card: Card, asks: &[Quantity]) -> bool {
     asks.is_empty()
-        || progress.declined(demo)
-        || asks.iter().any(|q| progress.guess_of(demo, *q).is_some())
+        || progress.declined(card)
+        || asks.iter().any(|q| progress.guess_of(card, *q).is_some())
 }
 
-/// Locks `demo`'s current guesses of `asks` (or "no guess") for the run
+/// Locks `card`'s current guesses of `asks` (or "no guess") for the run
 /// about to start: kept in progress for the verdict, and for the run's
 /// request.
-pub fn lock(progress: Progress, demo: DemoId, asks: &[Quantity]) {
-    let declined = progress.declined(demo);
+pub fn lock(progress: Progress, card: Card, asks: &[Quantity]) {
+    let declined = progress.declined(card);
     let guesses: Vec<Guess> = asks
         .iter()
         .filter_map(|&quantity| {
-            let value = progress.guess_of(demo, quantity);
+            let value = progress.guess_of(card, quantity);
             (declined || value.is_some()).then_some(Guess { quantity, value })
         })
         .collect();
-    progress.lock(demo, &guesses);
-    LOCKED.with(|l| l.borrow_mut().insert(demo, guesses));
+    progress.lock(card, &guesses);
+    LOCKED.with(|l| l.borrow_mut().insert(card.demo, guesses));
 }
 
 /// Before the run: the learner's guesses, on sliders (yes/no as two
@@ -130,13 +142,14 @@ pub fn GuessBeside(
 ) -> impl IntoView {
     let progress = Progress::get();
     let asks = Quantity::asked(demo, xray);
+    let card = Card { demo, xray };
     let verdict = move || {
         let done = events.with(|v| {
             v.iter()
                 .any(|e| matches!(e.kind, EventKind::Finished { .. }))
         });
         let locked: Vec<Guess> = progress
-            .locked(demo)?
+            .locked(card)?
             .into_iter()
             .filter(|g| asks.contains(&g.quantity))
             .collect();
@@ -176,10 +189,10 @@ pub fn GuessBeside(
             }
         })
     };
-    let declined = move || progress.declined(demo);
+    let declined = move || progress.declined(card);
     let input = move |q: Quantity| {
         let (lo, hi) = q.range();
-        let value = move || progress.guess_of(demo, q);
+        let value = move || progress.guess_of(card, q);
         let text = move || value().map(|v| show(q, v));
         let log = q.scale() == Scale::Log;
         let (min, max, step) = if log {
@@ -187,7 +200,7 @@ pub fn GuessBeside(
         } else {
             (lo, hi, "1")
         };
-        let set = move |v: f64| progress.set_guess(demo, q, if log { 10f64.powf(v) } else { v });
+        let set = move |v: f64| progress.set_guess(card, q, if log { 10f64.powf(v) } else { v });
         if q.scale() == Scale::YesNo {
             let choice = move |v: f64, label: &'static str| {
                 view! {
@@ -242,12 +255,12 @@ pub fn GuessBeside(
                 .map(|&q| input(q))
                 .collect_view()}
             <p class="decline">
-                <button type="button" class="decline" aria-pressed=move || declined().to_string() on:click=move |_| progress.decline(demo)>
+                <button type="button" class="decline" aria-pressed=move || declined().to_string() on:click=move |_| progress.decline(card)>
                     "I'd rather not guess"
                 </button>
                 {move || if declined() {
                     " You chose not to guess: the run will be recorded as such."
-                } else if ready(progress, demo, asks) {
+                } else if ready(progress, card, asks) {
                     ""
                 } else {
                     " Guess first (or choose not to): the Run button waits for it."

@@ -13,10 +13,31 @@ use crate::lessons::{Block, DemoId, Lesson};
 /// Where the browser keeps the progress.
 const PROGRESS_KEY: &str = "stacklab.progress.v2";
 
+/// Where guesses are asked: a demo's own card, or its x-ray block (`xray`),
+/// which asks other questions of the same demo in another lesson. Each
+/// keeps its own guesses, "no guess" and lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Card {
+    pub demo: DemoId,
+    pub xray: bool,
+}
+
+impl Card {
+    /// Its key in the progress: the demo's id, plus `/x-ray` for the block.
+    fn id(self) -> String {
+        let mut id = self.demo.as_str().to_owned();
+        if self.xray {
+            id.push_str("/x-ray");
+        }
+        id
+    }
+}
+
 /// Kept as lines of `key value`, one fact a line: `read <slug>`,
 /// `answer <slug>#<n>` → the first choice, `retry <slug>#<n>` → the
-/// latest, `demo <id>`, `guess <id> <quantity>` → value, `guess <id> none`
-/// (declined), `lock <id>` → `quantity=value` pairs (`-`: declined). A
+/// latest, `demo <id>`, `guess <card> <quantity>` → value, `guess <card>
+/// none` (declined), `lock <card>` → `quantity=value` pairs (`-`:
+/// declined); `<card>` is the demo's id, plus `/x-ray` for its x-ray block. A
 /// plain list: a learner has a few dozen facts, and a small format needs
 /// no serialisation or map code in the bundle.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -154,41 +175,41 @@ impl Progress {
         self.set(format!("demo {}", demo.as_str()), String::new());
     }
 
-    /// Sets the learner's current guess of `q` for `demo` (no longer
+    /// Sets the learner's current guess of `q` for `card` (no longer
     /// declined).
-    pub fn set_guess(&self, demo: DemoId, q: Quantity, value: f64) {
-        let key = format!("guess {} {q}", demo.as_str());
+    pub fn set_guess(&self, card: Card, q: Quantity, value: f64) {
+        let key = format!("guess {} {q}", card.id());
         self.0.update(|d| {
-            d.remove(&format!("guess {} none", demo.as_str()));
+            d.remove(&format!("guess {} none", card.id()));
             d.set(key, crate::num::n(value));
         });
     }
 
-    /// The learner's current guess of `q` for `demo` (tracked).
-    pub fn guess_of(&self, demo: DemoId, q: Quantity) -> Option<f64> {
-        if self.declined(demo) {
+    /// The learner's current guess of `q` for `card` (tracked).
+    pub fn guess_of(&self, card: Card, q: Quantity) -> Option<f64> {
+        if self.declined(card) {
             return None;
         }
         self.0.with(|d| {
-            d.get(&format!("guess {} {q}", demo.as_str()))
+            d.get(&format!("guess {} {q}", card.id()))
                 .map(js_sys::Number::parse_float)
                 .filter(|v| v.is_finite())
         })
     }
 
-    /// "I'd rather not guess", for `demo`'s next run.
-    pub fn decline(&self, demo: DemoId) {
-        self.set(format!("guess {} none", demo.as_str()), String::new());
+    /// "I'd rather not guess", for `card`'s next run.
+    pub fn decline(&self, card: Card) {
+        self.set(format!("guess {} none", card.id()), String::new());
     }
 
-    /// Whether the learner chose not to guess `demo` (tracked).
-    pub fn declined(&self, demo: DemoId) -> bool {
+    /// Whether the learner chose not to guess `card` (tracked).
+    pub fn declined(&self, card: Card) -> bool {
         self.0
-            .with(|d| d.get(&format!("guess {} none", demo.as_str())).is_some())
+            .with(|d| d.get(&format!("guess {} none", card.id())).is_some())
     }
 
-    /// Locks `guesses` as those of `demo`'s run starting now.
-    pub fn lock(&self, demo: DemoId, guesses: &[Guess]) {
+    /// Locks `guesses` as those of `card`'s run starting now.
+    pub fn lock(&self, card: Card, guesses: &[Guess]) {
         let text: Vec<String> = guesses
             .iter()
             .map(|g| match g.value {
@@ -196,14 +217,14 @@ impl Progress {
                 None => format!("{}=-", g.quantity),
             })
             .collect();
-        self.set(format!("lock {}", demo.as_str()), text.join(" "));
+        self.set(format!("lock {}", card.id()), text.join(" "));
     }
 
-    /// The guesses locked when `demo`'s last run started (tracked); `None`
+    /// The guesses locked when `card`'s last run started (tracked); `None`
     /// before any.
-    pub fn locked(&self, demo: DemoId) -> Option<Vec<Guess>> {
+    pub fn locked(&self, card: Card) -> Option<Vec<Guess>> {
         self.0.with(|d| {
-            let text = d.get(&format!("lock {}", demo.as_str()))?;
+            let text = d.get(&format!("lock {}", card.id()))?;
             Some(
                 text.split_whitespace()
                     .filter_map(|pair| {

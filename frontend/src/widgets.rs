@@ -116,17 +116,18 @@ pub fn DemoWidget(
         Some(_) => stacklab_api::Quantity::asked(demo, xray),
         None => &[],
     };
+    let card = crate::progress::Card { demo, xray };
     let repeat = move |_| {
-        predict::lock(progress, demo, asks);
+        predict::lock(progress, card, asks);
         run.start(REPEATS);
         focus_status();
     };
     let run_once = move |_| {
-        predict::lock(progress, demo, asks);
+        predict::lock(progress, card, asks);
         run.start(1);
         focus_status();
     };
-    let unguessed = move || !predict::ready(progress, demo, asks);
+    let unguessed = move || !predict::ready(progress, card, asks);
 
     // A Linux guest needs hardware virtualisation: the card says up front
     // when this server lacks it.

@@ -41,7 +41,10 @@ pub fn ask_trace(demo: DemoId) {
 /// verdict answers them from the run's x-ray.
 #[component]
 pub fn XRayBlock(demo: DemoId, prediction: &'static Prediction) -> impl IntoView {
+    // Only while the block is on the page: the same demo's card in another
+    // lesson times untraced runs (the capture costs time, see the README).
     ask_trace(demo);
+    on_cleanup(move || TRACED.with(|t| t.borrow_mut().retain(|d| *d != demo)));
     view! {
         <div class="xray-block" data-demo=demo.as_str()>
             <DemoWidget demo prediction=Some(prediction) xray=true />
