@@ -196,7 +196,7 @@ impl Quantity {
                 })
                 .ok_or_else(|| "this run has no x-ray".to_owned())
         };
-        match self {
+        let value = match self {
             Quantity::Time | Quantity::Memory => {
                 figure(outcome, self.key(demo).expect("time and memory have keys"))
             }
@@ -233,8 +233,14 @@ impl Quantity {
             }
             Quantity::SharedNamespaces => {
                 let x = xray()?;
-                if x.row(XRayKey::NsShared).is_none() {
-                    return Err(why_missing(x, &NAMESPACES));
+                // A namespace not compared is not "own": the count is
+                // missing unless every one was compared.
+                let unread: Vec<XRayKey> = NAMESPACES
+                    .into_iter()
+                    .filter(|k| x.row(*k).and_then(|r| r.same).is_none())
+                    .collect();
+                if x.row(XRayKey::NsShared).is_none() || !unread.is_empty() {
+                    return Err(why_missing(x, &unread));
                 }
                 let shared = NAMESPACES
                     .iter()
@@ -249,7 +255,14 @@ impl Quantity {
                     .map(|n| n as f64)
                     .ok_or_else(|| why_missing(x, &[XRayKey::KvmPageFault, XRayKey::KvmSpte]))
             }
+        }?;
+        // A log scale has no place for 0: a count of none (events the
+        // capture lost, say) is not a value to compare a guess with.
+        if self.scale() == Scale::Log && value <= 0.0 {
+            // (No float formatting here: the frontend's bundle would carry it.)
+            return Err("measured none, which a log scale cannot place".into());
         }
+        Ok(value)
     }
 
     /// What the true value counted, where it is not what the name says:
@@ -262,7 +275,7 @@ impl Quantity {
         (self == Quantity::PageFaults
             && x.count(XRayKey::KvmPageFault).is_none()
             && x.count(XRayKey::KvmSpte).is_some())
-        .then_some("counted as the guest pages KVM mapped on first touch: this host's KVM does not trace its page faults")
+        .then_some("counted as the mappings KVM installed on first touch (one may cover 4 KiB or 2 MiB, and KVM may map neighbours ahead): this host's KVM does not trace its page faults")
     }
 
     /// How far `guess` was from `measured`, on this quantity's scale.
@@ -497,14 +510,30 @@ mod tests {
             ..Default::default()
         };
         x.push_row(XRayKey::KernelRelease, "Kernel", None, None, Some(true), "");
-        for (key, same) in [
-            (XRayKey::NsPid, false),
-            (XRayKey::NsUser, true),
-            (XRayKey::NsTime, true),
-        ] {
+        // Two of eight namespaces shared; with one of them unread, the
+        // count is missing with its reason (not counted as "own").
+        let mut partial = x.clone();
+        for key in NAMESPACES {
+            let same = matches!(key, XRayKey::NsUser | XRayKey::NsTime);
             x.push_row(key, "ns", None, None, Some(same), "");
+            if key == XRayKey::NsTime {
+                partial.push_missing(key, "ns", "no time namespace on this kernel");
+            } else {
+                partial.push_row(key, "ns", None, None, Some(same), "");
+            }
         }
-        x.push_row(XRayKey::NsShared, "shared", None, None, None, "");
+        for x in [&mut x, &mut partial] {
+            x.push_row(XRayKey::NsShared, "shared", None, None, None, "");
+        }
+        let events = [at(EventKind::XRay { xray: partial }), figures.clone()];
+        let unread = m(Quantity::SharedNamespaces, c, &events).unwrap_err();
+        assert!(unread.contains("no time namespace"), "{unread}");
+        // A count of none has no place on a log scale: missing, said why.
+        let mut none = x.clone();
+        none.push_count(XRayKey::KvmSpte, "mapped", 0, "");
+        let events = [at(EventKind::XRay { xray: none }), figures.clone()];
+        let zero = m(Quantity::PageFaults, DemoId::MicroVm, &events).unwrap_err();
+        assert!(zero.contains("cannot place"), "{zero}");
         x.push_missing(XRayKey::KvmPageFault, "faults", "not traced here");
         let events = [at(EventKind::XRay { xray: x.clone() }), figures.clone()];
         assert_eq!(m(Quantity::SameKernel, c, &events), Ok(1.0));

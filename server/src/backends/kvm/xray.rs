@@ -156,7 +156,7 @@ const KVM_COUNTS: [(XRayKey, &str); 8] = [
     ),
     (
         XRayKey::KvmSpte,
-        "kvm_mmu_set_spte: guest memory mapped to host pages, on first touch",
+        "kvm_mmu_set_spte: mappings of guest memory to host pages KVM installed on first touch (roughly what the guest touched)",
     ),
     (
         XRayKey::KvmPagetableWalk,
@@ -355,18 +355,27 @@ fn guest_view(x: &mut XRay, report: &VmReport) {
     };
     let get = |k: &str| g.get(k).cloned();
     let host_release = crate::backends::host::kernel_release();
-    x.push_row(
-        XRayKey::GuestKernel,
-        "Kernel",
-        Some(format!(
-            "{} {}",
-            get("name").unwrap_or_default(),
-            get("version").unwrap_or_default()
-        )),
-        Some(host_release),
-        Some(false),
-        "inside: the name and version the guest kernel wrote in its console; host: the host kernel's release (/proc/sys/kernel/osrelease): two kernels",
-    );
+    match get("name") {
+        // A kernel the VMM loaded into the VM's memory wrote this report:
+        // a second kernel, even where its release matched the host's.
+        Some(name) => x.push_row(
+            XRayKey::GuestKernel,
+            "Kernel",
+            Some(
+                format!("{name} {}", get("version").unwrap_or_default())
+                    .trim()
+                    .to_owned(),
+            ),
+            Some(host_release),
+            Some(false),
+            "inside: the name and version the guest kernel wrote in its console (a kernel the VMM loaded into the VM's memory); host: the host kernel's release (/proc/sys/kernel/osrelease): two kernels",
+        ),
+        None => x.push_missing(
+            XRayKey::GuestKernel,
+            "Kernel",
+            "the guest's x-ray line named no kernel",
+        ),
+    }
     let (host_vendor, host_hv) = host_cpuid();
     x.push_row(
         XRayKey::CpuVendor,
