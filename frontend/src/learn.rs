@@ -357,7 +357,7 @@ pub fn on_prose_click() -> impl Fn(ev::MouseEvent) + 'static {
 
 /// Hover or keyboard focus on a term (mouseover, focusin) previews its
 /// card; leaving it (mouseout, focusout) closes the preview unless the
-/// term is still hovered or focused; Escape on it closes the preview. A
+/// term is still hovered or focused; Escape closes the preview. A
 /// dialog opened by click stays. One document listener for all five
 /// event types (the page's terms are in prose HTML).
 fn listen_for_previews(open: OpenTerm) {
@@ -368,7 +368,14 @@ fn listen_for_previews(open: OpenTerm) {
                 let escape = e
                     .dyn_ref::<web_sys::KeyboardEvent>()
                     .is_some_and(|k| k.key() == "Escape");
-                if escape && term_button(&e).is_some() && open.id.get_untracked().is_some() {
+                // Escape closes a preview wherever focus is (one opened by
+                // the pointer, focus elsewhere); a pinned dialog closes on
+                // its own Escape, or on the term's.
+                let preview = !open.pinned.get_untracked();
+                if escape
+                    && (preview || term_button(&e).is_some())
+                    && open.id.get_untracked().is_some()
+                {
                     open.close();
                 }
             }
