@@ -577,6 +577,20 @@ async fn instructor_page(client: &Client, base: &str) {
     client.goto(&format!("{base}/class/{code}")).await.unwrap();
     wait_for_text(client, "#members", "Ada").await;
     check_page(client, "instructor", None, ".members").await;
+    // On a phone the room's wide tables scroll inside themselves; the page
+    // does not scroll sideways.
+    client.set_window_rect(0, 0, 375, 1000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sideways = eval(
+        client,
+        "const d = document.documentElement; return d.scrollWidth - d.clientWidth",
+        vec![],
+    )
+    .await;
+    assert!(
+        sideways.as_i64().is_some_and(|px| px <= 1),
+        "the instructor's page scrolls sideways at 375 px by {sideways} px"
+    );
 }
 
 /// A card whose lesson asks for a guess runs only after one (or "I'd rather
