@@ -274,9 +274,25 @@ async fn hello_container_demo(visit: &Visit) {
         .nth(1)
         .and_then(|rest| rest.split(" %").next())
         .and_then(|p| p.parse::<u32>().ok());
+    // The card's own rows: platform share ÷ start → ready, as shown.
+    let whole = reading_text(
+        client,
+        &format!(r#"{card} tr[data-key="start_to_ready"] td.num"#),
+    )
+    .await;
+    let ms = |t: &str| {
+        let (v, unit) = t.trim().rsplit_once(|c: char| c.is_whitespace()).unwrap();
+        let v: f64 = v.trim().parse().unwrap_or_else(|_| panic!("{t}"));
+        if unit == "µs" {
+            v / 1000.0
+        } else {
+            v
+        }
+    };
+    let expected = 100.0 * ms(&platform) / ms(&whole);
     assert!(
-        share.is_some_and(|p| p <= 100),
-        "a percentage of start → ready: {verdict}"
+        share.is_some_and(|p| (f64::from(p) - expected).abs() <= 2.0),
+        "the platform's share of start → ready, {platform} of {whole} ≈ {expected:.0} %: {verdict}"
     );
     screenshot_of(client, card, "hello-container-5-runs").await;
 }
@@ -536,7 +552,7 @@ async fn xray_cards(visit: &Visit) {
         "the locked answer, from the x-ray's two kernels: {verdict}"
     );
     // The faults KVM resolved, as the card counted them: page faults where
-    // this KVM traces them, else the pages it mapped on first touch; or,
+    // this KVM traces them, else the mappings it installed on first touch; or,
     // without the kernel's events, why not (never 0).
     let count = |key: &str| format!(r#"{vm} ul.counts li[data-xray="{key}"] strong"#);
     let counted = match client.find(Locator::Css(&count("kvm_page_fault"))).await {
@@ -556,7 +572,7 @@ async fn xray_cards(visit: &Visit) {
                 "the locked guess against the card's own count {n}: {verdict}"
             );
             assert_eq!(
-                verdict.contains("counted as the guest pages KVM mapped on first touch"),
+                verdict.contains("counted as the mappings KVM installed on first touch"),
                 mappings,
                 "the verdict says when it counted mappings, not faults: {verdict}"
             );
