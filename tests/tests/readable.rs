@@ -583,12 +583,17 @@ async fn instructor_page(client: &Client, base: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sideways = eval(
         client,
-        "const d = document.documentElement; return d.scrollWidth - d.clientWidth",
+        r#"const d = document.documentElement;
+           const past = [...document.querySelectorAll('body *')]
+             .filter(e => e.getBoundingClientRect().right > d.clientWidth + 1)
+             .map(e => `${e.tagName.toLowerCase()}.${e.className} ${Math.round(e.getBoundingClientRect().right)}`)
+             .slice(0, 8);
+           return { by: d.scrollWidth - d.clientWidth, past }"#,
         vec![],
     )
     .await;
     assert!(
-        sideways.as_i64().is_some_and(|px| px <= 1),
+        sideways["by"].as_i64().is_some_and(|px| px <= 1),
         "the instructor's page scrolls sideways at 375 px by {sideways} px"
     );
 }
