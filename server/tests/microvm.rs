@@ -579,8 +579,20 @@ async fn the_latest_successful_run_of_a_demo_is_served_for_fallbacks() {
 
     let (first, _) = run_over_http(&state, "micro-vm", Duration::from_secs(30)).await;
     let (second, _) = run_over_http(&state, "micro-vm", Duration::from_secs(30)).await;
-    let (status, headers, body) = common::get(state, "/api/demos/micro-vm/latest").await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    // The second run's row is written just after it reports finished.
+    let mut latest = None;
+    for _ in 0..100 {
+        let (status, headers, body) =
+            common::get(state.clone(), "/api/demos/micro-vm/latest").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let newest = body.contains(&second);
+        latest = Some((headers, body));
+        if newest {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (headers, body) = latest.unwrap();
     assert_eq!(
         headers[axum::http::header::CACHE_CONTROL],
         "public, max-age=60"
