@@ -187,15 +187,7 @@ impl Quantity {
         if let Outcome::Failed { error } = outcome {
             return Err(format!("the run failed: {}", error.message));
         }
-        let xray = || {
-            events
-                .iter()
-                .find_map(|e| match &e.kind {
-                    EventKind::XRay { xray } => Some(xray),
-                    _ => None,
-                })
-                .ok_or_else(|| "this run has no x-ray".to_owned())
-        };
+        let xray = || XRay::of_run(events).ok_or_else(|| "this run has no x-ray".to_owned());
         let value = match self {
             Quantity::Time | Quantity::Memory => {
                 figure(outcome, self.key(demo).expect("time and memory have keys"))
@@ -268,10 +260,7 @@ impl Quantity {
     /// What the true value counted, where it is not what the name says:
     /// the pages KVM mapped, where this KVM does not trace its page faults.
     pub fn counted_as(self, events: &[RunEvent]) -> Option<&'static str> {
-        let x = events.iter().find_map(|e| match &e.kind {
-            EventKind::XRay { xray } => Some(xray),
-            _ => None,
-        })?;
+        let x = XRay::of_run(events)?;
         (self == Quantity::PageFaults
             && x.count(XRayKey::KvmPageFault).is_none()
             && x.count(XRayKey::KvmSpte).is_some())

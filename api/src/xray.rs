@@ -232,6 +232,14 @@ pub struct XRayMissing {
 }
 
 impl XRay {
+    /// The x-ray among a run's `events`, if it has one.
+    pub fn of_run(events: &[crate::RunEvent]) -> Option<&XRay> {
+        events.iter().find_map(|e| match &e.kind {
+            crate::EventKind::XRay { xray } => Some(xray),
+            _ => None,
+        })
+    }
+
     /// The row with this key.
     pub fn row(&self, key: XRayKey) -> Option<&XRayRow> {
         self.rows.iter().find(|r| r.key == key)

@@ -9,8 +9,8 @@
 
 use leptos::prelude::*;
 use stacklab_api::{
-    DemoFigures, DemoId, EventKind, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState,
-    RunSummary, XRayKey, XRayRow,
+    DemoFigures, DemoId, FactKey, FigureText, Outcome, RunPage, RunRecord, RunState, RunSummary,
+    XRay, XRayKey, XRayRow,
 };
 
 use crate::charts::{fmt_mib, fmt_ms};
@@ -115,14 +115,7 @@ impl Figures {
     /// none (no run, no x-ray in it, or the x-ray's own reason).
     fn xray_row(&self, key: XRayKey) -> Result<&XRayRow, &str> {
         let run = self.latest.as_ref().ok_or("no run yet")?;
-        let xray = run
-            .events
-            .iter()
-            .find_map(|e| match &e.kind {
-                EventKind::XRay { xray } => Some(xray),
-                _ => None,
-            })
-            .ok_or("no x-ray in that run")?;
+        let xray = XRay::of_run(&run.events).ok_or("no x-ray in that run")?;
         xray.row(key)
             .ok_or_else(|| xray.missing(key).unwrap_or("no kernel reading"))
     }
@@ -132,15 +125,16 @@ impl Figures {
 /// missing with the reason.
 fn kernel_side(row: Result<&XRayRow, &str>) -> String {
     match row {
+        // Not compared is not "own".
         Ok(r) => format!(
             "{}: {} inside, {} on the host",
-            if r.same == Some(true) {
-                "shared"
-            } else {
-                "own"
+            match r.same {
+                Some(true) => "shared",
+                Some(false) => "own",
+                None => "not compared",
             },
-            r.inside.as_deref().unwrap_or("?"),
-            r.host.as_deref().unwrap_or("?")
+            r.inside.as_deref().unwrap_or("not read"),
+            r.host.as_deref().unwrap_or("not read")
         ),
         Err(why) => format!("missing ({why})"),
     }

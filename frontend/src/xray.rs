@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 
 use leptos::prelude::*;
-use stacklab_api::{EventKind, RunEvent, XRay};
+use stacklab_api::{RunEvent, XRay};
 
 use crate::charts::fmt_ms;
 use crate::lessons::{DemoId, Prediction};
@@ -52,19 +52,11 @@ pub fn XRayBlock(demo: DemoId, prediction: &'static Prediction) -> impl IntoView
     }
 }
 
-/// The run's x-ray, if it has one.
-fn xray_of(events: &[RunEvent]) -> Option<XRay> {
-    events.iter().find_map(|e| match &e.kind {
-        EventKind::XRay { xray } => Some(xray.clone()),
-        _ => None,
-    })
-}
-
 /// The card; empty until the run's x-ray event arrives.
 #[component]
 pub fn XRayCard(events: RwSignal<Vec<RunEvent>>) -> impl IntoView {
     move || {
-        events.with(|v| xray_of(v)).map(|x| {
+        events.with(|v| XRay::of_run(v).cloned()).map(|x| {
             let rows = x
                 .rows
                 .into_iter()
