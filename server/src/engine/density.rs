@@ -360,24 +360,18 @@ fn per_extra_instance(totals: &[(u32, f64)]) -> Result<(f64, String), String> {
         .iter()
         .find(|(n, _)| *n == 1)
         .ok_or("the step with one instance has no memory figure")?;
-    let mut each: Vec<f64> = totals
+    let each: Vec<f64> = totals
         .iter()
         .filter(|(n, _)| *n > 1)
         .map(|(n, t)| (t - one) / f64::from(n - 1))
         .collect();
-    let Some(Spread { median, .. }) = Spread::of(&each) else {
+    let Some(Spread { min, median, max }) = Spread::of(&each) else {
         return Err("no step with more than one instance has a memory figure".into());
     };
-    each.sort_by(f64::total_cmp);
     let kib = |b: f64| format!("{:.0} KiB", b / 1024.0);
     Ok((
         median,
-        format!(
-            "{} step(s): from {} to {}",
-            each.len(),
-            kib(each[0]),
-            kib(each[each.len() - 1])
-        ),
+        format!("{} step(s): from {} to {}", each.len(), kib(min), kib(max)),
     ))
 }
 
