@@ -199,6 +199,8 @@ impl History {
             m.answered = r.int(1).unwrap_or_default() as u32;
             m.first_try_right = r.int(2).unwrap_or_default() as u32;
         }
+        // A run's record is read once, however many of its guesses need it.
+        let mut records: HashMap<String, Option<RunRecord>> = HashMap::new();
         for r in &guesses {
             let (Some(learner), Some(run)) = (r.text(0), r.text(1)) else {
                 continue;
@@ -217,9 +219,13 @@ impl History {
             let measured = match quantity {
                 Quantity::Time => r.real(6),
                 Quantity::Memory => r.real(7),
-                _ => r
-                    .text(8)
-                    .and_then(|json| serde_json::from_str::<RunRecord>(&json).ok())
+                _ => records
+                    .entry(run.clone())
+                    .or_insert_with(|| {
+                        r.text(8)
+                            .and_then(|json| serde_json::from_str::<RunRecord>(&json).ok())
+                    })
+                    .as_ref()
                     .and_then(|record| quantity.measured(demo, &record.events).ok()),
             }
             .filter(|_| succeeded);
