@@ -165,8 +165,8 @@ fn Home() -> impl IntoView {
             <h1>"Containers and virtual machines, run for real"</h1>
             <p class="lead">
                 "A short course on how a Docker container differs from a virtual machine. "
-                "Every lesson can start the real thing on this server, a PostgreSQL container "
-                "or a tiny KVM virtual machine, and show you what it cost in time and memory."
+                "Its live demos start real containers (PostgreSQL among them) and a tiny KVM "
+                "virtual machine on this server, and show you what each one cost in time and memory."
             </p>
             <p class="meta">{format!("{} lessons · about {minutes} minutes of reading", LESSONS.len())}</p>
             <StackDiagram focus=lessons::StackFocus::Both />

@@ -6,7 +6,8 @@
 //!
 //! - **64-bit entry** (the ELF entry point, which stacklab's VMM uses): the
 //!   VMM has already written a GDT and identity page tables and put the vCPU
-//!   in long mode, as VMMs do for Linux's 64-bit boot protocol. The guest
+//!   in long mode, as Firecracker does for Linux's 64-bit boot protocol
+//!   (QEMU usually boots Linux through firmware, Cloud Hypervisor via PVH). The guest
 //!   loads its own GDT and goes on.
 //! - **32-bit entry** (the PVH note, which Firecracker and QEMU use): paging
 //!   off; the guest builds its page tables and enters long mode itself.
