@@ -250,6 +250,7 @@ impl Runtime for KvmRuntime {
             xray::complete(
                 &mut xray,
                 &report,
+                guest.as_ref().and_then(|g| g.kernel_release.as_deref()),
                 &|ns| ctx.us_at_mono(ns),
                 captured,
                 &tids,

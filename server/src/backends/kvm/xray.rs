@@ -183,18 +183,20 @@ fn count_key(name: &str) -> Option<XRayKey> {
 pub type Captured = (Result<(Vec<TraceEvent>, u64), String>, Vec<&'static str>);
 
 /// Everything that comes with the VMM's report: the guest's own view
-/// (its x-ray line), the KVM calls with times (`at_us` places a
+/// (the tiny guest's x-ray line, or a Linux guest's `uname -r` as
+/// `linux_release`), the KVM calls with times (`at_us` places a
 /// CLOCK_MONOTONIC instant on the run's clock), the exits, and KVM's
 /// events of the VMM's `tids` (`events`: the capture's, or why none).
 pub fn complete(
     x: &mut XRay,
     report: &VmReport,
+    linux_release: Option<&str>,
     at_us: &dyn Fn(u64) -> u64,
     capture: Option<Captured>,
     tids: &HashSet<u32>,
 ) {
     x.of = Some(XRayOf::Vm);
-    guest_view(x, report);
+    guest_view(x, report, linux_release);
     x.calls_title = "KVM calls the VMM made".into();
     x.calls_how = "timed by the VMM itself around each call (CLOCK_MONOTONIC before and after), placed on the run's clock; KVM_RUN is shown once, the first, which lasts until the guest's first exit".into();
     x.calls = report
@@ -344,13 +346,26 @@ fn host_cpuid() -> (String, Option<String>) {
     }
 }
 
-fn guest_view(x: &mut XRay, report: &VmReport) {
+fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     let Some(g) = guest_line(&report.console) else {
-        x.push_missing(
-            XRayKey::GuestKernel,
-            "The guest's own report",
-            "the guest wrote no x-ray line to its console",
-        );
+        match linux_release {
+            // A Linux guest's /init ran `uname -r`: the release of the
+            // kernel the VMM booted, a second kernel even where the release
+            // is the host's own (the same Debian package, booted twice).
+            Some(release) => x.push_row(
+                XRayKey::GuestKernel,
+                "Kernel",
+                Some(release.to_owned()),
+                Some(crate::backends::host::kernel_release()),
+                Some(false),
+                "inside: `uname -r` run by the Linux guest's /init (the kernel the VMM booted in the VM); host: the host kernel's release (/proc/sys/kernel/osrelease): two kernels, even where the releases match",
+            ),
+            None => x.push_missing(
+                XRayKey::GuestKernel,
+                "The guest's own report",
+                "the guest wrote no x-ray line to its console and reported no kernel release",
+            ),
+        }
         return;
     };
     let get = |k: &str| g.get(k).cloned();
@@ -396,17 +411,19 @@ fn guest_view(x: &mut XRay, report: &VmReport) {
         None,
         "CPUID leaf 0x40000000, read when leaf 1 sets its hypervisor bit, by the guest and by the server",
     );
-    let ram = get("ram").and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
-    let mapped = get("mapped")
-        .and_then(|r| r.parse::<u64>().ok())
-        .unwrap_or(0);
+    // A size the line lacks is "not reported", never 0 MiB.
+    let mib = |k: &str| {
+        get(k)
+            .and_then(|r| r.parse::<u64>().ok())
+            .map_or("not reported".into(), |b| format!("{} MiB", b >> 20))
+    };
     x.push_row(
         XRayKey::GuestMemory,
         "Memory",
         Some(format!(
-            "{} MiB of RAM (as the VMM told it), {} MiB identity-mapped by its own page tables, ring 3 only at 2-4 MiB",
-            ram >> 20,
-            mapped >> 20
+            "RAM (as the VMM told it): {}; identity-mapped by its own page tables: {}; ring 3 only at 2-4 MiB",
+            mib("ram"),
+            mib("mapped")
         )),
         Some(format!(
             "{} MiB of anonymous memory in the VMM process; {} backed by host pages at the end (only what the guest touched)",
@@ -439,5 +456,60 @@ mod tests {
         assert_eq!(g["hypervisor"], "KVMKVMKVM");
         assert_eq!(g["cpl"], "0");
         assert!(guest_line("nothing").is_none());
+    }
+
+    fn report(console: &str) -> VmReport {
+        VmReport {
+            events: Vec::new(),
+            console: console.into(),
+            mem_bytes: 16 << 20,
+            touched_bytes: None,
+            exits: 0,
+            exit_reasons: Default::default(),
+            tsc_khz: 0,
+            app_cycles: None,
+            vmm_rss_bytes: None,
+            vmm_pss_bytes: None,
+            ioctls: Vec::new(),
+            kvm_runs: 0,
+        }
+    }
+
+    /// A Linux guest writes no x-ray line; its `uname -r` is its kernel
+    /// row, its own even with the host's release. Without either, the row
+    /// is missing with the reason.
+    #[test]
+    fn a_linux_guests_kernel_is_its_uname() {
+        let host = crate::backends::host::kernel_release();
+        let mut x = XRay::default();
+        guest_view(&mut x, &report("Linux version …\n"), Some(&host));
+        let row = x.row(XRayKey::GuestKernel).expect("a kernel row");
+        assert_eq!(row.inside.as_deref(), Some(host.as_str()));
+        assert_eq!(row.host.as_deref(), Some(host.as_str()));
+        assert_eq!(row.same, Some(false), "booted in the VM: its own");
+        let mut x = XRay::default();
+        guest_view(&mut x, &report(""), None);
+        assert!(x.row(XRayKey::GuestKernel).is_none());
+        assert!(x
+            .missing(XRayKey::GuestKernel)
+            .unwrap()
+            .contains("no kernel release"));
+    }
+
+    /// A size the guest's line lacks is not reported, never 0 MiB.
+    #[test]
+    fn a_size_the_guest_did_not_report_is_not_zero() {
+        let mut x = XRay::default();
+        guest_view(
+            &mut x,
+            &report("stacklab-guest x-ray: name=stacklab-guest version=0.1.0 ram=16777216\n"),
+            None,
+        );
+        let memory = x.row(XRayKey::GuestMemory).unwrap().inside.clone().unwrap();
+        assert!(
+            memory.contains("RAM (as the VMM told it): 16 MiB")
+                && memory.contains("page tables: not reported"),
+            "{memory}"
+        );
     }
 }
