@@ -268,6 +268,8 @@ async fn a_class_sees_its_learners_runs_with_names_and_learners_see_only_points(
     assert!(
         lines[0].ends_with(
             ",learner,display_name,other_runs_at_start,guess_time_ms,guess_memory_mib,\
+             guess_platform_share_pct,guess_density_slope_x,guess_exits,\
+             guess_same_kernel_1yes_0no,guess_shared_namespaces,guess_page_faults,\
              lessons_read,quiz_answered,quiz_first_try_right"
         ),
         "{}",
@@ -1122,5 +1124,6 @@ async fn the_room_learns_guesses_travel_with_runs_and_follows_the_instructor() {
     let (_, _, csv) =
         get_as_instructor(state.clone(), &format!("/api/classes/{code}/export")).await;
     let row = csv.lines().find(|l| l.contains(&run)).unwrap();
-    assert!(row.ends_with(",1.000,declined,2,1,0"), "{row}");
+    // Time in ms, memory declined, the exits guess in its own column.
+    assert!(row.ends_with(",1.000,declined,,,50,,,,2,1,0"), "{row}");
 }

@@ -36,23 +36,44 @@ pub fn csv_rows(runs: &[RunSummary]) -> String {
     out
 }
 
+/// The guess columns of a class export, one per quantity a card may ask
+/// (`api/src/guess.rs`), its unit in the name: the column, and what one
+/// unit of it is in the quantity's own unit (µs, bytes; the others are
+/// written as guessed: percent, a ratio, counts, 1 yes / 0 no).
+const GUESS_COLUMNS: [(Quantity, &str, f64); 8] = [
+    (Quantity::Time, "guess_time_ms", 1000.0),
+    (Quantity::Memory, "guess_memory_mib", 1048576.0),
+    (Quantity::PlatformShare, "guess_platform_share_pct", 1.0),
+    (Quantity::DensitySlope, "guess_density_slope_x", 1.0),
+    (Quantity::Exits, "guess_exits", 1.0),
+    (Quantity::SameKernel, "guess_same_kernel_1yes_0no", 1.0),
+    (Quantity::SharedNamespaces, "guess_shared_namespaces", 1.0),
+    (Quantity::PageFaults, "guess_page_faults", 1.0),
+];
+
 /// A class's runs as CSV: the history's columns, then whose run it was
 /// (`(instructor)` for the instructor's own runs, which have no learner)
 /// and how many other runs shared the host when it left the queue; then
-/// the guesses sent with the run (empty: none sent; `declined`: "I'd rather
-/// not guess") and its learner's quiz and reading so far.
+/// the guesses sent with the run, one column per kind (empty: none sent;
+/// `declined`: "I'd rather not guess") and its learner's quiz and reading
+/// so far.
 pub fn class_csv(runs: &[ClassRun], learning: &Learning) -> String {
+    let guess_header: Vec<&str> = GUESS_COLUMNS.iter().map(|(_, name, _)| *name).collect();
     let mut out = format!(
-        "{SUMMARY_HEADER},learner,display_name,other_runs_at_start,guess_time_ms,guess_memory_mib,lessons_read,quiz_answered,quiz_first_try_right\n"
+        "{SUMMARY_HEADER},learner,display_name,other_runs_at_start,{},lessons_read,quiz_answered,quiz_first_try_right\n",
+        guess_header.join(",")
     );
     for r in runs {
         let mut fields = summary_fields(&r.summary);
-        let guess = |q: Quantity, scale: f64| {
+        let guess = |(q, _, scale): &(Quantity, &str, f64)| {
             learning
                 .guesses_of_run(&r.summary.id)
-                .find(|g| g.quantity == q)
+                .find(|g| g.quantity == *q)
                 .map(|g| match g.value {
-                    Some(v) => format!("{:.3}", v / scale),
+                    // Time and memory to three decimals, as the history's
+                    // own columns; the rest as the learner set them.
+                    Some(v) if *scale != 1.0 => format!("{:.3}", v / scale),
+                    Some(v) => v.to_string(),
                     None => "declined".to_owned(),
                 })
                 .unwrap_or_default()
@@ -74,8 +95,9 @@ pub fn class_csv(runs: &[ClassRun], learning: &Learning) -> String {
             },
             r.display_name.clone().unwrap_or_default(),
             r.others_at_start.map(|n| n.to_string()).unwrap_or_default(),
-            guess(Quantity::Time, 1000.0),
-            guess(Quantity::Memory, 1048576.0),
+        ]);
+        fields.extend(GUESS_COLUMNS.iter().map(guess));
+        fields.extend([
             count(member.lessons_read.len() as u32),
             count(member.answered),
             count(member.first_try_right),
@@ -224,10 +246,25 @@ mod tests {
         );
         let row = csv.lines().nth(1).unwrap();
         assert!(
-            row.ends_with(",learner-0001,\"'=HYPERLINK(\"\"x\"\")\",0,,,0,0,0"),
+            row.ends_with(",learner-0001,\"'=HYPERLINK(\"\"x\"\")\",0,,,,,,,,,0,0,0"),
             "{row}"
         );
         assert!(!row.contains(",=") && !row.contains(",\"="), "{row}");
+    }
+
+    /// Every kind of guess has its column, once (a kind added to the api
+    /// without one fails here).
+    #[test]
+    fn every_guess_kind_has_one_column() {
+        for q in Quantity::ALL {
+            let n = GUESS_COLUMNS.iter().filter(|(c, ..)| c == q).count();
+            assert_eq!(n, 1, "{q:?}");
+        }
+        let header = class_csv(&[], &Learning::default());
+        for (q, name, _) in GUESS_COLUMNS {
+            assert!(name.contains(q.as_str()), "{name} names {q:?}");
+            assert!(header.contains(&format!(",{name},")), "{header}");
+        }
     }
 
     #[tokio::test]
