@@ -30,9 +30,9 @@ pub const MODE_ADDR: u64 = 0x5000;
 /// memory map to read it from. 0 under another VMM: "not told".
 pub const RAM_BYTES_ADDR: u64 = 0x5008;
 
-/// The line the tiny guest writes to its console after ready, describing
-/// what it sees: `key=value` pairs after this prefix (name, version,
-/// vendor, hypervisor, cpl, ram, mapped).
+/// The line the tiny guest writes to its console after ready when the VMM
+/// asks ([`mode::XRAY_LINE`]), describing what it sees: `key=value` pairs
+/// after this prefix (name, version, vendor, hypervisor, cpl, ram, mapped).
 pub const XRAY_LINE_PREFIX: &str = "stacklab-guest x-ray:";
 
 /// Where the guest keeps its console log when [`mode::CONSOLE_IN_MEMORY`]
@@ -53,6 +53,13 @@ pub mod mode {
     /// [`super::CONSOLE_ADDR`] instead of the serial port (each serial byte
     /// is a VM exit; where ring 0 is emulated, exits are dear).
     pub const CONSOLE_IN_MEMORY: u32 = 1 << 16;
+    /// A flag beside the mode: after ready, write the x-ray line
+    /// ([`super::XRAY_LINE_PREFIX`]). Only on request: building it is a few
+    /// thousand instructions of ring-0 code, which a host that emulates
+    /// ring 0 runs at about 2 million a second (measured: child spawn →
+    /// exit about 2 ms longer with it), and only a run that is x-rayed
+    /// reads it.
+    pub const XRAY_LINE: u32 = 1 << 17;
     /// Boot, run the app, report ready.
     pub const NORMAL: u32 = 0;
     /// Spin forever in ring 0 after reaching long mode.

@@ -7,6 +7,8 @@ use stacklab_api::ErrorCode;
 use crate::report::{VmEvent, VmReport};
 use crate::GuestView;
 
+/// The `--mode` flag that asks the tiny guest for that line.
+pub use stacklab_abi::mode::XRAY_LINE;
 /// The tiny guest's x-ray line in its console (see `stacklab_abi`).
 pub use stacklab_abi::XRAY_LINE_PREFIX;
 

@@ -83,7 +83,10 @@ impl KvmRuntime {
         }
     }
 
-    fn command(&self) -> tokio::process::Command {
+    /// The VMM's command line; `xray`: the tiny guest writes its x-ray
+    /// line after ready (asked only for runs that are x-rayed: it costs
+    /// the run's end about 2 ms where ring 0 is emulated).
+    fn command(&self, xray: bool) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.artifacts.vmm);
         match &self.guest {
             Guest::Tiny(config) => {
@@ -94,7 +97,15 @@ impl KvmRuntime {
                     .arg("--deadline-ms")
                     .arg(config.deadline.as_millis().to_string())
                     .arg("--mode")
-                    .arg(config.mode.to_string())
+                    .arg(
+                        (config.mode
+                            | if xray {
+                                stacklab_vmm::protocol::XRAY_LINE
+                            } else {
+                                0
+                            })
+                        .to_string(),
+                    )
                     .arg("--hold");
             }
             Guest::Linux(linux) => {
@@ -166,10 +177,13 @@ impl Runtime for KvmRuntime {
         };
         let mut tids = std::collections::HashSet::new();
         let spawn_at = ctx.elapsed_us();
-        let mut child = self.command().spawn().map_err(|e| RunError {
-            code: ErrorCode::Vmm,
-            message: format!("cannot start the VMM {}: {e}", self.artifacts.vmm.display()),
-        })?;
+        let mut child = self
+            .command(ctx.is_single())
+            .spawn()
+            .map_err(|e| RunError {
+                code: ErrorCode::Vmm,
+                message: format!("cannot start the VMM {}: {e}", self.artifacts.vmm.display()),
+            })?;
         let pid = child.id().unwrap_or(0);
         ctx.phase_at(
             spawn_at,
