@@ -231,6 +231,10 @@ pub struct RoomGuess {
     pub value: Option<f64>,
     /// What that run measured (its headline figure), once it finished.
     pub measured: Option<f64>,
+    /// Why `measured` is absent: the run has not finished, it failed, or
+    /// its reading is missing (the reason the run's record gives).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 /// `POST /api/classes/{code}/learning` body: what a member's browser

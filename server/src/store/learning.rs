@@ -173,7 +173,9 @@ impl History {
             let guesses = db.query(
                 "SELECT g.learner, g.run, g.demo, g.quantity, g.value,
                         r.state, r.time_to_ready_us, r.memory_bytes,
-                        CASE WHEN g.quantity IN ('time', 'memory') THEN NULL ELSE r.record_json END
+                        CASE WHEN g.quantity = 'time' AND r.time_to_ready_us IS NOT NULL THEN NULL
+                             WHEN g.quantity = 'memory' AND r.memory_bytes IS NOT NULL THEN NULL
+                             ELSE r.record_json END
                  FROM learning_guesses g LEFT JOIN runs r ON r.id = g.run
                  WHERE g.class = $1 ORDER BY g.at_ms, g.run, g.quantity",
                 &values,
@@ -212,23 +214,32 @@ impl History {
                 continue;
             };
             let value = r.real(4);
-            let succeeded = r.text(5).as_deref() == Some("succeeded");
+            let state = r.text(5);
+            let succeeded = state.as_deref() == Some("succeeded");
             // Time and memory are the run's headline columns; the other
-            // quantities are read from its record as the learner's card
-            // reads them (`Quantity::measured`).
-            let measured = match quantity {
+            // quantities, and why a value is absent, are read from its
+            // record as the learner's card reads them (`Quantity::measured`).
+            let headline = match quantity {
                 Quantity::Time => r.real(6),
                 Quantity::Memory => r.real(7),
-                _ => records
-                    .entry(run.clone())
-                    .or_insert_with(|| {
-                        r.text(8)
-                            .and_then(|json| serde_json::from_str::<RunRecord>(&json).ok())
-                    })
-                    .as_ref()
-                    .and_then(|record| quantity.measured(demo, &record.events).ok()),
-            }
-            .filter(|_| succeeded);
+                _ => None,
+            };
+            let measured = match headline.filter(|_| succeeded) {
+                Some(v) => Ok(v),
+                None => match state.as_deref() {
+                    None => Err("the run is not in the history".to_owned()),
+                    Some("queued" | "running") => Err("the run has not finished".to_owned()),
+                    Some(_) => records
+                        .entry(run.clone())
+                        .or_insert_with(|| {
+                            r.text(8)
+                                .and_then(|json| serde_json::from_str::<RunRecord>(&json).ok())
+                        })
+                        .as_ref()
+                        .ok_or_else(|| "the run's record could not be read".to_owned())
+                        .and_then(|record| quantity.measured(demo, &record.events)),
+                },
+            };
             let m = learning.members.entry(learner.clone()).or_default();
             m.guesses += 1;
             if value.is_none() {
@@ -240,7 +251,8 @@ impl History {
                 run,
                 learner,
                 value,
-                measured,
+                missing: measured.as_ref().err().cloned(),
+                measured: measured.ok(),
             });
         }
         Ok(learning)
@@ -318,6 +330,12 @@ mod tests {
             let before = h.learning(code).await.unwrap();
             assert_eq!(before.guesses.len(), 4, "{}", store.backend);
             assert_eq!(before.guesses[0].measured, None, "not finished yet");
+            assert_eq!(
+                before.guesses[0].missing.as_deref(),
+                Some("the run has not finished"),
+                "{}",
+                store.backend
+            );
             // The run counted its exits; it has no x-ray.
             let mut finished = record("g1", DemoId::MicroVm, true);
             if let EventKind::Finished {
@@ -370,10 +388,17 @@ mod tests {
                 "{}",
                 store.backend
             );
+            assert_eq!(of(Quantity::Exits).missing, None);
             assert_eq!(
                 of(Quantity::PageFaults).measured,
                 None,
                 "no x-ray, no true value (never 0)"
+            );
+            assert_eq!(
+                of(Quantity::PageFaults).missing.as_deref(),
+                Some("this run has no x-ray"),
+                "the reason travels with the missing value ({})",
+                store.backend
             );
             assert_eq!(learning.of("learner-zzzz"), MemberLearning::default());
 

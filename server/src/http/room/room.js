@@ -232,6 +232,11 @@ function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal)
   const g = GUESS[quantity];
   const made = guesses.filter((x) => typeof x.value === "number");
   const declined = guesses.length - made.length;
+  // Guesses whose run has no true value, by the reason the server gives
+  // (not finished, failed, a reading missing): said, never drawn as 0.
+  const why = {};
+  for (const m of made) if (typeof m.measured !== "number" && m.missing) why[m.missing] = (why[m.missing] || 0) + 1;
+  const unmatched = Object.entries(why).map(([reason, n]) => `${n} because ${reason}`).join("; ");
   const [lo, hi] = g.range;
   const W = 640, H = 96, L = 12, R = 12;
   const at = g.linear ? (v) => v : Math.log10;
@@ -264,7 +269,8 @@ function guessSection(demo, quantity, guesses, measuredValues, revealed, reveal)
   return el("div", { class: "guess-block", "data-quantity": quantity },
     el("p", { class: "meta", "data-figure": `guesses-${quantity}` },
       `The room's guesses of the ${g.what} (${g.yesNo ? "yes or no" : g.linear ? "linear scale" : "log scale"}): ${made.length} guess(es)` + (declined ? `, ${declined} \u201cI'd rather not guess\u201d` : "") + "." +
-      (revealed ? (sorted.length ? ` Measured in the room: median ${g.fmt(medianOf(sorted))}.` + verdict : " No result measured yet.") : " The measured result is hidden until you reveal it.")),
+      (revealed ? (sorted.length ? ` Measured in the room: median ${g.fmt(medianOf(sorted))}.` + verdict : " No result measured yet.") +
+        (unmatched ? ` Guesses without a true value of their own run: ${unmatched}.` : "") : " The measured result is hidden until you reveal it.")),
     svg,
     revealed ? "" : el("button", { class: "quiet reveal", "data-reveal": `${demo}/${quantity}`, onclick: reveal }, "Reveal the measured result"),
   );
