@@ -18,6 +18,10 @@ use std::borrow::Cow;
 pub use stacklab_api::DemoId;
 
 pub mod page;
+
+/// The home page's lead, for the pre-rendered page and the app alike (a
+/// test holds it to the lessons: four of seven have a live demo).
+pub const HOME_LEAD: &str = "A short course on how a Docker container differs from a virtual machine. Its live demos start real containers (PostgreSQL among them) and a tiny KVM virtual machine on this server, and show you what each one cost in time and memory.";
 #[cfg(feature = "render")]
 pub mod render;
 pub mod stack;

@@ -108,7 +108,8 @@ fn home(lessons: &[Lesson]) -> String {
         );
     }
     format!(
-        r#"<article class="home"><h1>Containers and virtual machines, run for real</h1><p class="lead">A short course on how a Docker container differs from a virtual machine. Its live demos start real containers (PostgreSQL among them) and a tiny KVM virtual machine on this server, and show you what each one cost in time and memory.</p><p class="meta">{} lessons · about {minutes} minutes of reading</p>{}<ol class="lesson-cards">{cards}</ol></article>"#,
+        r#"<article class="home"><h1>Containers and virtual machines, run for real</h1><p class="lead">{}</p><p class="meta">{} lessons · about {minutes} minutes of reading</p>{}<ol class="lesson-cards">{cards}</ol></article>"#,
+        crate::HOME_LEAD,
         lessons.len(),
         stack_figure(StackFocus::Both)
     )

@@ -163,11 +163,7 @@ fn Home() -> impl IntoView {
     view! {
         <article class="home">
             <h1>"Containers and virtual machines, run for real"</h1>
-            <p class="lead">
-                "A short course on how a Docker container differs from a virtual machine. "
-                "Its live demos start real containers (PostgreSQL among them) and a tiny KVM "
-                "virtual machine on this server, and show you what each one cost in time and memory."
-            </p>
+            <p class="lead">{stacklab_content::HOME_LEAD}</p>
             <p class="meta">{format!("{} lessons · about {minutes} minutes of reading", LESSONS.len())}</p>
             <StackDiagram focus=lessons::StackFocus::Both />
             <ol class="lesson-cards">
