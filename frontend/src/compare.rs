@@ -162,8 +162,8 @@ const PAIRS: [(DemoId, DemoId, &str, &str); 2] = [
         DemoId::HelloContainer,
         DemoId::MicroVm,
         "Platform against platform: the smallest program in a container, and the tiny guest in a micro-VM",
-        "This guest has no operating system to boot, so its start is almost only the hypervisor's work. \
-         The hypervisor is not what makes a VM slow to start; a general-purpose guest operating system is.",
+        "This guest has no operating system to boot: most of its start is the platform's work (a process, its jail, a handful of KVM calls). \
+         KVM itself is not what makes a VM slow to start; a general-purpose guest operating system is (and, with a classic VMM, firmware and emulated devices).",
     ),
     (
         DemoId::PostgresContainer,
@@ -320,7 +320,7 @@ fn pair_view(
             <p class="pair-note">{note}</p>
             {cannot.map(|why| view! {
                 <p class="host-note" role="note"><strong>{format!("{}: not on this server. ", v.title())}</strong>{host_explanation(host, "A Linux guest does not boot on this server.", why)}</p>
-                <p class="reference">"For reference, not measured here: Firecracker's published specification (SPECIFICATION.md in its repository) promises at most 125 ms from the API call that starts a microVM to its Linux guest's /sbin/init, on an AWS i3.metal host."</p>
+                <p class="reference">"For reference, not measured here: Firecracker's published specification (SPECIFICATION.md in its repository) promises at most 125 ms from the API call that starts a microVM to its Linux guest's /sbin/init, with a minimal kernel tuned for Firecracker on an AWS i3.metal host: to /sbin/init, not to PostgreSQL ready."</p>
             })}
             <Bars title=time.0 fmt=fmt_ms how=time.1
                 left=("Container", fc.total) right=("VM", fv.total) />

@@ -751,7 +751,7 @@ async fn compare_block(visit: &Visit) {
     // Where a tiny VM can be ready first, the pair says what that answers
     // (the table says VMs start slower).
     assert!(
-        text.contains("The hypervisor is not what makes a VM slow to start"),
+        text.contains("KVM itself is not what makes a VM slow to start"),
         "{text}"
     );
     let text = text_of(client, &workloads).await;
@@ -764,7 +764,8 @@ async fn compare_block(visit: &Visit) {
         let reference = text_of(client, &format!("{workloads} > p.reference")).await;
         assert!(
             reference.starts_with("For reference, not measured here:")
-                && reference.contains("Firecracker"),
+                && reference.contains("tuned for Firecracker")
+                && reference.contains("not to PostgreSQL ready"),
             "{reference}"
         );
         let vm_bars = eval(
