@@ -212,15 +212,20 @@ impl Runtime for KvmRuntime {
                             jailed_pid = children(pid).ok().and_then(|c| c.first().copied());
                         }
                         if e.phase == Phase::Ready {
-                            if let Some(mut stdin) = stdin.take() {
+                            let hold = stdin.take();
+                            if hold.is_some() {
                                 // The VMM holds the VM at ready: measure it
                                 // now (with the other instances of a step).
                                 held = Some(ctx.read_memory(MemoryProbe::Vm { root: pid }).await);
-                                if ctx.is_single() {
-                                    xray::read_held(&mut xray, pid, jailed_pid);
-                                    tids.extend(xray::threads(pid));
-                                    tids.extend(jailed_pid.map(xray::threads).unwrap_or_default());
-                                }
+                            }
+                            // The x-ray's host side, held or not (a Linux
+                            // guest is not held: its VMM is read as it runs).
+                            if ctx.is_single() {
+                                xray::read_held(&mut xray, pid, jailed_pid);
+                                tids.extend(xray::threads(pid));
+                                tids.extend(jailed_pid.map(xray::threads).unwrap_or_default());
+                            }
+                            if let Some(mut stdin) = hold {
                                 let _ = stdin.write_all(b"go\n").await;
                             }
                         }

@@ -252,6 +252,18 @@ pub fn complete(
     for e in events.iter().filter(|e| tids.contains(&e.pid)) {
         *counts.entry(e.name.as_str()).or_default() += 1;
     }
+    // Events are kept by thread: with no thread of the VMM read (the run
+    // never reached ready), a count would be 0 by construction.
+    if tids.is_empty() {
+        for (key, label) in KVM_COUNTS {
+            x.push_missing(
+                key,
+                label,
+                "the VMM's threads were not read (the run did not reach ready), so no event could be told to be this VM's",
+            );
+        }
+        return;
+    }
     let mut by_key: BTreeMap<&str, u64> = BTreeMap::new();
     for (name, n) in &counts {
         if let Some(key) = count_key(name) {
@@ -259,7 +271,7 @@ pub fn complete(
         }
     }
     let how = format!(
-        "KVM's tracepoints (tracefs), kept for the VMM's threads ({}){}",
+        "KVM's tracepoints (tracefs), kept for the VMM's threads ({}), from before the VMM started until it exited: the boot, and after ready the guest's x-ray report and its power-off{}",
         tids.iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -494,6 +506,29 @@ mod tests {
             .missing(XRayKey::GuestKernel)
             .unwrap()
             .contains("no kernel release"));
+    }
+
+    /// A capture with no thread of the VMM to keep events for gives no
+    /// counts, each missing with why, never 0 by construction.
+    #[test]
+    fn no_vmm_threads_no_counts() {
+        let mut x = XRay::default();
+        complete(
+            &mut x,
+            &report(""),
+            None,
+            &|ns| ns / 1000,
+            Some((Ok((Vec::new(), 0)), Vec::new())),
+            &HashSet::new(),
+        );
+        for (key, _) in KVM_COUNTS {
+            assert_eq!(x.count(key), None, "{key:?}");
+            assert!(
+                x.missing(key).is_some_and(|m| m.contains("threads were not read")),
+                "{key:?}: {:?}",
+                x.missing(key)
+            );
+        }
     }
 
     /// A size the guest's line lacks is not reported, never 0 MiB.
