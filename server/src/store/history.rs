@@ -556,12 +556,14 @@ impl History {
     }
 
     /// Records that a run left the queue, with `others` runs in progress on
-    /// the host at that moment.
+    /// the host at that moment. Only a queued run starts: a start written
+    /// late (it is written beside the run) never turns a finished or lost
+    /// run back into a running one.
     pub async fn started(&self, id: &str, others: usize) -> Result<(), HistoryError> {
         let values = params![id, others as i64].to_vec();
         self.run(move |db| {
             db.execute(
-                "UPDATE runs SET state = 'running', others_at_start = $2 WHERE id = $1",
+                "UPDATE runs SET state = 'running', others_at_start = $2 WHERE id = $1 AND state = 'queued'",
                 &values,
             )
             .map(drop)
@@ -1033,6 +1035,35 @@ pub(super) mod tests {
             Some(record("run2", DemoId::MicroVm, true))
         );
         assert_eq!(h.get("nope").await.unwrap(), None);
+    }
+
+    /// A run's start is written beside the run; one that lands after the
+    /// run's end leaves the end as it is.
+    #[tokio::test]
+    async fn a_late_start_does_not_reopen_a_finished_run() {
+        for store in stores().await {
+            let h = &store.history;
+            h.accepted("late", DemoId::MicroVm, None, None)
+                .await
+                .unwrap();
+            h.started("late", 0).await.unwrap();
+            let state =
+                |runs: Vec<RunSummary>| runs.into_iter().find(|r| r.id == "late").unwrap().state;
+            assert_eq!(
+                state(h.all(&Filter::default()).await.unwrap()),
+                RunState::Running
+            );
+            h.finished(&record("late", DemoId::MicroVm, true))
+                .await
+                .unwrap();
+            h.started("late", 1).await.unwrap();
+            assert_eq!(
+                state(h.all(&Filter::default()).await.unwrap()),
+                RunState::Succeeded,
+                "{}",
+                store.backend
+            );
+        }
     }
 
     #[tokio::test]
