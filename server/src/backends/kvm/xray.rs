@@ -524,7 +524,8 @@ mod tests {
         for (key, _) in KVM_COUNTS {
             assert_eq!(x.count(key), None, "{key:?}");
             assert!(
-                x.missing(key).is_some_and(|m| m.contains("threads were not read")),
+                x.missing(key)
+                    .is_some_and(|m| m.contains("threads were not read")),
                 "{key:?}: {:?}",
                 x.missing(key)
             );
