@@ -313,6 +313,15 @@ async fn a_micro_vm_is_xrayed_from_both_sides() {
         seccomp.host.as_deref().unwrap().starts_with("Seccomp 2:"),
         "{seccomp:?}"
     );
+    // The jailed VMM, read from its NSpid: PID 1 of its own namespace.
+    let vmm = x.row(XRayKey::VmmProcess).unwrap();
+    assert!(
+        vmm.host
+            .as_deref()
+            .unwrap()
+            .contains(": PID 1 in its own PID namespace"),
+        "{vmm:?}"
+    );
 
     // KVM's own events: each counted or missing with a reason; returns
     // to the VMM as KVM saw them match the exits the VMM counted.

@@ -71,7 +71,7 @@ pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
     };
     let uid = field(&st, "Uid")
         .and_then(|u| u.split_whitespace().nth(1))
-        .unwrap_or("?")
+        .unwrap_or("not read")
         .to_owned();
     let nspid = field(&st, "NSpid").unwrap_or("").to_owned();
     x.push_row(
@@ -90,7 +90,15 @@ pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
         "The VMM process",
         None,
         Some(format!(
-            "PID {vmm_pid} (NSpid {nspid}: PID 1 in its own PID namespace), running as {}",
+            "PID {vmm_pid} ({}), running as {}",
+            // Said from NSpid's last field, not assumed (the waiter is
+            // shown where the jailed VMM was not found).
+            match nspid.split_whitespace().collect::<Vec<_>>()[..] {
+                [] => "NSpid not read".to_owned(),
+                [_] => format!("NSpid {nspid}: in the server's PID namespace"),
+                [.., "1"] => format!("NSpid {nspid}: PID 1 in its own PID namespace"),
+                [.., inner] => format!("NSpid {nspid}: PID {inner} in its own PID namespace"),
+            },
             user_name(&uid)
         )),
         None,
@@ -117,7 +125,7 @@ pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
         None,
         "readlink /proc/PID/ns/* of the VMM against the server's /proc/self/ns/*",
     );
-    let f = |n: &str| field(&st, n).unwrap_or("?").to_owned();
+    let f = |n: &str| field(&st, n).unwrap_or("not read").to_owned();
     x.push_row(
         XRayKey::VmmSeccomp,
         "The VMM's jail: seccomp and privileges",
