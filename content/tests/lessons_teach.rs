@@ -161,7 +161,7 @@ const REQUIRED: &[&str] = &[
     "each kubernetes pod in its own",
     "prerouting",
     "docker engine 28.0",
-    "the hypervisor is not what is slow",
+    "kvm is not what is slow",
     "not measured here",
     "i/o path",
     "vhost",
