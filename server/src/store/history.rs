@@ -129,7 +129,7 @@ pub(super) fn state_str(state: RunState) -> &'static str {
     }
 }
 
-fn parse_state(s: &str) -> RunState {
+pub(super) fn parse_state(s: &str) -> RunState {
     match s {
         "queued" => RunState::Queued,
         "running" => RunState::Running,

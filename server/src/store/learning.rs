@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use stacklab_api::{DemoId, Guess, MemberLearning, Quantity, RoomGuess, RunRecord};
+use stacklab_api::{DemoId, Guess, MemberLearning, Quantity, RoomGuess, RunRecord, RunState};
 
-use super::history::{now_ms, History, HistoryError};
+use super::history::{now_ms, parse_state, History, HistoryError};
 use super::sql::{params, Value};
 
 /// A class's learning: each member's (by learner id) and every guess.
@@ -214,8 +214,9 @@ impl History {
                 continue;
             };
             let value = r.real(4);
-            let state = r.text(5);
-            let succeeded = state.as_deref() == Some("succeeded");
+            // Absent: the run is not in the history (a left join).
+            let state = r.text(5).as_deref().map(parse_state);
+            let succeeded = state == Some(RunState::Succeeded);
             // Time and memory are the run's headline columns; the other
             // quantities, and why a value is absent, are read from its
             // record as the learner's card reads them (`Quantity::measured`).
@@ -226,9 +227,11 @@ impl History {
             };
             let measured = match headline.filter(|_| succeeded) {
                 Some(v) => Ok(v),
-                None => match state.as_deref() {
+                None => match state {
                     None => Err("the run is not in the history".to_owned()),
-                    Some("queued" | "running") => Err("the run has not finished".to_owned()),
+                    Some(RunState::Queued | RunState::Running) => {
+                        Err("the run has not finished".to_owned())
+                    }
                     Some(_) => records
                         .entry(run.clone())
                         .or_insert_with(|| {
