@@ -90,6 +90,11 @@ impl KvmRuntime {
         let mut cmd = tokio::process::Command::new(&self.artifacts.vmm);
         match &self.guest {
             Guest::Tiny(config) => {
+                let asked = if xray {
+                    stacklab_vmm::protocol::XRAY_LINE
+                } else {
+                    0
+                };
                 cmd.arg("--image")
                     .arg(&self.artifacts.guest)
                     .arg("--mem-mib")
@@ -97,15 +102,7 @@ impl KvmRuntime {
                     .arg("--deadline-ms")
                     .arg(config.deadline.as_millis().to_string())
                     .arg("--mode")
-                    .arg(
-                        (config.mode
-                            | if xray {
-                                stacklab_vmm::protocol::XRAY_LINE
-                            } else {
-                                0
-                            })
-                        .to_string(),
-                    )
+                    .arg((config.mode | asked).to_string())
                     .arg("--hold");
             }
             Guest::Linux(linux) => {

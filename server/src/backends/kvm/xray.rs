@@ -256,10 +256,6 @@ pub fn complete(
             return;
         }
     };
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| tids.contains(&e.pid)) {
-        *counts.entry(e.name.as_str()).or_default() += 1;
-    }
     // Events are kept by thread: with no thread of the VMM read (the run
     // never reached ready), a count would be 0 by construction.
     if tids.is_empty() {
@@ -271,6 +267,10 @@ pub fn complete(
             );
         }
         return;
+    }
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for e in events.iter().filter(|e| tids.contains(&e.pid)) {
+        *counts.entry(e.name.as_str()).or_default() += 1;
     }
     let mut by_key: BTreeMap<&str, u64> = BTreeMap::new();
     for (name, n) in &counts {
