@@ -698,6 +698,14 @@ impl Outcome {
             Outcome::Failed { .. } => None,
         }
     }
+
+    /// The state a run with this outcome is in.
+    pub fn state(&self) -> RunState {
+        match self {
+            Outcome::Ready { .. } => RunState::Succeeded,
+            Outcome::Failed { .. } => RunState::Failed,
+        }
+    }
 }
 
 /// When phase `which` was first reached among `events`, in µs on the

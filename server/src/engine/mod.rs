@@ -7,12 +7,15 @@
 //! (the trait itself lives with the backends that implement it). [`Labs`]
 //! says which runtime serves which demo on this host. [`relay`] is what
 //! replicas sharing a PostgreSQL store tell each other. `room_tests`
-//! floods a class's queue through the engine and removes the flooders.
+//! floods a class's queue through the engine and removes the flooders;
+//! `end_tests` holds a run's end back until the store has it.
 //!
 //! May import `backends` and `store`; never `http` or `tools`.
 
 mod density;
 pub mod derive;
+#[cfg(test)]
+mod end_tests;
 mod labs;
 mod queue;
 mod registry;

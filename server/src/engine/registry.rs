@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stacklab_api::{DemoId, ErrorCode, EventKind, FactKey, Outcome, Phase, RunError, RunState};
+use stacklab_api::{DemoId, ErrorCode, FactKey, Outcome, Phase, RunError, RunState};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -464,14 +464,16 @@ impl Runs {
                 Outcome::Failed { error } => (error.code.as_str(), None),
             };
             runs.stats.finished(demo, label, ready);
-            task_run.push(EventKind::Finished { outcome });
-            let record = task_run.record();
+            // Stored before it is shown: a learner who sees the run end and
+            // then asks any replica must not hear that it is still running.
+            let record = task_run.stamp_end(outcome);
             if let Some(row) = row.take() {
                 let _ = row.await;
             }
             if let Err(e) = runs.history.finished(&record).await {
                 tracing::error!(run = %task_run.id(), "cannot store the finished run: {e}");
             }
+            task_run.announce_end();
             runs.tell_room(&requester, &task_run, record.state);
             runs.finished(task_run.id());
         });

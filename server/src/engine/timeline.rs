@@ -36,6 +36,8 @@ struct Inner {
     state: RunState,
     events: Vec<RunEvent>,
     log_lines: usize,
+    /// The finished event, stamped by [`Timeline::stamp_end`] and not yet shown.
+    ending: Option<RunEvent>,
 }
 
 impl Timeline {
@@ -51,6 +53,7 @@ impl Timeline {
                 state: RunState::Queued,
                 events: Vec::new(),
                 log_lines: 0,
+                ending: None,
             }),
             count: watch::channel(0).0,
         }
@@ -92,17 +95,12 @@ impl Timeline {
     /// `seq` keeps the order the server recorded them in.
     pub fn push_at(&self, at_us: u64, kind: EventKind) {
         let mut inner = self.lock();
-        if matches!(inner.state, RunState::Succeeded | RunState::Failed) {
+        if inner.ending.is_some() || matches!(inner.state, RunState::Succeeded | RunState::Failed) {
             return;
         }
         match &kind {
             EventKind::Phase { .. } => inner.state = RunState::Running,
-            EventKind::Finished { outcome } => {
-                inner.state = match outcome {
-                    Outcome::Ready { .. } => RunState::Succeeded,
-                    Outcome::Failed { .. } => RunState::Failed,
-                }
-            }
+            EventKind::Finished { outcome } => inner.state = outcome.state(),
             _ => {}
         }
         let seq = inner.events.len() as u32;
@@ -110,6 +108,46 @@ impl Timeline {
         let n = inner.events.len();
         drop(inner);
         self.count.send_replace(n);
+    }
+
+    /// Ends the timeline with `outcome`, observed now, without showing it
+    /// yet: later events are ignored, and the record returned is the one
+    /// every reader sees once [`Timeline::announce_end`] shows it. A run's
+    /// end is stored between the two, so that nobody who saw it end asks
+    /// another replica and hears that it is still running.
+    pub fn stamp_end(&self, outcome: Outcome) -> RunRecord {
+        let at_us = self.elapsed_us();
+        let mut inner = self.lock();
+        let state = outcome.state();
+        let ending = RunEvent {
+            seq: inner.events.len() as u32,
+            at_us,
+            kind: EventKind::Finished { outcome },
+        };
+        let mut events = inner.events.clone();
+        events.push(ending.clone());
+        inner.ending = Some(ending);
+        RunRecord {
+            id: self.id.clone(),
+            demo: self.demo,
+            state,
+            accepted_at_ms: Some(self.accepted_at_ms),
+            events,
+        }
+    }
+
+    /// Shows the end [`Timeline::stamp_end`] stamped, at the moment it stamped.
+    pub fn announce_end(&self) {
+        let mut inner = self.lock();
+        if let Some(ending) = inner.ending.take() {
+            if let EventKind::Finished { outcome } = &ending.kind {
+                inner.state = outcome.state();
+            }
+            inner.events.push(ending);
+            let n = inner.events.len();
+            drop(inner);
+            self.count.send_replace(n);
+        }
     }
 
     /// Appends a console line, within the per-timeline bounds.
