@@ -70,6 +70,30 @@ pub mod mode {
     pub const CONSOLE_FLOOD: u32 = 3;
     /// Write to an I/O port no device owns.
     pub const UNKNOWN_PORT: u32 = 4;
+
+    /// Whether the guest knows every part of `word`: one of the modes
+    /// above and only the flags above (the guest would boot normally on
+    /// an unknown mode and ignore an unknown flag, so a caller who mistyped
+    /// one would not be told).
+    pub const fn is_known(word: u32) -> bool {
+        word & !(MASK | CONSOLE_IN_MEMORY | XRAY_LINE) == 0 && word & MASK <= UNKNOWN_PORT
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn every_mode_and_flag_is_known_and_nothing_else() {
+            for m in [NORMAL, SPIN, TRIPLE_FAULT, CONSOLE_FLOOD, UNKNOWN_PORT] {
+                assert!(is_known(m), "{m}");
+                assert!(is_known(m | CONSOLE_IN_MEMORY | XRAY_LINE), "{m}");
+            }
+            assert!(!is_known(UNKNOWN_PORT + 1));
+            assert!(!is_known(1 << 18));
+            assert!(!is_known(1 << 31 | XRAY_LINE));
+        }
+    }
 }
 
 /// Boot steps, in the order the guest reaches them.

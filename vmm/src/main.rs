@@ -118,7 +118,12 @@ fn parse_args() -> Result<Args, lexopt::Error> {
                 tiny.deadline = Duration::from_millis(ms);
                 linux.deadline = tiny.deadline;
             }
-            Long("mode") => tiny.mode = parser.value()?.parse()?,
+            Long("mode") => {
+                tiny.mode = parser.value()?.parse()?;
+                if !stacklab_abi::mode::is_known(tiny.mode) {
+                    return Err(format!("--mode {:#x}: an unknown mode or flag", tiny.mode).into());
+                }
+            }
             Long("hold") => tiny.hold = true,
             Long("floor") => floor = true,
             _ => return Err(arg.unexpected()),

@@ -322,3 +322,18 @@ fn qemu_boots_the_same_guest_file() {
     let console = String::from_utf8_lossy(&out.stdout);
     assert!(console.contains("stacklab-guest: ready"), "{console}");
 }
+
+/// A mistyped `--mode` is a usage error, not a normal boot (the guest
+/// would ignore an unknown flag and boot normally on an unknown mode).
+#[test]
+fn an_unknown_mode_or_flag_is_refused() {
+    for word in ["9", "262144"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stacklab-vmm"))
+            .args(["--image", "/nonexistent", "--mode", word])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--mode {word}");
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(line["error"]["code"], "usage", "--mode {word}: {line}");
+    }
+}
