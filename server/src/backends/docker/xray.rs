@@ -510,6 +510,21 @@ const MOUNT_FLAGS: [(u64, &str); 18] = [
 /// below them, so two containers started at once are never mixed up.
 const DAEMONS: [&str; 3] = ["containerd", "dockerd", "systemd"];
 
+/// A call's numeric argument `field` in words, or that the kernel's line
+/// did not give it (never a 0 it did not say).
+fn with_num(e: &TraceEvent, field: &str, say: impl FnOnce(u64) -> String) -> String {
+    match e.num(field) {
+        Some(v) => say(v),
+        None => unread(e, field),
+    }
+}
+
+/// That the kernel's line for a call did not give `field` (a tracepoint
+/// format this server does not know), with the line's arguments as printed.
+fn unread(e: &TraceEvent, field: &str) -> String {
+    format!("{field} not read from the kernel's line ({})", e.args)
+}
+
 /// The calls that built the container whose main process is `pid`, from
 /// `events` (the capture's, every process): the runtime's processes are
 /// the tree the daemon forked for this container (followed through
@@ -570,32 +585,32 @@ pub fn calls(
         let name = e.name.trim_start_matches("sys_");
         let t = at_us(e.mono_ns);
         let detail = match name {
-            "clone" => {
-                let flags = e.num("clone_flags").unwrap_or(0);
-                if flags & 0x10000 != 0 && flags & 0x7e02_0000 == 0 {
+            "clone" => match e.num("clone_flags") {
+                Some(flags) if flags & 0x10000 != 0 && flags & 0x7e02_0000 == 0 => {
                     thread_clones += 1;
                     continue;
                 }
-                format!(
+                Some(flags) => format!(
                     "flags {} (+ exit signal {})",
                     flag_names(flags & !0xff, &CLONE_FLAGS),
                     flags & 0xff
-                )
-            }
+                ),
+                None => unread(e, "clone_flags"),
+            },
             "clone3" => "flags in a struct the tracepoint does not copy (at uargs)".into(),
-            "unshare" => format!(
-                "flags {}",
-                flag_names(e.num("unshare_flags").unwrap_or(0), &CLONE_FLAGS)
-            ),
-            "setns" => format!(
-                "nstype {}",
-                flag_names(e.num("nstype").unwrap_or(0), &CLONE_FLAGS)
-            ),
-            "sethostname" => format!("a name of {} bytes", e.num("len").unwrap_or(0)),
-            "mount" => format!(
-                "flags {} (paths are user memory the tracepoint does not copy)",
-                flag_names(e.num("flags").unwrap_or(0), &MOUNT_FLAGS)
-            ),
+            "unshare" => with_num(e, "unshare_flags", |f| {
+                format!("flags {}", flag_names(f, &CLONE_FLAGS))
+            }),
+            "setns" => with_num(e, "nstype", |f| {
+                format!("nstype {}", flag_names(f, &CLONE_FLAGS))
+            }),
+            "sethostname" => with_num(e, "len", |n| format!("a name of {n} bytes")),
+            "mount" => with_num(e, "flags", |f| {
+                format!(
+                    "flags {} (paths are user memory the tracepoint does not copy)",
+                    flag_names(f, &MOUNT_FLAGS)
+                )
+            }),
             "pivot_root" => {
                 "the container's root becomes /; the host's is detached below it".into()
             }
@@ -788,6 +803,52 @@ mod tests {
         assert_eq!(x.calls[2].at_us, 50);
         assert_eq!(x.count(XRayKey::ThreadClones), Some(1));
         assert_eq!(x.count(XRayKey::WorkloadCalls), Some(1));
+    }
+
+    /// A call whose line lacks the argument it is described by says so;
+    /// it does not read as flags of 0 (or "a name of 0 bytes"), and a clone
+    /// without flags is listed, not taken for a thread.
+    #[test]
+    fn an_argument_the_line_lacks_is_said_unread() {
+        let lines = [
+            "containerd-10 [000] ..... 1.000000: sched_process_fork: comm=containerd pid=10 child_comm=runc child_pid=22",
+            "runc-22 [000] ..... 1.000010: sys_clone(newsp: 0)",
+            "runc-22 [000] ..... 1.000020: sys_unshare(flagz: 0x20000)",
+            "runc-22 [000] ..... 1.000030: sys_sethostname(name: 0x1)",
+            "runc-22 [000] ..... 1.000040: sys_mount(dev_name: 0x1, dir_name: 0x2)",
+            "runc-22 [000] ..... 1.000050: sys_setns(fd: 3)",
+        ];
+        let events: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
+        let mut x = XRay::default();
+        calls(&mut x, &events, 22, &|ns| ns / 1000 - 1_000_000, 100);
+        let said: Vec<(&str, &str)> = x
+            .calls
+            .iter()
+            .map(|c| (c.name.as_str(), c.detail.as_str()))
+            .collect();
+        assert_eq!(
+            said,
+            [
+                (
+                    "clone",
+                    "clone_flags not read from the kernel's line (newsp: 0)"
+                ),
+                (
+                    "unshare",
+                    "unshare_flags not read from the kernel's line (flagz: 0x20000)"
+                ),
+                (
+                    "sethostname",
+                    "len not read from the kernel's line (name: 0x1)"
+                ),
+                (
+                    "mount",
+                    "flags not read from the kernel's line (dev_name: 0x1, dir_name: 0x2)"
+                ),
+                ("setns", "nstype not read from the kernel's line (fd: 3)"),
+            ]
+        );
+        assert_eq!(x.count(XRayKey::ThreadClones), Some(0));
     }
 
     #[test]
