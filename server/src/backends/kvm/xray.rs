@@ -56,6 +56,29 @@ fn user_name(uid: &str) -> String {
         .map_or_else(|| format!("uid {uid}"), |n| format!("{n} (uid {uid})"))
 }
 
+/// The VMM's namespaces against the server's, read with `inode` (`who`,
+/// namespace → its inode): its own, the shared, and those either side's
+/// link could not be read for, which are neither.
+fn jail_namespaces(who: &str, inode: &dyn Fn(&str, &str) -> Result<u64, String>) -> String {
+    let (mut own, mut shared, mut unread) = (Vec::new(), Vec::new(), Vec::new());
+    for ns in NAMESPACES {
+        match (inode(who, ns), inode("self", ns)) {
+            (Ok(a), Ok(b)) if a == b => shared.push(ns),
+            (Ok(_), Ok(_)) => own.push(ns),
+            _ => unread.push(ns),
+        }
+    }
+    let mut said = format!(
+        "its own: {}; shared with the server: {}",
+        own.join(", "),
+        shared.join(", ")
+    );
+    if !unread.is_empty() {
+        said += &format!("; not read: {}", unread.join(", "));
+    }
+    said
+}
+
 /// The host's side, read while the VM is held at ready: the process the
 /// server started (`waiter`) and the VMM inside its jail (`vmm`).
 pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
@@ -104,24 +127,11 @@ pub fn read_held(x: &mut XRay, waiter: u32, vmm: Option<u32>) {
         None,
         "NSpid and Uid in /proc/PID/status; the user's name from /etc/passwd",
     );
-    let mut own = Vec::new();
-    let mut shared = Vec::new();
-    for ns in NAMESPACES {
-        match (ns_inode(&who, ns), ns_inode("self", ns)) {
-            (Ok(a), Ok(b)) if a == b => shared.push(ns),
-            (Ok(_), Ok(_)) => own.push(ns),
-            _ => {}
-        }
-    }
     x.push_row(
         XRayKey::VmmNamespaces,
         "The VMM's jail: namespaces",
         None,
-        Some(format!(
-            "its own: {}; shared with the server: {}",
-            own.join(", "),
-            shared.join(", ")
-        )),
+        Some(jail_namespaces(&who, &ns_inode)),
         None,
         "readlink /proc/PID/ns/* of the VMM against the server's /proc/self/ns/*",
     );
@@ -518,6 +528,22 @@ mod tests {
 
     /// A capture with no thread of the VMM to keep events for gives no
     /// counts, each missing with why, never 0 by construction.
+    /// A namespace whose link could not be read is named as not read, not
+    /// left out of both lists.
+    #[test]
+    fn an_unreadable_namespace_is_said() {
+        let inode = |who: &str, ns: &str| match (who, ns) {
+            ("42", "net") => Err("/proc/42/ns/net: permission denied".to_owned()),
+            (_, "user" | "time") => Ok(1),
+            ("42", _) => Ok(2),
+            _ => Ok(3),
+        };
+        assert_eq!(
+            jail_namespaces("42", &inode),
+            "its own: pid, mnt, uts, ipc, cgroup; shared with the server: user, time; not read: net"
+        );
+    }
+
     #[test]
     fn no_vmm_threads_no_counts() {
         let mut x = XRay::default();
