@@ -62,6 +62,44 @@ pub fn children(pid: u32) -> io::Result<Vec<u32>> {
         .collect())
 }
 
+/// A process held by a pidfd (`pidfd_open(2)`): unlike its PID, which the
+/// kernel may give to a new process once it is reaped, the pidfd names this
+/// process only, and becomes readable when it terminates.
+pub struct Pinned {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl Pinned {
+    /// Pins process `pid`. Sound only while `pid` cannot have been reused:
+    /// call it while the process is known to run (a child, or a child of
+    /// a live child, not yet reaped). Inside a tokio runtime only.
+    pub fn new(pid: u32) -> io::Result<Pinned> {
+        use std::os::fd::FromRawFd;
+        let pid = libc::pid_t::try_from(pid).map_err(io::Error::other)?;
+        // SAFETY: pidfd_open takes a PID and flags and returns a new file
+        // descriptor or -1; it touches no memory of ours.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+        let interest = tokio::io::Interest::READABLE;
+        // SAFETY: the OwnedFd is moved into the AsyncFd, which alone owns
+        // it until dropped: it stays open and names the same pidfd.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest)? };
+        Ok(Pinned { fd })
+    }
+
+    /// Waits at most `within` for the process to terminate (a zombie
+    /// counts: it holds no memory any more). Returns whether it did.
+    pub async fn exited(&self, within: std::time::Duration) -> bool {
+        tokio::time::timeout(within, self.fd.readable())
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
 /// Waits until process `pid`, named `comm`, has exited (gone, a zombie, or
 /// its PID now names another program), polling `/proc` for at most
 /// `within`. A zombie holds no memory any more. Returns whether it did.
@@ -223,5 +261,25 @@ mod tests {
         );
         sleeper.wait().unwrap();
         assert!(exited(pid, "sleep", short).await, "reaped: gone");
+    }
+
+    /// A pinned process: still running at the bound, then exited once
+    /// killed (unreaped), and so on after it is reaped.
+    #[tokio::test]
+    async fn a_pinned_process_is_seen_to_exit() {
+        let mut sleeper = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pinned = Pinned::new(sleeper.id()).unwrap();
+        let short = std::time::Duration::from_millis(50);
+        assert!(!pinned.exited(short).await, "sleep is still running");
+        sleeper.kill().unwrap();
+        assert!(
+            pinned.exited(std::time::Duration::from_secs(5)).await,
+            "killed, a zombie until reaped"
+        );
+        sleeper.wait().unwrap();
+        assert!(pinned.exited(short).await, "reaped");
     }
 }

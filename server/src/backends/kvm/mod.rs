@@ -193,6 +193,7 @@ impl Runtime for KvmRuntime {
         let mut lines = tokio::io::BufReader::new(stdout).lines();
         let mut held = None;
         let mut jailed_pid = None;
+        let mut jailed_pin = None;
         let read = async {
             loop {
                 let line = lines.next_line().await.ok().flatten();
@@ -207,6 +208,9 @@ impl Runtime for KvmRuntime {
                         ctx.phase_observed(e.mono_ns, e.phase, e.detail.clone());
                         if e.phase == Phase::Jailed {
                             jailed_pid = children(pid).ok().and_then(|c| c.first().copied());
+                            // Pinned while its waiter lives (its PID cannot
+                            // be reused before the waiter reaps it).
+                            jailed_pin = jailed_pid.and_then(|p| host::Pinned::new(p).ok());
                         }
                         if e.phase == Phase::Ready {
                             let hold = stdin.take();
@@ -253,7 +257,14 @@ impl Runtime for KvmRuntime {
         // is gone, so that nothing outlives it and the next step of a density
         // sweep does not share the program's pages with the last one's VMMs.
         if let Some(vmm) = jailed_pid {
-            if !host::exited(vmm, "stacklab-vmm", Duration::from_secs(5)).await {
+            let within = Duration::from_secs(5);
+            let exited = match &jailed_pin {
+                Some(pin) => pin.exited(within).await,
+                // No pidfd (a kernel before 5.3, or a filter that refuses
+                // it): its PID, checked to still name the VMM.
+                None => host::exited(vmm, "stacklab-vmm", within).await,
+            };
+            if !exited {
                 tracing::warn!(pid = vmm, "a jailed VMM outlived its waiter by 5 s");
             }
         }
