@@ -108,7 +108,16 @@ impl TraceEvent {
         None
     }
 
-    /// A numeric field (decimal or `0x` hex).
+    /// A system call's argument (`sys_*` events). The kernel prints these
+    /// in hex: bare (`3d0f00`) up to Linux 6.16, `0x`-prefixed from 10 on
+    /// since; read as hex either way (a value below 10 is the same in both).
+    pub fn syscall_arg(&self, field: &str) -> Option<u64> {
+        let v = self.field(field)?;
+        u64::from_str_radix(v.strip_prefix("0x").unwrap_or(v), 16).ok()
+    }
+
+    /// A numeric field of a tracepoint that prints with `%d`/`%x` of its
+    /// own (`sched_*`: decimal, or `0x` hex).
     pub fn num(&self, field: &str) -> Option<u64> {
         let v = self.field(field)?;
         match v.strip_prefix("0x") {
@@ -383,7 +392,13 @@ mod tests {
         assert_eq!((e.comm.as_str(), e.pid), ("sh", 10430));
         assert_eq!(e.mono_ns, 11_162_637_322_000);
         assert_eq!(e.name, "sys_unshare");
-        assert_eq!(e.num("unshare_flags"), Some(0x6c02_0000));
+        assert_eq!(e.syscall_arg("unshare_flags"), Some(0x6c02_0000));
+        // As kernels before 6.17 print them: bare hex, digits only or not.
+        let old =
+            parse_line("runc-5 [000] ..... 1.0: sys_clone(clone_flags: 3d0f00, newsp: 0)").unwrap();
+        assert_eq!(old.syscall_arg("clone_flags"), Some(0x3d_0f00));
+        let old = parse_line("runc-5 [000] ..... 1.0: sys_unshare(unshare_flags: 20000)").unwrap();
+        assert_eq!(old.syscall_arg("unshare_flags"), Some(0x2_0000));
         let f = parse_line(" runc:[2:INIT]-77 [000] d..2. 5.000001: sched_process_fork: comm=runc:[1:CHILD] pid=76 child_comm=runc:[1:CHILD] child_pid=77").unwrap();
         assert_eq!((f.comm.as_str(), f.pid), ("runc:[2:INIT]", 77));
         assert_eq!(f.name, "sched_process_fork");

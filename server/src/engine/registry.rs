@@ -282,7 +282,7 @@ impl Runs {
         let watched = run.clone();
         tokio::spawn(async move {
             tokio::time::sleep(UNWATCHED_GRACE).await;
-            if watched.unwatched(UNWATCHED_GRACE) && !watched.is_finished() {
+            if watched.unwatched(UNWATCHED_GRACE) && !watched.has_ended() {
                 tracing::info!(run = %watched.id(), "nobody watched the run; dropping it");
                 watched.cancel_token().cancel();
             }
@@ -466,14 +466,14 @@ impl Runs {
             runs.stats.finished(demo, label, ready);
             // Stored before it is shown: a learner who sees the run end and
             // then asks any replica must not hear that it is still running.
-            let record = task_run.stamp_end(outcome);
+            let (record, shown) = task_run.stamp_end(outcome);
             if let Some(row) = row.take() {
                 let _ = row.await;
             }
             if let Err(e) = runs.history.finished(&record).await {
                 tracing::error!(run = %task_run.id(), "cannot store the finished run: {e}");
             }
-            task_run.announce_end();
+            drop(shown);
             runs.tell_room(&requester, &task_run, record.state);
             runs.finished(task_run.id());
         });
@@ -499,7 +499,7 @@ impl Runs {
         let runs: Vec<Arc<Run>> = self
             .by_id()
             .values()
-            .filter(|r| !r.is_finished() && r.is_member_run(class, learner))
+            .filter(|r| !r.has_ended() && r.is_member_run(class, learner))
             .cloned()
             .collect();
         for run in &runs {

@@ -172,12 +172,12 @@ pub struct WatchGuard(Arc<Run>);
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        if self.0.watchers.fetch_sub(1, Ordering::SeqCst) != 1 || self.0.is_finished() {
+        if self.0.watchers.fetch_sub(1, Ordering::SeqCst) != 1 || self.0.has_ended() {
             return;
         }
         let run = self.0.clone();
         let cancel_if_alone = move || {
-            if run.unwatched(run.grace) && !run.is_finished() {
+            if run.unwatched(run.grace) && !run.has_ended() {
                 tracing::info!(run = %run.id(), "no watcher came back within {:?}; cancelling the run", run.grace);
                 run.cancel.cancel();
             }

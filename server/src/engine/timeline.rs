@@ -112,10 +112,12 @@ impl Timeline {
 
     /// Ends the timeline with `outcome`, observed now, without showing it
     /// yet: later events are ignored, and the record returned is the one
-    /// every reader sees once [`Timeline::announce_end`] shows it. A run's
-    /// end is stored between the two, so that nobody who saw it end asks
-    /// another replica and hears that it is still running.
-    pub fn stamp_end(&self, outcome: Outcome) -> RunRecord {
+    /// every reader sees once the returned [`EndShown`] is dropped. A run's
+    /// end is stored in between, so that nobody who saw it end asks another
+    /// replica and hears that it is still running. The guard shows the end
+    /// however its holder stops (a panic, a dropped future), so watchers
+    /// are never left waiting.
+    pub fn stamp_end(&self, outcome: Outcome) -> (RunRecord, EndShown<'_>) {
         let at_us = self.elapsed_us();
         let mut inner = self.lock();
         let state = outcome.state();
@@ -127,17 +129,18 @@ impl Timeline {
         let mut events = inner.events.clone();
         events.push(ending.clone());
         inner.ending = Some(ending);
-        RunRecord {
+        let record = RunRecord {
             id: self.id.clone(),
             demo: self.demo,
             state,
             accepted_at_ms: Some(self.accepted_at_ms),
             events,
-        }
+        };
+        (record, EndShown(self))
     }
 
     /// Shows the end [`Timeline::stamp_end`] stamped, at the moment it stamped.
-    pub fn announce_end(&self) {
+    fn show_end(&self) {
         let mut inner = self.lock();
         if let Some(ending) = inner.ending.take() {
             if let EventKind::Finished { outcome } = &ending.kind {
@@ -172,7 +175,15 @@ impl Timeline {
         }
     }
 
-    /// Whether it has finished.
+    /// Whether its end has been stamped ([`Timeline::stamp_end`]), shown
+    /// or not: a run in that state is over for whoever would end or cancel
+    /// it, though its watchers have not been told yet.
+    pub fn has_ended(&self) -> bool {
+        let inner = self.lock();
+        inner.ending.is_some() || matches!(inner.state, RunState::Succeeded | RunState::Failed)
+    }
+
+    /// Whether it has finished (and its end has been shown).
     pub fn is_finished(&self) -> bool {
         matches!(self.lock().state, RunState::Succeeded | RunState::Failed)
     }
@@ -207,6 +218,17 @@ impl Timeline {
     /// Wakes when new events arrive.
     pub fn subscribe(&self) -> watch::Receiver<usize> {
         self.count.subscribe()
+    }
+}
+
+/// A stamped end, shown to watchers when dropped (see
+/// [`Timeline::stamp_end`]).
+#[must_use = "the end is shown when this is dropped"]
+pub struct EndShown<'a>(&'a Timeline);
+
+impl Drop for EndShown<'_> {
+    fn drop(&mut self) {
+        self.0.show_end();
     }
 }
 
@@ -246,5 +268,47 @@ mod tests {
         let events = t.record().events;
         let got: Vec<(u32, u64)> = events.iter().map(|e| (e.seq, e.at_us)).collect();
         assert_eq!(got, [(0, 100), (1, 50)], "neither re-ordered nor re-timed");
+    }
+
+    /// A stamped end is over for the run but unseen by its watchers until
+    /// the guard goes, however it goes (here: a panic while it was held);
+    /// nothing is appended after it, and it keeps the time it was stamped.
+    #[test]
+    fn a_stamped_end_is_shown_when_its_guard_goes() {
+        let t = Timeline::new("t".into(), DemoId::MicroVm);
+        t.push(phase(stacklab_api::Phase::Ready));
+        let watcher = t.subscribe();
+        let failed = Outcome::Failed {
+            error: stacklab_api::RunError {
+                code: stacklab_api::ErrorCode::Internal,
+                message: "x".into(),
+            },
+        };
+        let stamped_at = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let (record, _shown) = t.stamp_end(failed);
+            assert_eq!(record.state, RunState::Failed);
+            t.push(EventKind::Log {
+                line: "late".into(),
+            });
+            assert!(t.has_ended() && !t.is_finished());
+            assert_eq!(t.events_since(0), (t.record().events, false));
+            assert!(!watcher.has_changed().unwrap(), "not shown yet");
+            assert_eq!(record.events.len(), 2);
+            let at = record.events[1].at_us;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::panic::resume_unwind(Box::new(at));
+        }))
+        .unwrap_err()
+        .downcast::<u64>()
+        .unwrap();
+        assert!(watcher.has_changed().unwrap(), "shown");
+        assert!(t.is_finished());
+        let events = t.record().events;
+        assert_eq!(events.len(), 2, "the late line was refused: {events:?}");
+        assert!(matches!(events[1].kind, EventKind::Finished { .. }));
+        assert_eq!(
+            events[1].at_us, *stamped_at,
+            "the moment stamped, not shown"
+        );
     }
 }

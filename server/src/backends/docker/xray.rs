@@ -510,10 +510,10 @@ const MOUNT_FLAGS: [(u64, &str); 18] = [
 /// below them, so two containers started at once are never mixed up.
 const DAEMONS: [&str; 3] = ["containerd", "dockerd", "systemd"];
 
-/// A call's numeric argument `field` in words, or that the kernel's line
-/// did not give it (never a 0 it did not say).
-fn with_num(e: &TraceEvent, field: &str, say: impl FnOnce(u64) -> String) -> String {
-    match e.num(field) {
+/// A call's argument `field` in words, or that the kernel's line did not
+/// give it (never a 0 it did not say).
+fn with_arg(e: &TraceEvent, field: &str, say: impl FnOnce(u64) -> String) -> String {
+    match e.syscall_arg(field) {
         Some(v) => say(v),
         None => unread(e, field),
     }
@@ -585,7 +585,7 @@ pub fn calls(
         let name = e.name.trim_start_matches("sys_");
         let t = at_us(e.mono_ns);
         let detail = match name {
-            "clone" => match e.num("clone_flags") {
+            "clone" => match e.syscall_arg("clone_flags") {
                 Some(flags) if flags & 0x10000 != 0 && flags & 0x7e02_0000 == 0 => {
                     thread_clones += 1;
                     continue;
@@ -598,14 +598,22 @@ pub fn calls(
                 None => unread(e, "clone_flags"),
             },
             "clone3" => "flags in a struct the tracepoint does not copy (at uargs)".into(),
-            "unshare" => with_num(e, "unshare_flags", |f| {
+            "unshare" => with_arg(e, "unshare_flags", |f| {
                 format!("flags {}", flag_names(f, &CLONE_FLAGS))
             }),
-            "setns" => with_num(e, "nstype", |f| {
-                format!("nstype {}", flag_names(f, &CLONE_FLAGS))
-            }),
-            "sethostname" => with_num(e, "len", |n| format!("a name of {n} bytes")),
-            "mount" => with_num(e, "flags", |f| {
+            // `flags` since Linux 5.8, `nstype` before.
+            "setns" => {
+                let field = if e.field("flags").is_some() {
+                    "flags"
+                } else {
+                    "nstype"
+                };
+                with_arg(e, field, |f| {
+                    format!("nstype {}", flag_names(f, &CLONE_FLAGS))
+                })
+            }
+            "sethostname" => with_arg(e, "len", |n| format!("a name of {n} bytes")),
+            "mount" => with_arg(e, "flags", |f| {
                 format!(
                     "flags {} (paths are user memory the tracepoint does not copy)",
                     flag_names(f, &MOUNT_FLAGS)
@@ -803,6 +811,49 @@ mod tests {
         assert_eq!(x.calls[2].at_us, 50);
         assert_eq!(x.count(XRayKey::ThreadClones), Some(1));
         assert_eq!(x.count(XRayKey::WorkloadCalls), Some(1));
+    }
+
+    /// The same calls as kernels before 6.17 print them (bare hex) and as
+    /// later ones do (`0x` from 10 on) read the same; setns's argument is
+    /// `flags` since 5.8.
+    #[test]
+    fn syscall_arguments_are_hex_in_either_kernel_format() {
+        let said = |args: [&str; 4]| {
+            let lines = [
+                "containerd-10 [000] ..... 1.000000: sched_process_fork: comm=containerd pid=10 child_comm=runc child_pid=22".to_owned(),
+                format!("runc-22 [000] ..... 1.000010: sys_clone({})", args[0]),
+                format!("runc-22 [000] ..... 1.000020: sys_unshare({})", args[1]),
+                format!("runc-22 [000] ..... 1.000030: sys_setns({})", args[2]),
+                format!("runc-22 [000] ..... 1.000040: sys_mount({})", args[3]),
+            ];
+            let events: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
+            let mut x = XRay::default();
+            calls(&mut x, &events, 22, &|ns| ns / 1000 - 1_000_000, 100);
+            let details: Vec<String> = x.calls.iter().map(|c| c.detail.clone()).collect();
+            (details, x.count(XRayKey::ThreadClones))
+        };
+        let bare = said([
+            "clone_flags: 3d0f00, newsp: 7f00",
+            "unshare_flags: 20000",
+            "fd: 5, flags: 40000000",
+            "dev_name: 0, dir_name: 7f00, type: 0, flags: 44000, data: 0",
+        ]);
+        let prefixed = said([
+            "clone_flags: 0x3d0f00, newsp: 0x7f00",
+            "unshare_flags: 0x20000",
+            "fd: 5, flags: 0x40000000",
+            "dev_name: 0, dir_name: 0x7f00, type: 0, flags: 0x44000, data: 0",
+        ]);
+        assert_eq!(bare, prefixed);
+        assert_eq!(
+            bare.0,
+            [
+                "flags CLONE_NEWNS",
+                "nstype CLONE_NEWNET",
+                "flags MS_REC|MS_PRIVATE (paths are user memory the tracepoint does not copy)",
+            ]
+        );
+        assert_eq!(bare.1, Some(1), "the thread clone is counted, not listed");
     }
 
     /// A call whose line lacks the argument it is described by says so;

@@ -68,10 +68,17 @@ fn jail_namespaces(who: &str, inode: &dyn Fn(&str, &str) -> Result<u64, String>)
             _ => unread.push(ns),
         }
     }
+    let list = |l: &[&str]| {
+        if l.is_empty() {
+            "none".to_owned()
+        } else {
+            l.join(", ")
+        }
+    };
     let mut said = format!(
         "its own: {}; shared with the server: {}",
-        own.join(", "),
-        shared.join(", ")
+        list(&own),
+        list(&shared)
     );
     if !unread.is_empty() {
         said += &format!("; not read: {}", unread.join(", "));
@@ -526,10 +533,8 @@ mod tests {
             .contains("no kernel release"));
     }
 
-    /// A capture with no thread of the VMM to keep events for gives no
-    /// counts, each missing with why, never 0 by construction.
     /// A namespace whose link could not be read is named as not read, not
-    /// left out of both lists.
+    /// left out of both lists; an empty list says "none".
     #[test]
     fn an_unreadable_namespace_is_said() {
         let inode = |who: &str, ns: &str| match (who, ns) {
@@ -542,8 +547,14 @@ mod tests {
             jail_namespaces("42", &inode),
             "its own: pid, mnt, uts, ipc, cgroup; shared with the server: user, time; not read: net"
         );
+        assert_eq!(
+            jail_namespaces("self", &inode),
+            "its own: none; shared with the server: pid, net, mnt, uts, ipc, cgroup, user, time"
+        );
     }
 
+    /// A capture with no thread of the VMM to keep events for gives no
+    /// counts, each missing with why, never 0 by construction.
     #[test]
     fn no_vmm_threads_no_counts() {
         let mut x = XRay::default();
