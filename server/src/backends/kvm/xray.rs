@@ -383,8 +383,31 @@ fn host_cpuid() -> (String, Option<String>) {
     }
 }
 
+const VENDOR: &str = "CPU vendor (CPUID leaf 0)";
+const HYPERVISOR: &str = "Hypervisor signature (CPUID 0x40000000)";
+const MEMORY: &str = "Memory";
+const PRIVILEGE: &str = "Privilege level";
+
+/// The rows only the tiny guest's x-ray line fills: without the line each
+/// is missing, with why.
+const FROM_THE_GUEST_LINE: [(XRayKey, &str); 4] = [
+    (XRayKey::CpuVendor, VENDOR),
+    (XRayKey::Hypervisor, HYPERVISOR),
+    (XRayKey::GuestMemory, MEMORY),
+    (XRayKey::Privilege, PRIVILEGE),
+];
+
 fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     let Some(g) = guest_line(&report.console) else {
+        let why = match linux_release {
+            Some(_) => {
+                "not reported: a Linux guest's /init reports only its kernel release (`uname -r`)"
+            }
+            None => "not reported: the guest wrote no x-ray line",
+        };
+        for (key, label) in FROM_THE_GUEST_LINE {
+            x.push_missing(key, label, why);
+        }
         match linux_release {
             // A Linux guest's /init ran `uname -r`: the release of the
             // kernel the VMM booted, a second kernel even where the release
@@ -431,7 +454,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     let (host_vendor, host_hv) = host_cpuid();
     x.push_row(
         XRayKey::CpuVendor,
-        "CPU vendor (CPUID leaf 0)",
+        VENDOR,
         get("vendor"),
         Some(host_vendor),
         None,
@@ -439,7 +462,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     );
     x.push_row(
         XRayKey::Hypervisor,
-        "Hypervisor signature (CPUID 0x40000000)",
+        HYPERVISOR,
         get("hypervisor"),
         Some(host_hv.map_or_else(
             || "none: the host runs on bare metal".into(),
@@ -456,7 +479,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     };
     x.push_row(
         XRayKey::GuestMemory,
-        "Memory",
+        MEMORY,
         Some(format!(
             "RAM (as the VMM told it): {}; identity-mapped by its own page tables: {}; ring 3 only at 2-4 MiB",
             mib("ram"),
@@ -474,7 +497,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     );
     x.push_row(
         XRayKey::Privilege,
-        "Privilege level",
+        PRIVILEGE,
         get("cpl").map(|c| format!("ring {c} (the low bits of its code segment): it believes it owns the CPU")),
         Some("the VMM is an ordinary user process (ring 3) of an unprivileged user; KVM runs the guest on its behalf".into()),
         None,
@@ -524,9 +547,22 @@ mod tests {
         assert_eq!(row.inside.as_deref(), Some(host.as_str()));
         assert_eq!(row.host.as_deref(), Some(host.as_str()));
         assert_eq!(row.same, Some(false), "booted in the VM: its own");
+        for key in [
+            XRayKey::CpuVendor,
+            XRayKey::Hypervisor,
+            XRayKey::GuestMemory,
+            XRayKey::Privilege,
+        ] {
+            assert!(x.row(key).is_none(), "{key:?}");
+            let why = x.missing(key).unwrap_or_else(|| panic!("{key:?} missing"));
+            assert!(why.contains("only its kernel release"), "{key:?}: {why}");
+        }
         let mut x = XRay::default();
         guest_view(&mut x, &report(""), None);
         assert!(x.row(XRayKey::GuestKernel).is_none());
+        assert!(x
+            .missing(XRayKey::Privilege)
+            .is_some_and(|m| m.contains("no x-ray line")));
         assert!(x
             .missing(XRayKey::GuestKernel)
             .unwrap()
