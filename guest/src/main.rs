@@ -635,10 +635,12 @@ impl Line {
 }
 
 /// Writes `XRAY_LINE_PREFIX name=… version=… vendor=… hypervisor=… cpl=…
-/// ram=… mapped=…`: CPUID leaf 0's vendor, leaf 0x40000000's hypervisor
+/// ram=… tables=… mapped=…`: CPUID leaf 0's vendor, leaf 0x40000000's hypervisor
 /// signature (when leaf 1 says a hypervisor is present), the privilege
 /// level of the code segment this kernel runs in, the RAM size the VMM
-/// wrote at `RAM_BYTES_ADDR`, and what its own page tables map.
+/// wrote at `RAM_BYTES_ADDR`, whose page tables CR3 points to (its own or
+/// the VMM's), and the span both boot paths identity-map (a constant of
+/// the boot protocol, not a walk of the tables).
 fn xray_line() {
     let mut line = Line {
         buf: [0; 256],
@@ -672,6 +674,17 @@ fn xray_line() {
     let ram = unsafe { core::ptr::read_volatile(abi::RAM_BYTES_ADDR as *const u64) };
     line.push(b" ram=");
     line.push_dec(ram);
+    // Whose page tables are in use: the guest's own (the 32-bit door built
+    // them) or those the VMM wrote for the 64-bit door.
+    let cr3: u64;
+    // SAFETY: reading CR3 has no side effect (ring 0).
+    unsafe { asm!("mov {0}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    let own = &raw const PML4 as u64;
+    line.push(if cr3 & !0xfff == own {
+        b" tables=own".as_slice()
+    } else {
+        b" tables=vmm".as_slice()
+    });
     line.push(b" mapped=");
     line.push_dec(abi::IDENTITY_MAP_END);
     line.push(b"\n");

@@ -122,6 +122,8 @@ fn the_guest_writes_its_xray_line_when_asked() {
         xray.contains(&format!(" ram={} ", report.mem_bytes)),
         "{xray}"
     );
+    // Through the 64-bit door, the page tables in use are the VMM's.
+    assert!(xray.contains(" tables=vmm "), "{xray}");
 }
 
 #[test]

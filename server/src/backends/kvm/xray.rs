@@ -481,9 +481,14 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
         XRayKey::GuestMemory,
         MEMORY,
         Some(format!(
-            "RAM (as the VMM told it): {}; identity-mapped by its own page tables: {}; ring 3 only at 2-4 MiB",
+            "RAM (as the VMM told it): {}; identity-mapped at boot: {}, by {}; ring 3 only at 2-4 MiB",
             mib("ram"),
-            mib("mapped")
+            mib("mapped"),
+            match get("tables").as_deref() {
+                Some("own") => "its own page tables (built at its 32-bit entry)",
+                Some("vmm") => "page tables the VMM wrote before its first instruction (64-bit entry)",
+                _ => "page tables it did not name",
+            }
         )),
         Some(format!(
             "{} MiB of anonymous memory in the VMM process; {} backed by host pages at the end (only what the guest touched)",
@@ -516,6 +521,21 @@ mod tests {
         assert_eq!(g["hypervisor"], "KVMKVMKVM");
         assert_eq!(g["cpl"], "0");
         assert!(guest_line("nothing").is_none());
+        // Whose page tables, as the guest said: the VMM's through the
+        // 64-bit door, its own through the 32-bit one.
+        for (said, whose) in [
+            ("vmm", "page tables the VMM wrote"),
+            ("own", "its own page tables"),
+        ] {
+            let mut x = XRay::default();
+            let line = console.replace(" mapped=", &format!(" tables={said} mapped="));
+            guest_view(&mut x, &report(&line), None);
+            let memory = x.row(XRayKey::GuestMemory).unwrap().inside.clone().unwrap();
+            assert!(
+                memory.contains(&format!("identity-mapped at boot: 16 MiB, by {whose}")),
+                "{memory}"
+            );
+        }
     }
 
     fn report(console: &str) -> VmReport {
@@ -625,7 +645,9 @@ mod tests {
         let memory = x.row(XRayKey::GuestMemory).unwrap().inside.clone().unwrap();
         assert!(
             memory.contains("RAM (as the VMM told it): 16 MiB")
-                && memory.contains("page tables: not reported"),
+                && memory.contains(
+                    "identity-mapped at boot: not reported, by page tables it did not name"
+                ),
             "{memory}"
         );
     }
