@@ -429,6 +429,8 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
         return;
     };
     let get = |k: &str| g.get(k).cloned();
+    // A value the line lacks says so (the card would show a bare dash).
+    let said = |k: &str| Some(get(k).unwrap_or_else(|| "not in the guest's report".into()));
     let host_release = crate::backends::host::kernel_release();
     match get("name") {
         // A kernel the VMM loaded into the VM's memory wrote this report:
@@ -455,7 +457,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     x.push_row(
         XRayKey::CpuVendor,
         VENDOR,
-        get("vendor"),
+        said("vendor"),
         Some(host_vendor),
         None,
         "CPUID executed by the guest kernel, and by the server on the host",
@@ -463,7 +465,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     x.push_row(
         XRayKey::Hypervisor,
         HYPERVISOR,
-        get("hypervisor"),
+        said("hypervisor"),
         Some(host_hv.map_or_else(
             || "none: the host runs on bare metal".into(),
             |h| format!("{h}: the host is itself a virtual machine"),
@@ -503,7 +505,9 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
     x.push_row(
         XRayKey::Privilege,
         PRIVILEGE,
-        get("cpl").map(|c| format!("ring {c} (the low bits of its code segment): it believes it owns the CPU")),
+        get("cpl")
+            .map(|c| format!("ring {c} (the low bits of its code segment): it believes it owns the CPU"))
+            .or_else(|| said("cpl")),
         Some("the VMM is an ordinary user process (ring 3) of an unprivileged user; KVM runs the guest on its behalf".into()),
         None,
         "inside: CS & 3 read by the guest kernel; host: the VMM's jail (rows below)",
@@ -644,7 +648,11 @@ mod tests {
         );
         let memory = x.row(XRayKey::GuestMemory).unwrap().inside.clone().unwrap();
         assert!(
-            memory.contains("RAM (as the VMM told it): 16 MiB")
+            x.row(XRayKey::CpuVendor).unwrap().inside.as_deref()
+                == Some("not in the guest's report")
+                && x.row(XRayKey::Privilege).unwrap().inside.as_deref()
+                    == Some("not in the guest's report")
+                && memory.contains("RAM (as the VMM told it): 16 MiB")
                 && memory.contains(
                     "identity-mapped at boot: not reported, by page tables it did not name"
                 ),
