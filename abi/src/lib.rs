@@ -32,7 +32,8 @@ pub const RAM_BYTES_ADDR: u64 = 0x5008;
 
 /// The line the tiny guest writes to its console after ready when the VMM
 /// asks ([`mode::XRAY_LINE`]), describing what it sees: `key=value` pairs
-/// after this prefix (name, version, vendor, hypervisor, cpl, ram, mapped).
+/// after this prefix (name, version, vendor, hypervisor, cpl, ram, tables,
+/// mapped).
 pub const XRAY_LINE_PREFIX: &str = "stacklab-guest x-ray:";
 
 /// Where the guest keeps its console log when [`mode::CONSOLE_IN_MEMORY`]

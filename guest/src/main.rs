@@ -678,7 +678,8 @@ fn xray_line() {
     // them) or those the VMM wrote for the 64-bit door.
     let cr3: u64;
     // SAFETY: reading CR3 has no side effect (ring 0).
-    unsafe { asm!("mov {0}, cr3", out(reg) cr3, options(nomem, nostack, preserves_flags)) };
+    // (Flags are undefined after it: no preserves_flags.)
+    unsafe { asm!("mov {0}, cr3", out(reg) cr3, options(nomem, nostack)) };
     let own = &raw const PML4 as u64;
     line.push(if cr3 & !0xfff == own {
         b" tables=own".as_slice()

@@ -27,7 +27,8 @@ use crate::vcpu::{next_exit, with_watchdog};
 pub const DEFAULT_MEM_BYTES: usize = 16 << 20;
 /// The most guest RAM a run may ask for.
 pub const MAX_MEM_BYTES: usize = 256 << 20;
-/// The guest is identity-mapped up to 16 MiB by its own page tables.
+/// The least guest RAM: the kernel (from 1 MiB) and its app (2-4 MiB)
+/// must fit (the boot page tables map the first 16 MiB, RAM or not).
 pub const MIN_MEM_BYTES: usize = 4 << 20;
 
 /// What to run and within which limits.

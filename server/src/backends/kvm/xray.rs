@@ -483,7 +483,7 @@ fn guest_view(x: &mut XRay, report: &VmReport, linux_release: Option<&str>) {
         XRayKey::GuestMemory,
         MEMORY,
         Some(format!(
-            "RAM (as the VMM told it): {}; identity-mapped at boot: {}, by {}; ring 3 only at 2-4 MiB",
+            "RAM (as the VMM told it): {}; identity-mapped at boot (the boot protocol's span, not a walk of the tables): {}, by {}; ring 3 only at 2-4 MiB",
             mib("ram"),
             mib("mapped"),
             match get("tables").as_deref() {
@@ -536,7 +536,7 @@ mod tests {
             guest_view(&mut x, &report(&line), None);
             let memory = x.row(XRayKey::GuestMemory).unwrap().inside.clone().unwrap();
             assert!(
-                memory.contains(&format!("identity-mapped at boot: 16 MiB, by {whose}")),
+                memory.contains(&format!("not a walk of the tables): 16 MiB, by {whose}")),
                 "{memory}"
             );
         }
@@ -653,9 +653,7 @@ mod tests {
                 && x.row(XRayKey::Privilege).unwrap().inside.as_deref()
                     == Some("not in the guest's report")
                 && memory.contains("RAM (as the VMM told it): 16 MiB")
-                && memory.contains(
-                    "identity-mapped at boot: not reported, by page tables it did not name"
-                ),
+                && memory.contains("tables): not reported, by page tables it did not name"),
             "{memory}"
         );
     }
