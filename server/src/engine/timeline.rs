@@ -40,6 +40,30 @@ struct Inner {
     ending: Option<RunEvent>,
 }
 
+impl Inner {
+    /// Whether its end has been shown.
+    fn is_finished(&self) -> bool {
+        matches!(self.state, RunState::Succeeded | RunState::Failed)
+    }
+
+    /// Whether its end has been stamped, shown or not.
+    fn has_ended(&self) -> bool {
+        self.ending.is_some() || self.is_finished()
+    }
+
+    /// Appends an event, moving the state on; the number of events.
+    fn append(&mut self, at_us: u64, kind: EventKind) -> usize {
+        match &kind {
+            EventKind::Phase { .. } => self.state = RunState::Running,
+            EventKind::Finished { outcome } => self.state = outcome.state(),
+            _ => {}
+        }
+        let seq = self.events.len() as u32;
+        self.events.push(RunEvent { seq, at_us, kind });
+        self.events.len()
+    }
+}
+
 impl Timeline {
     /// A timeline whose clock starts now.
     pub fn new(id: String, demo: DemoId) -> Self {
@@ -95,17 +119,10 @@ impl Timeline {
     /// `seq` keeps the order the server recorded them in.
     pub fn push_at(&self, at_us: u64, kind: EventKind) {
         let mut inner = self.lock();
-        if inner.ending.is_some() || matches!(inner.state, RunState::Succeeded | RunState::Failed) {
+        if inner.has_ended() {
             return;
         }
-        match &kind {
-            EventKind::Phase { .. } => inner.state = RunState::Running,
-            EventKind::Finished { outcome } => inner.state = outcome.state(),
-            _ => {}
-        }
-        let seq = inner.events.len() as u32;
-        inner.events.push(RunEvent { seq, at_us, kind });
-        let n = inner.events.len();
+        let n = inner.append(at_us, kind);
         drop(inner);
         self.count.send_replace(n);
     }
@@ -120,34 +137,23 @@ impl Timeline {
     pub fn stamp_end(&self, outcome: Outcome) -> (RunRecord, EndShown<'_>) {
         let at_us = self.elapsed_us();
         let mut inner = self.lock();
-        let state = outcome.state();
+        let mut record = self.snapshot(&inner);
+        record.state = outcome.state();
         let ending = RunEvent {
-            seq: inner.events.len() as u32,
+            seq: record.events.len() as u32,
             at_us,
             kind: EventKind::Finished { outcome },
         };
-        let mut events = inner.events.clone();
-        events.push(ending.clone());
+        record.events.push(ending.clone());
         inner.ending = Some(ending);
-        let record = RunRecord {
-            id: self.id.clone(),
-            demo: self.demo,
-            state,
-            accepted_at_ms: Some(self.accepted_at_ms),
-            events,
-        };
         (record, EndShown(self))
     }
 
     /// Shows the end [`Timeline::stamp_end`] stamped, at the moment it stamped.
     fn show_end(&self) {
         let mut inner = self.lock();
-        if let Some(ending) = inner.ending.take() {
-            if let EventKind::Finished { outcome } = &ending.kind {
-                inner.state = outcome.state();
-            }
-            inner.events.push(ending);
-            let n = inner.events.len();
+        if let Some(RunEvent { at_us, kind, .. }) = inner.ending.take() {
+            let n = inner.append(at_us, kind);
             drop(inner);
             self.count.send_replace(n);
         }
@@ -179,18 +185,20 @@ impl Timeline {
     /// or not: a run in that state is over for whoever would end or cancel
     /// it, though its watchers have not been told yet.
     pub fn has_ended(&self) -> bool {
-        let inner = self.lock();
-        inner.ending.is_some() || matches!(inner.state, RunState::Succeeded | RunState::Failed)
+        self.lock().has_ended()
     }
 
     /// Whether it has finished (and its end has been shown).
     pub fn is_finished(&self) -> bool {
-        matches!(self.lock().state, RunState::Succeeded | RunState::Failed)
+        self.lock().is_finished()
     }
 
     /// A snapshot of everything so far.
     pub fn record(&self) -> RunRecord {
-        let inner = self.lock();
+        self.snapshot(&self.lock())
+    }
+
+    fn snapshot(&self, inner: &Inner) -> RunRecord {
         RunRecord {
             id: self.id.clone(),
             demo: self.demo,
@@ -208,7 +216,7 @@ impl Timeline {
     /// Events from `from` on, and whether it has finished.
     pub fn events_since(&self, from: usize) -> (Vec<RunEvent>, bool) {
         let inner = self.lock();
-        let finished = matches!(inner.state, RunState::Succeeded | RunState::Failed);
+        let finished = inner.is_finished();
         (
             inner.events.get(from..).unwrap_or_default().to_vec(),
             finished,
