@@ -300,28 +300,14 @@ async fn a_micro_vm_is_xrayed_from_both_sides() {
         .as_deref()
         .unwrap()
         .starts_with("ring 0"));
-    let jail = x.row(XRayKey::VmmNamespaces).unwrap();
-    assert!(
-        jail.host
-            .as_deref()
-            .unwrap()
-            .contains("its own: pid, net, mnt"),
-        "{jail:?}"
-    );
-    let seccomp = x.row(XRayKey::VmmSeccomp).unwrap();
-    assert!(
-        seccomp.host.as_deref().unwrap().starts_with("Seccomp 2:"),
-        "{seccomp:?}"
-    );
+    let host = |key| x.row(key).unwrap().host.clone().unwrap();
+    let jail = host(XRayKey::VmmNamespaces);
+    assert!(jail.contains("its own: pid, net, mnt"), "{jail}");
+    let seccomp = host(XRayKey::VmmSeccomp);
+    assert!(seccomp.starts_with("Seccomp 2:"), "{seccomp}");
     // The jailed VMM, read from its NSpid: PID 1 of its own namespace.
-    let vmm = x.row(XRayKey::VmmProcess).unwrap();
-    assert!(
-        vmm.host
-            .as_deref()
-            .unwrap()
-            .contains(": PID 1 in its own PID namespace"),
-        "{vmm:?}"
-    );
+    let vmm = host(XRayKey::VmmProcess);
+    assert!(vmm.contains(": PID 1 in its own PID namespace"), "{vmm}");
 
     // KVM's own events: each counted or missing with a reason; returns
     // to the VMM as KVM saw them match the exits the VMM counted.

@@ -782,6 +782,18 @@ mod tests {
     use super::*;
     use crate::backends::tracefs::parse_line;
 
+    /// The calls of the container whose process is `pid`, from planted
+    /// trace lines (the run's clock starts at 1 s).
+    fn calls_from(lines: &[impl AsRef<str>], pid: u32) -> XRay {
+        let events: Vec<_> = lines
+            .iter()
+            .filter_map(|l| parse_line(l.as_ref()))
+            .collect();
+        let mut x = XRay::default();
+        calls(&mut x, &events, pid, &|ns| ns / 1000 - 1_000_000, 100);
+        x
+    }
+
     #[test]
     fn follows_the_runtime_tree_and_not_a_neighbour() {
         let lines = [
@@ -798,9 +810,7 @@ mod tests {
             "other-90 [000] ..... 1.000060: sys_unshare(unshare_flags: 0x20000)",
             "postgres-23 [000] ..... 1.000900: sys_execve(filename: 0x1, argv: 0x2, envp: 0x3)",
         ];
-        let events: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
-        let mut x = XRay::default();
-        calls(&mut x, &events, 23, &|ns| ns / 1000 - 1_000_000, 100);
+        let x = calls_from(&lines, 23);
         let names: Vec<&str> = x.calls.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["unshare", "pivot_root", "execve"], "{:?}", x.calls);
         assert_eq!(
@@ -826,9 +836,7 @@ mod tests {
                 format!("runc-22 [000] ..... 1.000030: sys_setns({})", args[2]),
                 format!("runc-22 [000] ..... 1.000040: sys_mount({})", args[3]),
             ];
-            let events: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
-            let mut x = XRay::default();
-            calls(&mut x, &events, 22, &|ns| ns / 1000 - 1_000_000, 100);
+            let x = calls_from(&lines, 22);
             let details: Vec<String> = x.calls.iter().map(|c| c.detail.clone()).collect();
             (details, x.count(XRayKey::ThreadClones))
         };
@@ -869,9 +877,7 @@ mod tests {
             "runc-22 [000] ..... 1.000040: sys_mount(dev_name: 0x1, dir_name: 0x2)",
             "runc-22 [000] ..... 1.000050: sys_setns(fd: 3)",
         ];
-        let events: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
-        let mut x = XRay::default();
-        calls(&mut x, &events, 22, &|ns| ns / 1000 - 1_000_000, 100);
+        let x = calls_from(&lines, 22);
         let said: Vec<(&str, &str)> = x
             .calls
             .iter()
