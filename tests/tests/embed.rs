@@ -517,10 +517,14 @@ async fn the_lessons_text_paints_before_the_app_has_loaded() {
             wait_for_h1(&client, &lesson.title).await;
             let (h, f) = paint_times(&client).await;
             heading.push(h);
-            fcp.push(f);
+            fcp.extend(f);
             client.close().await.unwrap();
         }
-        rows.push((name, median(heading), median(fcp)));
+        let fcp = match fcp.len() {
+            0 => "not reported by the browser".to_string(),
+            n => format!("{:7.1} ms ({n} of {TRIES} reported)", median(fcp)),
+        };
+        rows.push((name, median(heading), fcp));
     }
     let bundle = bundle_bytes(&dist_dir());
     let mut report = format!(
@@ -528,7 +532,7 @@ async fn the_lessons_text_paints_before_the_app_has_loaded() {
     );
     for (name, heading, fcp) in &rows {
         report.push_str(&format!(
-            "{name:<24} heading painted at {heading:7.1} ms   first contentful paint {fcp:7.1} ms\n"
+            "{name:<24} heading painted at {heading:7.1} ms   first contentful paint {fcp}\n"
         ));
     }
     report.push_str(&format!(
@@ -540,22 +544,46 @@ async fn the_lessons_text_paints_before_the_app_has_loaded() {
 }
 
 /// When the lesson's heading was painted and the first contentful paint,
-/// in ms since navigation start.
-async fn paint_times(client: &Client) -> (f64, f64) {
+/// in ms since navigation start. The first contentful paint is missing
+/// when the browser has not reported it 2 s after the heading's paint.
+async fn paint_times(client: &Client) -> (f64, Option<f64>) {
     let times = client
         .execute_async(
+            // Both entries are observed as they come: the heading can be
+            // in the DOM before anything is painted, so neither may exist
+            // yet when this script starts (reading the first contentful
+            // paint only then found none on a loaded CI machine).
             r#"const done = arguments[arguments.length - 1];
-            const fcp = performance.getEntriesByName('first-contentful-paint')[0];
-            new PerformanceObserver((list) => {
-                const h = list.getEntries().find(e => e.identifier === 'lesson-heading');
-                if (h) done([h.renderTime || h.loadTime, fcp ? fcp.startTime : null]);
-            }).observe({ type: 'element', buffered: true });"#,
+            let heading = null, fcp = null, sent = false;
+            const send = () => {
+                if (sent) return;
+                sent = true;
+                observer.disconnect();
+                done([heading, fcp]);
+            };
+            const observer = new PerformanceObserver((list) => {
+                for (const e of list.getEntries()) {
+                    if (e.entryType === 'element' && e.identifier === 'lesson-heading') {
+                        heading = e.renderTime || e.loadTime;
+                    }
+                    if (e.entryType === 'paint' && e.name === 'first-contentful-paint') {
+                        fcp = e.startTime;
+                    }
+                }
+                if (heading !== null && fcp !== null) send();
+                else if (heading !== null) setTimeout(send, 2000);
+            });
+            observer.observe({ type: 'element', buffered: true });
+            observer.observe({ type: 'paint', buffered: true });"#,
             vec![],
         )
         .await
         .expect("the heading's paint was observed");
-    let t = times.as_array().unwrap();
-    (t[0].as_f64().unwrap(), t[1].as_f64().unwrap())
+    let t = times.as_array().expect("two paint times");
+    let heading = t[0]
+        .as_f64()
+        .unwrap_or_else(|| panic!("the heading's paint time is not a number: {times}"));
+    (heading, t[1].as_f64())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
