@@ -188,7 +188,7 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
-    client.goto(&format!("{docs}/index.html")).await.unwrap();
+    open(&client, &format!("{docs}/index.html")).await;
     wait_for_state(&client, "postgres-container", "live").await;
     wait_for_state(&client, "micro-vm", "live").await;
     assert!(
@@ -227,10 +227,11 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
     // The exported lessons run their demos on the lab (`--lab`), across
     // origins.
     stacklab_server::tools::export::export(&dist_dir(), exported.path(), Some(&lab_url)).unwrap();
-    client
-        .goto(&format!("{export_site}/lessons/postgres-both-ways/"))
-        .await
-        .unwrap();
+    open(
+        &client,
+        &format!("{export_site}/lessons/postgres-both-ways/"),
+    )
+    .await;
     let lessons = lessons();
     let title = &lessons
         .iter()
@@ -251,12 +252,12 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
 
     // Back on the docs page: the element without children now has the
     // lab's latest result to show (and this browser remembers it).
-    client.goto(&format!("{docs}/index.html")).await.unwrap();
+    open(&client, &format!("{docs}/index.html")).await;
     wait_for_state(&client, "micro-vm", "live").await;
 
     // The same page served from an origin the lab does not allow.
     let (_other_server, other) = serve_static(site.path()).await;
-    client.goto(&format!("{other}/index.html")).await.unwrap();
+    open(&client, &format!("{other}/index.html")).await;
     wait_for_state(&client, "micro-vm", "refused").await;
     let note = shadow_text(&client, "micro-vm", ".note").await;
     assert!(
@@ -275,7 +276,7 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
 
     // The lab goes down.
     proxy.close().await;
-    client.goto(&format!("{docs}/own-copy.html")).await.unwrap();
+    open(&client, &format!("{docs}/own-copy.html")).await;
     wait_for_state(&client, "postgres-container", "fallback").await;
     wait_for_state(&client, "micro-vm", "fallback").await;
     assert!(fallback_shown(&client).await, "children are the fallback");
@@ -292,7 +293,7 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
 
     // This browser has embed.js cached from the lab: the page that loads
     // it from the (dead) lab still gets the element, which falls back.
-    client.goto(&format!("{docs}/index.html")).await.unwrap();
+    open(&client, &format!("{docs}/index.html")).await;
     wait_for_state(&client, "postgres-container", "fallback").await;
     assert!(fallback_shown(&client).await);
     client.close().await.unwrap();
@@ -300,7 +301,7 @@ async fn a_docs_site_on_another_origin_runs_live_demos_and_falls_back_without_th
     // all: the element never upgrades, and its children simply stay.
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
-    client.goto(&format!("{docs}/index.html")).await.unwrap();
+    open(&client, &format!("{docs}/index.html")).await;
     assert!(fallback_shown(&client).await);
     let defined = eval(
         &client,
@@ -396,10 +397,7 @@ async fn an_mdbook_book_built_with_the_preprocessor_runs_a_demo() {
 
     let profile = tempfile::tempdir().unwrap();
     let client = browser(port, profile.path()).await;
-    client
-        .goto(&format!("{docs}/micro-vms.html"))
-        .await
-        .unwrap();
+    open(&client, &format!("{docs}/micro-vms.html")).await;
     wait_for_state(&client, "micro-vm", "live").await;
     let boot = run_in_frame(&client, "micro-vm", "guest_boot").await;
     assert!(boot.ends_with(" ms") || boot.ends_with(" µs"), "{boot}");
@@ -434,10 +432,7 @@ async fn an_exported_lesson_reads_with_javascript_off() {
     let lessons = lessons();
     let i = lessons.iter().position(|l| l.slug == "containers").unwrap();
     let lesson = &lessons[i];
-    client
-        .goto(&format!("{origin}/lessons/containers/"))
-        .await
-        .unwrap();
+    open(&client, &format!("{origin}/lessons/containers/")).await;
     assert_eq!(text_of(&client, "main h1").await, lesson.title);
     check_sections(&client, lesson).await;
     let layer = text_of(
@@ -458,10 +453,7 @@ async fn an_exported_lesson_reads_with_javascript_off() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // A demo's card says what it does and what running it needs.
-    client
-        .goto(&format!("{origin}/lessons/postgres-both-ways/"))
-        .await
-        .unwrap();
+    open(&client, &format!("{origin}/lessons/postgres-both-ways/")).await;
     let card = text_of(&client, r#"section.demo-card[data-demo="hello-container"]"#).await;
     assert!(card.contains("needs JavaScript"), "{card}");
     client.close().await.unwrap();
@@ -510,10 +502,7 @@ async fn the_lessons_text_paints_before_the_app_has_loaded() {
             // A new profile: a cold cache.
             let profile = tempfile::tempdir().unwrap();
             let client = browser(port, profile.path()).await;
-            client
-                .goto(&format!("{base}/lessons/containers"))
-                .await
-                .unwrap();
+            open(&client, &format!("{base}/lessons/containers")).await;
             wait_for_h1(&client, &lesson.title).await;
             let (h, f) = paint_times(&client).await;
             heading.push(h);

@@ -20,26 +20,6 @@ use util::*;
 
 const TOKEN: &str = "learning-instructor-token";
 
-/// Opens `url`, again when Chromium shows its own error page instead
-/// (`ERR_NETWORK_CHANGED`: other tests on this host add and remove Docker
-/// network interfaces, and Chromium drops a page load when one appears).
-async fn open(client: &Client, url: &str) {
-    for _ in 0..3 {
-        client.goto(url).await.unwrap();
-        let failed = eval(
-            client,
-            "return document.documentURI.startsWith('chrome-error:') || !!document.querySelector('#main-frame-error')",
-            vec![],
-        )
-        .await;
-        if failed != json!(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("{url}: Chromium could not load it three times");
-}
-
 /// Clicks `css` on the instructor's page, which is drawn again on every
 /// change in the room: an element found just before a redraw is stale, so
 /// it is found again.
@@ -57,18 +37,6 @@ async fn click_live(client: &Client, css: &str) {
             tokio::time::Instant::now() < deadline,
             "{css}: not clickable"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Waits until `js` (a function body) returns true in the page.
-async fn until(client: &Client, js: &str, what: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if eval(client, js, vec![]).await == json!(true) {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -206,7 +174,7 @@ async fn an_instructor_follows_the_rooms_learning() {
     assert_ne!(orders[0], orders[1], "each learner has their own order");
     let last = lessons.last().unwrap();
     let before = shown_orders(ada).await;
-    ada.refresh().await.unwrap();
+    reload(ada).await;
     wait_for_h1(ada, &last.title).await;
     text_of(ada, "fieldset.question").await;
     assert_eq!(

@@ -70,8 +70,7 @@ return { width: window.innerWidth, small, results,
 /// the demo of a run page (its results have no card to name it).
 async fn check_page(client: &Client, name: &str, run_demo: Option<DemoId>, shown: &str) {
     for width in WIDTHS {
-        client.set_window_rect(0, 0, width, 1000).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        resize(client, width).await;
         let seen = eval(client, MEASURE, vec![]).await;
         let inner = seen["width"].as_u64().unwrap_or(0);
         assert!(
@@ -132,7 +131,7 @@ async fn check_page(client: &Client, name: &str, run_demo: Option<DemoId>, shown
             std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
         }
     }
-    client.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+    resize(client, 1280).await;
 }
 
 /// `shown` (the sweep card's headline time, e.g. "77.3 ms") is the whole
@@ -291,7 +290,7 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
     sweep_headline_is_the_sweep(&client, &shown).await;
     check_page(&client, "lesson-6", None, sweep).await;
     // Its run page keeps the step charts.
-    client.goto(&format!("{base}/runs")).await.unwrap();
+    open(&client, &format!("{base}/runs")).await;
     wait_for_h1(&client, "My runs").await;
     click(&client, "tr[data-run] a").await;
     text_of(&client, ".run-page .density .line-chart svg").await;
@@ -302,7 +301,7 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
     check_page(&client, "lesson-4", None, ".compare").await;
 
     // The PostgreSQL run, on its own page.
-    client.goto(&format!("{base}/runs")).await.unwrap();
+    open(&client, &format!("{base}/runs")).await;
     wait_for_h1(&client, "My runs").await;
     text_of(&client, "tr[data-run]").await;
     let id = eval(
@@ -312,10 +311,7 @@ async fn results_read_at_a_glance_on_a_phone_a_laptop_and_a_projector() {
         vec![serde_json::json!(DemoId::PostgresContainer.title())],
     )
     .await;
-    client
-        .goto(&format!("{base}/runs/{}", id.as_str().unwrap()))
-        .await
-        .unwrap();
+    open(&client, &format!("{base}/runs/{}", id.as_str().unwrap())).await;
     text_of(&client, ".run-page .headline .figure").await;
     check_page(
         &client,
@@ -335,8 +331,7 @@ async fn xray_card_layout(client: &Client) {
     let card = r#"section.demo-card[data-demo="micro-vm"] .xray"#;
     text_of(client, card).await;
     for (width, side_by_side) in [(1280, true), (375, false)] {
-        client.set_window_rect(0, 0, width, 1000).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        resize(client, width).await;
         let seen = eval(
             client,
             r#"const x = document.querySelector(arguments[0]);
@@ -357,7 +352,7 @@ async fn xray_card_layout(client: &Client) {
         assert_eq!(seen["past"], serde_json::json!([]), "{width} px: {seen}");
         screenshot_of(client, card, &format!("xray-card-{width}")).await;
     }
-    client.set_window_rect(0, 0, 1280, 1000).await.unwrap();
+    resize(client, 1280).await;
 }
 
 /// The instructor token of this test's server.
@@ -378,17 +373,6 @@ async fn compare_before_any_run(client: &Client) {
     )
     .await;
     assert_eq!(shown, 0, "no figures before a run of the learner's own");
-}
-
-/// Waits (up to 5 s) until `js` returns true.
-async fn until(client: &Client, js: &str, what: &str) {
-    for _ in 0..100 {
-        if eval(client, js, vec![]).await == Value::Bool(true) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 5 s");
 }
 
 /// What the open term card says: `[title, definition, role, describedby]`
@@ -551,10 +535,7 @@ async fn kernel_row_from_the_xrays(client: &Client) {
 /// The instructor's page with a class of one member (this learner, who
 /// joins), checked and screenshot at the three widths.
 async fn instructor_page(client: &Client, base: &str) {
-    client
-        .goto(&format!("{base}/class#token={TOKEN}"))
-        .await
-        .unwrap();
+    open(client, &format!("{base}/class#token={TOKEN}")).await;
     let name = client
         .wait()
         .at_most(Duration::from_secs(30))
@@ -564,7 +545,7 @@ async fn instructor_page(client: &Client, base: &str) {
     name.send_keys("Readable workshop").await.unwrap();
     click(client, "#create-class button[type=submit]").await;
     let code = text_of(client, "#join-code").await;
-    client.goto(&format!("{base}/join/{code}")).await.unwrap();
+    open(client, &format!("{base}/join/{code}")).await;
     let field = client
         .wait()
         .at_most(Duration::from_secs(30))
@@ -574,13 +555,12 @@ async fn instructor_page(client: &Client, base: &str) {
     field.send_keys("Ada").await.unwrap();
     click(client, "#join-form button[type=submit]").await;
     wait_for_text(client, "#joined", "count for the room").await;
-    client.goto(&format!("{base}/class/{code}")).await.unwrap();
+    open(client, &format!("{base}/class/{code}")).await;
     wait_for_text(client, "#members", "Ada").await;
     check_page(client, "instructor", None, ".members").await;
     // On a phone the room's wide tables scroll inside themselves; the page
     // does not scroll sideways.
-    client.set_window_rect(0, 0, 375, 1000).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    resize(client, 375).await;
     let sideways = eval(
         client,
         r#"const d = document.documentElement;

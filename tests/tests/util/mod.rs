@@ -16,6 +16,10 @@ use tokio::process::{Child, Command};
 pub const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 pub const CHROMIUM: &str = "/usr/bin/chromium";
 pub const WAIT: Duration = Duration::from_secs(20);
+/// The wait for results that need real containers started one after the
+/// other (a PostgreSQL run, a series, a density sweep) on a cold, loaded
+/// 2-core host.
+pub const RUN_WAIT: Duration = Duration::from_secs(120);
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -177,6 +181,44 @@ pub async fn eval(client: &Client, js: &str, args: Vec<serde_json::Value>) -> se
         .unwrap_or_else(|e| panic!("{js}: {e}"))
 }
 
+/// Makes the window `width` px wide (1000 high) and waits until the page
+/// has its new width (the renderer learns it later) and has been laid out
+/// and painted at it.
+pub async fn resize(client: &Client, width: u32) {
+    client.set_window_rect(0, 0, width, 1000).await.unwrap();
+    // Scroll bars may take up to 40 px of the window.
+    until(
+        client,
+        &format!("return window.innerWidth <= {width} && window.innerWidth + 40 >= {width}"),
+        &format!("the page is {width} px wide"),
+    )
+    .await;
+    client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             requestAnimationFrame(() => requestAnimationFrame(() => done(null)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+}
+
+/// Waits (up to [`WAIT`]) until `js`, a function body, returns true in
+/// the page.
+pub async fn until(client: &Client, js: &str, what: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if eval(client, js, vec![]).await == serde_json::Value::Bool(true) {
+            return;
+        }
+        if tokio::time::Instant::now() > deadline {
+            screenshot(client, "failure").await;
+            panic!("{what}: not within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The text of a result reading (`css` inside a demo card's "All readings"
 /// disclosure): waits for it, opens the disclosures, then reads it as shown.
 pub async fn reading_text(client: &Client, css: &str) -> String {
@@ -256,10 +298,47 @@ pub async fn wait_for_h1(client: &Client, title: &str) {
     }
 }
 
+/// Opens `url`, again when the load fails or Chromium shows its own error
+/// page instead (`ERR_NETWORK_CHANGED`: other tests on this host add and
+/// remove Docker network interfaces, and Chromium drops a page load when
+/// one appears).
+pub async fn open(client: &Client, url: &str) {
+    let mut last = String::new();
+    for _ in 0..3 {
+        match client.goto(url).await {
+            Ok(()) if !shows_error_page(client).await => return,
+            Ok(()) => last = "Chromium showed its error page".to_string(),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("{url}: not loaded in three tries; the last: {last}");
+}
+
+/// Loads the current page again, as the browser's reload button does; if
+/// that load is dropped (see [`open`]), opens the page's address again.
+pub async fn reload(client: &Client) {
+    let url = client.current_url().await.unwrap();
+    if client.refresh().await.is_err() || shows_error_page(client).await {
+        open(client, url.as_str()).await;
+    }
+}
+
+async fn shows_error_page(client: &Client) -> bool {
+    client
+        .execute(
+            "return document.documentURI.startsWith('chrome-error:') || !!document.querySelector('#main-frame-error')",
+            vec![],
+        )
+        .await
+        .map(|v| v == serde_json::Value::Bool(true))
+        .unwrap_or(true)
+}
+
 /// Opens the home page at `base`, then a lesson through its link there
 /// (client-side navigation), and waits for it to render.
 pub async fn open_from_home(client: &Client, base: &str, lesson: &Lesson) {
-    client.goto(base).await.unwrap();
+    open(client, base).await;
     wait_for_h1(client, "Containers and virtual machines, run for real").await;
     client
         .find(Locator::LinkText(&lesson.title))
@@ -329,7 +408,12 @@ pub async fn screenshot_of(client: &Client, css: &str, name: &str) {
 
 /// Waits until the element's text contains `needle`.
 pub async fn wait_for_text(client: &Client, css: &str, needle: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_for_text_within(client, css, needle, WAIT).await
+}
+
+/// [`wait_for_text`] with its own wait.
+pub async fn wait_for_text_within(client: &Client, css: &str, needle: &str, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
     loop {
         let text = text_of(client, css).await;
         if text.contains(needle) {
