@@ -724,17 +724,19 @@ async fn a_removed_member_cannot_join_again_nor_run_in_the_class() {
     assert!(script.contains("/members/") && script.contains("\"DELETE\""));
 }
 
-/// Holds its slot for a fixed time, or until the run is stopped: a
-/// stand-in for a demo, so a long line needs no container or VM.
-struct Slow(Duration);
+/// Holds its slot until the run is stopped or the gate opens: a stand-in
+/// for a demo, so a long line needs no container or VM, and no run can
+/// finish on its own while the test is filling or emptying the line.
+struct Gated(tokio::sync::watch::Receiver<bool>);
 
-impl stacklab_server::engine::Runtime for Slow {
+impl stacklab_server::engine::Runtime for Gated {
     async fn run(
         &self,
         ctx: &stacklab_server::engine::RunContext,
     ) -> Result<stacklab_server::engine::Ready, stacklab_api::RunError> {
+        let mut gate = self.0.clone();
         tokio::select! {
-            () = tokio::time::sleep(self.0) => Ok(Default::default()),
+            _ = gate.wait_for(|open| *open) => Ok(Default::default()),
             error = ctx.stopped() => Err(error),
         }
     }
@@ -759,7 +761,8 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
     assert_eq!(status, StatusCode::CONFLICT, "the 21st is refused");
 
     let queue = Arc::new(Queue::new(1));
-    let runtime = Arc::new(Slow(Duration::from_millis(200)));
+    let (gate, shut) = tokio::sync::watch::channel(false);
+    let runtime = Arc::new(Gated(shut));
     let start = async |learner: &str| {
         state
             .runs
@@ -785,7 +788,13 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
         flood.push(start(l).await);
     }
     let honest = start("honest-member").await;
+    let waited = std::time::Instant::now();
     while queue.snapshot().2 < 38 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "every run but the first waits in the line: {:?}",
+            queue.snapshot()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 
@@ -816,7 +825,9 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
         let removed: stacklab_api::RemovedMember = serde_json::from_str(&body).unwrap();
         ended += removed.runs_ended;
     }
-    assert!(ended >= 36, "their unfinished runs ended: {ended} of 38");
+    // The gate was shut: no flood run could finish on its own.
+    assert_eq!(ended, 38, "their unfinished runs ended");
+    gate.send_replace(true);
     let mut others_first = Vec::new();
     loop {
         let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())

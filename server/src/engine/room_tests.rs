@@ -9,17 +9,46 @@ use std::time::{Duration, Instant};
 
 use stacklab_api::{DemoId, ErrorCode, EventKind, Outcome, RunError, RunState};
 
+use tokio::sync::watch;
+
 use super::{Queue, Ready, Requester, Run, RunContext, Runs, Runtime};
 
-/// Holds its slot for a fixed time, or until the run is stopped.
-struct Slow(Duration);
+/// Holds its slot until its gate opens, then for a fixed time; or until
+/// the run is stopped. The gate lets a test fill the line before any run
+/// can finish, however slowly the machine queues them.
+struct Slow {
+    time: Duration,
+    gate: watch::Receiver<bool>,
+}
+
+impl Slow {
+    /// A runtime whose runs wait for `open(true)` on the returned sender.
+    fn gated(time: Duration) -> (Self, watch::Sender<bool>) {
+        let (open, gate) = watch::channel(false);
+        (Self { time, gate }, open)
+    }
+}
 
 impl Runtime for Slow {
     async fn run(&self, ctx: &RunContext) -> Result<Ready, RunError> {
+        let mut gate = self.gate.clone();
         tokio::select! {
-            () = tokio::time::sleep(self.0) => Ok(Ready::default()),
+            _ = async {
+                let _ = gate.wait_for(|open| *open).await;
+                tokio::time::sleep(self.time).await;
+            } => Ok(Ready::default()),
             error = ctx.stopped() => Err(error),
         }
+    }
+}
+
+/// Waits (up to 10 s) until `done` holds; a hang is a failure, not a
+/// stuck suite.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "not within 10 s: {what}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -36,10 +65,16 @@ fn member(learner: &str) -> Requester {
     }
 }
 
-/// Nineteen flooders' runs (two each), then the honest member's; the
-/// runs, the honest one last.
-async fn flood(runs: &Arc<Runs>, queue: &Arc<Queue>) -> (Vec<Arc<Run>>, Arc<Run>) {
-    let runtime = Arc::new(Slow(RUN_TIME));
+/// Nineteen flooders' runs (two each), then the honest member's, on a
+/// gated runtime: when it returns, the first flood run holds the slot and
+/// every other run waits in the line. The runs (the honest one last) and
+/// the gate.
+async fn flood(
+    runs: &Arc<Runs>,
+    queue: &Arc<Queue>,
+) -> (Vec<Arc<Run>>, Arc<Run>, watch::Sender<bool>) {
+    let (runtime, gate) = Slow::gated(RUN_TIME);
+    let runtime = Arc::new(runtime);
     let start = async |learner: &str| {
         runs.try_start(
             member(learner),
@@ -57,7 +92,12 @@ async fn flood(runs: &Arc<Runs>, queue: &Arc<Queue>) -> (Vec<Arc<Run>>, Arc<Run>
             flood.push(start(&format!("flooder-{n:02}")).await);
         }
     }
-    (flood, start("honest-member").await)
+    let honest = start("honest-member").await;
+    until("every run but the first waits in the line", || {
+        queue.snapshot().2 == 2 * FLOODERS
+    })
+    .await;
+    (flood, honest, gate)
 }
 
 /// Waits for `run` to leave the queue (its class's `Running` change);
@@ -103,8 +143,9 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     let runs = Arc::new(Runs::default());
     let queue = Arc::new(Queue::new(1));
     let mut changes = runs.room_changes();
-    let (_, honest) = flood(&runs, &queue).await;
+    let (_, honest, gate) = flood(&runs, &queue).await;
     let asked = Instant::now();
+    gate.send_replace(true);
     let ahead_flooded = started_before(&mut changes, &honest).await.len();
     let waited_flooded = asked.elapsed();
     let told_flooded = honest
@@ -127,11 +168,8 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     let runs = Arc::new(Runs::default());
     let queue = Arc::new(Queue::new(1));
     let mut changes = runs.room_changes();
-    let (flood, honest) = flood(&runs, &queue).await;
+    let (flood, honest, gate) = flood(&runs, &queue).await;
     let asked = Instant::now();
-    while queue.snapshot().2 < 2 * FLOODERS {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
     let reason = RunError {
         code: ErrorCode::RemovedFromClass,
         message: "removed".into(),
@@ -143,10 +181,9 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     for n in 0..FLOODERS {
         ended += runs.end_member_runs(CLASS, &format!("flooder-{n:02}"), &reason);
     }
-    assert!(
-        ended >= 2 * FLOODERS - 2,
-        "every unfinished flood run ended: {ended}"
-    );
+    // The gate was shut: no flood run could finish on its own.
+    assert_eq!(ended, 2 * FLOODERS, "every flood run ended");
+    gate.send_replace(true);
     let ahead = started_before(&mut changes, &honest).await;
     let waited_after_removal = removing.elapsed();
     let waited_in_all = asked.elapsed();
@@ -210,7 +247,9 @@ async fn a_full_line_refuses_the_next_run_at_once() {
     let runs = Arc::new(Runs::default());
     let labs = super::Labs::new(None, &super::Settings::default());
     let queue = Arc::new(Queue::new(1).with_max_waiting(2));
-    let runtime = Arc::new(Slow(Duration::from_secs(30)));
+    // The gate stays shut: the first run holds the slot to the end.
+    let (runtime, _gate) = Slow::gated(Duration::ZERO);
+    let runtime = Arc::new(runtime);
     let mut started = Vec::new();
     for n in 0..3 {
         let run = labs
@@ -225,9 +264,10 @@ async fn a_full_line_refuses_the_next_run_at_once() {
             .unwrap();
         started.push(run);
         // Each enters the line in its own task.
-        while queue.snapshot().1 + queue.snapshot().2 < n + 1 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        until("the run is in the queue", || {
+            queue.snapshot().1 + queue.snapshot().2 == n + 1
+        })
+        .await;
     }
     assert_eq!(queue.snapshot().2, 2, "one running, two waiting");
     match labs
