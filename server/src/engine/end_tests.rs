@@ -10,8 +10,7 @@ use std::time::Duration;
 use stacklab_api::{DemoId, EventKind, RunError, RunState};
 
 use super::{Queue, Ready, Requester, RunContext, Runs, Runtime};
-use crate::store::pool::tests::slow_statement;
-use crate::store::sql::params;
+use crate::store::pool::tests::hold_a_connection;
 use crate::store::testing::stores_with;
 use crate::store::{History, Limits};
 
@@ -26,10 +25,8 @@ struct EndsWhileStoreBusy {
 
 impl Runtime for EndsWhileStoreBusy {
     async fn run(&self, _ctx: &RunContext) -> Result<Ready, RunError> {
-        let (h, sql) = (self.history.clone(), slow_statement(self.backend));
-        tokio::spawn(async move { h.run_for_tests(move |db| db.execute(sql, params![])).await });
-        // Long enough for the statement to take the connection.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Detached: it runs to its bound while the run ends.
+        drop(hold_a_connection(&self.history, self.backend).await);
         Ok(Ready::default())
     }
 }

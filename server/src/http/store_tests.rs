@@ -13,8 +13,7 @@ use tower::ServiceExt;
 
 use super::{app, AppState};
 use crate::engine::Settings;
-use crate::store::pool::tests::slow_statement;
-use crate::store::sql::params;
+use crate::store::pool::tests::hold_a_connection;
 use crate::store::testing::stores_with;
 use crate::store::{History, Limits};
 use axum::Router;
@@ -101,14 +100,7 @@ async fn a_learner_page_on_100000_runs_is_fast_and_slow_store_calls_block_nothin
 
         // In flight meanwhile: a statement that runs to its 3 s bound, and
         // an export whose client read one chunk and stopped reading.
-        let slow = {
-            let (h, sql) = (h.clone(), slow_statement(b));
-            tokio::spawn(async move {
-                let t = Instant::now();
-                let out = h.run_for_tests(move |db| db.execute(sql, params![])).await;
-                (out, t.elapsed())
-            })
-        };
+        let slow = hold_a_connection(&h, b).await;
         let export = router
             .clone()
             .oneshot(
@@ -148,12 +140,10 @@ async fn a_learner_page_on_100000_runs_is_fast_and_slow_store_calls_block_nothin
         // Not blocked: each answer long before the slow statement ends (a
         // store behind one lock made them all wait its 3 s). The slow
         // statement keeps one of the two cores busy, so they are slower
-        // than alone.
-        assert!(page_max < Duration::from_millis(500), "{b}: {page_max:?}");
-        assert!(
-            health_max < Duration::from_millis(500),
-            "{b}: {health_max:?}"
-        );
+        // than alone; the bound is half the 3 s, room for a loaded host.
+        let bound = Duration::from_millis(1500);
+        assert!(page_max < bound, "{b}: {page_max:?}");
+        assert!(health_max < bound, "{b}: {health_max:?}");
         assert_eq!(
             idle,
             open - 1,
@@ -251,11 +241,7 @@ async fn a_store_past_its_bounds_answers_503_request_timeout() {
     for store in stores_with(limits).await {
         let (h, b) = (store.history.clone(), store.backend);
         let router = app(AppState::new(None, Settings::default()).with_history(h.clone()));
-        let slow = {
-            let (h, sql) = (h.clone(), slow_statement(b));
-            tokio::spawn(async move { h.run_for_tests(move |db| db.execute(sql, params![])).await })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let slow = hold_a_connection(&h, b).await;
         let t = Instant::now();
         let res = router
             .clone()
@@ -287,7 +273,7 @@ async fn a_store_past_its_bounds_answers_503_request_timeout() {
             error.message
         );
         assert!(took < Duration::from_secs(1), "{b}: {took:?}");
-        assert!(slow.await.unwrap().unwrap_err().timed_out(), "{b}");
+        assert!(slow.await.unwrap().0.unwrap_err().timed_out(), "{b}");
         // Free again: the same request is answered.
         let (status, body, _) = get(&router, "/api/runs?learner=learner-busy01").await;
         assert_eq!(status, StatusCode::OK, "{b}: {body}");

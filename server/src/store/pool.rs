@@ -282,6 +282,7 @@ pub(crate) mod tests {
     use crate::store::sql::params;
     use crate::store::testing::stores_with;
     use crate::store::Filter;
+    use crate::store::{History, HistoryError};
 
     /// A statement that would run for minutes on `backend`.
     pub(crate) fn slow_statement(backend: &str) -> &'static str {
@@ -292,6 +293,35 @@ pub(crate) mod tests {
             }
             _ => "SELECT pg_sleep(600)",
         }
+    }
+
+    /// A statement's task and what it came to: its answer and how long
+    /// the call took.
+    pub(crate) type Held = tokio::task::JoinHandle<(Result<u64, HistoryError>, Duration)>;
+
+    /// Starts [`slow_statement`] on a connection of `h`'s pool and returns
+    /// once it holds that connection (its call has begun on the
+    /// connection's thread), not after a guessed delay; the task ends when
+    /// the statement does, at its bound.
+    pub(crate) async fn hold_a_connection(h: &History, backend: &str) -> Held {
+        let sql = slow_statement(backend);
+        let (began, begun) = tokio::sync::oneshot::channel();
+        let h = h.clone();
+        let task = tokio::spawn(async move {
+            let t = Instant::now();
+            let out = h
+                .run_for_tests(move |db| {
+                    let _ = began.send(());
+                    db.execute(sql, params![])
+                })
+                .await;
+            (out, t.elapsed())
+        });
+        tokio::time::timeout(Duration::from_secs(10), begun)
+            .await
+            .expect("the slow statement got a connection within 10 s")
+            .expect("the slow statement's call began");
+        task
     }
 
     fn limits(size: usize, statement_ms: u64, wait_ms: u64) -> Limits {
@@ -395,14 +425,10 @@ pub(crate) mod tests {
     async fn a_busy_pool_says_so_in_time_and_heartbeats_still_go_through() {
         for store in stores_with(limits(2, 2000, 300)).await {
             let (h, b) = (store.history.clone(), store.backend);
-            let sql = slow_statement(b);
-            let hogs: Vec<_> = (0..2)
-                .map(|_| {
-                    let h = h.clone();
-                    tokio::spawn(async move { h.run(move |db| db.execute(sql, params![])).await })
-                })
-                .collect();
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            let hogs = [
+                hold_a_connection(&h, b).await,
+                hold_a_connection(&h, b).await,
+            ];
             let t = Instant::now();
             let err = h
                 .list(&Filter {
@@ -418,13 +444,15 @@ pub(crate) mod tests {
             h.heartbeat("{}", 1, None).await.unwrap();
             let beat = t.elapsed();
             eprintln!("{b}: pool busy: a call gave up after {waited:?}; a heartbeat took {beat:?}");
-            assert!(beat < Duration::from_millis(500), "{b}: {beat:?}");
+            // A hang guard: behind the busy pool it would have failed
+            // after the pool's 300 ms wait, not been slow.
+            assert!(beat < Duration::from_millis(1500), "{b}: {beat:?}");
             assert!(
                 hogs.iter().all(|t| !t.is_finished()),
                 "{b}: both slow statements were still running"
             );
             for hog in hogs {
-                assert!(hog.await.unwrap().unwrap_err().timed_out());
+                assert!(hog.await.unwrap().0.unwrap_err().timed_out());
             }
         }
     }
