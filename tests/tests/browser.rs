@@ -926,12 +926,8 @@ async fn my_runs(visit: &Visit) {
     let Visit { client, .. } = visit;
     click(client, "a.my-runs").await;
     wait_for_h1(client, "My runs").await;
-    let rows = client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("table.runs tbody tr:nth-child(10)"))
-        .await;
-    assert!(rows.is_ok(), "ten runs listed");
+    // Ten runs listed (or a failure that says what the page showed).
+    find_within(client, "table.runs tbody tr:nth-child(10)", WAIT).await;
     let mut demos = Vec::new();
     let mut ids = Vec::new();
     for tr in client
@@ -1156,12 +1152,7 @@ async fn a_workshop_in_the_browser() {
         &format!("{base}/class#token=browser-instructor-token"),
     )
     .await;
-    let name = instructor
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#class-name"))
-        .await
-        .unwrap();
+    let name = find_within(&instructor, "#class-name", WAIT).await;
     name.send_keys("Browser workshop").await.unwrap();
     click(&instructor, "#create-class button[type=submit]").await;
     let code = text_of(&instructor, "#join-code").await;
@@ -1179,12 +1170,7 @@ async fn a_workshop_in_the_browser() {
     for (i, learner) in ["Ada", "Bob"].into_iter().enumerate() {
         let client = browser(port, profiles[i + 1].path()).await;
         open(&client, &format!("{base}/join/{code}")).await;
-        let field = client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css("#display-name"))
-            .await
-            .unwrap();
+        let field = find_within(&client, "#display-name", WAIT).await;
         field.send_keys(learner).await.unwrap();
         click(&client, "#join-form button[type=submit]").await;
         wait_for_text(&client, "#joined", "count for the room").await;

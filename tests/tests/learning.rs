@@ -100,12 +100,7 @@ async fn an_instructor_follows_the_rooms_learning() {
     wait_for_text(&instructor, "h1", "Run a workshop").await;
     assert_eq!(instructor.current_url().await.unwrap().fragment(), None);
     open(&instructor, &format!("{base}/class")).await;
-    let name = instructor
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css("#class-name"))
-        .await
-        .unwrap();
+    let name = find_within(&instructor, "#class-name", WAIT).await;
     assert!(
         instructor.find(Locator::Css("#token")).await.is_err(),
         "the token is remembered: no token form on a new visit"
@@ -120,12 +115,7 @@ async fn an_instructor_follows_the_rooms_learning() {
     for (i, who) in ["Ada", "Bob"].into_iter().enumerate() {
         let client = browser(port, profiles[i + 1].path()).await;
         open(&client, &format!("{base}/join/{code}")).await;
-        let field = client
-            .wait()
-            .at_most(WAIT)
-            .for_element(Locator::Css("#display-name"))
-            .await
-            .unwrap();
+        let field = find_within(&client, "#display-name", WAIT).await;
         field.send_keys(who).await.unwrap();
         click(&client, "#join-form button[type=submit]").await;
         wait_for_text(&client, "#joined", "count for the room").await;

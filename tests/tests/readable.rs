@@ -536,22 +536,12 @@ async fn kernel_row_from_the_xrays(client: &Client) {
 /// joins), checked and screenshot at the three widths.
 async fn instructor_page(client: &Client, base: &str) {
     open(client, &format!("{base}/class#token={TOKEN}")).await;
-    let name = client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#class-name"))
-        .await
-        .unwrap();
+    let name = find_within(client, "#class-name", Duration::from_secs(30)).await;
     name.send_keys("Readable workshop").await.unwrap();
     click(client, "#create-class button[type=submit]").await;
     let code = text_of(client, "#join-code").await;
     open(client, &format!("{base}/join/{code}")).await;
-    let field = client
-        .wait()
-        .at_most(Duration::from_secs(30))
-        .for_element(Locator::Css("#display-name"))
-        .await
-        .unwrap();
+    let field = find_within(client, "#display-name", Duration::from_secs(30)).await;
     field.send_keys("Ada").await.unwrap();
     click(client, "#join-form button[type=submit]").await;
     wait_for_text(client, "#joined", "count for the room").await;

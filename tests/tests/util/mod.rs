@@ -7,6 +7,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fantoccini::elements::Element;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use stacklab_content::render::{load_dir, load_glossary};
@@ -240,36 +241,55 @@ pub async fn reading_within(client: &Client, css: &str, wait: Duration) -> Strin
     text_within(client, css, WAIT).await
 }
 
+/// The element `css`, waiting up to `wait` for it. While a page is being
+/// replaced (a navigation, a redraw) a lookup can fail for other reasons
+/// than "no such element" ("aborted by navigation"): it is tried again
+/// until the deadline, and only then is it a failure.
+pub async fn find_within(client: &Client, css: &str, wait: Duration) -> Element {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match client.find(Locator::Css(css)).await {
+            Ok(el) => return el,
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                no_element(client, css, wait, &e.to_string()).await
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Fails the test: `css` did not come within `wait`. With a screenshot
+/// and what the page's cards said instead (a failure, a missing reading).
+async fn no_element(client: &Client, css: &str, wait: Duration, error: &str) -> ! {
+    screenshot(client, "failure").await;
+    let url = client.current_url().await.ok();
+    let mut said = Vec::new();
+    for el in client
+        .find_all(Locator::Css(".demo-card .status, tr.missing"))
+        .await
+        .unwrap_or_default()
+    {
+        let text = el.text().await.unwrap_or_default();
+        if !text.trim().is_empty() {
+            said.push(text);
+        }
+    }
+    panic!("no element {css:?} within {wait:?} at {url:?}: {error}; the page said: {said:?}")
+}
+
 /// The text of `css`, waiting up to `wait` for it to appear.
 pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
-    let el = client
-        .wait()
-        .at_most(wait)
-        .for_element(Locator::Css(css))
-        .await;
-    match el {
-        Ok(el) => match el.text().await {
-            Ok(text) => text,
-            // Re-rendered between finding and reading (a live page):
-            // read the new one.
-            Err(_) => Box::pin(text_within(client, css, wait)).await,
-        },
-        Err(e) => {
-            screenshot(client, "failure").await;
-            let url = client.current_url().await.ok();
-            // What the cards said instead (a failure, a missing reading).
-            let mut said = Vec::new();
-            for el in client
-                .find_all(Locator::Css(".demo-card .status, tr.missing"))
-                .await
-                .unwrap_or_default()
-            {
-                let text = el.text().await.unwrap_or_default();
-                if !text.trim().is_empty() {
-                    said.push(text);
-                }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match find_within(client, css, left).await.text().await {
+            Ok(text) => return text,
+            // Drawn again between finding and reading (a live page): read
+            // the new one.
+            Err(e) if tokio::time::Instant::now() > deadline => {
+                no_element(client, css, wait, &e.to_string()).await
             }
-            panic!("no element {css:?} within {wait:?} at {url:?}: {e}; the page said: {said:?}")
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }
@@ -353,15 +373,13 @@ pub async fn open_from_home(client: &Client, base: &str, lesson: &Lesson) {
 /// Clicks the element `css` names, waiting for it to appear (a page's
 /// static form is there before the app that adds buttons).
 pub async fn click(client: &Client, css: &str) {
-    client
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
+    // Not clicked again on an error: a click that started a navigation
+    // may report one, and a second click would land on the next page.
+    find_within(client, css, WAIT)
         .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
         .click()
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
 }
 
 /// The `data-phase` of every timeline entry of a demo card, in order.
