@@ -825,9 +825,10 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
         let removed: stacklab_api::RemovedMember = serde_json::from_str(&body).unwrap();
         ended += removed.runs_ended;
     }
-    // The gate was shut: no flood run could finish on its own.
+    // The gate is shut: no flood run can finish on its own. It opens once
+    // every one has ended (a run stopped while its gate opened could
+    // still finish as ready).
     assert_eq!(ended, 38, "their unfinished runs ended");
-    gate.send_replace(true);
     let mut others_first = Vec::new();
     loop {
         let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
@@ -880,6 +881,7 @@ async fn removing_a_flooder_through_the_api_ends_their_runs_and_the_honest_membe
         assert!(error.message.contains("removed you"), "{}", error.message);
     }
     assert_eq!(queue.snapshot().2, 0, "the line is empty");
+    gate.send_replace(true);
     eprintln!(
         "honest member started {} ms after the first of 19 removals through the API, {} ms after the last",
         after_first.as_millis(),

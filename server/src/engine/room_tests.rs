@@ -181,9 +181,10 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
     for n in 0..FLOODERS {
         ended += runs.end_member_runs(CLASS, &format!("flooder-{n:02}"), &reason);
     }
-    // The gate was shut: no flood run could finish on its own.
+    // The gate is shut: no flood run can finish on its own. It opens once
+    // every one has ended (a run stopped while its gate opened could
+    // still finish as ready).
     assert_eq!(ended, 2 * FLOODERS, "every flood run ended");
-    gate.send_replace(true);
     let ahead = started_before(&mut changes, &honest).await;
     let waited_after_removal = removing.elapsed();
     let waited_in_all = asked.elapsed();
@@ -215,6 +216,7 @@ async fn removing_the_flooders_lets_the_honest_member_start_next() {
         "the line is empty: {:?}",
         queue.snapshot()
     );
+    gate.send_replace(true);
     eprintln!(
         "honest member, {} flood runs queued ahead on 1 slot of {} ms runs: started after {} ms flooded \
          ({} queued events, {} runs started ahead of it); with the flooders removed, {} ms after the removal \
