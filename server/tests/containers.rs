@@ -741,6 +741,10 @@ async fn a_client_gets_one_run_going_and_one_waiting_then_429_with_retry_after()
     // Another learner id from the same address is the same client.
     let disguised = r#"{"demo":"postgres-container","learner":"flooder-0002"}"#;
     let mut ids = Vec::new();
+    // Each run is followed, as a learner's page follows it (a run nobody
+    // watches for 15 s is cancelled, and on a loaded host the waiting
+    // ones may wait that long).
+    let mut watching = Vec::new();
     for _ in 0..2 {
         let (status, body) = send(&state, flood(flooder)).await;
         assert_eq!(
@@ -750,6 +754,7 @@ async fn a_client_gets_one_run_going_and_one_waiting_then_429_with_retry_after()
             String::from_utf8_lossy(&body)
         );
         ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+        watching.push(state.runs.get(ids.last().unwrap()).unwrap().watch());
     }
     let res = app(state.clone()).oneshot(flood(disguised)).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -772,6 +777,7 @@ async fn a_client_gets_one_run_going_and_one_waiting_then_429_with_retry_after()
         "another client is not refused"
     );
     ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+    watching.push(state.runs.get(ids.last().unwrap()).unwrap().watch());
 
     let first = state.runs.get(&ids[0]).unwrap();
     wait_finished(&first).await;
@@ -782,6 +788,7 @@ async fn a_client_gets_one_run_going_and_one_waiting_then_429_with_retry_after()
         again = status;
         if status == StatusCode::ACCEPTED {
             ids.push(serde_json::from_slice::<RunCreated>(&body).unwrap().id);
+            watching.push(state.runs.get(ids.last().unwrap()).unwrap().watch());
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
