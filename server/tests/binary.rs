@@ -14,6 +14,19 @@ use common::{spawn_server, INSTRUCTOR_TOKEN};
 
 const REPO_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
+/// Held by each test of this file for its whole length: every server
+/// removes, before it listens, the containers of servers that are gone,
+/// so one test's restarted server would reap another's killed one's
+/// orphan before that test looked for it.
+static ONE_TEST_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A failed test poisons the lock; the next one still runs.
+    ONE_TEST_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn http(addr: &str, request: &str) -> String {
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
@@ -60,6 +73,7 @@ fn post_run(addr: &str, body: &str) -> String {
 /// server killed with SIGKILL right after loses none of it.
 #[test]
 fn finished_runs_survive_a_kill_9() {
+    let _alone = one_test_at_a_time();
     if !std::path::Path::new("/dev/kvm").exists() {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -177,6 +191,7 @@ fn containers_with_label(label: &str) -> Vec<String> {
 
 #[test]
 fn serve_finds_the_frontend_and_stops_on_sigterm() {
+    let _alone = one_test_at_a_time();
     let data_dir = tempfile::tempdir().unwrap();
     let (mut child, addr) = spawn_server(&data_dir.path().join("state"));
     assert!(
@@ -207,6 +222,7 @@ fn serve_finds_the_frontend_and_stops_on_sigterm() {
 /// removes what it left behind.
 #[test]
 fn a_restarted_server_reaps_the_containers_of_a_killed_one() {
+    let _alone = one_test_at_a_time();
     let data_dir = tempfile::tempdir().unwrap();
     let (mut first, addr) = spawn_server(data_dir.path());
     let id = post_run(&addr, r#"{"demo":"postgres-container"}"#);
@@ -266,6 +282,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// all in memory at once.
 #[test]
 fn exporting_100000_runs_keeps_the_servers_memory_flat() {
+    let _alone = one_test_at_a_time();
     const RUNS: usize = 100_000;
     let data = tempfile::tempdir().unwrap();
     let filled = Instant::now();
@@ -341,6 +358,7 @@ fn exporting_100000_runs_keeps_the_servers_memory_flat() {
 /// the same data dir exits at once, saying why and what to use instead.
 #[test]
 fn a_second_server_on_one_sqlite_data_dir_is_refused() {
+    let _alone = one_test_at_a_time();
     let data = tempfile::tempdir().unwrap();
     let (mut first, _addr) = common::spawn_server(data.path());
     let second = Command::new(env!("CARGO_BIN_EXE_stacklab"))
