@@ -306,7 +306,16 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
     } else {
         one_addr.clone()
     };
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed once its container exists: mid-run, and the removal checked
+    // below is of a container that was there.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while containers_of(&lost_id) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the run never made its container"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     procs.kill(&lost_on);
     let killed = Instant::now();
     let closed_after = loop {
@@ -317,7 +326,9 @@ fn replicas_behind_nginx_share_runs_and_close_a_lost_ones() {
             break killed.elapsed();
         }
         assert!(
-            killed.elapsed() < Duration::from_secs(LOST_AFTER_SECS + 5),
+            // A bound against a hang, with room for a survivor whose
+            // heartbeat loop is slowed by a loaded host.
+            killed.elapsed() < Duration::from_secs(LOST_AFTER_SECS + 15),
             "not closed {:?} after the kill: {record:?}",
             killed.elapsed()
         );
