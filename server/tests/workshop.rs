@@ -585,6 +585,7 @@ async fn a_class_for_20_refuses_the_21st_join_and_paces_joins_per_address() {
     let class = create_class_with(&state, r#"{"name":"Twenty","max_members":20}"#).await;
     assert_eq!(class.max_members, 20);
     let nat = [10, 0, 0, 7];
+    let first_join = std::time::Instant::now();
     for n in 0..20 {
         let (status, _, body) =
             join_from(&state, nat, &class.code, &format!("learner-{n:04}")).await;
@@ -630,7 +631,14 @@ async fn a_class_for_20_refuses_the_21st_join_and_paces_joins_per_address() {
         }
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
     }
-    assert_eq!(paced, Some(40), "the 41st join from one address is paced");
+    // The 41st join is paced, unless this host took more than 3 s for
+    // them: the bucket refills one join every 3 s.
+    let earned = (first_join.elapsed().as_secs_f64() / 3.0).floor() as usize;
+    let paced = paced.expect("joins from one address are paced");
+    assert!(
+        (40..=40 + earned).contains(&paced),
+        "the 41st join from one address is paced (+{earned} earned meanwhile): the join at {paced} was"
+    );
     // Another address is not.
     let (status, _, _) = join_from(&state, [10, 0, 0, 8], &class.code, "learner-0099").await;
     assert_eq!(status, StatusCode::CONFLICT);
