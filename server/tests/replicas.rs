@@ -150,9 +150,11 @@ fn start_run(addr: &str, demo: &str, learner: &str) -> (String, String) {
     (id, reply.replica)
 }
 
+/// The run's demo containers, by the label every one carries (their
+/// names are Docker's own).
 fn containers_of(run: &str) -> usize {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("name={run}")])
+        .args(["ps", "-aq", "--filter", &format!("label=stacklab.run={run}")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
