@@ -154,7 +154,12 @@ fn start_run(addr: &str, demo: &str, learner: &str) -> (String, String) {
 /// names are Docker's own).
 fn containers_of(run: &str) -> usize {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &format!("label=stacklab.run={run}")])
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=stacklab.run={run}"),
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).lines().count()
