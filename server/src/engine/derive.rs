@@ -140,7 +140,8 @@ mod tests {
     }
 
     /// Planted: a run that must wait behind another for the one slot
-    /// (queue), then 200 ms of engine work, then 100 ms of workload. The
+    /// (queue, 600 ms), then 400 ms of engine work, then 200 ms of
+    /// workload. The
     /// derived figures equal the plants: the wait is its own figure and is
     /// in neither the platform's share nor start → ready.
     #[tokio::test]
@@ -149,12 +150,12 @@ mod tests {
         let queue = Arc::new(Queue::new(1));
         let budget = Duration::from_secs(10);
         let blocker = Arc::new(Planted {
-            engine: Duration::from_millis(300),
+            engine: Duration::from_millis(600),
             workload: Duration::ZERO,
         });
         let planted = Arc::new(Planted {
-            engine: Duration::from_millis(200),
-            workload: Duration::from_millis(100),
+            engine: Duration::from_millis(400),
+            workload: Duration::from_millis(200),
         });
         let first = runs.start(DemoId::HelloContainer, blocker, queue.clone(), budget);
         let second = runs.start(DemoId::HelloContainer, planted, queue, budget);
@@ -167,31 +168,31 @@ mod tests {
                 / 1000.0
         };
         // Sleeps overshoot on a busy host, never undershoot. The slack
-        // stays under what a wrong span would add: the other part (100 or
-        // 200 ms) or the queue's 300 ms.
+        // (150 ms) stays under what a wrong span would add: the other part
+        // (200 or 400 ms) or the queue's 600 ms.
         let about = |got: f64, plant: f64| got >= plant - 1.0 && got <= plant + 150.0;
         assert!(
-            ms(Metric::QueueWait) >= 299.0,
+            ms(Metric::QueueWait) >= 599.0,
             "waited {}",
             ms(Metric::QueueWait)
         );
         assert!(
-            about(ms(Metric::PlatformShare), 200.0),
+            about(ms(Metric::PlatformShare), 400.0),
             "platform {}",
             ms(Metric::PlatformShare)
         );
         assert!(
-            about(ms(Metric::WorkloadShare), 100.0),
+            about(ms(Metric::WorkloadShare), 200.0),
             "workload {}",
             ms(Metric::WorkloadShare)
         );
         assert!(
-            about(ms(Metric::StartToReady), 300.0),
+            about(ms(Metric::StartToReady), 600.0),
             "start → ready {}",
             ms(Metric::StartToReady)
         );
         assert!(
-            ms(Metric::RequestToReady) >= ms(Metric::QueueWait) + 299.0,
+            ms(Metric::RequestToReady) >= ms(Metric::QueueWait) + 599.0,
             "the person's wait holds both"
         );
         assert_eq!(
