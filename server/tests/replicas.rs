@@ -162,6 +162,11 @@ fn containers_of(run: &str) -> usize {
         ])
         .output()
         .unwrap();
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
