@@ -220,7 +220,7 @@ async fn health_from(src: Ipv4Addr, to: SocketAddr) -> (Duration, Health) {
 /// from 127.0.0.3 answers throughout, each in well under the timeout; 10
 /// more connections from 127.0.0.2 are closed at once; every trickler is
 /// closed after the 5 s header-read timeout, not before. The numbers show
-/// in the health report. About 7 s.
+/// in the health report. About 6 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_crowd_holds_only_its_cap_and_others_are_served() {
     const CAP: usize = 50;

@@ -744,7 +744,12 @@ impl stacklab_server::engine::Runtime for Gated {
     ) -> Result<stacklab_server::engine::Ready, stacklab_api::RunError> {
         let mut gate = self.0.clone();
         tokio::select! {
-            _ = gate.wait_for(|open| *open) => Ok(Default::default()),
+            _ = async {
+                // A gate whose sender is gone never opens.
+                if gate.wait_for(|open| *open).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => Ok(Default::default()),
             error = ctx.stopped() => Err(error),
         }
     }

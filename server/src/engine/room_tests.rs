@@ -34,7 +34,10 @@ impl Runtime for Slow {
         let mut gate = self.gate.clone();
         tokio::select! {
             _ = async {
-                let _ = gate.wait_for(|open| *open).await;
+                // A gate whose sender is gone never opens.
+                if gate.wait_for(|open| *open).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep(self.time).await;
             } => Ok(Ready::default()),
             error = ctx.stopped() => Err(error),

@@ -423,7 +423,9 @@ pub(crate) mod tests {
     /// goes through meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_pool_says_so_in_time_and_heartbeats_still_go_through() {
-        for store in stores_with(limits(2, 2000, 300)).await {
+        // The statements' bound (4 s) outlasts the call's and the
+        // heartbeat's own bounds below, so the hogs are still running.
+        for store in stores_with(limits(2, 4000, 300)).await {
             let (h, b) = (store.history.clone(), store.backend);
             let hogs = [
                 hold_a_connection(&h, b).await,
