@@ -200,8 +200,8 @@ async fn container_demo(visit: &Visit) {
     );
     no_guess(client, card).await;
     click(client, &format!("{card} button.run")).await;
-    // A PostgreSQL container on a cold, loaded 2-core host: give it the
-    // time the other PostgreSQL runs of the suite have.
+    // The suite's first PostgreSQL container, on a cold, loaded 2-core
+    // host: RUN_WAIT.
     let pss = reading_within(
         client,
         &format!(r#"{card} tr[data-key="memory_pss"] td.num"#),

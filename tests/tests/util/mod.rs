@@ -170,6 +170,17 @@ pub async fn screenshot(client: &Client, name: &str) {
     std::fs::write(output_dir().join(format!("{name}.png")), png).unwrap();
 }
 
+/// A screenshot taken on the way to a failure: one that cannot be taken
+/// (the browser is gone) must not hide the failure's own message.
+async fn screenshot_if_possible(client: &Client, name: &str) {
+    match client.screenshot().await {
+        Ok(png) => {
+            let _ = std::fs::write(output_dir().join(format!("{name}.png")), png);
+        }
+        Err(e) => eprintln!("no screenshot {name}: {e}"),
+    }
+}
+
 pub async fn text_of(client: &Client, css: &str) -> String {
     text_within(client, css, WAIT).await
 }
@@ -187,7 +198,7 @@ pub async fn eval(client: &Client, js: &str, args: Vec<serde_json::Value>) -> se
 /// and painted at it.
 pub async fn resize(client: &Client, width: u32) {
     client.set_window_rect(0, 0, width, 1000).await.unwrap();
-    // Scroll bars may take up to 40 px of the window.
+    // The window's frame may take up to 40 px of its width.
     until(
         client,
         &format!("return window.innerWidth <= {width} && window.innerWidth + 40 >= {width}"),
@@ -250,7 +261,7 @@ pub async fn find_within(client: &Client, css: &str, wait: Duration) -> Element 
     loop {
         match client.find(Locator::Css(css)).await {
             Ok(el) => return el,
-            Err(e) if tokio::time::Instant::now() > deadline => {
+            Err(e) if tokio::time::Instant::now() > deadline || cannot_recover(&e) => {
                 no_element(client, css, wait, &e.to_string()).await
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
@@ -258,10 +269,17 @@ pub async fn find_within(client: &Client, css: &str, wait: Duration) -> Element 
     }
 }
 
+/// Errors that waiting longer cannot cure: the browser session is gone, or
+/// the selector itself is wrong.
+fn cannot_recover(e: &fantoccini::error::CmdError) -> bool {
+    let said = e.to_string();
+    said.contains("invalid session id") || said.contains("invalid selector")
+}
+
 /// Fails the test: `css` did not come within `wait`. With a screenshot
 /// and what the page's cards said instead (a failure, a missing reading).
 async fn no_element(client: &Client, css: &str, wait: Duration, error: &str) -> ! {
-    screenshot(client, "failure").await;
+    screenshot_if_possible(client, "failure").await;
     let url = client.current_url().await.ok();
     let mut said = Vec::new();
     for el in client
@@ -281,6 +299,7 @@ async fn no_element(client: &Client, css: &str, wait: Duration, error: &str) -> 
 pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // A find that fails reports the time left, not the whole wait.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match find_within(client, css, left).await.text().await {
             Ok(text) => return text,
@@ -324,12 +343,13 @@ pub async fn wait_for_h1(client: &Client, title: &str) {
 /// one appears).
 pub async fn open(client: &Client, url: &str) {
     let mut last = String::new();
-    for _ in 0..3 {
+    for attempt in 1..=3 {
         match client.goto(url).await {
             Ok(()) if !shows_error_page(client).await => return,
             Ok(()) => last = "Chromium showed its error page".to_string(),
             Err(e) => last = e.to_string(),
         }
+        eprintln!("{url}: load {attempt} of 3 failed ({last})");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("{url}: not loaded in three tries; the last: {last}");
@@ -344,15 +364,24 @@ pub async fn reload(client: &Client) {
     }
 }
 
+/// Whether the page is Chromium's own error page. A check that cannot
+/// run (the page is navigating itself on load) is tried again; if it never
+/// runs, the page is taken as loaded, and the waits that follow say what
+/// it shows.
 async fn shows_error_page(client: &Client) -> bool {
-    client
-        .execute(
-            "return document.documentURI.startsWith('chrome-error:') || !!document.querySelector('#main-frame-error')",
-            vec![],
-        )
-        .await
-        .map(|v| v == serde_json::Value::Bool(true))
-        .unwrap_or(true)
+    for _ in 0..5 {
+        let check = client
+            .execute(
+                "return document.documentURI.startsWith('chrome-error:') || !!document.querySelector('#main-frame-error')",
+                vec![],
+            )
+            .await;
+        match check {
+            Ok(v) => return v == serde_json::Value::Bool(true),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    false
 }
 
 /// Opens the home page at `base`, then a lesson through its link there
