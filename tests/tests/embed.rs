@@ -50,15 +50,7 @@ async fn lab_for(sites: &[&str]) -> String {
 /// Waits until the element for `demo` has `state`.
 async fn wait_for_state(client: &Client, demo: &str, state: &str) {
     let css = format!(r#"stacklab-demo[demo="{demo}"][state="{state}"]"#);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    // A lookup can fail for a moment while the page is replaced: tried
-    // again until the deadline.
-    let mut found = client.find(Locator::Css(&css)).await;
-    while found.is_err() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        found = client.find(Locator::Css(&css)).await;
-    }
-    if let Err(e) = found {
+    if let Err(e) = try_find_within(client, &css, WAIT).await {
         screenshot(client, "failure").await;
         let states = eval(
             client,

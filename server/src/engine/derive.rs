@@ -141,9 +141,8 @@ mod tests {
 
     /// Planted: a run that must wait behind another for the one slot
     /// (queue, 600 ms), then 400 ms of engine work, then 200 ms of
-    /// workload. The
-    /// derived figures equal the plants: the wait is its own figure and is
-    /// in neither the platform's share nor start → ready.
+    /// workload. The derived figures equal the plants: the wait is its own
+    /// figure and is in neither the platform's share nor start → ready.
     #[tokio::test]
     async fn derived_figures_equal_the_planted_delays() {
         let runs = Arc::new(Runs::default());

@@ -216,16 +216,18 @@ pub async fn resize(client: &Client, width: u32) {
 }
 
 /// Waits (up to [`WAIT`]) until `js`, a function body, returns true in
-/// the page.
+/// the page (a script that cannot run yet, the page being replaced, is
+/// tried again).
 pub async fn until(client: &Client, js: &str, what: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if eval(client, js, vec![]).await == serde_json::Value::Bool(true) {
+        let said = client.execute(js, vec![]).await;
+        if matches!(said, Ok(serde_json::Value::Bool(true))) {
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            screenshot(client, "failure").await;
-            panic!("{what}: not within {WAIT:?}");
+            screenshot_if_possible(client, "failure").await;
+            panic!("{what}: not within {WAIT:?} (the page said {said:?})");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -255,17 +257,29 @@ pub async fn reading_within(client: &Client, css: &str, wait: Duration) -> Strin
 /// The element `css`, waiting up to `wait` for it. While a page is being
 /// replaced (a navigation, a redraw) a lookup can fail for other reasons
 /// than "no such element" ("aborted by navigation"): it is tried again
-/// until the deadline, and only then is it a failure.
-pub async fn find_within(client: &Client, css: &str, wait: Duration) -> Element {
+/// until the deadline. The last error when it did not come.
+pub async fn try_find_within(
+    client: &Client,
+    css: &str,
+    wait: Duration,
+) -> Result<Element, String> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         match client.find(Locator::Css(css)).await {
-            Ok(el) => return el,
+            Ok(el) => return Ok(el),
             Err(e) if tokio::time::Instant::now() > deadline || cannot_recover(&e) => {
-                no_element(client, css, wait, &e.to_string()).await
+                return Err(e.to_string())
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
+    }
+}
+
+/// [`try_find_within`], failing the test when the element did not come.
+pub async fn find_within(client: &Client, css: &str, wait: Duration) -> Element {
+    match try_find_within(client, css, wait).await {
+        Ok(el) => el,
+        Err(e) => no_element(client, css, wait, &e).await,
     }
 }
 
@@ -299,14 +313,17 @@ async fn no_element(client: &Client, css: &str, wait: Duration, error: &str) -> 
 pub async fn text_within(client: &Client, css: &str, wait: Duration) -> String {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        // A find that fails reports the time left, not the whole wait.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match find_within(client, css, left).await.text().await {
+        let text = match try_find_within(client, css, left).await {
+            Ok(el) => el.text().await.map_err(|e| e.to_string()),
+            Err(e) => no_element(client, css, wait, &e).await,
+        };
+        match text {
             Ok(text) => return text,
             // Drawn again between finding and reading (a live page): read
             // the new one.
             Err(e) if tokio::time::Instant::now() > deadline => {
-                no_element(client, css, wait, &e.to_string()).await
+                no_element(client, css, wait, &e).await
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
